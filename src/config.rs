@@ -1,0 +1,193 @@
+//! Command-line flags (each also readable from an `INFLIGHT_*` variable) and
+//! the engine settings they make.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::EngineConfig;
+use crate::llm::LatencyRange;
+use crate::model::Operation;
+use crate::state::{Policy, StateConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "inflight",
+    version,
+    about = "Keeps slow LLM work on live transcripts from piling up, and shows it live.",
+    long_about = "Keeps slow LLM work on live transcripts from piling up, and shows it live.\n\n\
+Without a command, opens the dashboard; without --feed, on the embedded demo \
+(a replay feed of recorded meetings and the builtin LLM with simulated latency)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The same engine without the dashboard, logging to stdout.
+    Serve,
+    /// A replay feed server that plays recorded meetings (demo, tests).
+    Feed(FeedArgs),
+}
+
+/// Which LLM backend answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LlmKind {
+    /// No model, no network: extractive summaries and keyword mind maps.
+    Builtin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryMode {
+    /// Previous summary plus what was said since.
+    Incremental,
+    /// Re-read every kept transcript each time.
+    Full,
+}
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// A transcript feed to connect to (ws:// URL); repeat for several.
+    #[arg(
+        long = "feed",
+        value_name = "URL",
+        env = "INFLIGHT_FEED",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub feeds: Vec<String>,
+
+    /// Give a feed up after this many failed connection attempts in a row (default: never).
+    #[arg(long, value_name = "N", env = "INFLIGHT_FEED_RETRIES", global = true)]
+    pub feed_retries: Option<u32>,
+
+    /// The LLM backend.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "builtin",
+        env = "INFLIGHT_LLM",
+        global = true
+    )]
+    pub llm: LlmKind,
+
+    /// Latency of the builtin backend, fixed (`200ms`) or a range (`2s..6s`).
+    /// Default: 2s..6s on the embedded demo, none otherwise.
+    #[arg(
+        long,
+        value_name = "RANGE",
+        env = "INFLIGHT_SIMULATE_LATENCY",
+        global = true
+    )]
+    pub simulate_latency: Option<LatencyRange>,
+
+    /// What a request does when its operation is already running for the session.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "coalesce",
+        env = "INFLIGHT_ON_BUSY",
+        global = true
+    )]
+    pub on_busy: Policy,
+
+    /// Give a run up as timed out after this long (e.g. 300s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, env = "INFLIGHT_OP_TIMEOUT", global = true)]
+    pub op_timeout: Duration,
+
+    /// Most LLM calls at once, across all sessions.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024), env = "INFLIGHT_LLM_CONCURRENCY", global = true)]
+    pub llm_concurrency: u32,
+
+    /// How summaries read the transcript.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "incremental",
+        env = "INFLIGHT_SUMMARY_MODE",
+        global = true
+    )]
+    pub summary_mode: SummaryMode,
+
+    /// Operations each new final transcript requests (comma-separated).
+    #[arg(long, value_name = "OPS", value_delimiter = ',', default_value = "summary,mind_map", value_parser = parse_operation, env = "INFLIGHT_OPS", global = true)]
+    pub ops: Vec<Operation>,
+
+    /// Replay speed of the embedded demo feed (1 = real time).
+    #[arg(
+        long,
+        value_name = "FACTOR",
+        default_value_t = 1.0,
+        env = "INFLIGHT_DEMO_SPEED",
+        global = true
+    )]
+    pub demo_speed: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9100", env = "INFLIGHT_FEED_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// A folder of `.jsonl` meetings to play instead of the embedded ones.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Replay speed: 1 is real time, 2 twice as fast, 0 as fast as possible.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+
+    /// Start each meeting again (under a new session id) when it ends.
+    #[arg(long = "loop")]
+    pub looping: bool,
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("{raw:?} is not a duration ({e}); write e.g. 300s or 2m"))
+}
+
+fn parse_operation(raw: &str) -> Result<Operation, String> {
+    Operation::parse(raw).ok_or_else(|| {
+        let known: Vec<&str> = Operation::ALL.iter().map(|op| op.as_str()).collect();
+        format!("unknown operation {raw:?}; known: {}", known.join(", "))
+    })
+}
+
+impl EngineArgs {
+    /// True when no feed was given: the embedded demo feed is used.
+    pub fn is_demo(&self) -> bool {
+        self.feeds.is_empty()
+    }
+
+    /// The builtin backend's latency: as given, else 2s..6s on the demo.
+    pub fn builtin_latency(&self) -> LatencyRange {
+        self.simulate_latency.unwrap_or(if self.is_demo() {
+            LatencyRange {
+                min: Duration::from_secs(2),
+                max: Duration::from_secs(6),
+            }
+        } else {
+            LatencyRange::ZERO
+        })
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            state: StateConfig {
+                policy: [self.on_busy; crate::model::OPERATION_COUNT],
+                op_timeout: self.op_timeout,
+            },
+            llm_concurrency: self.llm_concurrency as usize,
+            incremental_summaries: self.summary_mode == SummaryMode::Incremental,
+            automatic_ops: self.ops.clone(),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Feed health as the engine sees it: one [`FeedStatus`] per `--feed`, updated
+//! by its client, read by snapshots.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+/// Where a feed's connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedState {
+    Connecting,
+    Connected,
+    /// Waiting before the next attempt.
+    BackingOff {
+        until: Instant,
+        attempt: u32,
+    },
+    Closed {
+        reason: String,
+    },
+}
+
+impl FeedState {
+    pub fn word(&self) -> &'static str {
+        match self {
+            FeedState::Connecting => "connecting",
+            FeedState::Connected => "connected",
+            FeedState::BackingOff { .. } => "backing off",
+            FeedState::Closed { .. } => "closed",
+        }
+    }
+}
+
+/// Kinds of bad input a feed can send, each counted on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadFrame {
+    InvalidJson,
+    UnknownType,
+    BadSessionId,
+    Oversized,
+    Binary,
+    TextCut,
+}
+
+impl BadFrame {
+    pub const ALL: [BadFrame; 6] = [
+        BadFrame::InvalidJson,
+        BadFrame::UnknownType,
+        BadFrame::BadSessionId,
+        BadFrame::Oversized,
+        BadFrame::Binary,
+        BadFrame::TextCut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadFrame::InvalidJson => "invalid_json",
+            BadFrame::UnknownType => "unknown_type",
+            BadFrame::BadSessionId => "bad_session_id",
+            BadFrame::Oversized => "oversized",
+            BadFrame::Binary => "binary",
+            BadFrame::TextCut => "text_cut",
+        }
+    }
+}
+
+/// One feed's live status; shared between its client and the engine.
+#[derive(Debug)]
+pub struct FeedStatus {
+    pub index: usize,
+    pub url: String,
+    state: Mutex<FeedState>,
+    last_message_at: Mutex<Option<Instant>>,
+    pub messages: AtomicU64,
+    pub transcripts: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub connects: AtomicU64,
+    bad: [AtomicU64; BadFrame::ALL.len()],
+}
+
+impl FeedStatus {
+    fn new(index: usize, url: String) -> Self {
+        Self {
+            index,
+            url,
+            state: Mutex::new(FeedState::Connecting),
+            last_message_at: Mutex::new(None),
+            messages: AtomicU64::new(0),
+            transcripts: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            bad: Default::default(),
+        }
+    }
+
+    pub fn set_state(&self, state: FeedState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    pub fn state(&self) -> FeedState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn saw_message(&self) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_message_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    pub fn count_bad(&self, kind: BadFrame) -> u64 {
+        self.bad[kind as usize].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn bad(&self, kind: BadFrame) -> u64 {
+        self.bad[kind as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn view(&self) -> FeedView {
+        FeedView {
+            index: self.index,
+            url: self.url.clone(),
+            state: self.state(),
+            last_message_at: *self
+                .last_message_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            messages: self.messages.load(Ordering::Relaxed),
+            transcripts: self.transcripts.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
+            bad_frames: BadFrame::ALL.iter().map(|k| self.bad(*k)).sum(),
+        }
+    }
+}
+
+/// A copy of one feed's status for views.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedView {
+    pub index: usize,
+    pub url: String,
+    pub state: FeedState,
+    pub last_message_at: Option<Instant>,
+    pub messages: u64,
+    pub transcripts: u64,
+    pub duplicates: u64,
+    pub connects: u64,
+    pub bad_frames: u64,
+}
+
+/// All feeds, in the order they were given.
+#[derive(Debug, Default)]
+pub struct FeedRegistry {
+    feeds: Mutex<Vec<Arc<FeedStatus>>>,
+}
+
+impl FeedRegistry {
+    pub fn register(&self, url: impl Into<String>) -> Arc<FeedStatus> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        let status = Arc::new(FeedStatus::new(feeds.len(), url.into()));
+        feeds.push(status.clone());
+        status
+    }
+
+    pub fn views(&self) -> Vec<FeedView> {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        feeds.iter().map(|f| f.view()).collect()
+    }
+}

@@ -1,0 +1,318 @@
+//! The engine: transcripts in, runs scheduled, results and events out.
+//!
+//! [`Engine`] is a cheap handle (an `Arc`) that feeds, the API and the
+//! dashboard share. It owns the session store, the processing state manager,
+//! the LLM backend with its global permit cap, the feed registry and the
+//! event bus.
+//!
+//! Scheduling rules: a new final transcript requests every automatic
+//! operation of its session, each on its own (a slow mind map never holds up
+//! summaries); a `session_end` requests one last run of each so the final
+//! results cover the whole session; partial transcripts only move the live
+//! line. A request goes through [`ProcessingStateManager::try_start`]; when
+//! admitted, the [`runner`] carries the run on its own task.
+
+pub mod feeds;
+mod progress;
+mod runner;
+pub mod snapshot;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Semaphore, broadcast};
+use tokio::time::Instant;
+
+pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
+pub use snapshot::{OpRow, SessionDetail, SessionRow, Snapshot, Totals};
+pub use store::{Appended, OpResult, ResultBody, SessionContent, StoredTranscript};
+
+use crate::events::{Event, EventBus, RunId};
+use crate::llm::Backend;
+use crate::model::{OPERATION_COUNT, Operation, SessionId, Transcript};
+use crate::state::{Admission, ProcessingStateManager, ProcessingStatus, StateConfig};
+use progress::ProgressBoard;
+use store::SessionStore;
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub state: StateConfig,
+    /// Most LLM calls at once, across all sessions.
+    pub llm_concurrency: usize,
+    /// Summaries build on the previous summary (`true`) or re-read everything.
+    pub incremental_summaries: bool,
+    /// Operations requested by every new final transcript.
+    pub automatic_ops: Vec<Operation>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            state: StateConfig::default(),
+            llm_concurrency: 4,
+            incremental_summaries: true,
+            automatic_ops: Operation::ALL.to_vec(),
+        }
+    }
+}
+
+/// The answer to a request for a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TriggerAnswer {
+    Started {
+        run_id: RunId,
+    },
+    /// A run is in flight; one follow-up will run after it (coalesce).
+    Pending {
+        running_run_id: RunId,
+        since: SystemTime,
+    },
+    /// A run is in flight; the request was dropped (skip).
+    Skipped {
+        running_run_id: RunId,
+        since: SystemTime,
+    },
+}
+
+impl TriggerAnswer {
+    pub fn word(&self) -> &'static str {
+        match self {
+            TriggerAnswer::Started { .. } => "started",
+            TriggerAnswer::Pending { .. } => "pending",
+            TriggerAnswer::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+struct Shared {
+    config: EngineConfig,
+    state: Arc<ProcessingStateManager>,
+    store: SessionStore,
+    backend: Arc<dyn Backend>,
+    permits: Semaphore,
+    progress: ProgressBoard,
+    feeds: FeedRegistry,
+    events: EventBus,
+    started_at: Instant,
+}
+
+/// A handle on the engine; clone it freely.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, backend: Arc<dyn Backend>) -> Self {
+        let events = EventBus::new();
+        let state = ProcessingStateManager::new(config.state.clone(), events.clone());
+        Self {
+            shared: Arc::new(Shared {
+                permits: Semaphore::new(config.llm_concurrency.max(1)),
+                config,
+                state,
+                store: SessionStore::default(),
+                backend,
+                progress: ProgressBoard::default(),
+                feeds: FeedRegistry::default(),
+                events,
+                started_at: Instant::now(),
+            }),
+        }
+    }
+
+    /// Takes in one transcript; a new final one requests the automatic ops.
+    pub fn ingest(&self, transcript: Transcript, feed: Option<usize>) -> Appended {
+        let session = transcript.session_id.clone();
+        let appended = self.shared.store.append(transcript, feed);
+        match appended {
+            Appended::Duplicate => {}
+            Appended::Partial { generation } | Appended::Final { generation } => {
+                let is_final = matches!(appended, Appended::Final { .. });
+                self.shared.events.emit(Event::TranscriptReceived {
+                    session: session.clone(),
+                    generation,
+                    is_final,
+                });
+                if is_final {
+                    for op in &self.shared.config.automatic_ops {
+                        self.request(&session, *op);
+                    }
+                }
+            }
+        }
+        appended
+    }
+
+    /// The session ended: one last run of every operation.
+    pub fn end_session(&self, session: &SessionId, feed: Option<usize>) {
+        if self.shared.store.end(session, feed) {
+            for op in Operation::ALL {
+                self.request(session, op);
+            }
+        }
+    }
+
+    /// Asks for a run of `op` now (also the operator's trigger).
+    pub fn request(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
+        match self.shared.state.try_start(session, op) {
+            Admission::Started(guard) => {
+                let run_id = guard.run_id();
+                runner::spawn(self.shared.clone(), guard);
+                TriggerAnswer::Started { run_id }
+            }
+            Admission::Busy {
+                run_id,
+                since,
+                pending: true,
+            } => TriggerAnswer::Pending {
+                running_run_id: run_id,
+                since,
+            },
+            Admission::Busy {
+                run_id,
+                since,
+                pending: false,
+            } => TriggerAnswer::Skipped {
+                running_run_id: run_id,
+                since,
+            },
+        }
+    }
+
+    /// Stops the run of `op` on `session`; `None` when none was in flight.
+    pub fn cancel(&self, session: &SessionId, op: Operation) -> Option<RunId> {
+        self.shared.state.stop_processing(session, op)
+    }
+
+    /// The seed's processing status of one session.
+    pub fn status(&self, session: &SessionId) -> ProcessingStatus {
+        self.shared.state.status(session)
+    }
+
+    pub fn state(&self) -> &Arc<ProcessingStateManager> {
+        &self.shared.state
+    }
+
+    pub fn feeds(&self) -> &FeedRegistry {
+        &self.shared.feeds
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    pub fn backend_info(&self) -> crate::llm::BackendInfo {
+        self.shared.backend.info()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// The latest result of `op` for `session`.
+    pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
+        self.shared
+            .store
+            .content(session, 0)
+            .and_then(|c| c.results[op.index()].clone())
+    }
+
+    /// The session's newest generation (0 when unknown).
+    pub fn generation(&self, session: &SessionId) -> u64 {
+        self.shared.store.generation(session)
+    }
+
+    /// True when no run is in flight anywhere.
+    pub fn is_idle(&self) -> bool {
+        self.shared.state.in_flight_sessions() == 0
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.shared.started_at.elapsed()
+    }
+
+    /// A copy of everything the views show.
+    pub fn snapshot(&self) -> Snapshot {
+        let shared = &self.shared;
+        let mut facts = HashMap::with_capacity(shared.store.len());
+        shared.store.for_each(|id, f| {
+            facts.insert(id.clone(), f);
+        });
+        let mut ops: HashMap<SessionId, [OpRow; OPERATION_COUNT]> =
+            HashMap::with_capacity(facts.len());
+        shared.state.for_each_session(|id, views| {
+            ops.insert(
+                id.clone(),
+                std::array::from_fn(|i| OpRow::new(views[i].0, views[i].1)),
+            );
+        });
+        for row in ops.values_mut().flatten() {
+            if let Some(run) = &row.in_flight {
+                row.tokens = shared.progress.rate(run.run_id);
+            }
+        }
+        let sessions = snapshot::join_rows(facts, ops);
+        Snapshot {
+            taken_at: Instant::now(),
+            uptime: self.uptime(),
+            backend: shared.backend.info(),
+            permits_in_use: shared.config.llm_concurrency.max(1)
+                - shared.permits.available_permits(),
+            permits_cap: shared.config.llm_concurrency.max(1),
+            policy: shared.config.state.policy,
+            op_timeout: shared.config.state.op_timeout,
+            feeds: shared.feeds.views(),
+            totals: snapshot::totals(&sessions),
+            sessions,
+        }
+    }
+
+    /// One session in full: its row, recent transcripts, results and history.
+    pub fn session_detail(&self, session: &SessionId, recent: usize) -> Option<SessionDetail> {
+        let shared = &self.shared;
+        let content = shared.store.content(session, recent);
+        let views: [_; OPERATION_COUNT] =
+            std::array::from_fn(|i| shared.state.op_view(session, Operation::ALL[i]));
+        let known = content.is_some()
+            || views
+                .iter()
+                .any(|v| v.stats.runs > 0 || v.in_flight.is_some());
+        if !known {
+            return None;
+        }
+        let facts = shared.store.facts(session);
+        let mut ops: [OpRow; OPERATION_COUNT] =
+            std::array::from_fn(|i| OpRow::new(views[i].in_flight.as_ref(), &views[i].stats));
+        for row in &mut ops {
+            if let Some(run) = &row.in_flight {
+                row.tokens = shared.progress.rate(run.run_id);
+            }
+        }
+        let row = SessionRow {
+            id: session.clone(),
+            feed: facts.as_ref().and_then(|f| f.feed),
+            transcripts: facts.as_ref().map_or(0, |f| f.generation),
+            last_transcript_at: facts.as_ref().and_then(|f| f.last_transcript_at),
+            ended: facts.as_ref().is_some_and(|f| f.ended),
+            has_partial: facts.as_ref().is_some_and(|f| f.partial),
+            ops,
+        };
+        Some(SessionDetail {
+            row,
+            content: content.unwrap_or(SessionContent {
+                recent: Vec::new(),
+                partial: None,
+                results: Default::default(),
+            }),
+            history: std::array::from_fn(|i| views[i].stats.history.iter().cloned().collect()),
+        })
+    }
+}

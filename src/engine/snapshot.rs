@@ -1,0 +1,183 @@
+//! Snapshots: copies of the engine's state that views read at their pace.
+//!
+//! A [`Snapshot`] is built under short locks and owns its data, so a view can
+//! sort, filter and render it without holding anything the engine needs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::feeds::FeedView;
+use super::store::SessionContent;
+use crate::llm::BackendInfo;
+use crate::model::{OPERATION_COUNT, SessionId};
+use crate::state::{InFlight, OpStats, Policy, RunRecord};
+
+/// One operation of one session, for tables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpRow {
+    pub in_flight: Option<InFlight>,
+    /// Tokens streamed so far and tokens per second, while calling the LLM.
+    pub tokens: Option<(u64, f64)>,
+    pub runs: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    pub skipped: u64,
+    pub follow_ups: u64,
+    pub last_duration: Option<Duration>,
+    pub mean_duration: Option<Duration>,
+    pub p95_duration: Option<Duration>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    /// The generation the latest stored result covers.
+    pub covered_generation: Option<u64>,
+}
+
+impl OpRow {
+    pub(super) fn new(in_flight: Option<&InFlight>, stats: &OpStats) -> Self {
+        Self {
+            in_flight: in_flight.cloned(),
+            tokens: None,
+            runs: stats.runs,
+            ok: stats.ok,
+            failed: stats.failed,
+            timed_out: stats.timed_out,
+            cancelled: stats.cancelled,
+            skipped: stats.skipped,
+            follow_ups: stats.follow_ups,
+            last_duration: stats.last_duration,
+            mean_duration: stats.mean_duration(),
+            p95_duration: stats.p95_duration(),
+            last_error: stats.last_error.clone(),
+            consecutive_failures: stats.consecutive_failures,
+            covered_generation: stats.covered_generation,
+        }
+    }
+
+    /// Failures of any kind (failed or timed out).
+    pub fn failures(&self) -> u64 {
+        self.failed + self.timed_out
+    }
+}
+
+/// One session, for tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub id: SessionId,
+    pub feed: Option<usize>,
+    /// Final transcripts so far: the session's generation.
+    pub transcripts: u64,
+    pub last_transcript_at: Option<Instant>,
+    pub ended: bool,
+    pub has_partial: bool,
+    pub ops: [OpRow; OPERATION_COUNT],
+}
+
+impl SessionRow {
+    pub fn any_in_flight(&self) -> bool {
+        self.ops.iter().any(|op| op.in_flight.is_some())
+    }
+
+    /// True when an op's latest result does not cover the newest transcript.
+    pub fn is_stale(&self, op: usize) -> bool {
+        self.transcripts > 0 && self.ops[op].covered_generation.unwrap_or(0) < self.transcripts
+    }
+}
+
+/// Counters across all sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub transcripts: u64,
+    pub runs: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    pub skipped: u64,
+    pub follow_ups: u64,
+    pub queued: u64,
+    pub running: u64,
+}
+
+/// The whole engine at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub taken_at: Instant,
+    pub uptime: Duration,
+    pub backend: BackendInfo,
+    pub permits_in_use: usize,
+    pub permits_cap: usize,
+    pub policy: [Policy; OPERATION_COUNT],
+    pub op_timeout: Duration,
+    pub feeds: Vec<FeedView>,
+    /// Sorted by session id.
+    pub sessions: Vec<SessionRow>,
+    pub totals: Totals,
+}
+
+/// One session in full, for a detail view.
+#[derive(Debug, Clone)]
+pub struct SessionDetail {
+    pub row: SessionRow,
+    pub content: SessionContent,
+    pub history: [Vec<RunRecord>; OPERATION_COUNT],
+}
+
+pub(super) fn totals(rows: &[SessionRow]) -> Totals {
+    let mut totals = Totals::default();
+    for row in rows {
+        totals.transcripts += row.transcripts;
+        for op in &row.ops {
+            totals.runs += op.runs;
+            totals.ok += op.ok;
+            totals.failed += op.failed;
+            totals.timed_out += op.timed_out;
+            totals.cancelled += op.cancelled;
+            totals.skipped += op.skipped;
+            totals.follow_ups += op.follow_ups;
+            match op.in_flight.as_ref().map(|r| r.phase) {
+                Some(crate::state::Phase::Queued) => totals.queued += 1,
+                Some(crate::state::Phase::Running) => totals.running += 1,
+                None => {}
+            }
+        }
+    }
+    totals
+}
+
+/// Joins the store's facts with the state manager's rows.
+pub(super) fn join_rows(
+    facts: HashMap<SessionId, super::store::SessionFacts>,
+    mut ops: HashMap<SessionId, [OpRow; OPERATION_COUNT]>,
+) -> Vec<SessionRow> {
+    let mut rows: Vec<SessionRow> = facts
+        .into_iter()
+        .map(|(id, facts)| {
+            let ops = ops.remove(&id).unwrap_or_default();
+            SessionRow {
+                feed: facts.feed,
+                transcripts: facts.generation,
+                last_transcript_at: facts.last_transcript_at,
+                ended: facts.ended,
+                has_partial: facts.partial,
+                ops,
+                id,
+            }
+        })
+        .collect();
+    // Sessions known only to the state manager (triggered by hand, never fed).
+    rows.extend(ops.into_iter().map(|(id, ops)| SessionRow {
+        id,
+        feed: None,
+        transcripts: 0,
+        last_transcript_at: None,
+        ended: false,
+        has_partial: false,
+        ops,
+    }));
+    rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    rows
+}

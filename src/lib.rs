@@ -1,0 +1,35 @@
+//! inflight keeps slow LLM work on live transcripts from piling up.
+//!
+//! Transcripts arrive over WebSocket feeds; for each session inflight runs
+//! summary and mind-map generation through an LLM, lets at most one run of
+//! each operation per session be in flight, never lets a backlog grow, and
+//! shows an operator what is running, for how long, and what was skipped.
+//!
+//! ```text
+//!  feeds ──WS──► feed::client ──► Engine::ingest
+//!                                    │
+//!                     scheduler ─► state::ProcessingStateManager (start | busy)
+//!                                    │ RunGuard
+//!                     runner ── LLM permits ──► llm::Backend
+//!                                    │
+//!          events (broadcast) + Snapshot (pull) ──► tui · logs
+//! ```
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`model`] | session ids, operations, transcripts, mind maps |
+//! | [`state`] | the processing state manager, run guards, the seed's status JSON |
+//! | [`events`] | the event stream and its logging |
+//! | [`engine`] | session store, scheduling, runner, snapshots |
+//! | [`llm`] | the backend trait and the builtin backend |
+//! | [`feed`] | the feed protocol, the feed client and the replay server |
+//! | [`text`] | making outside text safe for a terminal |
+
+pub mod config;
+pub mod engine;
+pub mod events;
+pub mod feed;
+pub mod llm;
+pub mod model;
+pub mod state;
+pub mod text;

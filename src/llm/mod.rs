@@ -1,0 +1,184 @@
+//! LLM backends: what a run asks, what it gets back, and who answers.
+//!
+//! A [`Backend`] takes an [`LlmRequest`] (the operation, the session's
+//! utterances, the previous summary) and returns text plus usage, reporting
+//! tokens as they stream through [`Progress`]. The engine parses the text
+//! (mind maps leniently, see [`mind_map`]) and owns retries, deadlines and
+//! cancellation; a backend only has to be cancel-safe (dropping its future
+//! stops the work).
+
+pub mod builtin;
+pub mod mind_map;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::model::{Operation, SessionId};
+
+/// A future returned by a backend.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One utterance as the prompt sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Utterance {
+    pub speaker: Option<String>,
+    pub text: String,
+}
+
+/// What a run asks of the model.
+#[derive(Debug, Clone)]
+pub struct LlmRequest {
+    pub session: SessionId,
+    pub op: Operation,
+    /// The utterances to read (all kept ones, or those after the previous summary).
+    pub utterances: Vec<Utterance>,
+    /// The summary the new one builds on, for incremental summaries.
+    pub previous_summary: Option<String>,
+}
+
+/// The model's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmResponse {
+    pub text: String,
+    pub model: String,
+    pub completion_tokens: u64,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmError(pub String);
+
+impl fmt::Display for LlmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LlmError {}
+
+/// Tokens streamed so far by one run; read by snapshots while the run goes on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    tokens: AtomicU64,
+}
+
+impl Progress {
+    pub fn add_tokens(&self, n: u64) {
+        self.tokens.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+}
+
+/// What the views say about the backend.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BackendInfo {
+    /// `builtin`, `ollama`, `openai`.
+    pub kind: String,
+    pub model: String,
+    /// True when the backend imitates a model (shown as such in every view).
+    pub simulated: bool,
+    pub reachable: bool,
+}
+
+/// Something that answers LLM requests.
+pub trait Backend: Send + Sync {
+    fn info(&self) -> BackendInfo;
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>>;
+}
+
+/// A latency range for the builtin backend, written `200ms` or `2s..6s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LatencyRange {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl LatencyRange {
+    pub const ZERO: LatencyRange = LatencyRange {
+        min: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+
+    pub fn fixed(latency: Duration) -> Self {
+        Self {
+            min: latency,
+            max: latency,
+        }
+    }
+
+    /// A duration drawn uniformly from the range.
+    pub fn sample(&self, rng: &mut fastrand::Rng) -> Duration {
+        if self.max <= self.min {
+            return self.min;
+        }
+        let span = (self.max - self.min).as_micros() as u64;
+        self.min + Duration::from_micros(rng.u64(0..=span))
+    }
+}
+
+impl std::str::FromStr for LatencyRange {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let parse = |part: &str| {
+            humantime::parse_duration(part.trim()).map_err(|e| {
+                format!("{part:?} is not a duration ({e}); write e.g. 200ms or 2s..6s")
+            })
+        };
+        match raw.split_once("..") {
+            Some((min, max)) => {
+                let (min, max) = (parse(min)?, parse(max)?);
+                if max < min {
+                    return Err(format!("latency range {raw:?} ends before it starts"));
+                }
+                Ok(Self { min, max })
+            }
+            None => parse(raw).map(Self::fixed),
+        }
+    }
+}
+
+impl fmt::Display for LatencyRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if self.min == self.max {
+            f.write_str(&show(self.min))
+        } else {
+            write!(f, "{}..{}", show(self.min), show(self.max))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_ranges_parse() {
+        assert_eq!(
+            "200ms".parse::<LatencyRange>(),
+            Ok(LatencyRange::fixed(Duration::from_millis(200)))
+        );
+        let range: LatencyRange = "2s..6s".parse().unwrap();
+        assert_eq!(range.min, Duration::from_secs(2));
+        assert_eq!(range.max, Duration::from_secs(6));
+        assert!("6s..2s".parse::<LatencyRange>().is_err());
+        assert!("soon".parse::<LatencyRange>().is_err());
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..100 {
+            let d = range.sample(&mut rng);
+            assert!(d >= range.min && d <= range.max);
+        }
+    }
+}

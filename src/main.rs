@@ -1,0 +1,156 @@
+//! The `inflight` command: parses flags and wires the pieces together.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use inflight::config::{Cli, Command, EngineArgs, FeedArgs, LlmKind};
+use inflight::engine::Engine;
+use inflight::feed::{client, meetings, replay};
+use inflight::llm::Backend;
+use inflight::llm::builtin::BuiltinBackend;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("inflight: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Feed(args)) => run_feed_server(args).await,
+            Some(Command::Serve) | None => run_headless(cli.engine).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("inflight: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
+}
+
+fn backend(args: &EngineArgs) -> Arc<dyn Backend> {
+    match args.llm {
+        LlmKind::Builtin => Arc::new(BuiltinBackend::new(args.builtin_latency())),
+    }
+}
+
+/// Builds the engine and connects its feeds: the given ones, or the embedded
+/// demo feed on an ephemeral loopback port.
+async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result<Engine, String> {
+    let engine = Engine::new(args.engine_config(), backend(args));
+    let mut feeds = args.feeds.clone();
+    if args.is_demo() {
+        let options = replay::ReplayOptions {
+            speed: args.demo_speed.max(0.0),
+            looping: true,
+            ..Default::default()
+        };
+        let addr = replay::start(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            meetings::embedded(),
+            options,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| format!("cannot start the demo feed: {e}"))?;
+        feeds.push(format!("ws://{addr}/demo"));
+    }
+    let options = client::FeedOptions {
+        retries: args.feed_retries,
+        ..Default::default()
+    };
+    for url in feeds {
+        client::spawn(engine.clone(), url, options.clone(), shutdown.clone());
+    }
+    Ok(engine)
+}
+
+async fn run_headless(args: EngineArgs) -> Result<(), String> {
+    init_logs();
+    let shutdown = CancellationToken::new();
+    let engine = start_engine(&args, &shutdown).await?;
+    let info = engine.backend_info();
+    tracing::info!(
+        backend = %info.kind,
+        model = %info.model,
+        on_busy = ?args.on_busy,
+        llm_concurrency = args.llm_concurrency,
+        "inflight engine running; Ctrl-C stops it"
+    );
+    wait_for_signal().await;
+    shutdown.cancel();
+    let totals = engine.snapshot().totals;
+    tracing::info!(
+        transcripts = totals.transcripts,
+        runs = totals.runs,
+        skipped = totals.skipped,
+        failed = totals.failed,
+        "stopped"
+    );
+    Ok(())
+}
+
+async fn run_feed_server(args: FeedArgs) -> Result<(), String> {
+    init_logs();
+    let meetings = match &args.dir {
+        Some(dir) => meetings::load_dir(dir)?,
+        None => meetings::embedded(),
+    };
+    let shutdown = CancellationToken::new();
+    let options = replay::ReplayOptions {
+        speed: args.speed.max(0.0),
+        looping: args.looping,
+        ..Default::default()
+    };
+    let count = meetings.len();
+    let addr = replay::start(args.listen, meetings, options, shutdown.clone())
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(%addr, meetings = count, speed = args.speed, looping = args.looping, "replay feed listening");
+    wait_for_signal().await;
+    shutdown.cancel();
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM/SIGHUP on Unix.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let hup = signal(SignalKind::hangup());
+        if let (Ok(mut term), Ok(mut hup)) = (term, hup) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,227 @@
+//! The domain's nouns: sessions, operations and the transcripts that feed them.
+//!
+//! Everything here is plain data with validation at the edge: a [`SessionId`]
+//! can only be built from a string that passes the id rules, so the rest of
+//! the crate never re-checks it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted session id, in bytes (all accepted characters are ASCII).
+pub const MAX_SESSION_ID_LEN: usize = 128;
+
+/// A live conversation's name: 1–128 characters of `A-Z a-z 0-9 . _ : -`.
+///
+/// Cheap to clone (shared string), so it can sit in maps, events and views.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(Arc<str>);
+
+/// Why a string is not a session id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionIdError {
+    Empty,
+    TooLong(usize),
+    BadCharacter(char),
+}
+
+impl fmt::Display for SessionIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => write!(f, "session id is empty"),
+            Self::TooLong(n) => write!(
+                f,
+                "session id is {n} characters long; at most {MAX_SESSION_ID_LEN} are allowed"
+            ),
+            Self::BadCharacter(c) => write!(
+                f,
+                "session id contains {c:?}; only A-Z a-z 0-9 . _ : - are allowed"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SessionIdError {}
+
+impl SessionId {
+    /// Validates `raw` and wraps it.
+    pub fn parse(raw: &str) -> Result<Self, SessionIdError> {
+        if raw.is_empty() {
+            return Err(SessionIdError::Empty);
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+        {
+            return Err(SessionIdError::BadCharacter(bad));
+        }
+        if raw.len() > MAX_SESSION_ID_LEN {
+            return Err(SessionIdError::TooLong(raw.len()));
+        }
+        Ok(Self(Arc::from(raw)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        SessionId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A kind of LLM work done on a session. The set is meant to grow: every
+/// table indexed by operation uses [`Operation::ALL`] and [`Operation::index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Summary,
+    MindMap,
+}
+
+/// How many operations there are; sizes the per-operation arrays.
+pub const OPERATION_COUNT: usize = Operation::ALL.len();
+
+impl Operation {
+    pub const ALL: [Operation; 2] = [Operation::Summary, Operation::MindMap];
+
+    /// The wire name (`summary`, `mind_map`), as in the status JSON and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Summary => "summary",
+            Operation::MindMap => "mind_map",
+        }
+    }
+
+    /// A short human label for narrow screens.
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::Summary => "summary",
+            Operation::MindMap => "mind map",
+        }
+    }
+
+    /// Position in per-operation arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == raw)
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One utterance of a session, as every feed format is mapped to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub session_id: SessionId,
+    /// The feed's sequence number, when it sends one; used to drop replays.
+    pub seq: Option<u64>,
+    pub text: String,
+    pub speaker: Option<String>,
+    /// Seconds from the session's start.
+    pub start: Option<f64>,
+    pub end: Option<f64>,
+    /// Partial (live, still changing) or final (ingested, counted, triggers work).
+    pub is_final: bool,
+}
+
+/// A mind map: a labelled tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MindMapNode {
+    pub label: String,
+    #[serde(default)]
+    pub children: Vec<MindMapNode>,
+}
+
+impl MindMapNode {
+    pub fn leaf(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Number of nodes in the tree, this one included.
+    pub fn size(&self) -> usize {
+        1 + self.children.iter().map(MindMapNode::size).sum::<usize>()
+    }
+
+    /// Levels in the tree; a leaf has depth 1.
+    pub fn depth(&self) -> usize {
+        1 + self
+            .children
+            .iter()
+            .map(MindMapNode::depth)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Wire shape of a mind map: `{"root": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MindMap {
+    pub root: MindMapNode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_follow_the_rules() {
+        assert!(SessionId::parse("sess-0001").is_ok());
+        assert!(SessionId::parse("a.b_c:d-E9").is_ok());
+        assert_eq!(SessionId::parse(""), Err(SessionIdError::Empty));
+        assert_eq!(
+            SessionId::parse("has space"),
+            Err(SessionIdError::BadCharacter(' '))
+        );
+        assert_eq!(
+            SessionId::parse("x\u{1b}[2J"),
+            Err(SessionIdError::BadCharacter('\u{1b}'))
+        );
+        assert!(SessionId::parse(&"a".repeat(128)).is_ok());
+        assert_eq!(
+            SessionId::parse(&"a".repeat(129)),
+            Err(SessionIdError::TooLong(129))
+        );
+    }
+
+    #[test]
+    fn operations_round_trip_their_wire_names() {
+        for op in Operation::ALL {
+            assert_eq!(Operation::parse(op.as_str()), Some(op));
+            assert_eq!(Operation::ALL[op.index()], op);
+        }
+        assert_eq!(Operation::parse("translate"), None);
+    }
+}

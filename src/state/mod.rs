@@ -1,0 +1,499 @@
+//! The processing state manager: which `(session, operation)` has a run in
+//! flight, and the one atomic step that decides whether another may start.
+//!
+//! This is the seed's `ProcessingStateManager`, made safe under concurrency:
+//!
+//! - [`ProcessingStateManager::try_start`] checks and claims a slot in one
+//!   critical section and always answers: [`Admission::Started`] with a
+//!   [`RunGuard`], or [`Admission::Busy`] saying which run holds the slot.
+//! - The guard ends the run. Dropping it (a panic, an aborted task) ends the
+//!   run as `cancelled`, so nothing stays "processing".
+//! - Every run has a [`RunId`] that only grows. A finish whose id is no longer
+//!   the slot's (after a forced stop) changes nothing: a fencing token.
+//! - A session with no run left loses its in-flight entry (the seed's
+//!   automatic cleanup) and a `SessionCleaned` event is sent. Statistics are
+//!   kept apart and outlast it.
+//! - Under [`Policy::Coalesce`], a refused request leaves a pending flag; when
+//!   the run ends and the session has moved past what the run covered, the
+//!   slot passes straight to one follow-up run, inside the same lock.
+//!
+//! One `std::sync::Mutex` guards the maps: every critical section is a few
+//! map operations and never crosses an `.await`.
+
+mod guard;
+pub mod stats;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use guard::{FinishOutcome, RunGuard};
+pub use stats::{OpStats, RunRecord};
+pub use status::{ProcessingStatus, StatusResponse};
+
+use crate::events::{Event, EventBus, Outcome, RunId};
+use crate::model::{OPERATION_COUNT, Operation, SessionId};
+
+/// What to do with a request that finds its operation already running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Drop it, count it, log it: the seed's behaviour.
+    Skip,
+    /// Count it as skipped and remember one follow-up run for when the
+    /// current run ends.
+    #[default]
+    Coalesce,
+}
+
+/// The answer to "may this op start now for this session?".
+#[derive(Debug)]
+pub enum Admission {
+    /// The slot is yours; the guard ends the run.
+    Started(RunGuard),
+    /// Another run holds the slot. `pending` tells whether a follow-up will run.
+    Busy {
+        run_id: RunId,
+        since: SystemTime,
+        pending: bool,
+    },
+}
+
+/// Waiting for an LLM permit, or calling the LLM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Queued,
+    Running,
+}
+
+/// A run in flight, as views see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InFlight {
+    pub run_id: RunId,
+    pub phase: Phase,
+    /// Wall-clock admission time (the seed's start time).
+    pub since: SystemTime,
+    /// Monotonic admission time, for durations.
+    pub admitted: Instant,
+    pub deadline: Instant,
+    pub pending: bool,
+    pub follow_up: bool,
+    pub covered_generation: Option<u64>,
+}
+
+/// One operation of one session: its run in flight, if any, and its statistics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpView {
+    pub in_flight: Option<InFlight>,
+    pub stats: OpStats,
+}
+
+#[derive(Debug)]
+struct Slot {
+    view: InFlight,
+    cancel: CancellationToken,
+}
+
+type Slots = [Option<Slot>; OPERATION_COUNT];
+
+#[derive(Default)]
+struct Tables {
+    /// Sessions with at least one run in flight; removed when the last ends.
+    in_flight: HashMap<SessionId, Slots>,
+    /// Statistics of every session ever seen.
+    stats: HashMap<SessionId, [OpStats; OPERATION_COUNT]>,
+}
+
+impl Tables {
+    fn stats_mut(&mut self, session: &SessionId, op: Operation) -> &mut OpStats {
+        stats_mut(&mut self.stats, session, op)
+    }
+}
+
+fn stats_mut<'a>(
+    stats: &'a mut HashMap<SessionId, [OpStats; OPERATION_COUNT]>,
+    session: &SessionId,
+    op: Operation,
+) -> &'a mut OpStats {
+    &mut stats.entry(session.clone()).or_default()[op.index()]
+}
+
+/// Settings of the manager.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub policy: [Policy; OPERATION_COUNT],
+    /// Every run's deadline, from admission.
+    pub op_timeout: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            policy: [Policy::Coalesce; OPERATION_COUNT],
+            op_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Tracks runs in flight per `(session, op)`; see the module docs.
+pub struct ProcessingStateManager {
+    tables: Mutex<Tables>,
+    next_run_id: AtomicU64,
+    config: StateConfig,
+    events: EventBus,
+}
+
+impl ProcessingStateManager {
+    pub fn new(config: StateConfig, events: EventBus) -> Arc<Self> {
+        Arc::new(Self {
+            tables: Mutex::new(Tables::default()),
+            next_run_id: AtomicU64::new(1),
+            config,
+            events,
+        })
+    }
+
+    pub fn policy(&self, op: Operation) -> Policy {
+        self.config.policy[op.index()]
+    }
+
+    pub fn op_timeout(&self) -> Duration {
+        self.config.op_timeout
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // A panic never happens inside these short sections; if one did, the
+        // maps are still consistent, so carry on rather than poison everything.
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_slot(&self, follow_up: bool) -> Slot {
+        let admitted = Instant::now();
+        Slot {
+            view: InFlight {
+                run_id: self.next_run_id.fetch_add(1, Ordering::Relaxed),
+                phase: Phase::Queued,
+                since: SystemTime::now(),
+                admitted,
+                deadline: admitted + self.config.op_timeout,
+                pending: false,
+                follow_up,
+                covered_generation: None,
+            },
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Checks and claims the `(session, op)` slot in one step.
+    pub fn try_start(self: &Arc<Self>, session: &SessionId, op: Operation) -> Admission {
+        let policy = self.policy(op);
+        let (admission, event) = {
+            let mut tables = self.lock();
+            let Tables { in_flight, stats } = &mut *tables;
+            let slots = in_flight.entry(session.clone()).or_default();
+            let op_stats = stats_mut(stats, session, op);
+            match &mut slots[op.index()] {
+                Some(slot) => {
+                    if policy == Policy::Coalesce {
+                        slot.view.pending = true;
+                    }
+                    op_stats.skipped += 1;
+                    let (run_id, since, pending) =
+                        (slot.view.run_id, slot.view.since, slot.view.pending);
+                    (
+                        Admission::Busy {
+                            run_id,
+                            since,
+                            pending,
+                        },
+                        Event::OpSkipped {
+                            session: session.clone(),
+                            op,
+                            running_run_id: run_id,
+                            since,
+                            pending,
+                        },
+                    )
+                }
+                empty @ None => {
+                    let slot = self.new_slot(false);
+                    let guard = RunGuard::new(self.clone(), session.clone(), op, &slot);
+                    let run_id = slot.view.run_id;
+                    *empty = Some(slot);
+                    op_stats.runs += 1;
+                    (
+                        Admission::Started(guard),
+                        Event::OpQueued {
+                            session: session.clone(),
+                            op,
+                            run_id,
+                            follow_up: false,
+                        },
+                    )
+                }
+            }
+        };
+        self.events.emit(event);
+        admission
+    }
+
+    /// The seed's `is_processing`: `None` asks about any operation.
+    pub fn is_processing(&self, session: &SessionId, op: Option<Operation>) -> bool {
+        let tables = self.lock();
+        match tables.in_flight.get(session) {
+            None => false,
+            Some(slots) => match op {
+                Some(op) => slots[op.index()].is_some(),
+                None => slots.iter().any(Option::is_some),
+            },
+        }
+    }
+
+    /// The seed's `get_processing_status`; unknown sessions are idle.
+    pub fn status(&self, session: &SessionId) -> ProcessingStatus {
+        let tables = self.lock();
+        let mut status = ProcessingStatus::idle(session.clone());
+        if let Some(slots) = tables.in_flight.get(session) {
+            let start = |op: Operation| {
+                slots[op.index()]
+                    .as_ref()
+                    .map(|slot| status::unix_seconds(slot.view.since))
+            };
+            status.summary_start_time = start(Operation::Summary);
+            status.mind_map_start_time = start(Operation::MindMap);
+            status.summary_processing = status.summary_start_time.is_some();
+            status.mind_map_processing = status.mind_map_start_time.is_some();
+            status.any_processing = status.summary_processing || status.mind_map_processing;
+        }
+        status
+    }
+
+    /// The operator's forced stop: frees the slot now, cancels the run's token
+    /// and records it as cancelled. The run's own finish will be stale.
+    /// Returns the stopped run's id, or `None` when nothing was running.
+    pub fn stop_processing(&self, session: &SessionId, op: Operation) -> Option<RunId> {
+        let mut events = Vec::with_capacity(2);
+        let run_id = {
+            let mut tables = self.lock();
+            let slot = take_slot(&mut tables, session, op, &mut events)?;
+            slot.cancel.cancel();
+            let duration = slot.view.admitted.elapsed();
+            record_end(
+                &mut tables,
+                session,
+                op,
+                &slot.view,
+                duration,
+                Outcome::Cancelled,
+                None,
+            );
+            events.insert(
+                0,
+                Event::OpFinished {
+                    session: session.clone(),
+                    op,
+                    run_id: slot.view.run_id,
+                    duration,
+                    outcome: Outcome::Cancelled,
+                    error: Some("stopped by the operator".into()),
+                },
+            );
+            slot.view.run_id
+        };
+        for event in events {
+            self.events.emit(event);
+        }
+        Some(run_id)
+    }
+
+    /// Ends a run (called by its guard). When the run's id is no longer the
+    /// slot's, nothing changes and [`FinishOutcome::Stale`] is returned.
+    fn end_run(
+        self: &Arc<Self>,
+        session: &SessionId,
+        op: Operation,
+        run_id: RunId,
+        outcome: Outcome,
+        error: Option<String>,
+        latest_generation: Option<&dyn Fn() -> u64>,
+    ) -> FinishOutcome {
+        let mut events = Vec::with_capacity(3);
+        let result = {
+            let mut tables = self.lock();
+            let Some(slot) = tables
+                .in_flight
+                .get_mut(session)
+                .and_then(|slots| slots[op.index()].as_mut())
+                .filter(|slot| slot.view.run_id == run_id)
+            else {
+                return FinishOutcome::Stale;
+            };
+            let ended = slot.view.clone();
+            let duration = ended.admitted.elapsed();
+            events.push(Event::OpFinished {
+                session: session.clone(),
+                op,
+                run_id,
+                duration,
+                outcome,
+                error: error.clone(),
+            });
+            let wants_follow_up = ended.pending
+                && outcome != Outcome::Cancelled
+                && latest_generation
+                    .is_some_and(|latest| latest() > ended.covered_generation.unwrap_or(0));
+            let result = if wants_follow_up {
+                // Hand the slot straight to the follow-up: no window in which
+                // another request could slip in between.
+                let next = self.new_slot(true);
+                let guard = RunGuard::new(self.clone(), session.clone(), op, &next);
+                *slot = next;
+                events.push(Event::OpQueued {
+                    session: session.clone(),
+                    op,
+                    run_id: guard.run_id(),
+                    follow_up: true,
+                });
+                FinishOutcome::FollowUp(guard)
+            } else {
+                take_slot(&mut tables, session, op, &mut events);
+                FinishOutcome::Ended
+            };
+            record_end(&mut tables, session, op, &ended, duration, outcome, error);
+            if wants_follow_up {
+                let stats = tables.stats_mut(session, op);
+                stats.runs += 1;
+                stats.follow_ups += 1;
+            }
+            result
+        };
+        for event in events {
+            self.events.emit(event);
+        }
+        result
+    }
+
+    fn set_phase(
+        &self,
+        session: &SessionId,
+        op: Operation,
+        run_id: RunId,
+        f: impl FnOnce(&mut InFlight),
+    ) -> bool {
+        let mut tables = self.lock();
+        match tables
+            .in_flight
+            .get_mut(session)
+            .and_then(|slots| slots[op.index()].as_mut())
+        {
+            Some(slot) if slot.view.run_id == run_id => {
+                f(&mut slot.view);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// One operation of one session, as views see it.
+    pub fn op_view(&self, session: &SessionId, op: Operation) -> OpView {
+        let tables = self.lock();
+        OpView {
+            in_flight: tables
+                .in_flight
+                .get(session)
+                .and_then(|slots| slots[op.index()].as_ref())
+                .map(|slot| slot.view.clone()),
+            stats: tables
+                .stats
+                .get(session)
+                .map(|all| all[op.index()].clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Calls `visit` for every session with statistics or a run in flight,
+    /// under one lock; `visit` must be quick (it copies what it needs).
+    pub fn for_each_session(
+        &self,
+        mut visit: impl FnMut(&SessionId, [(Option<&InFlight>, &OpStats); OPERATION_COUNT]),
+    ) {
+        let tables = self.lock();
+        let empty = OpStats::default();
+        for (session, stats) in &tables.stats {
+            let slots = tables.in_flight.get(session);
+            let view = std::array::from_fn(|i| {
+                let in_flight = slots.and_then(|s| s[i].as_ref()).map(|slot| &slot.view);
+                (in_flight, &stats[i])
+            });
+            visit(session, view);
+        }
+        for (session, slots) in &tables.in_flight {
+            if tables.stats.contains_key(session) {
+                continue;
+            }
+            let view = std::array::from_fn(|i| (slots[i].as_ref().map(|slot| &slot.view), &empty));
+            visit(session, view);
+        }
+    }
+
+    /// Sessions that currently hold an in-flight entry.
+    pub fn in_flight_sessions(&self) -> usize {
+        self.lock().in_flight.len()
+    }
+
+    /// Runs in flight across all sessions, by phase: `(queued, running)`.
+    pub fn in_flight_counts(&self) -> (usize, usize) {
+        let tables = self.lock();
+        let mut counts = (0, 0);
+        for slot in tables.in_flight.values().flatten().flatten() {
+            match slot.view.phase {
+                Phase::Queued => counts.0 += 1,
+                Phase::Running => counts.1 += 1,
+            }
+        }
+        counts
+    }
+}
+
+/// Removes the slot; removes the session's entry when it was the last one.
+fn take_slot(
+    tables: &mut Tables,
+    session: &SessionId,
+    op: Operation,
+    events: &mut Vec<Event>,
+) -> Option<Slot> {
+    let slots = tables.in_flight.get_mut(session)?;
+    let slot = slots[op.index()].take()?;
+    if slots.iter().all(Option::is_none) {
+        tables.in_flight.remove(session);
+        events.push(Event::SessionCleaned {
+            session: session.clone(),
+        });
+    }
+    Some(slot)
+}
+
+fn record_end(
+    tables: &mut Tables,
+    session: &SessionId,
+    op: Operation,
+    run: &InFlight,
+    duration: Duration,
+    outcome: Outcome,
+    error: Option<String>,
+) {
+    let record = RunRecord {
+        run_id: run.run_id,
+        started_at: run.since,
+        duration,
+        outcome,
+        covered_generation: run.covered_generation,
+        follow_up: run.follow_up,
+    };
+    tables.stats_mut(session, op).record(record, error);
+}

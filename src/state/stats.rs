@@ -1,0 +1,143 @@
+//! Per `(session, operation)` statistics that outlast the in-flight entries.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use crate::events::{Outcome, RunId};
+
+/// How many past runs each `(session, op)` keeps for its history and p95.
+pub const HISTORY_LEN: usize = 32;
+
+/// One finished run, for the history view and the duration sparkline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub outcome: Outcome,
+    pub covered_generation: Option<u64>,
+    pub follow_up: bool,
+}
+
+/// Counters and durations of one operation on one session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpStats {
+    /// Runs admitted (follow-ups included).
+    pub runs: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    /// Requests refused because a run was in flight.
+    pub skipped: u64,
+    /// Runs started by a pending flag when the previous run ended.
+    pub follow_ups: u64,
+    pub last_duration: Option<Duration>,
+    pub total_duration: Duration,
+    pub last_error: Option<String>,
+    /// The generation covered by the newest successful run.
+    pub covered_generation: Option<u64>,
+    /// Failures in a row since the last success.
+    pub consecutive_failures: u32,
+    pub history: VecDeque<RunRecord>,
+}
+
+impl OpStats {
+    pub fn finished(&self) -> u64 {
+        self.ok + self.failed + self.timed_out + self.cancelled
+    }
+
+    pub fn mean_duration(&self) -> Option<Duration> {
+        let n = self.finished();
+        (n > 0).then(|| self.total_duration / n as u32)
+    }
+
+    /// The 95th percentile of the recent durations (nearest rank).
+    pub fn p95_duration(&self) -> Option<Duration> {
+        if self.history.is_empty() {
+            return None;
+        }
+        let mut durations: Vec<Duration> = self.history.iter().map(|r| r.duration).collect();
+        durations.sort_unstable();
+        let rank = (durations.len() * 95).div_ceil(100).max(1);
+        durations.get(rank - 1).copied()
+    }
+
+    pub(crate) fn record(&mut self, record: RunRecord, error: Option<String>) {
+        match record.outcome {
+            Outcome::Ok => {
+                self.ok += 1;
+                self.consecutive_failures = 0;
+                if let Some(generation) = record.covered_generation {
+                    self.covered_generation = Some(
+                        self.covered_generation
+                            .map_or(generation, |g| g.max(generation)),
+                    );
+                }
+            }
+            Outcome::Failed => {
+                self.failed += 1;
+                self.consecutive_failures += 1;
+            }
+            Outcome::TimedOut => {
+                self.timed_out += 1;
+                self.consecutive_failures += 1;
+            }
+            Outcome::Cancelled => self.cancelled += 1,
+        }
+        if error.is_some() {
+            self.last_error = error;
+        }
+        self.last_duration = Some(record.duration);
+        self.total_duration += record.duration;
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(ms: u64, outcome: Outcome) -> RunRecord {
+        RunRecord {
+            run_id: 1,
+            started_at: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(ms),
+            outcome,
+            covered_generation: Some(ms),
+            follow_up: false,
+        }
+    }
+
+    #[test]
+    fn durations_and_outcomes_are_summarised() {
+        let mut stats = OpStats::default();
+        for ms in 1..=20 {
+            stats.record(run(ms * 10, Outcome::Ok), None);
+        }
+        assert_eq!(stats.ok, 20);
+        assert_eq!(stats.p95_duration(), Some(Duration::from_millis(190)));
+        assert_eq!(stats.mean_duration(), Some(Duration::from_millis(105)));
+        assert_eq!(stats.covered_generation, Some(200));
+
+        stats.record(run(5, Outcome::Failed), Some("boom".into()));
+        stats.record(run(5, Outcome::TimedOut), None);
+        assert_eq!(stats.consecutive_failures, 2);
+        assert_eq!(stats.last_error.as_deref(), Some("boom"));
+        // A failed run never lowers the covered generation.
+        assert_eq!(stats.covered_generation, Some(200));
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut stats = OpStats::default();
+        for _ in 0..(HISTORY_LEN * 3) {
+            stats.record(run(1, Outcome::Ok), None);
+        }
+        assert_eq!(stats.history.len(), HISTORY_LEN);
+        assert_eq!(stats.finished(), (HISTORY_LEN * 3) as u64);
+    }
+}

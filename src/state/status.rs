@@ -1,0 +1,57 @@
+//! The seed's processing status, field for field.
+//!
+//! `GET /api/llm/processing-status/{id}` answers [`StatusResponse`]; the
+//! `processing_status` message carries [`ProcessingStatus`] as its `data`.
+//! Start times are Unix seconds as floats, `null` when idle.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::model::SessionId;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessingStatus {
+    pub session_id: SessionId,
+    pub summary_processing: bool,
+    pub mind_map_processing: bool,
+    pub any_processing: bool,
+    pub summary_start_time: Option<f64>,
+    pub mind_map_start_time: Option<f64>,
+}
+
+/// The HTTP answer: `{"success": true, ...status}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusResponse {
+    pub success: bool,
+    #[serde(flatten)]
+    pub status: ProcessingStatus,
+}
+
+impl ProcessingStatus {
+    /// The status of a session with nothing in flight (also: unknown sessions).
+    pub fn idle(session_id: SessionId) -> Self {
+        Self {
+            session_id,
+            summary_processing: false,
+            mind_map_processing: false,
+            any_processing: false,
+            summary_start_time: None,
+            mind_map_start_time: None,
+        }
+    }
+
+    pub fn into_response(self) -> StatusResponse {
+        StatusResponse {
+            success: true,
+            status: self,
+        }
+    }
+}
+
+/// Unix seconds as a float, the seed's `time.time()`.
+pub fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,143 @@
+//! Deadlines and operator cancels, under a paused clock.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{final_line, next_matching, sid};
+use inflight::engine::{Engine, EngineConfig, TriggerAnswer};
+use inflight::events::{Event, Outcome};
+use inflight::llm::LatencyRange;
+use inflight::llm::builtin::BuiltinBackend;
+use inflight::model::Operation;
+use inflight::state::StateConfig;
+
+fn slow_engine(latency: Duration, timeout: Duration) -> Engine {
+    let config = EngineConfig {
+        state: StateConfig {
+            op_timeout: timeout,
+            ..Default::default()
+        },
+        automatic_ops: vec![Operation::Summary],
+        ..Default::default()
+    };
+    Engine::new(
+        config,
+        Arc::new(BuiltinBackend::new(LatencyRange::fixed(latency))),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_its_deadline_is_timed_out_and_frees_its_slot() {
+    let engine = slow_engine(Duration::from_secs(60), Duration::from_secs(5));
+    let mut events = engine.subscribe();
+    let s = sid("slow");
+    engine.ingest(final_line("slow", 1, "We need the budget by Friday."), None);
+    assert!(engine.status(&s).summary_processing);
+
+    let (outcome, duration) = next_matching(&mut events, Duration::from_secs(120), |e| match e {
+        Event::OpFinished {
+            outcome, duration, ..
+        } => Some((*outcome, *duration)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(outcome, Outcome::TimedOut);
+    assert_eq!(
+        duration,
+        Duration::from_secs(5),
+        "ended at the deadline, not at the model's pace"
+    );
+    assert!(
+        !engine.status(&s).any_processing,
+        "nothing stays processing"
+    );
+    let row = &engine.snapshot().sessions[0].ops[Operation::Summary.index()];
+    assert_eq!(row.timed_out, 1);
+    assert!(row.last_error.as_deref().unwrap_or("").contains("5s"));
+    assert!(matches!(
+        engine.request(&s, Operation::Summary),
+        TriggerAnswer::Started { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_cancel_frees_the_slot_at_once() {
+    let engine = slow_engine(Duration::from_secs(60), Duration::from_secs(300));
+    let mut events = engine.subscribe();
+    let s = sid("cancel-me");
+    engine.ingest(final_line("cancel-me", 1, "Long meeting ahead."), None);
+    next_matching(&mut events, Duration::from_secs(1), |e| {
+        matches!(e, Event::OpStarted { .. }).then_some(())
+    })
+    .await;
+
+    let answer = engine.request(&s, Operation::Summary);
+    assert!(
+        matches!(answer, TriggerAnswer::Pending { .. }),
+        "coalesce answers pending, got {answer:?}"
+    );
+    assert!(engine.cancel(&s, Operation::Summary).is_some());
+    assert!(!engine.status(&s).any_processing);
+    assert_eq!(
+        engine.cancel(&s, Operation::Summary),
+        None,
+        "nothing left to cancel"
+    );
+
+    // The cancelled run does not come back as a follow-up, and no result lands.
+    let more = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match events.recv().await {
+                Ok(Event::OpQueued { .. } | Event::ResultReady { .. }) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    assert!(more.is_err(), "no run after a cancel");
+    assert!(engine.result(&s, Operation::Summary).is_none());
+    assert_eq!(engine.snapshot().sessions[0].ops[0].cancelled, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn llm_permits_cap_concurrent_calls_and_queue_the_rest() {
+    let config = EngineConfig {
+        llm_concurrency: 2,
+        automatic_ops: vec![Operation::Summary],
+        ..Default::default()
+    };
+    let engine = Engine::new(
+        config,
+        Arc::new(BuiltinBackend::new(LatencyRange::fixed(
+            Duration::from_secs(10),
+        ))),
+    );
+    let mut events = engine.subscribe();
+    for i in 0..5 {
+        engine.ingest(final_line(&format!("s{i}"), 1, "hello there"), None);
+    }
+    // Let the runners reach their permits.
+    let mut started = 0;
+    while started < 2 {
+        next_matching(&mut events, Duration::from_secs(1), |e| {
+            matches!(e, Event::OpStarted { .. }).then_some(())
+        })
+        .await;
+        started += 1;
+    }
+    let snapshot = engine.snapshot();
+    assert_eq!(snapshot.permits_in_use, 2);
+    assert_eq!((snapshot.totals.running, snapshot.totals.queued), (2, 3));
+    // Queued runs hold their slot: the seed's status says processing.
+    assert_eq!(
+        snapshot
+            .sessions
+            .iter()
+            .filter(|s| s.any_in_flight())
+            .count(),
+        5
+    );
+}

@@ -1,0 +1,265 @@
+//! The processing state manager under concurrency, panics, forced stops and
+//! both policies; and the seed's status JSON.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::sid;
+use inflight::events::{Event, EventBus, Outcome};
+use inflight::model::Operation;
+use inflight::state::{Admission, FinishOutcome, Policy, ProcessingStateManager, StateConfig};
+
+fn manager(policy: Policy) -> (Arc<ProcessingStateManager>, EventBus) {
+    let events = EventBus::new();
+    let config = StateConfig {
+        policy: [policy; 2],
+        op_timeout: Duration::from_secs(300),
+    };
+    (ProcessingStateManager::new(config, events.clone()), events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_racers_get_exactly_one_start() {
+    let (manager, _events) = manager(Policy::Skip);
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let racers: Vec<_> = (0..64)
+        .map(|_| {
+            let (manager, barrier) = (manager.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                manager.try_start(&sid("race"), Operation::Summary)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for racer in racers {
+        answers.push(racer.await.expect("racer task"));
+    }
+    let started: Vec<_> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Admission::Started(guard) => Some(guard.run_id()),
+            Admission::Busy { .. } => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "exactly one racer may start");
+    for answer in &answers {
+        if let Admission::Busy { run_id, .. } = answer {
+            assert_eq!(*run_id, started[0], "every refusal names the running run");
+        }
+    }
+    let view = manager.op_view(&sid("race"), Operation::Summary);
+    assert_eq!(view.stats.skipped, 63);
+    assert_eq!(view.stats.runs, 1);
+    // The other operation was never touched.
+    assert!(!manager.is_processing(&sid("race"), Some(Operation::MindMap)));
+}
+
+#[tokio::test]
+async fn a_panicking_task_leaves_nothing_processing() {
+    let (manager, events) = manager(Policy::Coalesce);
+    let mut seen = events.subscribe();
+    let Admission::Started(guard) = manager.try_start(&sid("p"), Operation::Summary) else {
+        panic!("idle slot must start")
+    };
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        panic!("the LLM client blew up");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    assert!(!manager.is_processing(&sid("p"), None));
+    assert_eq!(manager.in_flight_sessions(), 0);
+    let mut outcomes = Vec::new();
+    let mut cleaned = false;
+    while let Ok(event) = seen.try_recv() {
+        match event {
+            Event::OpFinished { outcome, .. } => outcomes.push(outcome),
+            Event::SessionCleaned { .. } => cleaned = true,
+            _ => {}
+        }
+    }
+    assert_eq!(outcomes, vec![Outcome::Cancelled]);
+    assert!(cleaned, "the cleanup is announced");
+    assert_eq!(
+        manager
+            .op_view(&sid("p"), Operation::Summary)
+            .stats
+            .cancelled,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_aborted_task_leaves_nothing_processing() {
+    let (manager, _events) = manager(Policy::Coalesce);
+    let Admission::Started(guard) = manager.try_start(&sid("a"), Operation::MindMap) else {
+        panic!("idle slot must start")
+    };
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    });
+    assert!(manager.is_processing(&sid("a"), Some(Operation::MindMap)));
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert!(!manager.is_processing(&sid("a"), None));
+}
+
+#[test]
+fn a_stale_finish_cannot_end_the_new_run() {
+    let (manager, _events) = manager(Policy::Coalesce);
+    let s = sid("fence");
+    let Admission::Started(old) = manager.try_start(&s, Operation::Summary) else {
+        panic!("idle slot must start")
+    };
+    assert_eq!(
+        manager.stop_processing(&s, Operation::Summary),
+        Some(old.run_id())
+    );
+    assert!(
+        old.cancel_token().is_cancelled(),
+        "the stopped run is told to stop"
+    );
+    assert!(!manager.is_processing(&s, None));
+    let Admission::Started(new) = manager.try_start(&s, Operation::Summary) else {
+        panic!("a stopped slot is free again")
+    };
+    assert!(new.run_id() > old.run_id());
+    let stale = old.finish(Outcome::Ok, None, &|| 0);
+    assert!(matches!(stale, FinishOutcome::Stale));
+    assert!(
+        manager.is_processing(&s, Some(Operation::Summary)),
+        "the new run still holds the slot"
+    );
+    assert!(matches!(
+        new.finish(Outcome::Ok, None, &|| 0),
+        FinishOutcome::Ended
+    ));
+    assert!(!manager.is_processing(&s, None));
+    assert_eq!(manager.stop_processing(&s, Operation::Summary), None);
+}
+
+#[test]
+fn coalesce_hands_over_to_one_follow_up_only_when_the_session_moved_on() {
+    let (manager, _events) = manager(Policy::Coalesce);
+    let s = sid("c");
+    let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
+        panic!("idle slot must start")
+    };
+    assert!(run.mark_running(3));
+    for _ in 0..5 {
+        assert!(matches!(
+            manager.try_start(&s, Operation::Summary),
+            Admission::Busy { pending: true, .. }
+        ));
+    }
+    // The session moved from generation 3 to 7 during the run: one follow-up.
+    let FinishOutcome::FollowUp(next) = run.finish(Outcome::Ok, None, &|| 7) else {
+        panic!("a pending request and newer transcripts make a follow-up")
+    };
+    assert!(next.is_follow_up());
+    assert!(manager.is_processing(&s, Some(Operation::Summary)));
+    assert!(next.mark_running(7));
+    // A pending flag without newer transcripts makes no follow-up.
+    assert!(matches!(
+        manager.try_start(&s, Operation::Summary),
+        Admission::Busy { pending: true, .. }
+    ));
+    assert!(matches!(
+        next.finish(Outcome::Ok, None, &|| 7),
+        FinishOutcome::Ended
+    ));
+    assert!(!manager.is_processing(&s, None));
+    let stats = manager.op_view(&s, Operation::Summary).stats;
+    assert_eq!(
+        (stats.runs, stats.follow_ups, stats.skipped, stats.ok),
+        (2, 1, 6, 2)
+    );
+    assert_eq!(stats.covered_generation, Some(7));
+}
+
+#[test]
+fn skip_never_follows_up() {
+    let (manager, _events) = manager(Policy::Skip);
+    let s = sid("s");
+    let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
+        panic!("idle slot must start")
+    };
+    run.mark_running(1);
+    assert!(matches!(
+        manager.try_start(&s, Operation::Summary),
+        Admission::Busy { pending: false, .. }
+    ));
+    assert!(matches!(
+        run.finish(Outcome::Ok, None, &|| 9),
+        FinishOutcome::Ended
+    ));
+    assert_eq!(manager.op_view(&s, Operation::Summary).stats.skipped, 1);
+}
+
+#[test]
+fn statistics_outlast_the_cleanup() {
+    let (manager, _events) = manager(Policy::Coalesce);
+    let s = sid("keep");
+    let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
+        panic!("idle slot must start")
+    };
+    run.finish(Outcome::Failed, Some("model refused".into()), &|| 0);
+    assert_eq!(manager.in_flight_sessions(), 0);
+    let stats = manager.op_view(&s, Operation::Summary).stats;
+    assert_eq!(stats.failed, 1);
+    assert_eq!(stats.last_error.as_deref(), Some("model refused"));
+    assert_eq!(stats.history.len(), 1);
+}
+
+fn float(x: f64) -> String {
+    serde_json::to_string(&x).unwrap()
+}
+
+#[test]
+fn status_json_matches_the_seed_field_for_field() {
+    let (manager, _events) = manager(Policy::Coalesce);
+    let s = sid("session-123");
+    let json =
+        |m: &ProcessingStateManager| serde_json::to_string(&m.status(&s).into_response()).unwrap();
+
+    assert_eq!(
+        json(&manager),
+        r#"{"success":true,"session_id":"session-123","summary_processing":false,"mind_map_processing":false,"any_processing":false,"summary_start_time":null,"mind_map_start_time":null}"#
+    );
+
+    let before = SystemTime::now();
+    let Admission::Started(mind_map) = manager.try_start(&s, Operation::MindMap) else {
+        panic!("idle slot must start")
+    };
+    let status = manager.status(&s);
+    let started = status
+        .mind_map_start_time
+        .expect("a running op has a start time");
+    let now = inflight::state::status::unix_seconds(SystemTime::now());
+    assert!(started >= inflight::state::status::unix_seconds(before) && started <= now);
+    assert_eq!(
+        json(&manager),
+        format!(
+            r#"{{"success":true,"session_id":"session-123","summary_processing":false,"mind_map_processing":true,"any_processing":true,"summary_start_time":null,"mind_map_start_time":{}}}"#,
+            float(started)
+        )
+    );
+
+    let Admission::Started(summary) = manager.try_start(&s, Operation::Summary) else {
+        panic!("the other op is independent")
+    };
+    let summary_started = manager.status(&s).summary_start_time.expect("running");
+    assert_eq!(
+        json(&manager),
+        format!(
+            r#"{{"success":true,"session_id":"session-123","summary_processing":true,"mind_map_processing":true,"any_processing":true,"summary_start_time":{},"mind_map_start_time":{}}}"#,
+            float(summary_started),
+            float(started)
+        )
+    );
+    drop((summary, mind_map));
+    assert!(!manager.status(&s).any_processing);
+}
