@@ -26,6 +26,10 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub engine: EngineArgs,
+
+    /// Draw the dashboard without colour (also: the NO_COLOR variable).
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 #[derive(Debug, Subcommand)]

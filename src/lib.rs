@@ -23,13 +23,18 @@
 //! | [`engine`] | session store, scheduling, runner, snapshots |
 //! | [`llm`] | the backend trait and the builtin backend |
 //! | [`feed`] | the feed protocol, the feed client and the replay server |
+//! | [`logs`] | the in-memory log the dashboard shows |
 //! | [`text`] | making outside text safe for a terminal |
+//! | [`tui`] | the operator dashboard |
 
 pub mod config;
 pub mod engine;
 pub mod events;
 pub mod feed;
 pub mod llm;
+pub mod logs;
 pub mod model;
+pub mod signals;
 pub mod state;
 pub mod text;
+pub mod tui;

@@ -12,6 +12,10 @@ use inflight::engine::Engine;
 use inflight::feed::{client, meetings, replay};
 use inflight::llm::Backend;
 use inflight::llm::builtin::BuiltinBackend;
+use inflight::logs::{CaptureLayer, LogBuffer};
+use inflight::{signals, tui};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,7 +32,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Feed(args)) => run_feed_server(args).await,
-            Some(Command::Serve) | None => run_headless(cli.engine).await,
+            Some(Command::Serve) => run_headless(cli.engine).await,
+            None => run_dashboard(cli.engine, cli.no_color).await,
         }
     });
     match result {
@@ -38,6 +43,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// In the dashboard, logs go to the log pane instead of the terminal.
+fn init_captured_logs() -> LogBuffer {
+    let buffer = LogBuffer::new();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(CaptureLayer::new(buffer.clone()))
+        .init();
+    buffer
 }
 
 fn init_logs() {
@@ -89,6 +106,18 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
     Ok(engine)
 }
 
+async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err("the dashboard needs a terminal; use `inflight serve` to run headless".into());
+    }
+    let logs = init_captured_logs();
+    let shutdown = CancellationToken::new();
+    let _stop_feeds = shutdown.clone().drop_guard();
+    let engine = start_engine(&args, &shutdown).await?;
+    let color = !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tui::run(engine, logs, tui::TuiOptions { color }).await
+}
+
 async fn run_headless(args: EngineArgs) -> Result<(), String> {
     init_logs();
     let shutdown = CancellationToken::new();
@@ -101,7 +130,7 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
         llm_concurrency = args.llm_concurrency,
         "inflight engine running; Ctrl-C stops it"
     );
-    wait_for_signal().await;
+    signals::stop_requested().await;
     shutdown.cancel();
     let totals = engine.snapshot().totals;
     tracing::info!(
@@ -131,26 +160,7 @@ async fn run_feed_server(args: FeedArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(%addr, meetings = count, speed = args.speed, looping = args.looping, "replay feed listening");
-    wait_for_signal().await;
+    signals::stop_requested().await;
     shutdown.cancel();
     Ok(())
-}
-
-/// Ctrl-C, or SIGTERM/SIGHUP on Unix.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let hup = signal(SignalKind::hangup());
-        if let (Ok(mut term), Ok(mut hup)) = (term, hup) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-                _ = hup.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -69,7 +69,8 @@ impl Backend for BuiltinBackend {
                     serde_json::to_string(&map).map_err(|e| LlmError(e.to_string()))?
                 }
             };
-            let tokens = text.split_whitespace().count().max(1) as u64;
+            // About four characters a token, as with common tokenizers.
+            let tokens = (text.chars().count() as u64).div_ceil(4).max(1);
             stream_slowly(latency, tokens, progress).await;
             Ok(LlmResponse {
                 text,

@@ -1,0 +1,322 @@
+//! The one keymap: the handlers, the help screen and the hint bar all read
+//! [`BINDINGS`], so what the screen says is what the keys do.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+/// Where the keyboard focus is; decides which bindings apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    Table,
+    Detail,
+    Log,
+}
+
+/// What a key asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    Open,
+    Back,
+    TriggerSummary,
+    TriggerMindMap,
+    TriggerBoth,
+    Cancel,
+    Filter,
+    SortNext,
+    SortReverse,
+    FocusLog,
+    ToggleLog,
+    LogLevel,
+    LogScope,
+    Freeze,
+    Help,
+    Quit,
+}
+
+/// A key, as the keymap names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Char(char),
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    Enter,
+    Esc,
+    Tab,
+    Backspace,
+    CtrlC,
+}
+
+impl Key {
+    /// Maps a terminal key event; `None` for releases and keys we don't use.
+    pub fn from_event(event: &KeyEvent) -> Option<Key> {
+        if event.kind == KeyEventKind::Release {
+            return None;
+        }
+        if event.modifiers.contains(KeyModifiers::CONTROL) {
+            return matches!(event.code, KeyCode::Char('c')).then_some(Key::CtrlC);
+        }
+        Some(match event.code {
+            KeyCode::Char(c) => Key::Char(c),
+            KeyCode::Up => Key::Up,
+            KeyCode::Down => Key::Down,
+            KeyCode::PageUp => Key::PageUp,
+            KeyCode::PageDown => Key::PageDown,
+            KeyCode::Home => Key::Home,
+            KeyCode::End => Key::End,
+            KeyCode::Enter => Key::Enter,
+            KeyCode::Esc => Key::Esc,
+            KeyCode::Tab | KeyCode::BackTab => Key::Tab,
+            KeyCode::Backspace => Key::Backspace,
+            _ => return None,
+        })
+    }
+}
+
+/// One line of the keymap.
+#[derive(Debug)]
+pub struct Binding {
+    pub keys: &'static [Key],
+    /// How the keys are written in help and hints.
+    pub label: &'static str,
+    pub action: Action,
+    /// What it does, in a few words.
+    pub hint: &'static str,
+    /// Shown in the hint bar (the rest only in help).
+    pub in_bar: bool,
+    pub contexts: &'static [Context],
+}
+
+use Context::{Detail, Log, Table};
+
+const EVERYWHERE: &[Context] = &[Table, Detail, Log];
+const SESSION: &[Context] = &[Table, Detail];
+
+pub const BINDINGS: &[Binding] = &[
+    Binding {
+        keys: &[Key::Char('q'), Key::CtrlC],
+        label: "q",
+        action: Action::Quit,
+        hint: "quit",
+        in_bar: true,
+        contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Char('?')],
+        label: "?",
+        action: Action::Help,
+        hint: "help",
+        in_bar: true,
+        contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Up, Key::Char('k')],
+        label: "↑/k",
+        action: Action::Up,
+        hint: "up",
+        in_bar: false,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::Down, Key::Char('j')],
+        label: "↓/j",
+        action: Action::Down,
+        hint: "down",
+        in_bar: false,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::PageUp],
+        label: "PgUp",
+        action: Action::PageUp,
+        hint: "page up",
+        in_bar: false,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::PageDown],
+        label: "PgDn",
+        action: Action::PageDown,
+        hint: "page down",
+        in_bar: false,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::Home, Key::Char('g')],
+        label: "g/Home",
+        action: Action::Top,
+        hint: "first",
+        in_bar: false,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::End, Key::Char('G')],
+        label: "G/End",
+        action: Action::Bottom,
+        hint: "last / follow",
+        in_bar: false,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::Enter],
+        label: "↵",
+        action: Action::Open,
+        hint: "details",
+        in_bar: true,
+        contexts: &[Table],
+    },
+    Binding {
+        keys: &[Key::Esc],
+        label: "Esc",
+        action: Action::Back,
+        hint: "back",
+        in_bar: true,
+        contexts: &[Detail, Log],
+    },
+    Binding {
+        keys: &[Key::Char('t')],
+        label: "t",
+        action: Action::TriggerBoth,
+        hint: "run both",
+        in_bar: true,
+        contexts: SESSION,
+    },
+    Binding {
+        keys: &[Key::Char('1')],
+        label: "1",
+        action: Action::TriggerSummary,
+        hint: "run summary",
+        in_bar: false,
+        contexts: SESSION,
+    },
+    Binding {
+        keys: &[Key::Char('2')],
+        label: "2",
+        action: Action::TriggerMindMap,
+        hint: "run mind map",
+        in_bar: false,
+        contexts: SESSION,
+    },
+    Binding {
+        keys: &[Key::Char('c')],
+        label: "c",
+        action: Action::Cancel,
+        hint: "cancel runs",
+        in_bar: true,
+        contexts: SESSION,
+    },
+    Binding {
+        keys: &[Key::Char('/')],
+        label: "/",
+        action: Action::Filter,
+        hint: "filter",
+        in_bar: true,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::Char('o')],
+        label: "o",
+        action: Action::SortNext,
+        hint: "sort by",
+        in_bar: true,
+        contexts: &[Table],
+    },
+    Binding {
+        keys: &[Key::Char('O')],
+        label: "O",
+        action: Action::SortReverse,
+        hint: "reverse sort",
+        in_bar: false,
+        contexts: &[Table],
+    },
+    Binding {
+        keys: &[Key::Tab],
+        label: "Tab",
+        action: Action::FocusLog,
+        hint: "log focus",
+        in_bar: true,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::Char('l')],
+        label: "l",
+        action: Action::ToggleLog,
+        hint: "show/hide log",
+        in_bar: false,
+        contexts: &[Table, Log],
+    },
+    Binding {
+        keys: &[Key::Char('v')],
+        label: "v",
+        action: Action::LogLevel,
+        hint: "log level",
+        in_bar: true,
+        contexts: &[Log],
+    },
+    Binding {
+        keys: &[Key::Char('s')],
+        label: "s",
+        action: Action::LogScope,
+        hint: "log: this session / all",
+        in_bar: true,
+        contexts: &[Log],
+    },
+    Binding {
+        keys: &[Key::Char(' ')],
+        label: "space",
+        action: Action::Freeze,
+        hint: "freeze",
+        in_bar: true,
+        contexts: EVERYWHERE,
+    },
+];
+
+/// The action `key` has in `context`, if any.
+pub fn action_for(key: Key, context: Context) -> Option<Action> {
+    BINDINGS
+        .iter()
+        .find(|b| b.contexts.contains(&context) && b.keys.contains(&key))
+        .map(|b| b.action)
+}
+
+/// The bindings of the hint bar for `context`, in keymap order.
+pub fn hints(context: Context) -> impl Iterator<Item = &'static Binding> {
+    BINDINGS
+        .iter()
+        .filter(move |b| b.in_bar && b.contexts.contains(&context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_key_means_two_things_in_one_context() {
+        for context in [Table, Detail, Log] {
+            let mut seen: Vec<Key> = Vec::new();
+            for binding in BINDINGS.iter().filter(|b| b.contexts.contains(&context)) {
+                for key in binding.keys {
+                    assert!(!seen.contains(key), "{key:?} is bound twice in {context:?}");
+                    seen.push(*key);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_hint_names_a_key_that_does_it() {
+        for context in [Table, Detail, Log] {
+            for binding in hints(context) {
+                assert_eq!(action_for(binding.keys[0], context), Some(binding.action));
+            }
+        }
+    }
+}

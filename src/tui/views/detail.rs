@@ -1,0 +1,237 @@
+//! One session in full: its latest summary, its mind map as a tree, the
+//! last transcripts with the live partial line, and each operation's run
+//! history with a duration sparkline.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Sparkline, Wrap};
+
+use crate::engine::{OpResult, ResultBody, SessionDetail};
+use crate::model::{MindMapNode, Operation};
+use crate::state::RunRecord;
+use crate::tui::app::{self, App};
+use crate::tui::format;
+use crate::tui::theme::Theme;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let Some(detail) = &app.detail else {
+        frame.render_widget(Paragraph::new(Line::styled("loading…", t.dim())), area);
+        return;
+    };
+    let row = &detail.row;
+    let mut title = vec![
+        Span::styled(format!(" {} ", row.id), t.title()),
+        Span::styled(format!("· {} transcripts ", row.transcripts), t.dim()),
+    ];
+    if row.ended {
+        title.push(Span::styled("· ended ", t.dim()));
+    }
+    for op in Operation::ALL {
+        title.push(Span::styled(format!("· {} ", op.label()), t.dim()));
+        title.extend(super::table::state_spans(
+            &row.ops[op.index()],
+            t,
+            app.snapshot.taken_at,
+            true,
+        ));
+        title.push(Span::raw(" "));
+    }
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .title(Line::from(title))
+        .border_style(t.dim());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+
+    let warnings = app::warnings(row, app.snapshot.taken_at, app.snapshot.op_timeout);
+    let inner = if warnings.is_empty() {
+        inner
+    } else {
+        let [line, rest] =
+            Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(inner);
+        frame.render_widget(
+            Line::styled(format!("! {}", warnings.join(" · ")), t.warning()),
+            line,
+        );
+        rest
+    };
+
+    let [top, bottom] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(inner);
+    let [summary_area, map_area] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
+    let [transcript_area, runs_area] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
+    draw_summary(frame, summary_area, detail, t);
+    draw_mind_map(frame, map_area, detail, t);
+    draw_transcript(frame, transcript_area, detail, t);
+    draw_runs(frame, runs_area, detail, t);
+}
+
+fn panel<'a>(title: String, theme: &Theme) -> Block<'a> {
+    Block::default()
+        .borders(Borders::TOP | Borders::RIGHT)
+        .title(Span::styled(title, theme.header_cell()))
+        .border_style(theme.dim())
+}
+
+fn result_title(name: &str, result: Option<&OpResult>, generation: u64) -> String {
+    match result {
+        Some(r) => format!(
+            " {name} · covers {}/{generation} · {} · {} ",
+            r.covered_generation,
+            format::duration(r.processing_time),
+            r.model
+        ),
+        None => format!(" {name} · none yet "),
+    }
+}
+
+fn draw_summary(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
+    let result = detail.content.results[Operation::Summary.index()].as_ref();
+    let block = panel(result_title("Summary", result, detail.row.transcripts), t);
+    let text: Vec<Line> = match result.map(|r| &r.body) {
+        Some(ResultBody::Summary(text)) => text.lines().map(|l| Line::raw(l.to_string())).collect(),
+        _ => vec![Line::styled("no summary yet", t.dim())],
+    };
+    frame.render_widget(
+        Paragraph::new(text).block(block).wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+fn draw_mind_map(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
+    let result = detail.content.results[Operation::MindMap.index()].as_ref();
+    let block = panel(result_title("Mind map", result, detail.row.transcripts), t);
+    let lines = match result.map(|r| &r.body) {
+        Some(ResultBody::MindMap(map)) => {
+            let mut lines = vec![Line::styled(map.root.label.clone(), t.title())];
+            tree_lines(&map.root.children, "", &mut lines, t);
+            lines
+        }
+        _ => vec![Line::styled("no mind map yet", t.dim())],
+    };
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// Draws children with box-drawing branches.
+fn tree_lines(children: &[MindMapNode], prefix: &str, out: &mut Vec<Line<'static>>, t: &Theme) {
+    for (i, child) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
+        out.push(Line::from(vec![
+            Span::styled(
+                format!("{prefix}{}", if last { "└─ " } else { "├─ " }),
+                t.dim(),
+            ),
+            Span::raw(child.label.clone()),
+        ]));
+        let deeper = format!("{prefix}{}", if last { "   " } else { "│  " });
+        tree_lines(&child.children, &deeper, out, t);
+    }
+}
+
+fn draw_transcript(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
+    let block = panel(" Transcript ".to_string(), t);
+    let height = block.inner(area).height as usize;
+    let mut lines: Vec<Line> = detail
+        .content
+        .recent
+        .iter()
+        .map(|line| {
+            let mut spans = vec![Span::styled(format!("{:>4} ", line.generation), t.dim())];
+            if let Some(speaker) = &line.speaker {
+                spans.push(Span::styled(format!("{speaker}: "), t.key()));
+            }
+            spans.push(Span::raw(line.text.clone()));
+            Line::from(spans)
+        })
+        .collect();
+    if let Some(partial) = &detail.content.partial {
+        lines.push(Line::from(vec![
+            Span::styled("   … ", t.dim()),
+            Span::styled(partial.clone(), t.dim().add_modifier(Modifier::ITALIC)),
+        ]));
+    }
+    if lines.is_empty() {
+        lines.push(Line::styled("nothing said yet", t.dim()));
+    }
+    // Wrapped lines take more room; show the newest that fit, roughly.
+    let width = area.width.saturating_sub(1).max(1) as usize;
+    let mut used = 0;
+    let mut start = lines.len();
+    while start > 0 {
+        let h = lines[start - 1].width().div_ceil(width).max(1);
+        if used + h > height {
+            break;
+        }
+        used += h;
+        start -= 1;
+    }
+    let lines = lines.split_off(start);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+fn draw_runs(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
+    let block = panel(" Runs ".to_string(), t);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let halves = Layout::vertical([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).split(inner);
+    for (op, half) in Operation::ALL.iter().zip(halves.iter()) {
+        let history = &detail.history[op.index()];
+        let stats = &detail.row.ops[op.index()];
+        let [label, spark, list] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Min(0),
+        ])
+        .areas(*half);
+        let summary = format!(
+            "{} · {} runs · {} ok · {} skipped · mean {} · p95 {}",
+            op.label(),
+            stats.runs,
+            stats.ok,
+            stats.skipped,
+            stats.mean_duration.map_or("-".into(), format::duration),
+            stats.p95_duration.map_or("-".into(), format::duration),
+        );
+        frame.render_widget(Line::styled(summary, t.header_cell()), label);
+        let data: Vec<u64> = history
+            .iter()
+            .map(|r| r.duration.as_millis() as u64)
+            .collect();
+        frame.render_widget(Sparkline::default().data(&data).style(t.running()), spark);
+        let lines: Vec<Line> = history
+            .iter()
+            .rev()
+            .take(list.height as usize)
+            .map(|r| run_line(r, t))
+            .collect();
+        frame.render_widget(Paragraph::new(lines), list);
+    }
+}
+
+fn run_line(run: &RunRecord, t: &Theme) -> Line<'static> {
+    let outcome_style = match run.outcome {
+        crate::events::Outcome::Ok => t.ok(),
+        crate::events::Outcome::Cancelled => t.dim(),
+        _ => t.error(),
+    };
+    Line::from(vec![
+        Span::styled(format!("{} ", format::clock(run.started_at)), t.dim()),
+        Span::raw(format!("{:>7} ", format::duration(run.duration))),
+        Span::styled(format!("{:<9}", run.outcome.as_str()), outcome_style),
+        Span::raw(
+            run.covered_generation
+                .map_or(String::new(), |g| format!(" gen {g}")),
+        ),
+        Span::styled(if run.follow_up { " ↻" } else { "" }, t.pending()),
+    ])
+}

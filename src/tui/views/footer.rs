@@ -1,0 +1,59 @@
+//! The message line (or the text being typed) and the key-hint bar, which
+//! is built from the keymap.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::tui::app::{App, InputTarget, Tone};
+use crate::tui::keymap;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let message = match (&app.input, &app.message) {
+        (Some(input), _) => {
+            let what = match input.target {
+                InputTarget::SessionFilter => "filter sessions",
+                InputTarget::LogSearch => "search log",
+            };
+            Line::from(vec![
+                Span::styled(format!("/{what}: "), t.key()),
+                Span::raw(input.buffer.clone()),
+                Span::styled("▏", t.key()),
+                Span::styled("  ↵ keep · Esc clear", t.dim()),
+            ])
+        }
+        (None, Some(message)) => {
+            let style = match message.tone {
+                Tone::Info => t.base(),
+                Tone::Good => t.ok(),
+                Tone::Warn => t.warning(),
+            };
+            Line::from(Span::styled(message.text.clone(), style))
+        }
+        (None, None) if !app.filter.is_empty() => Line::from(vec![
+            Span::styled("filter: ", t.dim()),
+            Span::raw(app.filter.clone()),
+            Span::styled(
+                format!(" ({} of {})", app.order.len(), app.snapshot.sessions.len()),
+                t.dim(),
+            ),
+        ]),
+        (None, None) => Line::default(),
+    };
+    // Hints in keymap order, as many as fit; `?` shows the rest.
+    let mut hints = Vec::new();
+    let mut used = 0;
+    for binding in keymap::hints(app.context()) {
+        let text = format!(" {}  ", binding.hint);
+        let w = binding.label.chars().count() + text.chars().count();
+        if used + w > area.width as usize {
+            break;
+        }
+        used += w;
+        hints.push(Span::styled(binding.label, t.key()));
+        hints.push(Span::raw(text));
+    }
+    frame.render_widget(Paragraph::new(vec![message, Line::from(hints)]), area);
+}

@@ -1,0 +1,120 @@
+//! The two header lines: backend, permits, feeds, totals, uptime, PAUSED.
+//! Each line is made of groups in order of importance; a group that does not
+//! fit the width is left out whole rather than cut mid-word.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::engine::FeedState;
+use crate::tui::app::App;
+use crate::tui::format;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let s = &app.snapshot;
+    let backend = &s.backend;
+    let connected = s
+        .feeds
+        .iter()
+        .filter(|f| f.state == FeedState::Connected)
+        .count();
+    let feeds_style = if connected == s.feeds.len() {
+        t.base()
+    } else {
+        t.warning()
+    };
+
+    let mut first: Vec<Vec<Span>> = vec![vec![Span::styled("inflight", t.title())]];
+    if app.paused {
+        first.push(vec![Span::styled(" PAUSED ", t.paused())]);
+    }
+    let mut llm = vec![Span::raw(backend.kind.clone())];
+    if backend.simulated {
+        llm.push(Span::styled(" (simulated)", t.dim()));
+    }
+    llm.push(if backend.reachable {
+        Span::styled(" ● up", t.ok())
+    } else {
+        Span::styled(" ✗ unreachable", t.error())
+    });
+    first.push(llm);
+    first.push(label_value(
+        "LLM",
+        format!("{}/{}", s.permits_in_use, s.permits_cap),
+        t.base(),
+        t,
+    ));
+    first.push(label_value(
+        "feeds",
+        format!("{connected}/{}", s.feeds.len()),
+        feeds_style,
+        t,
+    ));
+    first.push(label_value("up", format::duration(s.uptime), t.base(), t));
+    first.push(vec![Span::styled(
+        format!("model {}", backend.model),
+        t.dim(),
+    )]);
+
+    let totals = &s.totals;
+    let policy = s
+        .policy
+        .first()
+        .map(|p| format!("{p:?}").to_lowercase())
+        .unwrap_or_default();
+    let failures = totals.failed + totals.timed_out;
+    let failed_style = if failures > 0 { t.error() } else { t.base() };
+    let second = vec![
+        label_value(
+            "sessions",
+            format::count(s.sessions.len() as u64),
+            t.base(),
+            t,
+        ),
+        label_value("running", totals.running.to_string(), t.running(), t),
+        label_value("queued", totals.queued.to_string(), t.queued(), t),
+        label_value("skipped", format::count(totals.skipped), t.base(), t),
+        label_value("failed", format::count(failures), failed_style, t),
+        label_value("runs", format::count(totals.runs), t.base(), t),
+        label_value("on busy", policy, t.base(), t),
+        label_value("timeout", format::duration(s.op_timeout), t.base(), t),
+    ];
+    let width = area.width as usize;
+    frame.render_widget(
+        Paragraph::new(vec![fit(first, width), fit(second, width)]),
+        area,
+    );
+}
+
+fn label_value(
+    label: &str,
+    value: String,
+    style: ratatui::style::Style,
+    t: &crate::tui::theme::Theme,
+) -> Vec<Span<'static>> {
+    vec![
+        Span::styled(format!("{label} "), t.dim()),
+        Span::styled(value, style),
+    ]
+}
+
+/// Joins groups with two spaces while they fit in `width`.
+fn fit(groups: Vec<Vec<Span<'static>>>, width: usize) -> Line<'static> {
+    let mut spans = Vec::new();
+    let mut used = 0;
+    for group in groups {
+        let w: usize =
+            group.iter().map(|s| s.width()).sum::<usize>() + if spans.is_empty() { 0 } else { 2 };
+        if used + w > width {
+            continue;
+        }
+        if !spans.is_empty() {
+            spans.push(Span::raw("  "));
+        }
+        spans.extend(group);
+        used += w;
+    }
+    Line::from(spans)
+}

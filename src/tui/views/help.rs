@@ -1,0 +1,62 @@
+//! The help screen: every binding from the keymap, and what the glyphs mean.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+
+use crate::tui::app::App;
+use crate::tui::keymap::{BINDINGS, Context};
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let mut lines = Vec::new();
+    for binding in BINDINGS {
+        let places: Vec<&str> = binding
+            .contexts
+            .iter()
+            .map(|c| match c {
+                Context::Table => "table",
+                Context::Detail => "details",
+                Context::Log => "log",
+            })
+            .collect();
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:>7}  ", binding.label), t.key()),
+            Span::raw(format!("{:<24}", binding.hint)),
+            Span::styled(places.join(", "), t.dim()),
+        ]));
+    }
+    lines.push(Line::raw(""));
+    for (glyph, meaning) in [
+        (
+            "▶ run",
+            "calling the LLM, for this long (tokens/s when wide)",
+        ),
+        ("◷ queue", "admitted, waiting for an LLM permit"),
+        ("+1", "requests came in meanwhile: one follow-up run"),
+        ("· idle", "nothing in flight (· never: no run yet)"),
+        ("✗ failed", "the last run failed or timed out"),
+        ("!", "slow, near its deadline, failing, or silent"),
+        ("■", "the session has ended"),
+    ] {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{glyph:>9}  "), t.key()),
+            Span::raw(meaning),
+        ]));
+    }
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let width = 72.min(area.width);
+    let [vertical] = Layout::vertical([Constraint::Length(height)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [popup] = Layout::horizontal([Constraint::Length(width)])
+        .flex(Flex::Center)
+        .areas(vertical);
+    frame.render_widget(Clear, popup);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(Span::styled(" Keys · Esc or ? closes ", t.title()))
+        .border_style(t.focused_border());
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
+}

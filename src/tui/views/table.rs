@@ -1,0 +1,387 @@
+//! The sessions table: one row per session, columns that collapse by
+//! priority on narrow terminals, only the visible rows built (smooth at
+//! 10 000 sessions).
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Row, Table};
+use tokio::time::Instant;
+
+use crate::engine::{OpRow, SessionRow};
+use crate::model::Operation;
+use crate::state::Phase;
+use crate::tui::app::{self, App, SortColumn};
+use crate::tui::format;
+use crate::tui::theme::Theme;
+
+/// What a cell needs besides its row.
+struct Ctx<'a> {
+    theme: &'a Theme,
+    now: Instant,
+    wide_states: bool,
+    timeout: std::time::Duration,
+}
+
+struct Column {
+    title: &'static str,
+    width: u16,
+    /// Lower is kept longer when space runs out.
+    priority: u8,
+    sort: Option<SortColumn>,
+    cell: fn(&SessionRow, &Ctx) -> Cell<'static>,
+}
+
+const STATE_WIDTH: u16 = 16;
+const WIDE_STATE_WIDTH: u16 = 21;
+const SESSION_MIN: u16 = 12;
+
+fn columns() -> Vec<Column> {
+    vec![
+        Column {
+            title: "!",
+            width: 1,
+            priority: 0,
+            sort: None,
+            cell: warning_cell,
+        },
+        Column {
+            title: "Session",
+            width: SESSION_MIN,
+            priority: 0,
+            sort: Some(SortColumn::Session),
+            cell: session_cell,
+        },
+        Column {
+            title: "Feed",
+            width: 4,
+            priority: 6,
+            sort: None,
+            cell: feed_cell,
+        },
+        Column {
+            title: "Tx",
+            width: 5,
+            priority: 2,
+            sort: Some(SortColumn::Transcripts),
+            cell: transcripts_cell,
+        },
+        Column {
+            title: "Summary",
+            width: STATE_WIDTH,
+            priority: 0,
+            sort: Some(SortColumn::Summary),
+            cell: |r, c| state_cell(r, Operation::Summary, c),
+        },
+        Column {
+            title: "Mind map",
+            width: STATE_WIDTH,
+            priority: 0,
+            sort: Some(SortColumn::MindMap),
+            cell: |r, c| state_cell(r, Operation::MindMap, c),
+        },
+        Column {
+            title: "Last S/M",
+            width: 11,
+            priority: 4,
+            sort: None,
+            cell: last_cell,
+        },
+        Column {
+            title: "Skipped",
+            width: 9,
+            priority: 1,
+            sort: Some(SortColumn::Skipped),
+            cell: skipped_cell,
+        },
+        Column {
+            title: "Runs",
+            width: 5,
+            priority: 5,
+            sort: None,
+            cell: runs_cell,
+        },
+        Column {
+            title: "Fail",
+            width: 4,
+            priority: 3,
+            sort: Some(SortColumn::Failures),
+            cell: failures_cell,
+        },
+        Column {
+            title: "Age",
+            width: 5,
+            priority: 2,
+            sort: Some(SortColumn::Age),
+            cell: age_cell,
+        },
+    ]
+}
+
+/// Picks the columns that fit `width`, dropping the least important first.
+fn fit_columns(width: u16) -> (Vec<Column>, bool) {
+    let mut cols = columns();
+    let spacing = |n: usize| n.saturating_sub(1) as u16;
+    let total = |cols: &[Column]| cols.iter().map(|c| c.width).sum::<u16>() + spacing(cols.len());
+    while total(&cols) > width {
+        let Some((i, _)) = cols
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.priority > 0)
+            .max_by_key(|(_, c)| c.priority)
+        else {
+            break;
+        };
+        cols.remove(i);
+    }
+    // Room to spare: state cells get tokens per second.
+    let wide = total(&cols) + 2 * (WIDE_STATE_WIDTH - STATE_WIDTH) + 12 <= width;
+    if wide {
+        for c in cols.iter_mut().filter(|c| c.width == STATE_WIDTH) {
+            c.width = WIDE_STATE_WIDTH;
+        }
+    }
+    (cols, wide)
+}
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let title = format!(
+        " Sessions {}{} · sorted by {}{} ",
+        app.order.len(),
+        if app.filter.is_empty() {
+            String::new()
+        } else {
+            format!(" matching {:?}", app.filter)
+        },
+        app.sort.name(),
+        if app.descending { " ↓" } else { " ↑" },
+    );
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .title(Span::styled(title, t.title()))
+        .border_style(t.dim());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let (cols, wide) = fit_columns(inner.width);
+    let visible = inner.height.saturating_sub(1) as usize;
+    app.table_rows.set(visible.max(1));
+    let offset = scroll_offset(
+        app.table_offset.get(),
+        app.selected,
+        visible,
+        app.order.len(),
+    );
+    app.table_offset.set(offset);
+
+    let ctx = Ctx {
+        theme: t,
+        now: app.snapshot.taken_at,
+        wide_states: wide,
+        timeout: app.snapshot.op_timeout,
+    };
+    let header = Row::new(cols.iter().map(|c| {
+        let marker = match c.sort {
+            Some(sort) if sort == app.sort => {
+                if app.descending {
+                    "↓"
+                } else {
+                    "↑"
+                }
+            }
+            _ => "",
+        };
+        Cell::from(format!("{}{marker}", c.title))
+    }))
+    .style(t.header_cell());
+    let rows = app
+        .order
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(visible)
+        .map(|(pos, index)| {
+            let row = &app.snapshot.sessions[*index];
+            let r = Row::new(cols.iter().map(|c| (c.cell)(row, &ctx)));
+            if pos == app.selected {
+                r.style(t.selected())
+            } else {
+                r
+            }
+        });
+    let widths: Vec<Constraint> = cols
+        .iter()
+        .map(|c| {
+            if c.title == "Session" {
+                Constraint::Min(c.width)
+            } else {
+                Constraint::Length(c.width)
+            }
+        })
+        .collect();
+    let table = Table::new(rows, widths).header(header).column_spacing(1);
+    frame.render_widget(table, inner);
+    if app.order.is_empty() {
+        let empty = if app.snapshot.sessions.is_empty() {
+            "waiting for transcripts…"
+        } else {
+            "no session matches the filter"
+        };
+        if inner.height > 2 {
+            let line = Rect {
+                y: inner.y + 2,
+                height: 1,
+                ..inner
+            };
+            frame.render_widget(Line::styled(format!("  {empty}"), t.dim()), line);
+        }
+    }
+}
+
+/// Keeps the selected row on screen, moving the window as little as possible.
+fn scroll_offset(previous: usize, selected: usize, visible: usize, len: usize) -> usize {
+    if visible == 0 {
+        return 0;
+    }
+    let max_offset = len.saturating_sub(visible);
+    let mut offset = previous.min(max_offset);
+    if selected < offset {
+        offset = selected;
+    } else if selected >= offset + visible {
+        offset = selected + 1 - visible;
+    }
+    offset
+}
+
+fn warning_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
+    if app::warnings(row, ctx.now, ctx.timeout).is_empty() {
+        Cell::from(" ")
+    } else {
+        Cell::from(Span::styled("!", ctx.theme.warning()))
+    }
+}
+
+fn session_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
+    let mut spans = vec![Span::raw(row.id.to_string())];
+    if row.ended {
+        spans.push(Span::styled(" ■", ctx.theme.dim()));
+    }
+    Cell::from(Line::from(spans))
+}
+
+fn feed_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
+    Cell::from(row.feed.map_or("-".to_string(), |f| format!("#{f}")))
+}
+
+fn transcripts_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
+    Cell::from(format::count(row.transcripts))
+}
+
+/// Glyph, word, duration, tokens/s (wide), pending mark.
+pub fn state_spans(op: &OpRow, theme: &Theme, now: Instant, wide: bool) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    match &op.in_flight {
+        Some(run) => {
+            let elapsed = format::duration(now.saturating_duration_since(run.admitted));
+            match run.phase {
+                Phase::Running => {
+                    spans.push(Span::styled(format!("▶ run {elapsed}"), theme.running()));
+                    if wide && let Some((_, rate)) = op.tokens {
+                        spans.push(Span::styled(format!(" {rate:.0}t/s"), theme.running()));
+                    }
+                }
+                Phase::Queued => {
+                    spans.push(Span::styled(format!("◷ queue {elapsed}"), theme.queued()))
+                }
+            }
+            if run.pending {
+                spans.push(Span::styled(" +1", theme.pending()));
+            }
+        }
+        None if op.consecutive_failures > 0 => spans.push(Span::styled("✗ failed", theme.error())),
+        None if op.runs == 0 => spans.push(Span::styled("· never", theme.idle())),
+        None => spans.push(Span::styled("· idle", theme.idle())),
+    }
+    spans
+}
+
+fn state_cell(row: &SessionRow, op: Operation, ctx: &Ctx) -> Cell<'static> {
+    Cell::from(Line::from(state_spans(
+        &row.ops[op.index()],
+        ctx.theme,
+        ctx.now,
+        ctx.wide_states,
+    )))
+}
+
+fn last_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
+    let last = |op: Operation| {
+        row.ops[op.index()]
+            .last_duration
+            .map_or("-".to_string(), format::duration)
+    };
+    Cell::from(format!(
+        "{}/{}",
+        last(Operation::Summary),
+        last(Operation::MindMap)
+    ))
+}
+
+fn skipped_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
+    let s = |op: Operation| format::count(row.ops[op.index()].skipped);
+    Cell::from(format!(
+        "{}/{}",
+        s(Operation::Summary),
+        s(Operation::MindMap)
+    ))
+}
+
+fn runs_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
+    Cell::from(format::count(row.ops.iter().map(|o| o.runs).sum()))
+}
+
+fn failures_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
+    let n: u64 = row.ops.iter().map(|o| o.failures()).sum();
+    let style = if n > 0 {
+        ctx.theme.error()
+    } else {
+        Style::new()
+    };
+    Cell::from(Span::styled(format::count(n), style))
+}
+
+fn age_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
+    Cell::from(row.last_transcript_at.map_or("-".to_string(), |t| {
+        format::age(ctx.now.saturating_duration_since(t))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_collapse_by_priority() {
+        let (narrow, _) = fit_columns(78);
+        let titles: Vec<&str> = narrow.iter().map(|c| c.title).collect();
+        assert!(
+            titles.contains(&"Summary")
+                && titles.contains(&"Mind map")
+                && titles.contains(&"Skipped")
+        );
+        assert!(!titles.contains(&"Feed"));
+        let (wide, wide_states) = fit_columns(138);
+        assert_eq!(wide.len(), columns().len());
+        assert!(wide_states);
+    }
+
+    #[test]
+    fn the_selection_stays_on_screen() {
+        assert_eq!(scroll_offset(0, 5, 10, 100), 0);
+        assert_eq!(scroll_offset(0, 15, 10, 100), 6);
+        assert_eq!(scroll_offset(20, 15, 10, 100), 15);
+        assert_eq!(scroll_offset(95, 99, 10, 100), 90);
+        assert_eq!(scroll_offset(3, 0, 10, 4), 0);
+    }
+}

@@ -1,0 +1,464 @@
+//! The dashboard without a terminal: update logic on keys and snapshots, and
+//! rendering into ratatui's TestBackend at 80x24 and 140x40, with colour and
+//! without.
+
+use std::time::{Duration, SystemTime};
+
+use inflight::engine::{FeedState, FeedView, OpRow, SessionRow, Snapshot, Totals, TriggerAnswer};
+use inflight::llm::BackendInfo;
+use inflight::logs::LogBuffer;
+use inflight::model::{Operation, SessionId};
+use inflight::state::{InFlight, Phase, Policy};
+use inflight::tui::app::{App, Command, Screen, SortColumn};
+use inflight::tui::keymap::Key;
+use inflight::tui::theme::Theme;
+use inflight::tui::views;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::style::{Color, Modifier};
+use tokio::time::Instant;
+
+fn sid(raw: &str) -> SessionId {
+    SessionId::parse(raw).unwrap()
+}
+
+fn ago(now: Instant, secs: f64) -> Instant {
+    now.checked_sub(Duration::from_secs_f64(secs))
+        .unwrap_or(now)
+}
+
+fn running(now: Instant, run_id: u64, secs: f64, phase: Phase, pending: bool) -> InFlight {
+    InFlight {
+        run_id,
+        phase,
+        since: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        admitted: ago(now, secs),
+        deadline: now + Duration::from_secs(300),
+        pending,
+        follow_up: false,
+        covered_generation: Some(3),
+    }
+}
+
+fn op(runs: u64, skipped: u64, last_ms: u64) -> OpRow {
+    OpRow {
+        runs,
+        ok: runs,
+        skipped,
+        last_duration: (last_ms > 0).then(|| Duration::from_millis(last_ms)),
+        mean_duration: (last_ms > 0).then(|| Duration::from_millis(last_ms)),
+        p95_duration: (last_ms > 0).then(|| Duration::from_millis(last_ms)),
+        ..Default::default()
+    }
+}
+
+/// Four sessions in every state the table shows.
+fn fixture(now: Instant) -> Snapshot {
+    let mut standup = SessionRow {
+        id: sid("standup"),
+        feed: Some(0),
+        transcripts: 42,
+        last_transcript_at: Some(ago(now, 2.0)),
+        ended: false,
+        has_partial: true,
+        ops: [op(7, 12, 4100), op(5, 9, 6200)],
+    };
+    standup.ops[0].in_flight = Some(running(now, 41, 12.4, Phase::Running, true));
+    standup.ops[0].tokens = Some((310, 25.0));
+    standup.ops[1].in_flight = Some(running(now, 42, 1.2, Phase::Queued, false));
+
+    let mut retro = SessionRow {
+        id: sid("incident-retro"),
+        feed: Some(0),
+        transcripts: 17,
+        last_transcript_at: Some(ago(now, 250.0)),
+        ended: false,
+        has_partial: false,
+        ops: [op(3, 1, 2500), op(3, 0, 3100)],
+    };
+    retro.ops[1].failed = 2;
+    retro.ops[1].consecutive_failures = 2;
+
+    let planning = SessionRow {
+        id: sid("planning"),
+        feed: Some(1),
+        transcripts: 60,
+        last_transcript_at: Some(ago(now, 30.0)),
+        ended: true,
+        has_partial: false,
+        ops: [op(9, 30, 1800), op(9, 28, 2200)],
+    };
+    let fresh = SessionRow {
+        id: sid("zz-new"),
+        feed: None,
+        transcripts: 0,
+        last_transcript_at: None,
+        ended: false,
+        has_partial: false,
+        ops: [OpRow::default(), OpRow::default()],
+    };
+    let sessions = vec![retro, planning, standup, fresh];
+    Snapshot {
+        taken_at: now,
+        uptime: Duration::from_secs(754),
+        backend: BackendInfo {
+            kind: "builtin".into(),
+            model: "extractive, simulated 2s..6s".into(),
+            simulated: true,
+            reachable: true,
+        },
+        permits_in_use: 1,
+        permits_cap: 4,
+        policy: [Policy::Coalesce; 2],
+        op_timeout: Duration::from_secs(300),
+        feeds: vec![
+            FeedView {
+                index: 0,
+                url: "ws://127.0.0.1:9100/a".into(),
+                state: FeedState::Connected,
+                last_message_at: Some(now),
+                messages: 100,
+                transcripts: 90,
+                duplicates: 0,
+                connects: 1,
+                bad_frames: 0,
+            },
+            FeedView {
+                index: 1,
+                url: "ws://127.0.0.1:9100/b".into(),
+                state: FeedState::Connecting,
+                last_message_at: None,
+                messages: 0,
+                transcripts: 0,
+                duplicates: 0,
+                connects: 0,
+                bad_frames: 0,
+            },
+        ],
+        totals: Totals {
+            transcripts: 119,
+            runs: 36,
+            ok: 34,
+            failed: 2,
+            skipped: 80,
+            running: 1,
+            queued: 1,
+            ..Default::default()
+        },
+        sessions,
+    }
+}
+
+fn app(color: bool) -> App {
+    let mut app = App::new(Theme::new(color), fixture(Instant::now()));
+    app.say(
+        "standup · summary pending: run 41 busy 12.4s",
+        inflight::tui::app::Tone::Warn,
+    );
+    app
+}
+
+fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| views::draw(frame, app)).unwrap();
+    terminal
+}
+
+fn screen_text(terminal: &Terminal<TestBackend>) -> String {
+    let buffer = terminal.backend().buffer();
+    let mut out = String::new();
+    for y in 0..buffer.area.height {
+        let line: String = (0..buffer.area.width)
+            .map(|x| buffer[(x, y)].symbol().to_string())
+            .collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The row of the screen whose text contains `needle`.
+fn row_of(terminal: &Terminal<TestBackend>, needle: &str) -> u16 {
+    let text = screen_text(terminal);
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not on screen:\n{text}")) as u16
+}
+
+#[test]
+fn table_at_80x24_keeps_what_matters() {
+    let app = app(true);
+    let terminal = render(&app, 80, 24);
+    insta::assert_snapshot!("table_80x24", screen_text(&terminal));
+}
+
+#[test]
+fn table_at_140x40_shows_every_column() {
+    let app = app(true);
+    let terminal = render(&app, 140, 40);
+    let text = screen_text(&terminal);
+    for column in ["Feed", "Last S/M", "Runs", "Skipped", "Age"] {
+        assert!(text.contains(column), "{column} missing");
+    }
+    assert!(text.contains("25t/s"), "tokens per second shown when wide");
+    insta::assert_snapshot!("table_140x40", text);
+}
+
+#[test]
+fn no_color_draws_the_same_text_and_marks_selection_by_reverse_video() {
+    let colour = render(&app(true), 80, 24);
+    let mono = render(&app(false), 80, 24);
+    assert_eq!(screen_text(&colour), screen_text(&mono));
+    insta::assert_snapshot!("table_80x24_no_color", screen_text(&mono));
+
+    let buffer = mono.backend().buffer();
+    let row = row_of(&mono, "incident-retro");
+    let cell = &buffer[(3, row)];
+    assert!(
+        cell.modifier.contains(Modifier::REVERSED),
+        "selected row is reversed"
+    );
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            let c = &buffer[(x, y)];
+            assert!(
+                matches!(c.fg, Color::Reset) && matches!(c.bg, Color::Reset),
+                "no colour at ({x}, {y}) with NO_COLOR"
+            );
+        }
+    }
+    let other = row_of(&mono, "planning");
+    assert!(!buffer[(3, other)].modifier.contains(Modifier::REVERSED));
+
+    let buffer = colour.backend().buffer();
+    assert_eq!(
+        buffer[(3, row_of(&colour, "incident-retro"))].bg,
+        Color::Blue
+    );
+}
+
+#[test]
+fn states_warnings_and_pending_are_drawn() {
+    let terminal = render(&app(false), 140, 40);
+    let text = screen_text(&terminal);
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .to_string()
+    };
+    let standup = line("standup");
+    assert!(standup.contains("▶ run 12.4s"), "{standup}");
+    assert!(standup.contains("+1"), "pending shown: {standup}");
+    assert!(standup.contains("◷ queue 1.2s"), "{standup}");
+    let retro = line("incident-retro");
+    assert!(
+        retro.trim_start().starts_with('!'),
+        "failing and silent: {retro}"
+    );
+    assert!(retro.contains("✗ failed"));
+    assert!(line("planning").contains("■"), "ended sessions are marked");
+    assert!(line("zz-new").contains("· never"));
+    assert!(!text.contains("PAUSED"));
+}
+
+#[test]
+fn help_lists_every_binding_from_the_keymap() {
+    let mut app = app(true);
+    app.handle_key(Key::Char('?'));
+    let text = screen_text(&render(&app, 140, 40));
+    for binding in inflight::tui::keymap::BINDINGS {
+        assert!(text.contains(binding.hint), "help lacks {:?}", binding.hint);
+    }
+    app.handle_key(Key::Esc);
+    assert!(!app.help);
+}
+
+#[test]
+fn keys_move_sort_filter_and_keep_the_selection() {
+    let mut app = app(true);
+    assert_eq!(app.selected_row().unwrap().id, sid("incident-retro"));
+    app.handle_key(Key::Down);
+    assert_eq!(app.selected_row().unwrap().id, sid("planning"));
+
+    // Sorting by transcripts (descending) keeps "planning" selected.
+    app.handle_key(Key::Char('o'));
+    assert_eq!(app.sort, SortColumn::Transcripts);
+    let order: Vec<String> = app
+        .order
+        .iter()
+        .map(|i| app.snapshot.sessions[*i].id.to_string())
+        .collect();
+    assert_eq!(order, ["planning", "standup", "incident-retro", "zz-new"]);
+    assert_eq!(app.selected_row().unwrap().id, sid("planning"));
+    app.handle_key(Key::Char('O'));
+    assert_eq!(app.selected_row().unwrap().id, sid("planning"));
+
+    // Typing a filter narrows live; Esc clears it.
+    app.handle_key(Key::Char('/'));
+    for c in "stand".chars() {
+        app.handle_key(Key::Char(c));
+    }
+    assert_eq!(app.order.len(), 1);
+    assert_eq!(app.selected_row().unwrap().id, sid("standup"));
+    app.handle_key(Key::Enter);
+    assert_eq!(app.filter, "stand");
+    // Keys are keys again after Enter.
+    assert_eq!(
+        app.handle_key(Key::Char('t')),
+        vec![Command::Trigger {
+            session: sid("standup"),
+            ops: Operation::ALL.to_vec()
+        }]
+    );
+    app.handle_key(Key::Char('/'));
+    app.handle_key(Key::Esc);
+    assert_eq!(app.order.len(), 4);
+}
+
+#[test]
+fn actions_become_commands_and_answers_become_messages() {
+    let mut app = app(true);
+    assert_eq!(
+        app.handle_key(Key::Char('1')),
+        vec![Command::Trigger {
+            session: sid("incident-retro"),
+            ops: vec![Operation::Summary]
+        }]
+    );
+    assert_eq!(
+        app.handle_key(Key::Char('2')),
+        vec![Command::Trigger {
+            session: sid("incident-retro"),
+            ops: vec![Operation::MindMap]
+        }]
+    );
+    assert_eq!(
+        app.handle_key(Key::Char('c')),
+        vec![Command::Cancel {
+            session: sid("incident-retro")
+        }]
+    );
+    let since = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+    app.show_triggered(
+        &sid("incident-retro"),
+        &[
+            (Operation::Summary, TriggerAnswer::Started { run_id: 7 }),
+            (
+                Operation::MindMap,
+                TriggerAnswer::Skipped {
+                    running_run_id: 5,
+                    since,
+                },
+            ),
+        ],
+        since + Duration::from_millis(3400),
+    );
+    let text = &app.message.as_ref().unwrap().text;
+    assert_eq!(
+        text,
+        "incident-retro · summary started (run 7) · mind map skipped: run 5 busy 3.4s"
+    );
+    app.show_cancelled(
+        &sid("incident-retro"),
+        &[(Operation::Summary, Some(7)), (Operation::MindMap, None)],
+    );
+    assert_eq!(
+        app.message.as_ref().unwrap().text,
+        "incident-retro · summary cancelled (run 7)"
+    );
+    assert_eq!(app.handle_key(Key::Char('q')), vec![Command::Quit]);
+    assert!(app.quit);
+}
+
+#[test]
+fn details_open_and_close() {
+    let mut app = app(true);
+    app.handle_key(Key::Enter);
+    assert_eq!(app.screen, Screen::Detail);
+    // Table keys that make no sense in details do nothing there.
+    assert!(app.handle_key(Key::Char('o')).is_empty());
+    assert_eq!(app.sort, SortColumn::Session);
+    app.handle_key(Key::Esc);
+    assert_eq!(app.screen, Screen::Table);
+}
+
+#[test]
+fn freezing_keeps_the_display_while_data_moves() {
+    let mut app = app(true);
+    app.handle_key(Key::Char(' '));
+    assert!(app.paused);
+    let mut newer = fixture(Instant::now());
+    newer.sessions.truncate(1);
+    app.set_snapshot(newer.clone());
+    assert_eq!(
+        app.snapshot.sessions.len(),
+        4,
+        "frozen display keeps its snapshot"
+    );
+    assert!(screen_text(&render(&app, 80, 24)).contains("PAUSED"));
+    app.handle_key(Key::Char(' '));
+    app.set_snapshot(newer);
+    assert_eq!(app.snapshot.sessions.len(), 1);
+}
+
+#[test]
+fn the_log_follows_until_scrolled_up_and_resumes_at_the_bottom() {
+    let logs = LogBuffer::new();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(3600);
+    for i in 0..50 {
+        logs.push(
+            at,
+            tracing::Level::INFO,
+            Some("standup".into()),
+            format!("line {i}"),
+        );
+    }
+    logs.push(at, tracing::Level::DEBUG, None, "quiet detail".into());
+    let mut app = app(true);
+    app.refresh_logs(&logs, false);
+    assert_eq!(app.log.lines.len(), 50, "debug hidden at the default level");
+    app.handle_key(Key::Tab);
+    assert!(app.log.focused);
+    app.handle_key(Key::Up);
+    app.handle_key(Key::Up);
+    assert!(!app.log.follow);
+    assert_eq!(app.log.offset, 2);
+    // New lines arrive while scrolled up: the view stays on the same lines.
+    logs.push(at, tracing::Level::WARN, None, "late".into());
+    app.refresh_logs(&logs, false);
+    assert_eq!(app.log.offset, 3);
+    app.handle_key(Key::Char('G'));
+    assert!(app.log.follow);
+    assert_eq!(app.log.offset, 0);
+
+    // Scoped to the selected session (incident-retro): none of these lines.
+    app.handle_key(Key::Char('s'));
+    app.refresh_logs(&logs, false);
+    assert!(app.log.lines.is_empty());
+    app.handle_key(Key::Char('s'));
+    // Search in the log.
+    app.handle_key(Key::Char('/'));
+    for c in "line 4".chars() {
+        app.handle_key(Key::Char(c));
+    }
+    app.handle_key(Key::Enter);
+    app.refresh_logs(&logs, false);
+    assert_eq!(app.log.lines.len(), 11, "line 4 and line 40..49");
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(text.contains("01:00:00 INFO  line 49"), "{text}");
+}
+
+#[test]
+fn control_characters_never_reach_the_screen() {
+    let mut app = app(true);
+    let logs = LogBuffer::new();
+    // The capture layer strips them; the pane shows what the buffer holds.
+    let clean =
+        inflight::text::strip_controls("evil \u{1b}]0;title\u{7}\u{1b}[2Jline").into_owned();
+    logs.push(SystemTime::UNIX_EPOCH, tracing::Level::WARN, None, clean);
+    app.refresh_logs(&logs, false);
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(text.contains("evil line"));
+    assert!(!text.contains('\u{1b}'));
+}
