@@ -18,7 +18,6 @@ mod runner;
 pub mod snapshot;
 pub mod store;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -160,6 +159,8 @@ impl Engine {
     pub fn request(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
         match self.shared.state.try_start(session, op) {
             Admission::Started(guard) => {
+                // A trigger may name a session no feed has sent: list it too.
+                self.shared.store.touch(session);
                 let run_id = guard.run_id();
                 runner::spawn(self.shared.clone(), guard);
                 TriggerAnswer::Started { run_id }
@@ -242,24 +243,23 @@ impl Engine {
     /// A copy of everything the views show.
     pub fn snapshot(&self) -> Snapshot {
         let shared = &self.shared;
-        let mut facts = HashMap::with_capacity(shared.store.len());
-        shared.store.for_each(|id, f| {
-            facts.insert(id.clone(), f);
-        });
-        let mut ops: HashMap<SessionId, [OpRow; OPERATION_COUNT]> =
-            HashMap::with_capacity(facts.len());
-        shared.state.for_each_session(|id, views| {
-            ops.insert(
-                id.clone(),
-                std::array::from_fn(|i| OpRow::new(views[i].0, views[i].1)),
-            );
-        });
-        for row in ops.values_mut().flatten() {
-            if let Some(run) = &row.in_flight {
-                row.tokens = shared.progress.rate(run.run_id);
+        let mut sessions = Vec::with_capacity(shared.store.len());
+        shared
+            .store
+            .for_each(|id, facts| sessions.push(SessionRow::from_facts(id.clone(), facts)));
+        shared.state.visit_sessions(
+            &mut sessions,
+            |row| &row.id,
+            |row, views| {
+                row.ops = std::array::from_fn(|i| OpRow::new(views[i].0, views[i].1));
+            },
+        );
+        for op in sessions.iter_mut().flat_map(|row| row.ops.iter_mut()) {
+            if let Some(run) = &op.in_flight {
+                op.tokens = shared.progress.rate(run.run_id);
             }
         }
-        let sessions = snapshot::join_rows(facts, ops);
+        sessions.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         Snapshot {
             taken_at: Instant::now(),
             uptime: self.uptime(),

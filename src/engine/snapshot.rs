@@ -3,13 +3,13 @@
 //! A [`Snapshot`] is built under short locks and owns its data, so a view can
 //! sort, filter and render it without holding anything the engine needs.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::feeds::FeedView;
 use super::store::SessionContent;
+use super::store::SessionFacts;
 use crate::llm::BackendInfo;
 use crate::model::{OPERATION_COUNT, SessionId};
 use crate::state::{InFlight, OpStats, Policy, RunRecord};
@@ -77,6 +77,19 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
+    /// A row with the store's facts and no operation data yet.
+    pub(super) fn from_facts(id: SessionId, facts: SessionFacts) -> Self {
+        Self {
+            id,
+            feed: facts.feed,
+            transcripts: facts.generation,
+            last_transcript_at: facts.last_transcript_at,
+            ended: facts.ended,
+            has_partial: facts.partial,
+            ops: Default::default(),
+        }
+    }
+
     pub fn any_in_flight(&self) -> bool {
         self.ops.iter().any(|op| op.in_flight.is_some())
     }
@@ -146,38 +159,4 @@ pub(super) fn totals(rows: &[SessionRow]) -> Totals {
         }
     }
     totals
-}
-
-/// Joins the store's facts with the state manager's rows.
-pub(super) fn join_rows(
-    facts: HashMap<SessionId, super::store::SessionFacts>,
-    mut ops: HashMap<SessionId, [OpRow; OPERATION_COUNT]>,
-) -> Vec<SessionRow> {
-    let mut rows: Vec<SessionRow> = facts
-        .into_iter()
-        .map(|(id, facts)| {
-            let ops = ops.remove(&id).unwrap_or_default();
-            SessionRow {
-                feed: facts.feed,
-                transcripts: facts.generation,
-                last_transcript_at: facts.last_transcript_at,
-                ended: facts.ended,
-                has_partial: facts.partial,
-                ops,
-                id,
-            }
-        })
-        .collect();
-    // Sessions known only to the state manager (triggered by hand, never fed).
-    rows.extend(ops.into_iter().map(|(id, ops)| SessionRow {
-        id,
-        feed: None,
-        transcripts: 0,
-        last_transcript_at: None,
-        ended: false,
-        has_partial: false,
-        ops,
-    }));
-    rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    rows
 }

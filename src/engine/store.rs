@@ -171,6 +171,14 @@ impl SessionStore {
         record.generation > 0
     }
 
+    /// Makes sure the session exists (a trigger may name one no feed sent).
+    pub fn touch(&self, session: &SessionId) {
+        let mut sessions = self.lock();
+        if !sessions.contains_key(session) {
+            sessions.insert(session.clone(), SessionRecord::new(None));
+        }
+    }
+
     /// The session's newest generation (0 when unknown).
     pub fn generation(&self, session: &SessionId) -> u64 {
         self.lock().get(session).map_or(0, |r| r.generation)

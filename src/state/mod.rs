@@ -101,26 +101,36 @@ struct Slot {
 
 type Slots = [Option<Slot>; OPERATION_COUNT];
 
+/// Everything the manager knows about one session.
 #[derive(Default)]
-struct Tables {
-    /// Sessions with at least one run in flight; removed when the last ends.
-    in_flight: HashMap<SessionId, Slots>,
-    /// Statistics of every session ever seen.
-    stats: HashMap<SessionId, [OpStats; OPERATION_COUNT]>,
+struct SessionEntry {
+    /// The in-flight entry: present while at least one run is in flight,
+    /// removed when the last one ends (the seed's automatic cleanup).
+    in_flight: Option<Slots>,
+    /// Statistics, kept for as long as the process runs.
+    stats: [OpStats; OPERATION_COUNT],
 }
 
-impl Tables {
-    fn stats_mut(&mut self, session: &SessionId, op: Operation) -> &mut OpStats {
-        stats_mut(&mut self.stats, session, op)
+impl SessionEntry {
+    fn slot(&self, op: Operation) -> Option<&Slot> {
+        self.in_flight
+            .as_ref()
+            .and_then(|slots| slots[op.index()].as_ref())
+    }
+
+    fn slot_mut(&mut self, op: Operation) -> Option<&mut Slot> {
+        self.in_flight
+            .as_mut()
+            .and_then(|slots| slots[op.index()].as_mut())
     }
 }
 
-fn stats_mut<'a>(
-    stats: &'a mut HashMap<SessionId, [OpStats; OPERATION_COUNT]>,
-    session: &SessionId,
-    op: Operation,
-) -> &'a mut OpStats {
-    &mut stats.entry(session.clone()).or_default()[op.index()]
+/// One map, so an admission and a finish each hash the session id once.
+#[derive(Default)]
+struct Tables {
+    sessions: HashMap<SessionId, SessionEntry>,
+    /// Sessions whose in-flight entry is present.
+    active: usize,
 }
 
 /// Settings of the manager.
@@ -194,9 +204,20 @@ impl ProcessingStateManager {
         let policy = self.policy(op);
         let (admission, event) = {
             let mut tables = self.lock();
-            let Tables { in_flight, stats } = &mut *tables;
-            let slots = in_flight.entry(session.clone()).or_default();
-            let op_stats = stats_mut(stats, session, op);
+            let tables = &mut *tables;
+            let entry = match tables.sessions.get_mut(session) {
+                Some(entry) => entry,
+                None => tables.sessions.entry(session.clone()).or_default(),
+            };
+            if entry.in_flight.is_none() {
+                entry.in_flight = Some(Default::default());
+                tables.active += 1;
+            }
+            let SessionEntry { in_flight, stats } = entry;
+            let op_stats = &mut stats[op.index()];
+            let Some(slots) = in_flight.as_mut() else {
+                unreachable!("created just above")
+            };
             match &mut slots[op.index()] {
                 Some(slot) => {
                     if policy == Policy::Coalesce {
@@ -245,7 +266,11 @@ impl ProcessingStateManager {
     /// The seed's `is_processing`: `None` asks about any operation.
     pub fn is_processing(&self, session: &SessionId, op: Option<Operation>) -> bool {
         let tables = self.lock();
-        match tables.in_flight.get(session) {
+        match tables
+            .sessions
+            .get(session)
+            .and_then(|e| e.in_flight.as_ref())
+        {
             None => false,
             Some(slots) => match op {
                 Some(op) => slots[op.index()].is_some(),
@@ -258,7 +283,11 @@ impl ProcessingStateManager {
     pub fn status(&self, session: &SessionId) -> ProcessingStatus {
         let tables = self.lock();
         let mut status = ProcessingStatus::idle(session.clone());
-        if let Some(slots) = tables.in_flight.get(session) {
+        if let Some(slots) = tables
+            .sessions
+            .get(session)
+            .and_then(|e| e.in_flight.as_ref())
+        {
             let start = |op: Operation| {
                 slots[op.index()]
                     .as_ref()
@@ -280,17 +309,19 @@ impl ProcessingStateManager {
         let mut events = Vec::with_capacity(2);
         let run_id = {
             let mut tables = self.lock();
-            let slot = take_slot(&mut tables, session, op, &mut events)?;
+            let Tables { sessions, active } = &mut *tables;
+            let entry = sessions.get_mut(session)?;
+            let slot = take_slot(entry, active, session, op, &mut events)?;
             slot.cancel.cancel();
             let duration = slot.view.admitted.elapsed();
+            let error = "stopped by the operator".to_string();
             record_end(
-                &mut tables,
-                session,
+                entry,
                 op,
                 &slot.view,
                 duration,
                 Outcome::Cancelled,
-                None,
+                Some(error.clone()),
             );
             events.insert(
                 0,
@@ -300,7 +331,7 @@ impl ProcessingStateManager {
                     run_id: slot.view.run_id,
                     duration,
                     outcome: Outcome::Cancelled,
-                    error: Some("stopped by the operator".into()),
+                    error: Some(error),
                 },
             );
             slot.view.run_id
@@ -325,16 +356,14 @@ impl ProcessingStateManager {
         let mut events = Vec::with_capacity(3);
         let result = {
             let mut tables = self.lock();
-            let Some(slot) = tables
-                .in_flight
-                .get_mut(session)
-                .and_then(|slots| slots[op.index()].as_mut())
-                .filter(|slot| slot.view.run_id == run_id)
-            else {
+            let Tables { sessions, active } = &mut *tables;
+            let Some(entry) = sessions.get_mut(session) else {
                 return FinishOutcome::Stale;
             };
-            let ended = slot.view.clone();
-            let duration = ended.admitted.elapsed();
+            let Some(slot) = entry.slot_mut(op).filter(|slot| slot.view.run_id == run_id) else {
+                return FinishOutcome::Stale;
+            };
+            let duration = slot.view.admitted.elapsed();
             events.push(Event::OpFinished {
                 session: session.clone(),
                 op,
@@ -343,33 +372,33 @@ impl ProcessingStateManager {
                 outcome,
                 error: error.clone(),
             });
-            let wants_follow_up = ended.pending
+            let wants_follow_up = slot.view.pending
                 && outcome != Outcome::Cancelled
                 && latest_generation
-                    .is_some_and(|latest| latest() > ended.covered_generation.unwrap_or(0));
-            let result = if wants_follow_up {
+                    .is_some_and(|latest| latest() > slot.view.covered_generation.unwrap_or(0));
+            let (ended, result) = if wants_follow_up {
                 // Hand the slot straight to the follow-up: no window in which
                 // another request could slip in between.
                 let next = self.new_slot(true);
                 let guard = RunGuard::new(self.clone(), session.clone(), op, &next);
-                *slot = next;
                 events.push(Event::OpQueued {
                     session: session.clone(),
                     op,
                     run_id: guard.run_id(),
                     follow_up: true,
                 });
-                FinishOutcome::FollowUp(guard)
-            } else {
-                take_slot(&mut tables, session, op, &mut events);
-                FinishOutcome::Ended
-            };
-            record_end(&mut tables, session, op, &ended, duration, outcome, error);
-            if wants_follow_up {
-                let stats = tables.stats_mut(session, op);
+                let ended = std::mem::replace(slot, next);
+                let stats = &mut entry.stats[op.index()];
                 stats.runs += 1;
                 stats.follow_ups += 1;
-            }
+                (ended, FinishOutcome::FollowUp(guard))
+            } else {
+                match take_slot(entry, active, session, op, &mut events) {
+                    Some(ended) => (ended, FinishOutcome::Ended),
+                    None => unreachable!("the slot was found just above"),
+                }
+            };
+            record_end(entry, op, &ended.view, duration, outcome, error);
             result
         };
         for event in events {
@@ -387,9 +416,9 @@ impl ProcessingStateManager {
     ) -> bool {
         let mut tables = self.lock();
         match tables
-            .in_flight
+            .sessions
             .get_mut(session)
-            .and_then(|slots| slots[op.index()].as_mut())
+            .and_then(|entry| entry.slot_mut(op))
         {
             Some(slot) if slot.view.run_id == run_id => {
                 f(&mut slot.view);
@@ -402,75 +431,58 @@ impl ProcessingStateManager {
     /// One operation of one session, as views see it.
     pub fn op_view(&self, session: &SessionId, op: Operation) -> OpView {
         let tables = self.lock();
-        OpView {
-            in_flight: tables
-                .in_flight
-                .get(session)
-                .and_then(|slots| slots[op.index()].as_ref())
-                .map(|slot| slot.view.clone()),
-            stats: tables
-                .stats
-                .get(session)
-                .map(|all| all[op.index()].clone())
-                .unwrap_or_default(),
+        match tables.sessions.get(session) {
+            Some(entry) => OpView {
+                in_flight: entry.slot(op).map(|slot| slot.view.clone()),
+                stats: entry.stats[op.index()].clone(),
+            },
+            None => OpView::default(),
         }
     }
 
-    /// Calls `visit` for every session with statistics or a run in flight,
-    /// under one lock; `visit` must be quick (it copies what it needs).
-    pub fn for_each_session(
+    /// Calls `visit` once per item of `items` with that session's in-flight
+    /// runs and statistics, all under one lock; `visit` must be quick.
+    pub fn visit_sessions<T>(
         &self,
-        mut visit: impl FnMut(&SessionId, [(Option<&InFlight>, &OpStats); OPERATION_COUNT]),
+        items: &mut [T],
+        session_of: impl Fn(&T) -> &SessionId,
+        mut visit: impl FnMut(&mut T, [(Option<&InFlight>, &OpStats); OPERATION_COUNT]),
     ) {
         let tables = self.lock();
         let empty = OpStats::default();
-        for (session, stats) in &tables.stats {
-            let slots = tables.in_flight.get(session);
-            let view = std::array::from_fn(|i| {
-                let in_flight = slots.and_then(|s| s[i].as_ref()).map(|slot| &slot.view);
-                (in_flight, &stats[i])
+        for item in items.iter_mut() {
+            let entry = tables.sessions.get(session_of(item));
+            let view = std::array::from_fn(|i| match entry {
+                Some(entry) => (
+                    entry.slot(Operation::ALL[i]).map(|slot| &slot.view),
+                    &entry.stats[i],
+                ),
+                None => (None, &empty),
             });
-            visit(session, view);
-        }
-        for (session, slots) in &tables.in_flight {
-            if tables.stats.contains_key(session) {
-                continue;
-            }
-            let view = std::array::from_fn(|i| (slots[i].as_ref().map(|slot| &slot.view), &empty));
-            visit(session, view);
+            visit(item, view);
         }
     }
 
     /// Sessions that currently hold an in-flight entry.
     pub fn in_flight_sessions(&self) -> usize {
-        self.lock().in_flight.len()
-    }
-
-    /// Runs in flight across all sessions, by phase: `(queued, running)`.
-    pub fn in_flight_counts(&self) -> (usize, usize) {
-        let tables = self.lock();
-        let mut counts = (0, 0);
-        for slot in tables.in_flight.values().flatten().flatten() {
-            match slot.view.phase {
-                Phase::Queued => counts.0 += 1,
-                Phase::Running => counts.1 += 1,
-            }
-        }
-        counts
+        self.lock().active
     }
 }
 
-/// Removes the slot; removes the session's entry when it was the last one.
+/// Removes the slot; removes the session's in-flight entry when it was the
+/// last one, and says so with a `SessionCleaned` event.
 fn take_slot(
-    tables: &mut Tables,
+    entry: &mut SessionEntry,
+    active: &mut usize,
     session: &SessionId,
     op: Operation,
     events: &mut Vec<Event>,
 ) -> Option<Slot> {
-    let slots = tables.in_flight.get_mut(session)?;
+    let slots = entry.in_flight.as_mut()?;
     let slot = slots[op.index()].take()?;
     if slots.iter().all(Option::is_none) {
-        tables.in_flight.remove(session);
+        entry.in_flight = None;
+        *active -= 1;
         events.push(Event::SessionCleaned {
             session: session.clone(),
         });
@@ -479,8 +491,7 @@ fn take_slot(
 }
 
 fn record_end(
-    tables: &mut Tables,
-    session: &SessionId,
+    entry: &mut SessionEntry,
     op: Operation,
     run: &InFlight,
     duration: Duration,
@@ -495,5 +506,5 @@ fn record_end(
         covered_generation: run.covered_generation,
         follow_up: run.follow_up,
     };
-    tables.stats_mut(session, op).record(record, error);
+    entry.stats[op.index()].record(record, error);
 }

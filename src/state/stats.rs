@@ -40,6 +40,10 @@ pub struct OpStats {
     /// Failures in a row since the last success.
     pub consecutive_failures: u32,
     pub history: VecDeque<RunRecord>,
+    /// The durations of `history`, kept sorted by every finish, so the p95
+    /// costs a lookup (snapshots read it for thousands of sessions many
+    /// times a second, and a finish must stay cheap).
+    sorted_durations: Vec<Duration>,
 }
 
 impl OpStats {
@@ -54,13 +58,9 @@ impl OpStats {
 
     /// The 95th percentile of the recent durations (nearest rank).
     pub fn p95_duration(&self) -> Option<Duration> {
-        if self.history.is_empty() {
-            return None;
-        }
-        let mut durations: Vec<Duration> = self.history.iter().map(|r| r.duration).collect();
-        durations.sort_unstable();
-        let rank = (durations.len() * 95).div_ceil(100).max(1);
-        durations.get(rank - 1).copied()
+        let n = self.sorted_durations.len();
+        let rank = (n * 95).div_ceil(100).max(1);
+        self.sorted_durations.get(rank - 1).copied()
     }
 
     pub(crate) fn record(&mut self, record: RunRecord, error: Option<String>) {
@@ -90,9 +90,16 @@ impl OpStats {
         }
         self.last_duration = Some(record.duration);
         self.total_duration += record.duration;
-        if self.history.len() == HISTORY_LEN {
-            self.history.pop_front();
+        if self.history.len() == HISTORY_LEN
+            && let Some(evicted) = self.history.pop_front()
+            && let Ok(at) = self.sorted_durations.binary_search(&evicted.duration)
+        {
+            self.sorted_durations.remove(at);
         }
+        let at = self
+            .sorted_durations
+            .partition_point(|d| *d <= record.duration);
+        self.sorted_durations.insert(at, record.duration);
         self.history.push_back(record);
     }
 }
@@ -129,6 +136,23 @@ mod tests {
         assert_eq!(stats.last_error.as_deref(), Some("boom"));
         // A failed run never lowers the covered generation.
         assert_eq!(stats.covered_generation, Some(200));
+    }
+
+    #[test]
+    fn p95_follows_the_window() {
+        let mut stats = OpStats::default();
+        for ms in (1..=100).rev() {
+            stats.record(run(ms, Outcome::Ok), None);
+        }
+        // The window holds the last 32 runs: 32ms down to 1ms.
+        let mut window: Vec<u64> = (1..=32).collect();
+        window.sort_unstable();
+        assert_eq!(
+            stats.p95_duration(),
+            Some(Duration::from_millis(window[30]))
+        );
+        assert_eq!(stats.sorted_durations.len(), HISTORY_LEN);
+        assert!(stats.sorted_durations.is_sorted());
     }
 
     #[test]
