@@ -38,6 +38,36 @@ pub enum Command {
     Serve,
     /// A replay feed server that plays recorded meetings (demo, tests).
     Feed(FeedArgs),
+    /// Print processing statuses from a running inflight's API.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One session's processing status; without it, every session.
+    pub session: Option<String>,
+
+    /// The API's base URL.
+    #[arg(
+        long = "api",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8787",
+        env = "INFLIGHT_API_URL"
+    )]
+    pub api_url: String,
+
+    /// Print the server's JSON as it is.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Bearer token for an API that needs one.
+    #[arg(
+        long = "api-token",
+        value_name = "TOKEN",
+        env = "INFLIGHT_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// Which LLM backend answers.
@@ -122,6 +152,21 @@ pub struct EngineArgs {
     /// Operations each new final transcript requests (comma-separated).
     #[arg(long, value_name = "OPS", value_delimiter = ',', default_value = "summary,mind_map", value_parser = parse_operation, env = "INFLIGHT_OPS", global = true)]
     pub ops: Vec<Operation>,
+
+    /// Serve the HTTP API on this address (the dashboard: off unless given;
+    /// `serve`: 127.0.0.1:8787 unless given).
+    #[arg(long = "api", value_name = "ADDR", env = "INFLIGHT_API", global = true)]
+    pub api: Option<SocketAddr>,
+
+    /// Bearer token the API requires (needed for a non-loopback address).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "INFLIGHT_API_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub api_token: Option<String>,
 
     /// Replay speed of the embedded demo feed (1 = real time).
     #[arg(

@@ -27,6 +27,7 @@
 //! | [`text`] | making outside text safe for a terminal |
 //! | [`tui`] | the operator dashboard |
 
+pub mod api;
 pub mod config;
 pub mod engine;
 pub mod events;
@@ -34,7 +35,9 @@ pub mod feed;
 pub mod llm;
 pub mod logs;
 pub mod model;
+pub mod net;
 pub mod signals;
 pub mod state;
 pub mod text;
 pub mod tui;
+pub mod wire;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use inflight::api;
 use inflight::config::{Cli, Command, EngineArgs, FeedArgs, LlmKind};
 use inflight::engine::Engine;
 use inflight::feed::{client, meetings, replay};
@@ -16,6 +17,9 @@ use inflight::logs::{CaptureLayer, LogBuffer};
 use inflight::{signals, tui};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Where `inflight serve` listens unless told otherwise.
+const DEFAULT_API_PORT: u16 = 8787;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,6 +36,17 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Feed(args)) => run_feed_server(args).await,
+            Some(Command::Status(args)) => {
+                let text = api::client::status(
+                    &args.api_url,
+                    args.session.as_deref(),
+                    args.json,
+                    args.token.as_deref(),
+                )
+                .await?;
+                print!("{text}");
+                Ok(())
+            }
             Some(Command::Serve) => run_headless(cli.engine).await,
             None => run_dashboard(cli.engine, cli.no_color).await,
         }
@@ -114,6 +129,14 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     let _stop_feeds = shutdown.clone().drop_guard();
     let engine = start_engine(&args, &shutdown).await?;
+    if let Some(addr) = args.api {
+        let config = api::ApiConfig {
+            addr,
+            token: args.api_token.clone(),
+        };
+        let bound = api::serve(engine.clone(), config, shutdown.clone()).await?;
+        tracing::info!(%bound, "API listening");
+    }
     let color = !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tui::run(engine, logs, tui::TuiOptions { color }).await
 }
@@ -121,7 +144,17 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
 async fn run_headless(args: EngineArgs) -> Result<(), String> {
     init_logs();
     let shutdown = CancellationToken::new();
+    let api_config = api::ApiConfig {
+        addr: args
+            .api
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_API_PORT))),
+        token: args.api_token.clone(),
+    };
+    // Refuse a bad API setting before anything starts.
+    api_config.check()?;
     let engine = start_engine(&args, &shutdown).await?;
+    let bound = api::serve(engine.clone(), api_config, shutdown.clone()).await?;
+    tracing::info!(%bound, "API listening");
     let info = engine.backend_info();
     tracing::info!(
         backend = %info.kind,

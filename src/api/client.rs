@@ -1,0 +1,112 @@
+//! `inflight status`: a small command-line client of the API.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+/// Fetches and formats statuses: one session's processing status, or the
+/// sessions table. With `raw_json`, the server's JSON as it came.
+pub async fn status(
+    api: &str,
+    session: Option<&str>,
+    raw_json: bool,
+    token: Option<&str>,
+) -> Result<String, String> {
+    let base = api.trim_end_matches('/');
+    let url = match session {
+        Some(id) => format!("{base}/api/llm/processing-status/{id}"),
+        None => format!("{base}/api/sessions"),
+    };
+    let client =
+        crate::net::http_client(reqwest::Client::builder().timeout(Duration::from_secs(10)))?;
+    let mut request = client.get(&url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let code = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| format!("cannot read the answer of {url}: {e}"))?;
+    if !code.is_success() {
+        let why = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or(body);
+        return Err(format!("{url} answered {code}: {why}"));
+    }
+    if raw_json {
+        return Ok(body);
+    }
+    let value: Value =
+        serde_json::from_str(&body).map_err(|e| format!("{url} sent invalid JSON: {e}"))?;
+    Ok(match session {
+        Some(_) => format_status(&value),
+        None => format_sessions(&value),
+    })
+}
+
+fn format_status(v: &Value) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let op = |name: &str| match v.get(format!("{name}_start_time")).and_then(Value::as_f64) {
+        Some(start) => format!("processing for {:.1}s", (now - start).max(0.0)),
+        None => "idle".to_string(),
+    };
+    format!(
+        "{}: summary {}, mind map {}\n",
+        v.get("session_id").and_then(Value::as_str).unwrap_or("?"),
+        op("summary"),
+        op("mind_map")
+    )
+}
+
+fn op_state(op: &Value) -> String {
+    let state = op.get("state").and_then(Value::as_str).unwrap_or("?");
+    let mut out = match op.get("in_flight_seconds").and_then(Value::as_f64) {
+        Some(s) => format!("{state} {s:.1}s"),
+        None => state.to_string(),
+    };
+    if op.get("pending").and_then(Value::as_bool) == Some(true) {
+        out.push_str(" +1");
+    }
+    out
+}
+
+fn format_sessions(v: &Value) -> String {
+    let mut out = format!(
+        "{:<28} {:>6}  {:<16} {:<16} {:>9}\n",
+        "SESSION", "TX", "SUMMARY", "MIND MAP", "SKIPPED"
+    );
+    let empty = Vec::new();
+    for s in v
+        .get("sessions")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+    {
+        let ops = s.get("operations").cloned().unwrap_or(Value::Null);
+        let skipped = |name: &str| {
+            ops[name]
+                .get("skipped")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:>6}  {:<16} {:<16} {:>9}",
+            s.get("session_id").and_then(Value::as_str).unwrap_or("?"),
+            s.get("transcripts").and_then(Value::as_u64).unwrap_or(0),
+            op_state(&ops["summary"]),
+            op_state(&ops["mind_map"]),
+            format!("{}/{}", skipped("summary"), skipped("mind_map")),
+        );
+    }
+    out
+}

@@ -1,0 +1,182 @@
+//! JSON views of sessions for the HTTP API (the status JSON itself is the
+//! seed's, in `state::status`).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::engine::{OpRow, ResultBody, SessionDetail, SessionRow};
+use crate::model::{MindMap, Operation, SessionId};
+use crate::state::Phase;
+
+#[derive(Serialize)]
+pub struct OperationJson {
+    /// `idle`, `queued` or `running`.
+    pub state: &'static str,
+    pub run_id: Option<u64>,
+    pub in_flight_seconds: Option<f64>,
+    pub pending: bool,
+    pub tokens: Option<u64>,
+    pub tokens_per_second: Option<f64>,
+    pub runs: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    pub skipped: u64,
+    pub follow_ups: u64,
+    pub last_duration_seconds: Option<f64>,
+    pub mean_duration_seconds: Option<f64>,
+    pub p95_duration_seconds: Option<f64>,
+    pub last_error: Option<String>,
+    pub covered_generation: Option<u64>,
+}
+
+fn secs(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64())
+}
+
+impl OperationJson {
+    fn new(op: &OpRow, now: Instant) -> Self {
+        let run = op.in_flight.as_ref();
+        Self {
+            state: match run.map(|r| r.phase) {
+                None => "idle",
+                Some(Phase::Queued) => "queued",
+                Some(Phase::Running) => "running",
+            },
+            run_id: run.map(|r| r.run_id),
+            in_flight_seconds: run.map(|r| now.saturating_duration_since(r.admitted).as_secs_f64()),
+            pending: run.is_some_and(|r| r.pending),
+            tokens: op.tokens.map(|(n, _)| n),
+            tokens_per_second: op.tokens.map(|(_, rate)| rate),
+            runs: op.runs,
+            ok: op.ok,
+            failed: op.failed,
+            timed_out: op.timed_out,
+            cancelled: op.cancelled,
+            skipped: op.skipped,
+            follow_ups: op.follow_ups,
+            last_duration_seconds: secs(op.last_duration),
+            mean_duration_seconds: secs(op.mean_duration),
+            p95_duration_seconds: secs(op.p95_duration),
+            last_error: op.last_error.clone(),
+            covered_generation: op.covered_generation,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct OperationsJson {
+    pub summary: OperationJson,
+    pub mind_map: OperationJson,
+}
+
+#[derive(Serialize)]
+pub struct SessionJson {
+    pub session_id: SessionId,
+    pub feed: Option<usize>,
+    pub transcripts: u64,
+    pub ended: bool,
+    pub last_transcript_age_seconds: Option<f64>,
+    pub operations: OperationsJson,
+}
+
+impl SessionJson {
+    pub fn new(row: &SessionRow, now: Instant) -> Self {
+        Self {
+            session_id: row.id.clone(),
+            feed: row.feed,
+            transcripts: row.transcripts,
+            ended: row.ended,
+            last_transcript_age_seconds: row
+                .last_transcript_at
+                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            operations: OperationsJson {
+                summary: OperationJson::new(&row.ops[Operation::Summary.index()], now),
+                mind_map: OperationJson::new(&row.ops[Operation::MindMap.index()], now),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SessionsJson {
+    pub sessions: Vec<SessionJson>,
+}
+
+#[derive(Serialize)]
+pub struct ResultJson<T: Serialize> {
+    pub value: T,
+    pub covered_generation: u64,
+    pub model: String,
+    pub processing_time: f64,
+}
+
+#[derive(Serialize)]
+pub struct TranscriptJson {
+    pub generation: u64,
+    pub speaker: Option<String>,
+    pub text: String,
+    pub start: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct SessionDetailJson {
+    #[serde(flatten)]
+    pub session: SessionJson,
+    pub summary: Option<ResultJson<String>>,
+    pub mind_map: Option<ResultJson<MindMap>>,
+    pub recent_transcripts: Vec<TranscriptJson>,
+    pub partial: Option<String>,
+}
+
+impl SessionDetailJson {
+    pub fn new(detail: SessionDetail, now: Instant) -> Self {
+        let mut summary = None;
+        let mut mind_map = None;
+        for result in detail.content.results.into_iter().flatten() {
+            let (covered_generation, model, processing_time) = (
+                result.covered_generation,
+                result.model,
+                result.processing_time.as_secs_f64(),
+            );
+            match result.body {
+                ResultBody::Summary(value) => {
+                    summary = Some(ResultJson {
+                        value,
+                        covered_generation,
+                        model,
+                        processing_time,
+                    })
+                }
+                ResultBody::MindMap(value) => {
+                    mind_map = Some(ResultJson {
+                        value,
+                        covered_generation,
+                        model,
+                        processing_time,
+                    })
+                }
+            }
+        }
+        Self {
+            session: SessionJson::new(&detail.row, now),
+            summary,
+            mind_map,
+            recent_transcripts: detail
+                .content
+                .recent
+                .into_iter()
+                .map(|t| TranscriptJson {
+                    generation: t.generation,
+                    speaker: t.speaker,
+                    text: t.text,
+                    start: t.start,
+                })
+                .collect(),
+            partial: detail.content.partial,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! `/metrics`: Prometheus text, through the `prometheus-client` crate.
+//!
+//! Counters and gauges are read from an engine snapshot at scrape time, so
+//! they always equal what the engine and the dashboard show. Histograms of
+//! run duration and of queue wait (admission to LLM permit) are filled from
+//! the event stream by [`Metrics::record_events`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use crate::engine::Engine;
+use crate::events::{Event, Outcome, RunId};
+use crate::model::Operation;
+
+type OpLabels = Vec<(String, String)>;
+
+fn op_labels(op: Operation) -> OpLabels {
+    vec![("op".to_string(), op.as_str().to_string())]
+}
+
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+    ]
+    .into_iter()
+}
+
+/// The registry behind `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    run_seconds: Family<OpLabels, Histogram>,
+    queue_wait_seconds: Family<OpLabels, Histogram>,
+}
+
+impl Metrics {
+    pub fn new(engine: Engine) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("inflight");
+        let run_seconds = Family::<OpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(duration_buckets())
+        });
+        let queue_wait_seconds = Family::<OpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(duration_buckets())
+        });
+        registry.register(
+            "run_duration_seconds",
+            "How long runs took, admission to end",
+            run_seconds.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "How long admitted runs waited for an LLM permit",
+            queue_wait_seconds.clone(),
+        );
+        registry.register_collector(Box::new(EngineCollector { engine }));
+        Arc::new(Self {
+            registry,
+            run_seconds,
+            queue_wait_seconds,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Fills the histograms from the engine's events until the bus closes.
+    pub async fn record_events(self: Arc<Self>, engine: Engine) {
+        let mut events = engine.subscribe();
+        let mut queued_at: HashMap<RunId, Instant> = HashMap::new();
+        loop {
+            match events.recv().await {
+                Ok(Event::OpQueued { run_id, .. }) => {
+                    queued_at.insert(run_id, Instant::now());
+                }
+                Ok(Event::OpStarted { op, run_id, .. }) => {
+                    if let Some(at) = queued_at.remove(&run_id) {
+                        self.queue_wait_seconds
+                            .get_or_create(&op_labels(op))
+                            .observe(at.elapsed().as_secs_f64());
+                    }
+                }
+                Ok(Event::OpFinished {
+                    op,
+                    run_id,
+                    duration,
+                    ..
+                }) => {
+                    queued_at.remove(&run_id);
+                    self.run_seconds
+                        .get_or_create(&op_labels(op))
+                        .observe(duration.as_secs_f64());
+                }
+                Ok(_) => {}
+                // Missed events only thin the histograms; counters come from snapshots.
+                Err(RecvError::Lagged(_)) => queued_at.clear(),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Reads counters and gauges from an engine snapshot on every scrape.
+struct EngineCollector {
+    engine: Engine,
+}
+
+impl std::fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineCollector")
+    }
+}
+
+fn counter_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(OpLabels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for (labels, value) in series {
+        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(OpLabels, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric =
+        encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.engine.snapshot();
+        let per_op = |f: &dyn Fn(&crate::engine::OpRow) -> u64| -> Vec<(OpLabels, u64)> {
+            Operation::ALL
+                .iter()
+                .map(|op| {
+                    let total = snapshot
+                        .sessions
+                        .iter()
+                        .map(|s| f(&s.ops[op.index()]))
+                        .sum();
+                    (op_labels(*op), total)
+                })
+                .collect()
+        };
+        counter_family(
+            &mut encoder,
+            "runs",
+            "Runs admitted, follow-ups included",
+            &per_op(&|o| o.runs),
+        )?;
+        counter_family(
+            &mut encoder,
+            "skipped",
+            "Requests refused because the operation was running",
+            &per_op(&|o| o.skipped),
+        )?;
+        counter_family(
+            &mut encoder,
+            "follow_up_runs",
+            "Runs started by a pending flag",
+            &per_op(&|o| o.follow_ups),
+        )?;
+        let mut finished = Vec::new();
+        for op in Operation::ALL {
+            for outcome in [
+                Outcome::Ok,
+                Outcome::Failed,
+                Outcome::TimedOut,
+                Outcome::Cancelled,
+            ] {
+                let total = snapshot
+                    .sessions
+                    .iter()
+                    .map(|s| {
+                        let row = &s.ops[op.index()];
+                        match outcome {
+                            Outcome::Ok => row.ok,
+                            Outcome::Failed => row.failed,
+                            Outcome::TimedOut => row.timed_out,
+                            Outcome::Cancelled => row.cancelled,
+                        }
+                    })
+                    .sum();
+                let mut labels = op_labels(op);
+                labels.push(("outcome".into(), outcome.as_str().into()));
+                finished.push((labels, total));
+            }
+        }
+        counter_family(
+            &mut encoder,
+            "runs_finished",
+            "Runs ended, by outcome",
+            &finished,
+        )?;
+        counter_family(
+            &mut encoder,
+            "transcripts",
+            "Final transcripts ingested",
+            &[(Vec::new(), snapshot.totals.transcripts)],
+        )?;
+
+        let mut in_flight = Vec::new();
+        for op in Operation::ALL {
+            for (phase, name) in [
+                (crate::state::Phase::Queued, "queued"),
+                (crate::state::Phase::Running, "running"),
+            ] {
+                let n = snapshot
+                    .sessions
+                    .iter()
+                    .filter(|s| {
+                        s.ops[op.index()]
+                            .in_flight
+                            .as_ref()
+                            .is_some_and(|r| r.phase == phase)
+                    })
+                    .count();
+                let mut labels = op_labels(op);
+                labels.push(("phase".into(), name.into()));
+                in_flight.push((labels, n as i64));
+            }
+        }
+        gauge_family(
+            &mut encoder,
+            "in_flight",
+            "Runs in flight, by phase",
+            &in_flight,
+        )?;
+        gauge_family(
+            &mut encoder,
+            "llm_permits_in_use",
+            "LLM calls running now",
+            &[(Vec::new(), snapshot.permits_in_use as i64)],
+        )?;
+        gauge_family(
+            &mut encoder,
+            "llm_permits",
+            "Most LLM calls at once",
+            &[(Vec::new(), snapshot.permits_cap as i64)],
+        )?;
+        gauge_family(
+            &mut encoder,
+            "sessions",
+            "Sessions known",
+            &[(Vec::new(), snapshot.sessions.len() as i64)],
+        )?;
+        let mut states: HashMap<&'static str, i64> =
+            ["connecting", "connected", "backing off", "closed"]
+                .into_iter()
+                .map(|s| (s, 0))
+                .collect();
+        for feed in &snapshot.feeds {
+            *states.entry(feed.state.word()).or_insert(0) += 1;
+        }
+        let mut feed_states: Vec<(OpLabels, i64)> = states
+            .into_iter()
+            .map(|(state, n)| (vec![("state".to_string(), state.replace(' ', "_"))], n))
+            .collect();
+        feed_states.sort();
+        gauge_family(
+            &mut encoder,
+            "feeds",
+            "Feeds by connection state",
+            &feed_states,
+        )?;
+        let feed_counter = |f: &dyn Fn(&crate::engine::FeedView) -> u64| -> Vec<(OpLabels, u64)> {
+            snapshot
+                .feeds
+                .iter()
+                .map(|feed| (vec![("feed".to_string(), feed.index.to_string())], f(feed)))
+                .collect()
+        };
+        counter_family(
+            &mut encoder,
+            "feed_messages",
+            "Frames received per feed",
+            &feed_counter(&|f| f.messages),
+        )?;
+        counter_family(
+            &mut encoder,
+            "feed_bad_frames",
+            "Frames refused per feed",
+            &feed_counter(&|f| f.bad_frames),
+        )?;
+        Ok(())
+    }
+}

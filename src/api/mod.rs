@@ -1,0 +1,345 @@
+//! The HTTP and WebSocket API (axum).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/llm/processing-status/{id}` | the seed's status JSON |
+//! | `GET /api/sessions`, `GET /api/sessions/{id}` | sessions with per-op statistics; one in full |
+//! | `POST /api/sessions/{id}/operations/{op}` | 202 started / pending, 409 skipped |
+//! | `DELETE /api/sessions/{id}/operations/{op}` | 200 cancelled, 404 when nothing runs |
+//! | `GET /ws?session=ID` | `processing_status`, `summary_update`, `mind_map_update` envelopes |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /healthz` | liveness, never behind the token |
+//!
+//! Loopback by default; any other address needs a bearer token, checked in
+//! constant time on every route but `/healthz`.
+
+pub mod client;
+mod json;
+mod metrics;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, TriggerAnswer};
+use crate::model::{Operation, SessionId};
+pub use metrics::Metrics;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Where and how the API listens.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl ApiConfig {
+    /// Refuses a non-loopback address without a token.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.addr.ip().is_loopback() && self.token.as_deref().is_none_or(str::is_empty) {
+            return Err(format!(
+                "refusing to serve the API on {} without a token: set --api-token or INFLIGHT_API_TOKEN, or bind a loopback address",
+                self.addr
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct ApiState {
+    engine: Engine,
+    token: Option<Arc<str>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The router, for tests and for [`serve`].
+pub fn router(engine: Engine, token: Option<String>) -> Router {
+    let metrics = Metrics::new(engine.clone());
+    tokio::spawn(metrics.clone().record_events(engine.clone()));
+    let state = ApiState {
+        engine,
+        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        metrics,
+    };
+    let protected = Router::new()
+        .route(
+            "/api/llm/processing-status/{session_id}",
+            get(processing_status),
+        )
+        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions/{session_id}", get(session_detail))
+        .route(
+            "/api/sessions/{session_id}/operations/{op}",
+            post(trigger).delete(cancel),
+        )
+        .route("/ws", get(ws::upgrade))
+        .route("/metrics", get(render_metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(refuse_large_bodies))
+        .with_state(state)
+}
+
+/// Binds and serves until `shutdown`; returns the bound address.
+pub async fn serve(
+    engine: Engine,
+    config: ApiConfig,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, String> {
+    config.check()?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = router(engine, config.token);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("API server stopped: {e}");
+        }
+    });
+    Ok(addr)
+}
+
+/// A JSON error: `{"success": false, "error": "..."}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    ApiError(status, message.into()).into_response()
+}
+
+/// A refused request, answered as a JSON error.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            axum::Json(json!({"success": false, "error": self.1})),
+        )
+            .into_response()
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for (i, b) in expected.iter().enumerate() {
+        diff |= (given.get(i).copied().unwrap_or(0) ^ b) as usize;
+    }
+    diff == 0
+}
+
+/// No route reads a large body; a request announcing one is refused before
+/// anything reads it (`DefaultBodyLimit` covers the extractors that do read).
+async fn refuse_large_bodies(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    next.run(request).await
+}
+
+async fn require_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = &state.token else {
+        return next.run(request).await;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same_secret(given.as_bytes(), expected.as_bytes()) {
+        next.run(request).await
+    } else {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+}
+
+fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(raw).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn operation(raw: &str) -> Result<Operation, ApiError> {
+    Operation::parse(raw).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("unknown operation {raw:?}; known: summary, mind_map"),
+        )
+    })
+}
+
+async fn processing_status(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session_id(&raw)?;
+    Ok(axum::Json(state.engine.status(&session).into_response()).into_response())
+}
+
+async fn list_sessions(State(state): State<ApiState>) -> Response {
+    let snapshot = state.engine.snapshot();
+    let now = Instant::now();
+    axum::Json(json::SessionsJson {
+        sessions: snapshot
+            .sessions
+            .iter()
+            .map(|row| json::SessionJson::new(row, now))
+            .collect(),
+    })
+    .into_response()
+}
+
+async fn session_detail(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session_id(&raw)?;
+    match state.engine.session_detail(&session, 20) {
+        Some(detail) => {
+            Ok(axum::Json(json::SessionDetailJson::new(detail, Instant::now())).into_response())
+        }
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {session}"),
+        )),
+    }
+}
+
+async fn trigger(
+    State(state): State<ApiState>,
+    Path((raw, op)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (session, op) = (session_id(&raw)?, operation(&op)?);
+    let answer = state.engine.request(&session, op);
+    let body = match answer {
+        TriggerAnswer::Started { run_id } => json!({"outcome": "started", "run_id": run_id}),
+        TriggerAnswer::Pending {
+            running_run_id,
+            since,
+        } => json!({
+            "outcome": "pending",
+            "running_run_id": running_run_id,
+            "running_since": crate::state::status::unix_seconds(since),
+        }),
+        TriggerAnswer::Skipped {
+            running_run_id,
+            since,
+        } => json!({
+            "outcome": "skipped",
+            "running_run_id": running_run_id,
+            "running_since": crate::state::status::unix_seconds(since),
+        }),
+    };
+    let status = match answer {
+        TriggerAnswer::Skipped { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+async fn cancel(
+    State(state): State<ApiState>,
+    Path((raw, op)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (session, op) = (session_id(&raw)?, operation(&op)?);
+    Ok(match state.engine.cancel(&session, op) {
+        Some(run_id) => {
+            axum::Json(json!({"outcome": "cancelled", "run_id": run_id})).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"outcome": "none", "error": "no run in flight"})),
+        )
+            .into_response(),
+    })
+}
+
+async fn render_metrics(State(state): State<ApiState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode metrics",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"abcd", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
+    }
+
+    #[test]
+    fn public_addresses_need_a_token() {
+        let open = ApiConfig {
+            addr: "0.0.0.0:8787".parse().unwrap(),
+            token: None,
+        };
+        assert!(open.check().unwrap_err().contains("--api-token"));
+        let with_token = ApiConfig {
+            token: Some("s3cret".into()),
+            ..open.clone()
+        };
+        assert!(with_token.check().is_ok());
+        let loopback = ApiConfig {
+            addr: "127.0.0.1:8787".parse().unwrap(),
+            token: None,
+        };
+        assert!(loopback.check().is_ok());
+        let v6 = ApiConfig {
+            addr: "[::1]:8787".parse().unwrap(),
+            token: None,
+        };
+        assert!(v6.check().is_ok());
+    }
+}

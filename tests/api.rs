@@ -1,0 +1,461 @@
+//! The HTTP and WebSocket API with real clients over loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{final_line, sid};
+use futures_util::StreamExt;
+use inflight::api::{self, ApiConfig};
+use inflight::engine::{Engine, EngineConfig};
+use inflight::llm::LatencyRange;
+use inflight::llm::builtin::BuiltinBackend;
+use inflight::model::Operation;
+use inflight::state::{Policy, StateConfig};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+struct Server {
+    engine: Engine,
+    base: String,
+    addr: SocketAddr,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn server(policy: Policy, token: Option<&str>) -> Server {
+    let config = EngineConfig {
+        state: StateConfig {
+            policy: [policy; 2],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // Runs take long enough to be seen running.
+    let engine = Engine::new(
+        config,
+        Arc::new(BuiltinBackend::new(LatencyRange::fixed(
+            Duration::from_secs(30),
+        ))),
+    );
+    let shutdown = CancellationToken::new();
+    let addr = api::serve(
+        engine.clone(),
+        ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            token: token.map(str::to_string),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("the API binds");
+    Server {
+        engine,
+        base: format!("http://{addr}"),
+        addr,
+        _stop: shutdown.drop_guard(),
+    }
+}
+
+fn http() -> reqwest::Client {
+    inflight::net::http_client(reqwest::Client::builder()).expect("an HTTP client")
+}
+
+async fn get_text(url: &str) -> (u16, String) {
+    let response = http().get(url).send().await.expect("request");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
+}
+
+fn float(x: f64) -> String {
+    serde_json::to_string(&x).unwrap()
+}
+
+#[tokio::test]
+async fn the_status_json_is_the_seeds_exactly() {
+    let s = server(Policy::Coalesce, None).await;
+    let (code, body) = get_text(&format!("{}/api/llm/processing-status/session-123", s.base)).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        body,
+        r#"{"success":true,"session_id":"session-123","summary_processing":false,"mind_map_processing":false,"any_processing":false,"summary_start_time":null,"mind_map_start_time":null}"#
+    );
+
+    let response = http()
+        .post(format!(
+            "{}/api/sessions/session-123/operations/mind_map",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let started: Value = response.json().await.unwrap();
+    assert_eq!(started["outcome"], "started");
+
+    let (_, body) = get_text(&format!("{}/api/llm/processing-status/session-123", s.base)).await;
+    let start = s
+        .engine
+        .status(&sid("session-123"))
+        .mind_map_start_time
+        .expect("running");
+    assert_eq!(
+        body,
+        format!(
+            r#"{{"success":true,"session_id":"session-123","summary_processing":false,"mind_map_processing":true,"any_processing":true,"summary_start_time":null,"mind_map_start_time":{}}}"#,
+            float(start)
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_trigger_while_running_is_pending_under_coalesce_and_409_under_skip() {
+    for (policy, code, outcome) in [
+        (Policy::Coalesce, 202, "pending"),
+        (Policy::Skip, 409, "skipped"),
+    ] {
+        let s = server(policy, None).await;
+        let url = format!("{}/api/sessions/demo/operations/summary", s.base);
+        let first = http().post(&url).send().await.unwrap();
+        assert_eq!(first.status().as_u16(), 202);
+        let first: Value = first.json().await.unwrap();
+        let second = http().post(&url).send().await.unwrap();
+        assert_eq!(second.status().as_u16(), code, "{policy:?}");
+        let second: Value = second.json().await.unwrap();
+        assert_eq!(second["outcome"], outcome);
+        assert_eq!(second["running_run_id"], first["run_id"]);
+        assert!(second["running_since"].as_f64().is_some());
+    }
+}
+
+#[tokio::test]
+async fn cancel_frees_the_slot() {
+    let s = server(Policy::Coalesce, None).await;
+    let url = format!("{}/api/sessions/demo/operations/summary", s.base);
+    http().post(&url).send().await.unwrap();
+    assert!(s.engine.status(&sid("demo")).summary_processing);
+    let cancelled = http().delete(&url).send().await.unwrap();
+    assert_eq!(cancelled.status().as_u16(), 200);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["outcome"], "cancelled");
+    assert!(!s.engine.status(&sid("demo")).any_processing);
+    assert_eq!(
+        http().delete(&url).send().await.unwrap().status().as_u16(),
+        404
+    );
+    // And the slot takes a new run.
+    let again: Value = http()
+        .post(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["outcome"], "started");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_400s() {
+    let s = server(Policy::Coalesce, None).await;
+    let (code, body) = get_text(&format!("{}/api/llm/processing-status/bad%20id", s.base)).await;
+    assert_eq!(code, 400);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["success"], false);
+    assert!(body["error"].as_str().unwrap().contains("only A-Z a-z 0-9"));
+    let response = http()
+        .post(format!("{}/api/sessions/ok/operations/translate", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let big = vec![b'x'; 64 * 1024];
+    let response = http()
+        .post(format!("{}/api/sessions/ok/operations/summary", s.base))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        413,
+        "request bodies are bounded"
+    );
+    assert_eq!(
+        get_text(&format!("{}/api/sessions/never-seen", s.base))
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn sessions_list_and_detail_carry_statistics_and_results() {
+    let config = EngineConfig::default();
+    let engine = Engine::new(config, Arc::new(BuiltinBackend::new(LatencyRange::ZERO)));
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let addr = api::serve(
+        engine.clone(),
+        ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+        },
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let mut events = engine.subscribe();
+    engine.ingest(
+        final_line("standup", 1, "The release moves to Tuesday."),
+        None,
+    );
+    common::wait_until(&mut events, Duration::from_secs(10), "both results", || {
+        Operation::ALL
+            .iter()
+            .all(|op| engine.result(&sid("standup"), *op).is_some())
+            && engine.is_idle()
+    })
+    .await;
+    let list: Value = http()
+        .get(format!("http://{addr}/api/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = &list["sessions"][0];
+    assert_eq!(first["session_id"], "standup");
+    assert_eq!(first["transcripts"], 1);
+    assert_eq!(first["operations"]["summary"]["state"], "idle");
+    assert_eq!(first["operations"]["summary"]["ok"], 1);
+    assert_eq!(first["operations"]["mind_map"]["covered_generation"], 1);
+    let detail: Value = http()
+        .get(format!("http://{addr}/api/sessions/standup"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        detail["summary"]["value"]
+            .as_str()
+            .unwrap()
+            .contains("Tuesday")
+    );
+    assert!(detail["mind_map"]["value"]["root"]["label"].is_string());
+    assert_eq!(
+        detail["recent_transcripts"][0]["text"],
+        "The release moves to Tuesday."
+    );
+}
+
+#[tokio::test]
+async fn ws_delivers_the_envelope_for_the_chosen_session() {
+    let s = server(Policy::Coalesce, None).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?session=wanted", s.addr))
+            .await
+            .unwrap();
+    // Events of another session are filtered out.
+    s.engine.request(&sid("other"), Operation::Summary);
+    s.engine.request(&sid("wanted"), Operation::Summary);
+    let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Message::Text(text) = message else {
+        panic!("expected text, got {message:?}")
+    };
+    let v: Value = serde_json::from_str(text.as_str()).unwrap();
+    assert_eq!(v["type"], "processing_status");
+    assert_eq!(v["sessionId"], "wanted");
+    assert_eq!(v["data"]["session_id"], "wanted");
+    assert_eq!(v["data"]["summary_processing"], true);
+    let stamp = v["timestamp"].as_str().unwrap();
+    assert!(
+        stamp.ends_with('Z') && stamp.len() == 20,
+        "RFC 3339 UTC seconds: {stamp}"
+    );
+    humantime::parse_rfc3339(stamp).expect("parses as RFC 3339");
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 4);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
+    let s = server(Policy::Skip, None).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
+        .await
+        .unwrap();
+    s.engine.request(&sid("busy"), Operation::Summary);
+    // Every refused request is an event; the client reads nothing meanwhile.
+    for i in 0..60_000u64 {
+        s.engine.request(&sid("busy"), Operation::Summary);
+        if i % 5000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let close = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = ws.next().await {
+            if let Ok(Message::Close(frame)) = message {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the server closes the lagging subscriber")
+    .expect("with a close frame");
+    assert_eq!(u16::from(close.code), 1013);
+    assert!(close.reason.contains("fell behind"), "{}", close.reason);
+    // The engine did not wait for the slow subscriber.
+    assert!(s.engine.status(&sid("busy")).summary_processing);
+}
+
+#[tokio::test]
+async fn the_token_is_required_and_checked() {
+    let s = server(Policy::Coalesce, Some("s3cret")).await;
+    let url = format!("{}/api/sessions", s.base);
+    assert_eq!(
+        http().get(&url).send().await.unwrap().status().as_u16(),
+        401
+    );
+    assert_eq!(
+        http()
+            .get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        http()
+            .get(&url)
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        http()
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        get_text(&format!("{}/healthz", s.base)).await,
+        (200, "ok".to_string())
+    );
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
+            .await
+            .is_err(),
+        "/ws needs the token too"
+    );
+}
+
+/// `name{labels} value` lines of Prometheus text, checked for shape.
+fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let kind = rest.split_whitespace().nth(1).unwrap_or("");
+                assert!(
+                    ["counter", "gauge", "histogram"].contains(&kind),
+                    "type line: {line}"
+                );
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => {
+                assert!(labels.ends_with('}'), "labels: {line}");
+                (name.to_string(), labels.trim_end_matches('}').to_string())
+            }
+            None => (series.to_string(), String::new()),
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "name: {line}"
+        );
+        samples.push((name, labels, value));
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_parse_and_equal_the_engines_counters() {
+    let s = server(Policy::Coalesce, None).await;
+    for session in ["a", "b"] {
+        s.engine.request(&sid(session), Operation::Summary);
+        s.engine.request(&sid(session), Operation::Summary);
+        s.engine.request(&sid(session), Operation::MindMap);
+    }
+    s.engine.cancel(&sid("a"), Operation::MindMap);
+    let (code, text) = get_text(&format!("{}/metrics", s.base)).await;
+    assert_eq!(code, 200);
+    let samples = parse_prometheus(&text);
+    let value = |name: &str, labels: &str| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && l == labels)
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("{name}{{{labels}}} missing in\n{text}"))
+    };
+    let totals = s.engine.snapshot();
+    let by_op = |op: Operation, f: &dyn Fn(&inflight::engine::OpRow) -> u64| -> f64 {
+        totals
+            .sessions
+            .iter()
+            .map(|r| f(&r.ops[op.index()]))
+            .sum::<u64>() as f64
+    };
+    assert_eq!(
+        value("inflight_runs_total", r#"op="summary""#),
+        by_op(Operation::Summary, &|o| o.runs)
+    );
+    assert_eq!(
+        value("inflight_runs_total", r#"op="mind_map""#),
+        by_op(Operation::MindMap, &|o| o.runs)
+    );
+    assert_eq!(value("inflight_skipped_total", r#"op="summary""#), 2.0);
+    assert_eq!(
+        value(
+            "inflight_runs_finished_total",
+            r#"op="mind_map",outcome="cancelled""#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value("inflight_in_flight", r#"op="summary",phase="running""#)
+            + value("inflight_in_flight", r#"op="summary",phase="queued""#),
+        2.0
+    );
+    assert_eq!(value("inflight_llm_permits", ""), 4.0);
+}
