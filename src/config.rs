@@ -75,6 +75,26 @@ pub struct StatusArgs {
 pub enum LlmKind {
     /// No model, no network: extractive summaries and keyword mind maps.
     Builtin,
+    /// An Ollama server (`/api/chat`).
+    Ollama,
+    /// Any OpenAI-compatible server (`/v1/chat/completions`).
+    Openai,
+}
+
+/// What the optional config file (`--config FILE`, TOML) may hold.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Prompt templates; see `docs/llm.md`.
+    pub prompts: crate::llm::prompts::Prompts,
+}
+
+impl FileConfig {
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,6 +130,29 @@ pub struct EngineArgs {
         global = true
     )]
     pub llm: LlmKind,
+
+    /// The model to ask (ollama, openai); an Ollama name without a tag means `:latest`.
+    #[arg(long, value_name = "NAME", env = "INFLIGHT_MODEL", global = true)]
+    pub model: Option<String>,
+
+    /// The LLM server's base URL (ollama default http://127.0.0.1:11434;
+    /// for openai, with or without a trailing /v1).
+    #[arg(long, value_name = "URL", env = "INFLIGHT_LLM_URL", global = true)]
+    pub llm_url: Option<String>,
+
+    /// The environment variable holding the API key of an OpenAI-compatible server.
+    #[arg(
+        long,
+        value_name = "VAR",
+        default_value = "OPENAI_API_KEY",
+        env = "INFLIGHT_LLM_API_KEY_ENV",
+        global = true
+    )]
+    pub llm_api_key_env: String,
+
+    /// A TOML config file (prompt templates).
+    #[arg(long, value_name = "FILE", env = "INFLIGHT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
 
     /// Latency of the builtin backend, fixed (`200ms`) or a range (`2s..6s`).
     /// Default: 2s..6s on the embedded demo, none otherwise.
@@ -225,6 +268,41 @@ impl EngineArgs {
             }
         } else {
             LatencyRange::ZERO
+        })
+    }
+
+    /// The LLM backend the flags ask for.
+    pub fn backend(&self) -> Result<std::sync::Arc<dyn crate::llm::Backend>, String> {
+        use crate::llm::{builtin::BuiltinBackend, ollama::OllamaBackend, openai::OpenAiBackend};
+        let prompts = match &self.config {
+            Some(path) => FileConfig::load(path)?.prompts,
+            None => Default::default(),
+        };
+        let model = || {
+            self.model.clone().ok_or_else(|| {
+                format!(
+                    "--llm {} needs --model NAME",
+                    self.llm
+                        .to_possible_value()
+                        .map(|v| v.get_name().to_string())
+                        .unwrap_or_default()
+                )
+            })
+        };
+        Ok(match self.llm {
+            LlmKind::Builtin => std::sync::Arc::new(BuiltinBackend::new(self.builtin_latency())),
+            LlmKind::Ollama => std::sync::Arc::new(OllamaBackend::new(
+                self.llm_url.as_deref(),
+                &model()?,
+                prompts,
+            )?),
+            LlmKind::Openai => {
+                let url = self.llm_url.as_deref().ok_or(
+                    "--llm openai needs --llm-url URL (for example http://127.0.0.1:8080)",
+                )?;
+                let key = std::env::var(&self.llm_api_key_env).ok();
+                std::sync::Arc::new(OpenAiBackend::new(url, &model()?, key, prompts)?)
+            }
         })
     }
 

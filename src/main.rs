@@ -2,7 +2,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -11,8 +10,6 @@ use inflight::api;
 use inflight::config::{Cli, Command, EngineArgs, FeedArgs, LlmKind};
 use inflight::engine::Engine;
 use inflight::feed::{client, meetings, replay};
-use inflight::llm::Backend;
-use inflight::llm::builtin::BuiltinBackend;
 use inflight::logs::{CaptureLayer, LogBuffer};
 use inflight::{signals, tui};
 use tracing_subscriber::layer::SubscriberExt;
@@ -84,16 +81,14 @@ fn init_logs() {
         .init();
 }
 
-fn backend(args: &EngineArgs) -> Arc<dyn Backend> {
-    match args.llm {
-        LlmKind::Builtin => Arc::new(BuiltinBackend::new(args.builtin_latency())),
-    }
-}
-
 /// Builds the engine and connects its feeds: the given ones, or the embedded
 /// demo feed on an ephemeral loopback port.
 async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result<Engine, String> {
-    let engine = Engine::new(args.engine_config(), backend(args));
+    let backend = args.backend()?;
+    if args.llm != LlmKind::Builtin {
+        tokio::spawn(inflight::llm::watch(backend.clone()));
+    }
+    let engine = Engine::new(args.engine_config(), backend);
     let mut feeds = args.feeds.clone();
     if args.is_demo() {
         let options = replay::ReplayOptions {

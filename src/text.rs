@@ -10,6 +10,17 @@ use std::borrow::Cow;
 /// Removes ANSI escape sequences and control characters; line breaks and tabs
 /// become spaces.
 pub fn strip_controls(text: &str) -> Cow<'_, str> {
+    clean(text, false)
+}
+
+/// Like [`strip_controls`], but keeps line breaks (`\n`) for texts shown on
+/// several lines, such as summaries.
+pub fn strip_controls_keep_lines(text: &str) -> Cow<'_, str> {
+    clean(text, true)
+}
+
+fn clean(text: &str, keep_lines: bool) -> Cow<'_, str> {
+    let needs_work = |c: char| c.is_control() && !(keep_lines && c == '\n');
     if !text.chars().any(needs_work) {
         return Cow::Borrowed(text);
     }
@@ -20,16 +31,14 @@ pub fn strip_controls(text: &str) -> Cow<'_, str> {
             '\u{1b}' => skip_escape(&mut chars),
             // A lone CSI introducer (C1), same shape as ESC [.
             '\u{9b}' => skip_until_final(&mut chars),
+            '\n' if keep_lines => out.push('\n'),
+            '\r' if keep_lines => {}
             '\n' | '\r' | '\t' => out.push(' '),
             c if c.is_control() => {}
             c => out.push(c),
         }
     }
     Cow::Owned(out)
-}
-
-fn needs_work(c: char) -> bool {
-    c.is_control()
 }
 
 fn skip_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
@@ -102,6 +111,7 @@ mod tests {
         );
         assert_eq!(strip_controls("c1\u{9b}31mcsi"), "c1csi");
         assert_eq!(strip_controls("tail\u{1b}"), "tail");
+        assert_eq!(strip_controls_keep_lines("a\r\nb\u{1b}[1mc\td"), "a\nbc d");
     }
 
     #[test]

@@ -130,10 +130,19 @@ pub struct SessionDetailJson {
     pub mind_map: Option<ResultJson<MindMap>>,
     pub recent_transcripts: Vec<TranscriptJson>,
     pub partial: Option<String>,
+    /// The last answers that could not be read, by operation.
+    pub rejected_answers: RejectedJson,
+}
+
+#[derive(Serialize)]
+pub struct RejectedJson {
+    pub summary: Option<String>,
+    pub mind_map: Option<String>,
 }
 
 impl SessionDetailJson {
     pub fn new(detail: SessionDetail, now: Instant) -> Self {
+        let [rejected_summary, rejected_mind_map] = detail.content.rejected;
         let mut summary = None;
         let mut mind_map = None;
         for result in detail.content.results.into_iter().flatten() {
@@ -177,6 +186,10 @@ impl SessionDetailJson {
                 })
                 .collect(),
             partial: detail.content.partial,
+            rejected_answers: RejectedJson {
+                summary: rejected_summary,
+                mind_map: rejected_mind_map,
+            },
         }
     }
 }

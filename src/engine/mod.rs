@@ -311,6 +311,7 @@ impl Engine {
                 recent: Vec::new(),
                 partial: None,
                 results: Default::default(),
+                rejected: Default::default(),
             }),
             history: std::array::from_fn(|i| views[i].stats.history.iter().cloned().collect()),
         })

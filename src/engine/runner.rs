@@ -83,11 +83,17 @@ async fn call(shared: &Shared, guard: &RunGuard) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let body = match op {
-        Operation::Summary => ResultBody::Summary(response.text),
-        Operation::MindMap => ResultBody::MindMap(
-            mind_map::parse_lenient(&response.text)
-                .map_err(|why| format!("{why}; the answer began: {:?}", preview(&response.text)))?,
-        ),
+        Operation::Summary => {
+            ResultBody::Summary(crate::text::strip_controls_keep_lines(&response.text).into_owned())
+        }
+        Operation::MindMap => match mind_map::parse_lenient(&response.text) {
+            Ok(map) => ResultBody::MindMap(clean_labels(map)),
+            Err(why) => {
+                let error = format!("{why}; the answer began: {:?}", preview(&response.text));
+                shared.store.put_rejected(session, op, response.text);
+                return Err(error);
+            }
+        },
     };
     let result = OpResult {
         body,
@@ -106,6 +112,16 @@ async fn call(shared: &Shared, guard: &RunGuard) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+/// Labels come from a model: no control characters reach a view.
+fn clean_labels(mut map: crate::model::MindMap) -> crate::model::MindMap {
+    fn clean(node: &mut crate::model::MindMapNode) {
+        node.label = crate::text::strip_controls(&node.label).into_owned();
+        node.children.iter_mut().for_each(clean);
+    }
+    clean(&mut map.root);
+    map
 }
 
 fn preview(text: &str) -> String {

@@ -15,6 +15,9 @@ use crate::events::RunId;
 use crate::llm::Utterance;
 use crate::model::{MindMap, OPERATION_COUNT, Operation, SessionId, Transcript};
 
+/// Longest rejected answer kept per session and operation.
+pub const MAX_REJECTED_BYTES: usize = 32 * 1024;
+
 /// Final transcripts kept per session for prompts and views.
 pub const MAX_KEPT_TRANSCRIPTS: usize = 400;
 
@@ -56,6 +59,7 @@ struct SessionRecord {
     last_transcript_at: Option<Instant>,
     ended: bool,
     results: [Option<OpResult>; OPERATION_COUNT],
+    rejected: [Option<String>; OPERATION_COUNT],
 }
 
 impl SessionRecord {
@@ -69,6 +73,7 @@ impl SessionRecord {
             last_transcript_at: None,
             ended: false,
             results: Default::default(),
+            rejected: Default::default(),
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct SessionContent {
     pub recent: Vec<StoredTranscript>,
     pub partial: Option<String>,
     pub results: [Option<OpResult>; OPERATION_COUNT],
+    /// The last answer of each op that could not be read, kept for inspection.
+    pub rejected: [Option<String>; OPERATION_COUNT],
 }
 
 #[derive(Default)]
@@ -238,6 +245,14 @@ impl SessionStore {
         true
     }
 
+    /// Keeps an answer that could not be read (cut to [`MAX_REJECTED_BYTES`]).
+    pub fn put_rejected(&self, session: &SessionId, op: Operation, mut raw: String) {
+        crate::text::cut_to(&mut raw, MAX_REJECTED_BYTES);
+        if let Some(record) = self.lock().get_mut(session) {
+            record.rejected[op.index()] = Some(raw);
+        }
+    }
+
     pub fn facts(&self, session: &SessionId) -> Option<SessionFacts> {
         self.lock().get(session).map(facts_of)
     }
@@ -257,6 +272,7 @@ impl SessionStore {
             recent: record.transcripts.iter().skip(skip).cloned().collect(),
             partial: record.partial.clone(),
             results: record.results.clone(),
+            rejected: record.rejected.clone(),
         })
     }
 

@@ -8,7 +8,11 @@
 //! stops the work).
 
 pub mod builtin;
+pub mod http;
 pub mod mind_map;
+pub mod ollama;
+pub mod openai;
+pub mod prompts;
 
 use std::fmt;
 use std::future::Future;
@@ -95,6 +99,38 @@ pub trait Backend: Send + Sync {
         request: LlmRequest,
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>>;
+
+    /// Checks that the server is up and has the model; updates what
+    /// [`Backend::info`] says about reachability. The builtin backend is
+    /// always there.
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// How often an unreachable backend is checked again.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Checks the backend now and then for as long as the process runs: at once
+/// (a clear message when the server is down or lacks the model), again every
+/// [`RECHECK_EVERY`] while it fails, and once a minute while it works.
+pub async fn watch(backend: std::sync::Arc<dyn Backend>) {
+    let mut was_ok = None;
+    loop {
+        let result = backend.check().await;
+        match (&result, was_ok) {
+            (Ok(()), Some(true)) => {}
+            (Ok(()), _) => tracing::info!("LLM backend {} is reachable", backend.info().kind),
+            (Err(e), _) => tracing::warn!("LLM backend unavailable: {e}"),
+        }
+        was_ok = Some(result.is_ok());
+        let wait = if result.is_ok() {
+            RECHECK_EVERY * 6
+        } else {
+            RECHECK_EVERY
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// A latency range for the builtin backend, written `200ms` or `2s..6s`.

@@ -1,0 +1,184 @@
+//! What the HTTP backends share: the client, retries with backoff, reading a
+//! streamed body line by line, and readable errors.
+//!
+//! Retries happen only before the answer starts streaming, and only for
+//! failures that another try can fix: a refused or timed-out connection,
+//! 429 and 503 (honouring `Retry-After` in seconds). Any other status fails
+//! the run at once with the server's own message.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::{Response, StatusCode};
+
+use super::LlmError;
+
+/// How long a connection may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retries after the first try.
+pub const MAX_RETRIES: u32 = 3;
+/// The first backoff; it doubles each retry.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait a `Retry-After` may ask for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Longest line accepted from a stream.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The shared client: connect timeout set, no overall timeout (the run's
+/// deadline bounds the whole call).
+pub fn client() -> Result<reqwest::Client, String> {
+    crate::net::http_client(reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT))
+}
+
+/// Joins a base URL and a path, with or without slashes around them.
+pub fn join(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// Sends the request built by `build`, retrying as the module docs say.
+/// Returns the response once its status is a success.
+pub async fn send_with_retries(
+    build: impl Fn() -> reqwest::RequestBuilder,
+    what: &str,
+) -> Result<Response, LlmError> {
+    let mut attempt = 0;
+    loop {
+        let wait = match build().send().await {
+            Ok(response) if response.status().is_success() => return Ok(response),
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = retry_after(&response);
+                let body = read_error_body(response).await;
+                let retryable = matches!(
+                    status,
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                );
+                if !retryable || attempt >= MAX_RETRIES {
+                    return Err(LlmError(format!("{what} answered {status}: {body}")));
+                }
+                tracing::warn!(attempt, %status, "{what} is busy; retrying");
+                retry_after.unwrap_or_else(|| backoff(attempt))
+            }
+            Err(e) if (e.is_connect() || e.is_timeout()) && attempt < MAX_RETRIES => {
+                tracing::warn!(attempt, "cannot reach {what}: {e}; retrying");
+                backoff(attempt)
+            }
+            Err(e) => {
+                return Err(LlmError(format!(
+                    "cannot reach {what}: {}",
+                    error_chain(&e)
+                )));
+            }
+        };
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF * 2u32.pow(attempt.min(6))
+}
+
+fn retry_after(response: &Response) -> Option<Duration> {
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// The server's error message: `error` or `error.message` of a JSON body, or
+/// the start of the body as text.
+async fn read_error_body(response: Response) -> String {
+    let text = match response.text().await {
+        Ok(text) => text,
+        Err(e) => return format!("(unreadable body: {e})"),
+    };
+    let from_json = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            let error = v.get("error")?;
+            error
+                .as_str()
+                .or_else(|| error.get("message").and_then(|m| m.as_str()))
+                .map(str::to_string)
+        });
+    let message = from_json.unwrap_or(text);
+    let message = crate::text::strip_controls(&message);
+    message.chars().take(300).collect()
+}
+
+/// The error and its causes, `: `-joined (reqwest hides the useful part).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// Reads a streamed body as lines (without their `\n` or `\r\n`).
+pub struct Lines {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+impl Lines {
+    pub fn new(response: Response) -> Self {
+        Self {
+            stream: response.bytes_stream().boxed(),
+            buffer: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next line; `Ok(None)` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<String>, LlmError> {
+        loop {
+            if let Some(at) = self.buffer.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.buffer.drain(..=at).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+            }
+            if self.done {
+                if self.buffer.is_empty() {
+                    return Ok(None);
+                }
+                let rest = std::mem::take(&mut self.buffer);
+                return Ok(Some(String::from_utf8_lossy(&rest).into_owned()));
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => {
+                    self.buffer.extend_from_slice(&chunk);
+                    if self.buffer.len() > MAX_LINE_BYTES && !self.buffer.contains(&b'\n') {
+                        return Err(LlmError(format!(
+                            "the server sent a line over {MAX_LINE_BYTES} bytes"
+                        )));
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(LlmError(format!(
+                        "the answer broke off: {}",
+                        error_chain(&e)
+                    )));
+                }
+                None => self.done = true,
+            }
+        }
+    }
+}

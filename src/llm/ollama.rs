@@ -1,0 +1,196 @@
+//! Ollama: `POST /api/chat` with `stream: true`, answered as NDJSON lines
+//! `{"message": {"content": "…"}, "done": false}` … `{"done": true, "eval_count": 42}`.
+//! An `error` key may arrive on any line and fails the run with its message.
+//! Mind maps ask for the JSON schema through `format`; `options.num_ctx` is set.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Value, json};
+
+use super::http::{self, Lines};
+use super::prompts::{Prompts, mind_map_schema};
+use super::{Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress};
+use crate::model::Operation;
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:11434";
+/// Context window asked for (tokens).
+pub const NUM_CTX: u32 = 16_384;
+
+pub struct OllamaBackend {
+    client: reqwest::Client,
+    base: String,
+    model: String,
+    prompts: Prompts,
+    reachable: Arc<AtomicBool>,
+}
+
+/// Ollama's own rule: a model name without a tag means `:latest`.
+pub fn with_tag(model: &str) -> String {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    if name.contains(':') {
+        model.to_string()
+    } else {
+        format!("{model}:latest")
+    }
+}
+
+impl OllamaBackend {
+    pub fn new(base: Option<&str>, model: &str, prompts: Prompts) -> Result<Self, String> {
+        Ok(Self {
+            client: http::client()?,
+            base: base
+                .unwrap_or(DEFAULT_URL)
+                .trim_end_matches('/')
+                .to_string(),
+            model: with_tag(model),
+            prompts,
+            reachable: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn body(&self, request: &LlmRequest) -> Value {
+        let mut body = json!({
+            "model": self.model,
+            "messages": self.prompts.messages(request),
+            "stream": true,
+            "options": {"num_ctx": NUM_CTX},
+        });
+        if request.op == Operation::MindMap {
+            body["format"] = mind_map_schema();
+        }
+        body
+    }
+
+    async fn chat(
+        &self,
+        request: LlmRequest,
+        progress: &Progress,
+    ) -> Result<LlmResponse, LlmError> {
+        let url = http::join(&self.base, "/api/chat");
+        let body = self.body(&request);
+        let response = http::send_with_retries(
+            || self.client.post(&url).json(&body),
+            &format!("Ollama at {url}"),
+        )
+        .await?;
+        self.reachable.store(true, Ordering::Relaxed);
+        let mut lines = Lines::new(response);
+        let mut text = String::new();
+        let mut streamed = 0u64;
+        let mut completion_tokens = None;
+        while let Some(line) = lines.next().await? {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                tracing::debug!("Ollama sent a line that is not JSON; ignored");
+                continue;
+            };
+            if let Some(error) = value.get("error") {
+                let message = error
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| error.to_string());
+                return Err(LlmError(format!("Ollama: {message}")));
+            }
+            if let Some(piece) = value.pointer("/message/content").and_then(Value::as_str)
+                && !piece.is_empty()
+            {
+                text.push_str(piece);
+                streamed += 1;
+                progress.add_tokens(1);
+            }
+            if value.get("done").and_then(Value::as_bool) == Some(true) {
+                completion_tokens = value.get("eval_count").and_then(Value::as_u64);
+                break;
+            }
+        }
+        Ok(LlmResponse {
+            text,
+            model: self.model.clone(),
+            completion_tokens: completion_tokens.unwrap_or(streamed),
+        })
+    }
+}
+
+impl Backend for OllamaBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "ollama".into(),
+            model: self.model.clone(),
+            simulated: false,
+            reachable: self.reachable.load(Ordering::Relaxed),
+        }
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(self.chat(request, progress))
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let url = http::join(&self.base, "/api/tags");
+            let result = async {
+                let response = self.client.get(&url).send().await.map_err(|e| {
+                    format!(
+                        "Ollama is not reachable at {}: {}",
+                        self.base,
+                        http::error_chain(&e)
+                    )
+                })?;
+                let tags: Value = response.json().await.map_err(|e| {
+                    format!("Ollama at {} sent an unreadable model list: {e}", self.base)
+                })?;
+                let names: Vec<&str> = tags
+                    .get("models")
+                    .and_then(Value::as_array)
+                    .map(|models| {
+                        models
+                            .iter()
+                            .filter_map(|m| m.get("name").and_then(Value::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if names.contains(&self.model.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "Ollama at {} has no model {} (it has: {}); run `ollama pull {}`",
+                        self.base,
+                        self.model,
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        },
+                        self.model
+                    ))
+                }
+            }
+            .await;
+            self.reachable.store(result.is_ok(), Ordering::Relaxed);
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_without_a_tag_mean_latest() {
+        assert_eq!(with_tag("llama3.2"), "llama3.2:latest");
+        assert_eq!(with_tag("qwen2.5:14b"), "qwen2.5:14b");
+        assert_eq!(with_tag("hf.co/org/model"), "hf.co/org/model:latest");
+        assert_eq!(
+            with_tag("registry:5000/model"),
+            "registry:5000/model:latest"
+        );
+    }
+}
