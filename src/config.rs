@@ -117,6 +117,32 @@ pub struct EngineArgs {
     )]
     pub feeds: Vec<String>,
 
+    /// The feeds' message format; `auto` detects it from the first message.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "INFLIGHT_FEED_FORMAT",
+        global = true
+    )]
+    pub feed_format: crate::feed::adapters::FeedFormat,
+
+    /// An extra header sent when connecting to feeds ('Name: value'); repeat for several.
+    #[arg(long = "feed-header", value_name = "HEADER", value_parser = crate::feed::client::parse_header, global = true)]
+    pub feed_headers: Vec<(String, String)>,
+
+    /// A PEM file of CA certificates to trust for wss:// feeds, beside the system's.
+    #[arg(long, value_name = "FILE", env = "INFLIGHT_FEED_CA", global = true)]
+    pub feed_ca: Option<PathBuf>,
+
+    /// Do not send processing_status messages up the feeds' sockets.
+    #[arg(long, global = true)]
+    pub no_upstream_status: bool,
+
+    /// Also send summary_update and mind_map_update up the feeds' sockets.
+    #[arg(long, global = true)]
+    pub upstream_results: bool,
+
     /// Give a feed up after this many failed connection attempts in a row (default: never).
     #[arg(long, value_name = "N", env = "INFLIGHT_FEED_RETRIES", global = true)]
     pub feed_retries: Option<u32>,
@@ -239,6 +265,10 @@ pub struct FeedArgs {
     /// Start each meeting again (under a new session id) when it ends.
     #[arg(long = "loop")]
     pub looping: bool,
+
+    /// Cut each connection after this many frames (tests reconnects).
+    #[arg(long, value_name = "N")]
+    pub drop_every: Option<u64>,
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -303,6 +333,19 @@ impl EngineArgs {
                 let key = std::env::var(&self.llm_api_key_env).ok();
                 std::sync::Arc::new(OpenAiBackend::new(url, &model()?, key, prompts)?)
             }
+        })
+    }
+
+    /// How feed clients connect.
+    pub fn feed_options(&self) -> Result<crate::feed::client::FeedOptions, String> {
+        Ok(crate::feed::client::FeedOptions {
+            retries: self.feed_retries,
+            format: self.feed_format,
+            headers: self.feed_headers.clone(),
+            tls: Some(crate::net::tls_client_config(self.feed_ca.as_deref())?),
+            upstream_status: !self.no_upstream_status,
+            upstream_results: self.upstream_results,
+            ..Default::default()
         })
     }
 

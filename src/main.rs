@@ -106,10 +106,11 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         .map_err(|e| format!("cannot start the demo feed: {e}"))?;
         feeds.push(format!("ws://{addr}/demo"));
     }
-    let options = client::FeedOptions {
-        retries: args.feed_retries,
-        ..Default::default()
-    };
+    let mut options = args.feed_options()?;
+    if args.is_demo() {
+        // The demo feed speaks the native protocol.
+        options.format = inflight::feed::adapters::FeedFormat::Native;
+    }
     for url in feeds {
         client::spawn(engine.clone(), url, options.clone(), shutdown.clone());
     }
@@ -181,6 +182,7 @@ async fn run_feed_server(args: FeedArgs) -> Result<(), String> {
     let options = replay::ReplayOptions {
         speed: args.speed.max(0.0),
         looping: args.looping,
+        drop_every: args.drop_every.filter(|n| *n > 0),
         ..Default::default()
     };
     let count = meetings.len();

@@ -40,16 +40,18 @@ pub enum BadFrame {
     BadSessionId,
     Oversized,
     Binary,
+    InvalidUtf8,
     TextCut,
 }
 
 impl BadFrame {
-    pub const ALL: [BadFrame; 6] = [
+    pub const ALL: [BadFrame; 7] = [
         BadFrame::InvalidJson,
         BadFrame::UnknownType,
         BadFrame::BadSessionId,
         BadFrame::Oversized,
         BadFrame::Binary,
+        BadFrame::InvalidUtf8,
         BadFrame::TextCut,
     ];
 
@@ -60,6 +62,7 @@ impl BadFrame {
             BadFrame::BadSessionId => "bad_session_id",
             BadFrame::Oversized => "oversized",
             BadFrame::Binary => "binary",
+            BadFrame::InvalidUtf8 => "invalid_utf8",
             BadFrame::TextCut => "text_cut",
         }
     }
@@ -73,6 +76,7 @@ pub struct FeedStatus {
     state: Mutex<FeedState>,
     last_message_at: Mutex<Option<Instant>>,
     pub messages: AtomicU64,
+    /// Final transcripts taken in (partials and replays not counted).
     pub transcripts: AtomicU64,
     pub duplicates: AtomicU64,
     pub connects: AtomicU64,
@@ -162,6 +166,11 @@ impl FeedRegistry {
         let status = Arc::new(FeedStatus::new(feeds.len(), url.into()));
         feeds.push(status.clone());
         status
+    }
+
+    /// The live statuses themselves (per-kind counters and all).
+    pub fn statuses(&self) -> Vec<Arc<FeedStatus>> {
+        self.feeds.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn views(&self) -> Vec<FeedView> {

@@ -167,15 +167,17 @@ impl SessionStore {
         }
     }
 
-    /// Marks the session ended; returns false for an unknown session.
+    /// Marks the session ended. True the first time for a session that said
+    /// something (a replayed `session_end` asks for nothing more).
     pub fn end(&self, session: &SessionId, feed: Option<usize>) -> bool {
         let mut sessions = self.lock();
         let record = sessions
             .entry(session.clone())
             .or_insert_with(|| SessionRecord::new(feed));
+        let first = !record.ended;
         record.ended = true;
         record.partial = None;
-        record.generation > 0
+        first && record.generation > 0
     }
 
     /// Makes sure the session exists (a trigger may name one no feed sent).

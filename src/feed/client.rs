@@ -1,5 +1,6 @@
 //! The feed client: one task per `--feed` URL that keeps a WebSocket open,
-//! turns its frames into engine calls and reconnects when it drops.
+//! turns its frames into engine calls, sends processing statuses back up,
+//! and reconnects when the connection drops.
 //!
 //! On every connect it sends a `hello` carrying the last `seq` it saw per
 //! session, so a feed that supports resuming continues where it left off;
@@ -7,29 +8,46 @@
 //! Bad frames are counted per kind on the feed's [`FeedStatus`] and logged at
 //! a bounded rate; they never end the task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{self, FeedMessage, Hello, MAX_FRAME_BYTES};
+use super::adapters::{Decoder, FeedFormat};
+use super::protocol::{FeedMessage, Hello, MAX_FRAME_BYTES};
 use crate::engine::feeds::{BadFrame, FeedState, FeedStatus};
 use crate::engine::{Appended, Engine};
 use crate::events::Event;
+use crate::model::SessionId;
+use crate::wire;
 
-/// How a feed reconnects.
+/// How a feed connects, reconnects and talks back.
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Give up after this many failed attempts in a row; `None`: never.
     pub retries: Option<u32>,
+    pub format: FeedFormat,
+    /// Extra request headers (`Authorization`, …).
+    pub headers: Vec<(String, String)>,
+    /// TLS for `wss://`; `None` builds one from the system roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Send `processing_status` up the feed's socket.
+    pub upstream_status: bool,
+    /// Send `summary_update` / `mind_map_update` up the feed's socket.
+    pub upstream_results: bool,
 }
 
 impl Default for FeedOptions {
@@ -38,8 +56,26 @@ impl Default for FeedOptions {
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
             retries: None,
+            format: FeedFormat::Auto,
+            headers: Vec::new(),
+            tls: None,
+            upstream_status: true,
+            upstream_results: false,
         }
     }
+}
+
+/// Parses `Name: value` into a header pair.
+pub fn parse_header(raw: &str) -> Result<(String, String), String> {
+    let (name, value) = raw
+        .split_once(':')
+        .ok_or_else(|| format!("{raw:?} is not a header; write 'Name: value'"))?;
+    let (name, value) = (name.trim(), value.trim());
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a header name"))?;
+    HeaderValue::from_str(value)
+        .map_err(|_| format!("the value of {name} is not a valid header value"))?;
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// Registers the feed with the engine and starts its task.
@@ -53,13 +89,24 @@ pub fn spawn(
     tokio::spawn(run(engine, status, options, shutdown))
 }
 
+/// What a feed remembers across its connections.
+struct Memory {
+    resume: BTreeMap<String, u64>,
+    sessions: HashSet<SessionId>,
+    decoder: Decoder,
+}
+
 async fn run(
     engine: Engine,
     status: Arc<FeedStatus>,
     options: FeedOptions,
     shutdown: CancellationToken,
 ) {
-    let mut resume: BTreeMap<String, u64> = BTreeMap::new();
+    let mut memory = Memory {
+        resume: BTreeMap::new(),
+        sessions: HashSet::new(),
+        decoder: Decoder::new(options.format, format!("feed-{}", status.index)),
+    };
     let mut failures: u32 = 0;
     let mut rng = fastrand::Rng::new();
     loop {
@@ -70,7 +117,7 @@ async fn run(
                 status.set_state(FeedState::Closed { reason: "shut down".into() });
                 return;
             }
-            reason = connect_and_read(&engine, &status, &mut resume) => reason,
+            reason = connect_and_read(&engine, &status, &options, &mut memory) => reason,
         };
         engine.events().emit(Event::FeedDisconnected {
             feed: status.index,
@@ -114,89 +161,152 @@ fn backoff(options: &FeedOptions, attempt: u32, rng: &mut fastrand::Rng) -> Dura
 async fn connect_and_read(
     engine: &Engine,
     status: &FeedStatus,
-    resume: &mut BTreeMap<String, u64>,
+    options: &FeedOptions,
+    memory: &mut Memory,
 ) -> String {
+    let mut request = match status.url.as_str().into_client_request() {
+        Ok(request) => request,
+        Err(e) => return format!("bad feed URL: {e}"),
+    };
+    for (name, value) in &options.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            request.headers_mut().insert(name, value);
+        }
+    }
+    let tls = match &options.tls {
+        Some(tls) => tls.clone(),
+        None => match crate::net::tls_client_config(None) {
+            Ok(tls) => tls,
+            Err(e) => return e,
+        },
+    };
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    let (mut socket, _) =
-        match tokio_tungstenite::connect_async_with_config(status.url.as_str(), Some(config), true)
-            .await
-        {
-            Ok(connected) => connected,
-            Err(e) => return format!("connect failed: {e}"),
-        };
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let socket = match tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(config),
+        true,
+        Some(connector),
+    )
+    .await
+    {
+        Ok((socket, _)) => socket,
+        Err(e) => return format!("connect failed: {e}"),
+    };
     status.connects.fetch_add(1, Ordering::Relaxed);
     status.set_state(FeedState::Connected);
     engine.events().emit(Event::FeedConnected {
         feed: status.index,
         url: status.url.clone(),
     });
-    let hello = match serde_json::to_string(&Hello::new(resume)) {
+    let (mut sink, mut source) = socket.split();
+    let hello = match serde_json::to_string(&Hello::new(&memory.resume)) {
         Ok(hello) => hello,
         Err(e) => return format!("could not encode hello: {e}"),
     };
-    if let Err(e) = socket.send(Message::text(hello)).await {
+    if let Err(e) = sink.send(Message::text(hello)).await {
         return format!("could not send hello: {e}");
     }
-    while let Some(message) = socket.next().await {
-        let message = match message {
-            Ok(message) => message,
-            Err(tokio_tungstenite::tungstenite::Error::Capacity(e)) => {
-                note_bad(status, BadFrame::Oversized, &e.to_string());
-                return format!("frame refused: {e}");
-            }
-            Err(e) => return format!("read failed: {e}"),
-        };
-        match message {
-            Message::Text(text) => {
-                status.saw_message();
-                handle_text(engine, status, resume, text.as_str());
-            }
-            Message::Binary(_) => {
-                status.saw_message();
-                note_bad(status, BadFrame::Binary, "binary frame");
-            }
-            Message::Close(frame) => {
-                return match frame {
-                    Some(frame) => format!("closed by the feed ({}: {})", frame.code, frame.reason),
-                    None => "closed by the feed".into(),
+    let mut events = engine.subscribe();
+    let upstream = options.upstream_status || options.upstream_results;
+    loop {
+        tokio::select! {
+            message = source.next() => {
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    Some(Err(WsError::Capacity(e))) => {
+                        note_bad(status, BadFrame::Oversized, &e.to_string());
+                        let close = CloseFrame { code: CloseCode::Size, reason: "frame over 1 MiB".into() };
+                        let _ = sink.send(Message::Close(Some(close))).await;
+                        return format!("frame refused: {e}");
+                    }
+                    Some(Err(WsError::Utf8(e))) => {
+                        note_bad(status, BadFrame::InvalidUtf8, &e);
+                        return "text frame with invalid UTF-8".into();
+                    }
+                    Some(Err(e)) => return format!("read failed: {e}"),
+                    None => return "connection ended".into(),
                 };
+                match message {
+                    Message::Text(text) => {
+                        status.saw_message();
+                        handle_text(engine, status, memory, text.as_str());
+                    }
+                    Message::Binary(_) => {
+                        status.saw_message();
+                        note_bad(status, BadFrame::Binary, "binary frame");
+                    }
+                    Message::Close(frame) => {
+                        return match frame {
+                            Some(frame) => format!("closed by the feed ({}: {})", frame.code, frame.reason),
+                            None => "closed by the feed".into(),
+                        };
+                    }
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            event = events.recv(), if upstream => {
+                let event = match event {
+                    Ok(event) => event,
+                    // Statuses are current state: a missed one is made good by the next.
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return "the engine stopped".into(),
+                };
+                let Some((session, wanted)) = wire::wanted(&event) else { continue };
+                let send = match wanted {
+                    wire::Wanted::Status => options.upstream_status,
+                    wire::Wanted::Result(_) => options.upstream_results,
+                };
+                if !send || !memory.sessions.contains(&session) {
+                    continue;
+                }
+                if let Some(message) = wire::message_for(engine, &session, wanted)
+                    && let Err(e) = sink.send(Message::text(message)).await
+                {
+                    return format!("write failed: {e}");
+                }
+            }
         }
     }
-    "connection ended".into()
 }
 
-fn handle_text(
-    engine: &Engine,
-    status: &FeedStatus,
-    resume: &mut BTreeMap<String, u64>,
-    text: &str,
-) {
-    match protocol::parse(text) {
-        Ok(FeedMessage::Transcript { transcript, cut }) => {
-            if cut {
-                note_bad(status, BadFrame::TextCut, "transcript text cut to 32 KiB");
-            }
-            let seq = transcript.seq;
-            let session = transcript.session_id.clone();
-            match engine.ingest(transcript, Some(status.index)) {
-                Appended::Duplicate => {
-                    status.duplicates.fetch_add(1, Ordering::Relaxed);
+fn handle_text(engine: &Engine, status: &FeedStatus, memory: &mut Memory, text: &str) {
+    let messages = match memory.decoder.decode(text) {
+        Ok(messages) => messages,
+        Err(e) => return note_bad(status, e.kind(), &e.to_string()),
+    };
+    for message in messages {
+        match message {
+            FeedMessage::Transcript { transcript, cut } => {
+                if cut {
+                    note_bad(status, BadFrame::TextCut, "transcript text cut to 32 KiB");
                 }
-                Appended::Final { .. } | Appended::Partial { .. } => {
-                    status.transcripts.fetch_add(1, Ordering::Relaxed);
-                    if let Some(seq) = seq {
-                        resume.insert(session.as_str().to_string(), seq);
+                let seq = transcript.seq;
+                let session = transcript.session_id.clone();
+                match engine.ingest(transcript, Some(status.index)) {
+                    Appended::Duplicate => {
+                        status.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Appended::Partial { .. } => {
+                        memory.sessions.insert(session);
+                    }
+                    Appended::Final { .. } => {
+                        status.transcripts.fetch_add(1, Ordering::Relaxed);
+                        if let Some(seq) = seq {
+                            memory.resume.insert(session.as_str().to_string(), seq);
+                        }
+                        memory.sessions.insert(session);
                     }
                 }
             }
+            FeedMessage::SessionEnd(session) => engine.end_session(&session, Some(status.index)),
+            FeedMessage::Hello { .. } => {}
         }
-        Ok(FeedMessage::SessionEnd(session)) => engine.end_session(&session, Some(status.index)),
-        Ok(FeedMessage::Hello { .. }) => {}
-        Err(e) => note_bad(status, e.kind(), &e.to_string()),
     }
 }
 
@@ -204,6 +314,7 @@ fn handle_text(
 fn note_bad(status: &FeedStatus, kind: BadFrame, detail: &str) {
     let n = status.count_bad(kind);
     if n <= 3 || is_power_of_ten(n) {
+        let detail = crate::text::strip_controls(detail);
         tracing::warn!(
             feed = status.index,
             kind = kind.as_str(),
@@ -241,5 +352,15 @@ mod tests {
         }
         assert!(is_power_of_ten(1000));
         assert!(!is_power_of_ten(20));
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        assert_eq!(
+            parse_header("Authorization: Bearer abc").unwrap(),
+            ("Authorization".to_string(), "Bearer abc".to_string())
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: x").is_err());
     }
 }

@@ -6,6 +6,8 @@
 //! before each final one, as live speech recognition does. A client's `hello`
 //! with `resume` skips what it already has. With `looping`, a finished
 //! meeting starts again under a new session id (`name.2`, `name.3`, …).
+//! With `drop_every`, each connection is cut without a close frame after
+//! that many frames, so clients' reconnect and resume can be tested.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +35,9 @@ pub struct ReplayOptions {
     pub partials: bool,
     /// How long a client has to send its `hello` before streaming starts.
     pub hello_wait: Duration,
+    /// Cut each connection (no close frame) after this many frames, to
+    /// exercise reconnects; `None`: never.
+    pub drop_every: Option<u64>,
 }
 
 impl Default for ReplayOptions {
@@ -42,6 +47,7 @@ impl Default for ReplayOptions {
             looping: false,
             partials: true,
             hello_wait: Duration::from_millis(300),
+            drop_every: None,
         }
     }
 }
@@ -124,6 +130,7 @@ async fn serve_client(
     }
     drop(frames);
     let _stop_players = client_gone.clone().drop_guard();
+    let mut sent = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -131,7 +138,14 @@ async fn serve_client(
                 return Ok(());
             }
             frame = outbox.recv() => match frame {
-                Some(frame) => sink.send(Message::text(frame)).await.map_err(|e| e.to_string())?,
+                Some(frame) => {
+                    sink.send(Message::text(frame)).await.map_err(|e| e.to_string())?;
+                    sent += 1;
+                    if options.drop_every.is_some_and(|n| sent >= n) {
+                        tracing::info!(%peer, sent, "cutting the connection (--drop-every)");
+                        return Ok(());
+                    }
+                }
                 None => {
                     let _ = sink.send(Message::Close(None)).await;
                     return Ok(());

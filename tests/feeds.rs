@@ -1,0 +1,389 @@
+//! Feeds under stress over real sockets: a replay server killed and
+//! restarted while streaming, a feed of garbage beside a good one, and
+//! statuses sent back up a feed's socket.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{final_line, sid};
+use futures_util::{SinkExt, StreamExt};
+use inflight::engine::feeds::BadFrame;
+use inflight::engine::{Engine, EngineConfig};
+use inflight::feed::adapters::FeedFormat;
+use inflight::feed::meetings::Meeting;
+use inflight::feed::{client, protocol, replay};
+use inflight::llm::LatencyRange;
+use inflight::llm::builtin::BuiltinBackend;
+use inflight::model::Operation;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_util::sync::CancellationToken;
+
+fn quick_reconnects() -> client::FeedOptions {
+    client::FeedOptions {
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(400),
+        format: FeedFormat::Native,
+        ..Default::default()
+    }
+}
+
+fn engine(ops: Vec<Operation>) -> Engine {
+    let config = EngineConfig {
+        automatic_ops: ops,
+        ..Default::default()
+    };
+    Engine::new(config, Arc::new(BuiltinBackend::new(LatencyRange::ZERO)))
+}
+
+/// A folder of meetings `m-0` … `m-{n-1}`, `lines` lines each, one second apart.
+fn meeting_dir(n: usize, lines: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "inflight-feeds-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..n {
+        let name = format!("m-{i}");
+        let text: String = (1..=lines)
+            .map(|seq| {
+                let mut line = final_line(&name, seq, &format!("line {seq} of {name}"));
+                line.start = Some(seq as f64);
+                line.end = Some(seq as f64 + 0.5);
+                protocol::transcript_frame(&line) + "\n"
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{name}.jsonl")), text).unwrap();
+    }
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `inflight feed` and waits until it says it listens.
+fn start_feed_binary(dir: &PathBuf, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inflight"))
+        .args([
+            "feed",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--speed",
+            "40",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the feed server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("replay feed listening") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("the feed server ended before listening"),
+        }
+    }
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_server_killed_five_times_loses_and_repeats_nothing() {
+    const SESSIONS: usize = 10;
+    const LINES: u64 = 60;
+    let dir = meeting_dir(SESSIONS, LINES);
+    let port = free_port();
+    let engine = engine(Vec::new());
+    let mut events = engine.subscribe();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let mut server = start_feed_binary(&dir, port);
+    client::spawn(
+        engine.clone(),
+        format!("ws://127.0.0.1:{port}/"),
+        quick_reconnects(),
+        shutdown.clone(),
+    );
+
+    let ingested = |engine: &Engine| engine.snapshot().totals.transcripts;
+    for kill in 1..=5u64 {
+        // Kill once the engine has taken in some more of the stream.
+        let target = kill * 80;
+        common::wait_until(
+            &mut events,
+            Duration::from_secs(30),
+            "more transcripts",
+            || ingested(&engine) >= target,
+        )
+        .await;
+        server.kill().expect("kill -9");
+        server.wait().expect("reaped");
+        server = start_feed_binary(&dir, port);
+    }
+    let sessions: Vec<_> = (0..SESSIONS).map(|i| sid(&format!("m-{i}"))).collect();
+    common::wait_until(
+        &mut events,
+        Duration::from_secs(60),
+        "every transcript",
+        || sessions.iter().all(|s| engine.generation(s) == LINES),
+    )
+    .await;
+    server.kill().ok();
+    server.wait().ok();
+
+    for session in &sessions {
+        let detail = engine.session_detail(session, LINES as usize).unwrap();
+        let texts: Vec<String> = detail
+            .content
+            .recent
+            .iter()
+            .map(|t| t.text.clone())
+            .collect();
+        let expected: Vec<String> = (1..=LINES)
+            .map(|seq| format!("line {seq} of {session}"))
+            .collect();
+        assert_eq!(texts, expected, "{session}: every line once, in order");
+    }
+    let feed = &engine.snapshot().feeds[0];
+    assert!(
+        feed.connects >= 6,
+        "reconnected after each kill: {} connects",
+        feed.connects
+    );
+    assert_eq!(
+        feed.transcripts,
+        SESSIONS as u64 * LINES,
+        "no transcript taken twice"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A feed that sends garbage: 10 000 frames of every kind that can't be used,
+/// then a frame of invalid UTF-8 and, on the next connection, one over 1 MiB.
+async fn garbage_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut connection = 0;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            connection += 1;
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                continue;
+            };
+            let _hello = ws.next().await;
+            match connection {
+                1 => {
+                    let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+                    let kinds: Vec<Message> = vec![
+                        Message::text("{"),
+                        Message::text(r#"{"type":"weather","session_id":"x"}"#),
+                        Message::text(r#"{"type":"transcript","session_id":"bad id!","text":"x"}"#),
+                        Message::text(r#"{"type":"transcript","session_id":"","text":"x"}"#),
+                        Message::text(deep),
+                        Message::binary(vec![0u8, 159, 146, 150]),
+                        Message::text("\u{1b}[2J not json"),
+                        Message::text(r#"{"type":"transcript","session_id":"ok-id"}"#),
+                    ];
+                    for i in 0..10_000 {
+                        if ws.send(kinds[i % kinds.len()].clone()).await.is_err() {
+                            return;
+                        }
+                    }
+                    let header = FrameHeader {
+                        opcode: OpCode::Data(Data::Text),
+                        ..Default::default()
+                    };
+                    let bad_utf8 = Frame::from_payload(header, vec![0xff, 0xfe, 0xfd].into());
+                    let _ = ws.send(Message::Frame(bad_utf8)).await;
+                    let _ = ws.flush().await;
+                }
+                2 => {
+                    let _ = ws.send(Message::text("x".repeat(2 << 20))).await;
+                }
+                _ => {}
+            }
+            // Hold the connection until the client leaves.
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() {
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let meetings: Vec<Meeting> = (0..3)
+        .map(|i| {
+            let name = format!("good-{i}");
+            Meeting {
+                session: sid(&name),
+                lines: (1..=30)
+                    .map(|seq| final_line(&name, seq, &format!("good line {seq}")))
+                    .collect(),
+            }
+        })
+        .collect();
+    let good = replay::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        meetings,
+        replay::ReplayOptions {
+            speed: 0.0,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let garbage = garbage_server().await;
+    let engine = engine(Operation::ALL.to_vec());
+    let mut events = engine.subscribe();
+    client::spawn(
+        engine.clone(),
+        format!("ws://{garbage}/"),
+        quick_reconnects(),
+        shutdown.clone(),
+    );
+    client::spawn(
+        engine.clone(),
+        format!("ws://{good}/"),
+        quick_reconnects(),
+        shutdown.clone(),
+    );
+
+    let garbage_done = |engine: &Engine| {
+        let feeds = engine.feeds().views();
+        feeds[0].bad_frames >= 10_002 && feeds[0].connects >= 3
+    };
+    let good_sessions: Vec<_> = (0..3).map(|i| sid(&format!("good-{i}"))).collect();
+    common::wait_until(
+        &mut events,
+        Duration::from_secs(60),
+        "both feeds done",
+        || {
+            garbage_done(&engine)
+                && engine.is_idle()
+                && good_sessions.iter().all(|s| {
+                    engine.generation(s) == 30
+                        && Operation::ALL.iter().all(|op| {
+                            engine
+                                .result(s, *op)
+                                .is_some_and(|r| r.covered_generation == 30)
+                        })
+                })
+        },
+    )
+    .await;
+
+    let snapshot = engine.snapshot();
+    assert_eq!(snapshot.sessions.len(), 3, "garbage made no sessions");
+    assert!(
+        snapshot
+            .sessions
+            .iter()
+            .all(|s| s.transcripts == 30 && s.ops.iter().all(|o| o.failed == 0))
+    );
+    let status = engine.feeds();
+    let views = status.views();
+    assert_eq!(views[1].bad_frames, 0);
+    assert_eq!(views[0].transcripts, 0);
+    assert!(views[0].bad_frames >= 10_002);
+    let garbage = &engine.feeds().statuses()[0];
+    assert_eq!(garbage.bad(BadFrame::InvalidUtf8), 1);
+    assert_eq!(garbage.bad(BadFrame::Oversized), 1);
+    assert_eq!(garbage.bad(BadFrame::Binary), 1250);
+    assert_eq!(garbage.bad(BadFrame::BadSessionId), 2500);
+}
+
+#[tokio::test]
+async fn statuses_and_results_go_back_up_the_feed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got, mut received) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let hello = ws.next().await.unwrap().unwrap();
+        let hello: Value = serde_json::from_str(hello.to_text().unwrap()).unwrap();
+        assert_eq!(hello["type"], "hello");
+        let line = json!({"type": "transcript", "session_id": "up-1", "seq": 1, "text": "We ship Friday."});
+        ws.send(Message::text(line.to_string())).await.unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if let Ok(text) = message.to_text()
+                && let Ok(value) = serde_json::from_str(text)
+            {
+                let _ = got.send(value);
+            }
+        }
+    });
+    let engine = engine(vec![Operation::Summary]);
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let options = client::FeedOptions {
+        upstream_results: true,
+        ..quick_reconnects()
+    };
+    client::spawn(
+        engine.clone(),
+        format!("ws://{addr}/"),
+        options,
+        shutdown.clone(),
+    );
+
+    let mut kinds = Vec::new();
+    let mut finished = false;
+    while !(finished && kinds.contains(&"summary_update".to_string())) {
+        let value = tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(value["sessionId"], "up-1");
+        if value["type"] == "processing_status" && kinds.is_empty() {
+            assert_eq!(
+                value["data"]["summary_processing"], true,
+                "the first status announces the start"
+            );
+        }
+        if value["type"] == "processing_status" && value["data"]["any_processing"] == false {
+            finished = true;
+        }
+        if value["type"] == "summary_update" {
+            assert_eq!(value["data"]["covered_generation"], 1);
+            assert!(
+                value["data"]["summary"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Friday")
+            );
+        }
+        kinds.push(value["type"].as_str().unwrap().to_string());
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("processing_status"));
+    assert!(
+        kinds.iter().filter(|k| *k == "processing_status").count() >= 2,
+        "start and finish: {kinds:?}"
+    );
+}
