@@ -4,9 +4,13 @@
 //! Both are asserted on the same feed: the difference is the point.
 //!
 //! The feed sends each session a transcript every 10 ms (800 transcripts/s
-//! in all, twenty per LLM call). A burst that lands entirely before the first
-//! run reads the session would leave nothing for either policy to skip;
-//! transcripts must keep arriving while runs are in flight, as they do live.
+//! in all, twenty per LLM call) for 58 lines. Then the speakers pause (every
+//! run ends), line 59 comes, and line 60 with the session's end follows
+//! 100 ms later — while the run line 59 started is still calling the LLM. The
+//! seed drops both requests, so its last summary covers 59 of 60 lines;
+//! coalesce runs once more. (A burst that lands entirely before the first
+//! run reads the session would leave nothing for either policy to skip:
+//! transcripts must keep arriving while runs are in flight, as they do live.)
 
 mod common;
 
@@ -35,16 +39,28 @@ fn meetings() -> Vec<Meeting> {
                 session: sid(&name),
                 lines: (1..=TRANSCRIPTS)
                     .map(|seq| {
-                        final_line(
+                        let mut line = final_line(
                             &name,
                             seq,
                             &format!("Point {seq} about the budget and the release plan."),
-                        )
+                        );
+                        line.start = Some(end_time(seq) - 0.005);
+                        line.end = Some(end_time(seq));
+                        line
                     })
                     .collect(),
             }
         })
         .collect()
+}
+
+/// When line `seq` is sent, in seconds from the start (played at speed 1).
+fn end_time(seq: u64) -> f64 {
+    match seq {
+        1..=58 => seq as f64 * 0.010,
+        59 => 0.58 + 0.6,
+        _ => 0.58 + 0.6 + 0.1,
+    }
 }
 
 struct Outcome {
@@ -56,9 +72,8 @@ struct Outcome {
 async fn run_load(policy: Policy) -> Outcome {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    // Lines are 2 s apart in the recording; at 200× they come every 10 ms.
     let options = replay::ReplayOptions {
-        speed: 200.0,
+        speed: 1.0,
         partials: false,
         ..Default::default()
     };
@@ -174,8 +189,14 @@ async fn skip_drops_requests_and_leaves_sessions_stale() {
         .iter()
         .filter(|s| covered(&engine, s, Operation::Summary) < TRANSCRIPTS)
         .count();
-    assert!(
-        stale > 0,
-        "the seed's skip leaves sessions whose last transcripts no summary covers"
+    assert_eq!(
+        stale, SESSIONS,
+        "the seed's skip leaves every session with its last line never summarised"
     );
+    for session in &sessions {
+        assert_eq!(
+            covered(&engine, session, Operation::Summary),
+            TRANSCRIPTS - 1
+        );
+    }
 }

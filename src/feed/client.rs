@@ -242,6 +242,8 @@ async fn connect_and_read(
                         note_bad(status, BadFrame::Binary, "binary frame");
                     }
                     Message::Close(frame) => {
+                        // Answer the close so the feed can let go cleanly.
+                        let _ = sink.close().await;
                         return match frame {
                             Some(frame) => format!("closed by the feed ({}: {})", frame.code, frame.reason),
                             None => "closed by the feed".into(),

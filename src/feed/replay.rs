@@ -135,6 +135,7 @@ async fn serve_client(
         tokio::select! {
             _ = shutdown.cancelled() => {
                 let _ = sink.send(Message::Close(None)).await;
+                drain_until_closed(&mut source).await;
                 return Ok(());
             }
             frame = outbox.recv() => match frame {
@@ -148,6 +149,7 @@ async fn serve_client(
                 }
                 None => {
                     let _ = sink.send(Message::Close(None)).await;
+                    drain_until_closed(&mut source).await;
                     return Ok(());
                 }
             },
@@ -157,6 +159,24 @@ async fn serve_client(
             },
         }
     }
+}
+
+/// After our close frame, reads what the client still sends until it closes
+/// too (or a short while passes). Dropping a socket with unread data makes
+/// the kernel reset the connection, and a reset can destroy frames the
+/// client has not read yet.
+async fn drain_until_closed<S>(source: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = source.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Plays one meeting (and its loops) into `frames`.
