@@ -18,12 +18,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ConcurrencyProbe, final_line, sid};
+use common::{final_line, sid};
 use inflight::engine::{Engine, EngineConfig};
 use inflight::feed::meetings::Meeting;
 use inflight::feed::{client, replay};
 use inflight::llm::LatencyRange;
 use inflight::llm::builtin::BuiltinBackend;
+use inflight::llm::probe::ConcurrencyProbe;
 use inflight::model::{Operation, SessionId};
 use inflight::state::{Policy, StateConfig};
 use tokio_util::sync::CancellationToken;

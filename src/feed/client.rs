@@ -9,8 +9,8 @@
 //! a bounded rate; they never end the task.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -31,6 +31,9 @@ use crate::engine::{Appended, Engine};
 use crate::events::Event;
 use crate::model::SessionId;
 use crate::wire;
+
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_TOO_BIG: u16 = 1009;
 
 /// How a feed connects, reconnects and talks back.
 #[derive(Debug, Clone)]
@@ -92,7 +95,8 @@ pub fn spawn(
 /// What a feed remembers across its connections.
 struct Memory {
     resume: BTreeMap<String, u64>,
-    sessions: HashSet<SessionId>,
+    /// Sessions this feed sent: the ones whose statuses go back up.
+    sessions: Arc<Mutex<HashSet<SessionId>>>,
     decoder: Decoder,
 }
 
@@ -104,7 +108,7 @@ async fn run(
 ) {
     let mut memory = Memory {
         resume: BTreeMap::new(),
-        sessions: HashSet::new(),
+        sessions: Arc::default(),
         decoder: Decoder::new(options.format, format!("feed-{}", status.index)),
     };
     let mut failures: u32 = 0;
@@ -212,69 +216,117 @@ async fn connect_and_read(
     if let Err(e) = sink.send(Message::text(hello)).await {
         return format!("could not send hello: {e}");
     }
-    let mut events = engine.subscribe();
-    let upstream = options.upstream_status || options.upstream_results;
+    // Writing up never holds up reading: the writer has its own task, and a
+    // peer that does not read its statuses only makes the writer fall behind
+    // (statuses are current state; missed ones are superseded).
+    let stop_writer = CancellationToken::new();
+    let _close_on_return = stop_writer.clone().drop_guard();
+    let close_code = Arc::new(AtomicU16::new(CLOSE_NORMAL));
+    tokio::spawn(write_upstream(
+        sink,
+        engine.clone(),
+        memory.sessions.clone(),
+        (options.upstream_status, options.upstream_results),
+        (stop_writer, close_code.clone()),
+    ));
     loop {
-        tokio::select! {
-            message = source.next() => {
-                let message = match message {
-                    Some(Ok(message)) => message,
-                    Some(Err(WsError::Capacity(e))) => {
-                        note_bad(status, BadFrame::Oversized, &e.to_string());
-                        let close = CloseFrame { code: CloseCode::Size, reason: "frame over 1 MiB".into() };
-                        let _ = sink.send(Message::Close(Some(close))).await;
-                        return format!("frame refused: {e}");
-                    }
-                    Some(Err(WsError::Utf8(e))) => {
-                        note_bad(status, BadFrame::InvalidUtf8, &e);
-                        return "text frame with invalid UTF-8".into();
-                    }
-                    Some(Err(e)) => return format!("read failed: {e}"),
-                    None => return "connection ended".into(),
-                };
-                match message {
-                    Message::Text(text) => {
-                        status.saw_message();
-                        handle_text(engine, status, memory, text.as_str());
-                    }
-                    Message::Binary(_) => {
-                        status.saw_message();
-                        note_bad(status, BadFrame::Binary, "binary frame");
-                    }
-                    Message::Close(frame) => {
-                        // Answer the close so the feed can let go cleanly.
-                        let _ = sink.close().await;
-                        return match frame {
-                            Some(frame) => format!("closed by the feed ({}: {})", frame.code, frame.reason),
-                            None => "closed by the feed".into(),
-                        };
-                    }
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                }
+        let message = match source.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(WsError::Capacity(e))) => {
+                note_bad(status, BadFrame::Oversized, &e.to_string());
+                close_code.store(CLOSE_TOO_BIG, Ordering::Relaxed);
+                return format!("frame refused (close 1009): {e}");
             }
-            event = events.recv(), if upstream => {
-                let event = match event {
-                    Ok(event) => event,
-                    // Statuses are current state: a missed one is made good by the next.
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return "the engine stopped".into(),
-                };
-                let Some((session, wanted)) = wire::wanted(&event) else { continue };
-                let send = match wanted {
-                    wire::Wanted::Status => options.upstream_status,
-                    wire::Wanted::Result(_) => options.upstream_results,
-                };
-                if !send || !memory.sessions.contains(&session) {
-                    continue;
-                }
-                if let Some(message) = wire::message_for(engine, &session, wanted)
-                    && let Err(e) = sink.send(Message::text(message)).await
-                {
-                    return format!("write failed: {e}");
-                }
+            Some(Err(WsError::Utf8(e))) => {
+                note_bad(status, BadFrame::InvalidUtf8, &e);
+                return "text frame with invalid UTF-8".into();
             }
+            Some(Err(e)) => return format!("read failed: {e}"),
+            None => return "connection ended".into(),
+        };
+        match message {
+            Message::Text(text) => {
+                status.saw_message();
+                handle_text(engine, status, memory, text.as_str());
+            }
+            Message::Binary(_) => {
+                status.saw_message();
+                note_bad(status, BadFrame::Binary, "binary frame");
+            }
+            Message::Close(frame) => {
+                return match frame {
+                    Some(frame) => format!("closed by the feed ({}: {})", frame.code, frame.reason),
+                    None => "closed by the feed".into(),
+                };
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
+}
+
+type Sink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+
+fn lock(sessions: &Mutex<HashSet<SessionId>>) -> std::sync::MutexGuard<'_, HashSet<SessionId>> {
+    sessions.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends statuses (and results) of this feed's sessions up its socket until
+/// `stop`; then closes the socket politely (with 1009 when the reader says a
+/// frame was too large).
+async fn write_upstream(
+    mut sink: Sink,
+    engine: Engine,
+    sessions: Arc<Mutex<HashSet<SessionId>>>,
+    (statuses, results): (bool, bool),
+    (stop, close_code): (CancellationToken, Arc<AtomicU16>),
+) {
+    let mut events = engine.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break,
+            event = events.recv(), if statuses || results => event,
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => break,
+        };
+        let Some((session, wanted)) = wire::wanted(&event) else {
+            continue;
+        };
+        let send = match wanted {
+            wire::Wanted::Status => statuses,
+            wire::Wanted::Result(_) => results,
+        };
+        if !send || !lock(&sessions).contains(&session) {
+            continue;
+        }
+        let Some(message) = wire::message_for(&engine, &session, wanted) else {
+            continue;
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            sent = sink.send(Message::text(message)) => if sent.is_err() { return },
+        }
+    }
+    let close = match close_code.load(Ordering::Relaxed) {
+        CLOSE_TOO_BIG => CloseFrame {
+            code: CloseCode::Size,
+            reason: "frame over 1 MiB".into(),
+        },
+        _ => CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        },
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        sink.send(Message::Close(Some(close))),
+    )
+    .await;
 }
 
 fn handle_text(engine: &Engine, status: &FeedStatus, memory: &mut Memory, text: &str) {
@@ -295,14 +347,14 @@ fn handle_text(engine: &Engine, status: &FeedStatus, memory: &mut Memory, text: 
                         status.duplicates.fetch_add(1, Ordering::Relaxed);
                     }
                     Appended::Partial { .. } => {
-                        memory.sessions.insert(session);
+                        lock(&memory.sessions).insert(session);
                     }
                     Appended::Final { .. } => {
                         status.transcripts.fetch_add(1, Ordering::Relaxed);
                         if let Some(seq) = seq {
                             memory.resume.insert(session.as_str().to_string(), seq);
                         }
-                        memory.sessions.insert(session);
+                        lock(&memory.sessions).insert(session);
                     }
                 }
             }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod mind_map;
 pub mod ollama;
 pub mod openai;
+pub mod probe;
 pub mod prompts;
 
 use std::fmt;

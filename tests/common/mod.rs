@@ -1,14 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use inflight::engine::Engine;
 use inflight::events::Event;
-use inflight::llm::{Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress};
-use inflight::model::{Operation, SessionId, Transcript};
+use inflight::model::{SessionId, Transcript};
 use tokio::sync::broadcast;
 
 pub fn sid(raw: &str) -> SessionId {
@@ -65,75 +62,6 @@ pub async fn next_matching<T>(
             Ok(Err(broadcast::error::RecvError::Closed)) => panic!("event bus closed"),
             Err(_) => panic!("no matching event in time"),
         }
-    }
-}
-
-/// Wraps a backend and records, per `(session, op)`, the most calls open at once.
-pub struct ConcurrencyProbe {
-    inner: Arc<dyn Backend>,
-    open: Mutex<HashMap<(SessionId, Operation), (usize, usize)>>,
-}
-
-impl ConcurrencyProbe {
-    pub fn new(inner: Arc<dyn Backend>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// The most calls ever open at once for any single `(session, op)`.
-    pub fn max_overlap(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap()
-            .values()
-            .map(|(_, max)| *max)
-            .max()
-            .unwrap_or(0)
-    }
-
-    fn enter(&self, key: &(SessionId, Operation)) {
-        let mut open = self.open.lock().unwrap();
-        let entry = open.entry(key.clone()).or_default();
-        entry.0 += 1;
-        entry.1 = entry.1.max(entry.0);
-    }
-
-    fn leave(&self, key: &(SessionId, Operation)) {
-        if let Some(entry) = self.open.lock().unwrap().get_mut(key) {
-            entry.0 -= 1;
-        }
-    }
-}
-
-struct Leave<'a> {
-    probe: &'a ConcurrencyProbe,
-    key: (SessionId, Operation),
-}
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.probe.leave(&self.key);
-    }
-}
-
-impl Backend for ConcurrencyProbe {
-    fn info(&self) -> BackendInfo {
-        self.inner.info()
-    }
-
-    fn generate<'a>(
-        &'a self,
-        request: LlmRequest,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
-        Box::pin(async move {
-            let key = (request.session.clone(), request.op);
-            self.enter(&key);
-            let _leave = Leave { probe: self, key };
-            self.inner.generate(request, progress).await
-        })
     }
 }
 

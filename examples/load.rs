@@ -1,0 +1,403 @@
+//! Load harness: one feed, one policy, one JSON line of results.
+//!
+//! ```sh
+//! # against any native-protocol feed (for example the Python reference feed)
+//! cargo run --release --example load -- --feed ws://127.0.0.1:9100 --policy coalesce --latency 0.5
+//! # against its own replay server: S sessions × N transcripts at R per second per session (0: unthrottled)
+//! cargo run --release --example load -- --sessions 100 --count 1000 --rate 0 --policy coalesce --latency 0.05
+//! ```
+//!
+//! Policies: `coalesce` and `skip` run the real engine with an LLM that only
+//! waits its fixed latency (as the seed baseline's does), behind a probe
+//! that counts calls and overlap;
+//! `naive` models what admission control prevents: every request becomes an
+//! LLM call queued behind the same permit cap.
+//!
+//! Reported: transcripts/s ingested (first to last message), LLM calls,
+//! skipped requests, the most calls open at once for one (session, op), the
+//! most runs waiting for a permit at once (sampled every 10 ms), stale
+//! sessions at the end (newest transcript not covered by a summary),
+//! freshness lag (newest transcript to the summary covering it), peak RSS.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
+use inflight::engine::{Engine, EngineConfig, FeedState};
+use inflight::feed::adapters::FeedFormat;
+use inflight::feed::meetings::Meeting;
+use inflight::feed::protocol::{self, FeedMessage};
+use inflight::feed::{client, replay};
+use inflight::llm::probe::ConcurrencyProbe;
+use inflight::llm::{Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress};
+use inflight::model::{Operation, SessionId, Transcript};
+use inflight::state::{Policy, StateConfig};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Naive,
+    Skip,
+    Coalesce,
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// A native-protocol feed; without it, the harness serves its own.
+    #[arg(long)]
+    feed: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    sessions: usize,
+    #[arg(long, default_value_t = 200)]
+    count: u64,
+    /// Transcripts per second per session; 0 is unthrottled.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    #[arg(long, value_enum, default_value = "coalesce")]
+    policy: Mode,
+    /// Seconds per LLM call.
+    #[arg(long, default_value_t = 0.5)]
+    latency: f64,
+    /// LLM calls at once (high by default, like the seed, which has no cap).
+    #[arg(long, default_value_t = 1024)]
+    llm_concurrency: usize,
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn own_meetings(args: &Args) -> Vec<Meeting> {
+    let spacing = if args.rate > 0.0 {
+        1.0 / args.rate
+    } else {
+        0.0
+    };
+    (0..args.sessions)
+        .map(|i| {
+            let session = SessionId::parse(&format!("sess-{i:05}")).expect("valid id");
+            let lines = (1..=args.count)
+                .map(|seq| Transcript {
+                    session_id: session.clone(),
+                    seq: Some(seq),
+                    text: format!(
+                        "Point {seq}: the budget review moves the release and the hiring plan."
+                    ),
+                    speaker: Some(format!("spk{}", seq % 3)),
+                    start: Some(seq as f64 * spacing),
+                    end: Some(seq as f64 * spacing),
+                    is_final: true,
+                })
+                .collect();
+            Meeting { session, lines }
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let shutdown = CancellationToken::new();
+    let url = match &args.feed {
+        Some(url) => url.clone(),
+        None => {
+            let options = replay::ReplayOptions {
+                speed: if args.rate > 0.0 { 1.0 } else { 0.0 },
+                partials: false,
+                ..Default::default()
+            };
+            let addr = replay::start(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                own_meetings(&args),
+                options,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            format!("ws://{addr}/")
+        }
+    };
+    let latency = Duration::from_secs_f64(args.latency);
+    let report = match args.policy {
+        Mode::Naive => naive(&url, latency, args.llm_concurrency).await?,
+        Mode::Skip => engine_run(&url, latency, &args, Policy::Skip, &shutdown).await,
+        Mode::Coalesce => engine_run(&url, latency, &args, Policy::Coalesce, &shutdown).await,
+    };
+    let mut report = report;
+    report["peak_rss_mb"] = json!(peak_rss_mb().map(|m| (m * 10.0).round() / 10.0));
+    println!("{report}");
+    shutdown.cancel();
+    Ok(())
+}
+
+/// An LLM that takes `latency` and answers a fixed text: the harness
+/// measures scheduling, not text processing.
+struct Sleeper(Duration);
+
+impl Backend for Sleeper {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "sleeper".into(),
+            model: "fixed latency".into(),
+            simulated: true,
+            reachable: true,
+        }
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        _: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.0).await;
+            let text = match request.op {
+                Operation::Summary => "ok".to_string(),
+                Operation::MindMap => r#"{"root": {"label": "ok", "children": []}}"#.to_string(),
+            };
+            Ok(LlmResponse {
+                text,
+                model: "sleeper".into(),
+                completion_tokens: 1,
+            })
+        })
+    }
+}
+
+async fn engine_run(
+    url: &str,
+    latency: Duration,
+    args: &Args,
+    policy: Policy,
+    shutdown: &CancellationToken,
+) -> serde_json::Value {
+    let probe = ConcurrencyProbe::new(Arc::new(Sleeper(latency)));
+    let config = EngineConfig {
+        state: StateConfig {
+            policy: [policy; 2],
+            op_timeout: Duration::from_secs(600),
+        },
+        llm_concurrency: args.llm_concurrency,
+        ..Default::default()
+    };
+    let engine = Engine::new(config, probe.clone());
+    let options = client::FeedOptions {
+        retries: Some(0),
+        format: FeedFormat::Native,
+        ..Default::default()
+    };
+    let feed = client::spawn(engine.clone(), url.to_string(), options, shutdown.clone());
+
+    // Sample the queue while the feed streams and the runs drain.
+    let mut max_queued = 0u64;
+    let mut connected_at = None;
+    let mut sampler = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        sampler.tick().await;
+        let snapshot = engine.snapshot();
+        max_queued = max_queued.max(snapshot.totals.queued);
+        let state = snapshot.feeds.first().map(|f| f.state.clone());
+        if connected_at.is_none() && state == Some(FeedState::Connected) {
+            connected_at = Some(Instant::now());
+        }
+        if feed.is_finished() && engine.is_idle() {
+            break;
+        }
+    }
+    let snapshot = engine.snapshot();
+    let feed_view = &snapshot.feeds[0];
+    let first = connected_at.unwrap_or_else(Instant::now);
+    let ingest_s = feed_view
+        .last_message_at
+        .map_or(0.0, |t| t.saturating_duration_since(first).as_secs_f64());
+    let mut stale = 0;
+    let mut lags = Vec::new();
+    for row in &snapshot.sessions {
+        let result = engine.result(&row.id, Operation::Summary);
+        match result {
+            Some(r) if r.covered_generation >= row.transcripts => {
+                let detail = engine.session_detail(&row.id, 1);
+                if let Some(last) = detail.and_then(|d| d.content.recent.last().cloned()) {
+                    lags.push(
+                        r.finished_at
+                            .duration_since(last.received_at)
+                            .unwrap_or_default()
+                            .as_secs_f64(),
+                    );
+                }
+            }
+            _ => stale += 1,
+        }
+    }
+    report(
+        if policy == Policy::Skip {
+            "skip"
+        } else {
+            "coalesce"
+        },
+        snapshot.sessions.len(),
+        snapshot.totals.transcripts,
+        ingest_s,
+        probe.calls(),
+        snapshot.totals.skipped,
+        probe.max_overlap(),
+        max_queued,
+        stale,
+        &lags,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    policy: &str,
+    sessions: usize,
+    transcripts: u64,
+    ingest_s: f64,
+    calls: u64,
+    skipped: u64,
+    overlap: usize,
+    max_queued: u64,
+    stale: usize,
+    lags: &[f64],
+) -> serde_json::Value {
+    let max_lag = lags
+        .iter()
+        .copied()
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let mean_lag = (!lags.is_empty()).then(|| lags.iter().sum::<f64>() / lags.len() as f64);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    json!({
+        "policy": policy,
+        "sessions": sessions,
+        "transcripts": transcripts,
+        "ingest_seconds": round(ingest_s),
+        "transcripts_per_s": if ingest_s > 0.0 { Some((transcripts as f64 / ingest_s).round()) } else { None },
+        "llm_calls": calls,
+        "skipped": skipped,
+        "max_concurrent_per_session_op": overlap,
+        "max_queued": max_queued,
+        "stale_sessions": stale,
+        "max_fresh_lag_s": max_lag.map(round),
+        "mean_fresh_lag_s": mean_lag.map(round),
+    })
+}
+
+/// Every final transcript asks for both operations; every request runs,
+/// queued behind the permit cap. Nothing is skipped and nothing coalesced.
+async fn naive(url: &str, latency: Duration, cap: usize) -> Result<serde_json::Value, String> {
+    struct Session {
+        latest: u64,
+        latest_at: SystemTime,
+        covered: u64,
+        covered_at: Option<SystemTime>,
+    }
+    let sessions: Arc<Mutex<HashMap<SessionId, Session>>> = Arc::default();
+    let permits = Arc::new(Semaphore::new(cap));
+    let (queued, max_queued) = (Arc::new(AtomicI64::new(0)), Arc::new(AtomicI64::new(0)));
+    let probe = ConcurrencyProbe::new(Arc::new(Sleeper(latency)));
+    let mut tasks = Vec::new();
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut last_message = started;
+    let mut transcripts = 0u64;
+    while let Some(Ok(message)) = socket.next().await {
+        let Ok(text) = message.to_text() else {
+            continue;
+        };
+        last_message = Instant::now();
+        let Ok(FeedMessage::Transcript { transcript, .. }) = protocol::parse(text) else {
+            continue;
+        };
+        if !transcript.is_final {
+            continue;
+        }
+        transcripts += 1;
+        let session = transcript.session_id.clone();
+        let generation = {
+            let mut all = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = all.entry(session.clone()).or_insert(Session {
+                latest: 0,
+                latest_at: SystemTime::now(),
+                covered: 0,
+                covered_at: None,
+            });
+            entry.latest += 1;
+            entry.latest_at = SystemTime::now();
+            entry.latest
+        };
+        for op in Operation::ALL {
+            let (sessions, permits, queued, max_queued, probe, session) = (
+                sessions.clone(),
+                permits.clone(),
+                queued.clone(),
+                max_queued.clone(),
+                probe.clone(),
+                session.clone(),
+            );
+            let now_queued = queued.fetch_add(1, Ordering::SeqCst) + 1;
+            max_queued.fetch_max(now_queued, Ordering::SeqCst);
+            tasks.push(tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire().await else {
+                    return;
+                };
+                queued.fetch_sub(1, Ordering::SeqCst);
+                let request = LlmRequest {
+                    session: session.clone(),
+                    op,
+                    utterances: Vec::new(),
+                    previous_summary: None,
+                };
+                let _ = probe.generate(request, &Progress::default()).await;
+                if op == Operation::Summary {
+                    let mut all = sessions.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(s) = all.get_mut(&session)
+                        && generation >= s.covered
+                    {
+                        s.covered = generation;
+                        s.covered_at = Some(SystemTime::now());
+                    }
+                }
+            }));
+        }
+    }
+    let ingest_s = last_message.duration_since(started).as_secs_f64();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let all = sessions.lock().unwrap_or_else(|e| e.into_inner());
+    let stale = all.values().filter(|s| s.covered < s.latest).count();
+    let lags: Vec<f64> = all
+        .values()
+        .filter(|s| s.covered >= s.latest)
+        .filter_map(|s| {
+            s.covered_at
+                .and_then(|at| at.duration_since(s.latest_at).ok())
+        })
+        .map(|d| d.as_secs_f64())
+        .collect();
+    let overlap = probe.max_overlap();
+    Ok(report(
+        "naive",
+        all.len(),
+        transcripts,
+        ingest_s,
+        probe.calls(),
+        0,
+        overlap,
+        max_queued.load(Ordering::SeqCst).max(0) as u64,
+        stale,
+        &lags,
+    ))
+}
