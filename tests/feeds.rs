@@ -387,3 +387,85 @@ async fn statuses_and_results_go_back_up_the_feed() {
         "start and finish: {kinds:?}"
     );
 }
+
+/// A `wss://` feed with a self-signed certificate, trusted through
+/// `--feed-ca`, that only streams to clients sending the right header.
+#[tokio::test]
+async fn wss_feeds_with_a_private_ca_and_an_auth_header() {
+    inflight::net::install_crypto();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "inflight-tls-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let server_config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_auth, mut auth) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let check =
+            |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+             response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                let header = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let _ = seen_auth.send(header);
+                Ok(response)
+            };
+        let mut ws = tokio_tungstenite::accept_hdr_async(tls, check)
+            .await
+            .unwrap();
+        let _hello = ws.next().await;
+        let line = json!({"type": "transcript", "session_id": "secure-1", "seq": 1, "text": "Encrypted hello."});
+        ws.send(Message::text(line.to_string())).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+
+    let engine = engine(Vec::new());
+    let mut events = engine.subscribe();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let options = client::FeedOptions {
+        tls: Some(inflight::net::tls_client_config(Some(&ca)).unwrap()),
+        headers: vec![client::parse_header("Authorization: Bearer feed-secret").unwrap()],
+        ..quick_reconnects()
+    };
+    client::spawn(
+        engine.clone(),
+        format!("wss://localhost:{port}/live"),
+        options,
+        shutdown.clone(),
+    );
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), auth.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .as_deref(),
+        Some("Bearer feed-secret")
+    );
+    common::wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "the transcript over TLS",
+        || engine.generation(&sid("secure-1")) == 1,
+    )
+    .await;
+    assert!(inflight::net::tls_client_config(Some(&dir.join("missing.pem"))).is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Measures inflight against the seed's Python baseline, side by side, in one
+# run, in release builds, and prints the Markdown recorded in
+# docs/BENCHMARKS.md. Needs python3 with the `websockets` package and the
+# baseline scripts (seed_baseline.py, feed_server.py) in $BASELINES
+# (default: ../shared/baselines next to this repository).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASELINES=${BASELINES:-../shared/baselines}
+OUT=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
+
+python3 -c 'import websockets' 2>/dev/null || pip install --quiet websockets
+cargo build --release --quiet --example load
+LOAD=target/release/examples/load
+TIME=/usr/bin/time
+
+# A Python reference feed on $1 with the remaining arguments; waits until it listens.
+start_feed() {
+  local port=$1; shift
+  python3 "$BASELINES/feed_server.py" --port "$port" "$@" > "$OUT/feed-$port.log" 2>&1 &
+  for _ in $(seq 100); do grep -q listening "$OUT/feed-$port.log" 2>/dev/null && return; sleep 0.1; done
+  echo "feed on $port did not start" >&2; exit 1
+}
+
+# Runs a command, appending its JSON line plus "peak_rss_mb" (from time -f %M) to $1.
+measure() {
+  local into=$1; shift
+  "$TIME" -f '%M' -o "$OUT/rss" "$@" > "$OUT/line"
+  python3 - "$OUT/line" "$OUT/rss" >> "$into" <<'PY'
+import json, sys
+line = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+rss_kb = int(open(sys.argv[2]).read().split()[-1])
+line["peak_rss_mb"] = round(rss_kb / 1024, 1)
+print(json.dumps(line))
+PY
+}
+
+L=0.5
+echo "## Side by side: 50 sessions × 40 transcripts at 4/s each, LLM latency ${L}s" > "$OUT/report.md"
+start_feed 9311 --sessions 50 --count 40 --rate 4
+measure "$OUT/paced.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url ws://127.0.0.1:9311 --latency $L
+for policy in naive skip coalesce; do
+  measure "$OUT/paced.jsonl" "$LOAD" --feed ws://127.0.0.1:9311 --policy $policy --latency $L
+done
+
+# Unthrottled ingest, on two feeds: the Python reference feed, and inflight's
+# own replay server (which sends faster than Python can).
+start_feed 9312 --sessions 100 --count 1000 --rate 0
+measure "$OUT/ingest.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url ws://127.0.0.1:9312 --latency 0.05
+measure "$OUT/ingest.jsonl" "$LOAD" --feed ws://127.0.0.1:9312 --policy coalesce --latency 0.05
+mkdir -p "$OUT/meetings"
+python3 - "$OUT/meetings" <<'PY'
+import json, sys
+for i in range(100):
+    sid = f"sess-{i:04d}"
+    with open(f"{sys.argv[1]}/{sid}.jsonl", "w") as f:
+        for seq in range(1, 1001):
+            f.write(json.dumps({"type": "transcript", "session_id": sid, "seq": seq, "text": f"Point {seq}: the budget review moves the release and the hiring plan.", "speaker": f"spk{seq % 3}", "start": float(seq), "end": seq + 0.5}) + "\n")
+PY
+cargo build --release --quiet
+target/release/inflight feed --listen 127.0.0.1:9314 --dir "$OUT/meetings" --speed 0 > "$OUT/rust-feed.log" 2>&1 &
+for _ in $(seq 100); do grep -q listening "$OUT/rust-feed.log" 2>/dev/null && break; sleep 0.1; done
+measure "$OUT/own.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url ws://127.0.0.1:9314 --latency 0.05
+measure "$OUT/own.jsonl" "$LOAD" --feed ws://127.0.0.1:9314 --policy coalesce --latency 0.05
+
+start_feed 9313 --sessions 10000 --count 20 --rate 0
+measure "$OUT/memory.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url ws://127.0.0.1:9313 --latency 0.05
+measure "$OUT/memory.jsonl" "$LOAD" --feed ws://127.0.0.1:9313 --policy coalesce --latency 0.05
+
+python3 "$BASELINES/seed_baseline.py" micro --sessions 1000 --iterations 200000 > "$OUT/micro.json"
+cargo bench --quiet --bench state -- --warm-up-time 1 --measurement-time 4 > /dev/null 2>&1
+cargo bench --quiet --bench dashboard -- --warm-up-time 1 --measurement-time 4 > /dev/null 2>&1
+
+python3 - "$OUT" "$L" <<'PY'
+import glob, json, os, sys
+out, L = sys.argv[1], float(sys.argv[2])
+rows = lambda name: [json.loads(l) for l in open(os.path.join(out, name))]
+def fmt(v):
+    if v is None: return "–"
+    if isinstance(v, float): return f"{v:g}"
+    return str(v)
+
+def table(lines, cols):
+    print("| " + " | ".join(c for c, _ in cols) + " |")
+    print("|" + "---|" * len(cols))
+    for l in lines:
+        print("| " + " | ".join(fmt(get(l)) for _, get in cols) + " |")
+    print()
+
+name = lambda l: "seed (Python, skip)" if l.get("policy") == "seed-skip" else "inflight " + l["policy"]
+fresh = lambda l: l.get("max_fresh_lag_s")
+cols = [("run", name), ("transcripts/s", lambda l: l.get("transcripts_per_s")), ("LLM calls", lambda l: l.get("llm_calls")),
+        ("skipped", lambda l: l.get("skipped")), ("max runs of one (session, op) at once", lambda l: l.get("max_concurrent_per_session_op", 1 if l.get("policy") == "seed-skip" else None)),
+        ("most queued at once", lambda l: l.get("max_queued")), ("stale sessions", lambda l: l.get("stale_sessions")),
+        ("freshness lag max (s)", fresh), ("peak RSS (MB)", lambda l: l.get("peak_rss_mb"))]
+
+paced = rows("paced.jsonl")
+print(f"### Side by side on one feed: 50 sessions × 40 transcripts at 4/s each, LLM latency {L} s\n")
+table(paced, cols)
+print("### Ingest, unthrottled: 100 sessions × 1 000 transcripts, LLM latency 0.05 s\n")
+print("On the Python reference feed:\n")
+table(rows("ingest.jsonl"), cols[:3] + cols[6:])
+print("On `inflight feed` (Rust), which sends faster than the Python feed:\n")
+table(rows("own.jsonl"), cols[:3] + cols[6:])
+print("### Memory: 10 000 sessions × 20 transcripts, unthrottled, LLM latency 0.05 s\n")
+table(rows("memory.jsonl"), [cols[0], cols[1], cols[6], cols[8]])
+
+def est(path):
+    return json.load(open(path))["mean"]["point_estimate"]  # nanoseconds
+crit = "target/criterion"
+one = est(f"{crit}/admission/try_start+finish, 1 thread/new/estimates.json")
+two = est(f"{crit}/admission/try_start+finish, 2 threads/new/estimates.json")
+floor = est(f"{crit}/admission/bare Mutex_HashMap_ insert+remove/new/estimates.json")
+micro = json.load(open(os.path.join(out, "micro.json")))
+py_ns = 1e9 / micro["pairs_per_s"]
+print("### Admission micro-benchmark: 1 000 sessions\n")
+print("| run | ns per try_start + finish | pairs/s | vs Python seed | vs bare Mutex<HashMap> |")
+print("|---|---|---|---|---|")
+print(f"| seed (Python) start_processing + stop_processing | {py_ns:.0f} | {micro['pairs_per_s']:,} | 1× | – |")
+for label, ns in [("inflight, 1 thread", one), ("inflight, 2 threads", two), ("bare Mutex<HashMap> insert + remove", floor)]:
+    print(f"| {label} | {ns:.0f} | {1e9/ns:,.0f} | {py_ns/ns:.1f}× | {floor/ns*100:.0f} % |")
+print()
+print("### Dashboard at 10 000 sessions\n")
+print("| step | time per frame |")
+print("|---|---|")
+for path in sorted(glob.glob(f"{crit}/*/new/estimates.json")):
+    bench = path.split("/")[-3]
+    if "10k" in bench:
+        print(f"| {bench} | {est(path)/1e6:.2f} ms |")
+print()
+print("### Raw results\n")
+print("```")
+for f in ["paced.jsonl", "ingest.jsonl", "own.jsonl", "memory.jsonl", "micro.json"]:
+    print(open(os.path.join(out, f)).read().strip())
+print("```")
+PY
