@@ -391,6 +391,8 @@ async fn statuses_and_results_go_back_up_the_feed() {
 /// A `wss://` feed with a self-signed certificate, trusted through
 /// `--feed-ca`, that only streams to clients sending the right header.
 #[tokio::test]
+// The handshake callback's error type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
 async fn wss_feeds_with_a_private_ca_and_an_auth_header() {
     inflight::net::install_crypto();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
