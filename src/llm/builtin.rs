@@ -131,10 +131,15 @@ fn frequencies(utterances: &[Utterance]) -> HashMap<String, usize> {
     freq
 }
 
-/// Words ranked by frequency, ties broken alphabetically (deterministic).
+/// Words ranked by frequency; ties go to the longer word (usually the more
+/// specific one), then alphabetically, so the order is deterministic.
 fn ranked(freq: &HashMap<String, usize>) -> Vec<(&str, usize)> {
     let mut ranked: Vec<(&str, usize)> = freq.iter().map(|(w, n)| (w.as_str(), *n)).collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(b.0.chars().count().cmp(&a.0.chars().count()))
+            .then(a.0.cmp(b.0))
+    });
     ranked
 }
 
@@ -193,6 +198,7 @@ pub fn mind_map(utterances: &[Utterance]) -> MindMap {
     let mut used: HashSet<&str> = HashSet::from([*topic]);
     let branches: Vec<&str> = ranked.iter().skip(1).take(5).map(|(w, _)| *w).collect();
     used.extend(branches.iter().copied());
+    let mut placed: HashSet<String> = HashSet::new();
     let children = branches
         .into_iter()
         .map(|branch| {
@@ -206,13 +212,16 @@ pub fn mind_map(utterances: &[Utterance]) -> MindMap {
             }
             let mut near: Vec<(&str, usize)> = near.into_iter().collect();
             near.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            // Each word appears once in the tree, under the first branch it fits.
+            let children = near
+                .into_iter()
+                .filter(|(w, _)| placed.insert(w.to_string()))
+                .take(3)
+                .map(|(w, _)| MindMapNode::leaf(w))
+                .collect();
             MindMapNode {
                 label: branch.to_string(),
-                children: near
-                    .into_iter()
-                    .take(3)
-                    .map(|(w, _)| MindMapNode::leaf(w))
-                    .collect(),
+                children,
             }
         })
         .collect();
@@ -271,6 +280,18 @@ mod tests {
         let json = serde_json::to_string(&map).unwrap();
         assert_eq!(super::super::mind_map::parse_lenient(&json).unwrap(), map);
         assert_eq!(mind_map(&[]).root.children.len(), 0);
+        let mut labels = Vec::new();
+        fn collect(node: &MindMapNode, out: &mut Vec<String>) {
+            out.push(node.label.clone());
+            node.children.iter().for_each(|c| collect(c, out));
+        }
+        collect(&map.root, &mut labels);
+        let unique: HashSet<&String> = labels.iter().collect();
+        assert_eq!(
+            unique.len(),
+            labels.len(),
+            "no word twice in the tree: {labels:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -194,7 +194,7 @@ fn draw_runs(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
         ])
         .areas(*half);
         let summary = format!(
-            "{} · {} runs · {} ok · {} skipped · mean {} · p95 {}",
+            "{}: {} runs, {} ok, {} skipped · mean {} p95 {}",
             op.label(),
             stats.runs,
             stats.ok,
