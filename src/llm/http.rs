@@ -116,6 +116,42 @@ async fn read_error_body(response: Response) -> String {
     message.chars().take(300).collect()
 }
 
+/// The model names a server lists: `answer[list][*][field]` of the JSON
+/// answer to `request`. Errors name the server as `who` at `base`.
+pub async fn model_names(
+    request: reqwest::RequestBuilder,
+    (who, base): (&str, &str),
+    list: &str,
+    field: &str,
+) -> Result<Vec<String>, String> {
+    let server = format!("{who} at {base}");
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{who} is not reachable at {base}: {}", error_chain(&e)))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "{server} answered {} to the model list",
+            response.status()
+        ));
+    }
+    let answer: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| format!("{server} sent an unreadable model list: {e}"))?;
+    Ok(answer
+        .get(list)
+        .and_then(serde_json::Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|m| m.get(field).and_then(serde_json::Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// The error and its causes, `: `-joined (reqwest hides the useful part).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();

@@ -134,45 +134,24 @@ impl Backend for OllamaBackend {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let url = http::join(&self.base, "/api/tags");
-            let result = async {
-                let response = self.client.get(&url).send().await.map_err(|e| {
-                    format!(
-                        "Ollama is not reachable at {}: {}",
-                        self.base,
-                        http::error_chain(&e)
-                    )
-                })?;
-                let tags: Value = response.json().await.map_err(|e| {
-                    format!("Ollama at {} sent an unreadable model list: {e}", self.base)
-                })?;
-                let names: Vec<&str> = tags
-                    .get("models")
-                    .and_then(Value::as_array)
-                    .map(|models| {
-                        models
-                            .iter()
-                            .filter_map(|m| m.get("name").and_then(Value::as_str))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if names.contains(&self.model.as_str()) {
-                    Ok(())
-                } else {
+            let server = format!("Ollama at {}", self.base);
+            let request = self.client.get(http::join(&self.base, "/api/tags"));
+            let result = http::model_names(request, ("Ollama", &self.base), "models", "name")
+                .await
+                .and_then(|names| {
+                    if names.contains(&self.model) {
+                        return Ok(());
+                    }
+                    let have = if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    };
                     Err(format!(
-                        "Ollama at {} has no model {} (it has: {}); run `ollama pull {}`",
-                        self.base,
-                        self.model,
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        },
-                        self.model
+                        "{server} has no model {} (it has: {have}); run `ollama pull {}`",
+                        self.model, self.model
                     ))
-                }
-            }
-            .await;
+                });
             self.reachable.store(result.is_ok(), Ordering::Relaxed);
             result
         })

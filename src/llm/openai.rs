@@ -176,48 +176,21 @@ impl Backend for OpenAiBackend {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let url = http::join(&self.base, "/v1/models");
-            let result = async {
-                let response = self
-                    .request(self.client.get(&url))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "the server is not reachable at {}: {}",
-                            self.base,
-                            http::error_chain(&e)
-                        )
-                    })?;
-                if !response.status().is_success() {
-                    return Err(format!("{url} answered {}", response.status()));
-                }
-                let models: Value = response
-                    .json()
-                    .await
-                    .map_err(|e| format!("{url} sent an unreadable model list: {e}"))?;
-                let ids: Vec<&str> = models
-                    .get("data")
-                    .and_then(Value::as_array)
-                    .map(|data| {
-                        data.iter()
-                            .filter_map(|m| m.get("id").and_then(Value::as_str))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if ids.is_empty() || ids.contains(&self.model.as_str()) {
+            let server = format!("the server at {}", self.base);
+            let request = self.request(self.client.get(http::join(&self.base, "/v1/models")));
+            let result = http::model_names(request, ("the server", &self.base), "data", "id")
+                .await
+                .and_then(|ids| {
                     // Some servers list nothing and serve whatever they loaded.
-                    Ok(())
-                } else {
+                    if ids.is_empty() || ids.contains(&self.model) {
+                        return Ok(());
+                    }
                     Err(format!(
-                        "{} does not serve model {} (it serves: {})",
-                        self.base,
+                        "{server} does not serve model {} (it serves: {})",
                         self.model,
                         ids.join(", ")
                     ))
-                }
-            }
-            .await;
+                });
             self.reachable.store(result.is_ok(), Ordering::Relaxed);
             result
         })
