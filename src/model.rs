@@ -46,6 +46,13 @@ impl std::error::Error for SessionIdError {}
 
 impl SessionId {
     /// Validates `raw` and wraps it.
+    ///
+    /// ```
+    /// use inflight::model::{SessionId, SessionIdError};
+    ///
+    /// assert_eq!(SessionId::parse("sess-0001").unwrap().as_str(), "sess-0001");
+    /// assert_eq!(SessionId::parse("a b"), Err(SessionIdError::BadCharacter(' ')));
+    /// ```
     pub fn parse(raw: &str) -> Result<Self, SessionIdError> {
         if raw.is_empty() {
             return Err(SessionIdError::Empty);

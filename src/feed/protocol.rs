@@ -88,6 +88,15 @@ struct Frame {
 }
 
 /// Parses one native text frame.
+///
+/// ```
+/// use inflight::feed::protocol::{parse, FeedMessage};
+///
+/// let frame = r#"{"type": "transcript", "session_id": "s-1", "seq": 3, "text": "We ship on Friday."}"#;
+/// let Ok(FeedMessage::Transcript { transcript, .. }) = parse(frame) else { panic!() };
+/// assert!(transcript.is_final, "final defaults to true");
+/// assert!(parse(r#"{"type": "weather"}"#).is_err());
+/// ```
 pub fn parse(frame: &str) -> Result<FeedMessage, FrameError> {
     let frame: Frame =
         serde_json::from_str(frame).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
