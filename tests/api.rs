@@ -459,3 +459,39 @@ async fn metrics_parse_and_equal_the_engines_counters() {
     );
     assert_eq!(value("inflight_llm_permits", ""), 4.0);
 }
+
+#[tokio::test]
+async fn feeds_report_their_state_and_bad_frames_by_kind() {
+    let s = server(Policy::Coalesce, None).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    // Nothing listens on port 9 of loopback: the feed keeps retrying.
+    let mut events = s.engine.subscribe();
+    inflight::feed::client::spawn(
+        s.engine.clone(),
+        "ws://127.0.0.1:9/".into(),
+        Default::default(),
+        shutdown,
+    );
+    common::next_matching(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, inflight::events::Event::FeedDisconnected { .. }).then_some(())
+    })
+    .await;
+    let feeds: Value = http()
+        .get(format!("{}/api/feeds", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let feed = &feeds["feeds"][0];
+    assert_eq!(feed["url"], "ws://127.0.0.1:9/");
+    assert!(
+        ["connecting", "backing off"].contains(&feed["state"].as_str().unwrap()),
+        "{feed}"
+    );
+    assert_eq!(feed["connects"], 0);
+    assert_eq!(feed["bad_frames"]["invalid_json"], 0);
+    assert_eq!(feed["bad_frames"].as_object().unwrap().len(), 7);
+}

@@ -462,3 +462,17 @@ fn control_characters_never_reach_the_screen() {
     assert!(text.contains("evil line"));
     assert!(!text.contains('\u{1b}'));
 }
+
+#[test]
+fn the_feeds_overlay_shows_each_feed() {
+    let mut app = app(true);
+    app.handle_key(Key::Char('f'));
+    assert!(app.feeds);
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(text.contains("#0 ws://127.0.0.1:9100/a"), "{text}");
+    assert!(text.contains("● connected"));
+    assert!(text.contains("◷ connecting"));
+    assert!(text.contains("100 messages · 90 transcripts"));
+    app.handle_key(Key::Esc);
+    assert!(!app.feeds);
+}

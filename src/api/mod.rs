@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /api/llm/processing-status/{id}` | the seed's status JSON |
 //! | `GET /api/sessions`, `GET /api/sessions/{id}` | sessions with per-op statistics; one in full |
+//! | `GET /api/feeds` | each feed's state and counters, bad frames by kind |
 //! | `POST /api/sessions/{id}/operations/{op}` | 202 started / pending, 409 skipped |
 //! | `DELETE /api/sessions/{id}/operations/{op}` | 200 cancelled, 404 when nothing runs |
 //! | `GET /ws?session=ID` | `processing_status`, `summary_update`, `mind_map_update` envelopes |
@@ -81,6 +82,7 @@ pub fn router(engine: Engine, token: Option<String>) -> Router {
             get(processing_status),
         )
         .route("/api/sessions", get(list_sessions))
+        .route("/api/feeds", get(list_feeds))
         .route("/api/sessions/{session_id}", get(session_detail))
         .route(
             "/api/sessions/{session_id}/operations/{op}",
@@ -222,6 +224,35 @@ async fn list_sessions(State(state): State<ApiState>) -> Response {
             .collect(),
     })
     .into_response()
+}
+
+async fn list_feeds(State(state): State<ApiState>) -> Response {
+    let now = Instant::now();
+    let feeds: Vec<serde_json::Value> = state
+        .engine
+        .feeds()
+        .statuses()
+        .iter()
+        .map(|feed| {
+            let view = feed.view();
+            let bad: serde_json::Map<String, serde_json::Value> = crate::engine::feeds::BadFrame::ALL
+                .iter()
+                .map(|kind| (kind.as_str().to_string(), feed.bad(*kind).into()))
+                .collect();
+            json!({
+                "feed": view.index,
+                "url": view.url,
+                "state": view.state.word(),
+                "messages": view.messages,
+                "transcripts": view.transcripts,
+                "duplicates": view.duplicates,
+                "connects": view.connects,
+                "last_message_age_seconds": view.last_message_at.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+                "bad_frames": bad,
+            })
+        })
+        .collect();
+    axum::Json(json!({"feeds": feeds})).into_response()
 }
 
 async fn session_detail(

@@ -158,6 +158,8 @@ pub struct App {
     pub input: Option<Input>,
     pub screen: Screen,
     pub help: bool,
+    /// The feeds overlay is up.
+    pub feeds: bool,
     pub paused: bool,
     pub message: Option<Message>,
     pub log: LogPane,
@@ -183,6 +185,7 @@ impl App {
             input: None,
             screen: Screen::Table,
             help: false,
+            feeds: false,
             paused: false,
             message: None,
             log: LogPane::default(),
@@ -332,9 +335,13 @@ impl App {
             self.edit_input(key);
             return Vec::new();
         }
-        if self.help {
-            if matches!(key, Key::Esc | Key::Char('?') | Key::Char('q') | Key::Enter) {
+        if self.help || self.feeds {
+            if matches!(
+                key,
+                Key::Esc | Key::Char('?') | Key::Char('f') | Key::Char('q') | Key::Enter
+            ) {
                 self.help = false;
+                self.feeds = false;
             }
             return Vec::new();
         }
@@ -353,6 +360,7 @@ impl App {
                 return vec![Command::Quit];
             }
             Action::Help => self.help = true,
+            Action::Feeds => self.feeds = true,
             Action::Up if in_log => self.scroll_log_up(1),
             Action::Down if in_log => self.scroll_log_down(1),
             Action::PageUp if in_log => self.scroll_log_up(page),

@@ -34,6 +34,7 @@ pub enum Action {
     LogLevel,
     LogScope,
     Freeze,
+    Feeds,
     Help,
     Quit,
 }
@@ -276,6 +277,14 @@ pub const BINDINGS: &[Binding] = &[
         hint: "freeze",
         in_bar: true,
         contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Char('f')],
+        label: "f",
+        action: Action::Feeds,
+        hint: "feeds",
+        in_bar: false,
+        contexts: SESSION,
     },
 ];
 

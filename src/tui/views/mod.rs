@@ -3,6 +3,7 @@
 //! a frozen display stays still and tests are deterministic.
 
 mod detail;
+mod feeds;
 mod footer;
 mod header;
 mod help;
@@ -37,6 +38,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
     footer::draw(frame, bottom, app);
     if app.help {
         help::draw(frame, area, app);
+    } else if app.feeds {
+        feeds::draw(frame, area, app);
     }
 }
 

@@ -1,0 +1,76 @@
+//! The feeds overlay (`f`): every feed's connection state and counters.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+
+use crate::engine::FeedState;
+use crate::tui::app::App;
+use crate::tui::format;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let now = app.snapshot.taken_at;
+    let mut lines = Vec::new();
+    if app.snapshot.feeds.is_empty() {
+        lines.push(Line::styled("no feeds", t.dim()));
+    }
+    for feed in &app.snapshot.feeds {
+        let (state, style) = match &feed.state {
+            FeedState::Connected => ("● connected".to_string(), t.ok()),
+            FeedState::Connecting => ("◷ connecting".to_string(), t.queued()),
+            FeedState::BackingOff { until, attempt } => (
+                format!(
+                    "◷ retry {attempt} in {}",
+                    format::duration(until.saturating_duration_since(now))
+                ),
+                t.warning(),
+            ),
+            FeedState::Closed { reason } => (format!("✗ closed: {reason}"), t.error()),
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("#{} ", feed.index), t.key()),
+            Span::raw(format::fit(&feed.url, 60)),
+        ]));
+        lines.push(Line::from(vec![
+            Span::raw("   "),
+            Span::styled(state, style),
+        ]));
+        let age = feed.last_message_at.map_or("-".to_string(), |at| {
+            format::age(now.saturating_duration_since(at))
+        });
+        let bad_style = if feed.bad_frames > 0 {
+            t.warning()
+        } else {
+            t.dim()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!(
+                    "   {} messages · {} transcripts · {} replays dropped · {} connects · last {age} ago · ",
+                    format::count(feed.messages),
+                    format::count(feed.transcripts),
+                    format::count(feed.duplicates),
+                    feed.connects,
+                ),
+                t.dim(),
+            ),
+            Span::styled(format!("{} bad frames", format::count(feed.bad_frames)), bad_style),
+        ]));
+    }
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let width = 100.min(area.width);
+    let [vertical] = Layout::vertical([Constraint::Length(height)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [popup] = Layout::horizontal([Constraint::Length(width)])
+        .flex(Flex::Center)
+        .areas(vertical);
+    frame.render_widget(Clear, popup);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(Span::styled(" Feeds · Esc or f closes ", t.title()))
+        .border_style(t.focused_border());
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
