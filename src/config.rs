@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The same engine without the dashboard, logging to stdout.
-    Serve,
+    Serve(Box<EngineArgs>),
     /// A replay feed server that plays recorded meetings (demo, tests).
     Feed(FeedArgs),
     /// Print processing statuses from a running inflight's API.
@@ -112,58 +112,45 @@ pub struct EngineArgs {
         long = "feed",
         value_name = "URL",
         env = "INFLIGHT_FEED",
-        value_delimiter = ',',
-        global = true
+        value_delimiter = ','
     )]
     pub feeds: Vec<String>,
 
     /// The feeds' message format; `auto` detects it from the first message.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "auto",
-        env = "INFLIGHT_FEED_FORMAT",
-        global = true
-    )]
+    #[arg(long, value_enum, default_value = "auto", env = "INFLIGHT_FEED_FORMAT")]
     pub feed_format: crate::feed::adapters::FeedFormat,
 
     /// An extra header sent when connecting to feeds ('Name: value'); repeat for several.
-    #[arg(long = "feed-header", value_name = "HEADER", value_parser = crate::feed::client::parse_header, global = true)]
+    #[arg(long = "feed-header", value_name = "HEADER", value_parser = crate::feed::client::parse_header)]
     pub feed_headers: Vec<(String, String)>,
 
     /// A PEM file of CA certificates to trust for wss:// feeds, beside the system's.
-    #[arg(long, value_name = "FILE", env = "INFLIGHT_FEED_CA", global = true)]
+    #[arg(long, value_name = "FILE", env = "INFLIGHT_FEED_CA")]
     pub feed_ca: Option<PathBuf>,
 
     /// Do not send processing_status messages up the feeds' sockets.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_upstream_status: bool,
 
     /// Also send summary_update and mind_map_update up the feeds' sockets.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub upstream_results: bool,
 
     /// Give a feed up after this many failed connection attempts in a row (default: never).
-    #[arg(long, value_name = "N", env = "INFLIGHT_FEED_RETRIES", global = true)]
+    #[arg(long, value_name = "N", env = "INFLIGHT_FEED_RETRIES")]
     pub feed_retries: Option<u32>,
 
     /// The LLM backend.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "builtin",
-        env = "INFLIGHT_LLM",
-        global = true
-    )]
+    #[arg(long, value_enum, default_value = "builtin", env = "INFLIGHT_LLM")]
     pub llm: LlmKind,
 
     /// The model to ask (ollama, openai); an Ollama name without a tag means `:latest`.
-    #[arg(long, value_name = "NAME", env = "INFLIGHT_MODEL", global = true)]
+    #[arg(long, value_name = "NAME", env = "INFLIGHT_MODEL")]
     pub model: Option<String>,
 
     /// The LLM server's base URL (ollama default http://127.0.0.1:11434;
     /// for openai, with or without a trailing /v1).
-    #[arg(long, value_name = "URL", env = "INFLIGHT_LLM_URL", global = true)]
+    #[arg(long, value_name = "URL", env = "INFLIGHT_LLM_URL")]
     pub llm_url: Option<String>,
 
     /// The environment variable holding the API key of an OpenAI-compatible server.
@@ -171,41 +158,29 @@ pub struct EngineArgs {
         long,
         value_name = "VAR",
         default_value = "OPENAI_API_KEY",
-        env = "INFLIGHT_LLM_API_KEY_ENV",
-        global = true
+        env = "INFLIGHT_LLM_API_KEY_ENV"
     )]
     pub llm_api_key_env: String,
 
     /// A TOML config file (prompt templates).
-    #[arg(long, value_name = "FILE", env = "INFLIGHT_CONFIG", global = true)]
+    #[arg(long, value_name = "FILE", env = "INFLIGHT_CONFIG")]
     pub config: Option<PathBuf>,
 
     /// Latency of the builtin backend, fixed (`200ms`) or a range (`2s..6s`).
     /// Default: 2s..6s on the embedded demo, none otherwise.
-    #[arg(
-        long,
-        value_name = "RANGE",
-        env = "INFLIGHT_SIMULATE_LATENCY",
-        global = true
-    )]
+    #[arg(long, value_name = "RANGE", env = "INFLIGHT_SIMULATE_LATENCY")]
     pub simulate_latency: Option<LatencyRange>,
 
     /// What a request does when its operation is already running for the session.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "coalesce",
-        env = "INFLIGHT_ON_BUSY",
-        global = true
-    )]
+    #[arg(long, value_enum, default_value = "coalesce", env = "INFLIGHT_ON_BUSY")]
     pub on_busy: Policy,
 
     /// Give a run up as timed out after this long (e.g. 300s, 2m).
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, env = "INFLIGHT_OP_TIMEOUT", global = true)]
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, env = "INFLIGHT_OP_TIMEOUT")]
     pub op_timeout: Duration,
 
     /// Most LLM calls at once, across all sessions.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024), env = "INFLIGHT_LLM_CONCURRENCY", global = true)]
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024), env = "INFLIGHT_LLM_CONCURRENCY")]
     pub llm_concurrency: u32,
 
     /// How summaries read the transcript.
@@ -213,18 +188,17 @@ pub struct EngineArgs {
         long,
         value_enum,
         default_value = "incremental",
-        env = "INFLIGHT_SUMMARY_MODE",
-        global = true
+        env = "INFLIGHT_SUMMARY_MODE"
     )]
     pub summary_mode: SummaryMode,
 
     /// Operations each new final transcript requests (comma-separated).
-    #[arg(long, value_name = "OPS", value_delimiter = ',', default_value = "summary,mind_map", value_parser = parse_operation, env = "INFLIGHT_OPS", global = true)]
+    #[arg(long, value_name = "OPS", value_delimiter = ',', default_value = "summary,mind_map", value_parser = parse_operation, env = "INFLIGHT_OPS")]
     pub ops: Vec<Operation>,
 
     /// Serve the HTTP API on this address (the dashboard: off unless given;
     /// `serve`: 127.0.0.1:8787 unless given).
-    #[arg(long = "api", value_name = "ADDR", env = "INFLIGHT_API", global = true)]
+    #[arg(long = "api", value_name = "ADDR", env = "INFLIGHT_API")]
     pub api: Option<SocketAddr>,
 
     /// Bearer token the API requires (needed for a non-loopback address).
@@ -232,8 +206,7 @@ pub struct EngineArgs {
         long,
         value_name = "TOKEN",
         env = "INFLIGHT_API_TOKEN",
-        hide_env_values = true,
-        global = true
+        hide_env_values = true
     )]
     pub api_token: Option<String>,
 
@@ -242,8 +215,7 @@ pub struct EngineArgs {
         long,
         value_name = "FACTOR",
         default_value_t = 1.0,
-        env = "INFLIGHT_DEMO_SPEED",
-        global = true
+        env = "INFLIGHT_DEMO_SPEED"
     )]
     pub demo_speed: f64,
 }
@@ -359,5 +331,66 @@ impl EngineArgs {
             incremental_summaries: self.summary_mode == SummaryMode::Incremental,
             automatic_ops: self.ops.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Catches clashing flag names between commands, among other mistakes.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_and_the_dashboard_take_the_same_engine_flags() {
+        let cli = Cli::try_parse_from([
+            "inflight",
+            "serve",
+            "--feed",
+            "ws://a/",
+            "--on-busy",
+            "skip",
+            "--op-timeout",
+            "2m",
+        ])
+        .unwrap();
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.feeds, ["ws://a/"]);
+        assert_eq!(args.engine_config().state.policy[0], Policy::Skip);
+        assert_eq!(args.op_timeout, Duration::from_secs(120));
+        let cli = Cli::try_parse_from(["inflight", "--feed", "ws://b/", "--llm-concurrency", "2"])
+            .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.engine.engine_config().llm_concurrency, 2);
+        assert!(Cli::try_parse_from(["inflight", "--llm-concurrency", "0"]).is_err());
+        assert!(Cli::try_parse_from(["inflight", "--simulate-latency", "6s..2s"]).is_err());
+        let cli =
+            Cli::try_parse_from(["inflight", "status", "s-1", "--api", "http://h:1", "--json"])
+                .unwrap();
+        let Some(Command::Status(status)) = cli.command else {
+            panic!("status")
+        };
+        assert_eq!(
+            (
+                status.session.as_deref(),
+                status.api_url.as_str(),
+                status.json
+            ),
+            (Some("s-1"), "http://h:1", true)
+        );
+    }
+
+    #[test]
+    fn remote_models_need_a_model_name() {
+        let cli = Cli::try_parse_from(["inflight", "--llm", "ollama"]).unwrap();
+        assert!(cli.engine.backend().err().unwrap().contains("--model"));
+        let cli = Cli::try_parse_from(["inflight", "--llm", "openai", "--model", "m"]).unwrap();
+        assert!(cli.engine.backend().err().unwrap().contains("--llm-url"));
     }
 }

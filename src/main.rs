@@ -44,7 +44,7 @@ fn main() -> ExitCode {
                 print!("{text}");
                 Ok(())
             }
-            Some(Command::Serve) => run_headless(cli.engine).await,
+            Some(Command::Serve(engine)) => run_headless(*engine).await,
             None => run_dashboard(cli.engine, cli.no_color).await,
         }
     });

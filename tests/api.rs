@@ -495,3 +495,52 @@ async fn feeds_report_their_state_and_bad_frames_by_kind() {
     assert_eq!(feed["bad_frames"]["invalid_json"], 0);
     assert_eq!(feed["bad_frames"].as_object().unwrap().len(), 7);
 }
+
+/// `inflight status`, the real binary, against a running API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_command_prints_sessions_and_one_status() {
+    let s = server(Policy::Coalesce, Some("tok")).await;
+    s.engine.request(&sid("standup"), Operation::Summary);
+    // The API keeps serving on the runtime's workers while this thread waits.
+    let run = |args: &[&str], token: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_inflight"))
+            .arg("status")
+            .args(args)
+            .args(["--api", &s.base, "--api-token", token])
+            .output()
+            .expect("the binary runs");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (
+            output.status.success(),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    };
+    let (ok, table, error) = run(&[], "tok");
+    assert!(ok, "{error}");
+    assert!(table.starts_with("SESSION"), "{table}");
+    assert!(
+        table.contains("standup") && table.contains("running"),
+        "{table}"
+    );
+
+    let (ok, line, _) = run(&["standup"], "tok");
+    assert!(ok);
+    assert!(
+        line.starts_with("standup: summary processing for "),
+        "{line}"
+    );
+    assert!(line.contains("mind map idle"), "{line}");
+
+    let (ok, json, _) = run(&["standup", "--json"], "tok");
+    assert!(ok);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["summary_processing"], true);
+
+    let (ok, _, error) = run(&[], "wrong");
+    assert!(!ok, "a wrong token fails");
+    assert!(
+        error.contains("401") && error.contains("bearer token"),
+        "{error}"
+    );
+}

@@ -471,3 +471,60 @@ async fn wss_feeds_with_a_private_ca_and_an_auth_header() {
     assert!(inflight::net::tls_client_config(Some(&dir.join("missing.pem"))).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_server_that_cuts_every_25_frames_is_resumed_without_loss() {
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let meetings: Vec<Meeting> = (0..4)
+        .map(|i| {
+            let name = format!("cut-{i}");
+            Meeting {
+                session: sid(&name),
+                lines: (1..=50)
+                    .map(|seq| final_line(&name, seq, &format!("line {seq}")))
+                    .collect(),
+            }
+        })
+        .collect();
+    let options = replay::ReplayOptions {
+        speed: 0.0,
+        drop_every: Some(25),
+        ..Default::default()
+    };
+    let addr = replay::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        meetings,
+        options,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let engine = engine(Vec::new());
+    let mut events = engine.subscribe();
+    client::spawn(
+        engine.clone(),
+        format!("ws://{addr}/"),
+        quick_reconnects(),
+        shutdown.clone(),
+    );
+    let sessions: Vec<_> = (0..4).map(|i| sid(&format!("cut-{i}"))).collect();
+    common::wait_until(
+        &mut events,
+        Duration::from_secs(30),
+        "every line through the cuts",
+        || {
+            sessions.iter().all(|s| {
+                engine.generation(s) == 50 && engine.snapshot().sessions.iter().all(|r| r.ended)
+            })
+        },
+    )
+    .await;
+    let feed = &engine.feeds().views()[0];
+    assert!(
+        feed.connects >= 8,
+        "200 lines in cuts of 25: {} connects",
+        feed.connects
+    );
+    assert_eq!(feed.transcripts, 200, "each line taken once");
+}
