@@ -68,6 +68,21 @@ fn meeting_dir(n: usize, lines: u64) -> PathBuf {
     dir
 }
 
+/// `count` meetings `{prefix}-0` …, each of `lines` final lines "line N".
+fn numbered_meetings(prefix: &str, count: usize, lines: u64) -> Vec<Meeting> {
+    (0..count)
+        .map(|i| {
+            let name = format!("{prefix}-{i}");
+            Meeting {
+                session: sid(&name),
+                lines: (1..=lines)
+                    .map(|seq| final_line(&name, seq, &format!("line {seq}")))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -236,17 +251,7 @@ async fn garbage_server() -> SocketAddr {
 async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let meetings: Vec<Meeting> = (0..3)
-        .map(|i| {
-            let name = format!("good-{i}");
-            Meeting {
-                session: sid(&name),
-                lines: (1..=30)
-                    .map(|seq| final_line(&name, seq, &format!("good line {seq}")))
-                    .collect(),
-            }
-        })
-        .collect();
+    let meetings = numbered_meetings("good", 3, 30);
     let good = replay::start(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         meetings,
@@ -476,17 +481,7 @@ async fn wss_feeds_with_a_private_ca_and_an_auth_header() {
 async fn a_replay_server_that_cuts_every_25_frames_is_resumed_without_loss() {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let meetings: Vec<Meeting> = (0..4)
-        .map(|i| {
-            let name = format!("cut-{i}");
-            Meeting {
-                session: sid(&name),
-                lines: (1..=50)
-                    .map(|seq| final_line(&name, seq, &format!("line {seq}")))
-                    .collect(),
-            }
-        })
-        .collect();
+    let meetings = numbered_meetings("cut", 4, 50);
     let options = replay::ReplayOptions {
         speed: 0.0,
         drop_every: Some(25),

@@ -1,9 +1,8 @@
 //! The feeds overlay (`f`): every feed's connection state and counters.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use crate::engine::FeedState;
 use crate::tui::app::App;
@@ -59,18 +58,5 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Span::styled(format!("{} bad frames", format::count(feed.bad_frames)), bad_style),
         ]));
     }
-    let height = (lines.len() as u16 + 2).min(area.height);
-    let width = 100.min(area.width);
-    let [vertical] = Layout::vertical([Constraint::Length(height)])
-        .flex(Flex::Center)
-        .areas(area);
-    let [popup] = Layout::horizontal([Constraint::Length(width)])
-        .flex(Flex::Center)
-        .areas(vertical);
-    frame.render_widget(Clear, popup);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Span::styled(" Feeds · Esc or f closes ", t.title()))
-        .border_style(t.focused_border());
-    frame.render_widget(Paragraph::new(lines).block(block), popup);
+    super::popup(frame, area, app, "Feeds · Esc or f closes", 100, lines);
 }

@@ -1,9 +1,8 @@
 //! The help screen: every binding from the keymap, and what the glyphs mean.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use crate::tui::app::App;
 use crate::tui::keymap::{BINDINGS, Context};
@@ -45,18 +44,5 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Span::raw(meaning),
         ]));
     }
-    let height = (lines.len() as u16 + 2).min(area.height);
-    let width = 72.min(area.width);
-    let [vertical] = Layout::vertical([Constraint::Length(height)])
-        .flex(Flex::Center)
-        .areas(area);
-    let [popup] = Layout::horizontal([Constraint::Length(width)])
-        .flex(Flex::Center)
-        .areas(vertical);
-    frame.render_widget(Clear, popup);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Span::styled(" Keys · Esc or ? closes ", t.title()))
-        .border_style(t.focused_border());
-    frame.render_widget(Paragraph::new(lines).block(block), popup);
+    super::popup(frame, area, app, "Keys · Esc or ? closes", 72, lines);
 }

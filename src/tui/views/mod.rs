@@ -11,7 +11,9 @@ mod log;
 mod table;
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use super::app::{App, Screen};
 
@@ -60,4 +62,22 @@ fn split_for_log(body: Rect, app: &App) -> (Rect, Option<Rect>) {
     ])
     .areas(body);
     (main, Some(log))
+}
+
+/// Draws `lines` in a bordered box centred on `area`, over what is there.
+fn popup(frame: &mut Frame, area: Rect, app: &App, title: &str, width: u16, lines: Vec<Line>) {
+    let t = &app.theme;
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let [vertical] = Layout::vertical([Constraint::Length(height)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [popup] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(vertical);
+    frame.render_widget(Clear, popup);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(Span::styled(format!(" {title} "), t.title()))
+        .border_style(t.focused_border());
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
 }
