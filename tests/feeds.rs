@@ -523,3 +523,73 @@ async fn a_replay_server_that_cuts_every_25_frames_is_resumed_without_loss() {
     );
     assert_eq!(feed.transcripts, 200, "each line taken once");
 }
+
+#[tokio::test]
+async fn no_upstream_status_keeps_the_feed_socket_quiet() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let _hello = ws.next().await;
+        for seq in 1..=3 {
+            let line =
+                json!({"type": "transcript", "session_id": "quiet-1", "seq": seq, "text": "hello"});
+            ws.send(Message::text(line.to_string())).await.unwrap();
+        }
+        ws.send(Message::text(
+            json!({"type": "session_end", "session_id": "quiet-1"}).to_string(),
+        ))
+        .await
+        .unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if let Ok(text) = message.to_text()
+                && !text.is_empty()
+            {
+                let _ = got.send(text.to_string());
+            }
+        }
+        let _ = got.send("closed".into());
+    });
+    let engine = engine(Operation::ALL.to_vec());
+    let mut events = engine.subscribe();
+    let shutdown = CancellationToken::new();
+    let options = client::FeedOptions {
+        upstream_status: false,
+        ..quick_reconnects()
+    };
+    client::spawn(
+        engine.clone(),
+        format!("ws://{addr}/"),
+        options,
+        shutdown.clone(),
+    );
+    common::wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "the session's runs",
+        || {
+            engine
+                .snapshot()
+                .sessions
+                .first()
+                .is_some_and(|s| s.ended && s.ops.iter().all(|o| o.ok > 0))
+                && engine.is_idle()
+        },
+    )
+    .await;
+    // Closing the client ends the server's read loop: everything it got is in.
+    shutdown.cancel();
+    let mut texts = Vec::new();
+    while let Some(text) = tokio::time::timeout(Duration::from_secs(5), received.recv())
+        .await
+        .unwrap()
+    {
+        if text == "closed" {
+            break;
+        }
+        texts.push(text);
+    }
+    assert!(texts.is_empty(), "nothing was sent up: {texts:?}");
+}

@@ -202,15 +202,20 @@ fn no_color_keeps_the_selection_visible_without_colour() {
 }
 
 #[test]
-fn sigterm_gives_the_terminal_back() {
-    let mut ui = Dashboard::start(&[]);
-    ui.wait_for("the sessions table", |s| s.contents().contains("Sessions"));
-    let pid = ui.child.process_id().expect("a pid");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    assert!(ui.wait_exit(), "SIGTERM ends the dashboard cleanly");
-    assert!(ui.restored_terminal());
+fn sigterm_and_sighup_give_the_terminal_back() {
+    for signal in ["-TERM", "-HUP"] {
+        let mut ui = Dashboard::start(&[]);
+        ui.wait_for("the sessions table", |s| s.contents().contains("Sessions"));
+        let pid = ui.child.process_id().expect("a pid");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        assert!(ui.wait_exit(), "{signal} ends the dashboard cleanly");
+        assert!(
+            ui.restored_terminal(),
+            "{signal} leaves the alternate screen"
+        );
+    }
 }
