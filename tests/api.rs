@@ -296,8 +296,9 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
         .await
         .unwrap();
     s.engine.request(&sid("busy"), Operation::Summary);
-    // Every refused request is an event; the client reads nothing meanwhile.
-    for i in 0..60_000u64 {
+    // Every refused request is an event (about 260 bytes on the wire); the
+    // client reads nothing meanwhile, so far more than the socket buffers hold.
+    for i in 0..200_000u64 {
         s.engine.request(&sid("busy"), Operation::Summary);
         if i % 5000 == 0 {
             tokio::task::yield_now().await;
