@@ -192,6 +192,11 @@ pub struct EngineArgs {
     )]
     pub summary_mode: SummaryMode,
 
+    /// Forget a session this long after it ended (its transcripts, results
+    /// and statistics), so memory follows recent sessions only.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration, env = "INFLIGHT_FORGET_AFTER")]
+    pub forget_after: Duration,
+
     /// Operations each new final transcript requests (comma-separated).
     #[arg(long, value_name = "OPS", value_delimiter = ',', default_value = "summary,mind_map", value_parser = parse_operation, env = "INFLIGHT_OPS")]
     pub ops: Vec<Operation>,

@@ -141,3 +141,51 @@ async fn llm_permits_cap_concurrent_calls_and_queue_the_rest() {
         5
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn ended_sessions_are_forgotten_after_a_while_unless_busy() {
+    let config = EngineConfig {
+        state: StateConfig {
+            op_timeout: Duration::from_secs(3 * 3600),
+            ..Default::default()
+        },
+        automatic_ops: Vec::new(),
+        ..Default::default()
+    };
+    let engine = Engine::new(
+        config,
+        Arc::new(BuiltinBackend::new(LatencyRange::fixed(
+            Duration::from_secs(2 * 3600),
+        ))),
+    );
+    for name in ["done", "busy", "live"] {
+        engine.ingest(final_line(name, 1, "hello"), None);
+    }
+    engine.end_session(&sid("done"), None);
+    engine.end_session(&sid("busy"), None);
+    // end_session asks for last runs; let "done" finish, keep "busy" running.
+    engine.cancel(&sid("done"), Operation::Summary);
+    engine.cancel(&sid("done"), Operation::MindMap);
+    engine.cancel(&sid("busy"), Operation::MindMap);
+    assert!(engine.status(&sid("busy")).summary_processing);
+
+    assert_eq!(
+        engine.forget_ended(Duration::from_secs(30 * 60)),
+        0,
+        "nothing ended long enough ago"
+    );
+    tokio::time::advance(Duration::from_secs(31 * 60)).await;
+    assert_eq!(engine.forget_ended(Duration::from_secs(30 * 60)), 1);
+    let ids: Vec<String> = engine
+        .snapshot()
+        .sessions
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        ["busy", "live"],
+        "a run in flight keeps its session; live ones stay"
+    );
+    assert!(engine.session_detail(&sid("done"), 5).is_none());
+}

@@ -35,6 +35,9 @@ use crate::state::{Admission, ProcessingStateManager, ProcessingStatus, StateCon
 use progress::ProgressBoard;
 use store::SessionStore;
 
+/// How often ended sessions are checked for forgetting.
+pub const FORGET_CHECK_EVERY: Duration = Duration::from_secs(60);
+
 /// The engine's settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -229,6 +232,44 @@ impl Engine {
     /// The session's newest generation (0 when unknown).
     pub fn generation(&self, session: &SessionId) -> u64 {
         self.shared.store.generation(session)
+    }
+
+    /// Forgets sessions that ended longer than `after` ago and have no run
+    /// in flight: their transcripts, results and statistics. Returns how
+    /// many went. Keeps a long-running process's memory bounded by the
+    /// sessions of the last `after`, not of its whole life.
+    pub fn forget_ended(&self, after: Duration) -> usize {
+        let mut forgotten = 0;
+        for session in self.shared.store.ended_before(after) {
+            if self.shared.state.forget(&session) && self.shared.store.remove(&session) {
+                forgotten += 1;
+            }
+        }
+        if forgotten > 0 {
+            tracing::info!(
+                sessions = forgotten,
+                "forgot sessions that ended over {} ago",
+                humantime::format_duration(after)
+            );
+        }
+        forgotten
+    }
+
+    /// Calls [`Engine::forget_ended`] once a minute until `stop`.
+    pub async fn forget_ended_periodically(
+        self,
+        after: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut every = tokio::time::interval(FORGET_CHECK_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {
+                    self.forget_ended(after);
+                }
+            }
+        }
     }
 
     /// True when no run is in flight anywhere.

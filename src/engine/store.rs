@@ -58,6 +58,7 @@ struct SessionRecord {
     last_seq: Option<u64>,
     last_transcript_at: Option<Instant>,
     ended: bool,
+    ended_at: Option<Instant>,
     results: [Option<OpResult>; OPERATION_COUNT],
     rejected: [Option<String>; OPERATION_COUNT],
 }
@@ -72,6 +73,7 @@ impl SessionRecord {
             last_seq: None,
             last_transcript_at: None,
             ended: false,
+            ended_at: None,
             results: Default::default(),
             rejected: Default::default(),
         }
@@ -175,6 +177,9 @@ impl SessionStore {
             .entry(session.clone())
             .or_insert_with(|| SessionRecord::new(feed));
         let first = !record.ended;
+        if first {
+            record.ended_at = Some(Instant::now());
+        }
         record.ended = true;
         record.partial = None;
         first && record.generation > 0
@@ -245,6 +250,20 @@ impl SessionStore {
         }
         *slot = Some(result);
         true
+    }
+
+    /// Sessions that ended longer than `after` ago.
+    pub fn ended_before(&self, after: std::time::Duration) -> Vec<SessionId> {
+        self.lock()
+            .iter()
+            .filter(|(_, r)| r.ended_at.is_some_and(|at| at.elapsed() >= after))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Drops a session and all it holds.
+    pub fn remove(&self, session: &SessionId) -> bool {
+        self.lock().remove(session).is_some()
     }
 
     /// Keeps an answer that could not be read (cut to [`MAX_REJECTED_BYTES`]).

@@ -463,6 +463,17 @@ impl ProcessingStateManager {
         }
     }
 
+    /// Drops a session's statistics, unless a run of it is in flight.
+    /// Returns whether it was dropped.
+    pub fn forget(&self, session: &SessionId) -> bool {
+        let mut tables = self.lock();
+        match tables.sessions.get(session) {
+            Some(entry) if entry.in_flight.is_some() => false,
+            Some(_) => tables.sessions.remove(session).is_some(),
+            None => true,
+        }
+    }
+
     /// Sessions that currently hold an in-flight entry.
     pub fn in_flight_sessions(&self) -> usize {
         self.lock().active
