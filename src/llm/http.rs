@@ -60,11 +60,11 @@ pub async fn send_with_retries(
                 if !retryable || attempt >= MAX_RETRIES {
                     return Err(LlmError(format!("{what} answered {status}: {body}")));
                 }
-                tracing::warn!(attempt, %status, "{what} is busy; retrying");
+                tracing::debug!(attempt, %status, "{what} is busy; retrying");
                 retry_after.unwrap_or_else(|| backoff(attempt))
             }
             Err(e) if (e.is_connect() || e.is_timeout()) && attempt < MAX_RETRIES => {
-                tracing::warn!(attempt, "cannot reach {what}: {e}; retrying");
+                tracing::debug!(attempt, "cannot reach {what}: {e}; retrying");
                 backoff(attempt)
             }
             Err(e) => {
