@@ -107,7 +107,7 @@ pub enum SummaryMode {
 
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// A transcript feed to connect to (ws:// URL); repeat for several.
+    /// A transcript feed to connect to (ws:// or wss:// URL); repeat for several.
     #[arg(
         long = "feed",
         value_name = "URL",
