@@ -78,8 +78,10 @@ fn fixture(now: Instant) -> Snapshot {
     };
     retro.ops[1].failed = 2;
     retro.ops[1].consecutive_failures = 2;
+    // Its summary covers 15 of its 17 lines.
+    retro.ops[0].covered_generation = Some(15);
 
-    let planning = SessionRow {
+    let mut planning = SessionRow {
         id: sid("planning"),
         feed: Some(1),
         transcripts: 60,
@@ -88,6 +90,9 @@ fn fixture(now: Instant) -> Snapshot {
         has_partial: false,
         ops: [op(9, 30, 1800), op(9, 28, 2200)],
     };
+    for op in &mut planning.ops {
+        op.covered_generation = Some(60);
+    }
     let fresh = SessionRow {
         id: sid("zz-new"),
         feed: None,
@@ -257,6 +262,11 @@ fn states_warnings_and_pending_are_drawn() {
         "failing and silent: {retro}"
     );
     assert!(retro.contains("✗ failed"));
+    assert!(
+        retro.contains("· stale 2 new"),
+        "an idle op behind its session says so: {retro}"
+    );
+    assert!(line("planning").contains("· idle"));
     assert!(line("planning").contains("■"), "ended sessions are marked");
     assert!(line("zz-new").contains("· never"));
     assert!(!text.contains("PAUSED"));

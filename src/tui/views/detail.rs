@@ -33,6 +33,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         title.push(Span::styled(format!("· {} ", op.label()), t.dim()));
         title.extend(super::table::state_spans(
             &row.ops[op.index()],
+            row.transcripts,
             t,
             app.snapshot.taken_at,
             true,

@@ -35,12 +35,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         ("◷ queue", "admitted, waiting for an LLM permit"),
         ("+1", "requests came in meanwhile: one follow-up run"),
         ("· idle", "nothing in flight (· never: no run yet)"),
+        (
+            "· stale 2 new",
+            "idle, but the last result misses the 2 newest lines",
+        ),
         ("✗ failed", "the last run failed or timed out"),
         ("!", "slow, near its deadline, failing, or silent"),
         ("■", "the session has ended"),
     ] {
         lines.push(Line::from(vec![
-            Span::styled(format!("{glyph:>9}  "), t.key()),
+            Span::styled(format!("{glyph:>13}  "), t.key()),
             Span::raw(meaning),
         ]));
     }

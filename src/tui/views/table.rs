@@ -278,8 +278,15 @@ fn transcripts_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
     Cell::from(format::count(row.transcripts))
 }
 
-/// Glyph, word, duration, tokens/s (wide), pending mark.
-pub fn state_spans(op: &OpRow, theme: &Theme, now: Instant, wide: bool) -> Vec<Span<'static>> {
+/// Glyph, word, duration, tokens/s (wide), pending mark; for an idle op
+/// whose last result misses the newest transcripts, how many it misses.
+pub fn state_spans(
+    op: &OpRow,
+    transcripts: u64,
+    theme: &Theme,
+    now: Instant,
+    wide: bool,
+) -> Vec<Span<'static>> {
     let mut spans = Vec::new();
     match &op.in_flight {
         Some(run) => {
@@ -301,7 +308,13 @@ pub fn state_spans(op: &OpRow, theme: &Theme, now: Instant, wide: bool) -> Vec<S
         }
         None if op.consecutive_failures > 0 => spans.push(Span::styled("✗ failed", theme.error())),
         None if op.runs == 0 => spans.push(Span::styled("· never", theme.idle())),
-        None => spans.push(Span::styled("· idle", theme.idle())),
+        None => match transcripts.saturating_sub(op.covered_generation.unwrap_or(0)) {
+            0 => spans.push(Span::styled("· idle", theme.idle())),
+            behind => spans.push(Span::styled(
+                format!("· stale {behind} new"),
+                theme.warning(),
+            )),
+        },
     }
     spans
 }
@@ -309,6 +322,7 @@ pub fn state_spans(op: &OpRow, theme: &Theme, now: Instant, wide: bool) -> Vec<S
 fn state_cell(row: &SessionRow, op: Operation, ctx: &Ctx) -> Cell<'static> {
     Cell::from(Line::from(state_spans(
         &row.ops[op.index()],
+        row.transcripts,
         ctx.theme,
         ctx.now,
         ctx.wide_states,
