@@ -229,6 +229,8 @@ async fn sessions_list_and_detail_carry_statistics_and_results() {
         .json()
         .await
         .unwrap();
+    assert_eq!(list["backend"]["kind"], "builtin");
+    assert_eq!(list["backend"]["simulated"], true);
     let first = &list["sessions"][0];
     assert_eq!(first["session_id"], "standup");
     assert_eq!(first["transcripts"], 1);
@@ -519,7 +521,18 @@ async fn the_status_command_prints_sessions_and_one_status() {
     };
     let (ok, table, error) = run(&[], "tok");
     assert!(ok, "{error}");
-    assert!(table.starts_with("SESSION"), "{table}");
+    assert!(table.starts_with("backend: builtin "), "{table}");
+    assert!(
+        table.contains("(simulated, no model)"),
+        "the builtin backend says what it is: {table}"
+    );
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("SESSION")),
+        "{table}"
+    );
     assert!(
         table.contains("standup") && table.contains("running"),
         "{table}"

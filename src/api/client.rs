@@ -81,7 +81,23 @@ fn op_state(op: &Value) -> String {
 }
 
 fn format_sessions(v: &Value) -> String {
+    let backend = &v["backend"];
     let mut out = format!(
+        "backend: {} {}{}{}\n",
+        backend["kind"].as_str().unwrap_or("?"),
+        backend["model"].as_str().unwrap_or(""),
+        if backend["simulated"] == true {
+            " (simulated, no model)"
+        } else {
+            ""
+        },
+        if backend["reachable"] == false {
+            " (unreachable)"
+        } else {
+            ""
+        },
+    );
+    out += &format!(
         "{:<28} {:>6}  {:<16} {:<16} {:>9}\n",
         "SESSION", "TX", "SUMMARY", "MIND MAP", "SKIPPED"
     );

@@ -103,6 +103,8 @@ impl SessionJson {
 
 #[derive(Serialize)]
 pub struct SessionsJson {
+    /// Which LLM answers (`simulated` is true for the builtin backend).
+    pub backend: crate::llm::BackendInfo,
     pub sessions: Vec<SessionJson>,
 }
 

@@ -217,6 +217,7 @@ async fn list_sessions(State(state): State<ApiState>) -> Response {
     let snapshot = state.engine.snapshot();
     let now = Instant::now();
     axum::Json(json::SessionsJson {
+        backend: snapshot.backend.clone(),
         sessions: snapshot
             .sessions
             .iter()
