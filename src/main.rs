@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 fn init_captured_logs() -> LogBuffer {
     let buffer = LogBuffer::new();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,inflight=debug"));
     tracing_subscriber::registry()
         .with(filter)
         .with(CaptureLayer::new(buffer.clone()))
