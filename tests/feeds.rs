@@ -323,23 +323,44 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
     assert_eq!(garbage.bad(BadFrame::BadSessionId), 2500);
 }
 
-#[tokio::test]
-async fn statuses_and_results_go_back_up_the_feed() {
+/// A feed for one client: checks its hello, sends `frames`, then passes on
+/// every text the client sends up, and "closed" when the client leaves.
+async fn one_client_feed(
+    frames: Vec<Value>,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (got, mut received) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let (got, received) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
         let hello = ws.next().await.unwrap().unwrap();
         let hello: Value = serde_json::from_str(hello.to_text().unwrap()).unwrap();
         assert_eq!(hello["type"], "hello");
-        let line = json!({"type": "transcript", "session_id": "up-1", "seq": 1, "text": "We ship Friday."});
-        ws.send(Message::text(line.to_string())).await.unwrap();
+        for frame in frames {
+            ws.send(Message::text(frame.to_string())).await.unwrap();
+        }
         while let Some(Ok(message)) = ws.next().await {
             if let Ok(text) = message.to_text()
-                && let Ok(value) = serde_json::from_str(text)
+                && !text.is_empty()
             {
+                let _ = got.send(text.to_string());
+            }
+        }
+        let _ = got.send("closed".to_string());
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn statuses_and_results_go_back_up_the_feed() {
+    let line =
+        json!({"type": "transcript", "session_id": "up-1", "seq": 1, "text": "We ship Friday."});
+    let (addr, mut texts) = one_client_feed(vec![line]).await;
+    let (got, mut received) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        while let Some(text) = texts.recv().await {
+            if let Ok(value) = serde_json::from_str(&text) {
                 let _ = got.send(value);
             }
         }
@@ -526,32 +547,11 @@ async fn a_replay_server_that_cuts_every_25_frames_is_resumed_without_loss() {
 
 #[tokio::test]
 async fn no_upstream_status_keeps_the_feed_socket_quiet() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (got, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-        let _hello = ws.next().await;
-        for seq in 1..=3 {
-            let line =
-                json!({"type": "transcript", "session_id": "quiet-1", "seq": seq, "text": "hello"});
-            ws.send(Message::text(line.to_string())).await.unwrap();
-        }
-        ws.send(Message::text(
-            json!({"type": "session_end", "session_id": "quiet-1"}).to_string(),
-        ))
-        .await
-        .unwrap();
-        while let Some(Ok(message)) = ws.next().await {
-            if let Ok(text) = message.to_text()
-                && !text.is_empty()
-            {
-                let _ = got.send(text.to_string());
-            }
-        }
-        let _ = got.send("closed".into());
-    });
+    let mut lines: Vec<Value> = (1..=3)
+        .map(|seq| json!({"type": "transcript", "session_id": "quiet-1", "seq": seq, "text": "hello"}))
+        .collect();
+    lines.push(json!({"type": "session_end", "session_id": "quiet-1"}));
+    let (addr, mut received) = one_client_feed(lines).await;
     let engine = engine(Operation::ALL.to_vec());
     let mut events = engine.subscribe();
     let shutdown = CancellationToken::new();
