@@ -30,7 +30,7 @@ pub use store::{Appended, OpResult, ResultBody, SessionContent, StoredTranscript
 
 use crate::events::{Event, EventBus, RunId};
 use crate::llm::Backend;
-use crate::model::{OPERATION_COUNT, Operation, SessionId, Transcript};
+use crate::model::{Operation, SessionId, Transcript};
 use crate::state::{Admission, ProcessingStateManager, ProcessingStatus, StateConfig};
 use progress::ProgressBoard;
 use store::SessionStore;
@@ -77,16 +77,6 @@ pub enum TriggerAnswer {
         running_run_id: RunId,
         since: SystemTime,
     },
-}
-
-impl TriggerAnswer {
-    pub fn word(&self) -> &'static str {
-        match self {
-            TriggerAnswer::Started { .. } => "started",
-            TriggerAnswer::Pending { .. } => "pending",
-            TriggerAnswer::Skipped { .. } => "skipped",
-        }
-    }
 }
 
 struct Shared {
@@ -141,7 +131,7 @@ impl Engine {
                 });
                 if is_final {
                     for op in &self.shared.config.automatic_ops {
-                        self.request(&session, *op);
+                        self.admit(&session, *op);
                     }
                 }
             }
@@ -153,17 +143,23 @@ impl Engine {
     pub fn end_session(&self, session: &SessionId, feed: Option<usize>) {
         if self.shared.store.end(session, feed) {
             for op in Operation::ALL {
-                self.request(session, op);
+                self.admit(session, op);
             }
         }
     }
 
-    /// Asks for a run of `op` now (also the operator's trigger).
+    /// Asks for a run of `op` now: the operator's trigger, from the
+    /// dashboard or the API. The session may be one no feed has sent; it is
+    /// listed from now on.
     pub fn request(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
+        self.shared.store.touch(session);
+        self.admit(session, op)
+    }
+
+    /// Asks the state manager; starts the run when admitted.
+    fn admit(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
         match self.shared.state.try_start(session, op) {
             Admission::Started(guard) => {
-                // A trigger may name a session no feed has sent: list it too.
-                self.shared.store.touch(session);
                 let run_id = guard.run_id();
                 runner::spawn(self.shared.clone(), guard);
                 TriggerAnswer::Started { run_id }
@@ -217,16 +213,9 @@ impl Engine {
         self.shared.backend.info()
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.shared.config
-    }
-
     /// The latest result of `op` for `session`.
     pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
-        self.shared
-            .store
-            .content(session, 0)
-            .and_then(|c| c.results[op.index()].clone())
+        self.shared.store.result(session, op)
     }
 
     /// The session's newest generation (0 when unknown).
@@ -288,18 +277,7 @@ impl Engine {
         shared
             .store
             .for_each(|id, facts| sessions.push(SessionRow::from_facts(id.clone(), facts)));
-        shared.state.visit_sessions(
-            &mut sessions,
-            |row| &row.id,
-            |row, views| {
-                row.ops = std::array::from_fn(|i| OpRow::new(views[i].0, views[i].1));
-            },
-        );
-        for op in sessions.iter_mut().flat_map(|row| row.ops.iter_mut()) {
-            if let Some(run) = &op.in_flight {
-                op.tokens = shared.progress.rate(run.run_id);
-            }
-        }
+        self.fill_ops(&mut sessions);
         sessions.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         Snapshot {
             taken_at: Instant::now(),
@@ -316,45 +294,46 @@ impl Engine {
         }
     }
 
-    /// One session in full: its row, recent transcripts, results and history.
-    pub fn session_detail(&self, session: &SessionId, recent: usize) -> Option<SessionDetail> {
-        let shared = &self.shared;
-        let content = shared.store.content(session, recent);
-        let views: [_; OPERATION_COUNT] =
-            std::array::from_fn(|i| shared.state.op_view(session, Operation::ALL[i]));
-        let known = content.is_some()
-            || views
-                .iter()
-                .any(|v| v.stats.runs > 0 || v.in_flight.is_some());
-        if !known {
-            return None;
-        }
-        let facts = shared.store.facts(session);
-        let mut ops: [OpRow; OPERATION_COUNT] =
-            std::array::from_fn(|i| OpRow::new(views[i].in_flight.as_ref(), &views[i].stats));
-        for row in &mut ops {
-            if let Some(run) = &row.in_flight {
-                row.tokens = shared.progress.rate(run.run_id);
+    /// Fills each row's operations from the state manager (one lock) and
+    /// the running calls' token rates.
+    fn fill_ops(&self, rows: &mut [SessionRow]) {
+        self.shared.state.visit_sessions(
+            rows,
+            |row| &row.id,
+            |row, views| {
+                row.ops = std::array::from_fn(|i| OpRow::new(views[i].0, views[i].1));
+            },
+        );
+        for op in rows.iter_mut().flat_map(|row| row.ops.iter_mut()) {
+            if let Some(run) = &op.in_flight {
+                op.tokens = self.shared.progress.rate(run.run_id);
             }
         }
-        let row = SessionRow {
-            id: session.clone(),
-            feed: facts.as_ref().and_then(|f| f.feed),
-            transcripts: facts.as_ref().map_or(0, |f| f.generation),
-            last_transcript_at: facts.as_ref().and_then(|f| f.last_transcript_at),
-            ended: facts.as_ref().is_some_and(|f| f.ended),
-            has_partial: facts.as_ref().is_some_and(|f| f.partial),
-            ops,
-        };
+    }
+
+    /// One session in full: its row, recent transcripts, results and history.
+    /// Every session the state manager knows is in the store (feeds and
+    /// triggers both list it), so the store decides what is known.
+    pub fn session_detail(&self, session: &SessionId, recent: usize) -> Option<SessionDetail> {
+        let shared = &self.shared;
+        let mut rows = [SessionRow::from_facts(
+            session.clone(),
+            shared.store.facts(session)?,
+        )];
+        let content = shared.store.content(session, recent)?;
+        self.fill_ops(&mut rows);
+        let [row] = rows;
         Some(SessionDetail {
             row,
-            content: content.unwrap_or(SessionContent {
-                recent: Vec::new(),
-                partial: None,
-                results: Default::default(),
-                rejected: Default::default(),
+            content,
+            history: std::array::from_fn(|i| {
+                shared
+                    .state
+                    .op_view(session, Operation::ALL[i])
+                    .stats
+                    .history
+                    .into()
             }),
-            history: std::array::from_fn(|i| views[i].stats.history.iter().cloned().collect()),
         })
     }
 }

@@ -93,11 +93,6 @@ impl SessionRow {
     pub fn any_in_flight(&self) -> bool {
         self.ops.iter().any(|op| op.in_flight.is_some())
     }
-
-    /// True when an op's latest result does not cover the newest transcript.
-    pub fn is_stale(&self, op: usize) -> bool {
-        self.transcripts > 0 && self.ops[op].covered_generation.unwrap_or(0) < self.transcripts
-    }
 }
 
 /// Counters across all sessions.

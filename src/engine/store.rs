@@ -274,6 +274,11 @@ impl SessionStore {
         }
     }
 
+    /// The latest result of `op`.
+    pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
+        self.lock().get(session)?.results[op.index()].clone()
+    }
+
     pub fn facts(&self, session: &SessionId) -> Option<SessionFacts> {
         self.lock().get(session).map(facts_of)
     }
@@ -297,12 +302,9 @@ impl SessionStore {
         })
     }
 
-    pub fn len(&self) -> usize {
+    /// Sessions held (a capacity hint for snapshots).
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

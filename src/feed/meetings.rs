@@ -15,16 +15,6 @@ pub struct Meeting {
     pub lines: Vec<Transcript>,
 }
 
-impl Meeting {
-    /// Seconds from the meeting's start to the end of its last line.
-    pub fn length_seconds(&self) -> f64 {
-        self.lines
-            .iter()
-            .filter_map(|l| l.end.or(l.start))
-            .fold(0.0, f64::max)
-    }
-}
-
 const EMBEDDED: [(&str, &str); 4] = [
     (
         "launch-review",

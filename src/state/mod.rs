@@ -204,20 +204,18 @@ impl ProcessingStateManager {
         let policy = self.policy(op);
         let (admission, event) = {
             let mut tables = self.lock();
-            let tables = &mut *tables;
-            let entry = match tables.sessions.get_mut(session) {
+            let Tables { sessions, active } = &mut *tables;
+            // Look up first so the common case clones no key.
+            let entry = match sessions.get_mut(session) {
                 Some(entry) => entry,
-                None => tables.sessions.entry(session.clone()).or_default(),
+                None => sessions.entry(session.clone()).or_default(),
             };
-            if entry.in_flight.is_none() {
-                entry.in_flight = Some(Default::default());
-                tables.active += 1;
-            }
             let SessionEntry { in_flight, stats } = entry;
             let op_stats = &mut stats[op.index()];
-            let Some(slots) = in_flight.as_mut() else {
-                unreachable!("created just above")
-            };
+            let slots = in_flight.get_or_insert_with(|| {
+                *active += 1;
+                Default::default()
+            });
             match &mut slots[op.index()] {
                 Some(slot) => {
                     if policy == Policy::Coalesce {
