@@ -109,7 +109,7 @@ async fn an_aborted_task_leaves_nothing_processing() {
 
 #[test]
 fn a_stale_finish_cannot_end_the_new_run() {
-    let (manager, _events) = manager(Policy::Coalesce);
+    let (manager, events) = manager(Policy::Coalesce);
     let s = sid("fence");
     let Admission::Started(old) = manager.try_start(&s, Operation::Summary) else {
         panic!("idle slot must start")
@@ -127,14 +127,32 @@ fn a_stale_finish_cannot_end_the_new_run() {
         panic!("a stopped slot is free again")
     };
     assert!(new.run_id() > old.run_id());
-    let stale = old.finish(Outcome::Ok, None, &|| 0);
+    assert!(new.mark_running(4));
+    // A request while the new run works leaves a pending flag that a stale
+    // finish, whatever it says, must neither consume nor clear.
+    assert!(matches!(
+        manager.try_start(&s, Operation::Summary),
+        Admission::Busy { pending: true, .. }
+    ));
+    let before = manager.op_view(&s, Operation::Summary);
+    let mut seen = events.subscribe();
+    let stale = old.finish(Outcome::Failed, Some("late".into()), &|| 9);
     assert!(matches!(stale, FinishOutcome::Stale));
+    assert_eq!(
+        manager.op_view(&s, Operation::Summary),
+        before,
+        "a stale finish changes neither the run in flight nor the statistics"
+    );
+    assert!(seen.try_recv().is_err(), "a stale finish sends no event");
     assert!(
         manager.is_processing(&s, Some(Operation::Summary)),
         "the new run still holds the slot"
     );
+    let FinishOutcome::FollowUp(new) = new.finish(Outcome::Ok, None, &|| 9) else {
+        panic!("the pending flag survived the stale finish")
+    };
     assert!(matches!(
-        new.finish(Outcome::Ok, None, &|| 0),
+        new.finish(Outcome::Ok, None, &|| 9),
         FinishOutcome::Ended
     ));
     assert!(!manager.is_processing(&s, None));
@@ -148,6 +166,7 @@ fn coalesce_hands_over_to_one_follow_up_only_when_the_session_moved_on() {
     let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
         panic!("idle slot must start")
     };
+    assert!(!run.is_follow_up(), "a requested run is not a follow-up");
     assert!(run.mark_running(3));
     for _ in 0..5 {
         assert!(matches!(
