@@ -4,14 +4,18 @@
 
 mod common;
 
+#[path = "common/feed.rs"]
+mod feed;
+
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{final_line, sid};
+use feed::one_client_feed;
 use futures_util::{SinkExt, StreamExt};
 use inflight::engine::feeds::BadFrame;
 use inflight::engine::{Engine, EngineConfig};
@@ -22,7 +26,7 @@ use inflight::llm::LatencyRange;
 use inflight::llm::builtin::BuiltinBackend;
 use inflight::model::Operation;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
@@ -83,43 +87,60 @@ fn numbered_meetings(prefix: &str, count: usize, lines: u64) -> Vec<Meeting> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A TCP proxy on a port the test holds for its whole life. Each connection
+/// goes to wherever `backend` points at the time, so the feed binary can be
+/// killed and restarted on a port of its own choosing while the client's URL
+/// stays the same. When either side closes, so does the other.
+async fn proxy(backend: Arc<Mutex<SocketAddr>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let target = *backend.lock().unwrap();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
 }
 
-/// Starts `inflight feed` and waits until it says it listens.
-fn start_feed_binary(dir: &PathBuf, port: u16) -> Child {
+/// Starts `inflight feed` on a port of its own choosing and waits until it
+/// says where it listens.
+fn start_feed_binary(dir: &PathBuf) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_inflight"))
-        .args([
-            "feed",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--speed",
-            "40",
-        ])
+        .args(["feed", "--listen", "127.0.0.1:0", "--speed", "40"])
         .arg("--dir")
         .arg(dir)
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("the feed server starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    loop {
+    let addr = loop {
         match lines.next() {
-            Some(Ok(line)) if line.contains("replay feed listening") => break,
+            Some(Ok(line)) if line.contains("replay feed listening") => {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|word| word.strip_prefix("addr="))
+                    .unwrap_or_else(|| panic!("no address in {line:?}"));
+                break addr.parse().expect("a socket address");
+            }
             Some(Ok(_)) => {}
             _ => panic!("the feed server ended before listening"),
         }
-    }
+    };
     // Keep draining its log so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    child
+    (child, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,15 +148,16 @@ async fn a_replay_server_killed_five_times_loses_and_repeats_nothing() {
     const SESSIONS: usize = 10;
     const LINES: u64 = 60;
     let dir = meeting_dir(SESSIONS, LINES);
-    let port = free_port();
     let engine = engine(Vec::new());
     let mut events = engine.subscribe();
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let mut server = start_feed_binary(&dir, port);
+    let (mut server, first) = start_feed_binary(&dir);
+    let backend = Arc::new(Mutex::new(first));
+    let front = proxy(backend.clone()).await;
     client::spawn(
         engine.clone(),
-        format!("ws://127.0.0.1:{port}/"),
+        format!("ws://{front}/"),
         quick_reconnects(),
         shutdown.clone(),
     );
@@ -153,7 +175,9 @@ async fn a_replay_server_killed_five_times_loses_and_repeats_nothing() {
         .await;
         server.kill().expect("kill -9");
         server.wait().expect("reaped");
-        server = start_feed_binary(&dir, port);
+        let (next, addr) = start_feed_binary(&dir);
+        server = next;
+        *backend.lock().unwrap() = addr;
     }
     let sessions: Vec<_> = (0..SESSIONS).map(|i| sid(&format!("m-{i}"))).collect();
     common::wait_until(
@@ -190,14 +214,23 @@ async fn a_replay_server_killed_five_times_loses_and_repeats_nothing() {
         SESSIONS as u64 * LINES,
         "no transcript taken twice"
     );
+    assert_eq!(
+        feed.duplicates, 0,
+        "each reconnect resumed after the last line taken: nothing was sent twice"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A feed that sends garbage: 10 000 frames of every kind that can't be used,
 /// then a frame of invalid UTF-8 and, on the next connection, one over 1 MiB.
-async fn garbage_server() -> SocketAddr {
+/// Passes on the close code the client sends on each connection.
+async fn garbage_server() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(usize, Option<u16>)>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut connection = 0;
         loop {
@@ -241,10 +274,16 @@ async fn garbage_server() -> SocketAddr {
                 _ => {}
             }
             // Hold the connection until the client leaves.
-            while let Some(Ok(_)) = ws.next().await {}
+            let mut code = None;
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Close(frame) = message {
+                    code = frame.map(|f| u16::from(f.code));
+                }
+            }
+            let _ = closed.send((connection, code));
         }
     });
-    addr
+    (addr, closes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +302,7 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
     )
     .await
     .unwrap();
-    let garbage = garbage_server().await;
+    let (garbage, mut closes) = garbage_server().await;
     let engine = engine(Operation::ALL.to_vec());
     let mut events = engine.subscribe();
     client::spawn(
@@ -279,6 +318,7 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
         shutdown.clone(),
     );
 
+    // 10 000 frames, one of invalid UTF-8, one too big; then a third connection.
     let garbage_done = |engine: &Engine| {
         let feeds = engine.feeds().views();
         feeds[0].bad_frames >= 10_002 && feeds[0].connects >= 3
@@ -315,48 +355,44 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
     let views = status.views();
     assert_eq!(views[1].bad_frames, 0);
     assert_eq!(views[0].transcripts, 0);
-    assert!(views[0].bad_frames >= 10_002);
+    assert_eq!(views[0].bad_frames, 10_002);
     let garbage = &engine.feeds().statuses()[0];
-    assert_eq!(garbage.bad(BadFrame::InvalidUtf8), 1);
-    assert_eq!(garbage.bad(BadFrame::Oversized), 1);
-    assert_eq!(garbage.bad(BadFrame::Binary), 1250);
-    assert_eq!(garbage.bad(BadFrame::BadSessionId), 2500);
-}
-
-/// A feed for one client: checks its hello, sends `frames`, then passes on
-/// every text the client sends up, and "closed" when the client leaves.
-async fn one_client_feed(
-    frames: Vec<Value>,
-) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (got, received) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-        let hello = ws.next().await.unwrap().unwrap();
-        let hello: Value = serde_json::from_str(hello.to_text().unwrap()).unwrap();
-        assert_eq!(hello["type"], "hello");
-        for frame in frames {
-            ws.send(Message::text(frame.to_string())).await.unwrap();
+    let counts: Vec<(&str, u64)> = BadFrame::ALL
+        .iter()
+        .map(|kind| (kind.as_str(), garbage.bad(*kind)))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            // "{", 500-deep nesting, an escape sequence, a transcript without text.
+            ("invalid_json", 5000),
+            ("unknown_type", 1250),
+            // "bad id!" and "".
+            ("bad_session_id", 2500),
+            ("oversized", 1),
+            ("binary", 1250),
+            ("invalid_utf8", 1),
+            ("text_cut", 0),
+        ]
+    );
+    // The client refused the frame over 1 MiB with "message too big".
+    let close = loop {
+        let (connection, code) = tokio::time::timeout(Duration::from_secs(10), closes.recv())
+            .await
+            .expect("the second connection ends")
+            .expect("the server runs");
+        if connection == 2 {
+            break code;
         }
-        while let Some(Ok(message)) = ws.next().await {
-            if let Ok(text) = message.to_text()
-                && !text.is_empty()
-            {
-                let _ = got.send(text.to_string());
-            }
-        }
-        let _ = got.send("closed".to_string());
-    });
-    (addr, received)
+    };
+    assert_eq!(close, Some(1009));
 }
 
 #[tokio::test]
 async fn statuses_and_results_go_back_up_the_feed() {
     let line =
         json!({"type": "transcript", "session_id": "up-1", "seq": 1, "text": "We ship Friday."});
-    let (addr, mut texts) = one_client_feed(vec![line]).await;
+    let (addr, mut texts) = one_client_feed(vec![Message::text(line.to_string())]).await;
     let (got, mut received) = tokio::sync::mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {
         while let Some(text) = texts.recv().await {
@@ -441,44 +477,81 @@ async fn wss_feeds_with_a_private_ca_and_an_auth_header() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (seen_auth, mut auth) = tokio::sync::mpsc::unbounded_channel();
+    let (refused, mut refusals) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let tls = acceptor.accept(tcp).await.unwrap();
-        let check =
-            |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
-             response: tokio_tungstenite::tungstenite::handshake::server::Response| {
-                let header = request
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let _ = seen_auth.send(header);
-                Ok(response)
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
             };
-        let mut ws = tokio_tungstenite::accept_hdr_async(tls, check)
-            .await
-            .unwrap();
-        let _hello = ws.next().await;
-        let line = json!({"type": "transcript", "session_id": "secure-1", "seq": 1, "text": "Encrypted hello."});
-        ws.send(Message::text(line.to_string())).await.unwrap();
-        while let Some(Ok(_)) = ws.next().await {}
+            let (acceptor, seen_auth, refused) =
+                (acceptor.clone(), seen_auth.clone(), refused.clone());
+            tokio::spawn(async move {
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        let _ = refused.send(e.to_string());
+                        return;
+                    }
+                };
+                let check =
+                    |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                     response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                        let header = request
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        let _ = seen_auth.send(header);
+                        Ok(response)
+                    };
+                let mut ws = tokio_tungstenite::accept_hdr_async(tls, check)
+                    .await
+                    .unwrap();
+                let _hello = ws.next().await;
+                let line = json!({"type": "transcript", "session_id": "secure-1", "seq": 1, "text": "Encrypted hello."});
+                ws.send(Message::text(line.to_string())).await.unwrap();
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
     });
 
     let engine = engine(Vec::new());
     let mut events = engine.subscribe();
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
+    let url = format!("wss://localhost:{port}/live");
+
+    // Without the private CA, the certificate is not trusted: no connection.
+    let untrusting = CancellationToken::new();
+    let options = client::FeedOptions {
+        tls: Some(inflight::net::tls_client_config(None).unwrap()),
+        headers: vec![client::parse_header("Authorization: Bearer feed-secret").unwrap()],
+        ..quick_reconnects()
+    };
+    client::spawn(engine.clone(), url.clone(), options, untrusting.clone());
+    let refusal = tokio::time::timeout(Duration::from_secs(10), refusals.recv())
+        .await
+        .expect("the client without the CA tries")
+        .unwrap();
+    common::next_matching(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, inflight::events::Event::FeedDisconnected { .. }).then_some(())
+    })
+    .await;
+    untrusting.cancel();
+    let untrusted = &engine.feeds().views()[0];
+    assert_eq!(
+        untrusted.connects, 0,
+        "no TLS session without the CA: {refusal}"
+    );
+    assert!(auth.try_recv().is_err(), "no request reached the feed");
+    assert_eq!(engine.generation(&sid("secure-1")), 0);
+
     let options = client::FeedOptions {
         tls: Some(inflight::net::tls_client_config(Some(&ca)).unwrap()),
         headers: vec![client::parse_header("Authorization: Bearer feed-secret").unwrap()],
         ..quick_reconnects()
     };
-    client::spawn(
-        engine.clone(),
-        format!("wss://localhost:{port}/live"),
-        options,
-        shutdown.clone(),
-    );
+    client::spawn(engine.clone(), url, options, shutdown.clone());
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(10), auth.recv())
             .await
@@ -543,6 +616,10 @@ async fn a_replay_server_that_cuts_every_25_frames_is_resumed_without_loss() {
         feed.connects
     );
     assert_eq!(feed.transcripts, 200, "each line taken once");
+    assert_eq!(
+        feed.duplicates, 0,
+        "each reconnect resumed after the last line taken: nothing was sent twice"
+    );
 }
 
 #[tokio::test]
@@ -551,7 +628,8 @@ async fn no_upstream_status_keeps_the_feed_socket_quiet() {
         .map(|seq| json!({"type": "transcript", "session_id": "quiet-1", "seq": seq, "text": "hello"}))
         .collect();
     lines.push(json!({"type": "session_end", "session_id": "quiet-1"}));
-    let (addr, mut received) = one_client_feed(lines).await;
+    let (addr, mut received) =
+        one_client_feed(lines.iter().map(|l| Message::text(l.to_string())).collect()).await;
     let engine = engine(Operation::ALL.to_vec());
     let mut events = engine.subscribe();
     let shutdown = CancellationToken::new();

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
+use super::store::Appended;
+
 /// Where a feed's connection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedState {
@@ -112,6 +114,15 @@ impl FeedStatus {
             .last_message_at
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Counts one transcript as the store took it.
+    pub fn count(&self, appended: &Appended) {
+        match appended {
+            Appended::Duplicate => self.duplicates.fetch_add(1, Ordering::Relaxed),
+            Appended::Final { .. } => self.transcripts.fetch_add(1, Ordering::Relaxed),
+            Appended::Partial { .. } => return,
+        };
     }
 
     pub fn count_bad(&self, kind: BadFrame) -> u64 {

@@ -118,8 +118,27 @@ impl Engine {
 
     /// Takes in one transcript; a new final one requests the automatic ops.
     pub fn ingest(&self, transcript: Transcript, feed: Option<usize>) -> Appended {
+        self.take_in(transcript, feed, None)
+    }
+
+    /// Takes in one transcript from a feed and counts it on the feed's status
+    /// before anyone hears of it: a view that sees the transcript's event
+    /// also sees it counted.
+    pub fn ingest_from(&self, transcript: Transcript, feed: &FeedStatus) -> Appended {
+        self.take_in(transcript, Some(feed.index), Some(feed))
+    }
+
+    fn take_in(
+        &self,
+        transcript: Transcript,
+        feed: Option<usize>,
+        status: Option<&FeedStatus>,
+    ) -> Appended {
         let session = transcript.session_id.clone();
         let appended = self.shared.store.append(transcript, feed);
+        if let Some(status) = status {
+            status.count(&appended);
+        }
         match appended {
             Appended::Duplicate => {}
             Appended::Partial { generation } | Appended::Final { generation } => {

@@ -342,15 +342,12 @@ fn handle_text(engine: &Engine, status: &FeedStatus, memory: &mut Memory, text: 
                 }
                 let seq = transcript.seq;
                 let session = transcript.session_id.clone();
-                match engine.ingest(transcript, Some(status.index)) {
-                    Appended::Duplicate => {
-                        status.duplicates.fetch_add(1, Ordering::Relaxed);
-                    }
+                match engine.ingest_from(transcript, status) {
+                    Appended::Duplicate => {}
                     Appended::Partial { .. } => {
                         lock(&memory.sessions).insert(session);
                     }
                     Appended::Final { .. } => {
-                        status.transcripts.fetch_add(1, Ordering::Relaxed);
                         if let Some(seq) = seq {
                             memory.resume.insert(session.as_str().to_string(), seq);
                         }
