@@ -2,6 +2,9 @@
 
 mod common;
 
+#[path = "common/feed.rs"]
+mod feed;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use inflight::model::Operation;
 use inflight::state::{Policy, StateConfig};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 struct Server {
@@ -258,7 +262,7 @@ async fn sessions_list_and_detail_carry_statistics_and_results() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_delivers_the_envelope_for_the_chosen_session() {
     let s = server(Policy::Coalesce, None).await;
     let (mut ws, _) =
@@ -291,23 +295,25 @@ async fn ws_delivers_the_envelope_for_the_chosen_session() {
     assert_eq!(keys.len(), 4);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
     let s = server(Policy::Skip, None).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
+    let (mut laggard, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
         .await
         .unwrap();
     s.engine.request(&sid("busy"), Operation::Summary);
     // Every refused request is an event (about 260 bytes on the wire); the
-    // client reads nothing meanwhile, so far more than the socket buffers hold.
-    for i in 0..200_000u64 {
+    // laggard reads nothing meanwhile, so far more than the socket buffers
+    // hold. Had the engine waited for it, this loop would never end.
+    const REFUSED: u64 = 200_000;
+    for i in 0..REFUSED {
         s.engine.request(&sid("busy"), Operation::Summary);
         if i % 5000 == 0 {
             tokio::task::yield_now().await;
         }
     }
     let close = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(message) = ws.next().await {
+        while let Some(message) = laggard.next().await {
             if let Ok(Message::Close(frame)) = message {
                 return frame;
             }
@@ -319,8 +325,25 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
     .expect("with a close frame");
     assert_eq!(u16::from(close.code), 1013);
     assert!(close.reason.contains("fell behind"), "{}", close.reason);
-    // The engine did not wait for the slow subscriber.
+    // The engine did not wait for the slow subscriber: every request was
+    // answered and counted while it read nothing, and the run is untouched.
+    let view = s.engine.session_detail(&sid("busy"), 0).unwrap().row;
+    assert_eq!(view.ops[Operation::Summary.index()].skipped, REFUSED);
+    assert_eq!(view.ops[Operation::Summary.index()].runs, 1);
     assert!(s.engine.status(&sid("busy")).summary_processing);
+    // The server goes on serving: a new subscriber gets its events.
+    let (mut reader, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?session=calm", s.addr))
+            .await
+            .unwrap();
+    s.engine.request(&sid("calm"), Operation::Summary);
+    let message = tokio::time::timeout(Duration::from_secs(10), reader.next())
+        .await
+        .expect("the reading subscriber is served")
+        .expect("still open")
+        .unwrap();
+    let v: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+    assert_eq!(v["sessionId"], "calm");
 }
 
 #[tokio::test]
@@ -367,12 +390,42 @@ async fn the_token_is_required_and_checked() {
         get_text(&format!("{}/healthz", s.base)).await,
         (200, "ok".to_string())
     );
+    for method in [reqwest::Method::POST, reqwest::Method::DELETE] {
+        let url = format!("{}/api/sessions/demo/operations/summary", s.base);
+        let response = http().request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{method} without a token");
+    }
     assert!(
-        tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
-            .await
-            .is_err(),
-        "/ws needs the token too"
+        !s.engine.status(&sid("demo")).any_processing,
+        "a refused trigger started nothing"
     );
+
+    // /ws: refused with 401 without the token, upgraded with it.
+    match tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 401)
+        }
+        other => panic!("/ws without a token must answer 401: {other:?}"),
+    }
+    let mut request = format!("ws://{}/ws?session=demo", s.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("/ws with the token");
+    assert_eq!(response.status().as_u16(), 101);
+    s.engine.request(&sid("demo"), Operation::Summary);
+    let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+    assert_eq!(v["type"], "processing_status");
+    assert_eq!(v["sessionId"], "demo");
 }
 
 /// `name{labels} value` lines of Prometheus text, checked for shape.
@@ -463,22 +516,60 @@ async fn metrics_parse_and_equal_the_engines_counters() {
     assert_eq!(value("inflight_llm_permits", ""), 4.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_report_their_state_and_bad_frames_by_kind() {
     let s = server(Policy::Coalesce, None).await;
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    // Nothing listens on port 9 of loopback: the feed keeps retrying.
     let mut events = s.engine.subscribe();
+    // Feed 0: nothing listens on port 9 of loopback. Its first retry is
+    // far off, so it stays "backing off" while the test reads it.
     inflight::feed::client::spawn(
         s.engine.clone(),
         "ws://127.0.0.1:9/".into(),
+        inflight::feed::client::FeedOptions {
+            backoff_min: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(120),
+            ..Default::default()
+        },
+        shutdown.clone(),
+    );
+    // Feed 1: a few bad frames of each kind between good lines, a repeat,
+    // and last a new line, so when that line is in, so is everything else.
+    let line = |seq: u64| {
+        Message::text(format!(
+            r#"{{"type":"transcript","session_id":"kinds","seq":{seq},"text":"line {seq}"}}"#
+        ))
+    };
+    let frames = vec![
+        line(1),
+        Message::text("{"),
+        Message::text("not json"),
+        Message::text(r#"{"type":"weather"}"#),
+        Message::text(r#"{"type":"weather"}"#),
+        Message::text(r#"{"type":"horoscope"}"#),
+        Message::text(r#"{"type":"transcript","session_id":"bad id!","text":"x"}"#),
+        Message::binary(vec![1u8, 2, 3]),
+        line(1),
+        line(2),
+    ];
+    let (addr, _up) = feed::one_client_feed(frames).await;
+    inflight::feed::client::spawn(
+        s.engine.clone(),
+        format!("ws://{addr}/"),
         Default::default(),
         shutdown,
     );
-    common::next_matching(&mut events, Duration::from_secs(10), |e| {
-        matches!(e, inflight::events::Event::FeedDisconnected { .. }).then_some(())
-    })
+    common::wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "the unreachable feed's failure and the last good line",
+        || {
+            let feeds = s.engine.feeds().views();
+            feeds[0].state != inflight::engine::FeedState::Connecting
+                && s.engine.generation(&sid("kinds")) == 2
+        },
+    )
     .await;
     let feeds: Value = http()
         .get(format!("{}/api/feeds", s.base))
@@ -488,15 +579,35 @@ async fn feeds_report_their_state_and_bad_frames_by_kind() {
         .json()
         .await
         .unwrap();
-    let feed = &feeds["feeds"][0];
-    assert_eq!(feed["url"], "ws://127.0.0.1:9/");
-    assert!(
-        ["connecting", "backing off"].contains(&feed["state"].as_str().unwrap()),
-        "{feed}"
+    let unreachable = &feeds["feeds"][0];
+    assert_eq!(unreachable["url"], "ws://127.0.0.1:9/");
+    assert_eq!(unreachable["state"], "backing off", "{unreachable}");
+    assert_eq!(unreachable["connects"], 0);
+    assert_eq!(unreachable["messages"], 0);
+
+    let scripted = &feeds["feeds"][1];
+    assert_eq!(scripted["feed"], 1);
+    assert_eq!(scripted["state"], "connected", "{scripted}");
+    assert_eq!(scripted["connects"], 1);
+    assert_eq!(scripted["transcripts"], 2);
+    assert_eq!(scripted["duplicates"], 1);
+    assert_eq!(
+        scripted["bad_frames"],
+        serde_json::json!({
+            "invalid_json": 2,
+            "unknown_type": 3,
+            "bad_session_id": 1,
+            "oversized": 0,
+            "binary": 1,
+            "invalid_utf8": 0,
+            "text_cut": 0,
+        })
     );
-    assert_eq!(feed["connects"], 0);
-    assert_eq!(feed["bad_frames"]["invalid_json"], 0);
-    assert_eq!(feed["bad_frames"].as_object().unwrap().len(), 7);
+    assert!(
+        scripted["last_message_age_seconds"].as_f64().is_some(),
+        "{scripted}"
+    );
+    assert!(unreachable["last_message_age_seconds"].is_null());
 }
 
 /// `inflight status`, the real binary, against a running API.

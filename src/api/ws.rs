@@ -8,9 +8,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiState, error};
+use crate::events::Event;
 use crate::model::SessionId;
 use crate::wire;
 
@@ -32,11 +34,18 @@ pub async fn upgrade(
         Some(Ok(session)) => Some(session),
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    upgrade.on_upgrade(move |socket| stream(socket, state, filter))
+    // Subscribe before the 101 goes out: a client that acts as soon as its
+    // handshake completes must see the events of what it did.
+    let events = state.engine.subscribe();
+    upgrade.on_upgrade(move |socket| stream(socket, state, filter, events))
 }
 
-async fn stream(socket: WebSocket, state: ApiState, filter: Option<SessionId>) {
-    let mut events = state.engine.subscribe();
+async fn stream(
+    socket: WebSocket,
+    state: ApiState,
+    filter: Option<SessionId>,
+    mut events: broadcast::Receiver<Event>,
+) {
     let (mut sink, mut incoming) = socket.split();
     loop {
         tokio::select! {
