@@ -2,11 +2,14 @@
 //! rendering into ratatui's TestBackend at 80x24 and 140x40, with colour and
 //! without.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use inflight::engine::{Engine, EngineConfig};
 use inflight::engine::{FeedState, FeedView, OpRow, SessionRow, Snapshot, Totals, TriggerAnswer};
-use inflight::llm::BackendInfo;
-use inflight::logs::LogBuffer;
+use inflight::events::Event;
+use inflight::llm::{Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress};
+use inflight::logs::{CaptureLayer, LogBuffer};
 use inflight::model::{Operation, SessionId};
 use inflight::state::{InFlight, Phase, Policy};
 use inflight::tui::app::{App, Command, Screen, SortColumn};
@@ -17,14 +20,20 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::style::{Color, Modifier};
 use tokio::time::Instant;
+use tracing_subscriber::layer::SubscriberExt;
 
 fn sid(raw: &str) -> SessionId {
     SessionId::parse(raw).unwrap()
 }
 
+/// The fixture's "now": a day ahead of the clock, so "250 s ago" exists
+/// however long the machine has been up (a monotonic clock starts at boot).
+fn now() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
 fn ago(now: Instant, secs: f64) -> Instant {
-    now.checked_sub(Duration::from_secs_f64(secs))
-        .unwrap_or(now)
+    now - Duration::from_secs_f64(secs)
 }
 
 fn running(now: Instant, run_id: u64, secs: f64, phase: Phase, pending: bool) -> InFlight {
@@ -155,7 +164,7 @@ fn fixture(now: Instant) -> Snapshot {
 }
 
 fn app(color: bool) -> App {
-    let mut app = App::new(Theme::new(color), fixture(Instant::now()));
+    let mut app = App::new(Theme::new(color), fixture(now()));
     app.say(
         "standup · summary pending: run 41 busy 12.4s",
         inflight::tui::app::Tone::Warn,
@@ -398,7 +407,7 @@ fn freezing_keeps_the_display_while_data_moves() {
     let mut app = app(true);
     app.handle_key(Key::Char(' '));
     assert!(app.paused);
-    let mut newer = fixture(Instant::now());
+    let mut newer = fixture(now());
     newer.sessions.truncate(1);
     app.set_snapshot(newer.clone());
     assert_eq!(
@@ -459,18 +468,110 @@ fn the_log_follows_until_scrolled_up_and_resumes_at_the_bottom() {
     assert!(text.contains("01:00:00 INFO  line 49"), "{text}");
 }
 
-#[test]
-fn control_characters_never_reach_the_screen() {
-    let mut app = app(true);
+/// A model on a bad day: every answer full of terminal escapes.
+struct HostileBackend;
+
+const ESCAPES: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31m";
+
+impl Backend for HostileBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: "hostile".into(),
+            model: "escapes".into(),
+            simulated: true,
+            reachable: true,
+        }
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async move {
+            match request.op {
+                Operation::Summary => Err(LlmError(format!("server said {ESCAPES}boom\u{7}"))),
+                Operation::MindMap => Ok(LlmResponse {
+                    text: serde_json::json!({"root": {
+                        "label": format!("Budget{ESCAPES}"),
+                        "children": [{"label": format!("Hiring{ESCAPES}\u{7}"), "children": []}]
+                    }})
+                    .to_string(),
+                    model: "escapes".into(),
+                    completion_tokens: 3,
+                }),
+            }
+        })
+    }
+}
+
+/// No escape, bell or other control character in any cell, and no remains
+/// of a sequence either: whole sequences are removed, not just their ESC.
+fn assert_no_controls(terminal: &Terminal<TestBackend>) {
+    let buffer = terminal.backend().buffer();
+    for cell in buffer.content() {
+        assert!(
+            !cell.symbol().chars().any(|c| c.is_control()),
+            "a control character reached the screen: {:?}\n{}",
+            cell.symbol(),
+            screen_text(terminal)
+        );
+    }
+    let text = screen_text(terminal);
+    for remains in ["pwned", "[2J", "[31m"] {
+        assert!(!text.contains(remains), "{remains:?} on screen:\n{text}");
+    }
+}
+
+/// Raw escapes from a model's error, a model's mind map and a log line go
+/// the real way to the screen: the engine, its events and the log capture.
+#[tokio::test]
+async fn control_characters_never_reach_the_screen() {
     let logs = LogBuffer::new();
-    // The capture layer strips them; the pane shows what the buffer holds.
-    let clean =
-        inflight::text::strip_controls("evil \u{1b}]0;title\u{7}\u{1b}[2Jline").into_owned();
-    logs.push(SystemTime::UNIX_EPOCH, tracing::Level::WARN, None, clean);
+    let subscriber = tracing_subscriber::registry().with(CaptureLayer::new(logs.clone()));
+    let _capture = tracing::subscriber::set_default(subscriber);
+    let engine = Engine::new(EngineConfig::default(), Arc::new(HostileBackend));
+    let mut events = engine.subscribe();
+    let s = sid("evil");
+    engine.ingest(
+        inflight::model::Transcript {
+            session_id: s.clone(),
+            seq: Some(1),
+            text: "We talk about the budget.".into(),
+            speaker: None,
+            start: None,
+            end: None,
+            is_final: true,
+        },
+        None,
+    );
+    let mut finished = 0;
+    while finished < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("both runs end")
+            .expect("the bus runs");
+        finished += matches!(event, Event::OpFinished { .. }) as usize;
+    }
+    tracing::warn!("a log line with {ESCAPES}raw escapes\u{7}");
+
+    let mut app = App::new(Theme::new(true), engine.snapshot());
     app.refresh_logs(&logs, false);
-    let text = screen_text(&render(&app, 140, 40));
-    assert!(text.contains("evil line"));
-    assert!(!text.contains('\u{1b}'));
+    let table = render(&app, 140, 40);
+    let text = screen_text(&table);
+    assert!(text.contains("raw escapes"), "{text}");
+    assert!(
+        text.contains("boom"),
+        "the error's log line is shown: {text}"
+    );
+    assert_no_controls(&table);
+
+    app.handle_key(Key::Enter);
+    app.set_detail(engine.session_detail(&s, 20));
+    let detail = render(&app, 140, 40);
+    let text = screen_text(&detail);
+    assert!(text.contains("Budget") && text.contains("Hiring"), "{text}");
+    assert_no_controls(&detail);
 }
 
 #[test]

@@ -1,19 +1,48 @@
 //! The real binary in a pseudo-terminal: the dashboard comes up on the
-//! embedded demo, answers keys, gives the terminal back on `q` and on
-//! SIGTERM, and keeps NO_COLOR.
+//! embedded demo, answers keys, gives the terminal back on `q`, on SIGTERM,
+//! SIGHUP and a panic on the UI thread, and keeps NO_COLOR.
+//!
+//! "Gives the terminal back" is checked three ways: the alternate screen is
+//! left, the cursor is shown again, and the terminal's own mode (termios,
+//! read from the pty) is cooked again, with line editing and echo.
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use portable_pty::{Child, CommandBuilder, PtySize, native_pty_system};
+use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
 
 const ROWS: u16 = 30;
 const COLS: u16 = 110;
 const LEAVE_ALTERNATE_SCREEN: &[u8] = b"\x1b[?1049l";
+const HIDE_CURSOR: &[u8] = b"\x1b[?25l";
+const SHOW_CURSOR: &[u8] = b"\x1b[?25h";
+
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// The pty's line discipline: canonical input (line editing) and echo.
+#[derive(Debug, PartialEq)]
+struct LineMode {
+    canonical: bool,
+    echo: bool,
+}
+
+const COOKED: LineMode = LineMode {
+    canonical: true,
+    echo: true,
+};
+const RAW: LineMode = LineMode {
+    canonical: false,
+    echo: false,
+};
 
 struct Dashboard {
     child: Box<dyn Child + Send + Sync>,
+    /// Kept open for as long as the test runs, so the pty's mode can still
+    /// be read after the child exits.
+    master: Box<dyn MasterPty + Send>,
     writer: Box<dyn Write + Send>,
     output: mpsc::Receiver<Vec<u8>>,
     parser: vt100::Parser,
@@ -44,7 +73,6 @@ impl Dashboard {
         let writer = pty.master.take_writer().expect("a writer");
         let (tx, output) = mpsc::channel();
         std::thread::spawn(move || {
-            let _keep_master = pty.master;
             let mut buf = [0u8; 8192];
             loop {
                 match reader.read(&mut buf) {
@@ -59,6 +87,7 @@ impl Dashboard {
         });
         Self {
             child,
+            master: pty.master,
             writer,
             output,
             parser: vt100::Parser::new(ROWS, COLS, 0),
@@ -118,10 +147,37 @@ impl Dashboard {
         }
     }
 
-    fn restored_terminal(&self) -> bool {
-        self.raw
-            .windows(LEAVE_ALTERNATE_SCREEN.len())
-            .any(|w| w == LEAVE_ALTERNATE_SCREEN)
+    fn line_mode(&self) -> LineMode {
+        let fd = self.master.as_raw_fd().expect("the pty's fd");
+        // SAFETY: `termios` is plain data that tcgetattr fills in; the fd
+        // belongs to `self.master`, which is open.
+        let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::tcgetattr(fd, &mut termios) }, 0, "tcgetattr");
+        LineMode {
+            canonical: termios.c_lflag & libc::ICANON != 0,
+            echo: termios.c_lflag & libc::ECHO != 0,
+        }
+    }
+
+    /// The dashboard is up: raw mode, hidden cursor.
+    fn assert_took_the_terminal(&self) {
+        assert_eq!(self.line_mode(), RAW, "the dashboard runs in raw mode");
+        assert!(find_last(&self.raw, HIDE_CURSOR).is_some(), "cursor hidden");
+    }
+
+    /// After exit: the alternate screen left, the cursor shown after it was
+    /// last hidden, and the line discipline cooked again.
+    fn assert_gave_the_terminal_back(&self, how: &str) {
+        assert!(
+            find_last(&self.raw, LEAVE_ALTERNATE_SCREEN).is_some(),
+            "{how}: the alternate screen is left"
+        );
+        let hidden = find_last(&self.raw, HIDE_CURSOR).expect("the cursor was hidden");
+        assert!(
+            find_last(&self.raw, SHOW_CURSOR).is_some_and(|shown| shown > hidden),
+            "{how}: the cursor is shown again"
+        );
+        assert_eq!(self.line_mode(), COOKED, "{how}: raw mode is off");
     }
 }
 
@@ -159,9 +215,10 @@ fn the_dashboard_triggers_cancels_and_quits() {
         !s.contents().contains("Keys · Esc or ? closes")
     });
 
+    ui.assert_took_the_terminal();
     ui.press("q");
     assert!(ui.wait_exit(), "q exits cleanly");
-    assert!(ui.restored_terminal(), "the alternate screen is left");
+    ui.assert_gave_the_terminal_back("q");
 }
 
 #[test]
@@ -206,6 +263,7 @@ fn sigterm_and_sighup_give_the_terminal_back() {
     for signal in ["-TERM", "-HUP"] {
         let mut ui = Dashboard::start(&[]);
         ui.wait_for("the sessions table", |s| s.contents().contains("Sessions"));
+        ui.assert_took_the_terminal();
         let pid = ui.child.process_id().expect("a pid");
         let status = std::process::Command::new("kill")
             .args([signal, &pid.to_string()])
@@ -213,9 +271,25 @@ fn sigterm_and_sighup_give_the_terminal_back() {
             .expect("kill runs");
         assert!(status.success());
         assert!(ui.wait_exit(), "{signal} ends the dashboard cleanly");
-        assert!(
-            ui.restored_terminal(),
-            "{signal} leaves the alternate screen"
-        );
+        ui.assert_gave_the_terminal_back(signal);
     }
+}
+
+#[test]
+fn a_panic_on_the_ui_thread_gives_the_terminal_back() {
+    let mut ui = Dashboard::start(&[("INFLIGHT_TEST_PANIC", "ui")]);
+    assert!(!ui.wait_exit(), "a panic is a failure");
+    ui.assert_gave_the_terminal_back("a panic");
+    // The hook leaves the alternate screen first, so the message stays on
+    // the screen the operator gets back (the guard's own restore follows).
+    let left = ui
+        .raw
+        .windows(LEAVE_ALTERNATE_SCREEN.len())
+        .position(|w| w == LEAVE_ALTERNATE_SCREEN)
+        .unwrap();
+    let after = String::from_utf8_lossy(&ui.raw[left..]);
+    assert!(
+        after.contains("a panic on the UI thread, as asked"),
+        "the panic message is printed on the restored screen: {after:?}"
+    );
 }

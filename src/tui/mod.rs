@@ -95,8 +95,19 @@ pub async fn run(engine: Engine, logs: LogBuffer, options: TuiOptions) -> Result
             .map_err(|e| format!("cannot draw: {e}"))?;
         dirty = false;
         last_draw = Instant::now();
+        panic_if_asked();
     }
     Ok(())
+}
+
+/// Debug builds only: `INFLIGHT_TEST_PANIC=ui` panics on the UI thread after
+/// the first frame, so the tests can watch the panic hook give the terminal
+/// back in the real binary. Release builds have no such switch.
+fn panic_if_asked() {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("INFLIGHT_TEST_PANIC").is_some_and(|v| v == "ui") {
+        panic!("INFLIGHT_TEST_PANIC=ui: a panic on the UI thread, as asked");
+    }
 }
 
 fn refresh(engine: &Engine, logs: &LogBuffer, app: &mut App) {
