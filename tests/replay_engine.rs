@@ -1,67 +1,81 @@
-//! Replay feed → engine over a real WebSocket on loopback: eight sessions of
-//! sixty transcripts each, against a builtin LLM that needs 200 ms a call.
-//! Coalesce keeps every session fresh; the seed's skip leaves sessions stale.
-//! Both are asserted on the same feed: the difference is the point.
+//! A feed → engine over a real WebSocket on loopback: eight sessions of
+//! sixty transcripts each. Coalesce keeps every session fresh; the original
+//! skip leaves sessions stale. Both are asserted on the same script: the
+//! difference is the point.
 //!
-//! The feed sends each session a transcript every 10 ms (800 transcripts/s
-//! in all, twenty per LLM call) for 58 lines. Then the speakers pause (every
-//! run ends), line 59 comes, and line 60 with the session's end follows
-//! 100 ms later — while the run line 59 started is still calling the LLM. The
-//! seed drops both requests, so its last summary covers 59 of 60 lines;
-//! coalesce runs once more. (A burst that lands entirely before the first
-//! run reads the session would leave nothing for either policy to skip:
-//! transcripts must keep arriving while runs are in flight, as they do live.)
+//! The script is driven by the engine's own state, not by the clock. The
+//! model answers only when the test opens its gate. Line 1 starts a run per
+//! (session, op); lines 2–58 arrive while those runs are held, so every one
+//! of them meets a busy slot. The gate opens and everything settles. Then
+//! line 59 starts a run; once it reads the session and is held at the gate,
+//! line 60 and the session's end arrive. Skip drops both requests, so its
+//! last summary covers 59 of 60 lines; coalesce runs once more.
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+#[path = "common/feed.rs"]
+mod feed;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{final_line, sid};
 use inflight::engine::{Engine, EngineConfig};
-use inflight::feed::meetings::Meeting;
-use inflight::feed::{client, replay};
-use inflight::llm::LatencyRange;
+use inflight::feed::{client, protocol};
 use inflight::llm::builtin::BuiltinBackend;
 use inflight::llm::probe::ConcurrencyProbe;
+use inflight::llm::{
+    Backend, BackendInfo, BoxFuture, LatencyRange, LlmError, LlmRequest, LlmResponse, Progress,
+};
 use inflight::model::{Operation, SessionId};
 use inflight::state::{Policy, StateConfig};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 const SESSIONS: usize = 8;
 const TRANSCRIPTS: u64 = 60;
+const RUNS_AT_ONCE: u64 = SESSIONS as u64 * 2;
 
-fn meetings() -> Vec<Meeting> {
-    (0..SESSIONS)
-        .map(|i| {
-            let name = format!("load-{i}");
-            Meeting {
-                session: sid(&name),
-                lines: (1..=TRANSCRIPTS)
-                    .map(|seq| {
-                        let mut line = final_line(
-                            &name,
-                            seq,
-                            &format!("Point {seq} about the budget and the release plan."),
-                        );
-                        line.start = Some(end_time(seq) - 0.005);
-                        line.end = Some(end_time(seq));
-                        line
-                    })
-                    .collect(),
-            }
-        })
-        .collect()
+/// A model that answers only while its gate is open.
+struct Gated {
+    inner: BuiltinBackend,
+    open: watch::Receiver<bool>,
 }
 
-/// When line `seq` is sent, in seconds from the start (played at speed 1).
-fn end_time(seq: u64) -> f64 {
-    match seq {
-        1..=58 => seq as f64 * 0.010,
-        59 => 0.58 + 0.6,
-        _ => 0.58 + 0.6 + 0.1,
+impl Backend for Gated {
+    fn info(&self) -> BackendInfo {
+        self.inner.info()
     }
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async move {
+            let mut open = self.open.clone();
+            if open.wait_for(|open| *open).await.is_err() {
+                return Err(LlmError("the gate went away".into()));
+            }
+            self.inner.generate(request, progress).await
+        })
+    }
+}
+
+fn line(session: &SessionId, seq: u64) -> Message {
+    let text = format!("Point {seq} about the budget and the release plan.");
+    Message::text(protocol::transcript_frame(&final_line(
+        session.as_str(),
+        seq,
+        &text,
+    )))
+}
+
+fn end(session: &SessionId) -> Message {
+    Message::text(format!(
+        r#"{{"type":"session_end","session_id":"{session}"}}"#
+    ))
 }
 
 struct Outcome {
@@ -73,26 +87,16 @@ struct Outcome {
 async fn run_load(policy: Policy) -> Outcome {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let options = replay::ReplayOptions {
-        speed: 1.0,
-        partials: false,
-        ..Default::default()
-    };
-    let addr = replay::start(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        meetings(),
-        options,
-        shutdown.clone(),
-    )
-    .await
-    .expect("replay server binds");
-    let probe = ConcurrencyProbe::new(Arc::new(BuiltinBackend::new(LatencyRange::fixed(
-        Duration::from_millis(200),
-    ))));
+    let (addr, feed) = feed::driven_feed().await;
+    let (gate, open) = watch::channel(false);
+    let probe = ConcurrencyProbe::new(Arc::new(Gated {
+        inner: BuiltinBackend::new(LatencyRange::ZERO),
+        open,
+    }));
     let config = EngineConfig {
         state: StateConfig {
             policy: [policy; 2],
-            op_timeout: Duration::from_secs(30),
+            op_timeout: Duration::from_secs(60),
         },
         // Every (session, op) gets a permit at once, so runs read the
         // session the moment they are admitted.
@@ -108,15 +112,51 @@ async fn run_load(policy: Policy) -> Outcome {
         shutdown.clone(),
     );
     let sessions: Vec<SessionId> = (0..SESSIONS).map(|i| sid(&format!("load-{i}"))).collect();
-    common::wait_until(
-        &mut events,
-        Duration::from_secs(60),
-        "all transcripts in and all runs done",
-        || {
-            common::is_idle_and(&engine, &sessions, TRANSCRIPTS)
-                && engine.snapshot().sessions.iter().all(|s| s.ended)
-        },
-    )
+    let send = |frame: Message| feed.send(frame).expect("the feed runs");
+    let limit = Duration::from_secs(30);
+
+    // Line 1 starts a run of each op of each session; the model holds them.
+    sessions.iter().for_each(|s| send(line(s, 1)));
+    common::wait_until(&mut events, limit, "the first runs held", || {
+        engine.snapshot().totals.running == RUNS_AT_ONCE
+    })
+    .await;
+    // Lines 2–58 all meet busy slots.
+    for seq in 2..=58 {
+        sessions.iter().for_each(|s| send(line(s, seq)));
+    }
+    common::wait_until(&mut events, limit, "line 58 in", || {
+        sessions.iter().all(|s| engine.generation(s) == 58)
+    })
+    .await;
+    gate.send_replace(true);
+    common::wait_until(&mut events, limit, "the first wave settled", || {
+        common::is_idle_and(&engine, &sessions, 58)
+    })
+    .await;
+
+    // Line 59 starts a run that reads the session and is held; line 60 and
+    // the end arrive while it is in flight.
+    gate.send_replace(false);
+    sessions.iter().for_each(|s| send(line(s, 59)));
+    common::wait_until(&mut events, limit, "the line-59 runs held", || {
+        engine.snapshot().totals.running == RUNS_AT_ONCE
+    })
+    .await;
+    for s in &sessions {
+        send(line(s, 60));
+        send(end(s));
+    }
+    common::wait_until(&mut events, limit, "line 60 and the ends in", || {
+        let snapshot = engine.snapshot();
+        sessions.iter().all(|s| engine.generation(s) == TRANSCRIPTS)
+            && snapshot.sessions.iter().all(|row| row.ended)
+    })
+    .await;
+    gate.send_replace(true);
+    common::wait_until(&mut events, limit, "all runs done", || {
+        common::is_idle_and(&engine, &sessions, TRANSCRIPTS)
+    })
     .await;
     Outcome {
         max_overlap: probe.max_overlap(),
