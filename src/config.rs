@@ -215,6 +215,36 @@ pub struct EngineArgs {
     )]
     pub api_token: Option<String>,
 
+    /// An origin (`https://host[:port]`) whose web pages may call the API;
+    /// repeat for several. By default a request carrying any `Origin` is refused.
+    #[arg(
+        long = "api-allow-origin",
+        value_name = "ORIGIN",
+        env = "INFLIGHT_API_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub api_allow_origins: Vec<String>,
+
+    /// A host name the API answers to besides loopback ones while it listens
+    /// on loopback (a name in /etc/hosts, say); repeat for several. Other
+    /// `Host`s are refused, which keeps DNS rebinding out.
+    #[arg(
+        long = "api-allow-host",
+        value_name = "NAME",
+        env = "INFLIGHT_API_ALLOW_HOST",
+        value_delimiter = ','
+    )]
+    pub api_allow_hosts: Vec<String>,
+
+    /// Most /ws subscribers at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "INFLIGHT_API_MAX_WS_CLIENTS")]
+    pub api_max_ws_clients: u32,
+
+    /// A /ws subscriber that answers no ping, or whose socket takes no data,
+    /// for this long is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, env = "INFLIGHT_API_WS_TIMEOUT")]
+    pub api_ws_timeout: Duration,
+
     /// Replay speed of the embedded demo feed (1 = real time).
     #[arg(
         long,
@@ -251,6 +281,13 @@ pub struct FeedArgs {
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw)
         .map_err(|e| format!("{raw:?} is not a duration ({e}); write e.g. 300s or 2m"))
+}
+
+fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+    match parse_duration(raw)? {
+        d if d.is_zero() => Err(format!("{raw:?} must be above zero")),
+        d => Ok(d),
+    }
 }
 
 fn parse_operation(raw: &str) -> Result<Operation, String> {
@@ -324,6 +361,21 @@ impl EngineArgs {
             upstream_results: self.upstream_results,
             ..Default::default()
         })
+    }
+
+    /// The API's settings, listening on `addr`.
+    pub fn api_config(&self, addr: SocketAddr) -> crate::api::ApiConfig {
+        crate::api::ApiConfig {
+            addr,
+            token: self.api_token.clone(),
+            allowed_origins: self.api_allow_origins.clone(),
+            allowed_hosts: self.api_allow_hosts.clone(),
+            ws: crate::api::WsLimits {
+                max_clients: self.api_max_ws_clients as usize,
+                timeout: self.api_ws_timeout,
+                ..Default::default()
+            },
+        }
     }
 
     pub fn engine_config(&self) -> EngineConfig {

@@ -131,10 +131,7 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
     let _stop_feeds = shutdown.clone().drop_guard();
     let engine = start_engine(&args, &shutdown).await?;
     if let Some(addr) = args.api {
-        let config = api::ApiConfig {
-            addr,
-            token: args.api_token.clone(),
-        };
+        let config = args.api_config(addr);
         let bound = api::serve(engine.clone(), config, shutdown.clone()).await?;
         tracing::info!(%bound, "API listening");
     }
@@ -145,12 +142,10 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
 async fn run_headless(args: EngineArgs) -> Result<(), String> {
     init_logs();
     let shutdown = CancellationToken::new();
-    let api_config = api::ApiConfig {
-        addr: args
-            .api
+    let api_config = args.api_config(
+        args.api
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_API_PORT))),
-        token: args.api_token.clone(),
-    };
+    );
     // Refuse a bad API setting before anything starts.
     api_config.check()?;
     let engine = start_engine(&args, &shutdown).await?;

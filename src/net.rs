@@ -52,3 +52,65 @@ pub fn tls_client_config(
         .with_no_client_auth();
     Ok(std::sync::Arc::new(config))
 }
+
+/// A URL fit to show and log: a password or user name in it becomes `***`,
+/// and so does every query value (`?token=***`), since feeds often carry
+/// their credentials there. The fragment is dropped.
+pub fn redact_url(url: &str) -> String {
+    let url = url.split('#').next().unwrap_or(url);
+    let (before_query, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let host = match authority.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => authority.to_string(),
+            };
+            format!("{scheme}://{host}{path}")
+        }
+        None => before_query.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) => format!("{key}=***"),
+                None => pair.to_string(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+    }
+    crate::text::strip_controls(&shown).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_secrets_not_their_shape() {
+        for (raw, shown) in [
+            ("ws://127.0.0.1:9100/live", "ws://127.0.0.1:9100/live"),
+            ("wss://feed.example", "wss://feed.example"),
+            (
+                "wss://user:secret@feed.example:443/v1/listen",
+                "wss://***@feed.example:443/v1/listen",
+            ),
+            (
+                "wss://feed.example/listen?token=abc&model=nova&flag",
+                "wss://feed.example/listen?token=***&model=***&flag",
+            ),
+            ("ws://a@b@host/x?k=v#frag", "ws://***@host/x?k=***"),
+            ("ws://host/?a=1/2", "ws://host/?a=***"),
+        ] {
+            assert_eq!(redact_url(raw), shown, "{raw}");
+        }
+    }
+}

@@ -5,10 +5,13 @@ mod common;
 #[path = "common/feed.rs"]
 mod feed;
 
-use std::net::SocketAddr;
+#[path = "common/api_server.rs"]
+mod api_server;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use api_server::{get_text, http, server};
 use common::{final_line, sid};
 use futures_util::StreamExt;
 use inflight::api::{self, ApiConfig};
@@ -16,64 +19,11 @@ use inflight::engine::{Engine, EngineConfig};
 use inflight::llm::LatencyRange;
 use inflight::llm::builtin::BuiltinBackend;
 use inflight::model::Operation;
-use inflight::state::{Policy, StateConfig};
+use inflight::state::Policy;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
-
-struct Server {
-    engine: Engine,
-    base: String,
-    addr: SocketAddr,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-async fn server(policy: Policy, token: Option<&str>) -> Server {
-    let config = EngineConfig {
-        state: StateConfig {
-            policy: [policy; 2],
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    // Runs take long enough to be seen running.
-    let engine = Engine::new(
-        config,
-        Arc::new(BuiltinBackend::new(LatencyRange::fixed(
-            Duration::from_secs(30),
-        ))),
-    );
-    let shutdown = CancellationToken::new();
-    let addr = api::serve(
-        engine.clone(),
-        ApiConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            token: token.map(str::to_string),
-        },
-        shutdown.clone(),
-    )
-    .await
-    .expect("the API binds");
-    Server {
-        engine,
-        base: format!("http://{addr}"),
-        addr,
-        _stop: shutdown.drop_guard(),
-    }
-}
-
-fn http() -> reqwest::Client {
-    inflight::net::http_client(reqwest::Client::builder()).expect("an HTTP client")
-}
-
-async fn get_text(url: &str) -> (u16, String) {
-    let response = http().get(url).send().await.expect("request");
-    (
-        response.status().as_u16(),
-        response.text().await.expect("body"),
-    )
-}
 
 fn float(x: f64) -> String {
     serde_json::to_string(&x).unwrap()
@@ -89,6 +39,7 @@ async fn the_status_json_is_the_seeds_exactly() {
         r#"{"success":true,"session_id":"session-123","summary_processing":false,"mind_map_processing":false,"any_processing":false,"summary_start_time":null,"mind_map_start_time":null}"#
     );
 
+    common::open_session(&s.engine, "session-123");
     let response = http()
         .post(format!(
             "{}/api/sessions/session-123/operations/mind_map",
@@ -123,6 +74,7 @@ async fn a_trigger_while_running_is_pending_under_coalesce_and_409_under_skip() 
         (Policy::Skip, 409, "skipped"),
     ] {
         let s = server(policy, None).await;
+        common::open_session(&s.engine, "demo");
         let url = format!("{}/api/sessions/demo/operations/summary", s.base);
         let first = http().post(&url).send().await.unwrap();
         assert_eq!(first.status().as_u16(), 202);
@@ -139,6 +91,7 @@ async fn a_trigger_while_running_is_pending_under_coalesce_and_409_under_skip() 
 #[tokio::test]
 async fn cancel_frees_the_slot() {
     let s = server(Policy::Coalesce, None).await;
+    common::open_session(&s.engine, "demo");
     let url = format!("{}/api/sessions/demo/operations/summary", s.base);
     http().post(&url).send().await.unwrap();
     assert!(s.engine.status(&sid("demo")).summary_processing);
@@ -161,6 +114,30 @@ async fn cancel_frees_the_slot() {
         .await
         .unwrap();
     assert_eq!(again["outcome"], "started");
+}
+
+#[tokio::test]
+async fn triggering_a_session_that_does_not_exist_is_404_and_calls_no_llm() {
+    let s = server(Policy::Coalesce, None).await;
+    let url = format!("{}/api/sessions/evil-session/operations/summary", s.base);
+    let response = http().post(&url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "no session evil-session");
+    assert!(
+        !s.engine.status(&sid("evil-session")).any_processing,
+        "no run started"
+    );
+    assert!(
+        s.engine.snapshot().sessions.is_empty(),
+        "the trigger made no session"
+    );
+    assert_eq!(
+        get_text(&format!("{}/api/sessions/evil-session", s.base))
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -207,7 +184,7 @@ async fn sessions_list_and_detail_carry_statistics_and_results() {
         engine.clone(),
         ApiConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
-            token: None,
+            ..Default::default()
         },
         shutdown,
     )
@@ -270,6 +247,8 @@ async fn ws_delivers_the_envelope_for_the_chosen_session() {
             .await
             .unwrap();
     // Events of another session are filtered out.
+    common::open_session(&s.engine, "other");
+    common::open_session(&s.engine, "wanted");
     s.engine.request(&sid("other"), Operation::Summary);
     s.engine.request(&sid("wanted"), Operation::Summary);
     let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -301,6 +280,7 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
     let (mut laggard, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
         .await
         .unwrap();
+    common::open_session(&s.engine, "busy");
     s.engine.request(&sid("busy"), Operation::Summary);
     // Every refused request is an event (about 260 bytes on the wire); the
     // laggard reads nothing meanwhile, so far more than the socket buffers
@@ -336,6 +316,7 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
         tokio_tungstenite::connect_async(format!("ws://{}/ws?session=calm", s.addr))
             .await
             .unwrap();
+    common::open_session(&s.engine, "calm");
     s.engine.request(&sid("calm"), Operation::Summary);
     let message = tokio::time::timeout(Duration::from_secs(10), reader.next())
         .await
@@ -349,6 +330,7 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
 #[tokio::test]
 async fn the_token_is_required_and_checked() {
     let s = server(Policy::Coalesce, Some("s3cret")).await;
+    common::open_session(&s.engine, "demo");
     let url = format!("{}/api/sessions", s.base);
     assert_eq!(
         http().get(&url).send().await.unwrap().status().as_u16(),
@@ -469,6 +451,7 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
 async fn metrics_parse_and_equal_the_engines_counters() {
     let s = server(Policy::Coalesce, None).await;
     for session in ["a", "b"] {
+        common::open_session(&s.engine, session);
         s.engine.request(&sid(session), Operation::Summary);
         s.engine.request(&sid(session), Operation::Summary);
         s.engine.request(&sid(session), Operation::MindMap);
@@ -526,7 +509,7 @@ async fn feeds_report_their_state_and_bad_frames_by_kind() {
     // far off, so it stays "backing off" while the test reads it.
     inflight::feed::client::spawn(
         s.engine.clone(),
-        "ws://127.0.0.1:9/".into(),
+        "ws://operator:hunter2@127.0.0.1:9/live?token=abc123".into(),
         inflight::feed::client::FeedOptions {
             backoff_min: Duration::from_secs(60),
             backoff_max: Duration::from_secs(120),
@@ -580,7 +563,9 @@ async fn feeds_report_their_state_and_bad_frames_by_kind() {
         .await
         .unwrap();
     let unreachable = &feeds["feeds"][0];
-    assert_eq!(unreachable["url"], "ws://127.0.0.1:9/");
+    // Credentials in a feed URL are never shown.
+    assert_eq!(unreachable["url"], "ws://***@127.0.0.1:9/live?token=***");
+    assert!(!feeds.to_string().contains("hunter2") && !feeds.to_string().contains("abc123"));
     assert_eq!(unreachable["state"], "backing off", "{unreachable}");
     assert_eq!(unreachable["connects"], 0);
     assert_eq!(unreachable["messages"], 0);
@@ -614,6 +599,7 @@ async fn feeds_report_their_state_and_bad_frames_by_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_command_prints_sessions_and_one_status() {
     let s = server(Policy::Coalesce, Some("tok")).await;
+    common::open_session(&s.engine, "standup");
     s.engine.request(&sid("standup"), Operation::Summary);
     // The API keeps serving on the runtime's workers while this thread waits.
     let run = |args: &[&str], token: &str| {

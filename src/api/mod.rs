@@ -12,8 +12,11 @@
 //! | `GET /healthz` | liveness, never behind the token |
 //!
 //! Loopback by default; any other address needs a bearer token, checked in
-//! constant time on every route but `/healthz`.
+//! constant time on every route but `/healthz`. Web pages are kept out on
+//! every route ([`browsers`]): foreign `Origin`s, and on loopback foreign
+//! `Host`s, get 403.
 
+mod browsers;
 pub mod client;
 mod json;
 mod metrics;
@@ -40,11 +43,31 @@ pub use metrics::Metrics;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+pub use browsers::BrowserPolicy;
+pub use ws::WsLimits;
+
 /// Where and how the API listens.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub addr: SocketAddr,
     pub token: Option<String>,
+    /// Origins whose web pages may call the API (none by default).
+    pub allowed_origins: Vec<String>,
+    /// Host names accepted besides loopback ones, when bound to loopback.
+    pub allowed_hosts: Vec<String>,
+    pub ws: WsLimits,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            token: None,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            ws: WsLimits::default(),
+        }
+    }
 }
 
 impl ApiConfig {
@@ -65,16 +88,27 @@ struct ApiState {
     engine: Engine,
     token: Option<Arc<str>>,
     metrics: Arc<Metrics>,
+    ws: Arc<ws::Subscribers>,
 }
 
 /// The router, for tests and for [`serve`].
-pub fn router(engine: Engine, token: Option<String>) -> Router {
+pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     let metrics = Metrics::new(engine.clone());
     tokio::spawn(metrics.clone().record_events(engine.clone()));
+    let browsers = Arc::new(BrowserPolicy {
+        allowed_origins: config.allowed_origins.clone(),
+        check_host: config.addr.ip().is_loopback(),
+        allowed_hosts: config.allowed_hosts.clone(),
+    });
     let state = ApiState {
         engine,
-        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        token: config
+            .token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Arc::from),
         metrics,
+        ws: Arc::new(ws::Subscribers::new(config.ws)),
     };
     let protected = Router::new()
         .route(
@@ -96,6 +130,10 @@ pub fn router(engine: Engine, token: Option<String>) -> Router {
         .merge(protected)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(refuse_large_bodies))
+        .layer(middleware::from_fn_with_state(
+            browsers,
+            browsers::refuse_web_pages,
+        ))
         .with_state(state)
 }
 
@@ -110,7 +148,7 @@ pub async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = router(engine, config.token);
+    let app = router(engine, &config);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -277,7 +315,12 @@ async fn trigger(
     Path((raw, op)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (session, op) = (session_id(&raw)?, operation(&op)?);
-    let answer = state.engine.request(&session, op);
+    let Some(answer) = state.engine.request(&session, op) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {session}"),
+        ));
+    };
     let body = match answer {
         TriggerAnswer::Started { run_id } => json!({"outcome": "started", "run_id": run_id}),
         TriggerAnswer::Pending {
@@ -355,7 +398,7 @@ mod tests {
     fn public_addresses_need_a_token() {
         let open = ApiConfig {
             addr: "0.0.0.0:8787".parse().unwrap(),
-            token: None,
+            ..Default::default()
         };
         assert!(open.check().unwrap_err().contains("--api-token"));
         let with_token = ApiConfig {
@@ -365,12 +408,12 @@ mod tests {
         assert!(with_token.check().is_ok());
         let loopback = ApiConfig {
             addr: "127.0.0.1:8787".parse().unwrap(),
-            token: None,
+            ..Default::default()
         };
         assert!(loopback.check().is_ok());
         let v6 = ApiConfig {
             addr: "[::1]:8787".parse().unwrap(),
-            token: None,
+            ..Default::default()
         };
         assert!(v6.check().is_ok());
     }

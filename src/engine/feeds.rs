@@ -74,6 +74,7 @@ impl BadFrame {
 #[derive(Debug)]
 pub struct FeedStatus {
     pub index: usize,
+    /// The feed's URL with its secrets redacted: fit for views and logs.
     pub url: String,
     state: Mutex<FeedState>,
     last_message_at: Mutex<Option<Instant>>,

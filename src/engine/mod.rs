@@ -168,11 +168,14 @@ impl Engine {
     }
 
     /// Asks for a run of `op` now: the operator's trigger, from the
-    /// dashboard or the API. The session may be one no feed has sent; it is
-    /// listed from now on.
-    pub fn request(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
-        self.shared.store.touch(session);
-        self.admit(session, op)
+    /// dashboard or the API. Only a session the engine holds can be
+    /// triggered; for any other the answer is `None` and no LLM is called
+    /// (a trigger must not make sessions, nor spend the model on nothing).
+    pub fn request(&self, session: &SessionId, op: Operation) -> Option<TriggerAnswer> {
+        if !self.shared.store.contains(session) {
+            return None;
+        }
+        Some(self.admit(session, op))
     }
 
     /// Asks the state manager; starts the run when admitted.

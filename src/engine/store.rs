@@ -186,11 +186,9 @@ impl SessionStore {
     }
 
     /// Makes sure the session exists (a trigger may name one no feed sent).
-    pub fn touch(&self, session: &SessionId) {
-        let mut sessions = self.lock();
-        if !sessions.contains_key(session) {
-            sessions.insert(session.clone(), SessionRecord::new(None));
-        }
+    /// Whether the store holds the session.
+    pub fn contains(&self, session: &SessionId) -> bool {
+        self.lock().contains_key(session)
     }
 
     /// The session's newest generation (0 when unknown).

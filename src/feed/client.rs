@@ -88,8 +88,10 @@ pub fn spawn(
     options: FeedOptions,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let status = engine.feeds().register(url);
-    tokio::spawn(run(engine, status, options, shutdown))
+    // Views and logs get the URL without its secrets; only the connection
+    // itself uses the real one.
+    let status = engine.feeds().register(crate::net::redact_url(&url));
+    tokio::spawn(run(engine, status, url, options, shutdown))
 }
 
 /// What a feed remembers across its connections.
@@ -103,6 +105,7 @@ struct Memory {
 async fn run(
     engine: Engine,
     status: Arc<FeedStatus>,
+    url: String,
     options: FeedOptions,
     shutdown: CancellationToken,
 ) {
@@ -121,27 +124,35 @@ async fn run(
                 status.set_state(FeedState::Closed { reason: "shut down".into() });
                 return;
             }
-            reason = connect_and_read(&engine, &status, &options, &mut memory) => reason,
+            reason = connect_and_read(&engine, &status, &url, &options, &mut memory) => reason,
         };
-        engine.events().emit(Event::FeedDisconnected {
-            feed: status.index,
-            url: status.url.clone(),
-            reason: reason.clone(),
-        });
         // A connection that lived a while resets the backoff.
         if connected_at.elapsed() > options.backoff_max {
             failures = 0;
         }
         failures += 1;
-        if options.retries.is_some_and(|n| failures > n) {
-            status.set_state(FeedState::Closed { reason });
+        let give_up = options.retries.is_some_and(|n| failures > n);
+        let delay = backoff(&options, failures, &mut rng);
+        // The state changes before the event goes out, so a view woken by
+        // the event sees where the feed is now.
+        status.set_state(if give_up {
+            FeedState::Closed {
+                reason: reason.clone(),
+            }
+        } else {
+            FeedState::BackingOff {
+                until: Instant::now() + delay,
+                attempt: failures,
+            }
+        });
+        engine.events().emit(Event::FeedDisconnected {
+            feed: status.index,
+            url: status.url.clone(),
+            reason,
+        });
+        if give_up {
             return;
         }
-        let delay = backoff(&options, failures, &mut rng);
-        status.set_state(FeedState::BackingOff {
-            until: Instant::now() + delay,
-            attempt: failures,
-        });
         tokio::select! {
             _ = shutdown.cancelled() => {
                 status.set_state(FeedState::Closed { reason: "shut down".into() });
@@ -165,12 +176,13 @@ fn backoff(options: &FeedOptions, attempt: u32, rng: &mut fastrand::Rng) -> Dura
 async fn connect_and_read(
     engine: &Engine,
     status: &FeedStatus,
+    url: &str,
     options: &FeedOptions,
     memory: &mut Memory,
 ) -> String {
-    let mut request = match status.url.as_str().into_client_request() {
+    let mut request = match url.into_client_request() {
         Ok(request) => request,
-        Err(e) => return format!("bad feed URL: {e}"),
+        Err(e) => return format!("bad feed URL {}: {e}", status.url),
     };
     for (name, value) in &options.headers {
         if let (Ok(name), Ok(value)) = (

@@ -130,11 +130,17 @@ fn carry_out(engine: &Engine, app: &mut App, commands: Vec<Command>) {
         match command {
             Command::Quit => {}
             Command::Trigger { session, ops } => {
-                let answers: Vec<_> = ops
+                let answers: Option<Vec<_>> = ops
                     .iter()
-                    .map(|op| (*op, engine.request(&session, *op)))
+                    .map(|op| engine.request(&session, *op).map(|answer| (*op, answer)))
                     .collect();
-                app.show_triggered(&session, &answers, SystemTime::now());
+                match answers {
+                    Some(answers) => app.show_triggered(&session, &answers, SystemTime::now()),
+                    None => app.say(
+                        &format!("{session} · no such session any more"),
+                        app::Tone::Warn,
+                    ),
+                }
             }
             Command::Cancel { session } => {
                 let stopped: Vec<_> = Operation::ALL

@@ -65,6 +65,25 @@ pub async fn next_matching<T>(
     }
 }
 
+/// Makes `name` a session the engine holds without asking for any run: one
+/// partial line (partials never request runs). Triggers need a known session.
+pub fn open_session(engine: &Engine, name: &str) -> SessionId {
+    let session = sid(name);
+    engine.ingest(
+        Transcript {
+            session_id: session.clone(),
+            seq: None,
+            text: "…".into(),
+            speaker: None,
+            start: None,
+            end: None,
+            is_final: false,
+        },
+        None,
+    );
+    session
+}
+
 pub fn is_idle_and(engine: &Engine, sessions: &[SessionId], generation: u64) -> bool {
     engine.is_idle() && sessions.iter().all(|s| engine.generation(s) == generation)
 }
