@@ -197,6 +197,26 @@ pub struct EngineArgs {
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration, env = "INFLIGHT_FORGET_AFTER")]
     pub forget_after: Duration,
 
+    /// Treat a live session that sent nothing for this long as ended: its
+    /// final runs happen, and it is forgotten after --forget-after.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_positive_duration, env = "INFLIGHT_IDLE_AFTER")]
+    pub idle_after: Duration,
+
+    /// Most sessions held at once; a new session beyond is refused, counted
+    /// per feed and logged.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "INFLIGHT_MAX_SESSIONS")]
+    pub max_sessions: u32,
+
+    /// Forgotten session ids remembered with their last seq, so a replaying
+    /// feed cannot bring them back.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        env = "INFLIGHT_REMEMBER_FORGOTTEN"
+    )]
+    pub remember_forgotten: u32,
+
     /// Operations each new final transcript requests (comma-separated).
     #[arg(long, value_name = "OPS", value_delimiter = ',', default_value = "summary,mind_map", value_parser = parse_operation, env = "INFLIGHT_OPS")]
     pub ops: Vec<Operation>,
@@ -387,6 +407,12 @@ impl EngineArgs {
             llm_concurrency: self.llm_concurrency as usize,
             incremental_summaries: self.summary_mode == SummaryMode::Incremental,
             automatic_ops: self.ops.clone(),
+            sessions: crate::engine::SessionLimits {
+                max_sessions: self.max_sessions as usize,
+                idle_after: self.idle_after,
+                forget_after: self.forget_after,
+                remember_forgotten: self.remember_forgotten as usize,
+            },
         }
     }
 }

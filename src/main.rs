@@ -89,11 +89,7 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         tokio::spawn(inflight::llm::watch(backend.clone()));
     }
     let engine = Engine::new(args.engine_config(), backend);
-    tokio::spawn(
-        engine
-            .clone()
-            .forget_ended_periodically(args.forget_after, shutdown.clone()),
-    );
+    tokio::spawn(engine.clone().housekeeping(shutdown.clone()));
     let mut feeds = args.feeds.clone();
     if args.is_demo() {
         let options = replay::ReplayOptions {

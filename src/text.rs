@@ -92,9 +92,27 @@ pub fn cut_to(text: &mut String, max_bytes: usize) -> bool {
     true
 }
 
+/// 1, 10, 100, …: the counts at which a repeated warning is logged again.
+pub fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn powers_of_ten() {
+        for n in [1, 10, 100, 1000, 1_000_000] {
+            assert!(is_power_of_ten(n), "{n}");
+        }
+        for n in [0, 2, 11, 20, 101, 110, 999] {
+            assert!(!is_power_of_ten(n), "{n}");
+        }
+    }
 
     #[test]
     fn escape_sequences_and_controls_are_removed() {

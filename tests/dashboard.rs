@@ -134,6 +134,7 @@ fn fixture(now: Instant) -> Snapshot {
                 messages: 100,
                 transcripts: 90,
                 duplicates: 0,
+                refused_sessions: 0,
                 connects: 1,
                 bad_frames: 0,
             },
@@ -145,6 +146,7 @@ fn fixture(now: Instant) -> Snapshot {
                 messages: 0,
                 transcripts: 0,
                 duplicates: 0,
+                refused_sessions: 3,
                 connects: 0,
                 bad_frames: 0,
             },
@@ -160,6 +162,8 @@ fn fixture(now: Instant) -> Snapshot {
             ..Default::default()
         },
         sessions,
+        max_sessions: 10_000,
+        refused_sessions: 0,
     }
 }
 
@@ -584,6 +588,10 @@ fn the_feeds_overlay_shows_each_feed() {
     assert!(text.contains("● connected"));
     assert!(text.contains("◷ connecting"));
     assert!(text.contains("100 messages · 90 transcripts"));
+    assert!(
+        text.contains("3 new sessions refused"),
+        "a feed whose new sessions were refused says so: {text}"
+    );
     app.handle_key(Key::Esc);
     assert!(!app.feeds);
 }

@@ -64,6 +64,7 @@ async fn a_panicking_task_leaves_nothing_processing() {
     let Admission::Started(guard) = manager.try_start(&sid("p"), Operation::Summary) else {
         panic!("idle slot must start")
     };
+    assert_eq!(manager.in_flight_sessions(), 1);
     let task = tokio::spawn(async move {
         let _guard = guard;
         panic!("the LLM client blew up");
@@ -136,6 +137,10 @@ fn a_stale_finish_cannot_end_the_new_run() {
     ));
     let before = manager.op_view(&s, Operation::Summary);
     let mut seen = events.subscribe();
+    assert!(
+        !old.mark_running(8),
+        "a stopped run cannot mark the new run as its own"
+    );
     let stale = old.finish(Outcome::Failed, Some("late".into()), &|| 9);
     assert!(matches!(stale, FinishOutcome::Stale));
     assert_eq!(
@@ -257,8 +262,18 @@ fn status_json_matches_the_seed_field_for_field() {
     let started = status
         .mind_map_start_time
         .expect("a running op has a start time");
-    let now = inflight::state::status::unix_seconds(SystemTime::now());
-    assert!(started >= inflight::state::status::unix_seconds(before) && started <= now);
+    // Unix seconds, computed here, not with the function under test.
+    let seconds = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let now = seconds(SystemTime::now());
+    assert!(
+        started >= seconds(before) && started <= now,
+        "{started} within [{}, {now}]",
+        seconds(before)
+    );
     assert_eq!(
         json(&manager),
         format!(
@@ -270,6 +285,12 @@ fn status_json_matches_the_seed_field_for_field() {
     let Admission::Started(summary) = manager.try_start(&s, Operation::Summary) else {
         panic!("the other op is independent")
     };
+    assert_eq!(manager.in_flight_sessions(), 1, "one session, two runs");
+    let debug = format!("{summary:?}");
+    assert!(
+        debug.contains("session-123") && debug.contains(&summary.run_id().to_string()),
+        "{debug}"
+    );
     let summary_started = manager.status(&s).summary_start_time.expect("running");
     assert_eq!(
         json(&manager),

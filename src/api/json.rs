@@ -105,6 +105,9 @@ impl SessionJson {
 pub struct SessionsJson {
     /// Which LLM answers (`simulated` is true for the builtin backend).
     pub backend: crate::llm::BackendInfo,
+    /// The most sessions held at once, and new ones refused for that.
+    pub max_sessions: usize,
+    pub refused_sessions: u64,
     pub sessions: Vec<SessionJson>,
 }
 

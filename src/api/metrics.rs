@@ -307,6 +307,18 @@ impl Collector for EngineCollector {
             "Frames refused per feed",
             &feed_counter(&|f| f.bad_frames),
         )?;
+        counter_family(
+            &mut encoder,
+            "feed_sessions_refused",
+            "New sessions refused per feed because the most sessions were held",
+            &feed_counter(&|f| f.refused_sessions),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "max_sessions",
+            "The most sessions held at once",
+            &[(Vec::new(), snapshot.max_sessions as i64)],
+        )?;
         Ok(())
     }
 }

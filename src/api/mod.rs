@@ -256,6 +256,8 @@ async fn list_sessions(State(state): State<ApiState>) -> Response {
     let now = Instant::now();
     axum::Json(json::SessionsJson {
         backend: snapshot.backend.clone(),
+        max_sessions: snapshot.max_sessions,
+        refused_sessions: snapshot.refused_sessions,
         sessions: snapshot
             .sessions
             .iter()
@@ -285,6 +287,7 @@ async fn list_feeds(State(state): State<ApiState>) -> Response {
                 "messages": view.messages,
                 "transcripts": view.transcripts,
                 "duplicates": view.duplicates,
+                "refused_sessions": view.refused_sessions,
                 "connects": view.connects,
                 "last_message_age_seconds": view.last_message_at.map(|t| now.saturating_duration_since(t).as_secs_f64()),
                 "bad_frames": bad,

@@ -82,6 +82,8 @@ pub struct FeedStatus {
     /// Final transcripts taken in (partials and replays not counted).
     pub transcripts: AtomicU64,
     pub duplicates: AtomicU64,
+    /// New sessions refused because the store was full (`--max-sessions`).
+    pub refused_sessions: AtomicU64,
     pub connects: AtomicU64,
     bad: [AtomicU64; BadFrame::ALL.len()],
 }
@@ -96,6 +98,7 @@ impl FeedStatus {
             messages: AtomicU64::new(0),
             transcripts: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            refused_sessions: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             bad: Default::default(),
         }
@@ -122,6 +125,7 @@ impl FeedStatus {
         match appended {
             Appended::Duplicate => self.duplicates.fetch_add(1, Ordering::Relaxed),
             Appended::Final { .. } => self.transcripts.fetch_add(1, Ordering::Relaxed),
+            Appended::Refused => self.refused_sessions.fetch_add(1, Ordering::Relaxed),
             Appended::Partial { .. } => return,
         };
     }
@@ -146,6 +150,7 @@ impl FeedStatus {
             messages: self.messages.load(Ordering::Relaxed),
             transcripts: self.transcripts.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            refused_sessions: self.refused_sessions.load(Ordering::Relaxed),
             connects: self.connects.load(Ordering::Relaxed),
             bad_frames: BadFrame::ALL.iter().map(|k| self.bad(*k)).sum(),
         }
@@ -162,6 +167,7 @@ pub struct FeedView {
     pub messages: u64,
     pub transcripts: u64,
     pub duplicates: u64,
+    pub refused_sessions: u64,
     pub connects: u64,
     pub bad_frames: u64,
 }

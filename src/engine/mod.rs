@@ -13,6 +13,7 @@
 //! admitted, the [`runner`] carries the run on its own task.
 
 pub mod feeds;
+mod forgotten;
 mod progress;
 mod runner;
 pub mod snapshot;
@@ -26,7 +27,7 @@ use tokio::time::Instant;
 
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
 pub use snapshot::{OpRow, SessionDetail, SessionRow, Snapshot, Totals};
-pub use store::{Appended, OpResult, ResultBody, SessionContent, StoredTranscript};
+pub use store::{Appended, OpResult, ResultBody, SessionContent, SessionLimits, StoredTranscript};
 
 use crate::events::{Event, EventBus, RunId};
 use crate::llm::Backend;
@@ -35,8 +36,8 @@ use crate::state::{Admission, ProcessingStateManager, ProcessingStatus, StateCon
 use progress::ProgressBoard;
 use store::SessionStore;
 
-/// How often ended sessions are checked for forgetting.
-pub const FORGET_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// How often idle sessions are ended and ended ones forgotten.
+pub const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 
 /// The engine's settings.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct EngineConfig {
     pub incremental_summaries: bool,
     /// Operations requested by every new final transcript.
     pub automatic_ops: Vec<Operation>,
+    /// How many sessions are held, and for how long.
+    pub sessions: SessionLimits,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +60,7 @@ impl Default for EngineConfig {
             llm_concurrency: 4,
             incremental_summaries: true,
             automatic_ops: Operation::ALL.to_vec(),
+            sessions: SessionLimits::default(),
         }
     }
 }
@@ -89,6 +93,8 @@ struct Shared {
     feeds: FeedRegistry,
     events: EventBus,
     started_at: Instant,
+    /// New sessions refused because the store was full, from any source.
+    refused_sessions: std::sync::atomic::AtomicU64,
 }
 
 /// A handle on the engine; clone it freely.
@@ -101,17 +107,19 @@ impl Engine {
     pub fn new(config: EngineConfig, backend: Arc<dyn Backend>) -> Self {
         let events = EventBus::new();
         let state = ProcessingStateManager::new(config.state.clone(), events.clone());
+        let store = SessionStore::new(config.sessions);
         Self {
             shared: Arc::new(Shared {
                 permits: Semaphore::new(config.llm_concurrency.max(1)),
                 config,
                 state,
-                store: SessionStore::default(),
+                store,
                 backend,
                 progress: ProgressBoard::default(),
                 feeds: FeedRegistry::default(),
                 events,
                 started_at: Instant::now(),
+                refused_sessions: Default::default(),
             }),
         }
     }
@@ -141,6 +149,7 @@ impl Engine {
         }
         match appended {
             Appended::Duplicate => {}
+            Appended::Refused => self.note_refused(&session, feed),
             Appended::Partial { generation } | Appended::Final { generation } => {
                 let is_final = matches!(appended, Appended::Final { .. });
                 self.shared.events.emit(Event::TranscriptReceived {
@@ -156,6 +165,29 @@ impl Engine {
             }
         }
         appended
+    }
+
+    /// Counts a session refused for lack of room; logs the first few, then
+    /// every power of ten, so a flood of new ids cannot flood the log.
+    fn note_refused(&self, session: &SessionId, feed: Option<usize>) {
+        use std::sync::atomic::Ordering;
+        let n = self.shared.refused_sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 3 || crate::text::is_power_of_ten(n) {
+            tracing::warn!(
+                session_id = %session,
+                feed,
+                refused = n,
+                max_sessions = self.shared.config.sessions.max_sessions,
+                "new session refused: the store is full (--max-sessions)"
+            );
+        }
+    }
+
+    /// New sessions refused so far because the store was full.
+    pub fn refused_sessions(&self) -> u64 {
+        self.shared
+            .refused_sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The session ended: one last run of every operation.
@@ -240,6 +272,22 @@ impl Engine {
         self.shared.store.result(session, op)
     }
 
+    /// Whether the engine holds the session.
+    pub fn holds(&self, session: &SessionId) -> bool {
+        self.shared.store.contains(session)
+    }
+
+    /// The feed that last spoke for the session.
+    pub fn feed_of(&self, session: &SessionId) -> Option<usize> {
+        self.shared.store.feed_of(session)
+    }
+
+    /// Where feed `feed` should resume: the last `seq` of each session it
+    /// last spoke for that the engine still holds.
+    pub fn resume_points(&self, feed: usize) -> std::collections::BTreeMap<String, u64> {
+        self.shared.store.resume_points(feed)
+    }
+
     /// The session's newest generation (0 when unknown).
     pub fn generation(&self, session: &SessionId) -> u64 {
         self.shared.store.generation(session)
@@ -249,10 +297,18 @@ impl Engine {
     /// in flight: their transcripts, results and statistics. Returns how
     /// many went. Keeps a long-running process's memory bounded by the
     /// sessions of the last `after`, not of its whole life.
+    ///
+    /// Each session goes in one step with both locks held (state, then
+    /// store: the order finishes use), so a transcript arriving meanwhile
+    /// either comes first and keeps the session live, or comes after and
+    /// starts a new life of it; never half of each.
     pub fn forget_ended(&self, after: Duration) -> usize {
+        let shared = &self.shared;
         let mut forgotten = 0;
-        for session in self.shared.store.ended_before(after) {
-            if self.shared.state.forget(&session) && self.shared.store.remove(&session) {
+        for session in shared.store.ended_before(after) {
+            if shared.state.forget_if(&session, || {
+                shared.store.forget_if_ended_before(&session, after)
+            }) {
                 forgotten += 1;
             }
         }
@@ -266,18 +322,34 @@ impl Engine {
         forgotten
     }
 
-    /// Calls [`Engine::forget_ended`] once a minute until `stop`.
-    pub async fn forget_ended_periodically(
-        self,
-        after: Duration,
-        stop: tokio_util::sync::CancellationToken,
-    ) {
-        let mut every = tokio::time::interval(FORGET_CHECK_EVERY);
+    /// Ends the live sessions that said nothing for `idle_after`, as a
+    /// `session_end` would: their final runs start. Feeds that never send
+    /// an end (or crashed before it) leave no session live forever.
+    pub fn end_idle(&self) -> usize {
+        let idle = self.shared.store.idle();
+        for session in &idle {
+            self.end_session(session, None);
+        }
+        if !idle.is_empty() {
+            tracing::info!(
+                sessions = idle.len(),
+                "ended sessions silent for {}",
+                humantime::format_duration(self.shared.config.sessions.idle_after)
+            );
+        }
+        idle.len()
+    }
+
+    /// Every [`HOUSEKEEPING_EVERY`] until `stop`: ends idle sessions and
+    /// forgets those ended over `forget_after` ago.
+    pub async fn housekeeping(self, stop: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {
-                    self.forget_ended(after);
+                    self.end_idle();
+                    self.forget_ended(self.shared.config.sessions.forget_after);
                 }
             }
         }
@@ -313,6 +385,8 @@ impl Engine {
             feeds: shared.feeds.views(),
             totals: snapshot::totals(&sessions),
             sessions,
+            max_sessions: shared.config.sessions.max_sessions,
+            refused_sessions: self.refused_sessions(),
         }
     }
 

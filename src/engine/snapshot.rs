@@ -124,6 +124,10 @@ pub struct Snapshot {
     /// Sorted by session id.
     pub sessions: Vec<SessionRow>,
     pub totals: Totals,
+    /// The most sessions held at once (`--max-sessions`).
+    pub max_sessions: usize,
+    /// New sessions refused so far because that many were held.
+    pub refused_sessions: u64,
 }
 
 /// One session in full, for a detail view.

@@ -4,6 +4,11 @@
 //! newest [`MAX_KEPT_TRANSCRIPTS`] are kept; the generation counts them all),
 //! the live partial line, the last `seq` seen (to drop replays), and the
 //! latest result of each operation with the generation it covers.
+//!
+//! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
+//! sessions (a new one beyond is refused), and a forgotten session's id and
+//! last `seq` are remembered ([`Forgotten`]) so a replay cannot revive it.
+//! A session that speaks after it ended is live again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -11,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::forgotten::Forgotten;
 use crate::events::RunId;
 use crate::llm::Utterance;
 use crate::model::{MindMap, OPERATION_COUNT, Operation, SessionId, Transcript};
@@ -49,6 +55,30 @@ pub struct OpResult {
     pub finished_at: SystemTime,
 }
 
+/// How many sessions the store holds and how long they live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionLimits {
+    /// Sessions held at once; a new session beyond is refused.
+    pub max_sessions: usize,
+    /// A live session silent this long is treated as ended.
+    pub idle_after: Duration,
+    /// An ended session is forgotten this long after it ended.
+    pub forget_after: Duration,
+    /// Forgotten ids remembered with their last `seq`.
+    pub remember_forgotten: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 10_000,
+            idle_after: Duration::from_secs(10 * 60),
+            forget_after: Duration::from_secs(30 * 60),
+            remember_forgotten: super::forgotten::DEFAULT_REMEMBERED,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct SessionRecord {
     feed: Option<usize>,
@@ -57,6 +87,8 @@ struct SessionRecord {
     partial: Option<String>,
     last_seq: Option<u64>,
     last_transcript_at: Option<Instant>,
+    /// The last transcript of any kind, for `idle_after`.
+    last_heard_at: Instant,
     ended: bool,
     ended_at: Option<Instant>,
     results: [Option<OpResult>; OPERATION_COUNT],
@@ -64,14 +96,15 @@ struct SessionRecord {
 }
 
 impl SessionRecord {
-    fn new(feed: Option<usize>) -> Self {
+    fn new(feed: Option<usize>, last_seq: Option<u64>) -> Self {
         Self {
             feed,
             generation: 0,
             transcripts: VecDeque::new(),
             partial: None,
-            last_seq: None,
+            last_seq,
             last_transcript_at: None,
+            last_heard_at: Instant::now(),
             ended: false,
             ended_at: None,
             results: Default::default(),
@@ -89,6 +122,8 @@ pub enum Appended {
     Partial { generation: u64 },
     /// Its `seq` was not above the last one seen: a replay, ignored.
     Duplicate,
+    /// A new session while the store is full: refused, nothing kept.
+    Refused,
 }
 
 /// What a run reads when it starts.
@@ -120,22 +155,66 @@ pub struct SessionContent {
     pub rejected: [Option<String>; OPERATION_COUNT],
 }
 
-#[derive(Default)]
+struct Sessions {
+    held: HashMap<SessionId, SessionRecord>,
+    forgotten: Forgotten,
+}
+
 pub struct SessionStore {
-    sessions: Mutex<HashMap<SessionId, SessionRecord>>,
+    limits: SessionLimits,
+    sessions: Mutex<Sessions>,
+}
+
+impl Default for SessionStore {
+    fn default() -> Self {
+        Self::new(SessionLimits::default())
+    }
 }
 
 impl SessionStore {
-    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, SessionRecord>> {
+    pub fn new(limits: SessionLimits) -> Self {
+        Self {
+            limits,
+            sessions: Mutex::new(Sessions {
+                held: HashMap::new(),
+                forgotten: Forgotten::new(limits.remember_forgotten),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &SessionLimits {
+        &self.limits
+    }
+
+    /// Takes the lock even if a panic poisoned it: every critical section
+    /// leaves the maps consistent.
+    fn lock(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a transcript, dropping replays by `seq`.
+    /// Records a transcript, dropping replays by `seq` (also of sessions
+    /// forgotten lately) and refusing a new session when the store is full.
+    /// A session that had ended is live again.
     pub fn append(&self, transcript: Transcript, feed: Option<usize>) -> Appended {
-        let mut sessions = self.lock();
-        let record = sessions
-            .entry(transcript.session_id)
-            .or_insert_with(|| SessionRecord::new(feed));
+        let mut guard = self.lock();
+        let Sessions { held, forgotten } = &mut *guard;
+        let record = match held.get_mut(&transcript.session_id) {
+            Some(record) => record,
+            None => {
+                let remembered = forgotten.last_seq(&transcript.session_id).flatten();
+                if let (Some(seq), Some(last)) = (transcript.seq, remembered)
+                    && seq <= last
+                {
+                    return Appended::Duplicate;
+                }
+                if held.len() >= self.limits.max_sessions {
+                    return Appended::Refused;
+                }
+                forgotten.revive(&transcript.session_id);
+                held.entry(transcript.session_id.clone())
+                    .or_insert_with(|| SessionRecord::new(feed, remembered))
+            }
+        };
         if let Some(seq) = transcript.seq {
             if record.last_seq.is_some_and(|last| seq <= last) {
                 return Appended::Duplicate;
@@ -145,6 +224,11 @@ impl SessionStore {
         if feed.is_some() {
             record.feed = feed;
         }
+        record.last_heard_at = Instant::now();
+        // Speaking again after an end: live again, and a later end asks
+        // for final runs again.
+        record.ended = false;
+        record.ended_at = None;
         if !transcript.is_final {
             record.partial = Some(transcript.text);
             return Appended::Partial {
@@ -169,13 +253,17 @@ impl SessionStore {
         }
     }
 
-    /// Marks the session ended. True the first time for a session that said
-    /// something (a replayed `session_end` asks for nothing more).
+    /// Marks a held session ended. True the first time since it last spoke,
+    /// for a session that said something (a replayed `session_end` asks for
+    /// nothing more; an unknown session is not created).
     pub fn end(&self, session: &SessionId, feed: Option<usize>) -> bool {
         let mut sessions = self.lock();
-        let record = sessions
-            .entry(session.clone())
-            .or_insert_with(|| SessionRecord::new(feed));
+        let Some(record) = sessions.held.get_mut(session) else {
+            return false;
+        };
+        if feed.is_some() {
+            record.feed = feed;
+        }
         let first = !record.ended;
         if first {
             record.ended_at = Some(Instant::now());
@@ -185,22 +273,54 @@ impl SessionStore {
         first && record.generation > 0
     }
 
-    /// Makes sure the session exists (a trigger may name one no feed sent).
     /// Whether the store holds the session.
     pub fn contains(&self, session: &SessionId) -> bool {
-        self.lock().contains_key(session)
+        self.lock().held.contains_key(session)
+    }
+
+    /// The feed that last spoke for the session.
+    pub fn feed_of(&self, session: &SessionId) -> Option<usize> {
+        self.lock().held.get(session).and_then(|r| r.feed)
+    }
+
+    /// The last `seq` of each held session `feed` last spoke for, ended
+    /// ones included (else a replaying feed would send them again and
+    /// again): what a reconnecting feed is asked to resume after.
+    pub fn resume_points(&self, feed: usize) -> std::collections::BTreeMap<String, u64> {
+        self.lock()
+            .held
+            .iter()
+            .filter(|(_, r)| r.feed == Some(feed))
+            .filter_map(|(id, r)| Some((id.as_str().to_string(), r.last_seq?)))
+            .collect()
+    }
+
+    /// Live sessions that said nothing for [`SessionLimits::idle_after`].
+    pub fn idle(&self) -> Vec<SessionId> {
+        let idle_after = self.limits.idle_after;
+        self.lock()
+            .held
+            .iter()
+            .filter(|(_, r)| !r.ended && r.last_heard_at.elapsed() >= idle_after)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Forgotten ids remembered now.
+    pub fn remembered_forgotten(&self) -> usize {
+        self.lock().forgotten.len()
     }
 
     /// The session's newest generation (0 when unknown).
     pub fn generation(&self, session: &SessionId) -> u64 {
-        self.lock().get(session).map_or(0, |r| r.generation)
+        self.lock().held.get(session).map_or(0, |r| r.generation)
     }
 
     /// What a run of `op` reads now. With `incremental`, a summary reads only
     /// what came after the generation its previous summary covered.
     pub fn run_input(&self, session: &SessionId, op: Operation, incremental: bool) -> RunInput {
         let sessions = self.lock();
-        let Some(record) = sessions.get(session) else {
+        let Some(record) = sessions.held.get(session) else {
             return RunInput {
                 generation: 0,
                 utterances: Vec::new(),
@@ -236,7 +356,7 @@ impl SessionStore {
     /// Stores a result unless a result covering a newer generation is there.
     pub fn put_result(&self, session: &SessionId, op: Operation, result: OpResult) -> bool {
         let mut sessions = self.lock();
-        let Some(record) = sessions.get_mut(session) else {
+        let Some(record) = sessions.held.get_mut(session) else {
             return false;
         };
         let slot = &mut record.results[op.index()];
@@ -251,46 +371,59 @@ impl SessionStore {
     }
 
     /// Sessions that ended longer than `after` ago.
-    pub fn ended_before(&self, after: std::time::Duration) -> Vec<SessionId> {
+    pub fn ended_before(&self, after: Duration) -> Vec<SessionId> {
         self.lock()
+            .held
             .iter()
-            .filter(|(_, r)| r.ended_at.is_some_and(|at| at.elapsed() >= after))
+            .filter(|(_, r)| ended_before(r, after))
             .map(|(id, _)| id.clone())
             .collect()
     }
 
-    /// Drops a session and all it holds.
-    pub fn remove(&self, session: &SessionId) -> bool {
-        self.lock().remove(session).is_some()
+    /// Drops a session and all it holds if it still ended longer than
+    /// `after` ago (it may have spoken since it was listed), remembering
+    /// its last `seq`. Returns whether it went.
+    pub fn forget_if_ended_before(&self, session: &SessionId, after: Duration) -> bool {
+        let mut guard = self.lock();
+        let Sessions { held, forgotten } = &mut *guard;
+        match held.get(session) {
+            Some(record) if ended_before(record, after) => {
+                let last_seq = record.last_seq;
+                held.remove(session);
+                forgotten.remember(session.clone(), last_seq);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Keeps an answer that could not be read (cut to [`MAX_REJECTED_BYTES`]).
     pub fn put_rejected(&self, session: &SessionId, op: Operation, mut raw: String) {
         crate::text::cut_to(&mut raw, MAX_REJECTED_BYTES);
-        if let Some(record) = self.lock().get_mut(session) {
+        if let Some(record) = self.lock().held.get_mut(session) {
             record.rejected[op.index()] = Some(raw);
         }
     }
 
     /// The latest result of `op`.
     pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
-        self.lock().get(session)?.results[op.index()].clone()
+        self.lock().held.get(session)?.results[op.index()].clone()
     }
 
     pub fn facts(&self, session: &SessionId) -> Option<SessionFacts> {
-        self.lock().get(session).map(facts_of)
+        self.lock().held.get(session).map(facts_of)
     }
 
     /// Calls `visit` for each session under one lock.
     pub fn for_each(&self, mut visit: impl FnMut(&SessionId, SessionFacts)) {
-        for (id, record) in self.lock().iter() {
+        for (id, record) in self.lock().held.iter() {
             visit(id, facts_of(record));
         }
     }
 
     pub fn content(&self, session: &SessionId, recent: usize) -> Option<SessionContent> {
         let sessions = self.lock();
-        let record = sessions.get(session)?;
+        let record = sessions.held.get(session)?;
         let skip = record.transcripts.len().saturating_sub(recent);
         Some(SessionContent {
             recent: record.transcripts.iter().skip(skip).cloned().collect(),
@@ -302,8 +435,12 @@ impl SessionStore {
 
     /// Sessions held (a capacity hint for snapshots).
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().held.len()
     }
+}
+
+fn ended_before(record: &SessionRecord, after: Duration) -> bool {
+    record.ended && record.ended_at.is_some_and(|at| at.elapsed() >= after)
 }
 
 fn facts_of(record: &SessionRecord) -> SessionFacts {

@@ -8,9 +8,8 @@
 //! Bad frames are counted per kind on the feed's [`FeedStatus`] and logged at
 //! a bounded rate; they never end the task.
 
-use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -26,10 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::adapters::{Decoder, FeedFormat};
 use super::protocol::{FeedMessage, Hello, MAX_FRAME_BYTES};
+use crate::engine::Engine;
 use crate::engine::feeds::{BadFrame, FeedState, FeedStatus};
-use crate::engine::{Appended, Engine};
 use crate::events::Event;
-use crate::model::SessionId;
 use crate::wire;
 
 const CLOSE_NORMAL: u16 = 1000;
@@ -94,13 +92,9 @@ pub fn spawn(
     tokio::spawn(run(engine, status, url, options, shutdown))
 }
 
-/// What a feed remembers across its connections.
-struct Memory {
-    resume: BTreeMap<String, u64>,
-    /// Sessions this feed sent: the ones whose statuses go back up.
-    sessions: Arc<Mutex<HashSet<SessionId>>>,
-    decoder: Decoder,
-}
+/// How often a feed's decoder drops what it keeps for sessions the engine
+/// no longer holds (forgotten, or refused when full).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 async fn run(
     engine: Engine,
@@ -109,11 +103,10 @@ async fn run(
     options: FeedOptions,
     shutdown: CancellationToken,
 ) {
-    let mut memory = Memory {
-        resume: BTreeMap::new(),
-        sessions: Arc::default(),
-        decoder: Decoder::new(options.format, format!("feed-{}", status.index)),
-    };
+    // The one thing a feed keeps across connections. Where to resume and
+    // which sessions are this feed's are asked of the engine, so they die
+    // with the sessions.
+    let mut decoder = Decoder::new(options.format, format!("feed-{}", status.index));
     let mut failures: u32 = 0;
     let mut rng = fastrand::Rng::new();
     loop {
@@ -124,7 +117,7 @@ async fn run(
                 status.set_state(FeedState::Closed { reason: "shut down".into() });
                 return;
             }
-            reason = connect_and_read(&engine, &status, &url, &options, &mut memory) => reason,
+            reason = connect_and_read(&engine, &status, &url, &options, &mut decoder) => reason,
         };
         // A connection that lived a while resets the backoff.
         if connected_at.elapsed() > options.backoff_max {
@@ -178,7 +171,7 @@ async fn connect_and_read(
     status: &FeedStatus,
     url: &str,
     options: &FeedOptions,
-    memory: &mut Memory,
+    decoder: &mut Decoder,
 ) -> String {
     let mut request = match url.into_client_request() {
         Ok(request) => request,
@@ -221,7 +214,10 @@ async fn connect_and_read(
         url: status.url.clone(),
     });
     let (mut sink, mut source) = socket.split();
-    let hello = match serde_json::to_string(&Hello::new(&memory.resume)) {
+    // Resume after the last seq of this feed's live sessions: bounded by the
+    // sessions held, not by every session the feed ever sent.
+    let resume = engine.resume_points(status.index);
+    let hello = match serde_json::to_string(&Hello::new(&resume)) {
         Ok(hello) => hello,
         Err(e) => return format!("could not encode hello: {e}"),
     };
@@ -237,12 +233,20 @@ async fn connect_and_read(
     tokio::spawn(write_upstream(
         sink,
         engine.clone(),
-        memory.sessions.clone(),
+        status.index,
         (options.upstream_status, options.upstream_results),
         (stop_writer, close_code.clone()),
     ));
+    let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     loop {
-        let message = match source.next().await {
+        let next = tokio::select! {
+            next = source.next() => next,
+            _ = prune.tick() => {
+                decoder.retain(|session| engine.holds(session));
+                continue;
+            }
+        };
+        let message = match next {
             Some(Ok(message)) => message,
             Some(Err(WsError::Capacity(e))) => {
                 note_bad(status, BadFrame::Oversized, &e.to_string());
@@ -259,7 +263,7 @@ async fn connect_and_read(
         match message {
             Message::Text(text) => {
                 status.saw_message();
-                handle_text(engine, status, memory, text.as_str());
+                handle_text(engine, status, decoder, text.as_str());
             }
             Message::Binary(_) => {
                 status.saw_message();
@@ -281,17 +285,13 @@ type Sink = futures_util::stream::SplitSink<
     Message,
 >;
 
-fn lock(sessions: &Mutex<HashSet<SessionId>>) -> std::sync::MutexGuard<'_, HashSet<SessionId>> {
-    sessions.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Sends statuses (and results) of this feed's sessions up its socket until
 /// `stop`; then closes the socket politely (with 1009 when the reader says a
 /// frame was too large).
 async fn write_upstream(
     mut sink: Sink,
     engine: Engine,
-    sessions: Arc<Mutex<HashSet<SessionId>>>,
+    feed: usize,
     (statuses, results): (bool, bool),
     (stop, close_code): (CancellationToken, Arc<AtomicU16>),
 ) {
@@ -313,7 +313,7 @@ async fn write_upstream(
             wire::Wanted::Status => statuses,
             wire::Wanted::Result(_) => results,
         };
-        if !send || !lock(&sessions).contains(&session) {
+        if !send || engine.feed_of(&session) != Some(feed) {
             continue;
         }
         let Some(message) = wire::message_for(&engine, &session, wanted) else {
@@ -341,8 +341,8 @@ async fn write_upstream(
     .await;
 }
 
-fn handle_text(engine: &Engine, status: &FeedStatus, memory: &mut Memory, text: &str) {
-    let messages = match memory.decoder.decode(text) {
+fn handle_text(engine: &Engine, status: &FeedStatus, decoder: &mut Decoder, text: &str) {
+    let messages = match decoder.decode(text) {
         Ok(messages) => messages,
         Err(e) => return note_bad(status, e.kind(), &e.to_string()),
     };
@@ -352,20 +352,8 @@ fn handle_text(engine: &Engine, status: &FeedStatus, memory: &mut Memory, text: 
                 if cut {
                     note_bad(status, BadFrame::TextCut, "transcript text cut to 32 KiB");
                 }
-                let seq = transcript.seq;
-                let session = transcript.session_id.clone();
-                match engine.ingest_from(transcript, status) {
-                    Appended::Duplicate => {}
-                    Appended::Partial { .. } => {
-                        lock(&memory.sessions).insert(session);
-                    }
-                    Appended::Final { .. } => {
-                        if let Some(seq) = seq {
-                            memory.resume.insert(session.as_str().to_string(), seq);
-                        }
-                        lock(&memory.sessions).insert(session);
-                    }
-                }
+                // Counted on the feed's status, refusals logged by the engine.
+                engine.ingest_from(transcript, status);
             }
             FeedMessage::SessionEnd(session) => engine.end_session(&session, Some(status.index)),
             FeedMessage::Hello { .. } => {}
@@ -376,7 +364,7 @@ fn handle_text(engine: &Engine, status: &FeedStatus, memory: &mut Memory, text: 
 /// Counts a bad frame; logs the first few of each kind, then every power of ten.
 fn note_bad(status: &FeedStatus, kind: BadFrame, detail: &str) {
     let n = status.count_bad(kind);
-    if n <= 3 || is_power_of_ten(n) {
+    if n <= 3 || crate::text::is_power_of_ten(n) {
         let detail = crate::text::strip_controls(detail);
         tracing::warn!(
             feed = status.index,
@@ -385,13 +373,6 @@ fn note_bad(status: &FeedStatus, kind: BadFrame, detail: &str) {
             "bad frame: {detail}"
         );
     }
-}
-
-fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n % 10 == 0 {
-        n /= 10;
-    }
-    n == 1
 }
 
 #[cfg(test)]
@@ -413,8 +394,6 @@ mod tests {
                 "attempt {attempt}: {d:?} vs {full:?}"
             );
         }
-        assert!(is_power_of_ten(1000));
-        assert!(!is_power_of_ten(20));
     }
 
     #[test]

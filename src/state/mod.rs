@@ -461,15 +461,22 @@ impl ProcessingStateManager {
         }
     }
 
-    /// Drops a session's statistics, unless a run of it is in flight.
-    /// Returns whether it was dropped.
-    pub fn forget(&self, session: &SessionId) -> bool {
+    /// Drops a session's statistics, unless a run of it is in flight or
+    /// `also` says no. `also` runs inside the manager's lock, so nothing can
+    /// be admitted for the session between its answer and the removal.
+    /// Returns whether the session went.
+    pub fn forget_if(&self, session: &SessionId, also: impl FnOnce() -> bool) -> bool {
         let mut tables = self.lock();
-        match tables.sessions.get(session) {
-            Some(entry) if entry.in_flight.is_some() => false,
-            Some(_) => tables.sessions.remove(session).is_some(),
-            None => true,
+        if tables
+            .sessions
+            .get(session)
+            .is_some_and(|entry| entry.in_flight.is_some())
+            || !also()
+        {
+            return false;
         }
+        tables.sessions.remove(session);
+        true
     }
 
     /// Sessions that currently hold an in-flight entry.

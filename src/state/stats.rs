@@ -141,7 +141,17 @@ mod tests {
 
         stats.record(run(5, Outcome::Failed), Some("boom".into()));
         stats.record(run(5, Outcome::TimedOut), None);
-        assert_eq!(stats.consecutive_failures, 2);
+        stats.record(run(5, Outcome::TimedOut), None);
+        stats.record(run(5, Outcome::Cancelled), None);
+        stats.record(run(5, Outcome::Cancelled), None);
+        stats.record(run(5, Outcome::Cancelled), None);
+        assert_eq!(
+            (stats.ok, stats.failed, stats.timed_out, stats.cancelled),
+            (20, 1, 2, 3)
+        );
+        assert_eq!(stats.finished(), 26, "every outcome counts once");
+        // Cancelled runs are no failures of the model: 1 failed + 2 timed out.
+        assert_eq!(stats.consecutive_failures, 3);
         assert_eq!(stats.last_error.as_deref(), Some("boom"));
         // A failed run never lowers the covered generation.
         assert_eq!(stats.covered_generation, Some(200));

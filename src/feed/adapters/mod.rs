@@ -11,6 +11,7 @@ mod whisperlive;
 use serde_json::Value;
 
 use super::protocol::{self, FeedMessage, FrameError};
+use crate::model::SessionId;
 
 /// A feed's message format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +64,12 @@ impl Decoder {
     /// The format in use (`Auto` until a message was recognised).
     pub fn format(&self) -> FeedFormat {
         self.format
+    }
+
+    /// Drops what is kept for sessions `keep` says no to (those the engine
+    /// no longer holds), so per-session state dies with its session.
+    pub fn retain(&mut self, keep: impl Fn(&SessionId) -> bool) {
+        self.whisperlive.retain(keep);
     }
 
     /// Decodes one text frame into zero or more records.

@@ -110,6 +110,25 @@ fn whisperlive_upserts_its_sliding_window_by_start() {
 }
 
 #[test]
+fn whisperlive_windows_die_with_their_sessions() {
+    let segment = |uid: &str| {
+        format!(
+            r#"{{"uid":"{uid}","segments":[{{"start":"1.0","end":"2.0","text":"Hello.","completed":true}}]}}"#
+        )
+    };
+    let mut decoder = Decoder::new(FeedFormat::Whisperlive, "feed-0");
+    let (kept, gone) = (segment("kept"), segment("gone"));
+    assert_eq!(decode_all(&mut decoder, &[&kept, &gone]).len(), 2);
+    // Re-sent windows: already ingested.
+    assert!(decode_all(&mut decoder, &[&kept, &gone]).is_empty());
+    // The engine no longer holds "gone": its window is dropped, so a segment
+    // of it is news again, while "kept" remembers its own.
+    decoder.retain(|session| session.as_str() == "kept");
+    assert!(decode_all(&mut decoder, &[&kept]).is_empty());
+    assert_eq!(transcripts(&decode_all(&mut decoder, &[&gone])).len(), 1);
+}
+
+#[test]
 fn assemblyai_turns_map_to_lines_of_the_begun_session() {
     let frames = [
         r#"{"type":"Begin","id":"de5d9927-73a6-4be8-b52d-b4c07be37e6b","expires_at":1759796682}"#,

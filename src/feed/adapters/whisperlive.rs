@@ -36,6 +36,10 @@ fn seconds(value: Option<&Value>) -> Option<f64> {
 }
 
 impl State {
+    pub fn retain(&mut self, keep: impl Fn(&SessionId) -> bool) {
+        self.finals.retain(|session, _| keep(session));
+    }
+
     pub fn decode(&mut self, value: &Value) -> Result<Vec<FeedMessage>, FrameError> {
         let uid = value
             .get("uid")

@@ -57,6 +57,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             ),
             Span::styled(format!("{} bad frames", format::count(feed.bad_frames)), bad_style),
         ]));
+        if feed.refused_sessions > 0 {
+            lines.push(Line::styled(
+                format!(
+                    "   {} new sessions refused: inflight holds its most sessions (--max-sessions)",
+                    format::count(feed.refused_sessions)
+                ),
+                t.error(),
+            ));
+        }
     }
     super::popup(frame, area, app, "Feeds · Esc or f closes", 100, lines);
 }

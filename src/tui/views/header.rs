@@ -66,13 +66,26 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         .unwrap_or_default();
     let failures = totals.failed + totals.timed_out;
     let failed_style = if failures > 0 { t.error() } else { t.base() };
-    let second = vec![
-        label_value(
-            "sessions",
-            format::count(s.sessions.len() as u64),
-            t.base(),
+    let mut second = vec![label_value(
+        "sessions",
+        format::count(s.sessions.len() as u64),
+        t.base(),
+        t,
+    )];
+    if s.refused_sessions > 0 {
+        // The store is (or was) full: new sessions are being turned away.
+        second.push(label_value(
+            "refused",
+            format!(
+                "{} (max {})",
+                format::count(s.refused_sessions),
+                format::count(s.max_sessions as u64)
+            ),
+            t.error(),
             t,
-        ),
+        ));
+    }
+    second.extend([
         label_value("running", totals.running.to_string(), t.running(), t),
         label_value("queued", totals.queued.to_string(), t.queued(), t),
         label_value("skipped", format::count(totals.skipped), t.base(), t),
@@ -80,7 +93,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         label_value("runs", format::count(totals.runs), t.base(), t),
         label_value("on busy", policy, t.base(), t),
         label_value("timeout", format::duration(s.op_timeout), t.base(), t),
-    ];
+    ]);
     let width = area.width as usize;
     frame.render_widget(
         Paragraph::new(vec![fit(first, width), fit(second, width)]),
