@@ -188,6 +188,11 @@ async fn engine_run(
             op_timeout: Duration::from_secs(600),
         },
         llm_concurrency: args.llm_concurrency,
+        // Every session of the run is held, however many are asked for.
+        sessions: inflight::engine::SessionLimits {
+            max_sessions: args.sessions.max(1),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let engine = Engine::new(config, probe.clone());
