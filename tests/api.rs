@@ -499,6 +499,42 @@ async fn metrics_parse_and_equal_the_engines_counters() {
     assert_eq!(value("inflight_llm_permits", ""), 4.0);
 }
 
+/// Every `_total` series of a scrape, by name and labels.
+fn counters(text: &str) -> std::collections::BTreeMap<String, f64> {
+    parse_prometheus(text)
+        .into_iter()
+        .filter(|(name, _, _)| name.ends_with("_total"))
+        .map(|(name, labels, value)| (format!("{name}{{{labels}}}"), value))
+        .collect()
+}
+
+#[tokio::test]
+async fn counters_never_go_down_when_sessions_are_forgotten() {
+    let s = server(Policy::Coalesce, None).await;
+    for session in ["a", "b"] {
+        s.engine.ingest(final_line(session, 1, "hello"), None);
+        s.engine.cancel(&sid(session), Operation::Summary);
+        s.engine.cancel(&sid(session), Operation::MindMap);
+        s.engine.end_session(&sid(session), None);
+        s.engine.cancel(&sid(session), Operation::Summary);
+        s.engine.cancel(&sid(session), Operation::MindMap);
+    }
+    let before = counters(&get_text(&format!("{}/metrics", s.base)).await.1);
+    assert_eq!(before[r#"inflight_runs_total{op="summary"}"#], 4.0);
+    assert_eq!(
+        before[r#"inflight_runs_finished_total{op="mind_map",outcome="cancelled"}"#],
+        4.0
+    );
+    assert_eq!(before["inflight_transcripts_total{}"], 2.0);
+    assert_eq!(s.engine.forget_ended(Duration::ZERO), 2);
+    assert!(s.engine.snapshot().sessions.is_empty());
+    let after = counters(&get_text(&format!("{}/metrics", s.base)).await.1);
+    assert_eq!(
+        before, after,
+        "forgetting sessions changes no counter: Prometheus would read a fall as a reset"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_report_their_state_and_bad_frames_by_kind() {
     let s = server(Policy::Coalesce, None).await;

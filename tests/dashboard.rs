@@ -162,6 +162,7 @@ fn fixture(now: Instant) -> Snapshot {
             ..Default::default()
         },
         sessions,
+        lifetime: Default::default(),
         max_sessions: 10_000,
         refused_sessions: 0,
     }

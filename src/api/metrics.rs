@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::engine::Engine;
 use crate::events::{Event, Outcome, RunId};
 use crate::model::Operation;
+use crate::state::OpCounters;
 
 type OpLabels = Vec<(String, String)>;
 
@@ -154,17 +155,12 @@ fn gauge_family(
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.engine.snapshot();
-        let per_op = |f: &dyn Fn(&crate::engine::OpRow) -> u64| -> Vec<(OpLabels, u64)> {
+        // Counters come from the process's lifetime counts, not from the
+        // sessions held: forgetting a session never makes them fall.
+        let per_op = |f: &dyn Fn(&OpCounters) -> u64| -> Vec<(OpLabels, u64)> {
             Operation::ALL
                 .iter()
-                .map(|op| {
-                    let total = snapshot
-                        .sessions
-                        .iter()
-                        .map(|s| f(&s.ops[op.index()]))
-                        .sum();
-                    (op_labels(*op), total)
-                })
+                .map(|op| (op_labels(*op), f(&snapshot.lifetime[op.index()])))
                 .collect()
         };
         counter_family(
@@ -193,19 +189,7 @@ impl Collector for EngineCollector {
                 Outcome::TimedOut,
                 Outcome::Cancelled,
             ] {
-                let total = snapshot
-                    .sessions
-                    .iter()
-                    .map(|s| {
-                        let row = &s.ops[op.index()];
-                        match outcome {
-                            Outcome::Ok => row.ok,
-                            Outcome::Failed => row.failed,
-                            Outcome::TimedOut => row.timed_out,
-                            Outcome::Cancelled => row.cancelled,
-                        }
-                    })
-                    .sum();
+                let total = snapshot.lifetime[op.index()].finished(outcome);
                 let mut labels = op_labels(op);
                 labels.push(("outcome".into(), outcome.as_str().into()));
                 finished.push((labels, total));

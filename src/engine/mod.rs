@@ -95,6 +95,8 @@ struct Shared {
     started_at: Instant,
     /// New sessions refused because the store was full, from any source.
     refused_sessions: std::sync::atomic::AtomicU64,
+    /// Final transcripts taken in since start, forgotten sessions' too.
+    transcripts: std::sync::atomic::AtomicU64,
 }
 
 /// A handle on the engine; clone it freely.
@@ -120,6 +122,7 @@ impl Engine {
                 events,
                 started_at: Instant::now(),
                 refused_sessions: Default::default(),
+                transcripts: Default::default(),
             }),
         }
     }
@@ -152,6 +155,11 @@ impl Engine {
             Appended::Refused => self.note_refused(&session, feed),
             Appended::Partial { generation } | Appended::Final { generation } => {
                 let is_final = matches!(appended, Appended::Final { .. });
+                if is_final {
+                    self.shared
+                        .transcripts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.shared.events.emit(Event::TranscriptReceived {
                     session: session.clone(),
                     generation,
@@ -372,6 +380,7 @@ impl Engine {
             .store
             .for_each(|id, facts| sessions.push(SessionRow::from_facts(id.clone(), facts)));
         self.fill_ops(&mut sessions);
+        let lifetime = shared.state.lifetime();
         sessions.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         Snapshot {
             taken_at: Instant::now(),
@@ -383,7 +392,14 @@ impl Engine {
             policy: shared.config.state.policy,
             op_timeout: shared.config.state.op_timeout,
             feeds: shared.feeds.views(),
-            totals: snapshot::totals(&sessions),
+            totals: snapshot::totals(
+                &sessions,
+                &lifetime,
+                shared
+                    .transcripts
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            lifetime,
             sessions,
             max_sessions: shared.config.sessions.max_sessions,
             refused_sessions: self.refused_sessions(),

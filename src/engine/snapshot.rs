@@ -12,7 +12,7 @@ use super::store::SessionContent;
 use super::store::SessionFacts;
 use crate::llm::BackendInfo;
 use crate::model::{OPERATION_COUNT, SessionId};
-use crate::state::{InFlight, OpStats, Policy, RunRecord};
+use crate::state::{InFlight, OpCounters, OpStats, Policy, RunRecord};
 
 /// One operation of one session, for tables.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,7 +95,8 @@ impl SessionRow {
     }
 }
 
-/// Counters across all sessions.
+/// Counters since the process started, forgotten sessions included (they
+/// only grow), and the runs in flight now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     pub transcripts: u64,
@@ -124,6 +125,8 @@ pub struct Snapshot {
     /// Sorted by session id.
     pub sessions: Vec<SessionRow>,
     pub totals: Totals,
+    /// Per operation, since the process started.
+    pub lifetime: [OpCounters; OPERATION_COUNT],
     /// The most sessions held at once (`--max-sessions`).
     pub max_sessions: usize,
     /// New sessions refused so far because that many were held.
@@ -138,18 +141,29 @@ pub struct SessionDetail {
     pub history: [Vec<RunRecord>; OPERATION_COUNT],
 }
 
-pub(super) fn totals(rows: &[SessionRow]) -> Totals {
-    let mut totals = Totals::default();
+/// The process's counters, and the runs in flight among `rows`.
+pub(super) fn totals(
+    rows: &[SessionRow],
+    lifetime: &[OpCounters; OPERATION_COUNT],
+    transcripts: u64,
+) -> Totals {
+    let all = lifetime
+        .iter()
+        .fold(OpCounters::default(), |sum, op| sum.plus(*op));
+    let mut totals = Totals {
+        transcripts,
+        runs: all.runs,
+        ok: all.ok,
+        failed: all.failed,
+        timed_out: all.timed_out,
+        cancelled: all.cancelled,
+        skipped: all.skipped,
+        follow_ups: all.follow_ups,
+        queued: 0,
+        running: 0,
+    };
     for row in rows {
-        totals.transcripts += row.transcripts;
         for op in &row.ops {
-            totals.runs += op.runs;
-            totals.ok += op.ok;
-            totals.failed += op.failed;
-            totals.timed_out += op.timed_out;
-            totals.cancelled += op.cancelled;
-            totals.skipped += op.skipped;
-            totals.follow_ups += op.follow_ups;
             match op.in_flight.as_ref().map(|r| r.phase) {
                 Some(crate::state::Phase::Queued) => totals.queued += 1,
                 Some(crate::state::Phase::Running) => totals.running += 1,

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use guard::{FinishOutcome, RunGuard};
-pub use stats::{OpStats, RunRecord};
+pub use stats::{OpCounters, OpStats, RunRecord};
 pub use status::{ProcessingStatus, StatusResponse};
 
 use crate::events::{Event, EventBus, Outcome, RunId};
@@ -131,6 +131,8 @@ struct Tables {
     sessions: HashMap<SessionId, SessionEntry>,
     /// Sessions whose in-flight entry is present.
     active: usize,
+    /// Per operation, since the process started; outlives every session.
+    lifetime: [OpCounters; OPERATION_COUNT],
 }
 
 /// Settings of the manager.
@@ -204,7 +206,12 @@ impl ProcessingStateManager {
         let policy = self.policy(op);
         let (admission, event) = {
             let mut tables = self.lock();
-            let Tables { sessions, active } = &mut *tables;
+            let Tables {
+                sessions,
+                active,
+                lifetime,
+            } = &mut *tables;
+            let lifetime = &mut lifetime[op.index()];
             // Look up first so the common case clones no key.
             let entry = match sessions.get_mut(session) {
                 Some(entry) => entry,
@@ -222,6 +229,7 @@ impl ProcessingStateManager {
                         slot.view.pending = true;
                     }
                     op_stats.skipped += 1;
+                    lifetime.skipped += 1;
                     let (run_id, since, pending) =
                         (slot.view.run_id, slot.view.since, slot.view.pending);
                     (
@@ -245,6 +253,7 @@ impl ProcessingStateManager {
                     let run_id = slot.view.run_id;
                     *empty = Some(slot);
                     op_stats.runs += 1;
+                    lifetime.runs += 1;
                     (
                         Admission::Started(guard),
                         Event::OpQueued {
@@ -307,7 +316,11 @@ impl ProcessingStateManager {
         let mut events = Vec::with_capacity(2);
         let run_id = {
             let mut tables = self.lock();
-            let Tables { sessions, active } = &mut *tables;
+            let Tables {
+                sessions,
+                active,
+                lifetime,
+            } = &mut *tables;
             let entry = sessions.get_mut(session)?;
             let slot = take_slot(entry, active, session, op, &mut events)?;
             slot.cancel.cancel();
@@ -315,6 +328,7 @@ impl ProcessingStateManager {
             let error = "stopped by the operator".to_string();
             record_end(
                 entry,
+                &mut lifetime[op.index()],
                 op,
                 &slot.view,
                 duration,
@@ -354,7 +368,12 @@ impl ProcessingStateManager {
         let mut events = Vec::with_capacity(3);
         let result = {
             let mut tables = self.lock();
-            let Tables { sessions, active } = &mut *tables;
+            let Tables {
+                sessions,
+                active,
+                lifetime,
+            } = &mut *tables;
+            let lifetime = &mut lifetime[op.index()];
             let Some(entry) = sessions.get_mut(session) else {
                 return FinishOutcome::Stale;
             };
@@ -389,6 +408,8 @@ impl ProcessingStateManager {
                 let stats = &mut entry.stats[op.index()];
                 stats.runs += 1;
                 stats.follow_ups += 1;
+                lifetime.runs += 1;
+                lifetime.follow_ups += 1;
                 (ended, FinishOutcome::FollowUp(guard))
             } else {
                 match take_slot(entry, active, session, op, &mut events) {
@@ -396,7 +417,7 @@ impl ProcessingStateManager {
                     None => unreachable!("the slot was found just above"),
                 }
             };
-            record_end(entry, op, &ended.view, duration, outcome, error);
+            record_end(entry, lifetime, op, &ended.view, duration, outcome, error);
             result
         };
         for event in events {
@@ -479,6 +500,12 @@ impl ProcessingStateManager {
         true
     }
 
+    /// Each operation's counts since the process started, forgotten
+    /// sessions included: they only grow.
+    pub fn lifetime(&self) -> [OpCounters; OPERATION_COUNT] {
+        self.lock().lifetime
+    }
+
     /// Sessions that currently hold an in-flight entry.
     pub fn in_flight_sessions(&self) -> usize {
         self.lock().active
@@ -508,6 +535,7 @@ fn take_slot(
 
 fn record_end(
     entry: &mut SessionEntry,
+    lifetime: &mut OpCounters,
     op: Operation,
     run: &InFlight,
     duration: Duration,
@@ -523,4 +551,5 @@ fn record_end(
         follow_up: run.follow_up,
     };
     entry.stats[op.index()].record(record, error);
+    lifetime.count_end(outcome);
 }

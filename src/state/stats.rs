@@ -48,6 +48,53 @@ pub struct OpStats {
     sorted_durations: Vec<u32>,
 }
 
+/// Counts of one operation that only grow, kept for the whole process
+/// apart from the sessions: forgetting a session never makes them fall,
+/// so they are what Prometheus counters report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounters {
+    pub runs: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    pub skipped: u64,
+    pub follow_ups: u64,
+}
+
+impl OpCounters {
+    pub fn finished(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Ok => self.ok,
+            Outcome::Failed => self.failed,
+            Outcome::TimedOut => self.timed_out,
+            Outcome::Cancelled => self.cancelled,
+        }
+    }
+
+    pub(crate) fn count_end(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::TimedOut => self.timed_out += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+        }
+    }
+
+    /// The sum of `self` and `other`, field by field.
+    pub fn plus(self, other: OpCounters) -> OpCounters {
+        OpCounters {
+            runs: self.runs + other.runs,
+            ok: self.ok + other.ok,
+            failed: self.failed + other.failed,
+            timed_out: self.timed_out + other.timed_out,
+            cancelled: self.cancelled + other.cancelled,
+            skipped: self.skipped + other.skipped,
+            follow_ups: self.follow_ups + other.follow_ups,
+        }
+    }
+}
+
 impl OpStats {
     pub fn finished(&self) -> u64 {
         self.ok + self.failed + self.timed_out + self.cancelled
