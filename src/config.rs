@@ -136,6 +136,15 @@ pub struct EngineArgs {
     #[arg(long)]
     pub upstream_results: bool,
 
+    /// Longest wait for a feed's TCP, TLS and WebSocket handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration, env = "INFLIGHT_FEED_CONNECT_TIMEOUT")]
+    pub feed_connect_timeout: Duration,
+
+    /// A feed connection that brings no frame, not even a pong to inflight's
+    /// pings, for this long is dead: it is dropped and resumed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, env = "INFLIGHT_FEED_IDLE_TIMEOUT")]
+    pub feed_idle_timeout: Duration,
+
     /// Give a feed up after this many failed connection attempts in a row (default: never).
     #[arg(long, value_name = "N", env = "INFLIGHT_FEED_RETRIES")]
     pub feed_retries: Option<u32>,
@@ -379,6 +388,8 @@ impl EngineArgs {
             tls: Some(crate::net::tls_client_config(self.feed_ca.as_deref())?),
             upstream_status: !self.no_upstream_status,
             upstream_results: self.upstream_results,
+            connect_timeout: self.feed_connect_timeout,
+            idle_timeout: self.feed_idle_timeout,
             ..Default::default()
         })
     }

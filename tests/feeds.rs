@@ -671,3 +671,136 @@ async fn no_upstream_status_keeps_the_feed_socket_quiet() {
     }
     assert!(texts.is_empty(), "nothing was sent up: {texts:?}");
 }
+
+/// A proxy whose first connection goes dead once told to: it stops moving
+/// bytes both ways but keeps both sockets open, like a NAT that dropped its
+/// entry or a peer whose host froze. Later connections pass normally.
+async fn freezing_proxy(backend: SocketAddr) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (freeze, frozen) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut outbound) = TcpStream::connect(backend).await else {
+                continue;
+            };
+            if !std::mem::take(&mut first) {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                continue;
+            }
+            let mut frozen = frozen.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                    _ = frozen.wait_for(|f| *f) => {}
+                }
+                // Hold both sockets, move nothing, until the client leaves.
+                let mut byte = [0u8; 1];
+                let _ = tokio::io::AsyncReadExt::read(&mut inbound, &mut byte).await;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    (addr, freeze)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_connection_is_dropped_and_resumed() {
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    // One meeting, a line every 20 ms: it keeps streaming while frozen.
+    let meetings = numbered_meetings("frozen", 1, 60);
+    let mut meetings = meetings;
+    for (i, line) in meetings[0].lines.iter_mut().enumerate() {
+        line.start = Some(i as f64 * 0.02);
+        line.end = Some(i as f64 * 0.02 + 0.01);
+    }
+    let replay = replay::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        meetings,
+        replay::ReplayOptions {
+            speed: 1.0,
+            partials: false,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let (front, freeze) = freezing_proxy(replay).await;
+    let engine = engine(Vec::new());
+    let mut events = engine.subscribe();
+    let idle = Duration::from_millis(600);
+    client::spawn(
+        engine.clone(),
+        format!("ws://{front}/"),
+        client::FeedOptions {
+            idle_timeout: idle,
+            ..quick_reconnects()
+        },
+        shutdown.clone(),
+    );
+    let session = sid("frozen-0");
+    common::wait_until(&mut events, Duration::from_secs(10), "some lines", || {
+        engine.generation(&session) >= 5
+    })
+    .await;
+    freeze.send_replace(true);
+    let reason = common::next_matching(&mut events, idle * 20, |e| match e {
+        inflight::events::Event::FeedDisconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("no frame and no pong"), "{reason}");
+    common::wait_until(
+        &mut events,
+        Duration::from_secs(20),
+        "every line after the freeze",
+        || engine.generation(&session) == 60,
+    )
+    .await;
+    let feed = &engine.feeds().views()[0];
+    assert_eq!(feed.connects, 2, "reconnected once");
+    assert_eq!(feed.transcripts, 60);
+    assert_eq!(feed.duplicates, 0, "resumed after the last line taken");
+}
+
+#[tokio::test]
+async fn a_handshake_that_never_completes_times_out() {
+    // Accepts TCP, then says nothing: no WebSocket handshake ever comes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let engine = engine(Vec::new());
+    let mut events = engine.subscribe();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let timeout = Duration::from_millis(300);
+    client::spawn(
+        engine.clone(),
+        format!("ws://{addr}/"),
+        client::FeedOptions {
+            connect_timeout: timeout,
+            ..quick_reconnects()
+        },
+        shutdown,
+    );
+    let reason = common::next_matching(&mut events, timeout * 30, |e| match e {
+        inflight::events::Event::FeedDisconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("connect timed out after 300ms"), "{reason}");
+    assert_eq!(engine.feeds().views()[0].connects, 0);
+}

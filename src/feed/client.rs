@@ -49,6 +49,11 @@ pub struct FeedOptions {
     pub upstream_status: bool,
     /// Send `summary_update` / `mind_map_update` up the feed's socket.
     pub upstream_results: bool,
+    /// Longest wait for TCP, TLS and the WebSocket handshake together.
+    pub connect_timeout: Duration,
+    /// A connection that brings no frame (not even a pong to the client's
+    /// pings, sent every third of this) for this long is dead.
+    pub idle_timeout: Duration,
 }
 
 impl Default for FeedOptions {
@@ -62,6 +67,8 @@ impl Default for FeedOptions {
             tls: None,
             upstream_status: true,
             upstream_results: false,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -196,16 +203,21 @@ async fn connect_and_read(
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
     let connector = tokio_tungstenite::Connector::Rustls(tls);
-    let socket = match tokio_tungstenite::connect_async_tls_with_config(
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
         request,
         Some(config),
         true,
         Some(connector),
-    )
-    .await
-    {
-        Ok((socket, _)) => socket,
-        Err(e) => return format!("connect failed: {e}"),
+    );
+    let socket = match tokio::time::timeout(options.connect_timeout, connecting).await {
+        Ok(Ok((socket, _))) => socket,
+        Ok(Err(e)) => return format!("connect failed: {e}"),
+        Err(_) => {
+            return format!(
+                "connect timed out after {}",
+                humantime::format_duration(options.connect_timeout)
+            );
+        }
     };
     status.connects.fetch_add(1, Ordering::Relaxed);
     status.set_state(FeedState::Connected);
@@ -221,8 +233,10 @@ async fn connect_and_read(
         Ok(hello) => hello,
         Err(e) => return format!("could not encode hello: {e}"),
     };
-    if let Err(e) = sink.send(Message::text(hello)).await {
-        return format!("could not send hello: {e}");
+    match tokio::time::timeout(options.idle_timeout, sink.send(Message::text(hello))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return format!("could not send hello: {e}"),
+        Err(_) => return "the feed took no hello: the connection is dead".into(),
     }
     // Writing up never holds up reading: the writer has its own task, and a
     // peer that does not read its statuses only makes the writer fall behind
@@ -233,11 +247,18 @@ async fn connect_and_read(
     tokio::spawn(write_upstream(
         sink,
         engine.clone(),
-        status.index,
-        (options.upstream_status, options.upstream_results),
+        Upstream {
+            feed: status.index,
+            statuses: options.upstream_status,
+            results: options.upstream_results,
+            ping_every: options.idle_timeout / 3,
+        },
         (stop_writer, close_code.clone()),
     ));
     let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
+    // Any frame, pongs included, proves the connection alive.
+    let silence = tokio::time::sleep(options.idle_timeout);
+    tokio::pin!(silence);
     loop {
         let next = tokio::select! {
             next = source.next() => next,
@@ -245,7 +266,16 @@ async fn connect_and_read(
                 decoder.retain(|session| engine.holds(session));
                 continue;
             }
+            _ = &mut silence => {
+                return format!(
+                    "no frame and no pong for {}: the connection is dead",
+                    humantime::format_duration(options.idle_timeout)
+                );
+            }
         };
+        silence
+            .as_mut()
+            .reset(Instant::now() + options.idle_timeout);
         let message = match next {
             Some(Ok(message)) => message,
             Some(Err(WsError::Capacity(e))) => {
@@ -285,20 +315,42 @@ type Sink = futures_util::stream::SplitSink<
     Message,
 >;
 
-/// Sends statuses (and results) of this feed's sessions up its socket until
-/// `stop`; then closes the socket politely (with 1009 when the reader says a
-/// frame was too large).
+/// What goes up a feed's socket.
+struct Upstream {
+    feed: usize,
+    statuses: bool,
+    results: bool,
+    /// Pings that keep the reader's idle check fed with pongs.
+    ping_every: Duration,
+}
+
+/// Sends pings, and statuses (and results) of this feed's sessions, up its
+/// socket until `stop`; then closes the socket politely (with 1009 when the
+/// reader says a frame was too large).
 async fn write_upstream(
     mut sink: Sink,
     engine: Engine,
-    feed: usize,
-    (statuses, results): (bool, bool),
+    upstream: Upstream,
     (stop, close_code): (CancellationToken, Arc<AtomicU16>),
 ) {
+    let Upstream {
+        feed,
+        statuses,
+        results,
+        ping_every,
+    } = upstream;
     let mut events = engine.subscribe();
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => break,
+            _ = ping.tick() => {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { return },
+                }
+                continue;
+            }
             event = events.recv(), if statuses || results => event,
         };
         let event = match event {
