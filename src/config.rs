@@ -171,6 +171,15 @@ pub struct EngineArgs {
     )]
     pub llm_api_key_env: String,
 
+    /// Most tokens an LLM answer may have (sent as Ollama's `num_predict`,
+    /// an OpenAI-compatible server's `max_tokens`).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), env = "INFLIGHT_MAX_TOKENS")]
+    pub max_tokens: u32,
+
+    /// An LLM answer longer than this many bytes ends its run as failed.
+    #[arg(long, value_name = "BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)), env = "INFLIGHT_MAX_ANSWER_BYTES")]
+    pub max_answer_bytes: u64,
+
     /// A TOML config file (prompt templates).
     #[arg(long, value_name = "FILE", env = "INFLIGHT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -364,19 +373,29 @@ impl EngineArgs {
         };
         Ok(match self.llm {
             LlmKind::Builtin => std::sync::Arc::new(BuiltinBackend::new(self.builtin_latency())),
-            LlmKind::Ollama => std::sync::Arc::new(OllamaBackend::new(
-                self.llm_url.as_deref(),
-                &model()?,
-                prompts,
-            )?),
+            LlmKind::Ollama => std::sync::Arc::new(
+                OllamaBackend::new(self.llm_url.as_deref(), &model()?, prompts)?
+                    .with_limits(self.answer_limits()),
+            ),
             LlmKind::Openai => {
                 let url = self.llm_url.as_deref().ok_or(
                     "--llm openai needs --llm-url URL (for example http://127.0.0.1:8080)",
                 )?;
                 let key = std::env::var(&self.llm_api_key_env).ok();
-                std::sync::Arc::new(OpenAiBackend::new(url, &model()?, key, prompts)?)
+                std::sync::Arc::new(
+                    OpenAiBackend::new(url, &model()?, key, prompts)?
+                        .with_limits(self.answer_limits()),
+                )
             }
         })
+    }
+
+    /// What an LLM answer may cost.
+    pub fn answer_limits(&self) -> crate::llm::http::AnswerLimits {
+        crate::llm::http::AnswerLimits {
+            max_tokens: self.max_tokens,
+            max_answer_bytes: self.max_answer_bytes as usize,
+        }
     }
 
     /// How feed clients connect.

@@ -19,6 +19,8 @@ use crate::text;
 
 /// How many lines the buffer keeps.
 pub const LOG_CAPACITY: usize = 5000;
+/// Longest log line kept or written, in bytes; longer ones are cut with `…`.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
 
 /// One captured log line.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,12 +139,77 @@ impl<S: Subscriber> Layer<S> for CaptureLayer {
             let _ = write!(line, " session_id={session}");
         }
         line.push_str(&fields.rest);
-        let clean = text::strip_controls(&line).into_owned();
+        let mut clean = text::strip_controls(&line).into_owned();
+        cap(&mut clean, MAX_LOG_LINE_BYTES);
         let session = fields
             .session
             .map(|s| text::strip_controls(&s).into_owned());
         self.buffer
             .push(SystemTime::now(), *event.metadata().level(), session, clean);
+    }
+}
+
+/// Cuts `line` to `max` bytes, ending it with `…` when something was cut.
+fn cap(line: &mut String, max: usize) {
+    if line.len() > max {
+        text::cut_to(line, max - '…'.len_utf8());
+        line.push('…');
+    }
+}
+
+/// `serve`'s log output: each line (one event) goes to stdout whole, cut to
+/// [`MAX_LOG_LINE_BYTES`], so no input can make a log line huge.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CappedStdout;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CappedStdout {
+    type Writer = CappedLine<std::io::Stdout>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        CappedLine::new(std::io::stdout())
+    }
+}
+
+/// One event's formatted text, written to `out` on drop, cut to the cap.
+pub struct CappedLine<W: std::io::Write> {
+    text: Vec<u8>,
+    out: W,
+}
+
+impl<W: std::io::Write> CappedLine<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            text: Vec::new(),
+            out,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for CappedLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Keep a little past the cap to know it was passed; drop the rest.
+        let room = (MAX_LOG_LINE_BYTES + 1).saturating_sub(self.text.len());
+        self.text.extend_from_slice(&buf[..buf.len().min(room)]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> Drop for CappedLine<W> {
+    fn drop(&mut self) {
+        if self.text.is_empty() {
+            return;
+        }
+        let mut line = String::from_utf8_lossy(&self.text).into_owned();
+        if line.len() > MAX_LOG_LINE_BYTES {
+            cap(&mut line, MAX_LOG_LINE_BYTES - 1);
+            line.push('\n');
+        }
+        let _ = self.out.write_all(line.as_bytes());
+        let _ = self.out.flush();
     }
 }
 
@@ -174,6 +241,38 @@ mod tests {
         assert_eq!(lines[1].level, Level::WARN);
         assert_eq!(lines[1].text, "evil text");
         assert_eq!(buffer.version(), 2);
+    }
+
+    #[test]
+    fn log_lines_are_capped() {
+        let buffer = LogBuffer::new();
+        let subscriber = tracing_subscriber::registry().with(CaptureLayer::new(buffer.clone()));
+        let huge = "x".repeat(MAX_LOG_LINE_BYTES * 10);
+        tracing::subscriber::with_default(subscriber, || tracing::warn!("{huge}"));
+        let lines = buffer.lines_where(|_| true);
+        assert!(
+            lines[0].text.len() <= MAX_LOG_LINE_BYTES,
+            "{}",
+            lines[0].text.len()
+        );
+        assert!(lines[0].text.ends_with('…'));
+
+        let mut out = Vec::new();
+        {
+            let mut line = CappedLine::new(&mut out);
+            for _ in 0..100 {
+                std::io::Write::write_all(&mut line, huge.as_bytes()).unwrap();
+            }
+            std::io::Write::write_all(&mut line, b"\n").unwrap();
+        }
+        assert!(out.len() <= MAX_LOG_LINE_BYTES, "{}", out.len());
+        assert!(out.ends_with("…\n".as_bytes()));
+        let mut short = Vec::new();
+        {
+            let mut line = CappedLine::new(&mut short);
+            std::io::Write::write_all(&mut line, b"ok line\n").unwrap();
+        }
+        assert_eq!(short, b"ok line\n");
     }
 
     #[test]

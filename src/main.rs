@@ -78,6 +78,7 @@ fn init_logs() {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi)
+        .with_writer(inflight::logs::CappedStdout)
         .init();
 }
 

@@ -14,6 +14,7 @@ use common::{final_line, next_matching, sid};
 use inflight::engine::{Engine, EngineConfig, ResultBody};
 use inflight::events::{Event, Outcome};
 use inflight::llm::Backend;
+use inflight::llm::http::AnswerLimits;
 use inflight::llm::ollama::OllamaBackend;
 use inflight::llm::openai::OpenAiBackend;
 use inflight::model::Operation;
@@ -310,6 +311,118 @@ async fn malformed_lines_are_skipped() {
         (Outcome::Ok, None)
     );
     assert_eq!(summary_text(&engine), "Kept going.");
+}
+
+#[tokio::test]
+async fn an_answer_that_never_ends_is_cut_off_at_the_byte_cap() {
+    let line = format!(
+        "{}\n",
+        json!({"message": {"role": "assistant", "content": "and so on "}, "done": false})
+    );
+    let mut server = scripted::start(Arc::new(move |_, _| {
+        vec![
+            head("200 OK", "application/x-ndjson", &[]),
+            Step::Forever(line.clone().into_bytes()),
+        ]
+    }))
+    .await;
+    let limits = AnswerLimits {
+        max_tokens: 77,
+        max_answer_bytes: 64 * 1024,
+    };
+    let backend = OllamaBackend::new(Some(&server.url()), "llama3.2", Default::default())
+        .unwrap()
+        .with_limits(limits);
+    let engine = engine(Arc::new(backend), Duration::from_secs(60), 4);
+    let (outcome, error) = run_one(&engine, Operation::Summary).await;
+    assert_eq!(outcome, Outcome::Failed);
+    let error = error.unwrap();
+    assert!(error.contains("passed 65536 bytes"), "{error}");
+    assert_eq!(
+        server.request(0).body["options"]["num_predict"],
+        77,
+        "--max-tokens is sent"
+    );
+    tokio::time::timeout(Duration::from_secs(5), server.disconnects.recv())
+        .await
+        .expect("the endless stream is dropped");
+    assert!(engine.result(&sid("s1"), Operation::Summary).is_none());
+}
+
+#[tokio::test]
+async fn a_huge_error_body_is_read_only_in_part_and_shown_clean() {
+    // 8 MB of error: more than the socket buffers hold, so the server only
+    // finishes if the client reads it all.
+    let body = format!(
+        "{{\"error\": \"\u{1b}[31mout of memory{}\"}}",
+        "!".repeat(8 << 20)
+    );
+    let mut server = scripted::start(Arc::new(move |_, _| {
+        vec![
+            Step::Send(
+                format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes(),
+            ),
+            Step::Send(body.clone().into_bytes()),
+        ]
+    }))
+    .await;
+    let engine = engine(openai(&server, false), Duration::from_secs(60), 4);
+    let (outcome, error) = run_one(&engine, Operation::Summary).await;
+    assert_eq!(outcome, Outcome::Failed);
+    let error = error.unwrap();
+    assert!(error.contains("500"), "{error}");
+    assert!(
+        error.len() < 600,
+        "the message is cut: {} bytes",
+        error.len()
+    );
+    assert!(!error.contains('\u{1b}'), "{error:?}");
+    assert_eq!(server.request(0).body["max_tokens"], 1024);
+    tokio::time::timeout(Duration::from_secs(5), server.disconnects.recv())
+        .await
+        .expect("the client stopped reading the body and hung up");
+}
+
+#[tokio::test]
+async fn an_error_in_the_middle_of_a_stream_is_shown_clean_and_cut() {
+    let server = scripted::start(Arc::new(|_, _| {
+        let error = format!("\u{1b}]0;pwned\u{7}model crashed{}", "?".repeat(5000));
+        vec![
+            head("200 OK", "application/x-ndjson", &[]),
+            send(&format!(
+                "{}\n",
+                json!({"message": {"content": "Half"}, "done": false})
+            )),
+            send(&format!("{}\n", json!({"error": error}))),
+        ]
+    }))
+    .await;
+    let engine = engine(ollama(&server), Duration::from_secs(10), 4);
+    let (outcome, error) = run_one(&engine, Operation::Summary).await;
+    assert_eq!(outcome, Outcome::Failed);
+    let error = error.unwrap();
+    assert!(error.starts_with("Ollama: model crashed"), "{error:?}");
+    assert!(error.chars().count() <= 320, "{}", error.len());
+}
+
+#[tokio::test]
+async fn a_rejected_answer_is_kept_without_control_characters() {
+    let server = scripted::start(Arc::new(|_, _| {
+        ollama_stream(&["\u{1b}[2J\u{1b}]0;pwned\u{7}No map.\nSorry."])
+    }))
+    .await;
+    let engine = engine(ollama(&server), Duration::from_secs(10), 4);
+    let (outcome, _) = run_one(&engine, Operation::MindMap).await;
+    assert_eq!(outcome, Outcome::Failed);
+    let detail = engine.session_detail(&sid("s1"), 5).unwrap();
+    assert_eq!(
+        detail.content.rejected[Operation::MindMap.index()].as_deref(),
+        Some("No map.\nSorry.")
+    );
 }
 
 #[tokio::test]

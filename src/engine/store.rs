@@ -398,7 +398,9 @@ impl SessionStore {
     }
 
     /// Keeps an answer that could not be read (cut to [`MAX_REJECTED_BYTES`]).
-    pub fn put_rejected(&self, session: &SessionId, op: Operation, mut raw: String) {
+    pub fn put_rejected(&self, session: &SessionId, op: Operation, raw: String) {
+        // A model's text: no control characters reach a view from here.
+        let mut raw = crate::text::strip_controls_keep_lines(&raw).into_owned();
         crate::text::cut_to(&mut raw, MAX_REJECTED_BYTES);
         if let Some(record) = self.lock().held.get_mut(session) {
             record.rejected[op.index()] = Some(raw);

@@ -417,7 +417,10 @@ fn handle_text(engine: &Engine, status: &FeedStatus, decoder: &mut Decoder, text
 fn note_bad(status: &FeedStatus, kind: BadFrame, detail: &str) {
     let n = status.count_bad(kind);
     if n <= 3 || crate::text::is_power_of_ten(n) {
-        let detail = crate::text::strip_controls(detail);
+        let detail: String = crate::text::strip_controls(detail)
+            .chars()
+            .take(200)
+            .collect();
         tracing::warn!(
             feed = status.index,
             kind = kind.as_str(),

@@ -5,6 +5,12 @@
 //! failures that another try can fix: a refused or timed-out connection,
 //! 429 and 503 (honouring `Retry-After` in seconds). Any other status fails
 //! the run at once with the server's own message.
+//!
+//! Nothing a server sends is held without a bound: an answer stops at
+//! [`AnswerLimits::max_answer_bytes`], an error body is read up to
+//! [`MAX_ERROR_BODY_BYTES`], a model list up to [`MAX_MODEL_LIST_BYTES`]
+//! within [`MODEL_LIST_TIMEOUT`], and every message a server writes is
+//! stripped of control characters and cut before anyone sees it.
 
 use std::time::Duration;
 
@@ -23,6 +29,70 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Longest line accepted from a stream.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Most of an error body read; the rest is never downloaded.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Most of a model list read.
+pub const MAX_MODEL_LIST_BYTES: usize = 4 << 20;
+/// How long a model-list call may take in all.
+pub const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest server message shown (errors, in characters).
+pub const MAX_SERVER_MESSAGE_CHARS: usize = 300;
+
+/// What an answer may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerLimits {
+    /// Sent to the server: `num_predict` (Ollama), `max_tokens` (OpenAI).
+    pub max_tokens: u32,
+    /// An answer longer than this ends the run as failed.
+    pub max_answer_bytes: usize,
+}
+
+impl Default for AnswerLimits {
+    fn default() -> Self {
+        Self {
+            max_tokens: 1024,
+            max_answer_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl AnswerLimits {
+    /// Adds a streamed piece to `text`, or fails the run when the answer
+    /// would pass the byte cap (a server that streams forever).
+    pub fn append(&self, text: &mut String, piece: &str) -> Result<(), LlmError> {
+        if text.len() + piece.len() > self.max_answer_bytes {
+            return Err(LlmError(format!(
+                "the answer passed {} bytes (--max-answer-bytes) and was cut off",
+                self.max_answer_bytes
+            )));
+        }
+        text.push_str(piece);
+        Ok(())
+    }
+}
+
+/// A message a server wrote, fit to show: no control characters, cut.
+pub fn server_message(raw: &str) -> String {
+    crate::text::strip_controls(raw)
+        .chars()
+        .take(MAX_SERVER_MESSAGE_CHARS)
+        .collect()
+}
+
+/// Up to `max` bytes of a body; the rest is never read.
+async fn read_capped(response: Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == max {
+            break;
+        }
+    }
+    Ok(body)
+}
 
 /// The shared client: connect timeout set, no overall timeout (the run's
 /// deadline bounds the whole call).
@@ -96,10 +166,10 @@ fn retry_after(response: &Response) -> Option<Duration> {
 }
 
 /// The server's error message: `error` or `error.message` of a JSON body, or
-/// the start of the body as text.
+/// the start of the body as text. Reads at most [`MAX_ERROR_BODY_BYTES`].
 async fn read_error_body(response: Response) -> String {
-    let text = match response.text().await {
-        Ok(text) => text,
+    let text = match read_capped(response, MAX_ERROR_BODY_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => return format!("(unreadable body: {e})"),
     };
     let from_json = serde_json::from_str::<serde_json::Value>(&text)
@@ -111,9 +181,7 @@ async fn read_error_body(response: Response) -> String {
                 .or_else(|| error.get("message").and_then(|m| m.as_str()))
                 .map(str::to_string)
         });
-    let message = from_json.unwrap_or(text);
-    let message = crate::text::strip_controls(&message);
-    message.chars().take(300).collect()
+    server_message(&from_json.unwrap_or(text))
 }
 
 /// The model names a server lists: `answer[list][*][field]` of the JSON
@@ -126,6 +194,7 @@ pub async fn model_names(
 ) -> Result<Vec<String>, String> {
     let server = format!("{who} at {base}");
     let response = request
+        .timeout(MODEL_LIST_TIMEOUT)
         .send()
         .await
         .map_err(|e| format!("{who} is not reachable at {base}: {}", error_chain(&e)))?;
@@ -135,9 +204,10 @@ pub async fn model_names(
             response.status()
         ));
     }
-    let answer: serde_json::Value = response
-        .json()
+    let body = read_capped(response, MAX_MODEL_LIST_BYTES)
         .await
+        .map_err(|e| format!("{server} sent an unreadable model list: {e}"))?;
+    let answer: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("{server} sent an unreadable model list: {e}"))?;
     Ok(answer
         .get(list)

@@ -22,6 +22,7 @@ pub struct OllamaBackend {
     base: String,
     model: String,
     prompts: Prompts,
+    limits: http::AnswerLimits,
     reachable: Arc<AtomicBool>,
 }
 
@@ -45,8 +46,14 @@ impl OllamaBackend {
                 .to_string(),
             model: with_tag(model),
             prompts,
+            limits: http::AnswerLimits::default(),
             reachable: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    pub fn with_limits(mut self, limits: http::AnswerLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn body(&self, request: &LlmRequest) -> Value {
@@ -54,7 +61,7 @@ impl OllamaBackend {
             "model": self.model,
             "messages": self.prompts.messages(request),
             "stream": true,
-            "options": {"num_ctx": NUM_CTX},
+            "options": {"num_ctx": NUM_CTX, "num_predict": self.limits.max_tokens},
         });
         if request.op == Operation::MindMap {
             body["format"] = mind_map_schema();
@@ -92,12 +99,15 @@ impl OllamaBackend {
                     .as_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| error.to_string());
-                return Err(LlmError(format!("Ollama: {message}")));
+                return Err(LlmError(format!(
+                    "Ollama: {}",
+                    http::server_message(&message)
+                )));
             }
             if let Some(piece) = value.pointer("/message/content").and_then(Value::as_str)
                 && !piece.is_empty()
             {
-                text.push_str(piece);
+                self.limits.append(&mut text, piece)?;
                 streamed += 1;
                 progress.add_tokens(1);
             }

@@ -22,6 +22,7 @@ pub struct OpenAiBackend {
     model: String,
     api_key: Option<String>,
     prompts: Prompts,
+    limits: http::AnswerLimits,
     reachable: Arc<AtomicBool>,
 }
 
@@ -44,8 +45,14 @@ impl OpenAiBackend {
             model: model.to_string(),
             api_key: api_key.filter(|k| !k.is_empty()),
             prompts,
+            limits: http::AnswerLimits::default(),
             reachable: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    pub fn with_limits(mut self, limits: http::AnswerLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -61,6 +68,7 @@ impl OpenAiBackend {
             "messages": self.prompts.messages(request),
             "stream": true,
             "stream_options": {"include_usage": true},
+            "max_tokens": self.limits.max_tokens,
         });
         if request.op == Operation::MindMap {
             body["response_format"] = json!({
@@ -85,7 +93,10 @@ impl OpenAiBackend {
         .await?;
         self.reachable.store(true, Ordering::Relaxed);
         let mut lines = Lines::new(response);
-        let mut answer = Answer::default();
+        let mut answer = Answer {
+            limits: self.limits,
+            ..Default::default()
+        };
         while let Some(line) = lines.next().await? {
             if answer.feed(&line, progress)? {
                 break;
@@ -102,6 +113,7 @@ impl OpenAiBackend {
 /// An answer being assembled from SSE lines.
 #[derive(Debug, Default)]
 pub struct Answer {
+    pub limits: http::AnswerLimits,
     pub text: String,
     pub pieces: u64,
     pub usage: Option<u64>,
@@ -129,7 +141,10 @@ impl Answer {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| error.to_string());
-            return Err(LlmError(format!("the server: {message}")));
+            return Err(LlmError(format!(
+                "the server: {}",
+                http::server_message(&message)
+            )));
         }
         if self.model.is_none() {
             self.model = value
@@ -142,7 +157,7 @@ impl Answer {
             .and_then(Value::as_str)
             && !piece.is_empty()
         {
-            self.text.push_str(piece);
+            self.limits.append(&mut self.text, piece)?;
             self.pieces += 1;
             progress.add_tokens(1);
         }

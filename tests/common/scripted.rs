@@ -27,6 +27,8 @@ pub enum Step {
     Sleep(Duration),
     /// Keep the connection open, sending nothing, until the client leaves.
     Hang,
+    /// Send these bytes again and again until the client leaves.
+    Forever(Vec<u8>),
 }
 
 pub type Script = Arc<dyn Fn(usize, &Recorded) -> Vec<Step> + Send + Sync>;
@@ -163,6 +165,11 @@ async fn play(stream: &mut TcpStream, steps: Vec<Step>) -> bool {
                 }
             }
             Step::Sleep(d) => tokio::time::sleep(d).await,
+            Step::Forever(bytes) => loop {
+                if stream.write_all(&bytes).await.is_err() {
+                    return false;
+                }
+            },
             Step::Hang => {
                 let mut byte = [0u8; 1];
                 // Returns when the client closes its side.
