@@ -570,6 +570,10 @@ async fn feeds_report_their_state_and_bad_frames_by_kind() {
         Message::text(r#"{"type":"transcript","session_id":"bad id!","text":"x"}"#),
         Message::binary(vec![1u8, 2, 3]),
         line(1),
+        // A hostile seq would make every later line look like a replay.
+        Message::text(
+            r#"{"type":"transcript","session_id":"kinds","seq":18446744073709551615,"text":"mute"}"#,
+        ),
         line(2),
     ];
     let (addr, _up) = feed::one_client_feed(frames).await;
@@ -622,6 +626,7 @@ async fn feeds_report_their_state_and_bad_frames_by_kind() {
             "binary": 1,
             "invalid_utf8": 0,
             "text_cut": 0,
+            "bad_seq": 1,
         })
     );
     assert!(

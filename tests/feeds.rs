@@ -373,6 +373,7 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
             ("binary", 1250),
             ("invalid_utf8", 1),
             ("text_cut", 0),
+            ("bad_seq", 0),
         ]
     );
     // The client refused the frame over 1 MiB with "message too big".

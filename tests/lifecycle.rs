@@ -400,3 +400,44 @@ async fn a_reconnecting_feed_resumes_only_the_sessions_still_held() {
         "the forgotten session is not in the resume list"
     );
 }
+
+#[test]
+fn refusals_are_logged_at_a_bounded_rate() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let logs = inflight::logs::LogBuffer::new();
+    let subscriber =
+        tracing_subscriber::registry().with(inflight::logs::CaptureLayer::new(logs.clone()));
+    let _capture = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let limits = SessionLimits {
+            max_sessions: 1,
+            ..Default::default()
+        };
+        let engine = engine(limits, Vec::new());
+        engine.ingest(final_line("kept", 1, "hi"), None);
+        for i in 0..150 {
+            let appended = engine.ingest(final_line(&format!("new-{i}"), 1, "hi"), None);
+            assert_eq!(appended, Appended::Refused);
+        }
+        assert_eq!(engine.refused_sessions(), 150);
+    });
+    let counts: Vec<String> = logs
+        .lines_where(|l| l.text.contains("new session refused"))
+        .iter()
+        .filter_map(|l| {
+            l.text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("refused="))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        ["1", "2", "3", "10", "100"],
+        "150 refusals, 5 lines"
+    );
+}

@@ -44,10 +44,12 @@ pub enum BadFrame {
     Binary,
     InvalidUtf8,
     TextCut,
+    /// A `seq` above 2^53.
+    BadSeq,
 }
 
 impl BadFrame {
-    pub const ALL: [BadFrame; 7] = [
+    pub const ALL: [BadFrame; 8] = [
         BadFrame::InvalidJson,
         BadFrame::UnknownType,
         BadFrame::BadSessionId,
@@ -55,6 +57,7 @@ impl BadFrame {
         BadFrame::Binary,
         BadFrame::InvalidUtf8,
         BadFrame::TextCut,
+        BadFrame::BadSeq,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl BadFrame {
             BadFrame::Binary => "binary",
             BadFrame::InvalidUtf8 => "invalid_utf8",
             BadFrame::TextCut => "text_cut",
+            BadFrame::BadSeq => "bad_seq",
         }
     }
 }

@@ -40,6 +40,11 @@ pub enum FeedMessage {
     },
 }
 
+/// The largest `seq` accepted: 2^53, the largest integer every JSON
+/// implementation reads exactly. A frame above it would make every later
+/// frame of its session look like a replay: one hostile frame would mute it.
+pub const MAX_SEQ: u64 = 1 << 53;
+
 /// Why a frame was not understood.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FrameError {
@@ -47,6 +52,7 @@ pub enum FrameError {
     UnknownType(String),
     BadSessionId(String),
     MissingField(&'static str),
+    SeqTooLarge(u64),
 }
 
 impl FrameError {
@@ -55,6 +61,7 @@ impl FrameError {
             FrameError::InvalidJson(_) | FrameError::MissingField(_) => BadFrame::InvalidJson,
             FrameError::UnknownType(_) => BadFrame::UnknownType,
             FrameError::BadSessionId(_) => BadFrame::BadSessionId,
+            FrameError::SeqTooLarge(_) => BadFrame::BadSeq,
         }
     }
 }
@@ -68,6 +75,7 @@ impl std::fmt::Display for FrameError {
             }
             FrameError::BadSessionId(e) => write!(f, "bad session id: {e}"),
             FrameError::MissingField(name) => write!(f, "missing field {name:?}"),
+            FrameError::SeqTooLarge(seq) => write!(f, "seq {seq} is above 2^53"),
         }
     }
 }
@@ -85,6 +93,14 @@ struct Frame {
     #[serde(rename = "final")]
     is_final: Option<bool>,
     resume: Option<BTreeMap<String, u64>>,
+}
+
+/// A `seq` as given, refused when above [`MAX_SEQ`].
+pub fn checked_seq(seq: Option<u64>) -> Result<Option<u64>, FrameError> {
+    match seq {
+        Some(seq) if seq > MAX_SEQ => Err(FrameError::SeqTooLarge(seq)),
+        seq => Ok(seq),
+    }
 }
 
 /// Parses one native text frame.
@@ -128,7 +144,7 @@ pub fn parse(frame: &str) -> Result<FeedMessage, FrameError> {
             Ok(FeedMessage::Transcript {
                 transcript: Transcript {
                     session_id,
-                    seq: frame.seq,
+                    seq: checked_seq(frame.seq)?,
                     text,
                     speaker,
                     start: frame.start.filter(|s| s.is_finite()),
@@ -196,6 +212,20 @@ pub fn session_end_frame(session: &SessionId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seq_above_2_pow_53_is_refused() {
+        let frame = |seq: u64| {
+            format!(r#"{{"type":"transcript","session_id":"s","seq":{seq},"text":"x"}}"#)
+        };
+        assert!(parse(&frame(MAX_SEQ)).is_ok());
+        assert_eq!(
+            parse(&frame(MAX_SEQ + 1)).unwrap_err(),
+            FrameError::SeqTooLarge(MAX_SEQ + 1)
+        );
+        let err = parse(&frame(u64::MAX)).unwrap_err();
+        assert_eq!(err.kind(), BadFrame::BadSeq);
+    }
 
     #[test]
     fn transcripts_parse_with_defaults() {

@@ -53,7 +53,9 @@ impl State {
                 let seq = value
                     .get("turn_order")
                     .and_then(Value::as_u64)
-                    .map(|n| n + 1);
+                    .map(|n| n.checked_add(1).ok_or(FrameError::SeqTooLarge(n)))
+                    .transpose()?;
+                let seq = crate::feed::protocol::checked_seq(seq)?;
                 let words_len = value
                     .get("words")
                     .and_then(Value::as_array)
