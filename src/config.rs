@@ -283,6 +283,11 @@ pub struct EngineArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, env = "INFLIGHT_API_WS_TIMEOUT")]
     pub api_ws_timeout: Duration,
 
+    /// On SIGTERM or Ctrl-C, `serve` stops reading feeds and lets the runs
+    /// in flight finish for at most this long, then cancels the rest.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "INFLIGHT_DRAIN_TIMEOUT")]
+    pub drain_timeout: Duration,
+
     /// Replay speed of the embedded demo feed (1 = real time).
     #[arg(
         long,

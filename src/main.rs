@@ -2,16 +2,19 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use inflight::api;
 use inflight::config::{Cli, Command, EngineArgs, FeedArgs, LlmKind};
 use inflight::engine::Engine;
 use inflight::feed::{client, meetings, replay};
 use inflight::logs::{CaptureLayer, LogBuffer};
-use inflight::{signals, tui};
+use inflight::signals::{Hangup, StopSignals};
+use inflight::tui;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -82,9 +85,19 @@ fn init_logs() {
         .init();
 }
 
+/// A running engine and what stops it.
+struct Running {
+    engine: Engine,
+    /// The feed clients' tasks; they end once `stop_feeds` is cancelled,
+    /// after saying goodbye to their feeds.
+    feeds: TaskTracker,
+    stop_feeds: CancellationToken,
+}
+
 /// Builds the engine and connects its feeds: the given ones, or the embedded
-/// demo feed on an ephemeral loopback port.
-async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result<Engine, String> {
+/// demo feed on an ephemeral loopback port. `shutdown` stops everything but
+/// the feed clients (the demo feed among it).
+async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result<Running, String> {
     let backend = args.backend()?;
     if args.llm != LlmKind::Builtin {
         tokio::spawn(inflight::llm::watch(backend.clone()));
@@ -113,10 +126,20 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         // The demo feed speaks the native protocol.
         options.format = inflight::feed::adapters::FeedFormat::Native;
     }
+    let tracker = TaskTracker::new();
+    let stop_feeds = shutdown.child_token();
     for url in feeds {
-        client::spawn(engine.clone(), url, options.clone(), shutdown.clone());
+        let task = client::spawn(engine.clone(), url, options.clone(), stop_feeds.clone());
+        tracker.spawn(async move {
+            let _ = task.await;
+        });
     }
-    Ok(engine)
+    tracker.close();
+    Ok(Running {
+        engine,
+        feeds: tracker,
+        stop_feeds,
+    })
 }
 
 async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
@@ -126,7 +149,7 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
     let logs = init_captured_logs();
     let shutdown = CancellationToken::new();
     let _stop_feeds = shutdown.clone().drop_guard();
-    let engine = start_engine(&args, &shutdown).await?;
+    let engine = start_engine(&args, &shutdown).await?.engine;
     if let Some(addr) = args.api {
         let config = args.api_config(addr);
         let bound = api::serve(engine.clone(), config, shutdown.clone()).await?;
@@ -137,6 +160,8 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
 }
 
 async fn run_headless(args: EngineArgs) -> Result<(), String> {
+    // Caught before anything starts, so every stop drains.
+    let mut stop = StopSignals::install(Hangup::Ignored);
     init_logs();
     let shutdown = CancellationToken::new();
     let api_config = args.api_config(
@@ -145,8 +170,12 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
     );
     // Refuse a bad API setting before anything starts.
     api_config.check()?;
-    let engine = start_engine(&args, &shutdown).await?;
-    let bound = api::serve(engine.clone(), api_config, shutdown.clone()).await?;
+    let Running {
+        engine,
+        feeds,
+        stop_feeds,
+    } = start_engine(&args, &shutdown).await?;
+    let (bound, api) = api::start(engine.clone(), api_config, shutdown.clone()).await?;
     tracing::info!(%bound, "API listening");
     let info = engine.backend_info();
     tracing::info!(
@@ -154,22 +183,35 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
         model = %info.model,
         on_busy = ?args.on_busy,
         llm_concurrency = args.llm_concurrency,
-        "inflight engine running; Ctrl-C stops it"
+        "inflight engine running; SIGTERM or Ctrl-C stops it"
     );
-    signals::stop_requested().await;
+    stop.recv().await;
+
+    // Stop taking work in: each feed gets a Close frame.
+    tracing::info!(
+        "stopping: feeds first, then the runs in flight (up to {}), then the API",
+        humantime::format_duration(args.drain_timeout)
+    );
+    stop_feeds.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), feeds.wait()).await;
+    let drained = engine.drain(args.drain_timeout).await;
     shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     let totals = engine.snapshot().totals;
     tracing::info!(
         transcripts = totals.transcripts,
         runs = totals.runs,
         skipped = totals.skipped,
-        failed = totals.failed,
+        failed = totals.failed + totals.timed_out,
+        in_flight_at_stop = drained.in_flight,
+        cancelled_at_stop = drained.cancelled,
         "stopped"
     );
     Ok(())
 }
 
 async fn run_feed_server(args: FeedArgs) -> Result<(), String> {
+    let mut stop = StopSignals::install(Hangup::Stops);
     init_logs();
     let meetings = match &args.dir {
         Some(dir) => meetings::load_dir(dir)?,
@@ -187,7 +229,7 @@ async fn run_feed_server(args: FeedArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(%addr, meetings = count, speed = args.speed, looping = args.looping, "replay feed listening");
-    signals::stop_requested().await;
+    stop.recv().await;
     shutdown.cancel();
     Ok(())
 }

@@ -143,13 +143,23 @@ pub async fn serve(
     config: ApiConfig,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, String> {
+    start(engine, config, shutdown).await.map(|(addr, _)| addr)
+}
+
+/// Binds and serves until `shutdown`; returns the bound address and the
+/// server's task, which ends once the requests in flight have been answered.
+pub async fn start(
+    engine: Engine,
+    config: ApiConfig,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     config.check()?;
     let listener = TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = router(engine, &config);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
@@ -157,7 +167,7 @@ pub async fn serve(
             tracing::error!("API server stopped: {e}");
         }
     });
-    Ok(addr)
+    Ok((addr, task))
 }
 
 /// A JSON error: `{"success": false, "error": "..."}`.

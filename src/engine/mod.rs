@@ -65,6 +65,15 @@ impl Default for EngineConfig {
     }
 }
 
+/// What [`Engine::drain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Runs in flight when the drain began.
+    pub in_flight: usize,
+    /// Of those (and their follow-ups), the ones stopped at the deadline.
+    pub cancelled: usize,
+}
+
 /// The answer to a request for a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TriggerAnswer {
@@ -97,6 +106,8 @@ struct Shared {
     refused_sessions: std::sync::atomic::AtomicU64,
     /// Final transcripts taken in since start, forgotten sessions' too.
     transcripts: std::sync::atomic::AtomicU64,
+    /// Every run's task, so a stop can wait for them.
+    runs: tokio_util::task::TaskTracker,
 }
 
 /// A handle on the engine; clone it freely.
@@ -123,6 +134,7 @@ impl Engine {
                 started_at: Instant::now(),
                 refused_sessions: Default::default(),
                 transcripts: Default::default(),
+                runs: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
@@ -360,6 +372,29 @@ impl Engine {
                     self.forget_ended(self.shared.config.sessions.forget_after);
                 }
             }
+        }
+    }
+
+    /// Lets the runs in flight finish, for at most `within`; then stops the
+    /// rest as cancelled ("the process is stopping") and waits for their
+    /// tasks to end. Feeds should be stopped first, so no new work comes.
+    pub async fn drain(&self, within: Duration) -> Drained {
+        let runs = &self.shared.runs;
+        let in_flight = self.snapshot().totals;
+        let in_flight = (in_flight.running + in_flight.queued) as usize;
+        runs.close();
+        if tokio::time::timeout(within, runs.wait()).await.is_ok() {
+            return Drained {
+                in_flight,
+                cancelled: 0,
+            };
+        }
+        let cancelled = self.shared.state.stop_all("the process is stopping");
+        // A cancelled run ends at its next await; don't wait forever anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(5), runs.wait()).await;
+        Drained {
+            in_flight,
+            cancelled,
         }
     }
 

@@ -21,7 +21,8 @@ use crate::state::{FinishOutcome, RunGuard};
 
 /// Starts the run on its own task.
 pub(super) fn spawn(shared: Arc<Shared>, guard: RunGuard) {
-    tokio::spawn(run_until_settled(shared, guard));
+    let runs = shared.runs.clone();
+    runs.spawn(run_until_settled(shared, guard));
 }
 
 async fn run_until_settled(shared: Arc<Shared>, mut guard: RunGuard) {

@@ -119,13 +119,15 @@ async fn run(
     loop {
         status.set_state(FeedState::Connecting);
         let connected_at = Instant::now();
-        let reason = tokio::select! {
-            _ = shutdown.cancelled() => {
-                status.set_state(FeedState::Closed { reason: "shut down".into() });
-                return;
-            }
-            reason = connect_and_read(&engine, &status, &url, &options, &mut decoder) => reason,
-        };
+        let reason =
+            connect_and_read(&engine, &status, &url, &options, &mut decoder, &shutdown).await;
+        if shutdown.is_cancelled() {
+            // The connection, if any, was closed politely on the way out.
+            status.set_state(FeedState::Closed {
+                reason: "shut down".into(),
+            });
+            return;
+        }
         // A connection that lived a while resets the backoff.
         if connected_at.elapsed() > options.backoff_max {
             failures = 0;
@@ -179,6 +181,7 @@ async fn connect_and_read(
     url: &str,
     options: &FeedOptions,
     decoder: &mut Decoder,
+    shutdown: &CancellationToken,
 ) -> String {
     let mut request = match url.into_client_request() {
         Ok(request) => request,
@@ -209,7 +212,12 @@ async fn connect_and_read(
         true,
         Some(connector),
     );
-    let socket = match tokio::time::timeout(options.connect_timeout, connecting).await {
+    let connecting = tokio::time::timeout(options.connect_timeout, connecting);
+    let connected = tokio::select! {
+        _ = shutdown.cancelled() => return "shut down".into(),
+        connected = connecting => connected,
+    };
+    let socket = match connected {
         Ok(Ok((socket, _))) => socket,
         Ok(Err(e)) => return format!("connect failed: {e}"),
         Err(_) => {
@@ -244,7 +252,7 @@ async fn connect_and_read(
     let stop_writer = CancellationToken::new();
     let _close_on_return = stop_writer.clone().drop_guard();
     let close_code = Arc::new(AtomicU16::new(CLOSE_NORMAL));
-    tokio::spawn(write_upstream(
+    let writer = tokio::spawn(write_upstream(
         sink,
         engine.clone(),
         Upstream {
@@ -253,7 +261,7 @@ async fn connect_and_read(
             results: options.upstream_results,
             ping_every: options.idle_timeout / 3,
         },
-        (stop_writer, close_code.clone()),
+        (stop_writer.clone(), close_code.clone()),
     ));
     let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     // Any frame, pongs included, proves the connection alive.
@@ -262,6 +270,13 @@ async fn connect_and_read(
     loop {
         let next = tokio::select! {
             next = source.next() => next,
+            _ = shutdown.cancelled() => {
+                // Stopping: the writer sends a Close frame (bounded) and
+                // ends; wait for it, so the feed hears goodbye.
+                stop_writer.cancel();
+                let _ = writer.await;
+                return "shut down".into();
+            }
             _ = prune.tick() => {
                 decoder.retain(|session| engine.holds(session));
                 continue;

@@ -313,6 +313,32 @@ impl ProcessingStateManager {
     /// and records it as cancelled. The run's own finish will be stale.
     /// Returns the stopped run's id, or `None` when nothing was running.
     pub fn stop_processing(&self, session: &SessionId, op: Operation) -> Option<RunId> {
+        self.stop_with(session, op, "stopped by the operator")
+    }
+
+    /// Stops every run in flight, saying why; returns how many it stopped.
+    /// For a process that is going away.
+    pub fn stop_all(&self, reason: &str) -> usize {
+        let keys: Vec<(SessionId, Operation)> = {
+            let tables = self.lock();
+            tables
+                .sessions
+                .iter()
+                .filter_map(|(id, entry)| Some((id, entry.in_flight.as_ref()?)))
+                .flat_map(|(id, slots)| {
+                    Operation::ALL
+                        .into_iter()
+                        .filter(|op| slots[op.index()].is_some())
+                        .map(|op| (id.clone(), op))
+                })
+                .collect()
+        };
+        keys.iter()
+            .filter(|(session, op)| self.stop_with(session, *op, reason).is_some())
+            .count()
+    }
+
+    fn stop_with(&self, session: &SessionId, op: Operation, reason: &str) -> Option<RunId> {
         let mut events = Vec::with_capacity(2);
         let run_id = {
             let mut tables = self.lock();
@@ -325,7 +351,7 @@ impl ProcessingStateManager {
             let slot = take_slot(entry, active, session, op, &mut events)?;
             slot.cancel.cancel();
             let duration = slot.view.admitted.elapsed();
-            let error = "stopped by the operator".to_string();
+            let error = reason.to_string();
             record_end(
                 entry,
                 &mut lifetime[op.index()],

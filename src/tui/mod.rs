@@ -42,6 +42,8 @@ pub struct TuiOptions {
 
 /// Runs the dashboard until the operator quits or a signal arrives.
 pub async fn run(engine: Engine, logs: LogBuffer, options: TuiOptions) -> Result<(), String> {
+    // Caught before the terminal changes, so any stop gives it back.
+    let mut signals = crate::signals::StopSignals::install(crate::signals::Hangup::Stops);
     let mut guard =
         terminal::TerminalGuard::enter().map_err(|e| format!("cannot set up the terminal: {e}"))?;
     let mut app = App::new(Theme::new(options.color), engine.snapshot());
@@ -49,7 +51,7 @@ pub async fn run(engine: Engine, logs: LogBuffer, options: TuiOptions) -> Result
     let mut engine_events = engine.subscribe();
     let mut tick = tokio::time::interval(FRAME_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut stop = Box::pin(crate::signals::stop_requested());
+    let mut stop = Box::pin(signals.recv());
 
     let mut dirty = true;
     let mut last_draw = Instant::now() - IDLE_INTERVAL;

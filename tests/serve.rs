@@ -1,0 +1,187 @@
+//! `inflight serve`, the real binary, stopped the ways a service is: SIGTERM
+//! drains (feeds get a Close frame, runs in flight finish up to
+//! --drain-timeout, the rest are cancelled, exit 0 with a summary line), and
+//! SIGHUP does not stop it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A feed that sends one line of session `s1`, then reports the close code
+/// the client sends, if any, when it leaves.
+async fn feed() -> (SocketAddr, tokio::sync::oneshot::Receiver<Option<u16>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed, close) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let _hello = ws.next().await;
+        let line = r#"{"type":"transcript","session_id":"s1","seq":1,"text":"We ship on Friday."}"#;
+        ws.send(Message::text(line)).await.unwrap();
+        let mut code = None;
+        while let Some(Ok(message)) = ws.next().await {
+            if let Message::Close(frame) = message {
+                code = frame.map(|f| u16::from(f.code));
+            }
+        }
+        let _ = closed.send(code);
+    });
+    (addr, close)
+}
+
+struct Serve {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Serve {
+    fn start(feed: SocketAddr, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inflight"))
+            .args(["serve", "--api", "127.0.0.1:0", "--ops", "summary"])
+            .args(["--feed", &format!("ws://{feed}/")])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first log line (from now on) containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {needle:?} in the log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    fn exit_code(&mut self) -> Option<i32> {
+        let status = self.child.wait().expect("serve ends");
+        // Read what it printed last.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(line);
+        }
+        status.code()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_runs_in_flight_and_says_goodbye_to_the_feeds() {
+    let (addr, close) = feed().await;
+    let mut serve = Serve::start(
+        addr,
+        &["--simulate-latency", "1s", "--drain-timeout", "30s"],
+    );
+    serve.wait_for("processing started");
+    serve.signal(libc::SIGTERM);
+    let code = tokio::time::timeout(Duration::from_secs(10), close)
+        .await
+        .expect("the feed connection ends")
+        .unwrap();
+    assert_eq!(code, Some(1000), "the feed got a normal Close frame");
+    assert_eq!(serve.exit_code(), Some(0));
+    let log = serve.seen.join("\n");
+    assert!(
+        log.contains("processing finished") && log.contains("outcome=\"ok\""),
+        "the run in flight finished: {log}"
+    );
+    let summary = serve
+        .seen
+        .iter()
+        .rev()
+        .find(|l| l.contains("stopped"))
+        .unwrap();
+    assert_eq!(field(summary, "in_flight_at_stop"), "1", "{summary}");
+    assert_eq!(field(summary, "cancelled_at_stop"), "0", "{summary}");
+    assert_eq!(field(summary, "runs"), "1", "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_longer_than_the_drain_timeout_is_cancelled_and_the_exit_is_clean() {
+    let (addr, _close) = feed().await;
+    let mut serve = Serve::start(
+        addr,
+        &["--simulate-latency", "120s", "--drain-timeout", "200ms"],
+    );
+    serve.wait_for("processing started");
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.exit_code(), Some(0));
+    let log = serve.seen.join("\n");
+    assert!(log.contains("the process is stopping"), "{log}");
+    let summary = serve
+        .seen
+        .iter()
+        .rev()
+        .find(|l| l.contains("stopped"))
+        .unwrap();
+    assert_eq!(field(summary, "in_flight_at_stop"), "1", "{summary}");
+    assert_eq!(field(summary, "cancelled_at_stop"), "1", "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_does_not_stop_serve() {
+    let (addr, _close) = feed().await;
+    let mut serve = Serve::start(addr, &[]);
+    let listening = serve.wait_for("API listening");
+    let api = field(&listening, "bound");
+    serve.signal(libc::SIGHUP);
+    serve.wait_for("SIGHUP ignored");
+    let client = inflight::net::http_client(reqwest::Client::builder()).unwrap();
+    let health = client
+        .get(format!("http://{api}/healthz"))
+        .send()
+        .await
+        .expect("still serving after SIGHUP");
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(serve.child.try_wait().unwrap().is_none(), "still running");
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.exit_code(), Some(0));
+}
