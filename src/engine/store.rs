@@ -9,8 +9,14 @@
 //! sessions (a new one beyond is refused), and a forgotten session's id and
 //! last `seq` are remembered ([`Forgotten`]) so a replay cannot revive it.
 //! A session that speaks after it ended is live again.
+//!
+//! Sessions are spread over [`SHARDS`] maps, each behind its own short
+//! lock, so a snapshot that walks every session holds up an ingest for at
+//! most one shard's worth of copying, not the whole store's.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -155,14 +161,21 @@ pub struct SessionContent {
     pub rejected: [Option<String>; OPERATION_COUNT],
 }
 
-struct Sessions {
+/// How many maps the sessions are spread over.
+pub const SHARDS: usize = 64;
+
+/// One share of the sessions, by the hash of their id.
+struct Shard {
     held: HashMap<SessionId, SessionRecord>,
     forgotten: Forgotten,
 }
 
 pub struct SessionStore {
     limits: SessionLimits,
-    sessions: Mutex<Sessions>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::hash::RandomState,
+    /// Sessions held in all shards.
+    held: AtomicUsize,
 }
 
 impl Default for SessionStore {
@@ -173,12 +186,19 @@ impl Default for SessionStore {
 
 impl SessionStore {
     pub fn new(limits: SessionLimits) -> Self {
+        let remembered_per_shard = limits.remember_forgotten.div_ceil(SHARDS);
         Self {
             limits,
-            sessions: Mutex::new(Sessions {
-                held: HashMap::new(),
-                forgotten: Forgotten::new(limits.remember_forgotten),
-            }),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        held: HashMap::new(),
+                        forgotten: Forgotten::new(remembered_per_shard),
+                    })
+                })
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+            held: AtomicUsize::new(0),
         }
     }
 
@@ -186,18 +206,34 @@ impl SessionStore {
         &self.limits
     }
 
-    /// Takes the lock even if a panic poisoned it: every critical section
-    /// leaves the maps consistent.
-    fn lock(&self) -> MutexGuard<'_, Sessions> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shard of `session`, locked. Takes the lock even if a panic
+    /// poisoned it: every critical section leaves the maps consistent.
+    fn lock(&self, session: &SessionId) -> MutexGuard<'_, Shard> {
+        let index = self.hasher.hash_one(session) as usize % SHARDS;
+        lock(&self.shards[index])
+    }
+
+    /// Every shard, locked one at a time as the iteration reaches it.
+    fn each_shard(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
+        self.shards.iter().map(lock)
+    }
+
+    /// Takes one place among the held sessions, unless all are taken.
+    fn reserve(&self) -> bool {
+        let max = self.limits.max_sessions;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Records a transcript, dropping replays by `seq` (also of sessions
     /// forgotten lately) and refusing a new session when the store is full.
     /// A session that had ended is live again.
     pub fn append(&self, transcript: Transcript, feed: Option<usize>) -> Appended {
-        let mut guard = self.lock();
-        let Sessions { held, forgotten } = &mut *guard;
+        let mut guard = self.lock(&transcript.session_id);
+        let Shard { held, forgotten } = &mut *guard;
         let record = match held.get_mut(&transcript.session_id) {
             Some(record) => record,
             None => {
@@ -207,7 +243,7 @@ impl SessionStore {
                 {
                     return Appended::Duplicate;
                 }
-                if held.len() >= self.limits.max_sessions {
+                if !self.reserve() {
                     return Appended::Refused;
                 }
                 forgotten.revive(&transcript.session_id);
@@ -257,8 +293,8 @@ impl SessionStore {
     /// for a session that said something (a replayed `session_end` asks for
     /// nothing more; an unknown session is not created).
     pub fn end(&self, session: &SessionId, feed: Option<usize>) -> bool {
-        let mut sessions = self.lock();
-        let Some(record) = sessions.held.get_mut(session) else {
+        let mut shard = self.lock(session);
+        let Some(record) = shard.held.get_mut(session) else {
             return false;
         };
         if feed.is_some() {
@@ -275,52 +311,55 @@ impl SessionStore {
 
     /// Whether the store holds the session.
     pub fn contains(&self, session: &SessionId) -> bool {
-        self.lock().held.contains_key(session)
+        self.lock(session).held.contains_key(session)
     }
 
     /// The feed that last spoke for the session.
     pub fn feed_of(&self, session: &SessionId) -> Option<usize> {
-        self.lock().held.get(session).and_then(|r| r.feed)
+        self.lock(session).held.get(session).and_then(|r| r.feed)
     }
 
     /// The last `seq` of each held session `feed` last spoke for, ended
     /// ones included (else a replaying feed would send them again and
     /// again): what a reconnecting feed is asked to resume after.
     pub fn resume_points(&self, feed: usize) -> std::collections::BTreeMap<String, u64> {
-        self.lock()
-            .held
-            .iter()
-            .filter(|(_, r)| r.feed == Some(feed))
-            .filter_map(|(id, r)| Some((id.as_str().to_string(), r.last_seq?)))
-            .collect()
+        let mut points = std::collections::BTreeMap::new();
+        for shard in self.each_shard() {
+            points.extend(
+                shard
+                    .held
+                    .iter()
+                    .filter(|(_, r)| r.feed == Some(feed))
+                    .filter_map(|(id, r)| Some((id.as_str().to_string(), r.last_seq?))),
+            );
+        }
+        points
     }
 
     /// Live sessions that said nothing for [`SessionLimits::idle_after`].
     pub fn idle(&self) -> Vec<SessionId> {
         let idle_after = self.limits.idle_after;
-        self.lock()
-            .held
-            .iter()
-            .filter(|(_, r)| !r.ended && r.last_heard_at.elapsed() >= idle_after)
-            .map(|(id, _)| id.clone())
-            .collect()
+        self.ids_where(|r| !r.ended && r.last_heard_at.elapsed() >= idle_after)
     }
 
     /// Forgotten ids remembered now.
     pub fn remembered_forgotten(&self) -> usize {
-        self.lock().forgotten.len()
+        self.each_shard().map(|shard| shard.forgotten.len()).sum()
     }
 
     /// The session's newest generation (0 when unknown).
     pub fn generation(&self, session: &SessionId) -> u64 {
-        self.lock().held.get(session).map_or(0, |r| r.generation)
+        self.lock(session)
+            .held
+            .get(session)
+            .map_or(0, |r| r.generation)
     }
 
     /// What a run of `op` reads now. With `incremental`, a summary reads only
     /// what came after the generation its previous summary covered.
     pub fn run_input(&self, session: &SessionId, op: Operation, incremental: bool) -> RunInput {
-        let sessions = self.lock();
-        let Some(record) = sessions.held.get(session) else {
+        let shard = self.lock(session);
+        let Some(record) = shard.held.get(session) else {
             return RunInput {
                 generation: 0,
                 utterances: Vec::new(),
@@ -355,8 +394,8 @@ impl SessionStore {
 
     /// Stores a result unless a result covering a newer generation is there.
     pub fn put_result(&self, session: &SessionId, op: Operation, result: OpResult) -> bool {
-        let mut sessions = self.lock();
-        let Some(record) = sessions.held.get_mut(session) else {
+        let mut shard = self.lock(session);
+        let Some(record) = shard.held.get_mut(session) else {
             return false;
         };
         let slot = &mut record.results[op.index()];
@@ -372,24 +411,34 @@ impl SessionStore {
 
     /// Sessions that ended longer than `after` ago.
     pub fn ended_before(&self, after: Duration) -> Vec<SessionId> {
-        self.lock()
-            .held
-            .iter()
-            .filter(|(_, r)| ended_before(r, after))
-            .map(|(id, _)| id.clone())
-            .collect()
+        self.ids_where(|r| ended_before(r, after))
+    }
+
+    fn ids_where(&self, keep: impl Fn(&SessionRecord) -> bool) -> Vec<SessionId> {
+        let mut ids = Vec::new();
+        for shard in self.each_shard() {
+            ids.extend(
+                shard
+                    .held
+                    .iter()
+                    .filter(|(_, r)| keep(r))
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        ids
     }
 
     /// Drops a session and all it holds if it still ended longer than
     /// `after` ago (it may have spoken since it was listed), remembering
     /// its last `seq`. Returns whether it went.
     pub fn forget_if_ended_before(&self, session: &SessionId, after: Duration) -> bool {
-        let mut guard = self.lock();
-        let Sessions { held, forgotten } = &mut *guard;
+        let mut guard = self.lock(session);
+        let Shard { held, forgotten } = &mut *guard;
         match held.get(session) {
             Some(record) if ended_before(record, after) => {
                 let last_seq = record.last_seq;
                 held.remove(session);
+                self.held.fetch_sub(1, Ordering::AcqRel);
                 forgotten.remember(session.clone(), last_seq);
                 true
             }
@@ -402,30 +451,32 @@ impl SessionStore {
         // A model's text: no control characters reach a view from here.
         let mut raw = crate::text::strip_controls_keep_lines(&raw).into_owned();
         crate::text::cut_to(&mut raw, MAX_REJECTED_BYTES);
-        if let Some(record) = self.lock().held.get_mut(session) {
+        if let Some(record) = self.lock(session).held.get_mut(session) {
             record.rejected[op.index()] = Some(raw);
         }
     }
 
     /// The latest result of `op`.
     pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
-        self.lock().held.get(session)?.results[op.index()].clone()
+        self.lock(session).held.get(session)?.results[op.index()].clone()
     }
 
     pub fn facts(&self, session: &SessionId) -> Option<SessionFacts> {
-        self.lock().held.get(session).map(facts_of)
+        self.lock(session).held.get(session).map(facts_of)
     }
 
-    /// Calls `visit` for each session under one lock.
+    /// Calls `visit` for each session, holding one shard's lock at a time.
     pub fn for_each(&self, mut visit: impl FnMut(&SessionId, SessionFacts)) {
-        for (id, record) in self.lock().held.iter() {
-            visit(id, facts_of(record));
+        for shard in self.each_shard() {
+            for (id, record) in shard.held.iter() {
+                visit(id, facts_of(record));
+            }
         }
     }
 
     pub fn content(&self, session: &SessionId, recent: usize) -> Option<SessionContent> {
-        let sessions = self.lock();
-        let record = sessions.held.get(session)?;
+        let shard = self.lock(session);
+        let record = shard.held.get(session)?;
         let skip = record.transcripts.len().saturating_sub(recent);
         Some(SessionContent {
             recent: record.transcripts.iter().skip(skip).cloned().collect(),
@@ -437,8 +488,12 @@ impl SessionStore {
 
     /// Sessions held (a capacity hint for snapshots).
     pub(crate) fn len(&self) -> usize {
-        self.lock().held.len()
+        self.held.load(Ordering::Acquire)
     }
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn ended_before(record: &SessionRecord, after: Duration) -> bool {
@@ -496,6 +551,52 @@ mod tests {
             Appended::Final { generation: 3 }
         );
         assert_eq!(store.generation(&SessionId::parse("a").unwrap()), 3);
+    }
+
+    #[test]
+    fn the_limit_holds_across_shards_and_threads() {
+        let store = std::sync::Arc::new(SessionStore::new(SessionLimits {
+            max_sessions: 100,
+            ..Default::default()
+        }));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..1000)
+                        .filter(|i| {
+                            let name = format!("t{t}-{i}");
+                            store.append(said(&name, Some(1), "hi", true), None)
+                                == Appended::Refused
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let refused: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(store.len(), 100);
+        assert_eq!(refused, 3900);
+        let mut held = 0;
+        store.for_each(|_, _| held += 1);
+        assert_eq!(held, 100, "the count and the maps agree");
+
+        // A forgotten session makes room for a new one.
+        let id = store.ended_before(Duration::ZERO);
+        assert!(id.is_empty());
+        let mut one = None;
+        store.for_each(|id, _| one = Some(id.clone()));
+        let one = one.unwrap();
+        assert!(store.end(&one, None));
+        assert!(store.forget_if_ended_before(&one, Duration::ZERO));
+        assert_eq!(store.len(), 99);
+        assert_eq!(
+            store.append(said("newcomer", Some(1), "hi", true), None),
+            Appended::Final { generation: 1 }
+        );
+        assert_eq!(
+            store.append(said("one-too-many", Some(1), "hi", true), None),
+            Appended::Refused
+        );
     }
 
     #[test]

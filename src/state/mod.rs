@@ -39,6 +39,9 @@ pub use status::{ProcessingStatus, StatusResponse};
 use crate::events::{Event, EventBus, Outcome, RunId};
 use crate::model::{OPERATION_COUNT, Operation, SessionId};
 
+/// Sessions visited per lock by [`ProcessingStateManager::visit_sessions`].
+pub const VISIT_CHUNK: usize = 512;
+
 /// What to do with a request that finds its operation already running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -486,25 +489,29 @@ impl ProcessingStateManager {
     }
 
     /// Calls `visit` once per item of `items` with that session's in-flight
-    /// runs and statistics, all under one lock; `visit` must be quick.
+    /// runs and statistics; `visit` must be quick. The lock is taken for
+    /// [`VISIT_CHUNK`] items at a time, so a snapshot of many sessions never
+    /// holds up an admission for long; each item's view is consistent.
     pub fn visit_sessions<T>(
         &self,
         items: &mut [T],
         session_of: impl Fn(&T) -> &SessionId,
         mut visit: impl FnMut(&mut T, [(Option<&InFlight>, &OpStats); OPERATION_COUNT]),
     ) {
-        let tables = self.lock();
         let empty = OpStats::default();
-        for item in items.iter_mut() {
-            let entry = tables.sessions.get(session_of(item));
-            let view = std::array::from_fn(|i| match entry {
-                Some(entry) => (
-                    entry.slot(Operation::ALL[i]).map(|slot| &slot.view),
-                    &entry.stats[i],
-                ),
-                None => (None, &empty),
-            });
-            visit(item, view);
+        for chunk in items.chunks_mut(VISIT_CHUNK) {
+            let tables = self.lock();
+            for item in chunk.iter_mut() {
+                let entry = tables.sessions.get(session_of(item));
+                let view = std::array::from_fn(|i| match entry {
+                    Some(entry) => (
+                        entry.slot(Operation::ALL[i]).map(|slot| &slot.view),
+                        &entry.stats[i],
+                    ),
+                    None => (None, &empty),
+                });
+                visit(item, view);
+            }
         }
     }
 
