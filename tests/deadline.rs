@@ -50,6 +50,10 @@ async fn a_run_past_its_deadline_is_timed_out_and_frees_its_slot() {
         "ended at the deadline, not at the model's pace"
     );
     assert!(
+        engine.uptime() >= Duration::from_secs(5) && engine.snapshot().uptime >= duration,
+        "the engine's uptime follows the clock"
+    );
+    assert!(
         !engine.status(&s).any_processing,
         "nothing stays processing"
     );
@@ -72,6 +76,12 @@ async fn an_operator_cancel_frees_the_slot_at_once() {
         matches!(e, Event::OpStarted { .. }).then_some(())
     })
     .await;
+    let snapshot = engine.snapshot();
+    assert_eq!(
+        (snapshot.permits_in_use, snapshot.permits_cap),
+        (1, 4),
+        "one LLM call of four"
+    );
 
     let answer = engine.request(&s, Operation::Summary);
     assert!(

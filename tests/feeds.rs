@@ -805,3 +805,52 @@ async fn a_handshake_that_never_completes_times_out() {
     assert!(reason.contains("connect timed out after 300ms"), "{reason}");
     assert_eq!(engine.feeds().views()[0].connects, 0);
 }
+
+#[tokio::test]
+async fn statuses_go_only_up_the_feed_that_sent_the_session() {
+    let (quiet, mut quiet_up) = one_client_feed(Vec::new()).await;
+    let line = json!({"type": "transcript", "session_id": "mine", "seq": 1, "text": "Hello."});
+    let (talking, mut talking_up) = one_client_feed(vec![Message::text(line.to_string())]).await;
+    let engine = engine(vec![Operation::Summary]);
+    let mut events = engine.subscribe();
+    let shutdown = CancellationToken::new();
+    for addr in [quiet, talking] {
+        client::spawn(
+            engine.clone(),
+            format!("ws://{addr}/"),
+            quick_reconnects(),
+            shutdown.clone(),
+        );
+    }
+    common::wait_until(&mut events, Duration::from_secs(10), "the run", || {
+        engine.snapshot().totals.ok == 1 && engine.is_idle()
+    })
+    .await;
+    // Stopping closes both sockets: everything each feed got is in.
+    shutdown.cancel();
+    let mut got = Vec::new();
+    for up in [&mut quiet_up, &mut talking_up] {
+        let mut texts = Vec::new();
+        while let Some(text) = tokio::time::timeout(Duration::from_secs(5), up.recv())
+            .await
+            .expect("the feed's socket closes")
+        {
+            if text == "closed" {
+                break;
+            }
+            texts.push(text);
+        }
+        got.push(texts);
+    }
+    assert!(
+        got[0].is_empty(),
+        "the quiet feed got statuses: {:?}",
+        got[0]
+    );
+    assert!(
+        got[1].iter().any(|t| t.contains("processing_status")),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(engine.feed_of(&sid("mine")), Some(1));
+}

@@ -68,3 +68,25 @@ impl Drop for TrackedRun<'_> {
         self.board.lock().remove(&self.run_id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn rates_are_tokens_over_streaming_time_while_tracked() {
+        let board = ProgressBoard::default();
+        let progress = Arc::new(Progress::default());
+        let tracked = board.track(7, progress.clone());
+        progress.add_tokens(4);
+        // No time has passed: no rate yet, not a division by zero.
+        assert_eq!(board.rate(7), Some((4, 0.0)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        progress.add_tokens(6);
+        assert_eq!(board.rate(7), Some((10, 5.0)));
+        assert_eq!(board.rate(8), None, "another run is not tracked");
+        drop(tracked);
+        assert_eq!(board.rate(7), None, "the run left the board when it ended");
+    }
+}
