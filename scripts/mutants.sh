@@ -27,7 +27,7 @@ fi
 case "$folder" in
   src/state) tests=(--lib --test state --test state_stress --test deadline) ;;
   src/engine) tests=(--lib --test deadline --test lifecycle --test replay_engine --test feeds
-                     --test api) ;;
+                     --test api --test llm_http --test dashboard) ;;
   *) tests=() ;;
 esac
 

@@ -434,7 +434,12 @@ async fn an_unreadable_mind_map_fails_and_keeps_the_raw_answer() {
     let engine = engine(ollama(&server), Duration::from_secs(10), 4);
     let (outcome, error) = run_one(&engine, Operation::MindMap).await;
     assert_eq!(outcome, Outcome::Failed);
-    assert!(error.unwrap().contains("no mind-map JSON"));
+    let error = error.unwrap();
+    assert!(error.contains("no mind-map JSON"), "{error}");
+    assert!(
+        error.ends_with(r#"the answer began: "I cannot draw maps, sorry.""#),
+        "the start of the answer is shown: {error}"
+    );
     let detail = engine.session_detail(&sid("s1"), 5).unwrap();
     assert_eq!(
         detail.content.rejected[Operation::MindMap.index()].as_deref(),
