@@ -535,6 +535,8 @@ async fn control_characters_never_reach_the_screen() {
     let logs = LogBuffer::new();
     let subscriber = tracing_subscriber::registry().with(CaptureLayer::new(logs.clone()));
     let _capture = tracing::subscriber::set_default(subscriber);
+    // A callsite first hit on another test's thread must not stay off here.
+    tracing::callsite::rebuild_interest_cache();
     let engine = Engine::new(EngineConfig::default(), Arc::new(HostileBackend));
     let mut events = engine.subscribe();
     let s = sid("evil");

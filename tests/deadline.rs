@@ -57,6 +57,7 @@ async fn a_run_past_its_deadline_is_timed_out_and_frees_its_slot() {
         !engine.status(&s).any_processing,
         "nothing stays processing"
     );
+    assert!(!engine.snapshot().sessions[0].any_in_flight());
     let row = &engine.snapshot().sessions[0].ops[Operation::Summary.index()];
     assert_eq!(row.timed_out, 1);
     assert!(row.last_error.as_deref().unwrap_or("").contains("5s"));

@@ -200,3 +200,27 @@ impl FeedRegistry {
         feeds.iter().map(|f| f.view()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_kept_per_kind_and_returned() {
+        let feed = FeedStatus::new(0, "ws://x/".into());
+        assert_eq!(feed.count_bad(BadFrame::Binary), 1);
+        assert_eq!(feed.count_bad(BadFrame::Binary), 2);
+        assert_eq!(feed.count_bad(BadFrame::InvalidJson), 1);
+        assert_eq!(feed.bad(BadFrame::Binary), 2);
+        assert_eq!(feed.view().bad_frames, 3);
+        feed.count(&Appended::Refused);
+        feed.count(&Appended::Duplicate);
+        feed.count(&Appended::Final { generation: 1 });
+        feed.count(&Appended::Partial { generation: 1 });
+        let view = feed.view();
+        assert_eq!(
+            (view.refused_sessions, view.duplicates, view.transcripts),
+            (1, 1, 1)
+        );
+    }
+}

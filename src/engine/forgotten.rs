@@ -59,7 +59,8 @@ impl Forgotten {
         self.last_seq.remove(session);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.last_seq.len()
     }
 }

@@ -202,10 +202,6 @@ impl SessionStore {
         }
     }
 
-    pub fn limits(&self) -> &SessionLimits {
-        &self.limits
-    }
-
     /// The shard of `session`, locked. Takes the lock even if a panic
     /// poisoned it: every critical section leaves the maps consistent.
     fn lock(&self, session: &SessionId) -> MutexGuard<'_, Shard> {
@@ -340,11 +336,6 @@ impl SessionStore {
     pub fn idle(&self) -> Vec<SessionId> {
         let idle_after = self.limits.idle_after;
         self.ids_where(|r| !r.ended && r.last_heard_at.elapsed() >= idle_after)
-    }
-
-    /// Forgotten ids remembered now.
-    pub fn remembered_forgotten(&self) -> usize {
-        self.each_shard().map(|shard| shard.forgotten.len()).sum()
     }
 
     /// The session's newest generation (0 when unknown).
@@ -597,6 +588,54 @@ mod tests {
             store.append(said("one-too-many", Some(1), "hi", true), None),
             Appended::Refused
         );
+    }
+
+    #[test]
+    fn rejected_answers_are_cut_to_32_kib() {
+        let store = SessionStore::default();
+        store.append(said("a", None, "one", true), None);
+        let id = SessionId::parse("a").unwrap();
+        store.put_rejected(&id, Operation::MindMap, "é".repeat(40_000));
+        let kept = store.content(&id, 0).unwrap().rejected[Operation::MindMap.index()]
+            .clone()
+            .unwrap();
+        assert!(
+            kept.len() <= 32 * 1024 && kept.len() > 32 * 1024 - 2,
+            "{}",
+            kept.len()
+        );
+    }
+
+    #[test]
+    fn a_result_of_the_same_generation_replaces_the_older_one() {
+        let store = SessionStore::default();
+        store.append(said("a", None, "one", true), None);
+        let id = SessionId::parse("a").unwrap();
+        let result = |text: &str, run_id| OpResult {
+            body: ResultBody::Summary(text.into()),
+            covered_generation: 1,
+            run_id,
+            model: "m".into(),
+            processing_time: Duration::ZERO,
+            finished_at: SystemTime::now(),
+        };
+        assert!(store.put_result(&id, Operation::Summary, result("first", 1)));
+        // An operator's re-run reads the same transcripts: its result is newer.
+        assert!(store.put_result(&id, Operation::Summary, result("second", 2)));
+        assert_eq!(
+            store.result(&id, Operation::Summary).map(|r| r.run_id),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn ending_a_session_that_said_nothing_final_asks_for_nothing() {
+        let store = SessionStore::default();
+        store.append(said("quiet", None, "uh", false), None);
+        let id = SessionId::parse("quiet").unwrap();
+        assert!(!store.end(&id, None), "only a partial: no final runs");
+        store.append(said("talk", None, "one", true), None);
+        assert!(store.end(&SessionId::parse("talk").unwrap(), None));
     }
 
     #[test]

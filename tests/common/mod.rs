@@ -84,6 +84,19 @@ pub fn open_session(engine: &Engine, name: &str) -> SessionId {
     session
 }
 
+/// Captures this thread's log lines until the guard drops. Rebuilds tracing's
+/// callsite cache after installing the capture, so a callsite first hit on
+/// another thread (with no subscriber) is not left switched off here.
+pub fn capture_logs() -> (inflight::logs::LogBuffer, tracing::subscriber::DefaultGuard) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let logs = inflight::logs::LogBuffer::new();
+    let guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(inflight::logs::CaptureLayer::new(logs.clone())),
+    );
+    tracing::callsite::rebuild_interest_cache();
+    (logs, guard)
+}
+
 pub fn is_idle_and(engine: &Engine, sessions: &[SessionId], generation: u64) -> bool {
     engine.is_idle() && sessions.iter().all(|s| engine.generation(s) == generation)
 }
