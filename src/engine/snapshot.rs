@@ -173,3 +173,19 @@ pub(super) fn totals(
     }
     totals
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_failed_and_timed_out_runs() {
+        let row = OpRow {
+            failed: 2,
+            timed_out: 3,
+            cancelled: 7,
+            ..Default::default()
+        };
+        assert_eq!(row.failures(), 5, "a cancel is no failure");
+    }
+}
