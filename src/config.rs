@@ -278,6 +278,10 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "INFLIGHT_API_MAX_WS_CLIENTS")]
     pub api_max_ws_clients: u32,
 
+    /// Largest frame a /ws subscriber may send; a larger one ends its connection.
+    #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(128..=(1 << 20)), env = "INFLIGHT_API_WS_MAX_FRAME")]
+    pub api_ws_max_frame: u32,
+
     /// A /ws subscriber that answers no ping, or whose socket takes no data,
     /// for this long is dropped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, env = "INFLIGHT_API_WS_TIMEOUT")]
@@ -427,8 +431,8 @@ impl EngineArgs {
             allowed_hosts: self.api_allow_hosts.clone(),
             ws: crate::api::WsLimits {
                 max_clients: self.api_max_ws_clients as usize,
+                max_incoming: self.api_ws_max_frame as usize,
                 timeout: self.api_ws_timeout,
-                ..Default::default()
             },
         }
     }
@@ -461,6 +465,37 @@ mod tests {
     fn the_command_line_is_consistent() {
         // Catches clashing flag names between commands, among other mistakes.
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_setting_of_serve_can_come_from_an_inflight_variable() {
+        let mut cli = Cli::command();
+        cli.build();
+        let serve = cli
+            .get_subcommands()
+            .find(|c| c.get_name() == "serve")
+            .expect("serve");
+        // Header pairs are given one by one; switches are plain flags.
+        let exempt = ["feed-header", "help"];
+        let mut missing = Vec::new();
+        let mut checked = 0;
+        for arg in serve.get_arguments() {
+            let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+            let long = arg.get_long().unwrap_or_default();
+            if !takes_value || exempt.contains(&long) {
+                continue;
+            }
+            checked += 1;
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or("");
+            if !env.starts_with("INFLIGHT_") {
+                missing.push(long.to_string());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "settings without a variable: {missing:?}"
+        );
+        assert!(checked > 30, "only {checked} settings seen");
     }
 
     #[test]
