@@ -4,7 +4,7 @@
 # the tests notice. A missed mutant is a line no test checks.
 #
 #   scripts/mutants.sh src/state            # about half an hour on two cores
-#   scripts/mutants.sh src/engine           # about two hours
+#   scripts/mutants.sh src/engine           # about an hour
 #   scripts/mutants.sh src/state -F guard   # extra arguments go to cargo-mutants
 #
 # Needs cargo-mutants (`cargo install --locked cargo-mutants`). Not part of CI:
@@ -27,7 +27,7 @@ fi
 case "$folder" in
   src/state) tests=(--lib --test state --test state_stress --test deadline) ;;
   src/engine) tests=(--lib --test deadline --test lifecycle --test replay_engine --test feeds
-                     --test api --test llm_http --test dashboard) ;;
+                     --test api --test llm_http --test dashboard --test logs --test serve) ;;
   *) tests=() ;;
 esac
 

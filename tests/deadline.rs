@@ -200,3 +200,44 @@ async fn ended_sessions_are_forgotten_after_a_while_unless_busy() {
     );
     assert!(engine.session_detail(&sid("done"), 5).is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_waits_for_runs_up_to_its_timeout_then_cancels_the_rest() {
+    let config = EngineConfig {
+        llm_concurrency: 1,
+        automatic_ops: vec![Operation::Summary],
+        ..Default::default()
+    };
+    let engine = Engine::new(
+        config,
+        Arc::new(BuiltinBackend::new(LatencyRange::fixed(
+            Duration::from_secs(60),
+        ))),
+    );
+    let mut events = engine.subscribe();
+    for name in ["a", "b"] {
+        engine.ingest(final_line(name, 1, "hello"), None);
+    }
+    next_matching(&mut events, Duration::from_secs(1), |e| {
+        matches!(e, Event::OpStarted { .. }).then_some(())
+    })
+    .await;
+    let totals = engine.snapshot().totals;
+    assert_eq!((totals.running, totals.queued), (1, 1));
+    let drained = engine.drain(Duration::from_secs(10)).await;
+    assert_eq!(
+        (drained.in_flight, drained.cancelled),
+        (2, 2),
+        "one running, one queued: neither could finish in 10 s"
+    );
+    assert!(engine.is_idle());
+    let row = &engine.snapshot().sessions[0].ops[Operation::Summary.index()];
+    assert_eq!(row.last_error.as_deref(), Some("the process is stopping"));
+
+    // Runs that can finish in time are waited for, not cancelled.
+    let quick = slow_engine(Duration::from_secs(2), Duration::from_secs(300));
+    quick.ingest(final_line("c", 1, "hello"), None);
+    let drained = quick.drain(Duration::from_secs(10)).await;
+    assert_eq!((drained.in_flight, drained.cancelled), (1, 0));
+    assert_eq!(quick.snapshot().totals.ok, 1);
+}
