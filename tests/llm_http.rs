@@ -500,3 +500,20 @@ async fn the_check_says_clearly_when_the_server_is_down_or_the_model_missing() {
     present.check().await.unwrap();
     assert!(present.info().reachable);
 }
+
+/// A server that takes the model-list request and never answers: the check
+/// gives up after its timeout (10 s, on a paused clock) instead of hanging.
+#[tokio::test(start_paused = true)]
+async fn a_model_list_that_never_comes_times_out() {
+    let server = scripted::start(Arc::new(|_, _| vec![Step::Hang])).await;
+    let backend = OpenAiBackend::new(&server.url(), "qwen", None, Default::default()).unwrap();
+    let started = tokio::time::Instant::now();
+    let error = backend.check().await.unwrap_err();
+    assert!(error.contains("not reachable"), "{error}");
+    assert!(
+        error.to_lowercase().contains("timed out"),
+        "the cause is the timeout: {error}"
+    );
+    assert!(started.elapsed() >= inflight::llm::http::MODEL_LIST_TIMEOUT);
+    assert!(!backend.info().reachable);
+}
