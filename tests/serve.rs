@@ -90,6 +90,22 @@ impl Serve {
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
     }
 
+    /// The one line `serve` writes when it has stopped.
+    fn summary(&self) -> &str {
+        self.seen
+            .iter()
+            .rev()
+            .find(|l| l.contains(" stopped "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.seen.join("\n")))
+    }
+
+    /// Starts serve on `feed` and waits until its first run is under way.
+    fn with_a_run_in_flight(feed: SocketAddr, extra: &[&str]) -> Self {
+        let mut serve = Self::start(feed, extra);
+        serve.wait_for("processing started");
+        serve
+    }
+
     fn exit_code(&mut self) -> Option<i32> {
         let status = self.child.wait().expect("serve ends");
         // Read what it printed last.
@@ -116,11 +132,10 @@ fn field(line: &str, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_runs_in_flight_and_says_goodbye_to_the_feeds() {
     let (addr, close) = feed().await;
-    let mut serve = Serve::start(
+    let mut serve = Serve::with_a_run_in_flight(
         addr,
         &["--simulate-latency", "1s", "--drain-timeout", "30s"],
     );
-    serve.wait_for("processing started");
     serve.signal(libc::SIGTERM);
     let code = tokio::time::timeout(Duration::from_secs(10), close)
         .await
@@ -133,12 +148,7 @@ async fn sigterm_drains_the_runs_in_flight_and_says_goodbye_to_the_feeds() {
         log.contains("processing finished") && log.contains("outcome=\"ok\""),
         "the run in flight finished: {log}"
     );
-    let summary = serve
-        .seen
-        .iter()
-        .rev()
-        .find(|l| l.contains("stopped"))
-        .unwrap();
+    let summary = serve.summary();
     assert_eq!(field(summary, "in_flight_at_stop"), "1", "{summary}");
     assert_eq!(field(summary, "cancelled_at_stop"), "0", "{summary}");
     assert_eq!(field(summary, "runs"), "1", "{summary}");
@@ -147,21 +157,15 @@ async fn sigterm_drains_the_runs_in_flight_and_says_goodbye_to_the_feeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_longer_than_the_drain_timeout_is_cancelled_and_the_exit_is_clean() {
     let (addr, _close) = feed().await;
-    let mut serve = Serve::start(
+    let mut serve = Serve::with_a_run_in_flight(
         addr,
         &["--simulate-latency", "120s", "--drain-timeout", "200ms"],
     );
-    serve.wait_for("processing started");
     serve.signal(libc::SIGTERM);
     assert_eq!(serve.exit_code(), Some(0));
     let log = serve.seen.join("\n");
     assert!(log.contains("the process is stopping"), "{log}");
-    let summary = serve
-        .seen
-        .iter()
-        .rev()
-        .find(|l| l.contains("stopped"))
-        .unwrap();
+    let summary = serve.summary();
     assert_eq!(field(summary, "in_flight_at_stop"), "1", "{summary}");
     assert_eq!(field(summary, "cancelled_at_stop"), "1", "{summary}");
 }
