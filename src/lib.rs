@@ -18,12 +18,17 @@
 //! | module | holds |
 //! |---|---|
 //! | [`model`] | session ids, operations, transcripts, mind maps |
-//! | [`state`] | the processing state manager, run guards, the seed's status JSON |
+//! | [`state`] | the processing state manager, run guards, lifetime counters, the original status JSON |
 //! | [`events`] | the event stream and its logging |
-//! | [`engine`] | session store, scheduling, runner, snapshots |
-//! | [`llm`] | the backend trait and the builtin backend |
-//! | [`feed`] | the feed protocol, the feed client and the replay server |
-//! | [`logs`] | the in-memory log the dashboard shows |
+//! | [`engine`] | the bounded session store, scheduling, runner, draining, snapshots, feed health |
+//! | [`llm`] | the backend trait; builtin, Ollama and OpenAI-compatible backends; answer limits |
+//! | [`feed`] | the feed protocol and other formats, the feed client and the replay server |
+//! | [`api`] | the HTTP and WebSocket API, its guards against web pages, metrics, the `status` client |
+//! | [`wire`] | the envelopes sent to `/ws` subscribers and up the feeds |
+//! | [`config`] | command-line flags and their `INFLIGHT_*` variables |
+//! | [`net`] | TLS and HTTP client setup, URLs redacted for display |
+//! | [`signals`] | the signals that stop the process, and SIGHUP |
+//! | [`logs`] | the in-memory log the dashboard shows, capped log lines |
 //! | [`text`] | making outside text safe for a terminal |
 //! | [`tui`] | the operator dashboard |
 
