@@ -13,7 +13,7 @@
 //!
 //! Loopback by default; any other address needs a bearer token, checked in
 //! constant time on every route but `/healthz`. Web pages are kept out on
-//! every route ([`browsers`]): foreign `Origin`s, and on loopback foreign
+//! every route (see `browsers.rs`): foreign `Origin`s, and on loopback foreign
 //! `Host`s, get 403.
 
 mod browsers;

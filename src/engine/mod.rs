@@ -10,7 +10,7 @@
 //! summaries); a `session_end` requests one last run of each so the final
 //! results cover the whole session; partial transcripts only move the live
 //! line. A request goes through [`ProcessingStateManager::try_start`]; when
-//! admitted, the [`runner`] carries the run on its own task.
+//! admitted, the runner (`runner.rs`) carries the run on its own task.
 
 pub mod feeds;
 mod forgotten;

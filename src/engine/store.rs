@@ -7,7 +7,7 @@
 //!
 //! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
 //! sessions (a new one beyond is refused), and a forgotten session's id and
-//! last `seq` are remembered ([`Forgotten`]) so a replay cannot revive it.
+//! last `seq` are remembered (`forgotten.rs`) so a replay cannot revive it.
 //! A session that speaks after it ended is live again.
 //!
 //! Sessions are spread over [`SHARDS`] maps, each behind its own short
