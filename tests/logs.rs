@@ -95,7 +95,20 @@ fn housekeeping_says_what_it_did_and_only_then() {
             Default::default()
         );
     });
-    let said = |what: &str| logs.lines_where(|l| l.text.contains(what)).len();
-    assert_eq!(said("ended sessions silent for 10m"), 1);
-    assert_eq!(said("forgot sessions that ended over 30m ago"), 1);
+    let said = |what: &str| -> Vec<String> {
+        logs.lines_where(|l| l.text.contains(what))
+            .into_iter()
+            .map(|l| l.text)
+            .collect()
+    };
+    // Once each, when there was something to do; nothing for the calls that
+    // found nothing.
+    assert_eq!(
+        said("ended sessions silent"),
+        ["ended sessions silent for 10m sessions=1"]
+    );
+    assert_eq!(
+        said("forgot sessions"),
+        ["forgot sessions that ended over 30m ago sessions=1"]
+    );
 }
