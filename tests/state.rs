@@ -303,3 +303,87 @@ fn status_json_matches_the_seed_field_for_field() {
     drop((summary, mind_map));
     assert!(!manager.status(&s).any_processing);
 }
+
+#[test]
+fn lifetime_counters_count_everything_and_outlast_forgetting() {
+    let (manager, _events) = manager(Policy::Coalesce);
+    let s = sid("counted");
+    let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
+        panic!("idle slot must start")
+    };
+    assert!(run.mark_running(1));
+    for _ in 0..3 {
+        manager.try_start(&s, Operation::Summary);
+    }
+    let FinishOutcome::FollowUp(next) = run.finish(Outcome::Failed, None, &|| 2) else {
+        panic!("pending and newer: a follow-up")
+    };
+    assert!(matches!(
+        next.finish(Outcome::TimedOut, None, &|| 2),
+        FinishOutcome::Ended
+    ));
+    let Admission::Started(stopped) = manager.try_start(&s, Operation::MindMap) else {
+        panic!("the other op is free")
+    };
+    manager.stop_processing(&s, Operation::MindMap);
+    drop(stopped);
+    let Admission::Started(ok) = manager.try_start(&s, Operation::MindMap) else {
+        panic!("free again")
+    };
+    ok.finish(Outcome::Ok, None, &|| 2);
+
+    let expected = [
+        inflight::state::OpCounters {
+            runs: 2,
+            failed: 1,
+            timed_out: 1,
+            skipped: 3,
+            follow_ups: 1,
+            ..Default::default()
+        },
+        inflight::state::OpCounters {
+            runs: 2,
+            ok: 1,
+            cancelled: 1,
+            ..Default::default()
+        },
+    ];
+    assert_eq!(manager.lifetime(), expected);
+    assert!(manager.forget_if(&s, || true));
+    assert_eq!(manager.op_view(&s, Operation::Summary), Default::default());
+    assert_eq!(
+        manager.lifetime(),
+        expected,
+        "forgetting takes nothing back"
+    );
+    assert!(manager.stop_all("stopping") == 0);
+}
+
+#[test]
+fn stop_all_stops_every_run_in_flight_and_says_why() {
+    let (manager, _events) = manager(Policy::Coalesce);
+    let mut guards = Vec::new();
+    for (name, op) in [
+        ("a", Operation::Summary),
+        ("a", Operation::MindMap),
+        ("b", Operation::Summary),
+    ] {
+        let Admission::Started(guard) = manager.try_start(&sid(name), op) else {
+            panic!("idle slot must start")
+        };
+        guards.push(guard);
+    }
+    assert_eq!(manager.stop_all("the process is stopping"), 3);
+    assert_eq!(manager.in_flight_sessions(), 0);
+    for guard in guards {
+        assert!(guard.cancel_token().is_cancelled());
+        assert!(matches!(
+            guard.finish(Outcome::Ok, None, &|| 0),
+            FinishOutcome::Stale
+        ));
+    }
+    let stats = manager.op_view(&sid("b"), Operation::Summary).stats;
+    assert_eq!(stats.cancelled, 1);
+    assert_eq!(stats.last_error.as_deref(), Some("the process is stopping"));
+    assert_eq!(manager.stop_all("again"), 0);
+}
