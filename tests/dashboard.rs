@@ -287,6 +287,21 @@ fn states_warnings_and_pending_are_drawn() {
 }
 
 #[test]
+fn refused_sessions_show_in_the_header_once_there_are_any() {
+    let mut app = app(false);
+    assert!(!screen_text(&render(&app, 140, 40)).contains("refused"));
+    let mut snapshot = fixture(now());
+    snapshot.refused_sessions = 1234;
+    app.set_snapshot(snapshot);
+    let text = screen_text(&render(&app, 140, 40));
+    let header = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains("refused 1234 (max 10.0k)"),
+        "the second header line says new sessions are turned away: {header}"
+    );
+}
+
+#[test]
 fn help_lists_every_binding_from_the_keymap() {
     let mut app = app(true);
     app.handle_key(Key::Char('?'));
