@@ -349,6 +349,32 @@ fn lifetime_counters_count_everything_and_outlast_forgetting() {
         },
     ];
     assert_eq!(manager.lifetime(), expected);
+    let [summary, mind_map] = expected;
+    let outcomes = [
+        Outcome::Ok,
+        Outcome::Failed,
+        Outcome::Cancelled,
+        Outcome::TimedOut,
+    ];
+    assert_eq!(
+        outcomes.map(|o| summary.finished(o)),
+        [0, 1, 0, 1],
+        "ok, failed, cancelled, timed out"
+    );
+    assert_eq!(outcomes.map(|o| mind_map.finished(o)), [1, 0, 1, 0]);
+    let both = summary.plus(mind_map);
+    assert_eq!(
+        (
+            both.runs,
+            both.ok,
+            both.failed,
+            both.timed_out,
+            both.cancelled,
+            both.skipped,
+            both.follow_ups
+        ),
+        (4, 1, 1, 1, 1, 3, 1)
+    );
     assert!(manager.forget_if(&s, || true));
     assert_eq!(manager.op_view(&s, Operation::Summary), Default::default());
     assert_eq!(
