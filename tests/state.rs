@@ -413,3 +413,38 @@ fn stop_all_stops_every_run_in_flight_and_says_why() {
     assert_eq!(stats.last_error.as_deref(), Some("the process is stopping"));
     assert_eq!(manager.stop_all("again"), 0);
 }
+
+#[test]
+fn counters_add_field_by_field() {
+    use inflight::state::OpCounters;
+    let a = OpCounters {
+        runs: 1,
+        ok: 2,
+        failed: 3,
+        timed_out: 4,
+        cancelled: 5,
+        skipped: 6,
+        follow_ups: 7,
+    };
+    let b = OpCounters {
+        runs: 10,
+        ok: 20,
+        failed: 30,
+        timed_out: 40,
+        cancelled: 50,
+        skipped: 60,
+        follow_ups: 70,
+    };
+    assert_eq!(
+        a.plus(b),
+        OpCounters {
+            runs: 11,
+            ok: 22,
+            failed: 33,
+            timed_out: 44,
+            cancelled: 55,
+            skipped: 66,
+            follow_ups: 77,
+        }
+    );
+}
