@@ -151,6 +151,7 @@ impl Backend for Sleeper {
             model: "fixed latency".into(),
             simulated: true,
             reachable: true,
+            structured_output: None,
         }
     }
 
@@ -168,7 +169,7 @@ impl Backend for Sleeper {
             Ok(LlmResponse {
                 text,
                 model: "sleeper".into(),
-                completion_tokens: 1,
+                usage: Default::default(),
             })
         })
     }
@@ -358,12 +359,7 @@ async fn naive(url: &str, latency: Duration, cap: usize) -> Result<serde_json::V
                     return;
                 };
                 queued.fetch_sub(1, Ordering::SeqCst);
-                let request = LlmRequest {
-                    session: session.clone(),
-                    op,
-                    utterances: Vec::new(),
-                    previous_summary: None,
-                };
+                let request = LlmRequest::new(session.clone(), op, Vec::new());
                 let _ = probe.generate(request, &Progress::default()).await;
                 if op == Operation::Summary {
                     let mut all = sessions.lock().unwrap_or_else(|e| e.into_inner());

@@ -99,9 +99,9 @@ impl FileConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SummaryMode {
-    /// Previous summary plus what was said since.
+    /// The previous result plus what was said since, one prompt window at a time.
     Incremental,
-    /// Re-read every kept transcript each time.
+    /// Re-read the transcript each time (its newest prompt window).
     Full,
 }
 
@@ -193,7 +193,8 @@ pub struct EngineArgs {
     #[arg(long, value_enum, default_value = "coalesce", env = "INFLIGHT_ON_BUSY")]
     pub on_busy: Policy,
 
-    /// Give a run up as timed out after this long (e.g. 300s, 2m).
+    /// Give an LLM call up as timed out after this long from its start
+    /// (e.g. 300s, 2m). Waiting for a permit does not count.
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, env = "INFLIGHT_OP_TIMEOUT")]
     pub op_timeout: Duration,
 
@@ -201,7 +202,14 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024), env = "INFLIGHT_LLM_CONCURRENCY")]
     pub llm_concurrency: u32,
 
-    /// How summaries read the transcript.
+    /// Start a follow-up run no sooner than this after the previous run of
+    /// the same session and operation started (0: at once). Fewer LLM calls,
+    /// staler results.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration, env = "INFLIGHT_MIN_INTERVAL")]
+    pub min_interval: Duration,
+
+    /// How summaries and mind maps read the transcript: build on the
+    /// previous result (incremental) or re-read it all (full).
     #[arg(
         long,
         value_enum,
@@ -444,7 +452,8 @@ impl EngineArgs {
                 op_timeout: self.op_timeout,
             },
             llm_concurrency: self.llm_concurrency as usize,
-            incremental_summaries: self.summary_mode == SummaryMode::Incremental,
+            incremental: self.summary_mode == SummaryMode::Incremental,
+            min_interval: self.min_interval,
             automatic_ops: self.ops.clone(),
             sessions: crate::engine::SessionLimits {
                 max_sessions: self.max_sessions as usize,

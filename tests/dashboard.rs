@@ -42,7 +42,10 @@ fn running(now: Instant, run_id: u64, secs: f64, phase: Phase, pending: bool) ->
         phase,
         since: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         admitted: ago(now, secs),
-        deadline: now + Duration::from_secs(300),
+        queued_since: ago(now, secs),
+        waited: Duration::ZERO,
+        started: (phase == Phase::Running).then(|| ago(now, secs)),
+        deadline: (phase == Phase::Running).then(|| ago(now, secs) + Duration::from_secs(300)),
         pending,
         follow_up: false,
         covered_generation: Some(3),
@@ -120,6 +123,7 @@ fn fixture(now: Instant) -> Snapshot {
             model: "extractive, simulated 2s..6s".into(),
             simulated: true,
             reachable: true,
+            structured_output: None,
         },
         permits_in_use: 1,
         permits_cap: 4,
@@ -500,6 +504,7 @@ impl Backend for HostileBackend {
             model: "escapes".into(),
             simulated: true,
             reachable: true,
+            structured_output: None,
         }
     }
 
@@ -510,7 +515,7 @@ impl Backend for HostileBackend {
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
         Box::pin(async move {
             match request.op {
-                Operation::Summary => Err(LlmError(format!("server said {ESCAPES}boom\u{7}"))),
+                Operation::Summary => Err(LlmError::other(format!("server said {ESCAPES}boom\u{7}"))),
                 Operation::MindMap => Ok(LlmResponse {
                     text: serde_json::json!({"root": {
                         "label": format!("Budget{ESCAPES}"),
@@ -518,7 +523,7 @@ impl Backend for HostileBackend {
                     }})
                     .to_string(),
                     model: "escapes".into(),
-                    completion_tokens: 3,
+                    usage: Default::default(),
                 }),
             }
         })

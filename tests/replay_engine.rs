@@ -56,7 +56,7 @@ impl Backend for Gated {
         Box::pin(async move {
             let mut open = self.open.clone();
             if open.wait_for(|open| *open).await.is_err() {
-                return Err(LlmError("the gate went away".into()));
+                return Err(LlmError::other("the gate went away"));
             }
             self.inner.generate(request, progress).await
         })

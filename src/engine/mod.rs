@@ -14,6 +14,7 @@
 
 pub mod feeds;
 mod forgotten;
+pub mod permits;
 mod progress;
 mod runner;
 pub mod snapshot;
@@ -22,7 +23,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
@@ -33,6 +34,7 @@ use crate::events::{Event, EventBus, RunId};
 use crate::llm::Backend;
 use crate::model::{Operation, SessionId, Transcript};
 use crate::state::{Admission, ProcessingStateManager, ProcessingStatus, StateConfig};
+use permits::Permits;
 use progress::ProgressBoard;
 use store::SessionStore;
 
@@ -45,8 +47,11 @@ pub struct EngineConfig {
     pub state: StateConfig,
     /// Most LLM calls at once, across all sessions.
     pub llm_concurrency: usize,
-    /// Summaries build on the previous summary (`true`) or re-read everything.
-    pub incremental_summaries: bool,
+    /// Results build on the previous result (`true`) or re-read everything.
+    pub incremental: bool,
+    /// A follow-up starts no sooner than this after the previous run of its
+    /// `(session, op)` started (0: at once).
+    pub min_interval: Duration,
     /// Operations requested by every new final transcript.
     pub automatic_ops: Vec<Operation>,
     /// How many sessions are held, and for how long.
@@ -58,7 +63,8 @@ impl Default for EngineConfig {
         Self {
             state: StateConfig::default(),
             llm_concurrency: 4,
-            incremental_summaries: true,
+            incremental: true,
+            min_interval: Duration::ZERO,
             automatic_ops: Operation::ALL.to_vec(),
             sessions: SessionLimits::default(),
         }
@@ -97,7 +103,7 @@ struct Shared {
     state: Arc<ProcessingStateManager>,
     store: SessionStore,
     backend: Arc<dyn Backend>,
-    permits: Semaphore,
+    permits: Permits,
     progress: ProgressBoard,
     feeds: FeedRegistry,
     events: EventBus,
@@ -120,10 +126,10 @@ impl Engine {
     pub fn new(config: EngineConfig, backend: Arc<dyn Backend>) -> Self {
         let events = EventBus::new();
         let state = ProcessingStateManager::new(config.state.clone(), events.clone());
-        let store = SessionStore::new(config.sessions);
+        let store = SessionStore::new(config.sessions).tracking(&config.automatic_ops);
         Self {
             shared: Arc::new(Shared {
-                permits: Semaphore::new(config.llm_concurrency.max(1)),
+                permits: Permits::new(config.llm_concurrency),
                 config,
                 state,
                 store,
@@ -421,9 +427,8 @@ impl Engine {
             taken_at: Instant::now(),
             uptime: self.uptime(),
             backend: shared.backend.info(),
-            permits_in_use: shared.config.llm_concurrency.max(1)
-                - shared.permits.available_permits(),
-            permits_cap: shared.config.llm_concurrency.max(1),
+            permits_in_use: shared.permits.in_use(),
+            permits_cap: shared.permits.capacity(),
             policy: shared.config.state.policy,
             op_timeout: shared.config.state.op_timeout,
             feeds: shared.feeds.views(),

@@ -1,9 +1,15 @@
 //! The session store: what each session has said and what was made of it.
 //!
-//! Per session: the final transcripts with their generation numbers (the
-//! newest [`MAX_KEPT_TRANSCRIPTS`] are kept; the generation counts them all),
-//! the live partial line, the last `seq` seen (to drop replays), and the
-//! latest result of each operation with the generation it covers.
+//! Per session: the final transcripts with their generation numbers, the
+//! live partial line, the last `seq` seen (to drop replays), and the latest
+//! result of each operation with the generation it covers.
+//!
+//! Transcripts are kept while a tracked operation has not covered them yet
+//! (up to [`MAX_HELD_TRANSCRIPTS`]), and the newest [`MAX_KEPT_TRANSCRIPTS`]
+//! besides, for views. So after an LLM outage the runs catch up on the
+//! whole backlog, oldest first, one prompt window at a time
+//! ([`SessionStore::run_input`]). Only a backlog past the hard cap loses
+//! lines, and those are counted as never summarised.
 //!
 //! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
 //! sessions (a new one beyond is refused), and a forgotten session's id and
@@ -16,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -30,8 +36,12 @@ use crate::model::{MindMap, OPERATION_COUNT, Operation, SessionId, Transcript};
 /// Longest rejected answer kept per session and operation.
 pub const MAX_REJECTED_BYTES: usize = 32 * 1024;
 
-/// Final transcripts kept per session for prompts and views.
+/// Final transcripts kept per session for views once every tracked
+/// operation has covered them.
 pub const MAX_KEPT_TRANSCRIPTS: usize = 400;
+
+/// Final transcripts held per session at most, covered or not.
+pub const MAX_HELD_TRANSCRIPTS: usize = 4_000;
 
 /// A final transcript as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +51,8 @@ pub struct StoredTranscript {
     pub text: String,
     pub start: Option<f64>,
     pub received_at: SystemTime,
+    /// Its place in the order of arrival across all sessions.
+    pub arrival: u64,
 }
 
 /// What a finished run produced.
@@ -99,6 +111,8 @@ struct SessionRecord {
     ended_at: Option<Instant>,
     results: [Option<OpResult>; OPERATION_COUNT],
     rejected: [Option<String>; OPERATION_COUNT],
+    /// Transcripts dropped before every tracked operation covered them.
+    lost: u64,
 }
 
 impl SessionRecord {
@@ -115,7 +129,15 @@ impl SessionRecord {
             ended_at: None,
             results: Default::default(),
             rejected: Default::default(),
+            lost: 0,
         }
+    }
+
+    /// The generation `op`'s latest result covers (0 without one).
+    fn covered(&self, op: Operation) -> u64 {
+        self.results[op.index()]
+            .as_ref()
+            .map_or(0, |r| r.covered_generation)
     }
 }
 
@@ -132,12 +154,18 @@ pub enum Appended {
     Refused,
 }
 
-/// What a run reads when it starts.
+/// What a run reads when it gets its permit.
 #[derive(Debug, Clone)]
 pub struct RunInput {
+    /// The generation its result will cover: that of the newest utterance
+    /// it holds (or of the session, when nothing new was said).
     pub generation: u64,
     pub utterances: Vec<Utterance>,
-    pub previous_summary: Option<String>,
+    /// The previous result it builds on: a summary's text, a mind map as JSON.
+    pub previous: Option<String>,
+    /// More was said after `generation` than one prompt window held: the
+    /// run goes on with another step.
+    pub more: bool,
 }
 
 /// A light view of one session for tables.
@@ -149,6 +177,9 @@ pub struct SessionFacts {
     pub ended: bool,
     pub covered: [Option<u64>; OPERATION_COUNT],
     pub partial: bool,
+    /// Transcripts dropped before they were covered (a backlog past
+    /// [`MAX_HELD_TRANSCRIPTS`]): never sent to the model.
+    pub lost: u64,
 }
 
 /// Everything about one session, for a detail view.
@@ -176,6 +207,10 @@ pub struct SessionStore {
     hasher: std::hash::RandomState,
     /// Sessions held in all shards.
     held: AtomicUsize,
+    /// The next transcript's arrival number.
+    arrivals: AtomicU64,
+    /// Operations whose coverage keeps transcripts (the automatic ones).
+    tracked: Vec<Operation>,
 }
 
 impl Default for SessionStore {
@@ -199,7 +234,16 @@ impl SessionStore {
                 .collect(),
             hasher: std::hash::RandomState::new(),
             held: AtomicUsize::new(0),
+            arrivals: AtomicU64::new(0),
+            tracked: Operation::ALL.to_vec(),
         }
+    }
+
+    /// Keeps transcripts until these operations covered them (all, unless
+    /// told otherwise).
+    pub fn tracking(mut self, ops: &[Operation]) -> Self {
+        self.tracked = ops.to_vec();
+        self
     }
 
     /// The shard of `session`, locked. Takes the lock even if a panic
@@ -270,16 +314,15 @@ impl SessionStore {
         record.generation += 1;
         record.partial = None;
         record.last_transcript_at = Some(Instant::now());
-        if record.transcripts.len() == MAX_KEPT_TRANSCRIPTS {
-            record.transcripts.pop_front();
-        }
         record.transcripts.push_back(StoredTranscript {
             generation: record.generation,
             speaker: transcript.speaker,
             text: transcript.text,
             start: transcript.start,
             received_at: SystemTime::now(),
+            arrival: self.arrivals.fetch_add(1, Ordering::Relaxed),
         });
+        self.trim(record);
         Appended::Final {
             generation: record.generation,
         }
@@ -346,41 +389,124 @@ impl SessionStore {
             .map_or(0, |r| r.generation)
     }
 
-    /// What a run of `op` reads now. With `incremental`, a summary reads only
-    /// what came after the generation its previous summary covered.
-    pub fn run_input(&self, session: &SessionId, op: Operation, incremental: bool) -> RunInput {
+    /// Drops the oldest transcripts that nobody needs: past the newest
+    /// [`MAX_KEPT_TRANSCRIPTS`] and covered by every tracked operation, or
+    /// past [`MAX_HELD_TRANSCRIPTS`] whatever they are (counted as lost
+    /// when not covered).
+    fn trim(&self, record: &mut SessionRecord) {
+        let covered = self
+            .tracked
+            .iter()
+            .map(|op| record.covered(*op))
+            .min()
+            .unwrap_or(u64::MAX);
+        while let Some(oldest) = record.transcripts.front() {
+            let len = record.transcripts.len();
+            let uncovered = oldest.generation > covered;
+            if len > MAX_HELD_TRANSCRIPTS {
+                record.lost += u64::from(uncovered);
+            } else if len <= MAX_KEPT_TRANSCRIPTS || uncovered {
+                break;
+            }
+            record.transcripts.pop_front();
+        }
+    }
+
+    /// What a run of `op` reads now, within one prompt window of
+    /// `window_chars` characters.
+    ///
+    /// Incremental: the previous result and the transcripts after the
+    /// generation it covers, oldest first, as many as the window holds
+    /// (at least one); `more` says when the rest needs another step. Full:
+    /// the newest transcripts the window holds, from the start at best.
+    pub fn run_input(
+        &self,
+        session: &SessionId,
+        op: Operation,
+        incremental: bool,
+        window_chars: usize,
+    ) -> RunInput {
         let shard = self.lock(session);
         let Some(record) = shard.held.get(session) else {
             return RunInput {
                 generation: 0,
                 utterances: Vec::new(),
-                previous_summary: None,
+                previous: None,
+                more: false,
             };
         };
-        let previous = match &record.results[Operation::Summary.index()] {
-            Some(OpResult {
-                body: ResultBody::Summary(text),
-                covered_generation,
-                ..
-            }) if incremental && op == Operation::Summary => {
-                Some((text.clone(), *covered_generation))
-            }
-            _ => None,
+        let utterance = |t: &StoredTranscript| Utterance {
+            speaker: t.speaker.clone(),
+            text: t.text.clone(),
         };
-        let after = previous.as_ref().map_or(0, |(_, covered)| *covered);
-        RunInput {
-            generation: record.generation,
-            utterances: record
+        // As `prompts::line_chars` counts: `speaker: text` and a newline.
+        let fits = |used: &mut usize, t: &StoredTranscript| {
+            *used += t.speaker.as_ref().map_or(0, |s| s.chars().count() + 2)
+                + t.text.chars().count()
+                + 1;
+            *used <= window_chars
+        };
+        if !incremental {
+            let mut used = 0;
+            let mut newest: Vec<Utterance> = record
                 .transcripts
                 .iter()
-                .filter(|t| t.generation > after)
-                .map(|t| Utterance {
-                    speaker: t.speaker.clone(),
-                    text: t.text.clone(),
-                })
-                .collect(),
-            previous_summary: previous.map(|(text, _)| text),
+                .rev()
+                .enumerate()
+                .take_while(|(i, t)| fits(&mut used, t) || *i == 0)
+                .map(|(_, t)| utterance(t))
+                .collect();
+            newest.reverse();
+            return RunInput {
+                generation: record.generation,
+                utterances: newest,
+                previous: None,
+                more: false,
+            };
         }
+        let previous = record.results[op.index()].as_ref().map(|r| {
+            let text = match &r.body {
+                ResultBody::Summary(text) => text.clone(),
+                ResultBody::MindMap(map) => serde_json::to_string(map).unwrap_or_default(),
+            };
+            (text, r.covered_generation)
+        });
+        let after = previous.as_ref().map_or(0, |(_, covered)| *covered);
+        let mut used = 0;
+        let mut generation = record.generation;
+        let mut utterances = Vec::new();
+        let mut more = false;
+        for t in record.transcripts.iter().filter(|t| t.generation > after) {
+            if !fits(&mut used, t) && !utterances.is_empty() {
+                more = true;
+                break;
+            }
+            utterances.push(utterance(t));
+            generation = t.generation;
+        }
+        RunInput {
+            generation,
+            utterances,
+            previous: previous.map(|(text, _)| text),
+            more,
+        }
+    }
+
+    /// The arrival number of the oldest transcript `op` has not covered, or
+    /// the next arrival number when it is up to date: the run's place in
+    /// the queue for a permit (lower goes first).
+    pub fn oldest_uncovered(&self, session: &SessionId, op: Operation) -> u64 {
+        let now = self.arrivals.load(Ordering::Relaxed);
+        let shard = self.lock(session);
+        let Some(record) = shard.held.get(session) else {
+            return now;
+        };
+        let covered = record.covered(op);
+        record
+            .transcripts
+            .iter()
+            .find(|t| t.generation > covered)
+            .map_or(now, |t| t.arrival)
     }
 
     /// Stores a result unless a result covering a newer generation is there.
@@ -397,6 +523,7 @@ impl SessionStore {
             return false;
         }
         *slot = Some(result);
+        self.trim(record);
         true
     }
 
@@ -499,6 +626,7 @@ fn facts_of(record: &SessionRecord) -> SessionFacts {
         ended: record.ended,
         covered: std::array::from_fn(|i| record.results[i].as_ref().map(|r| r.covered_generation)),
         partial: record.partial.is_some(),
+        lost: record.lost,
     }
 }
 
@@ -638,6 +766,81 @@ mod tests {
         assert!(store.end(&SessionId::parse("talk").unwrap(), None));
     }
 
+    const WINDOW: usize = crate::llm::prompts::MAX_TRANSCRIPT_CHARS;
+
+    fn result_covering(generation: u64, run_id: RunId) -> OpResult {
+        OpResult {
+            body: ResultBody::Summary(format!("up to {generation}")),
+            covered_generation: generation,
+            run_id,
+            model: "m".into(),
+            processing_time: Duration::ZERO,
+            finished_at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
+        let store = SessionStore::default();
+        let id = SessionId::parse("a").unwrap();
+        // Ten lines of 10 characters (9 + newline): a window of 35 holds 3.
+        for i in 0..10 {
+            store.append(said("a", None, &format!("line {i:04}"), true), None);
+        }
+        let mut covered = 0;
+        let mut steps = Vec::new();
+        loop {
+            let input = store.run_input(&id, Operation::Summary, true, 35);
+            let texts: Vec<String> = input.utterances.iter().map(|u| u.text.clone()).collect();
+            steps.push(texts);
+            assert!(input.generation > covered, "every step moves on");
+            covered = input.generation;
+            store.put_result(&id, Operation::Summary, result_covering(covered, covered));
+            if !input.more {
+                break;
+            }
+        }
+        let flat: Vec<String> = steps.concat();
+        let expected: Vec<String> = (0..10).map(|i| format!("line {i:04}")).collect();
+        assert_eq!(flat, expected, "every line once, in order, none dropped");
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        // A line longer than the window still goes, alone.
+        store.append(said("a", None, &"x".repeat(100), true), None);
+        let input = store.run_input(&id, Operation::Summary, true, 35);
+        assert_eq!((input.utterances.len(), input.more), (1, false));
+        // Full mode reads the newest window.
+        let full = store.run_input(&id, Operation::Summary, false, 35);
+        assert_eq!(full.utterances.len(), 1);
+        assert_eq!(full.generation, 11);
+    }
+
+    #[test]
+    fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
+        let store = SessionStore::default().tracking(&[Operation::Summary]);
+        let id = SessionId::parse("a").unwrap();
+        let n = MAX_KEPT_TRANSCRIPTS + 100;
+        for i in 0..n {
+            store.append(said("a", None, &format!("{i}"), true), None);
+        }
+        assert_eq!(store.content(&id, usize::MAX).unwrap().recent.len(), n, "none covered");
+        assert_eq!(store.oldest_uncovered(&id, Operation::Summary), 0);
+        store.put_result(&id, Operation::Summary, result_covering(n as u64, 1));
+        assert_eq!(
+            store.content(&id, usize::MAX).unwrap().recent.len(),
+            MAX_KEPT_TRANSCRIPTS,
+            "covered: back to the view limit"
+        );
+        assert_eq!(store.oldest_uncovered(&id, Operation::Summary), n as u64, "up to date");
+        for i in 0..(MAX_HELD_TRANSCRIPTS + 5) {
+            store.append(said("a", None, &format!("more {i}"), true), None);
+        }
+        let facts = store.facts(&id).unwrap();
+        let held = store.content(&id, usize::MAX).unwrap().recent.len();
+        assert_eq!(held, MAX_HELD_TRANSCRIPTS);
+        assert_eq!(facts.lost, 5, "only uncovered lines count as lost");
+        assert_eq!(store.oldest_uncovered(&id, Operation::Summary), (n + 5) as u64);
+    }
+
     #[test]
     fn incremental_input_reads_after_the_previous_summary() {
         let store = SessionStore::default();
@@ -654,16 +857,20 @@ mod tests {
             finished_at: SystemTime::now(),
         };
         assert!(store.put_result(&id, Operation::Summary, result.clone()));
-        let input = store.run_input(&id, Operation::Summary, true);
-        assert_eq!(input.previous_summary.as_deref(), Some("S"));
+        let input = store.run_input(&id, Operation::Summary, true, WINDOW);
+        assert_eq!(input.previous.as_deref(), Some("S"));
         assert_eq!(input.utterances.len(), 1);
+        assert_eq!((input.generation, input.more), (3, false));
         assert_eq!(
             store
-                .run_input(&id, Operation::Summary, false)
+                .run_input(&id, Operation::Summary, false, WINDOW)
                 .utterances
                 .len(),
             3
         );
+        // The mind map has no result yet: it reads from the start.
+        let map = store.run_input(&id, Operation::MindMap, true, WINDOW);
+        assert_eq!((map.utterances.len(), map.previous), (3, None));
         // An older result never replaces a newer one.
         let older = OpResult {
             covered_generation: 1,

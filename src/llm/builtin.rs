@@ -3,9 +3,13 @@
 //! Summaries are extractive: the sentences that carry the session's most
 //! frequent content words, in their original order. Mind maps are keyword
 //! trees: the top keywords under the session's main topic, each with the
-//! words that occur most often beside it. With a simulated latency the
-//! backend streams its answer slowly, like a large model, so the scheduling
-//! can be watched; it says it is simulated in every view.
+//! words that occur most often beside it. Both are incremental, as a model's
+//! would be: the previous summary's points and the previous map's words are
+//! merged with the new lines, so nothing said earlier is lost because new
+//! lines came. Usage is estimated at about four characters a token. With a
+//! simulated latency the backend streams its answer slowly, like a large
+//! model, so the scheduling can be watched; it says it is simulated in
+//! every view.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -13,7 +17,7 @@ use std::time::Duration;
 
 use super::{
     Backend, BackendInfo, BoxFuture, LatencyRange, LlmError, LlmRequest, LlmResponse, Progress,
-    Utterance,
+    Usage, Utterance,
 };
 use crate::model::{MindMap, MindMapNode, Operation};
 
@@ -50,6 +54,7 @@ impl Backend for BuiltinBackend {
             },
             simulated: true,
             reachable: true,
+            structured_output: None,
         }
     }
 
@@ -60,22 +65,25 @@ impl Backend for BuiltinBackend {
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
         let latency = self.draw_latency();
         Box::pin(async move {
+            let previous = request.previous.as_deref();
             let text = match request.op {
-                Operation::Summary => {
-                    summarise(&request.utterances, request.previous_summary.as_deref())
-                }
+                Operation::Summary => summarise(&request.utterances, previous),
                 Operation::MindMap => {
-                    let map = mind_map(&request.utterances);
-                    serde_json::to_string(&map).map_err(|e| LlmError(e.to_string()))?
+                    let map = mind_map_merged(&request.utterances, previous);
+                    serde_json::to_string(&map).map_err(|e| LlmError::other(e.to_string()))?
                 }
             };
-            // About four characters a token, as with common tokenizers.
-            let tokens = (text.chars().count() as u64).div_ceil(4).max(1);
-            stream_slowly(latency, tokens, progress).await;
+            let usage = Usage {
+                prompt_tokens: Usage::estimate(&super::prompts::transcript_text(
+                    &request.utterances,
+                )) + previous.map_or(0, Usage::estimate),
+                completion_tokens: Usage::estimate(&text).max(1),
+            };
+            stream_slowly(latency, usage.completion_tokens, progress).await;
             Ok(LlmResponse {
                 text,
                 model: "builtin".into(),
-                completion_tokens: tokens,
+                usage,
             })
         })
     }
@@ -143,12 +151,33 @@ fn ranked(freq: &HashMap<String, usize>) -> Vec<(&str, usize)> {
     ranked
 }
 
-/// Picks the most representative utterances, kept in their spoken order.
-pub fn summarise(utterances: &[Utterance], previous: Option<&str>) -> String {
-    if utterances.is_empty() {
-        return previous.unwrap_or("Nothing has been said yet.").to_string();
-    }
-    let freq = frequencies(utterances);
+/// Most points a summary keeps.
+pub const MAX_POINTS: usize = 8;
+
+/// The points (`- speaker: text` lines) of a summary made here.
+fn points_of(summary: &str) -> Vec<Utterance> {
+    summary
+        .lines()
+        .filter_map(|line| line.strip_prefix("- "))
+        .map(|point| match point.split_once(": ") {
+            Some((speaker, text)) if speaker.split_whitespace().count() <= 3 => Utterance {
+                speaker: Some(speaker.to_string()),
+                text: text.to_string(),
+            },
+            _ => Utterance {
+                speaker: None,
+                text: point.to_string(),
+            },
+        })
+        .collect()
+}
+
+/// Indices of the `keep` utterances that carry the most frequent words.
+fn most_representative(
+    utterances: &[Utterance],
+    freq: &HashMap<String, usize>,
+    keep: usize,
+) -> Vec<usize> {
     let mut scored: Vec<(usize, f64)> = utterances
         .iter()
         .enumerate()
@@ -159,9 +188,28 @@ pub fn summarise(utterances: &[Utterance], previous: Option<&str>) -> String {
         })
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let keep = (utterances.len() / 8).clamp(1, 5);
     let mut chosen: Vec<usize> = scored.iter().take(keep).map(|(i, _)| *i).collect();
     chosen.sort_unstable();
+    chosen
+}
+
+/// Picks the most representative utterances, kept in their spoken order,
+/// and merges them with the points of the `previous` summary: at most
+/// [`MAX_POINTS`] in all, the weakest dropped, earlier points first.
+pub fn summarise(utterances: &[Utterance], previous: Option<&str>) -> String {
+    if utterances.is_empty() {
+        return previous.unwrap_or("Nothing has been said yet.").to_string();
+    }
+    let earlier = previous.map(points_of).unwrap_or_default();
+    let freq = frequencies(&[earlier.as_slice(), utterances].concat());
+    let keep = (utterances.len() / 8).clamp(1, 5);
+    let mut points = earlier.clone();
+    points.extend(
+        most_representative(utterances, &freq, keep)
+            .into_iter()
+            .map(|i| utterances[i].clone()),
+    );
+    let chosen = most_representative(&points, &freq, MAX_POINTS);
     let topics: Vec<&str> = ranked(&freq).into_iter().take(5).map(|(w, _)| w).collect();
     let mut out = String::new();
     if !topics.is_empty() {
@@ -170,7 +218,7 @@ pub fn summarise(utterances: &[Utterance], previous: Option<&str>) -> String {
         out.push_str(".\n");
     }
     for i in chosen {
-        let u = &utterances[i];
+        let u = &points[i];
         out.push_str("- ");
         if let Some(speaker) = &u.speaker {
             out.push_str(speaker);
@@ -180,6 +228,32 @@ pub fn summarise(utterances: &[Utterance], previous: Option<&str>) -> String {
         out.push('\n');
     }
     out.trim_end().to_string()
+}
+
+/// The mind map of `utterances` merged with the `previous` map (as JSON):
+/// each branch counts as a line said with its words, and the main topic as
+/// said once per branch and once more, so the map's topics stay unless the
+/// new lines outweigh them.
+pub fn mind_map_merged(utterances: &[Utterance], previous: Option<&str>) -> MindMap {
+    let Some(Ok(previous)) = previous.map(super::mind_map::parse_lenient) else {
+        return mind_map(utterances);
+    };
+    let root = &previous.root;
+    let topic = Utterance {
+        speaker: None,
+        text: vec![root.label.as_str(); root.children.len() + 1].join(" "),
+    };
+    let mut said: Vec<Utterance> = std::iter::once(topic)
+        .chain(root.children.iter().map(|node| Utterance {
+            speaker: None,
+            text: std::iter::once(node.label.as_str())
+                .chain(node.children.iter().map(|c| c.label.as_str()))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }))
+        .collect();
+    said.extend_from_slice(utterances);
+    mind_map(&said)
 }
 
 /// Builds a two-level keyword tree under the session's main topic.
@@ -294,19 +368,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_incremental_summary_keeps_what_was_said_before() {
+        let all = meeting();
+        let (first, later) = all.split_at(4);
+        let before = summarise(first, None);
+        let before_points = points_of(&before);
+        assert!(!before_points.is_empty());
+        let after = summarise(later, Some(&before));
+        for point in &before_points {
+            assert!(after.contains(&point.text), "{:?} lost from {after}", point.text);
+        }
+        assert!(points_of(&after).len() > before_points.len(), "new points added");
+        // Many rounds never grow it past its cap.
+        let mut summary = before;
+        for _ in 0..20 {
+            summary = summarise(later, Some(&summary));
+        }
+        assert!(points_of(&summary).len() <= MAX_POINTS);
+        assert_eq!(summarise(&[], Some("kept")), "kept");
+    }
+
+    #[test]
+    fn an_incremental_mind_map_keeps_its_topic() {
+        let first = mind_map(&meeting());
+        let json = serde_json::to_string(&first).unwrap();
+        let chat = said(&[("bo", "Lunch was nice, the pasta was nice.")]);
+        let merged = mind_map_merged(&chat, Some(&json));
+        assert_eq!(merged.root.label, "release", "one new line does not take over");
+        assert_eq!(mind_map_merged(&chat, None).root.label, "nice");
+        assert_eq!(mind_map_merged(&chat, Some("garbage")), mind_map(&chat));
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn simulated_latency_streams_tokens() {
+    async fn simulated_latency_streams_tokens_and_usage_is_estimated() {
         let backend = BuiltinBackend::new(LatencyRange::fixed(Duration::from_secs(2)));
         let progress = Progress::default();
-        let request = LlmRequest {
-            session: crate::model::SessionId::parse("s").unwrap(),
-            op: Operation::Summary,
-            utterances: meeting(),
-            previous_summary: None,
-        };
+        let request = LlmRequest::new(
+            crate::model::SessionId::parse("s").unwrap(),
+            Operation::Summary,
+            meeting(),
+        );
         let started = tokio::time::Instant::now();
         let answer = backend.generate(request, &progress).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(2));
-        assert_eq!(progress.tokens(), answer.completion_tokens);
+        assert_eq!(progress.tokens(), answer.usage.completion_tokens);
+        let transcript = super::super::prompts::transcript_text(&meeting());
+        assert_eq!(answer.usage.prompt_tokens, Usage::estimate(&transcript));
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::{Response, StatusCode};
 
-use super::LlmError;
+use super::{LlmError, LlmErrorKind};
 
 /// How long a connection may take to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,7 +61,7 @@ impl AnswerLimits {
     /// would pass the byte cap (a server that streams forever).
     pub fn append(&self, text: &mut String, piece: &str) -> Result<(), LlmError> {
         if text.len() + piece.len() > self.max_answer_bytes {
-            return Err(LlmError(format!(
+            return Err(LlmError::other(format!(
                 "the answer passed {} bytes (--max-answer-bytes) and was cut off",
                 self.max_answer_bytes
             )));
@@ -128,7 +128,12 @@ pub async fn send_with_retries(
                     StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
                 );
                 if !retryable || attempt >= MAX_RETRIES {
-                    return Err(LlmError(format!("{what} answered {status}: {body}")));
+                    return Err(LlmError::new(
+                        LlmErrorKind::Refused {
+                            status: status.as_u16(),
+                        },
+                        format!("{what} answered {status}: {body}"),
+                    ));
                 }
                 tracing::debug!(attempt, %status, "{what} is busy; retrying");
                 retry_after.unwrap_or_else(|| backoff(attempt))
@@ -138,10 +143,10 @@ pub async fn send_with_retries(
                 backoff(attempt)
             }
             Err(e) => {
-                return Err(LlmError(format!(
-                    "cannot reach {what}: {}",
-                    error_chain(&e)
-                )));
+                return Err(LlmError::new(
+                    LlmErrorKind::Unreachable,
+                    format!("cannot reach {what}: {}", error_chain(&e)),
+                ));
             }
         };
         tokio::time::sleep(wait).await;
@@ -272,16 +277,16 @@ impl Lines {
                 Some(Ok(chunk)) => {
                     self.buffer.extend_from_slice(&chunk);
                     if self.buffer.len() > MAX_LINE_BYTES && !self.buffer.contains(&b'\n') {
-                        return Err(LlmError(format!(
+                        return Err(LlmError::other(format!(
                             "the server sent a line over {MAX_LINE_BYTES} bytes"
                         )));
                     }
                 }
                 Some(Err(e)) => {
-                    return Err(LlmError(format!(
-                        "the answer broke off: {}",
-                        error_chain(&e)
-                    )));
+                    return Err(LlmError::new(
+                        LlmErrorKind::Unreachable,
+                        format!("the answer broke off: {}", error_chain(&e)),
+                    ));
                 }
                 None => self.done = true,
             }

@@ -1,11 +1,12 @@
 //! LLM backends: what a run asks, what it gets back, and who answers.
 //!
-//! A [`Backend`] takes an [`LlmRequest`] (the operation, the session's
-//! utterances, the previous summary) and returns text plus usage, reporting
-//! tokens as they stream through [`Progress`]. The engine parses the text
-//! (mind maps leniently, see [`mind_map`]) and owns retries, deadlines and
-//! cancellation; a backend only has to be cancel-safe (dropping its future
-//! stops the work).
+//! A [`Backend`] takes an [`LlmRequest`] (the operation, the session's new
+//! utterances, the previous result) and returns text plus [`Usage`],
+//! reporting tokens as they stream through [`Progress`]. The HTTP backends
+//! make sure the text is usable (see [`structured`]: the output-format
+//! ladder and the one repair retry); the engine parses it (mind maps
+//! leniently, see [`mind_map`]) and owns deadlines and cancellation. A
+//! backend only has to be cancel-safe (dropping its future stops the work).
 
 pub mod builtin;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod ollama;
 pub mod openai;
 pub mod probe;
 pub mod prompts;
+pub mod structured;
 
 use std::fmt;
 use std::future::Future;
@@ -38,10 +40,56 @@ pub struct Utterance {
 pub struct LlmRequest {
     pub session: SessionId,
     pub op: Operation,
-    /// The utterances to read (all kept ones, or those after the previous summary).
+    /// The utterances to read: those after the previous result (incremental),
+    /// or from the start (full), never more than one prompt window.
     pub utterances: Vec<Utterance>,
-    /// The summary the new one builds on, for incremental summaries.
-    pub previous_summary: Option<String>,
+    /// The result the new one builds on: the previous summary's text, or
+    /// the previous mind map as JSON.
+    pub previous: Option<String>,
+    /// Set on the one retry after an answer that could not be used.
+    pub repair: Option<Repair>,
+}
+
+impl LlmRequest {
+    pub fn new(session: SessionId, op: Operation, utterances: Vec<Utterance>) -> Self {
+        Self {
+            session,
+            op,
+            utterances,
+            previous: None,
+            repair: None,
+        }
+    }
+}
+
+/// An answer that could not be used, and why: the repair prompt shows both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repair {
+    pub answer: String,
+    pub why: String,
+}
+
+/// Tokens a call cost, as the server counted them (or estimated, for a
+/// backend that has no tokenizer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens + other.prompt_tokens,
+            completion_tokens: self.completion_tokens + other.completion_tokens,
+        }
+    }
+
+    /// About four characters a token, as with common tokenizers; for
+    /// backends and servers that count nothing.
+    pub fn estimate(text: &str) -> u64 {
+        (text.chars().count() as u64).div_ceil(4)
+    }
 }
 
 /// The model's answer.
@@ -49,16 +97,49 @@ pub struct LlmRequest {
 pub struct LlmResponse {
     pub text: String,
     pub model: String,
-    pub completion_tokens: u64,
+    pub usage: Usage,
 }
 
-/// Why a call failed.
+/// What kind of failure a call met; callers branch on it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LlmError(pub String);
+pub enum LlmErrorKind {
+    /// The server could not be reached (refused, timed out, broke off).
+    Unreachable,
+    /// The server answered the request with an error status.
+    Refused { status: u16 },
+    /// The server answered, but the answer cannot be used (empty, not the
+    /// asked-for shape, too long). `answer` is what it sent.
+    BadAnswer { answer: String },
+    /// Anything else: an error inside a stream, a local failure.
+    Other,
+}
+
+/// Why a call failed: its kind, and a message fit to show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmError {
+    pub kind: LlmErrorKind,
+    pub message: String,
+    /// Tokens the failed call still cost, when the server said.
+    pub usage: Usage,
+}
+
+impl LlmError {
+    pub fn new(kind: LlmErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            usage: Usage::default(),
+        }
+    }
+
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(LlmErrorKind::Other, message)
+    }
+}
 
 impl fmt::Display for LlmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -89,6 +170,10 @@ pub struct BackendInfo {
     /// True when the backend imitates a model (shown as such in every view).
     pub simulated: bool,
     pub reachable: bool,
+    /// How mind maps are asked for on this server, as learnt: `json_schema`,
+    /// `json_object` or `plain` (see [`structured`]); `None` for a backend
+    /// that makes its own.
+    pub structured_output: Option<&'static str>,
 }
 
 /// Something that answers LLM requests.

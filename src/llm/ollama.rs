@@ -1,7 +1,9 @@
 //! Ollama: `POST /api/chat` with `stream: true`, answered as NDJSON lines
 //! `{"message": {"content": "…"}, "done": false}` … `{"done": true, "eval_count": 42}`.
 //! An `error` key may arrive on any line and fails the run with its message.
-//! Mind maps ask for the JSON schema through `format`; `options.num_ctx` is set.
+//! Mind maps ask for JSON through `format`, as far down the ladder as the
+//! server needs (see [`super::structured`]); `options.num_ctx` is set.
+//! Usage comes from `prompt_eval_count` and `eval_count`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +12,11 @@ use serde_json::{Value, json};
 
 use super::http::{self, Lines};
 use super::prompts::{Prompts, mind_map_schema};
-use super::{Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress};
-use crate::model::Operation;
+use super::structured::{self, Ladder, Rung};
+use super::{
+    Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
+    Usage,
+};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:11434";
 /// Context window asked for (tokens).
@@ -24,6 +29,7 @@ pub struct OllamaBackend {
     prompts: Prompts,
     limits: http::AnswerLimits,
     reachable: Arc<AtomicBool>,
+    ladder: Ladder,
 }
 
 /// Ollama's own rule: a model name without a tag means `:latest`.
@@ -48,6 +54,7 @@ impl OllamaBackend {
             prompts,
             limits: http::AnswerLimits::default(),
             reachable: Arc::new(AtomicBool::new(false)),
+            ladder: Ladder::default(),
         })
     }
 
@@ -56,15 +63,17 @@ impl OllamaBackend {
         self
     }
 
-    fn body(&self, request: &LlmRequest) -> Value {
+    fn body(&self, request: &LlmRequest, rung: Rung) -> Value {
         let mut body = json!({
             "model": self.model,
             "messages": self.prompts.messages(request),
             "stream": true,
             "options": {"num_ctx": NUM_CTX, "num_predict": self.limits.max_tokens},
         });
-        if request.op == Operation::MindMap {
-            body["format"] = mind_map_schema();
+        match rung {
+            Rung::JsonSchema => body["format"] = mind_map_schema(),
+            Rung::JsonObject => body["format"] = json!("json"),
+            Rung::Plain => {}
         }
         body
     }
@@ -72,10 +81,11 @@ impl OllamaBackend {
     async fn chat(
         &self,
         request: LlmRequest,
+        rung: Rung,
         progress: &Progress,
     ) -> Result<LlmResponse, LlmError> {
         let url = http::join(&self.base, "/api/chat");
-        let body = self.body(&request);
+        let body = self.body(&request, rung);
         let response = http::send_with_retries(
             || self.client.post(&url).json(&body),
             &format!("Ollama at {url}"),
@@ -86,6 +96,7 @@ impl OllamaBackend {
         let mut text = String::new();
         let mut streamed = 0u64;
         let mut completion_tokens = None;
+        let mut prompt_tokens = None;
         while let Some(line) = lines.next().await? {
             if line.trim().is_empty() {
                 continue;
@@ -99,10 +110,10 @@ impl OllamaBackend {
                     .as_str()
                     .map(str::to_string)
                     .unwrap_or_else(|| error.to_string());
-                return Err(LlmError(format!(
-                    "Ollama: {}",
-                    http::server_message(&message)
-                )));
+                return Err(LlmError::new(
+                    LlmErrorKind::Other,
+                    format!("Ollama: {}", http::server_message(&message)),
+                ));
             }
             if let Some(piece) = value.pointer("/message/content").and_then(Value::as_str)
                 && !piece.is_empty()
@@ -113,13 +124,24 @@ impl OllamaBackend {
             }
             if value.get("done").and_then(Value::as_bool) == Some(true) {
                 completion_tokens = value.get("eval_count").and_then(Value::as_u64);
+                prompt_tokens = value.get("prompt_eval_count").and_then(Value::as_u64);
                 break;
             }
         }
+        let estimated_prompt = || {
+            self.prompts
+                .messages(&request)
+                .iter()
+                .map(|m| Usage::estimate(&m.content))
+                .sum()
+        };
         Ok(LlmResponse {
             text,
             model: self.model.clone(),
-            completion_tokens: completion_tokens.unwrap_or(streamed),
+            usage: Usage {
+                prompt_tokens: prompt_tokens.unwrap_or_else(estimated_prompt),
+                completion_tokens: completion_tokens.unwrap_or(streamed),
+            },
         })
     }
 }
@@ -131,6 +153,7 @@ impl Backend for OllamaBackend {
             model: self.model.clone(),
             simulated: false,
             reachable: self.reachable.load(Ordering::Relaxed),
+            structured_output: Some(self.ladder.current().name()),
         }
     }
 
@@ -139,7 +162,13 @@ impl Backend for OllamaBackend {
         request: LlmRequest,
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
-        Box::pin(self.chat(request, progress))
+        Box::pin(async move {
+            let server = format!("Ollama at {}", self.base);
+            structured::generate(&self.ladder, &server, request, |request, rung| {
+                self.chat(request, rung, progress)
+            })
+            .await
+        })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {

@@ -2,8 +2,10 @@
 //! `POST {base}/v1/chat/completions` with `stream: true`, answered as
 //! server-sent events. The parser takes `data:` with or without a space,
 //! skips comment lines (`: keep-alive`), and ends at `data: [DONE]` or at
-//! the end of the body; usage is read when the server sends it.
-//! Mind maps ask for the schema through `response_format`.
+//! the end of the body; usage is read when the server sends it (and
+//! estimated when it does not). Mind maps ask for JSON through
+//! `response_format`, as far down the ladder as the server needs
+//! (see [`super::structured`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +14,11 @@ use serde_json::{Value, json};
 
 use super::http::{self, Lines};
 use super::prompts::{Prompts, mind_map_schema};
-use super::{Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress};
-use crate::model::Operation;
+use super::structured::{self, Ladder, Rung};
+use super::{
+    Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
+    Usage,
+};
 
 pub struct OpenAiBackend {
     client: reqwest::Client,
@@ -24,6 +29,7 @@ pub struct OpenAiBackend {
     prompts: Prompts,
     limits: http::AnswerLimits,
     reachable: Arc<AtomicBool>,
+    ladder: Ladder,
 }
 
 /// `http://host:8080` and `http://host:8080/v1` both name the same server.
@@ -47,6 +53,7 @@ impl OpenAiBackend {
             prompts,
             limits: http::AnswerLimits::default(),
             reachable: Arc::new(AtomicBool::new(false)),
+            ladder: Ladder::default(),
         })
     }
 
@@ -62,7 +69,7 @@ impl OpenAiBackend {
         }
     }
 
-    fn body(&self, request: &LlmRequest) -> Value {
+    fn body(&self, request: &LlmRequest, rung: Rung) -> Value {
         let mut body = json!({
             "model": self.model,
             "messages": self.prompts.messages(request),
@@ -70,11 +77,15 @@ impl OpenAiBackend {
             "stream_options": {"include_usage": true},
             "max_tokens": self.limits.max_tokens,
         });
-        if request.op == Operation::MindMap {
-            body["response_format"] = json!({
-                "type": "json_schema",
-                "json_schema": {"name": "mind_map", "schema": mind_map_schema(), "strict": true},
-            });
+        match rung {
+            Rung::JsonSchema => {
+                body["response_format"] = json!({
+                    "type": "json_schema",
+                    "json_schema": {"name": "mind_map", "schema": mind_map_schema(), "strict": true},
+                });
+            }
+            Rung::JsonObject => body["response_format"] = json!({"type": "json_object"}),
+            Rung::Plain => {}
         }
         body
     }
@@ -82,10 +93,11 @@ impl OpenAiBackend {
     async fn chat(
         &self,
         request: LlmRequest,
+        rung: Rung,
         progress: &Progress,
     ) -> Result<LlmResponse, LlmError> {
         let url = http::join(&self.base, "/v1/chat/completions");
-        let body = self.body(&request);
+        let body = self.body(&request, rung);
         let response = http::send_with_retries(
             || self.request(self.client.post(&url)).json(&body),
             &format!("the server at {url}"),
@@ -102,12 +114,30 @@ impl OpenAiBackend {
                 break;
             }
         }
-        Ok(LlmResponse {
+        let usage = Usage {
+            prompt_tokens: answer
+                .prompt_tokens
+                .unwrap_or_else(|| estimate_prompt(&body)),
             completion_tokens: answer.usage.unwrap_or(answer.pieces),
+        };
+        Ok(LlmResponse {
+            usage,
             model: answer.model.unwrap_or_else(|| self.model.clone()),
             text: answer.text,
         })
     }
+}
+
+/// The prompt's tokens, estimated from its messages, for a server that
+/// reports no usage.
+fn estimate_prompt(body: &Value) -> u64 {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_str())
+        .map(Usage::estimate)
+        .sum()
 }
 
 /// An answer being assembled from SSE lines.
@@ -116,7 +146,9 @@ pub struct Answer {
     pub limits: http::AnswerLimits,
     pub text: String,
     pub pieces: u64,
+    /// Completion tokens, as the server counted them.
     pub usage: Option<u64>,
+    pub prompt_tokens: Option<u64>,
     pub model: Option<String>,
 }
 
@@ -141,10 +173,10 @@ impl Answer {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| error.to_string());
-            return Err(LlmError(format!(
-                "the server: {}",
-                http::server_message(&message)
-            )));
+            return Err(LlmError::new(
+                LlmErrorKind::Other,
+                format!("the server: {}", http::server_message(&message)),
+            ));
         }
         if self.model.is_none() {
             self.model = value
@@ -167,6 +199,12 @@ impl Answer {
         {
             self.usage = Some(tokens);
         }
+        if let Some(tokens) = value
+            .pointer("/usage/prompt_tokens")
+            .and_then(Value::as_u64)
+        {
+            self.prompt_tokens = Some(tokens);
+        }
         Ok(false)
     }
 }
@@ -178,6 +216,7 @@ impl Backend for OpenAiBackend {
             model: self.model.clone(),
             simulated: false,
             reachable: self.reachable.load(Ordering::Relaxed),
+            structured_output: Some(self.ladder.current().name()),
         }
     }
 
@@ -186,7 +225,13 @@ impl Backend for OpenAiBackend {
         request: LlmRequest,
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
-        Box::pin(self.chat(request, progress))
+        Box::pin(async move {
+            let server = format!("the server at {}", self.base);
+            structured::generate(&self.ladder, &server, request, |request, rung| {
+                self.chat(request, rung, progress)
+            })
+            .await
+        })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
@@ -234,7 +279,7 @@ mod tests {
             r#"data:{"model":"m1","choices":[{"delta":{"content":"Hel"}}]}"#,
             r#"data: {"choices":[{"delta":{"content":"lo"}}]}"#,
             "data: {not json",
-            r#"data: {"choices":[],"usage":{"completion_tokens":7}}"#,
+            r#"data: {"choices":[],"usage":{"prompt_tokens":31,"completion_tokens":7}}"#,
         ];
         for line in lines {
             assert!(!answer.feed(line, &progress).unwrap());
@@ -242,6 +287,7 @@ mod tests {
         assert!(answer.feed("data: [DONE]", &progress).unwrap());
         assert_eq!(answer.text, "Hello");
         assert_eq!(answer.usage, Some(7));
+        assert_eq!(answer.prompt_tokens, Some(31));
         assert_eq!(answer.model.as_deref(), Some("m1"));
         assert_eq!(progress.tokens(), 2);
         let err = Answer::default()
@@ -250,6 +296,6 @@ mod tests {
                 &progress,
             )
             .unwrap_err();
-        assert!(err.0.contains("context too long"));
+        assert!(err.message.contains("context too long"));
     }
 }

@@ -1,14 +1,19 @@
 //! The prompts, in one place, and the bounds on what a prompt may carry.
 //!
 //! Every template can be replaced from the config file's `[prompts]` table
-//! (see `docs/llm.md`). Templates use `{transcript}` and `{previous_summary}`.
+//! (see `docs/llm.md`). Templates use `{transcript}`, `{previous_summary}`,
+//! `{previous_mind_map}`, and, in the repair prompt, `{answer}` and `{why}`.
+//!
+//! A prompt carries every utterance it is given: the store decides what a
+//! run reads, at most [`MAX_TRANSCRIPT_CHARS`] of it (the oldest lines not
+//! yet covered first, so a backlog is caught up in order, step by step).
 
 use serde::Deserialize;
 
 use super::{LlmRequest, Utterance};
 use crate::model::Operation;
 
-/// Most characters of transcript a prompt carries (the newest are kept).
+/// The prompt window: most characters of transcript one prompt carries.
 pub const MAX_TRANSCRIPT_CHARS: usize = 24_000;
 /// Most characters of previous summary an incremental prompt carries.
 pub const MAX_PREVIOUS_CHARS: usize = 4_000;
@@ -23,7 +28,12 @@ pub struct Prompts {
     /// Later summaries: the previous one plus what was said since.
     pub summary_incremental: String,
     pub mind_map_system: String,
+    /// First mind map, or `--summary-mode full`.
     pub mind_map: String,
+    /// Later mind maps: the previous one plus what was said since.
+    pub mind_map_incremental: String,
+    /// The one retry after an answer that could not be used.
+    pub repair: String,
 }
 
 impl Default for Prompts {
@@ -42,6 +52,11 @@ Write the updated summary of the whole meeting."
 Use short labels, at most 4 levels and at most 8 children per node."
                 .into(),
             mind_map: "Transcript:\n\n{transcript}\n\nAnswer with the mind map JSON.".into(),
+            mind_map_incremental: "Mind map so far:\n\n{previous_mind_map}\n\nWhat was said since:\n\n{transcript}\n\n\
+Answer with the updated mind map JSON of the whole meeting."
+                .into(),
+            repair: "That answer could not be used: {why}. Answer again, with only what was asked for."
+                .into(),
         }
     }
 }
@@ -53,23 +68,22 @@ pub struct ChatMessage {
     pub content: String,
 }
 
-/// The transcript as prompt text: `speaker: text` lines, newest kept.
-pub fn transcript_text(utterances: &[Utterance]) -> String {
-    let mut lines: Vec<String> = Vec::new();
-    let mut used = 0;
-    for u in utterances.iter().rev() {
-        let line = match &u.speaker {
-            Some(s) => format!("{s}: {}", u.text),
-            None => u.text.clone(),
-        };
-        used += line.chars().count() + 1;
-        if used > MAX_TRANSCRIPT_CHARS && !lines.is_empty() {
-            break;
-        }
-        lines.push(line);
+/// One utterance as a prompt line: `speaker: text`.
+pub fn line(u: &Utterance) -> String {
+    match &u.speaker {
+        Some(s) => format!("{s}: {}", u.text),
+        None => u.text.clone(),
     }
-    lines.reverse();
-    lines.join("\n")
+}
+
+/// Characters an utterance takes in a prompt, its newline included.
+pub fn line_chars(u: &Utterance) -> usize {
+    u.speaker.as_ref().map_or(0, |s| s.chars().count() + 2) + u.text.chars().count() + 1
+}
+
+/// The transcript as prompt text: `speaker: text` lines, all of them.
+pub fn transcript_text(utterances: &[Utterance]) -> String {
+    utterances.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
 fn last_chars(text: &str, n: usize) -> &str {
@@ -82,12 +96,14 @@ fn last_chars(text: &str, n: usize) -> &str {
 }
 
 impl Prompts {
-    /// The chat messages for a request.
+    /// The chat messages for a request: system, user, and for a repair
+    /// the answer that could not be used and the repair prompt.
     pub fn messages(&self, request: &LlmRequest) -> Vec<ChatMessage> {
         let transcript = transcript_text(&request.utterances);
+        let previous = request.previous.as_deref();
         let (system, user) = match request.op {
             Operation::Summary => {
-                let user = match &request.previous_summary {
+                let user = match previous {
                     Some(previous) => self
                         .summary_incremental
                         .replace(
@@ -99,12 +115,18 @@ impl Prompts {
                 };
                 (&self.summary_system, user)
             }
-            Operation::MindMap => (
-                &self.mind_map_system,
-                self.mind_map.replace("{transcript}", &transcript),
-            ),
+            Operation::MindMap => {
+                let user = match previous {
+                    Some(previous) => self
+                        .mind_map_incremental
+                        .replace("{previous_mind_map}", previous)
+                        .replace("{transcript}", &transcript),
+                    None => self.mind_map.replace("{transcript}", &transcript),
+                };
+                (&self.mind_map_system, user)
+            }
         };
-        vec![
+        let mut messages = vec![
             ChatMessage {
                 role: "system",
                 content: system.clone(),
@@ -113,7 +135,21 @@ impl Prompts {
                 role: "user",
                 content: user,
             },
-        ]
+        ];
+        if let Some(repair) = &request.repair {
+            messages.push(ChatMessage {
+                role: "assistant",
+                content: repair.answer.clone(),
+            });
+            messages.push(ChatMessage {
+                role: "user",
+                content: self
+                    .repair
+                    .replace("{why}", &repair.why)
+                    .replace("{answer}", &repair.answer),
+            });
+        }
+        messages
     }
 }
 
@@ -146,17 +182,18 @@ mod tests {
     use crate::model::SessionId;
 
     fn request(op: Operation, previous: Option<&str>, n: usize) -> LlmRequest {
-        LlmRequest {
-            session: SessionId::parse("s").unwrap(),
+        let mut request = LlmRequest::new(
+            SessionId::parse("s").unwrap(),
             op,
-            utterances: (0..n)
+            (0..n)
                 .map(|i| Utterance {
                     speaker: Some("ana".into()),
                     text: format!("line {i} {}", "x".repeat(100)),
                 })
                 .collect(),
-            previous_summary: previous.map(str::to_string),
-        }
+        );
+        request.previous = previous.map(str::to_string);
+        request
     }
 
     #[test]
@@ -171,12 +208,39 @@ mod tests {
     }
 
     #[test]
-    fn prompts_are_bounded_and_keep_the_newest_lines() {
-        let messages = Prompts::default().messages(&request(Operation::MindMap, None, 2000));
+    fn prompts_carry_every_line_they_are_given_with_its_length_known() {
+        let request = request(Operation::MindMap, None, 50);
+        let messages = Prompts::default().messages(&request);
         let user = &messages[1].content;
-        assert!(user.chars().count() < MAX_TRANSCRIPT_CHARS + 200);
-        assert!(user.contains("line 1999"));
-        assert!(!user.contains("line 0 "));
+        assert!(user.contains("ana: line 0 ") && user.contains("ana: line 49 "));
+        let counted: usize = request.utterances.iter().map(line_chars).sum();
+        let transcript = transcript_text(&request.utterances);
+        assert_eq!(counted, transcript.chars().count() + 1, "one newline per line");
+    }
+
+    #[test]
+    fn incremental_mind_maps_carry_the_previous_map() {
+        let prompts = Prompts::default();
+        let map = r#"{"root":{"label":"Launch","children":[]}}"#;
+        let messages = prompts.messages(&request(Operation::MindMap, Some(map), 1));
+        assert!(messages[1].content.starts_with("Mind map so far"));
+        assert!(messages[1].content.contains(map));
+        let first = prompts.messages(&request(Operation::MindMap, None, 1));
+        assert!(first[1].content.starts_with("Transcript:"));
+    }
+
+    #[test]
+    fn a_repair_shows_the_answer_and_says_why() {
+        let mut request = request(Operation::MindMap, None, 1);
+        request.repair = Some(crate::llm::Repair {
+            answer: "{\"root\": ".into(),
+            why: "the JSON ends early".into(),
+        });
+        let messages = Prompts::default().messages(&request);
+        let roles: Vec<&str> = messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, ["system", "user", "assistant", "user"]);
+        assert_eq!(messages[2].content, "{\"root\": ");
+        assert!(messages[3].content.contains("the JSON ends early"));
     }
 
     #[test]

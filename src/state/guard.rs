@@ -35,7 +35,8 @@ pub struct RunGuard {
     run_id: RunId,
     follow_up: bool,
     cancel: CancellationToken,
-    deadline: Instant,
+    /// Tokens spent so far, recorded when the run ends.
+    usage: crate::llm::Usage,
     ended: bool,
 }
 
@@ -63,7 +64,7 @@ impl RunGuard {
             run_id: slot.view.run_id,
             follow_up: slot.view.follow_up,
             cancel: slot.cancel.clone(),
-            deadline: slot.view.deadline,
+            usage: Default::default(),
             ended: false,
         }
     }
@@ -90,18 +91,24 @@ impl RunGuard {
         &self.cancel
     }
 
-    /// When the run is to be given up as timed out.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
+    /// Adds tokens the run spent; they are recorded when it ends.
+    pub fn spent(&mut self, usage: crate::llm::Usage) {
+        self.usage = self.usage.plus(usage);
     }
 
-    /// The run got its LLM permit and read the session up to `generation`.
-    /// Returns false when the run was stopped meanwhile.
-    pub fn mark_running(&self, generation: u64) -> bool {
+    /// The run got its LLM permit and read the session up to `generation`:
+    /// its call starts now. Returns the call's deadline (`--op-timeout`
+    /// from now), or `None` when the run was stopped meanwhile.
+    pub fn mark_running(&self, generation: u64) -> Option<Instant> {
+        let now = Instant::now();
+        let deadline = now + self.manager.op_timeout();
         let started = self
             .manager
             .set_phase(&self.session, self.op, self.run_id, |run| {
+                run.waited = run.waited_until(now);
                 run.phase = Phase::Running;
+                run.started = Some(now);
+                run.deadline = Some(deadline);
                 run.covered_generation = Some(generation);
             });
         if started {
@@ -112,7 +119,20 @@ impl RunGuard {
                 covered_generation: generation,
             });
         }
-        started
+        started.then_some(deadline)
+    }
+
+    /// The run's call is done but it has more to cover: it waits for a
+    /// permit again (a catch-up step). False when it was stopped meanwhile.
+    pub fn mark_waiting(&self) -> bool {
+        let now = Instant::now();
+        self.manager
+            .set_phase(&self.session, self.op, self.run_id, |run| {
+                run.phase = Phase::Queued;
+                run.queued_since = now;
+                run.started = None;
+                run.deadline = None;
+            })
     }
 
     /// Ends the run. `latest_generation` is asked, inside the manager's lock,
@@ -130,6 +150,7 @@ impl RunGuard {
             self.run_id,
             outcome,
             error,
+            self.usage,
             Some(latest_generation),
         )
     }
@@ -144,6 +165,7 @@ impl Drop for RunGuard {
                 self.run_id,
                 Outcome::Cancelled,
                 Some("the run was dropped before it finished".into()),
+                self.usage,
                 None,
             );
             debug_assert!(!matches!(outcome, FinishOutcome::FollowUp(_)));

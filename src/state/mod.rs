@@ -37,6 +37,7 @@ pub use stats::{OpCounters, OpStats, RunRecord};
 pub use status::{ProcessingStatus, StatusResponse};
 
 use crate::events::{Event, EventBus, Outcome, RunId};
+use crate::llm::Usage;
 use crate::model::{OPERATION_COUNT, Operation, SessionId};
 
 /// Sessions visited per lock by [`ProcessingStateManager::visit_sessions`].
@@ -83,7 +84,15 @@ pub struct InFlight {
     pub since: SystemTime,
     /// Monotonic admission time, for durations.
     pub admitted: Instant,
-    pub deadline: Instant,
+    /// When the run last began waiting for a permit.
+    pub queued_since: Instant,
+    /// Time spent waiting for permits before the current phase.
+    pub waited: Duration,
+    /// When the current LLM call began (running only).
+    pub started: Option<Instant>,
+    /// When the current call is given up as timed out: `--op-timeout`
+    /// after it began. Waiting for a permit never counts.
+    pub deadline: Option<Instant>,
     pub pending: bool,
     pub follow_up: bool,
     pub covered_generation: Option<u64>,
@@ -142,7 +151,7 @@ struct Tables {
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub policy: [Policy; OPERATION_COUNT],
-    /// Every run's deadline, from admission.
+    /// How long one LLM call may take, from the moment it starts.
     pub op_timeout: Duration,
 }
 
@@ -195,7 +204,10 @@ impl ProcessingStateManager {
                 phase: Phase::Queued,
                 since: SystemTime::now(),
                 admitted,
-                deadline: admitted + self.config.op_timeout,
+                queued_since: admitted,
+                waited: Duration::ZERO,
+                started: None,
+                deadline: None,
                 pending: false,
                 follow_up,
                 covered_generation: None,
@@ -360,7 +372,7 @@ impl ProcessingStateManager {
                 &mut lifetime[op.index()],
                 op,
                 &slot.view,
-                duration,
+                (duration, Usage::default()),
                 Outcome::Cancelled,
                 Some(error.clone()),
             );
@@ -385,6 +397,7 @@ impl ProcessingStateManager {
 
     /// Ends a run (called by its guard). When the run's id is no longer the
     /// slot's, nothing changes and [`FinishOutcome::Stale`] is returned.
+    #[allow(clippy::too_many_arguments)]
     fn end_run(
         self: &Arc<Self>,
         session: &SessionId,
@@ -392,6 +405,7 @@ impl ProcessingStateManager {
         run_id: RunId,
         outcome: Outcome,
         error: Option<String>,
+        usage: Usage,
         latest_generation: Option<&dyn Fn() -> u64>,
     ) -> FinishOutcome {
         let mut events = Vec::with_capacity(3);
@@ -446,7 +460,15 @@ impl ProcessingStateManager {
                     None => unreachable!("the slot was found just above"),
                 }
             };
-            record_end(entry, lifetime, op, &ended.view, duration, outcome, error);
+            record_end(
+                entry,
+                lifetime,
+                op,
+                &ended.view,
+                (duration, usage),
+                outcome,
+                error,
+            );
             result
         };
         for event in events {
@@ -571,7 +593,7 @@ fn record_end(
     lifetime: &mut OpCounters,
     op: Operation,
     run: &InFlight,
-    duration: Duration,
+    (duration, usage): (Duration, Usage),
     outcome: Outcome,
     error: Option<String>,
 ) {
@@ -582,7 +604,19 @@ fn record_end(
         outcome,
         covered_generation: run.covered_generation,
         follow_up: run.follow_up,
+        waited: run.waited_until(Instant::now()),
+        usage,
     };
+    lifetime.count_end(&record);
     entry.stats[op.index()].record(record, error);
-    lifetime.count_end(outcome);
+}
+
+impl InFlight {
+    /// Permit wait so far, counting the current wait if queued now.
+    pub fn waited_until(&self, now: Instant) -> Duration {
+        match self.phase {
+            Phase::Queued => self.waited + now.saturating_duration_since(self.queued_since),
+            Phase::Running => self.waited,
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use crate::events::{Outcome, RunId};
+use crate::llm::Usage;
 
 /// How many past runs each `(session, op)` keeps for its history and p95.
 pub const HISTORY_LEN: usize = 32;
@@ -17,6 +18,10 @@ pub struct RunRecord {
     pub outcome: Outcome,
     pub covered_generation: Option<u64>,
     pub follow_up: bool,
+    /// Time spent waiting for an LLM permit (part of `duration`).
+    pub waited: Duration,
+    /// Tokens the run's calls cost.
+    pub usage: Usage,
 }
 
 /// Counters and durations of one operation on one session.
@@ -34,6 +39,10 @@ pub struct OpStats {
     pub follow_ups: u64,
     pub last_duration: Option<Duration>,
     pub total_duration: Duration,
+    /// Time runs spent waiting for an LLM permit, in all.
+    pub total_wait: Duration,
+    /// Tokens spent, in all.
+    pub usage: Usage,
     pub last_error: Option<String>,
     /// The generation covered by the newest successful run.
     pub covered_generation: Option<u64>,
@@ -60,6 +69,10 @@ pub struct OpCounters {
     pub cancelled: u64,
     pub skipped: u64,
     pub follow_ups: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Time runs spent waiting for an LLM permit.
+    pub waited: Duration,
 }
 
 impl OpCounters {
@@ -72,13 +85,16 @@ impl OpCounters {
         }
     }
 
-    pub(crate) fn count_end(&mut self, outcome: Outcome) {
-        match outcome {
+    pub(crate) fn count_end(&mut self, record: &RunRecord) {
+        match record.outcome {
             Outcome::Ok => self.ok += 1,
             Outcome::Failed => self.failed += 1,
             Outcome::TimedOut => self.timed_out += 1,
             Outcome::Cancelled => self.cancelled += 1,
         }
+        self.prompt_tokens += record.usage.prompt_tokens;
+        self.completion_tokens += record.usage.completion_tokens;
+        self.waited += record.waited;
     }
 
     /// The sum of `self` and `other`, field by field.
@@ -91,6 +107,9 @@ impl OpCounters {
             cancelled: self.cancelled + other.cancelled,
             skipped: self.skipped + other.skipped,
             follow_ups: self.follow_ups + other.follow_ups,
+            prompt_tokens: self.prompt_tokens + other.prompt_tokens,
+            completion_tokens: self.completion_tokens + other.completion_tokens,
+            waited: self.waited + other.waited,
         }
     }
 }
@@ -141,6 +160,8 @@ impl OpStats {
         }
         self.last_duration = Some(record.duration);
         self.total_duration += record.duration;
+        self.total_wait += record.waited;
+        self.usage = self.usage.plus(record.usage);
         if self.history.len() == HISTORY_LEN
             && let Some(evicted) = self.history.pop_front()
             && let Ok(at) = self
@@ -172,6 +193,11 @@ mod tests {
             outcome,
             covered_generation: Some(ms),
             follow_up: false,
+            waited: Duration::from_millis(1),
+            usage: Usage {
+                prompt_tokens: 100,
+                completion_tokens: 10,
+            },
         }
     }
 
@@ -185,6 +211,8 @@ mod tests {
         assert_eq!(stats.p95_duration(), Some(Duration::from_millis(190)));
         assert_eq!(stats.mean_duration(), Some(Duration::from_millis(105)));
         assert_eq!(stats.covered_generation, Some(200));
+        assert_eq!(stats.total_wait, Duration::from_millis(20));
+        assert_eq!((stats.usage.prompt_tokens, stats.usage.completion_tokens), (2000, 200));
 
         stats.record(run(5, Outcome::Failed), Some("boom".into()));
         stats.record(run(5, Outcome::TimedOut), None);

@@ -1,0 +1,250 @@
+//! The LLM permits: at most `--llm-concurrency` calls at once, handed out
+//! by need rather than by arrival.
+//!
+//! A run waiting for a permit names its *priority*: the arrival number of
+//! the oldest transcript its operation has not covered yet (see
+//! `SessionStore::oldest_uncovered`). When a permit comes free it goes to
+//! the waiter with the lowest number, so the session that has waited
+//! longest for fresh results goes first, whatever order the runs were
+//! admitted in; a follow-up does not queue behind newer work. Ties go to the
+//! earlier waiter.
+//!
+//! Waiting is cancel-safe: a waiter dropped before it is served leaves the
+//! queue; one dropped after it was handed a permit gives it back, and the
+//! permit goes to the next waiter.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+/// The queue and the count of permits out; one short lock.
+#[derive(Debug)]
+struct Inner {
+    capacity: usize,
+    out: usize,
+    closed: bool,
+    /// Waiters by (priority, ticket).
+    waiting: BTreeMap<(u64, u64), oneshot::Sender<Permit>>,
+    next_ticket: u64,
+}
+
+/// The permits; clone the handle freely.
+#[derive(Debug, Clone)]
+pub struct Permits {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// One LLM call's right to run; given back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    permits: Option<Permits>,
+}
+
+/// The permits were closed: the engine is going away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl Permits {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                capacity: capacity.max(1),
+                out: 0,
+                closed: false,
+                waiting: BTreeMap::new(),
+                next_ticket: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every section leaves the queue consistent; a poison changes nothing.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a permit; lower `priority` goes first.
+    pub async fn acquire(&self, priority: u64) -> Result<Permit, Closed> {
+        let (key, receiver) = {
+            let mut inner = self.lock();
+            if inner.closed {
+                return Err(Closed);
+            }
+            if inner.out < inner.capacity && inner.waiting.is_empty() {
+                inner.out += 1;
+                return Ok(self.permit());
+            }
+            let (sender, receiver) = oneshot::channel();
+            let key = (priority, inner.next_ticket);
+            inner.next_ticket += 1;
+            inner.waiting.insert(key, sender);
+            (key, receiver)
+        };
+        let mut waiter = Waiter {
+            permits: self,
+            key,
+            served: false,
+        };
+        let result = receiver.await;
+        waiter.served = true;
+        result.map_err(|_| Closed)
+    }
+
+    fn permit(&self) -> Permit {
+        Permit {
+            permits: Some(self.clone()),
+        }
+    }
+
+    /// Calls in flight now.
+    pub fn in_use(&self) -> usize {
+        self.lock().out
+    }
+
+    /// Runs waiting for a permit now.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.lock().capacity
+    }
+
+    /// Refuses every waiter and every later acquire.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.waiting.clear();
+    }
+
+    /// A permit came back: hand it to the best waiter still waiting.
+    fn release(&self) {
+        let mut inner = self.lock();
+        while let Some((_, sender)) = inner.waiting.pop_first() {
+            // The permit moves to the waiter without passing through `out`.
+            let permit = Permit {
+                permits: Some(self.clone()),
+            };
+            match sender.send(permit) {
+                Ok(()) => return,
+                Err(mut unsent) => {
+                    // The waiter left: forget this permit, try the next one.
+                    unsent.permits = None;
+                }
+            }
+        }
+        inner.out -= 1;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(permits) = self.permits.take() {
+            permits.release();
+        }
+    }
+}
+
+/// Takes a waiter out of the queue when its future is dropped unserved.
+struct Waiter<'a> {
+    permits: &'a Permits,
+    key: (u64, u64),
+    served: bool,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if !self.served {
+            // If the permit was sent meanwhile, the receiver drops it and
+            // its Drop hands it on; either way the queue forgets us.
+            self.permits.lock().waiting.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll};
+
+    fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn free_permits_are_taken_at_once_up_to_the_cap() {
+        let permits = Permits::new(2);
+        let a = permits.acquire(5).await.unwrap();
+        let _b = permits.acquire(9).await.unwrap();
+        assert_eq!(permits.in_use(), 2);
+        let mut third = pin!(permits.acquire(1));
+        assert!(poll_once(third.as_mut()).is_pending());
+        assert_eq!(permits.waiting(), 1);
+        drop(a);
+        let Poll::Ready(Ok(_third)) = poll_once(third.as_mut()) else {
+            panic!("the freed permit goes to the waiter");
+        };
+        assert_eq!(permits.in_use(), 2);
+        assert_eq!(permits.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_freed_permit_goes_to_the_lowest_priority_then_the_earliest() {
+        let permits = Permits::new(1);
+        let held = permits.acquire(0).await.unwrap();
+        let mut late_old = pin!(permits.acquire(3));
+        let mut early_new = pin!(permits.acquire(7));
+        let mut later_old = pin!(permits.acquire(3));
+        assert!(poll_once(late_old.as_mut()).is_pending());
+        assert!(poll_once(early_new.as_mut()).is_pending());
+        assert!(poll_once(later_old.as_mut()).is_pending());
+        drop(held);
+        let Poll::Ready(Ok(first)) = poll_once(late_old.as_mut()) else {
+            panic!("priority 3, first in, goes first");
+        };
+        assert!(poll_once(early_new.as_mut()).is_pending());
+        assert!(poll_once(later_old.as_mut()).is_pending());
+        drop(first);
+        assert!(poll_once(early_new.as_mut()).is_pending(), "7 waits for 3");
+        let Poll::Ready(Ok(second)) = poll_once(later_old.as_mut()) else {
+            panic!("the other 3 comes next");
+        };
+        drop(second);
+        assert!(matches!(poll_once(early_new.as_mut()), Poll::Ready(Ok(_))));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_leaves_loses_nothing_for_the_others() {
+        let permits = Permits::new(1);
+        let held = permits.acquire(0).await.unwrap();
+        {
+            let mut leaving = pin!(permits.acquire(1));
+            assert!(poll_once(leaving.as_mut()).is_pending());
+        }
+        assert_eq!(permits.waiting(), 0, "gone from the queue");
+        // Served but dropped before it looked: the permit passes on.
+        let mut served_then_gone = Box::pin(permits.acquire(1));
+        assert!(poll_once(served_then_gone.as_mut()).is_pending());
+        let mut next = pin!(permits.acquire(2));
+        assert!(poll_once(next.as_mut()).is_pending());
+        drop(held);
+        drop(served_then_gone);
+        let Poll::Ready(Ok(_next)) = poll_once(next.as_mut()) else {
+            panic!("the permit passed on");
+        };
+        assert_eq!(permits.in_use(), 1);
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_waiters_and_later_calls() {
+        let permits = Permits::new(1);
+        let _held = permits.acquire(0).await.unwrap();
+        let mut waiting = pin!(permits.acquire(1));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        permits.close();
+        assert!(matches!(poll_once(waiting.as_mut()), Poll::Ready(Err(Closed))));
+        assert_eq!(permits.acquire(0).await.unwrap_err(), Closed);
+    }
+}

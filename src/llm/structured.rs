@@ -1,0 +1,432 @@
+//! Structured output that survives real servers: the format ladder and the
+//! one repair retry, shared by the HTTP backends.
+//!
+//! Servers differ in how they can be asked for JSON. The ladder has three
+//! rungs, tried from the top:
+//!
+//! 1. [`Rung::JsonSchema`]: the mind map's JSON schema (OpenAI's
+//!    `response_format: json_schema`, Ollama's `format: {schema}`);
+//! 2. [`Rung::JsonObject`]: any JSON (`response_format: json_object`,
+//!    Ollama's `format: "json"`);
+//! 3. [`Rung::Plain`]: no constraint; the prompt asks for JSON and the
+//!    answer is read leniently.
+//!
+//! A server that refuses a request (400, 422, 500, 501) while a lower rung
+//! exists gets the same request one rung lower at once; when a lower rung is
+//! taken, the backend remembers it for every later call and says so in its
+//! [`super::BackendInfo`]. When even the plain rung is refused, the format
+//! was not the cause: the first error is the run's, and nothing is learnt.
+//!
+//! An answer that cannot be used (empty, or no mind map in it) is retried
+//! once with a short repair prompt that shows the answer and says what was
+//! wrong. An empty answer under a constraint is repaired one rung lower
+//! (small models under a schema often say nothing at all); after
+//! [`STEP_DOWN_AFTER`] such rescues in a row, the lower rung stays. A repair
+//! that fails too ends the run with the cause.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+use super::{LlmError, LlmErrorKind, LlmRequest, LlmResponse, Repair, Usage, mind_map};
+use crate::model::Operation;
+
+/// How a request asks for JSON; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rung {
+    JsonSchema = 0,
+    JsonObject = 1,
+    Plain = 2,
+}
+
+impl Rung {
+    /// The name shown in views and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rung::JsonSchema => "json_schema",
+            Rung::JsonObject => "json_object",
+            Rung::Plain => "plain",
+        }
+    }
+
+    /// The next rung down, if any.
+    pub fn lower(self) -> Option<Rung> {
+        match self {
+            Rung::JsonSchema => Some(Rung::JsonObject),
+            Rung::JsonObject => Some(Rung::Plain),
+            Rung::Plain => None,
+        }
+    }
+
+    fn from_u8(value: u8) -> Rung {
+        match value {
+            0 => Rung::JsonSchema,
+            1 => Rung::JsonObject,
+            _ => Rung::Plain,
+        }
+    }
+}
+
+/// Unreadable answers in a row at one rung, each rescued one rung lower,
+/// before the lower rung stays.
+pub const STEP_DOWN_AFTER: u32 = 3;
+
+/// The most of a bad answer shown back to the model in a repair prompt.
+pub const MAX_REPAIR_ECHO_CHARS: usize = 2_000;
+
+/// Statuses with which servers refuse a request they cannot take as asked
+/// (an unknown `response_format` among them).
+fn refuses_the_format(status: u16) -> bool {
+    matches!(status, 400 | 422 | 500 | 501)
+}
+
+/// What one server accepted, learnt as calls go. One per backend.
+#[derive(Debug)]
+pub struct Ladder {
+    rung: AtomicU8,
+    /// First answers at the current rung that were unreadable and rescued
+    /// one rung lower, in a row.
+    rescued_in_a_row: AtomicU32,
+}
+
+impl Default for Ladder {
+    fn default() -> Self {
+        Self::new(Rung::JsonSchema)
+    }
+}
+
+impl Ladder {
+    pub fn new(top: Rung) -> Self {
+        Self {
+            rung: AtomicU8::new(top as u8),
+            rescued_in_a_row: AtomicU32::new(0),
+        }
+    }
+
+    /// The rung mind maps are asked at now.
+    pub fn current(&self) -> Rung {
+        Rung::from_u8(self.rung.load(Ordering::Relaxed))
+    }
+
+    /// Moves from `from` down to `to`, unless another call already moved.
+    fn step_down(&self, from: Rung, to: Rung, server: &str, why: &str) {
+        if self
+            .rung
+            .compare_exchange(from as u8, to as u8, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.rescued_in_a_row.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                from = from.name(),
+                to = to.name(),
+                "{server} does not take {} mind maps ({why}); asking with {} from now on",
+                from.name(),
+                to.name()
+            );
+        }
+    }
+
+    fn readable_at(&self, rung: Rung) {
+        if rung == self.current() {
+            self.rescued_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn rescued_below(&self, rung: Rung, lower: Rung, server: &str) {
+        if rung != self.current() {
+            return;
+        }
+        let n = self.rescued_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= STEP_DOWN_AFTER {
+            let why = format!("{n} answers in a row could not be read");
+            self.step_down(rung, lower, server, &why);
+        }
+    }
+}
+
+/// Why an answer cannot be used for `op`, if it cannot.
+pub fn unusable(op: Operation, text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        return Some("the answer was empty".into());
+    }
+    match op {
+        Operation::Summary => None,
+        Operation::MindMap => mind_map::parse_lenient(text).err(),
+    }
+}
+
+/// The start of an answer, for error messages.
+pub fn preview(text: &str) -> String {
+    text.chars().take(120).collect()
+}
+
+/// Makes one call through `call(request, rung)` as the module docs say:
+/// down the ladder past refusals, then one repair retry if the answer
+/// cannot be used. The usage returned (or carried by the error) is that of
+/// every call made. `server` names the server in logs.
+pub async fn generate<F, Fut>(
+    ladder: &Ladder,
+    server: &str,
+    request: LlmRequest,
+    call: F,
+) -> Result<LlmResponse, LlmError>
+where
+    F: Fn(LlmRequest, Rung) -> Fut,
+    Fut: Future<Output = Result<LlmResponse, LlmError>>,
+{
+    let op = request.op;
+    let start = match op {
+        Operation::MindMap => ladder.current(),
+        Operation::Summary => Rung::Plain,
+    };
+    let mut spent = Usage::default();
+    let (answer, rung) = first_answer(ladder, server, &request, start, &call, &mut spent).await?;
+    spent = spent.plus(answer.usage);
+    let Some(why) = unusable(op, &answer.text) else {
+        ladder.readable_at(rung);
+        return Ok(LlmResponse {
+            usage: spent,
+            ..answer
+        });
+    };
+    let repair_rung = match rung.lower() {
+        Some(lower) if answer.text.trim().is_empty() => lower,
+        _ => rung,
+    };
+    tracing::debug!(
+        session_id = %request.session,
+        op = op.as_str(),
+        "{why}; asking once more"
+    );
+    let mut retry = request;
+    retry.repair = Some(Repair {
+        answer: answer.text.chars().take(MAX_REPAIR_ECHO_CHARS).collect(),
+        why: why.clone(),
+    });
+    let second = match call(retry, repair_rung).await {
+        Ok(second) => second,
+        Err(mut e) => {
+            e.usage = spent.plus(e.usage);
+            return Err(e);
+        }
+    };
+    spent = spent.plus(second.usage);
+    match unusable(op, &second.text) {
+        None => {
+            if repair_rung != rung {
+                ladder.rescued_below(rung, repair_rung, server);
+            }
+            Ok(LlmResponse {
+                usage: spent,
+                ..second
+            })
+        }
+        Some(why_again) => Err(LlmError {
+            message: format!(
+                "{why_again}, also after a repair retry ({why} the first time); the answer began: {:?}",
+                preview(&second.text)
+            ),
+            kind: LlmErrorKind::BadAnswer {
+                answer: second.text,
+            },
+            usage: spent,
+        }),
+    }
+}
+
+/// The first answer, going down the ladder past refusals from `start`.
+async fn first_answer<F, Fut>(
+    ladder: &Ladder,
+    server: &str,
+    request: &LlmRequest,
+    start: Rung,
+    call: &F,
+    spent: &mut Usage,
+) -> Result<(LlmResponse, Rung), LlmError>
+where
+    F: Fn(LlmRequest, Rung) -> Fut,
+    Fut: Future<Output = Result<LlmResponse, LlmError>>,
+{
+    let mut rung = start;
+    let mut first_refusal: Option<LlmError> = None;
+    loop {
+        match call(request.clone(), rung).await {
+            Ok(answer) => {
+                if let Some(refusal) = &first_refusal {
+                    ladder.step_down(start, rung, server, &refusal.message);
+                }
+                return Ok((answer, rung));
+            }
+            Err(e) => {
+                *spent = spent.plus(e.usage);
+                let refused = matches!(e.kind, LlmErrorKind::Refused { status } if refuses_the_format(status));
+                match rung.lower() {
+                    Some(lower) if refused => {
+                        first_refusal.get_or_insert(e);
+                        rung = lower;
+                    }
+                    // Refused on every rung: the format was not the cause.
+                    _ => {
+                        let mut error = match first_refusal {
+                            Some(first) if refused => first,
+                            _ => e,
+                        };
+                        error.usage = *spent;
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SessionId;
+    use std::sync::Mutex;
+
+    fn request(op: Operation) -> LlmRequest {
+        LlmRequest::new(SessionId::parse("s").unwrap(), op, Vec::new())
+    }
+
+    fn ok(text: &str) -> Result<LlmResponse, LlmError> {
+        Ok(LlmResponse {
+            text: text.into(),
+            model: "m".into(),
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 1,
+            },
+        })
+    }
+
+    fn refused(status: u16) -> Result<LlmResponse, LlmError> {
+        Err(LlmError::new(LlmErrorKind::Refused { status }, "no"))
+    }
+
+    const MAP: &str = r#"{"root": {"label": "x", "children": []}}"#;
+
+    /// Runs `generate` with a script of answers by call; returns the result
+    /// and the (rung, repaired) of each call.
+    async fn play(
+        ladder: &Ladder,
+        op: Operation,
+        script: impl Fn(usize, Rung) -> Result<LlmResponse, LlmError>,
+    ) -> (Result<LlmResponse, LlmError>, Vec<(Rung, bool)>) {
+        let calls = Mutex::new(Vec::new());
+        let result = generate(ladder, "the server", request(op), |req, rung| {
+            let n = {
+                let mut calls = calls.lock().unwrap();
+                calls.push((rung, req.repair.is_some()));
+                calls.len() - 1
+            };
+            let answer = script(n, rung);
+            async move { answer }
+        })
+        .await;
+        (result, calls.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_refused_schema_steps_down_and_is_remembered() {
+        let ladder = Ladder::default();
+        let (result, calls) = play(&ladder, Operation::MindMap, |_, rung| match rung {
+            Rung::JsonSchema => refused(500),
+            _ => ok(MAP),
+        })
+        .await;
+        assert_eq!(result.unwrap().usage.prompt_tokens, 10);
+        assert_eq!(
+            calls,
+            vec![(Rung::JsonSchema, false), (Rung::JsonObject, false)]
+        );
+        assert_eq!(ladder.current(), Rung::JsonObject);
+        let (_, calls) = play(&ladder, Operation::MindMap, |_, _| ok(MAP)).await;
+        assert_eq!(calls, vec![(Rung::JsonObject, false)], "remembered");
+    }
+
+    #[tokio::test]
+    async fn refused_on_every_rung_is_not_the_format() {
+        let ladder = Ladder::default();
+        let (result, calls) =
+            play(&ladder, Operation::MindMap, |n, _| refused([500, 400, 422][n])).await;
+        let error = result.unwrap_err();
+        assert_eq!(error.kind, LlmErrorKind::Refused { status: 500 }, "the first error");
+        assert_eq!(calls.len(), 3);
+        assert_eq!(ladder.current(), Rung::JsonSchema, "nothing learnt");
+        // A 404 (no such model) or 401 is no reason to change format.
+        let (_, calls) = play(&ladder, Operation::MindMap, |_, _| refused(404)).await;
+        assert_eq!(calls.len(), 1);
+        // Summaries are plain text: no ladder to go down.
+        let (_, calls) = play(&ladder, Operation::Summary, |_, _| refused(500)).await;
+        assert_eq!(calls, vec![(Rung::Plain, false)]);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_answer_is_repaired_once_at_the_same_rung() {
+        let ladder = Ladder::default();
+        let (result, calls) = play(&ladder, Operation::MindMap, |n, _| {
+            ok(if n == 0 { "{\"root\": {\"label\": " } else { MAP })
+        })
+        .await;
+        let answer = result.unwrap();
+        assert_eq!(answer.text, MAP);
+        assert_eq!(answer.usage.prompt_tokens, 20, "both calls counted");
+        assert_eq!(
+            calls,
+            vec![(Rung::JsonSchema, false), (Rung::JsonSchema, true)]
+        );
+        let (result, calls) = play(&ladder, Operation::MindMap, |_, _| ok("no map")).await;
+        let error = result.unwrap_err();
+        assert_eq!(calls.len(), 2, "one repair, no more");
+        assert!(matches!(error.kind, LlmErrorKind::BadAnswer { ref answer } if answer == "no map"));
+        assert!(error.message.contains("after a repair retry"), "{}", error.message);
+        assert_eq!(error.usage.prompt_tokens, 20);
+    }
+
+    #[tokio::test]
+    async fn empty_answers_under_a_schema_are_repaired_lower_and_then_it_stays_lower() {
+        let ladder = Ladder::default();
+        for round in 1..=STEP_DOWN_AFTER {
+            let (result, calls) = play(&ladder, Operation::MindMap, |_, rung| match rung {
+                Rung::JsonSchema => ok(""),
+                _ => ok(MAP),
+            })
+            .await;
+            assert!(result.is_ok());
+            assert_eq!(
+                calls,
+                vec![(Rung::JsonSchema, false), (Rung::JsonObject, true)]
+            );
+            let expected = if round < STEP_DOWN_AFTER {
+                Rung::JsonSchema
+            } else {
+                Rung::JsonObject
+            };
+            assert_eq!(ladder.current(), expected, "after round {round}");
+        }
+        // A readable answer in between starts the count again.
+        let ladder = Ladder::default();
+        for n in 0..(2 * STEP_DOWN_AFTER) {
+            let empty = n % 2 == 0;
+            let (result, _) = play(&ladder, Operation::MindMap, move |_, rung| match rung {
+                Rung::JsonSchema if empty => ok(""),
+                _ => ok(MAP),
+            })
+            .await;
+            assert!(result.is_ok());
+        }
+        assert_eq!(ladder.current(), Rung::JsonSchema);
+    }
+
+    #[tokio::test]
+    async fn an_empty_summary_is_repaired() {
+        let ladder = Ladder::default();
+        let (result, calls) = play(&ladder, Operation::Summary, |n, _| {
+            ok(if n == 0 { "  \n" } else { "We met." })
+        })
+        .await;
+        assert_eq!(result.unwrap().text, "We met.");
+        assert_eq!(calls, vec![(Rung::Plain, false), (Rung::Plain, true)]);
+    }
+}
