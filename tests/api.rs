@@ -218,6 +218,41 @@ async fn sessions_list_and_detail_carry_statistics_and_results() {
     assert_eq!(first["operations"]["summary"]["state"], "idle");
     assert_eq!(first["operations"]["summary"]["ok"], 1);
     assert_eq!(first["operations"]["mind_map"]["covered_generation"], 1);
+    assert_eq!(list["backend"]["structured_output"], Value::Null);
+    assert_eq!(first["lost_transcripts"], 0);
+    assert_eq!(first["operations"]["summary"]["call_seconds"], Value::Null);
+    // Tokens: the builtin backend estimates them; the API, the engine and
+    // /metrics all say the same.
+    let usage = engine.snapshot().sessions[0].ops[Operation::Summary.index()].usage;
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    assert_eq!(
+        first["operations"]["summary"]["prompt_tokens"],
+        usage.prompt_tokens
+    );
+    assert_eq!(
+        first["operations"]["summary"]["completion_tokens"],
+        usage.completion_tokens
+    );
+    let metrics = get_text(&format!("http://{addr}/metrics")).await.1;
+    let line = |series: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("{series} missing in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(
+        line(r#"inflight_llm_tokens_total{op="summary",kind="prompt"}"#),
+        usage.prompt_tokens
+    );
+    assert_eq!(
+        line(r#"inflight_session_llm_tokens{session_id="standup",op="summary",kind="completion"}"#),
+        usage.completion_tokens
+    );
     let detail: Value = http()
         .get(format!("http://{addr}/api/sessions/standup"))
         .send()

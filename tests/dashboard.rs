@@ -73,6 +73,7 @@ fn fixture(now: Instant) -> Snapshot {
         last_transcript_at: Some(ago(now, 2.0)),
         ended: false,
         has_partial: true,
+        lost: 0,
         ops: [op(7, 12, 4100), op(5, 9, 6200)],
     };
     standup.ops[0].in_flight = Some(running(now, 41, 12.4, Phase::Running, true));
@@ -86,6 +87,7 @@ fn fixture(now: Instant) -> Snapshot {
         last_transcript_at: Some(ago(now, 250.0)),
         ended: false,
         has_partial: false,
+        lost: 0,
         ops: [op(3, 1, 2500), op(3, 0, 3100)],
     };
     retro.ops[1].failed = 2;
@@ -100,6 +102,7 @@ fn fixture(now: Instant) -> Snapshot {
         last_transcript_at: Some(ago(now, 30.0)),
         ended: true,
         has_partial: false,
+        lost: 0,
         ops: [op(9, 30, 1800), op(9, 28, 2200)],
     };
     for op in &mut planning.ops {
@@ -112,6 +115,7 @@ fn fixture(now: Instant) -> Snapshot {
         last_transcript_at: None,
         ended: false,
         has_partial: false,
+        lost: 0,
         ops: [OpRow::default(), OpRow::default()],
     };
     let sessions = vec![retro, planning, standup, fresh];
@@ -515,7 +519,9 @@ impl Backend for HostileBackend {
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
         Box::pin(async move {
             match request.op {
-                Operation::Summary => Err(LlmError::other(format!("server said {ESCAPES}boom\u{7}"))),
+                Operation::Summary => {
+                    Err(LlmError::other(format!("server said {ESCAPES}boom\u{7}")))
+                }
                 Operation::MindMap => Ok(LlmResponse {
                     text: serde_json::json!({"root": {
                         "label": format!("Budget{ESCAPES}"),

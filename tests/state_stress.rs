@@ -45,7 +45,10 @@ fn finish_all(shared: &Shared, mut guard: RunGuard, key: usize) {
             FinishOutcome::FollowUp(next) => {
                 let before = shared.held[key].fetch_add(1, Ordering::SeqCst);
                 assert_eq!(before, 0, "a follow-up found its slot held");
-                assert!(next.mark_running(shared.generation.load(Ordering::SeqCst)).is_some());
+                assert!(
+                    next.mark_running(shared.generation.load(Ordering::SeqCst))
+                        .is_some()
+                );
                 guard = next;
             }
             FinishOutcome::Ended => return,
@@ -121,7 +124,8 @@ fn hammer(policy: Policy) {
                                     assert_eq!(before, 0, "two current runs of one (session, op)");
                                     assert!(
                                         guard
-                                            .mark_running(shared.generation.load(Ordering::SeqCst)).is_some()
+                                            .mark_running(shared.generation.load(Ordering::SeqCst))
+                                            .is_some()
                                     );
                                     assert!(
                                         mine.insert(key, guard).is_none(),
@@ -187,7 +191,10 @@ fn finish_checked(shared: &Shared, model: &Model, mut guard: RunGuard, key: usiz
                 assert!(holds, "a stopped run's finish handed the slot on");
                 assert!(next.is_follow_up());
                 *current = Some(next.run_id());
-                assert!(next.mark_running(shared.generation.load(Ordering::SeqCst)).is_some());
+                assert!(
+                    next.mark_running(shared.generation.load(Ordering::SeqCst))
+                        .is_some()
+                );
                 guard = next;
             }
         }
@@ -237,7 +244,8 @@ fn hammer_with_stops() {
                                     assert!(!guard.is_follow_up());
                                     assert!(
                                         guard
-                                            .mark_running(shared.generation.load(Ordering::SeqCst)).is_some()
+                                            .mark_running(shared.generation.load(Ordering::SeqCst))
+                                            .is_some()
                                     );
                                     drop(current);
                                     if let Some(old) = mine.insert(key, guard) {

@@ -15,7 +15,13 @@ pub struct OperationJson {
     /// `idle`, `queued` or `running`.
     pub state: &'static str,
     pub run_id: Option<u64>,
+    /// Since admission (the original start time), waiting included.
     pub in_flight_seconds: Option<f64>,
+    /// Of those, spent waiting for an LLM permit.
+    pub waiting_seconds: Option<f64>,
+    /// Since the current LLM call began (running only); `--op-timeout`
+    /// counts from there.
+    pub call_seconds: Option<f64>,
     pub pending: bool,
     pub tokens: Option<u64>,
     pub tokens_per_second: Option<f64>,
@@ -31,6 +37,11 @@ pub struct OperationJson {
     pub p95_duration_seconds: Option<f64>,
     pub last_error: Option<String>,
     pub covered_generation: Option<u64>,
+    /// Tokens every run of this operation cost, in all.
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Time its runs spent waiting for an LLM permit, in all.
+    pub permit_wait_seconds: f64,
 }
 
 fn secs(d: Option<Duration>) -> Option<f64> {
@@ -48,6 +59,10 @@ impl OperationJson {
             },
             run_id: run.map(|r| r.run_id),
             in_flight_seconds: run.map(|r| now.saturating_duration_since(r.admitted).as_secs_f64()),
+            waiting_seconds: run.map(|r| r.waited_until(now).as_secs_f64()),
+            call_seconds: run
+                .and_then(|r| r.started)
+                .map(|at| now.saturating_duration_since(at).as_secs_f64()),
             pending: run.is_some_and(|r| r.pending),
             tokens: op.tokens.map(|(n, _)| n),
             tokens_per_second: op.tokens.map(|(_, rate)| rate),
@@ -63,6 +78,9 @@ impl OperationJson {
             p95_duration_seconds: secs(op.p95_duration),
             last_error: op.last_error.clone(),
             covered_generation: op.covered_generation,
+            prompt_tokens: op.usage.prompt_tokens,
+            completion_tokens: op.usage.completion_tokens,
+            permit_wait_seconds: op.total_wait.as_secs_f64(),
         }
     }
 }
@@ -80,6 +98,9 @@ pub struct SessionJson {
     pub transcripts: u64,
     pub ended: bool,
     pub last_transcript_age_seconds: Option<f64>,
+    /// Transcripts dropped before any result covered them (a backlog past
+    /// what a session holds): never sent to the model.
+    pub lost_transcripts: u64,
     pub operations: OperationsJson,
 }
 
@@ -93,6 +114,7 @@ impl SessionJson {
             last_transcript_age_seconds: row
                 .last_transcript_at
                 .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            lost_transcripts: row.lost,
             operations: OperationsJson {
                 summary: OperationJson::new(&row.ops[Operation::Summary.index()], now),
                 mind_map: OperationJson::new(&row.ops[Operation::MindMap.index()], now),

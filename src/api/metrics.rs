@@ -181,6 +181,61 @@ impl Collector for EngineCollector {
             "Runs started by a pending flag",
             &per_op(&|o| o.follow_ups),
         )?;
+        let mut tokens = Vec::new();
+        for op in Operation::ALL {
+            let counts = &snapshot.lifetime[op.index()];
+            for (kind, n) in [
+                ("prompt", counts.prompt_tokens),
+                ("completion", counts.completion_tokens),
+            ] {
+                let mut labels = op_labels(op);
+                labels.push(("kind".into(), kind.into()));
+                tokens.push((labels, n));
+            }
+        }
+        counter_family(
+            &mut encoder,
+            "llm_tokens",
+            "Tokens the LLM calls cost, as the servers counted them (estimated for builtin)",
+            &tokens,
+        )?;
+        let mut session_tokens = Vec::new();
+        for row in &snapshot.sessions {
+            for op in Operation::ALL {
+                let usage = row.ops[op.index()].usage;
+                for (kind, n) in [
+                    ("prompt", usage.prompt_tokens),
+                    ("completion", usage.completion_tokens),
+                ] {
+                    let labels = vec![
+                        ("session_id".to_string(), row.id.as_str().to_string()),
+                        ("op".to_string(), op.as_str().to_string()),
+                        ("kind".to_string(), kind.to_string()),
+                    ];
+                    session_tokens.push((labels, i64::try_from(n).unwrap_or(i64::MAX)));
+                }
+            }
+        }
+        // A gauge, not a counter: the series goes when the session is
+        // forgotten; the per-operation totals above never fall.
+        gauge_family(
+            &mut encoder,
+            "session_llm_tokens",
+            "Tokens each held session's operation has cost so far",
+            &session_tokens,
+        )?;
+        {
+            let mut metric = encoder.encode_descriptor(
+                "permit_wait_seconds",
+                "Time runs spent waiting for an LLM permit, in all",
+                None,
+                ConstCounter::new(0f64).metric_type(),
+            )?;
+            for op in Operation::ALL {
+                let waited = snapshot.lifetime[op.index()].waited.as_secs_f64();
+                ConstCounter::new(waited).encode(metric.encode_family(&op_labels(op))?)?;
+            }
+        }
         let mut finished = Vec::new();
         for op in Operation::ALL {
             for outcome in [

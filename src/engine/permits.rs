@@ -244,7 +244,10 @@ mod tests {
         let mut waiting = pin!(permits.acquire(1));
         assert!(poll_once(waiting.as_mut()).is_pending());
         permits.close();
-        assert!(matches!(poll_once(waiting.as_mut()), Poll::Ready(Err(Closed))));
+        assert!(matches!(
+            poll_once(waiting.as_mut()),
+            Poll::Ready(Err(Closed))
+        ));
         assert_eq!(permits.acquire(0).await.unwrap_err(), Closed);
     }
 }

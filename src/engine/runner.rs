@@ -130,7 +130,11 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
 }
 
 /// One LLM call and its result; the tokens it cost, also when it failed.
-async fn call(shared: &Shared, guard: &RunGuard, input: RunInput) -> Result<Usage, (String, Usage)> {
+async fn call(
+    shared: &Shared,
+    guard: &RunGuard,
+    input: RunInput,
+) -> Result<Usage, (String, Usage)> {
     let (session, op) = (guard.session(), guard.op());
     let progress = Arc::new(Progress::default());
     let _tracked = shared.progress.track(guard.run_id(), progress.clone());

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::feeds::FeedView;
 use super::store::SessionContent;
 use super::store::SessionFacts;
-use crate::llm::BackendInfo;
+use crate::llm::{BackendInfo, Usage};
 use crate::model::{OPERATION_COUNT, SessionId};
 use crate::state::{InFlight, OpCounters, OpStats, Policy, RunRecord};
 
@@ -34,6 +34,10 @@ pub struct OpRow {
     pub consecutive_failures: u32,
     /// The generation the latest stored result covers.
     pub covered_generation: Option<u64>,
+    /// Tokens the runs cost, in all.
+    pub usage: Usage,
+    /// Time runs spent waiting for an LLM permit, in all.
+    pub total_wait: Duration,
 }
 
 impl OpRow {
@@ -54,6 +58,8 @@ impl OpRow {
             last_error: stats.last_error.clone(),
             consecutive_failures: stats.consecutive_failures,
             covered_generation: stats.covered_generation,
+            usage: stats.usage,
+            total_wait: stats.total_wait,
         }
     }
 
@@ -73,6 +79,8 @@ pub struct SessionRow {
     pub last_transcript_at: Option<Instant>,
     pub ended: bool,
     pub has_partial: bool,
+    /// Transcripts dropped before they were covered: never summarised.
+    pub lost: u64,
     pub ops: [OpRow; OPERATION_COUNT],
 }
 
@@ -86,6 +94,7 @@ impl SessionRow {
             last_transcript_at: facts.last_transcript_at,
             ended: facts.ended,
             has_partial: facts.partial,
+            lost: facts.lost,
             ops: Default::default(),
         }
     }

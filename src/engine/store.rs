@@ -822,7 +822,11 @@ mod tests {
         for i in 0..n {
             store.append(said("a", None, &format!("{i}"), true), None);
         }
-        assert_eq!(store.content(&id, usize::MAX).unwrap().recent.len(), n, "none covered");
+        assert_eq!(
+            store.content(&id, usize::MAX).unwrap().recent.len(),
+            n,
+            "none covered"
+        );
         assert_eq!(store.oldest_uncovered(&id, Operation::Summary), 0);
         store.put_result(&id, Operation::Summary, result_covering(n as u64, 1));
         assert_eq!(
@@ -830,7 +834,11 @@ mod tests {
             MAX_KEPT_TRANSCRIPTS,
             "covered: back to the view limit"
         );
-        assert_eq!(store.oldest_uncovered(&id, Operation::Summary), n as u64, "up to date");
+        assert_eq!(
+            store.oldest_uncovered(&id, Operation::Summary),
+            n as u64,
+            "up to date"
+        );
         for i in 0..(MAX_HELD_TRANSCRIPTS + 5) {
             store.append(said("a", None, &format!("more {i}"), true), None);
         }
@@ -838,7 +846,10 @@ mod tests {
         let held = store.content(&id, usize::MAX).unwrap().recent.len();
         assert_eq!(held, MAX_HELD_TRANSCRIPTS);
         assert_eq!(facts.lost, 5, "only uncovered lines count as lost");
-        assert_eq!(store.oldest_uncovered(&id, Operation::Summary), (n + 5) as u64);
+        assert_eq!(
+            store.oldest_uncovered(&id, Operation::Summary),
+            (n + 5) as u64
+        );
     }
 
     #[test]

@@ -244,12 +244,14 @@ pub fn mind_map_merged(utterances: &[Utterance], previous: Option<&str>) -> Mind
         text: vec![root.label.as_str(); root.children.len() + 1].join(" "),
     };
     let mut said: Vec<Utterance> = std::iter::once(topic)
-        .chain(root.children.iter().map(|node| Utterance {
-            speaker: None,
-            text: std::iter::once(node.label.as_str())
-                .chain(node.children.iter().map(|c| c.label.as_str()))
-                .collect::<Vec<_>>()
-                .join(" "),
+        .chain(root.children.iter().map(|node| {
+            Utterance {
+                speaker: None,
+                text: std::iter::once(node.label.as_str())
+                    .chain(node.children.iter().map(|c| c.label.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            }
         }))
         .collect();
     said.extend_from_slice(utterances);
@@ -377,9 +379,16 @@ mod tests {
         assert!(!before_points.is_empty());
         let after = summarise(later, Some(&before));
         for point in &before_points {
-            assert!(after.contains(&point.text), "{:?} lost from {after}", point.text);
+            assert!(
+                after.contains(&point.text),
+                "{:?} lost from {after}",
+                point.text
+            );
         }
-        assert!(points_of(&after).len() > before_points.len(), "new points added");
+        assert!(
+            points_of(&after).len() > before_points.len(),
+            "new points added"
+        );
         // Many rounds never grow it past its cap.
         let mut summary = before;
         for _ in 0..20 {
@@ -395,7 +404,10 @@ mod tests {
         let json = serde_json::to_string(&first).unwrap();
         let chat = said(&[("bo", "Lunch was nice, the pasta was nice.")]);
         let merged = mind_map_merged(&chat, Some(&json));
-        assert_eq!(merged.root.label, "release", "one new line does not take over");
+        assert_eq!(
+            merged.root.label, "release",
+            "one new line does not take over"
+        );
         assert_eq!(mind_map_merged(&chat, None).root.label, "nice");
         assert_eq!(mind_map_merged(&chat, Some("garbage")), mind_map(&chat));
     }

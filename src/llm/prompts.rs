@@ -215,7 +215,11 @@ mod tests {
         assert!(user.contains("ana: line 0 ") && user.contains("ana: line 49 "));
         let counted: usize = request.utterances.iter().map(line_chars).sum();
         let transcript = transcript_text(&request.utterances);
-        assert_eq!(counted, transcript.chars().count() + 1, "one newline per line");
+        assert_eq!(
+            counted,
+            transcript.chars().count() + 1,
+            "one newline per line"
+        );
     }
 
     #[test]

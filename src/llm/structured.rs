@@ -348,10 +348,16 @@ mod tests {
     #[tokio::test]
     async fn refused_on_every_rung_is_not_the_format() {
         let ladder = Ladder::default();
-        let (result, calls) =
-            play(&ladder, Operation::MindMap, |n, _| refused([500, 400, 422][n])).await;
+        let (result, calls) = play(&ladder, Operation::MindMap, |n, _| {
+            refused([500, 400, 422][n])
+        })
+        .await;
         let error = result.unwrap_err();
-        assert_eq!(error.kind, LlmErrorKind::Refused { status: 500 }, "the first error");
+        assert_eq!(
+            error.kind,
+            LlmErrorKind::Refused { status: 500 },
+            "the first error"
+        );
         assert_eq!(calls.len(), 3);
         assert_eq!(ladder.current(), Rung::JsonSchema, "nothing learnt");
         // A 404 (no such model) or 401 is no reason to change format.
@@ -366,7 +372,11 @@ mod tests {
     async fn an_unreadable_answer_is_repaired_once_at_the_same_rung() {
         let ladder = Ladder::default();
         let (result, calls) = play(&ladder, Operation::MindMap, |n, _| {
-            ok(if n == 0 { "{\"root\": {\"label\": " } else { MAP })
+            ok(if n == 0 {
+                "{\"root\": {\"label\": "
+            } else {
+                MAP
+            })
         })
         .await;
         let answer = result.unwrap();
@@ -380,7 +390,11 @@ mod tests {
         let error = result.unwrap_err();
         assert_eq!(calls.len(), 2, "one repair, no more");
         assert!(matches!(error.kind, LlmErrorKind::BadAnswer { ref answer } if answer == "no map"));
-        assert!(error.message.contains("after a repair retry"), "{}", error.message);
+        assert!(
+            error.message.contains("after a repair retry"),
+            "{}",
+            error.message
+        );
         assert_eq!(error.usage.prompt_tokens, 20);
     }
 

@@ -212,7 +212,10 @@ mod tests {
         assert_eq!(stats.mean_duration(), Some(Duration::from_millis(105)));
         assert_eq!(stats.covered_generation, Some(200));
         assert_eq!(stats.total_wait, Duration::from_millis(20));
-        assert_eq!((stats.usage.prompt_tokens, stats.usage.completion_tokens), (2000, 200));
+        assert_eq!(
+            (stats.usage.prompt_tokens, stats.usage.completion_tokens),
+            (2000, 200)
+        );
 
         stats.record(run(5, Outcome::Failed), Some("boom".into()));
         stats.record(run(5, Outcome::TimedOut), None);

@@ -617,8 +617,11 @@ pub fn warnings(row: &SessionRow, now: Instant, op_timeout: Duration) -> Vec<Str
     for op in Operation::ALL {
         let stats = &row.ops[op.index()];
         if let Some(run) = &stats.in_flight {
+            // The deadline counts from the call's start; durations (and the
+            // p95) from admission, as the original status does.
+            let calling = run.started.map(|at| now.saturating_duration_since(at));
             let running = now.saturating_duration_since(run.admitted);
-            if running >= op_timeout.mul_f64(0.8) {
+            if calling.is_some_and(|calling| calling >= op_timeout.mul_f64(0.8)) {
                 out.push(format!("{} near its deadline", op.label()));
             } else if let Some(p95) = stats.p95_duration.filter(|_| stats.ok + stats.failed >= 3)
                 && running > p95

@@ -195,13 +195,16 @@ fn draw_runs(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
         ])
         .areas(*half);
         let summary = format!(
-            "{}: {} runs, {} ok, {} skipped · mean {} p95 {}",
+            "{}: {} runs, {} ok, {} skipped · mean {} p95 {} · tokens {} in {} out · waited {}",
             op.label(),
             stats.runs,
             stats.ok,
             stats.skipped,
             stats.mean_duration.map_or("-".into(), format::duration),
             stats.p95_duration.map_or("-".into(), format::duration),
+            format::count(stats.usage.prompt_tokens),
+            format::count(stats.usage.completion_tokens),
+            format::duration(stats.total_wait),
         );
         frame.render_widget(Line::styled(summary, t.header_cell()), label);
         let data: Vec<u64> = history
@@ -234,5 +237,25 @@ fn run_line(run: &RunRecord, t: &Theme) -> Line<'static> {
                 .map_or(String::new(), |g| format!(" gen {g}")),
         ),
         Span::styled(if run.follow_up { " ↻" } else { "" }, t.pending()),
+        Span::styled(
+            if run.usage == Default::default() {
+                String::new()
+            } else {
+                format!(
+                    " {}+{} tok",
+                    format::count(run.usage.prompt_tokens),
+                    format::count(run.usage.completion_tokens)
+                )
+            },
+            t.dim(),
+        ),
+        Span::styled(
+            if run.waited >= std::time::Duration::from_secs(1) {
+                format!(" waited {}", format::duration(run.waited))
+            } else {
+                String::new()
+            },
+            t.dim(),
+        ),
     ])
 }

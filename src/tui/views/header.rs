@@ -40,6 +40,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Span::styled(" ✗ unreachable", t.error())
     });
     first.push(llm);
+    if let Some(format) = backend.structured_output {
+        first.push(label_value("maps", format.to_string(), t.base(), t));
+    }
     first.push(label_value(
         "LLM",
         format!("{}/{}", s.permits_in_use, s.permits_cap),

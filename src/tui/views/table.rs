@@ -293,7 +293,11 @@ pub fn state_spans(
             let elapsed = format::duration(now.saturating_duration_since(run.admitted));
             match run.phase {
                 Phase::Running => {
-                    spans.push(Span::styled(format!("▶ run {elapsed}"), theme.running()));
+                    // The call's own time: what --op-timeout counts.
+                    let calling = run.started.map_or(elapsed, |at| {
+                        format::duration(now.saturating_duration_since(at))
+                    });
+                    spans.push(Span::styled(format!("▶ run {calling}"), theme.running()));
                     if wide && let Some((_, rate)) = op.tokens {
                         spans.push(Span::styled(format!(" {rate:.0}t/s"), theme.running()));
                     }
