@@ -11,7 +11,9 @@
 //! waits its fixed latency (as the seed baseline's does), behind a probe
 //! that counts calls and overlap;
 //! `naive` models what admission control prevents: every request becomes an
-//! LLM call queued behind the same permit cap.
+//! LLM call queued behind the same permit cap;
+//! `bare` is the ceiling for ingest: a read-and-parse loop over the same
+//! feed (tokio-tungstenite, serde_json into borrowed fields), no engine.
 //!
 //! Reported: transcripts/s ingested (first to last message), LLM calls,
 //! skipped requests, the most calls open at once for one (session, op), the
@@ -46,6 +48,7 @@ enum Mode {
     Naive,
     Skip,
     Coalesce,
+    Bare,
 }
 
 #[derive(Debug, Parser)]
@@ -68,6 +71,10 @@ struct Args {
     /// LLM calls at once (high by default, like the seed, which has no cap).
     #[arg(long, default_value_t = 1024)]
     llm_concurrency: usize,
+    /// `--min-interval` in seconds: a follow-up waits this long after the
+    /// previous run of its (session, op) started.
+    #[arg(long, default_value_t = 0.0)]
+    min_interval: f64,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -130,6 +137,7 @@ async fn main() -> Result<(), String> {
     let latency = Duration::from_secs_f64(args.latency);
     let report = match args.policy {
         Mode::Naive => naive(&url, latency, args.llm_concurrency).await?,
+        Mode::Bare => bare(&url).await?,
         Mode::Skip => engine_run(&url, latency, &args, Policy::Skip, &shutdown).await,
         Mode::Coalesce => engine_run(&url, latency, &args, Policy::Coalesce, &shutdown).await,
     };
@@ -189,6 +197,7 @@ async fn engine_run(
             op_timeout: Duration::from_secs(600),
         },
         llm_concurrency: args.llm_concurrency,
+        min_interval: Duration::from_secs_f64(args.min_interval),
         // Every session of the run is held, however many are asked for.
         sessions: inflight::engine::SessionLimits {
             max_sessions: args.sessions.max(1),
@@ -245,7 +254,7 @@ async fn engine_run(
             _ => stale += 1,
         }
     }
-    report(
+    let mut out = report(
         if policy == Policy::Skip {
             "skip"
         } else {
@@ -260,7 +269,57 @@ async fn engine_run(
         max_queued,
         stale,
         &lags,
-    )
+    );
+    out["min_interval_s"] = json!(args.min_interval);
+    out
+}
+
+/// The ceiling: read every frame and parse it, as cheaply as serde allows,
+/// and nothing else.
+async fn bare(url: &str) -> Result<serde_json::Value, String> {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        session_id: Option<&'a str>,
+        seq: Option<u64>,
+        #[serde(borrow)]
+        text: Option<std::borrow::Cow<'a, str>>,
+        is_final: Option<bool>,
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut last = started;
+    let mut transcripts = 0u64;
+    let mut sessions = std::collections::HashSet::new();
+    while let Some(Ok(message)) = socket.next().await {
+        let Ok(text) = message.to_text() else {
+            continue;
+        };
+        let Ok(frame) = serde_json::from_str::<Frame>(text) else {
+            continue;
+        };
+        if frame.kind == "transcript" && frame.is_final != Some(false) {
+            transcripts += 1;
+            last = Instant::now();
+            if let Some(id) = frame.session_id
+                && !sessions.contains(id)
+            {
+                sessions.insert(id.to_string());
+            }
+        }
+    }
+    let ingest_s = last.saturating_duration_since(started).as_secs_f64();
+    Ok(json!({
+        "policy": "bare",
+        "sessions": sessions.len(),
+        "transcripts": transcripts,
+        "ingest_seconds": (ingest_s * 1000.0).round() / 1000.0,
+        "transcripts_per_s": if ingest_s > 0.0 { Some((transcripts as f64 / ingest_s).round()) } else { None },
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,7 +3,8 @@
 # run, in release builds, and prints the Markdown recorded in
 # docs/BENCHMARKS.md. Needs python3 with the `websockets` package and the
 # baseline scripts (seed_baseline.py, feed_server.py) in $BASELINES
-# (default: ../shared/baselines next to this repository).
+# (default: ../shared/baselines next to this repository). With TOKENIZER_URL
+# set to a llama.cpp-python server, it also counts prompt tokens per meeting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASELINES=${BASELINES:-../shared/baselines}
@@ -11,7 +12,7 @@ OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 python3 -c 'import websockets' 2>/dev/null || pip install --quiet websockets
-cargo build --release --quiet --example load
+cargo build --release --quiet --example load --example overload --example token_cost
 LOAD=target/release/examples/load
 TIME=/usr/bin/time
 
@@ -43,6 +44,10 @@ measure "$OUT/paced.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url w
 for policy in naive skip coalesce; do
   measure "$OUT/paced.jsonl" "$LOAD" --feed ws://127.0.0.1:9311 --policy $policy --latency $L
 done
+# Fewer calls for staler results: --min-interval on the same paced feed.
+for interval in 0 2 5 10; do
+  measure "$OUT/interval.jsonl" "$LOAD" --feed ws://127.0.0.1:9311 --policy coalesce --latency $L --min-interval $interval
+done
 
 # Unthrottled ingest, on two feeds: the Python reference feed, and inflight's
 # own replay server (which sends faster than Python can).
@@ -65,7 +70,19 @@ for _ in $(seq 100); do grep -q listening "$OUT/rust-feed.log" 2>/dev/null && br
 for _ in 1 2 3; do
   measure "$OUT/own.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url ws://127.0.0.1:9314 --latency 0.05
   measure "$OUT/own.jsonl" "$LOAD" --feed ws://127.0.0.1:9314 --policy coalesce --latency 0.05
+  # The ceiling: the same feed read and parsed, no engine.
+  measure "$OUT/own.jsonl" "$LOAD" --feed ws://127.0.0.1:9314 --policy bare
 done
+
+# Overload, on a paused clock (exact): demand 5×, 25× and 125× what the LLM can do.
+for sessions in 40 200 1000; do
+  target/release/examples/overload --sessions $sessions --permits 4 --latency 0.5 --seconds 120 >> "$OUT/overload.jsonl"
+done
+# Prompt tokens per meeting, when a llama.cpp server is there to count them.
+if [ -n "${TOKENIZER_URL:-}" ]; then
+  target/release/examples/token_cost --tokenizer "$TOKENIZER_URL" > "$OUT/tokens.jsonl"
+  target/release/examples/token_cost --tokenizer "$TOKENIZER_URL" --joined >> "$OUT/tokens.jsonl"
+fi
 
 start_feed 9313 --sessions 10000 --count 20 --rate 0
 measure "$OUT/memory.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url ws://127.0.0.1:9313 --latency 0.05
@@ -113,6 +130,35 @@ def median_rate(policy):
 ours, seed = median_rate("coalesce"), median_rate("seed-skip")
 print(f"Median ingest: inflight {ours[0]:,.0f}/s (range {ours[1]:,.0f}–{ours[2]:,.0f}), "
       f"seed {seed[0]:,.0f}/s (range {seed[1]:,.0f}–{seed[2]:,.0f}): **{ours[0] / seed[0]:.1f}×**.\n")
+bare = median_rate("bare")
+print(f"Against its ceiling (a bare read-and-parse loop on the same feed, median {bare[0]:,.0f}/s, "
+      f"range {bare[1]:,.0f}–{bare[2]:,.0f}): inflight ingests at **{ours[0] / bare[0] * 100:.0f} %** of it.\n")
+
+print(f"### Calls against freshness: `--min-interval` on the paced feed, LLM latency {L} s\n")
+by_policy = {l["policy"]: l for l in paced}
+curve = [by_policy.get("seed-skip"), by_policy.get("skip")] + rows("interval.jsonl")
+label = lambda l: name(l) + (f" --min-interval {l['min_interval_s']:g}s" if "min_interval_s" in l else "")
+table([l for l in curve if l], [("run", label), ("LLM calls", lambda l: l.get("llm_calls")),
+      ("stale sessions", lambda l: l.get("stale_sessions")), ("freshness lag max (s)", fresh),
+      ("freshness lag mean (s)", lambda l: l.get("mean_fresh_lag_s"))])
+
+print("### Overload: 4 permits, LLM latency 0.5 s, a final transcript per session per second for 120 s\n")
+print("Simulated on a paused clock: exact and repeatable. Ideal round robin lag = latency × (sessions / permits + 1).\n")
+table(rows("overload.jsonl"), [("sessions", lambda l: l["sessions"]), ("demand / capacity", lambda l: l["demand_over_capacity"]),
+      ("LLM calls", lambda l: l["calls"]), ("killed after start", lambda l: l["killed_after_start"]),
+      ("max lag (s)", lambda l: round(l["max_lag_s"], 2)), ("ideal round robin (s)", lambda l: l["ideal_round_robin_lag_s"]),
+      ("lag / ideal", lambda l: round(l["lag_ratio"], 3)), ("Jain fairness", lambda l: round(l["jain_fairness"], 4)),
+      ("stale after the feed ends", lambda l: l["stale_after_drain"])])
+
+if os.path.exists(os.path.join(out, "tokens.jsonl")):
+    print("### Prompt tokens per meeting: incremental against re-reading everything\n")
+    tok = rows("tokens.jsonl")
+    table([l for l in tok if "op" in l], [("meeting", lambda l: l["meeting"] + (" (all four as one)" if l["lines"] > 100 else "")),
+          ("op", lambda l: l["op"]), ("lines", lambda l: l["lines"]), ("full re-read", lambda l: l["full_prompt_tokens"]),
+          ("incremental", lambda l: l["incremental_prompt_tokens"]), ("ratio", lambda l: round(l["ratio"], 3))])
+    table([l for l in tok if "op" not in l], [("meetings", lambda l: l["meetings"]), ("full re-read", lambda l: l["full_prompt_tokens"]),
+          ("incremental", lambda l: l["incremental_prompt_tokens"]), ("ratio", lambda l: round(l["ratio"], 3)),
+          ("lines never sent", lambda l: l["lines_never_sent"])])
 print("### Memory: 10 000 sessions × 20 transcripts, unthrottled, LLM latency 0.05 s\n")
 table(rows("memory.jsonl"), [cols[0], cols[1], cols[6], cols[8]])
 
@@ -141,7 +187,8 @@ for path in sorted(glob.glob(f"{crit}/*/new/estimates.json")):
 print()
 print("### Raw results\n")
 print("```")
-for f in ["paced.jsonl", "ingest.jsonl", "own.jsonl", "memory.jsonl", "micro.json"]:
-    print(open(os.path.join(out, f)).read().strip())
+for f in ["paced.jsonl", "interval.jsonl", "ingest.jsonl", "own.jsonl", "memory.jsonl", "overload.jsonl", "tokens.jsonl", "micro.json"]:
+    if os.path.exists(os.path.join(out, f)):
+        print(open(os.path.join(out, f)).read().strip())
 print("```")
 PY

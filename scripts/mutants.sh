@@ -27,7 +27,9 @@ fi
 case "$folder" in
   src/state) tests=(--lib --test state --test state_stress --test deadline) ;;
   src/engine) tests=(--lib --test deadline --test lifecycle --test replay_engine --test feeds
-                     --test api --test llm_http --test dashboard --test logs --test serve) ;;
+                     --test api --test llm_http --test dashboard --test logs --test serve
+                     --test scheduling --test llm_structured) ;;
+  src/llm) tests=(--lib --test llm_http --test llm_structured --test scheduling --test replay_engine) ;;
   *) tests=() ;;
 esac
 

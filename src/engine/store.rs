@@ -161,7 +161,8 @@ pub struct RunInput {
     /// it holds (or of the session, when nothing new was said).
     pub generation: u64,
     pub utterances: Vec<Utterance>,
-    /// The previous result it builds on: a summary's text, a mind map as JSON.
+    /// The previous result it builds on: a summary's text, a mind map as an
+    /// outline.
     pub previous: Option<String>,
     /// More was said after `generation` than one prompt window held: the
     /// run goes on with another step.
@@ -467,7 +468,7 @@ impl SessionStore {
         let previous = record.results[op.index()].as_ref().map(|r| {
             let text = match &r.body {
                 ResultBody::Summary(text) => text.clone(),
-                ResultBody::MindMap(map) => serde_json::to_string(map).unwrap_or_default(),
+                ResultBody::MindMap(map) => crate::llm::mind_map::to_outline(map),
             };
             (text, r.covered_generation)
         });

@@ -230,12 +230,15 @@ pub fn summarise(utterances: &[Utterance], previous: Option<&str>) -> String {
     out.trim_end().to_string()
 }
 
-/// The mind map of `utterances` merged with the `previous` map (as JSON):
+/// The mind map of `utterances` merged with the `previous` map (an outline
+/// or JSON):
 /// each branch counts as a line said with its words, and the main topic as
 /// said once per branch and once more, so the map's topics stay unless the
 /// new lines outweigh them.
 pub fn mind_map_merged(utterances: &[Utterance], previous: Option<&str>) -> MindMap {
-    let Some(Ok(previous)) = previous.map(super::mind_map::parse_lenient) else {
+    let Some(previous) = previous.and_then(|text| {
+        super::mind_map::parse_outline(text).or_else(|| super::mind_map::parse_lenient(text).ok())
+    }) else {
         return mind_map(utterances);
     };
     let root = &previous.root;
@@ -409,7 +412,13 @@ mod tests {
             "one new line does not take over"
         );
         assert_eq!(mind_map_merged(&chat, None).root.label, "nice");
-        assert_eq!(mind_map_merged(&chat, Some("garbage")), mind_map(&chat));
+        let outline = super::super::mind_map::to_outline(&first);
+        assert_eq!(
+            mind_map_merged(&chat, Some(&outline)),
+            merged,
+            "the engine sends outlines"
+        );
+        assert_eq!(mind_map_merged(&chat, Some("{garbage")), mind_map(&chat));
     }
 
     #[tokio::test(start_paused = true)]

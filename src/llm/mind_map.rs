@@ -3,6 +3,9 @@
 //! Models wrap JSON in prose or code fences; the parser takes the first JSON
 //! object in the text that has the mind-map shape, then clamps its depth,
 //! its fan-out and its label lengths so one odd answer cannot flood a view.
+//!
+//! A previous map goes back into an incremental prompt as an outline
+//! ([`to_outline`]): the same tree in a third of the tokens JSON takes.
 
 use crate::model::{MindMap, MindMapNode};
 
@@ -49,6 +52,52 @@ fn node_from_value(value: &serde_json::Value, depth: usize) -> Option<MindMapNod
         label: label.to_string(),
         children,
     })
+}
+
+/// The map as an indented outline: the main topic on the first line, then
+/// `- label` lines, two spaces deeper per level.
+pub fn to_outline(map: &MindMap) -> String {
+    fn walk(node: &MindMapNode, depth: usize, out: &mut String) {
+        for child in &node.children {
+            out.push('\n');
+            out.push_str(&"  ".repeat(depth));
+            out.push_str("- ");
+            out.push_str(&child.label);
+            walk(child, depth + 1, out);
+        }
+    }
+    let mut out = map.root.label.clone();
+    walk(&map.root, 0, &mut out);
+    out
+}
+
+/// Reads an outline written by [`to_outline`] back; `None` for other text.
+pub fn parse_outline(text: &str) -> Option<MindMap> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let root = lines.next()?.trim();
+    if root.starts_with("- ") || root.starts_with('{') {
+        return None;
+    }
+    // The path of open nodes, by depth: stack[0] is the root.
+    let mut stack = vec![MindMapNode::leaf(root)];
+    for line in lines {
+        let indent = line.len() - line.trim_start().len();
+        let label = line.trim_start().strip_prefix("- ")?;
+        let depth = indent / 2 + 1;
+        if depth > stack.len() {
+            return None;
+        }
+        while stack.len() > depth {
+            let done = stack.pop()?;
+            stack.last_mut()?.children.push(done);
+        }
+        stack.push(MindMapNode::leaf(label));
+    }
+    while stack.len() > 1 {
+        let done = stack.pop()?;
+        stack.last_mut()?.children.push(done);
+    }
+    Some(clamp(MindMap { root: stack.pop()? }))
 }
 
 /// Applies the size limits to a tree already parsed.
@@ -101,6 +150,31 @@ mod tests {
         assert_eq!(parse_lenient(text).unwrap().root.label, "X");
         assert!(parse_lenient("no json here").is_err());
         assert!(parse_lenient("{\"root\": 5}").is_err());
+    }
+
+    #[test]
+    fn outlines_round_trip_and_other_text_is_refused() {
+        let map = MindMap {
+            root: MindMapNode {
+                label: "Launch".into(),
+                children: vec![
+                    MindMapNode {
+                        label: "Date".into(),
+                        children: vec![MindMapNode::leaf("Thursday"), MindMapNode::leaf("Friday")],
+                    },
+                    MindMapNode::leaf("Risks"),
+                ],
+            },
+        };
+        let outline = to_outline(&map);
+        assert_eq!(outline, "Launch\n- Date\n  - Thursday\n  - Friday\n- Risks");
+        assert_eq!(parse_outline(&outline), Some(map.clone()));
+        let json = serde_json::to_string(&map).unwrap();
+        assert!(outline.len() * 2 < json.len(), "{outline:?} vs {json}");
+        assert_eq!(parse_outline(&json), None);
+        assert_eq!(parse_outline("Root\n    - too deep"), None);
+        assert_eq!(parse_outline("Root\nno dash"), None);
+        assert_eq!(parse_outline(""), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct LlmRequest {
     /// or from the start (full), never more than one prompt window.
     pub utterances: Vec<Utterance>,
     /// The result the new one builds on: the previous summary's text, or
-    /// the previous mind map as JSON.
+    /// the previous mind map as an outline (`mind_map::to_outline`).
     pub previous: Option<String>,
     /// Set on the one retry after an answer that could not be used.
     pub repair: Option<Repair>,

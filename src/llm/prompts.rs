@@ -52,7 +52,7 @@ Write the updated summary of the whole meeting."
 Use short labels, at most 4 levels and at most 8 children per node."
                 .into(),
             mind_map: "Transcript:\n\n{transcript}\n\nAnswer with the mind map JSON.".into(),
-            mind_map_incremental: "Mind map so far:\n\n{previous_mind_map}\n\nWhat was said since:\n\n{transcript}\n\n\
+            mind_map_incremental: "Mind map so far, as an outline:\n\n{previous_mind_map}\n\nWhat was said since:\n\n{transcript}\n\n\
 Answer with the updated mind map JSON of the whole meeting."
                 .into(),
             repair: "That answer could not be used: {why}. Answer again, with only what was asked for."
