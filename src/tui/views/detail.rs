@@ -194,17 +194,18 @@ fn draw_runs(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
             Constraint::Min(0),
         ])
         .areas(*half);
+        // Most telling first: what is cut at the right edge matters least.
         let summary = format!(
-            "{}: {} runs, {} ok, {} skipped · mean {} p95 {} · tokens {} in {} out · waited {}",
+            "{}: {} runs {} ok {} skip · p95 {} · {}+{} tok · wait {} · mean {}",
             op.label(),
             stats.runs,
             stats.ok,
             stats.skipped,
-            stats.mean_duration.map_or("-".into(), format::duration),
             stats.p95_duration.map_or("-".into(), format::duration),
             format::count(stats.usage.prompt_tokens),
             format::count(stats.usage.completion_tokens),
             format::duration(stats.total_wait),
+            stats.mean_duration.map_or("-".into(), format::duration),
         );
         frame.render_widget(Line::styled(summary, t.header_cell()), label);
         let data: Vec<u64> = history
@@ -238,20 +239,15 @@ fn run_line(run: &RunRecord, t: &Theme) -> Line<'static> {
         ),
         Span::styled(if run.follow_up { " ↻" } else { "" }, t.pending()),
         Span::styled(
-            if run.usage == Default::default() {
-                String::new()
-            } else {
-                format!(
-                    " {}+{} tok",
-                    format::count(run.usage.prompt_tokens),
-                    format::count(run.usage.completion_tokens)
-                )
+            match run.usage.prompt_tokens + run.usage.completion_tokens {
+                0 => String::new(),
+                tokens => format!(" {} tok", format::count(tokens)),
             },
             t.dim(),
         ),
         Span::styled(
             if run.waited >= std::time::Duration::from_secs(1) {
-                format!(" waited {}", format::duration(run.waited))
+                format!(" wait {}", format::duration(run.waited))
             } else {
                 String::new()
             },
