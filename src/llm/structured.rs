@@ -369,6 +369,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_a_refusal_another_kind_of_error_is_the_one_reported_and_all_usage_counts() {
+        let ladder = Ladder::default();
+        let (result, _) = play(&ladder, Operation::MindMap, |n, _| match n {
+            0 => Err(LlmError {
+                usage: Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 0,
+                },
+                ..LlmError::new(LlmErrorKind::Refused { status: 500 }, "no schema")
+            }),
+            _ => Err(LlmError::new(
+                LlmErrorKind::Unreachable,
+                "connection refused",
+            )),
+        })
+        .await;
+        let error = result.unwrap_err();
+        assert_eq!(
+            error.kind,
+            LlmErrorKind::Unreachable,
+            "the newer, other cause"
+        );
+        assert_eq!(error.usage.prompt_tokens, 7);
+        let (result, _) = play(&ladder, Operation::MindMap, |n, _| match n {
+            0 => Err(LlmError {
+                usage: Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 0,
+                },
+                ..LlmError::new(LlmErrorKind::Refused { status: 400 }, "no schema")
+            }),
+            _ => ok(MAP),
+        })
+        .await;
+        assert_eq!(
+            result.unwrap().usage.prompt_tokens,
+            17,
+            "the refused call's tokens too"
+        );
+    }
+
+    #[tokio::test]
     async fn an_unreadable_answer_is_repaired_once_at_the_same_rung() {
         let ladder = Ladder::default();
         let (result, calls) = play(&ladder, Operation::MindMap, |n, _| {
