@@ -75,6 +75,11 @@ struct Args {
     /// previous run of its (session, op) started.
     #[arg(long, default_value_t = 0.0)]
     min_interval: f64,
+    /// Also follow freshness during the run, not only at the end: the
+    /// longest any transcript waited for a summary to cover it
+    /// (`max_stale_s`). Reads every event, so leave it off for ingest runs.
+    #[arg(long)]
+    lag_over_time: bool,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -198,14 +203,26 @@ async fn engine_run(
         },
         llm_concurrency: args.llm_concurrency,
         min_interval: Duration::from_secs_f64(args.min_interval),
-        // Every session of the run is held, however many are asked for.
+        // Every session of the run is held: on an outside feed the
+        // harness does not know how many there are.
         sessions: inflight::engine::SessionLimits {
-            max_sessions: args.sessions.max(1),
+            max_sessions: if args.feed.is_some() {
+                10_000_000
+            } else {
+                args.sessions.max(1)
+            },
             ..Default::default()
         },
         ..Default::default()
     };
     let engine = Engine::new(config, probe.clone());
+    let stop_watching = CancellationToken::new();
+    let watcher = args.lag_over_time.then(|| {
+        tokio::spawn(longest_wait_for_cover(
+            engine.subscribe(),
+            stop_watching.clone(),
+        ))
+    });
     let options = client::FeedOptions {
         retries: Some(0),
         format: FeedFormat::Native,
@@ -271,7 +288,57 @@ async fn engine_run(
         &lags,
     );
     out["min_interval_s"] = json!(args.min_interval);
+    if let Some(watcher) = watcher {
+        stop_watching.cancel();
+        out["max_stale_s"] = json!(watcher.await.ok().map(|s| (s * 1000.0).round() / 1000.0));
+    }
     out
+}
+
+/// The longest any final transcript waited, from its arrival to the
+/// summary that covered it, over the whole run.
+async fn longest_wait_for_cover(
+    mut events: tokio::sync::broadcast::Receiver<inflight::events::Event>,
+    stop: CancellationToken,
+) -> f64 {
+    use inflight::events::Event;
+    let mut arrived: HashMap<SessionId, Vec<Instant>> = HashMap::new();
+    let mut covered: HashMap<SessionId, u64> = HashMap::new();
+    let mut longest = Duration::ZERO;
+    loop {
+        // Events first: stop only once every event sent has been read.
+        let event = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            _ = stop.cancelled() => return longest.as_secs_f64(),
+        };
+        match event {
+            Ok(Event::TranscriptReceived {
+                session,
+                is_final: true,
+                ..
+            }) => arrived.entry(session).or_default().push(Instant::now()),
+            Ok(Event::ResultReady {
+                session,
+                op: Operation::Summary,
+                covered_generation,
+                ..
+            }) => {
+                let before = covered
+                    .insert(session.clone(), covered_generation)
+                    .unwrap_or(0);
+                if let Some(at) = arrived
+                    .get(&session)
+                    .and_then(|times| times.get(before as usize))
+                {
+                    longest = longest.max(at.elapsed());
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return f64::NAN,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return longest.as_secs_f64(),
+        }
+    }
 }
 
 /// The ceiling: read every frame and parse it, as cheaply as serde allows,
@@ -291,6 +358,13 @@ async fn bare(url: &str) -> Result<serde_json::Value, String> {
     let (mut socket, _) = tokio_tungstenite::connect_async(url)
         .await
         .map_err(|e| e.to_string())?;
+    // As every client does: a feed streams once it has the hello.
+    futures_util::SinkExt::send(
+        &mut socket,
+        tokio_tungstenite::tungstenite::Message::text(r#"{"type":"hello","resume":{}}"#),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut last = started;
     let mut transcripts = 0u64;

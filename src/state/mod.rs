@@ -365,14 +365,15 @@ impl ProcessingStateManager {
             let entry = sessions.get_mut(session)?;
             let slot = take_slot(entry, active, session, op, &mut events)?;
             slot.cancel.cancel();
-            let duration = slot.view.admitted.elapsed();
+            let now = Instant::now();
+            let duration = now.saturating_duration_since(slot.view.admitted);
             let error = reason.to_string();
             record_end(
                 entry,
                 &mut lifetime[op.index()],
                 op,
                 &slot.view,
-                (duration, Usage::default()),
+                (now, duration, Usage::default()),
                 Outcome::Cancelled,
                 Some(error.clone()),
             );
@@ -423,7 +424,9 @@ impl ProcessingStateManager {
             let Some(slot) = entry.slot_mut(op).filter(|slot| slot.view.run_id == run_id) else {
                 return FinishOutcome::Stale;
             };
-            let duration = slot.view.admitted.elapsed();
+            // One clock read serves the duration and the permit wait.
+            let now = Instant::now();
+            let duration = now.saturating_duration_since(slot.view.admitted);
             events.push(Event::OpFinished {
                 session: session.clone(),
                 op,
@@ -465,7 +468,7 @@ impl ProcessingStateManager {
                 lifetime,
                 op,
                 &ended.view,
-                (duration, usage),
+                (now, duration, usage),
                 outcome,
                 error,
             );
@@ -593,7 +596,7 @@ fn record_end(
     lifetime: &mut OpCounters,
     op: Operation,
     run: &InFlight,
-    (duration, usage): (Duration, Usage),
+    (now, duration, usage): (Instant, Duration, Usage),
     outcome: Outcome,
     error: Option<String>,
 ) {
@@ -604,7 +607,7 @@ fn record_end(
         outcome,
         covered_generation: run.covered_generation,
         follow_up: run.follow_up,
-        waited: run.waited_until(Instant::now()),
+        waited: run.waited_until(now),
         usage,
     };
     lifetime.count_end(&record);
