@@ -2,6 +2,8 @@
 //! rendering into ratatui's TestBackend at 80x24 and 140x40, with colour and
 //! without.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -416,6 +418,100 @@ fn actions_become_commands_and_answers_become_messages() {
     );
     assert_eq!(app.handle_key(Key::Char('q')), vec![Command::Quit]);
     assert!(app.quit);
+}
+
+#[test]
+fn the_header_names_the_output_format_a_server_was_found_to_take() {
+    let app = app(false);
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(!text.contains("maps"), "the builtin backend has no format");
+    let mut snapshot = fixture(now());
+    snapshot.backend = BackendInfo {
+        kind: "openai".into(),
+        model: "smollm2".into(),
+        simulated: false,
+        reachable: true,
+        structured_output: Some("json_object"),
+    };
+    let mut app = app;
+    app.set_snapshot(snapshot);
+    let text = screen_text(&render(&app, 140, 40));
+    let header = text.lines().next().unwrap_or_default();
+    assert!(header.contains("maps json_object"), "{header}");
+}
+
+#[test]
+fn a_running_call_shows_and_is_judged_by_its_own_time_not_its_wait() {
+    let now = now();
+    let mut row = fixture(now).sessions[0].clone();
+    // Admitted 290 s ago, of which 280 s waiting for a permit.
+    let mut run = running(now, 7, 290.0, Phase::Running, false);
+    run.started = Some(ago(now, 10.0));
+    run.deadline = Some(ago(now, 10.0) + Duration::from_secs(300));
+    row.ops[0] = OpRow {
+        in_flight: Some(run.clone()),
+        ..OpRow::default()
+    };
+    let timeout = Duration::from_secs(300);
+    let warnings = inflight::tui::app::warnings(&row, now, timeout);
+    assert!(
+        !warnings.iter().any(|w| w.contains("deadline")),
+        "10 s into its call, the deadline is far: {warnings:?}"
+    );
+    let mut snapshot = fixture(now);
+    snapshot.sessions[0] = row.clone();
+    let mut app = app(false);
+    app.set_snapshot(snapshot);
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(text.contains("▶ run 10.0s"), "{text}");
+    assert!(
+        !text.contains("▶ run 4m50s"),
+        "not the time since admission"
+    );
+    // 250 s into its call: near the deadline, whatever the wait was.
+    run.started = Some(ago(now, 250.0));
+    row.ops[0].in_flight = Some(run);
+    let warnings = inflight::tui::app::warnings(&row, now, timeout);
+    assert!(
+        warnings.iter().any(|w| w.contains("near its deadline")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn details_show_tokens_per_run_and_in_all() {
+    let engine = Engine::new(
+        EngineConfig::default(),
+        Arc::new(inflight::llm::builtin::BuiltinBackend::new(
+            inflight::llm::LatencyRange::ZERO,
+        )),
+    );
+    let mut events = engine.subscribe();
+    engine.ingest(
+        common::final_line(
+            "standup",
+            1,
+            "The release moves to Tuesday, Ana owns the notes.",
+        ),
+        None,
+    );
+    common::wait_until(&mut events, Duration::from_secs(10), "both results", || {
+        engine.is_idle()
+            && Operation::ALL
+                .iter()
+                .all(|op| engine.result(&sid("standup"), *op).is_some())
+    })
+    .await;
+    let detail = engine.session_detail(&sid("standup"), 20).unwrap();
+    let usage = detail.row.ops[Operation::Summary.index()].usage;
+    let mut app = App::new(Theme::new(false), engine.snapshot());
+    app.handle_key(Key::Enter);
+    app.set_detail(Some(detail));
+    let text = screen_text(&render(&app, 120, 40));
+    let in_all = format!("{}+{} tok", usage.prompt_tokens, usage.completion_tokens);
+    assert!(text.contains(&in_all), "{in_all} missing in\n{text}");
+    let one_run = format!(" {} tok", usage.prompt_tokens + usage.completion_tokens);
+    assert!(text.contains(&one_run), "{one_run} missing in\n{text}");
 }
 
 #[test]
