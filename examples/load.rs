@@ -159,13 +159,7 @@ struct Sleeper(Duration);
 
 impl Backend for Sleeper {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            kind: "sleeper".into(),
-            model: "fixed latency".into(),
-            simulated: true,
-            reachable: true,
-            structured_output: None,
-        }
+        BackendInfo::simulated("sleeper", "fixed latency")
     }
 
     fn generate<'a>(

@@ -65,13 +65,7 @@ struct Timed {
 
 impl Backend for Timed {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            kind: "timed".into(),
-            model: "fixed latency".into(),
-            simulated: true,
-            reachable: true,
-            structured_output: None,
-        }
+        BackendInfo::simulated("timed", "fixed latency")
     }
 
     fn generate<'a>(

@@ -599,13 +599,7 @@ const ESCAPES: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31m";
 
 impl Backend for HostileBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            kind: "hostile".into(),
-            model: "escapes".into(),
-            simulated: true,
-            reachable: true,
-            structured_output: None,
-        }
+        BackendInfo::simulated("hostile", "escapes")
     }
 
     fn generate<'a>(

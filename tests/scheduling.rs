@@ -48,13 +48,7 @@ impl Recorder {
 
 impl Backend for Recorder {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            kind: "recorder".into(),
-            model: "m".into(),
-            simulated: true,
-            reachable: true,
-            structured_output: None,
-        }
+        BackendInfo::simulated("recorder", "m")
     }
 
     fn generate<'a>(

@@ -45,17 +45,12 @@ impl BuiltinBackend {
 
 impl Backend for BuiltinBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            kind: "builtin".into(),
-            model: if self.latency == LatencyRange::ZERO {
-                "extractive".into()
-            } else {
-                format!("extractive, simulated {}", self.latency)
-            },
-            simulated: true,
-            reachable: true,
-            structured_output: None,
-        }
+        let model = if self.latency == LatencyRange::ZERO {
+            "extractive".into()
+        } else {
+            format!("extractive, simulated {}", self.latency)
+        };
+        BackendInfo::simulated("builtin", &model)
     }
 
     fn generate<'a>(

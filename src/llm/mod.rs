@@ -176,6 +176,19 @@ pub struct BackendInfo {
     pub structured_output: Option<&'static str>,
 }
 
+impl BackendInfo {
+    /// A backend that imitates a model: always there, no format to learn.
+    pub fn simulated(kind: &str, model: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            model: model.into(),
+            simulated: true,
+            reachable: true,
+            structured_output: None,
+        }
+    }
+}
+
 /// Something that answers LLM requests.
 pub trait Backend: Send + Sync {
     fn info(&self) -> BackendInfo;

@@ -304,6 +304,17 @@ mod tests {
         Err(LlmError::new(LlmErrorKind::Refused { status }, "no"))
     }
 
+    /// A refusal that still cost `prompt_tokens`.
+    fn refused_after(status: u16, prompt_tokens: u64) -> Result<LlmResponse, LlmError> {
+        Err(LlmError {
+            usage: Usage {
+                prompt_tokens,
+                completion_tokens: 0,
+            },
+            ..LlmError::new(LlmErrorKind::Refused { status }, "no schema")
+        })
+    }
+
     const MAP: &str = r#"{"root": {"label": "x", "children": []}}"#;
 
     /// Runs `generate` with a script of answers by call; returns the result
@@ -372,13 +383,7 @@ mod tests {
     async fn after_a_refusal_another_kind_of_error_is_the_one_reported_and_all_usage_counts() {
         let ladder = Ladder::default();
         let (result, _) = play(&ladder, Operation::MindMap, |n, _| match n {
-            0 => Err(LlmError {
-                usage: Usage {
-                    prompt_tokens: 7,
-                    completion_tokens: 0,
-                },
-                ..LlmError::new(LlmErrorKind::Refused { status: 500 }, "no schema")
-            }),
+            0 => refused_after(500, 7),
             _ => Err(LlmError::new(
                 LlmErrorKind::Unreachable,
                 "connection refused",
@@ -393,13 +398,7 @@ mod tests {
         );
         assert_eq!(error.usage.prompt_tokens, 7);
         let (result, _) = play(&ladder, Operation::MindMap, |n, _| match n {
-            0 => Err(LlmError {
-                usage: Usage {
-                    prompt_tokens: 7,
-                    completion_tokens: 0,
-                },
-                ..LlmError::new(LlmErrorKind::Refused { status: 400 }, "no schema")
-            }),
+            0 => refused_after(400, 7),
             _ => ok(MAP),
         })
         .await;
