@@ -300,6 +300,26 @@ pub struct EngineArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "INFLIGHT_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
 
+    /// The SQLite file that keeps sessions, transcripts, results and run
+    /// history across restarts (default: $XDG_STATE_HOME/inflight/inflight.db,
+    /// else ~/.local/state/inflight/inflight.db; the demo uses a file of its
+    /// own, deleted when it stops).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "INFLIGHT_DB",
+        conflicts_with = "no_db"
+    )]
+    pub db: Option<std::path::PathBuf>,
+
+    /// Keep everything in memory only, as before there was a database.
+    #[arg(long)]
+    pub no_db: bool,
+
+    /// Delete from the database the sessions silent for longer than this.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_positive_duration, env = "INFLIGHT_RETAIN")]
+    pub retain: Duration,
+
     /// Replay speed of the embedded demo feed (1 = real time).
     #[arg(
         long,
@@ -356,6 +376,26 @@ impl EngineArgs {
     /// True when no feed was given: the embedded demo feed is used.
     pub fn is_demo(&self) -> bool {
         self.feeds.is_empty()
+    }
+
+    /// Where the database lives: `None` with `--no-db`. The demo gets a
+    /// file of its own (in the temp folder, one per process) unless `--db`
+    /// names one.
+    pub fn db_path(&self) -> Result<Option<std::path::PathBuf>, String> {
+        if self.no_db {
+            return Ok(None);
+        }
+        if let Some(path) = &self.db {
+            return Ok(Some(path.clone()));
+        }
+        if self.is_demo() {
+            let name = format!("inflight-demo-{}.db", std::process::id());
+            return Ok(Some(std::env::temp_dir().join(name)));
+        }
+        crate::db::default_path("inflight.db").map(Some).ok_or_else(|| {
+            "no place for the database: set XDG_STATE_HOME or HOME, or give --db PATH or --no-db"
+                .to_string()
+        })
     }
 
     /// The builtin backend's latency: as given, else 2s..6s on the demo.

@@ -20,6 +20,7 @@
 //! | [`model`] | session ids, operations, transcripts, mind maps |
 //! | [`state`] | the processing state manager, run guards, lifetime counters, the original status JSON |
 //! | [`events`] | the event stream and its logging |
+//! | [`db`] | durable state in SQLite: the writer thread, the schema, reading it back at start |
 //! | [`engine`] | the bounded session store, scheduling, runner, draining, snapshots, feed health |
 //! | [`llm`] | the backend trait; builtin, Ollama and OpenAI-compatible backends; answer limits |
 //! | [`feed`] | the feed protocol and other formats, the feed client and the replay server |
@@ -34,6 +35,7 @@
 
 pub mod api;
 pub mod config;
+pub mod db;
 pub mod engine;
 pub mod events;
 pub mod feed;

@@ -92,6 +92,8 @@ struct Running {
     /// after saying goodbye to their feeds.
     feeds: TaskTracker,
     stop_feeds: CancellationToken,
+    /// Closed last, once the runs have drained.
+    db: Option<DbFile>,
 }
 
 /// Builds the engine and connects its feeds: the given ones, or the embedded
@@ -103,6 +105,27 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         tokio::spawn(inflight::llm::watch(backend.clone()));
     }
     let engine = Engine::new(args.engine_config(), backend);
+    let db = match args.db_path()? {
+        Some(path) => {
+            let limits = inflight::db::RestoreLimits {
+                forget_after: args.forget_after,
+                max_sessions: args.max_sessions as usize,
+                retain: args.retain,
+            };
+            let opened = tokio::task::spawn_blocking(move || inflight::db::open(&path, limits))
+                .await
+                .map_err(|e| format!("cannot open the database: {e}"))?
+                .map_err(|e| e.to_string())?;
+            tracing::info!(path = %opened.db.path().display(), "database open");
+            engine.use_db(opened.db.clone());
+            engine.restore(opened.restored);
+            Some(DbFile {
+                db: opened.db,
+                remove_at_stop: args.is_demo() && args.db.is_none(),
+            })
+        }
+        None => None,
+    };
     tokio::spawn(engine.clone().housekeeping(shutdown.clone()));
     let mut feeds = args.feeds.clone();
     if args.is_demo() {
@@ -139,7 +162,29 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         engine,
         feeds: tracker,
         stop_feeds,
+        db,
     })
+}
+
+/// The database of a running engine: closed (its last writes committed)
+/// when dropped, and for the demo deleted.
+struct DbFile {
+    db: inflight::db::Db,
+    remove_at_stop: bool,
+}
+
+impl Drop for DbFile {
+    fn drop(&mut self) {
+        self.db.close(Duration::from_secs(5));
+        if self.remove_at_stop {
+            let path = self.db.path().as_os_str().to_owned();
+            for suffix in ["", "-wal", "-shm", ".lock"] {
+                let mut file = path.clone();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
 }
 
 async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
@@ -149,7 +194,9 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
     let logs = init_captured_logs();
     let shutdown = CancellationToken::new();
     let _stop_feeds = shutdown.clone().drop_guard();
-    let engine = start_engine(&args, &shutdown).await?.engine;
+    let running = start_engine(&args, &shutdown).await?;
+    let _db = running.db;
+    let engine = running.engine;
     if let Some(addr) = args.api {
         let config = args.api_config(addr);
         let bound = api::serve(engine.clone(), config, shutdown.clone()).await?;
@@ -174,6 +221,7 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
         engine,
         feeds,
         stop_feeds,
+        db,
     } = start_engine(&args, &shutdown).await?;
     let (bound, api) = api::start(engine.clone(), api_config, shutdown.clone()).await?;
     tracing::info!(%bound, "API listening");
@@ -195,6 +243,8 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
     stop_feeds.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), feeds.wait()).await;
     let drained = engine.drain(args.drain_timeout).await;
+    // The runs' last results and records are in: commit them.
+    drop(db);
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     let totals = engine.snapshot().totals;

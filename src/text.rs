@@ -94,7 +94,7 @@ pub fn cut_to(text: &mut String, max_bytes: usize) -> bool {
 
 /// 1, 10, 100, …: the counts at which a repeated warning is logged again.
 pub fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n % 10 == 0 {
+    while n >= 10 && n.is_multiple_of(10) {
         n /= 10;
     }
     n == 1

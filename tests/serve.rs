@@ -36,6 +36,16 @@ async fn feed() -> (SocketAddr, tokio::sync::oneshot::Receiver<Option<u16>>) {
     (addr, close)
 }
 
+/// An empty folder of its own under the temp folder.
+fn fresh_state_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("inflight-serve-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp folder");
+    dir
+}
+
 struct Serve {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -50,6 +60,8 @@ impl Serve {
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // A database of its own, so tests running at once never share one.
+            .env("XDG_STATE_HOME", fresh_state_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -12,6 +12,7 @@
 //! line. A request goes through [`ProcessingStateManager::try_start`]; when
 //! admitted, the runner (`runner.rs`) carries the run on its own task.
 
+mod durable;
 pub mod feeds;
 mod forgotten;
 pub mod permits;
@@ -114,6 +115,8 @@ struct Shared {
     transcripts: std::sync::atomic::AtomicU64,
     /// Every run's task, so a stop can wait for them.
     runs: tokio_util::task::TaskTracker,
+    /// Where everything is written down, when there is a database.
+    db: std::sync::OnceLock<crate::db::Db>,
 }
 
 /// A handle on the engine; clone it freely.
@@ -141,6 +144,7 @@ impl Engine {
                 refused_sessions: Default::default(),
                 transcripts: Default::default(),
                 runs: tokio_util::task::TaskTracker::new(),
+                db: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -164,6 +168,7 @@ impl Engine {
         status: Option<&FeedStatus>,
     ) -> Appended {
         let session = transcript.session_id.clone();
+        let write = durable::transcript_write(&self.shared, &transcript, feed);
         let appended = self.shared.store.append(transcript, feed);
         if let Some(status) = status {
             status.count(&appended);
@@ -177,6 +182,7 @@ impl Engine {
                     self.shared
                         .transcripts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    durable::write_transcript(&self.shared, write, generation);
                 }
                 self.shared.events.emit(Event::TranscriptReceived {
                     session: session.clone(),
@@ -219,6 +225,7 @@ impl Engine {
     /// The session ended: one last run of every operation.
     pub fn end_session(&self, session: &SessionId, feed: Option<usize>) {
         if self.shared.store.end(session, feed) {
+            durable::write_ended(&self.shared, session);
             for op in Operation::ALL {
                 self.admit(session, op);
             }

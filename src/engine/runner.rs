@@ -175,7 +175,11 @@ async fn call(
         processing_time: started.elapsed(),
         finished_at: SystemTime::now(),
     };
+    let write = shared.db.get().is_some().then(|| result.clone());
     if shared.store.put_result(session, op, result) {
+        if let Some(result) = write {
+            super::durable::write_result(shared, session, op, &result);
+        }
         shared.events.emit(Event::ResultReady {
             session: session.clone(),
             op,

@@ -329,6 +329,62 @@ impl SessionStore {
         }
     }
 
+    /// Puts back a session read from disk at start. False when the store
+    /// is full or already holds it.
+    pub fn restore(&self, stored: &crate::db::StoredSession) -> bool {
+        let mut shard = self.lock(&stored.id);
+        if shard.held.contains_key(&stored.id) || !self.reserve() {
+            return false;
+        }
+        let now = Instant::now();
+        let age = |at: SystemTime| {
+            now.checked_sub(SystemTime::now().duration_since(at).unwrap_or_default())
+                .unwrap_or(now)
+        };
+        let mut record = SessionRecord::new(stored.feed, stored.last_seq);
+        record.generation = stored.generation;
+        record.last_heard_at = age(stored.last_seen);
+        record.last_transcript_at = Some(age(stored.last_seen));
+        record.ended = stored.ended_at.is_some();
+        record.ended_at = stored.ended_at.map(age);
+        record.transcripts = stored
+            .transcripts
+            .iter()
+            .map(|t| StoredTranscript {
+                generation: t.generation,
+                speaker: t.speaker.clone(),
+                text: t.text.clone(),
+                start: t.start,
+                received_at: t.received_at,
+                arrival: self.arrivals.fetch_add(1, Ordering::Relaxed),
+            })
+            .collect();
+        for op in Operation::ALL {
+            let Some(result) = &stored.results[op.index()] else {
+                continue;
+            };
+            // A body this build cannot read leaves the result out.
+            let body = match op {
+                Operation::Summary => Some(ResultBody::Summary(result.body.clone())),
+                Operation::MindMap => serde_json::from_str(&result.body)
+                    .ok()
+                    .map(ResultBody::MindMap),
+            };
+            if let Some(body) = body {
+                record.results[op.index()] = Some(OpResult {
+                    body,
+                    covered_generation: result.covered_generation,
+                    run_id: result.run_id,
+                    model: result.model.clone(),
+                    processing_time: result.processing,
+                    finished_at: result.finished_at,
+                });
+            }
+        }
+        shard.held.insert(stored.id.clone(), record);
+        true
+    }
+
     /// Marks a held session ended. True the first time since it last spoke,
     /// for a session that said something (a replayed `session_end` asks for
     /// nothing more; an unknown session is not created).

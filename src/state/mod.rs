@@ -164,12 +164,22 @@ impl Default for StateConfig {
     }
 }
 
+/// Told of every admission, finished run and skip, from inside the
+/// manager's lock (so in the order they happened): it must not block. The
+/// database implements it.
+pub trait Journal: Send + Sync {
+    fn admitted(&self, session: &SessionId, op: Operation, run: &InFlight);
+    fn ended(&self, session: &SessionId, op: Operation, record: &RunRecord, error: Option<&str>);
+    fn skipped(&self, session: &SessionId, op: Operation);
+}
+
 /// Tracks runs in flight per `(session, op)`; see the module docs.
 pub struct ProcessingStateManager {
     tables: Mutex<Tables>,
     next_run_id: AtomicU64,
     config: StateConfig,
     events: EventBus,
+    journal: std::sync::OnceLock<Arc<dyn Journal>>,
 }
 
 impl ProcessingStateManager {
@@ -179,7 +189,28 @@ impl ProcessingStateManager {
             next_run_id: AtomicU64::new(1),
             config,
             events,
+            journal: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Writes every admission, end and skip to `journal` from now on (once).
+    pub fn set_journal(&self, journal: Arc<dyn Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Run ids continue from `next` (after a restart, past every stored one).
+    pub fn continue_run_ids_from(&self, next: RunId) {
+        self.next_run_id.fetch_max(next, Ordering::Relaxed);
+    }
+
+    /// Puts back a session's statistics read from disk (before it runs).
+    pub fn restore_stats(&self, session: &SessionId, stats: [OpStats; OPERATION_COUNT]) {
+        let mut tables = self.lock();
+        tables.sessions.entry(session.clone()).or_default().stats = stats;
+    }
+
+    fn journal(&self) -> Option<&dyn Journal> {
+        self.journal.get().map(|j| j.as_ref())
     }
 
     pub fn policy(&self, op: Operation) -> Policy {
@@ -245,6 +276,9 @@ impl ProcessingStateManager {
                     }
                     op_stats.skipped += 1;
                     lifetime.skipped += 1;
+                    if let Some(journal) = self.journal() {
+                        journal.skipped(session, op);
+                    }
                     let (run_id, since, pending) =
                         (slot.view.run_id, slot.view.since, slot.view.pending);
                     (
@@ -264,6 +298,9 @@ impl ProcessingStateManager {
                 }
                 empty @ None => {
                     let slot = self.new_slot(false);
+                    if let Some(journal) = self.journal() {
+                        journal.admitted(session, op, &slot.view);
+                    }
                     let guard = RunGuard::new(self.clone(), session.clone(), op, &slot);
                     let run_id = slot.view.run_id;
                     *empty = Some(slot);
@@ -369,7 +406,7 @@ impl ProcessingStateManager {
             let duration = now.saturating_duration_since(slot.view.admitted);
             let error = reason.to_string();
             record_end(
-                entry,
+                (entry, self.journal(), session),
                 &mut lifetime[op.index()],
                 op,
                 &slot.view,
@@ -443,6 +480,9 @@ impl ProcessingStateManager {
                 // Hand the slot straight to the follow-up: no window in which
                 // another request could slip in between.
                 let next = self.new_slot(true);
+                if let Some(journal) = self.journal() {
+                    journal.admitted(session, op, &next.view);
+                }
                 let guard = RunGuard::new(self.clone(), session.clone(), op, &next);
                 events.push(Event::OpQueued {
                     session: session.clone(),
@@ -464,7 +504,7 @@ impl ProcessingStateManager {
                 }
             };
             record_end(
-                entry,
+                (entry, self.journal(), session),
                 lifetime,
                 op,
                 &ended.view,
@@ -592,7 +632,7 @@ fn take_slot(
 }
 
 fn record_end(
-    entry: &mut SessionEntry,
+    (entry, journal, session): (&mut SessionEntry, Option<&dyn Journal>, &SessionId),
     lifetime: &mut OpCounters,
     op: Operation,
     run: &InFlight,
@@ -611,6 +651,9 @@ fn record_end(
         usage,
     };
     lifetime.count_end(&record);
+    if let Some(journal) = journal {
+        journal.ended(session, op, &record, error.as_deref());
+    }
     entry.stats[op.index()].record(record, error);
 }
 

@@ -1,0 +1,365 @@
+//! Durable state: sessions, final transcripts, results and run history in
+//! one SQLite file, so a restart loses nothing.
+//!
+//! One writer thread owns the write connection (WAL, `synchronous=NORMAL`)
+//! and commits in batches (at most about [`BATCH_WINDOW`] or
+//! [`BATCH_ROWS`] rows a transaction). The engine hands it [`Write`]s over
+//! a bounded channel with `try_send`: nothing on the ingest path or a tokio
+//! worker ever waits for the disk. When the disk fails (full, I/O error) the
+//! writer keeps the batch and retries, the handle says `degraded`, and the
+//! engine goes on in memory; a channel that fills meanwhile drops writes and
+//! counts them.
+//!
+//! At start, [`open`] checks the file (not a database, a newer schema, held
+//! by another inflight: each a clear error naming the file, the file left
+//! as it was), brings the schema up to date (`schema.rs`), marks the runs
+//! that were in flight at a crash as `interrupted`, and reads back what the
+//! engine needs (`restore.rs`). The fencing rule for results lives in the
+//! SQL (`writer.rs`): a result from an older run never replaces a newer one.
+
+mod restore;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+pub use restore::{Restored, StoredResult, StoredRun, StoredSession, StoredTranscript};
+
+use crate::events::{Outcome, RunId};
+use crate::llm::Usage;
+use crate::model::{Operation, SessionId};
+
+/// Writes waiting for the writer, at most; more are dropped and counted.
+pub const CHANNEL_CAPACITY: usize = 65_536;
+/// Longest a write waits for its batch to commit.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
+/// Most writes in one transaction.
+pub const BATCH_ROWS: usize = 1_000;
+
+/// Why the database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{path} is not an inflight database (or is damaged): {source}")]
+    Unreadable {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{path} was written by a newer inflight (schema {found}; this one knows up to {known}); \
+         it is left as it is"
+    )]
+    Newer {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "{path} is in use by another inflight (one writer per file: give each instance its own --db)"
+    )]
+    Locked { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DbError {
+    fn unreadable(path: &str, source: rusqlite::Error) -> Self {
+        DbError::Unreadable {
+            path: path.into(),
+            source,
+        }
+    }
+
+    fn io(path: &str, source: rusqlite::Error) -> Self {
+        DbError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// One thing to write down.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Transcript {
+        session: SessionId,
+        feed: Option<usize>,
+        generation: u64,
+        seq: Option<u64>,
+        speaker: Option<String>,
+        start: Option<f64>,
+        end: Option<f64>,
+        text: String,
+        at: SystemTime,
+    },
+    Ended {
+        session: SessionId,
+        at: SystemTime,
+    },
+    Result {
+        session: SessionId,
+        op: Operation,
+        run_id: RunId,
+        covered_generation: u64,
+        /// A summary's text, or a mind map as JSON.
+        body: String,
+        model: String,
+        processing: Duration,
+        finished_at: SystemTime,
+    },
+    RunAdmitted {
+        run_id: RunId,
+        session: SessionId,
+        op: Operation,
+        at: SystemTime,
+        follow_up: bool,
+    },
+    RunEnded {
+        run_id: RunId,
+        session: SessionId,
+        op: Operation,
+        admitted_at: SystemTime,
+        follow_up: bool,
+        outcome: Outcome,
+        duration: Duration,
+        waited: Duration,
+        error: Option<String>,
+        covered_generation: Option<u64>,
+        usage: Usage,
+    },
+    Skipped {
+        session: SessionId,
+        op: Operation,
+    },
+}
+
+/// How the database is doing, for the header, the API and `/healthz`.
+#[derive(Debug, Default)]
+pub struct DbHealth {
+    degraded: AtomicBool,
+    /// Writes dropped because the writer fell too far behind.
+    dropped: AtomicU64,
+    /// Batches that failed to commit (each retried).
+    failures: AtomicU64,
+    /// Writes committed.
+    written: AtomicU64,
+}
+
+impl DbHealth {
+    /// True while the last commit failed or writes are being dropped.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
+/// The handle the engine writes through; clone it freely.
+#[derive(Debug, Clone)]
+pub struct Db {
+    path: Arc<PathBuf>,
+    sender: SyncSender<writer::Message>,
+    health: Arc<DbHealth>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// What [`open`] gives back: the handle, and what the file held.
+pub struct Opened {
+    pub db: Db,
+    pub restored: Restored,
+}
+
+/// How much of the file to read back at start.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreLimits {
+    /// Ended sessions older than this stay on disk only.
+    pub forget_after: Duration,
+    /// Most sessions brought back into memory (the newest).
+    pub max_sessions: usize,
+    /// Sessions whose last word is older than this are deleted from disk.
+    pub retain: Duration,
+}
+
+/// The default file: `$XDG_STATE_HOME/inflight/inflight.db`, else
+/// `~/.local/state/inflight/inflight.db`.
+pub fn default_path(name: &str) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".local/state"))
+        })?;
+    Some(base.join("inflight").join(name))
+}
+
+/// Opens (or creates) the database at `path`; see the module docs.
+pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| DbError::File {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let lock = writer::lock(path)?;
+    let mut conn = rusqlite::Connection::open(path).map_err(|e| DbError::unreadable(&shown, e))?;
+    // Read before anything writes: a file that is not a database, or is
+    // from a newer inflight, stays exactly as it was.
+    schema::version(&conn).map_err(|e| DbError::unreadable(&shown, e))?;
+    schema::migrate(&mut conn, &shown)?;
+    writer::configure(&conn).map_err(|e| DbError::io(&shown, e))?;
+    writer::mark_interrupted(&conn).map_err(|e| DbError::io(&shown, e))?;
+    writer::prune(&conn, limits.retain).map_err(|e| DbError::io(&shown, e))?;
+    let restored = restore::read(&conn, limits).map_err(|e| DbError::io(&shown, e))?;
+    let health = Arc::new(DbHealth::default());
+    let (sender, receiver) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
+    let thread = {
+        let health = health.clone();
+        let retain = limits.retain;
+        std::thread::Builder::new()
+            .name("inflight-db".into())
+            .spawn(move || writer::run(conn, receiver, health, retain, lock))
+            .map_err(|source| DbError::File {
+                path: shown.clone(),
+                source,
+            })?
+    };
+    Ok(Opened {
+        db: Db {
+            path: Arc::new(path.to_path_buf()),
+            sender,
+            health,
+            writer: Arc::new(std::sync::Mutex::new(Some(thread))),
+        },
+        restored,
+    })
+}
+
+impl Db {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn health(&self) -> &DbHealth {
+        &self.health
+    }
+
+    /// Hands a write to the writer without waiting; when it is too far
+    /// behind, the write is dropped and counted (and the database is
+    /// degraded until it catches up).
+    pub fn write(&self, write: Write) {
+        match self.sender.try_send(writer::Message::Write(write)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let n = self.health.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                self.health.degraded.store(true, Ordering::Relaxed);
+                if n == 1 || crate::text::is_power_of_ten(n) {
+                    tracing::warn!(dropped = n, "the database writer is behind; writes dropped");
+                }
+            }
+            // The writer is gone (the process is stopping): nothing to do.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Lets the writer commit every write handed to it so far, then stops
+    /// it and waits (at most `within`). Later writes are ignored.
+    pub fn close(&self, within: Duration) {
+        // Blocking is fine here: the process is stopping.
+        let _ = self.sender.send(writer::Message::Close);
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let deadline = std::time::Instant::now() + within;
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!("the database writer did not finish in time");
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, as stored.
+pub(crate) fn unix(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A stored time back as a `SystemTime`.
+pub(crate) fn from_unix(seconds: f64) -> SystemTime {
+    if seconds.is_finite() && seconds > 0.0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds)
+    } else {
+        SystemTime::UNIX_EPOCH
+    }
+}
+
+impl crate::state::Journal for Db {
+    fn admitted(&self, session: &SessionId, op: Operation, run: &crate::state::InFlight) {
+        self.write(Write::RunAdmitted {
+            run_id: run.run_id,
+            session: session.clone(),
+            op,
+            at: run.since,
+            follow_up: run.follow_up,
+        });
+    }
+
+    fn ended(
+        &self,
+        session: &SessionId,
+        op: Operation,
+        record: &crate::state::RunRecord,
+        error: Option<&str>,
+    ) {
+        self.write(Write::RunEnded {
+            run_id: record.run_id,
+            session: session.clone(),
+            op,
+            admitted_at: record.started_at,
+            follow_up: record.follow_up,
+            outcome: record.outcome,
+            duration: record.duration,
+            waited: record.waited,
+            error: error.map(str::to_string),
+            covered_generation: record.covered_generation,
+            usage: record.usage,
+        });
+    }
+
+    fn skipped(&self, session: &SessionId, op: Operation) {
+        self.write(Write::Skipped {
+            session: session.clone(),
+            op,
+        });
+    }
+}

@@ -1,0 +1,293 @@
+//! Reading the file back at start: the sessions memory should hold again,
+//! with their transcripts, latest results, run history and counts.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+
+use super::{RestoreLimits, from_unix, unix};
+use crate::engine::store::MAX_KEPT_TRANSCRIPTS;
+use crate::events::{Outcome, RunId};
+use crate::llm::Usage;
+use crate::model::{OPERATION_COUNT, Operation, SessionId};
+use crate::state::stats::HISTORY_LEN;
+
+/// A final transcript as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTranscript {
+    pub generation: u64,
+    pub seq: Option<u64>,
+    pub speaker: Option<String>,
+    pub text: String,
+    pub start: Option<f64>,
+    pub received_at: SystemTime,
+}
+
+/// The latest result of one operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResult {
+    pub run_id: RunId,
+    pub covered_generation: u64,
+    /// A summary's text, or a mind map as JSON.
+    pub body: String,
+    pub model: String,
+    pub processing: Duration,
+    pub finished_at: SystemTime,
+}
+
+/// One finished run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRun {
+    pub run_id: RunId,
+    pub admitted_at: SystemTime,
+    pub follow_up: bool,
+    /// `None` for a run the last process died during (`interrupted`).
+    pub outcome: Option<Outcome>,
+    pub duration: Duration,
+    pub waited: Duration,
+    pub error: Option<String>,
+    pub covered_generation: Option<u64>,
+    pub usage: Usage,
+}
+
+/// Counts of one operation of one session, over every stored run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredCounts {
+    pub runs: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    /// Cancelled and interrupted runs.
+    pub cancelled: u64,
+    pub follow_ups: u64,
+    pub skipped: u64,
+    pub total_duration: Duration,
+    pub total_wait: Duration,
+    pub usage: Usage,
+}
+
+/// One session as the file holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    pub id: SessionId,
+    pub feed: Option<usize>,
+    pub last_seq: Option<u64>,
+    pub generation: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    pub ended_at: Option<SystemTime>,
+    /// Oldest first: the newest [`MAX_KEPT_TRANSCRIPTS`].
+    pub transcripts: Vec<StoredTranscript>,
+    pub results: [Option<StoredResult>; OPERATION_COUNT],
+    /// Oldest first: the newest [`HISTORY_LEN`] runs.
+    pub history: [Vec<StoredRun>; OPERATION_COUNT],
+    pub counts: [StoredCounts; OPERATION_COUNT],
+}
+
+/// What the file held, for the engine to take back.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Newest first.
+    pub sessions: Vec<StoredSession>,
+    /// One past the highest run id ever stored: run ids keep growing
+    /// across restarts, so the fencing of results holds.
+    pub next_run_id: RunId,
+}
+
+fn outcome(word: &str) -> Option<Outcome> {
+    match word {
+        "ok" => Some(Outcome::Ok),
+        "failed" => Some(Outcome::Failed),
+        "timed_out" => Some(Outcome::TimedOut),
+        "cancelled" => Some(Outcome::Cancelled),
+        _ => None,
+    }
+}
+
+fn op_index(word: &str) -> Option<usize> {
+    Operation::parse(word).map(Operation::index)
+}
+
+fn millis(value: Option<i64>) -> Duration {
+    Duration::from_millis(value.unwrap_or(0).max(0) as u64)
+}
+
+/// Reads the sessions memory should hold: live ones and those ended less
+/// than `forget_after` ago, the newest `max_sessions` of them.
+pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqlite::Error> {
+    let next_run_id = conn.query_row("SELECT coalesce(max(run_id), 0) + 1 FROM runs", [], |r| {
+        r.get::<_, i64>(0)
+    })? as RunId;
+    let cutoff = unix(SystemTime::now()) - limits.forget_after.as_secs_f64();
+    let mut sessions = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT id, feed, last_seq, generation, first_seen, last_seen, ended_at FROM sessions
+             WHERE ended_at IS NULL OR ended_at >= ?1
+             ORDER BY last_seen DESC LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(rusqlite::params![cutoff, limits.max_sessions as i64])?;
+        while let Some(row) = rows.next()? {
+            let raw: String = row.get(0)?;
+            // A row this build cannot read is left on disk, not fatal.
+            let Ok(id) = SessionId::parse(&raw) else {
+                continue;
+            };
+            index.insert(raw, sessions.len());
+            sessions.push(StoredSession {
+                id,
+                feed: row.get::<_, Option<i64>>(1)?.map(|f| f as usize),
+                last_seq: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+                generation: row.get::<_, i64>(3)? as u64,
+                first_seen: from_unix(row.get(4)?),
+                last_seen: from_unix(row.get(5)?),
+                ended_at: row.get::<_, Option<f64>>(6)?.map(from_unix),
+                transcripts: Vec::new(),
+                results: Default::default(),
+                history: Default::default(),
+                counts: Default::default(),
+            });
+        }
+    }
+    if sessions.is_empty() {
+        return Ok(Restored {
+            sessions,
+            next_run_id,
+        });
+    }
+    {
+        let mut stmt = conn.prepare(
+            "SELECT session, generation, seq, speaker, text, start, received_at FROM (
+                 SELECT *, row_number() OVER (PARTITION BY session ORDER BY generation DESC) AS nth
+                 FROM transcripts)
+             WHERE nth <= ?1 ORDER BY session, generation",
+        )?;
+        let mut rows = stmt.query([MAX_KEPT_TRANSCRIPTS as i64])?;
+        while let Some(row) = rows.next()? {
+            let Some(&at) = index.get(&row.get::<_, String>(0)?) else {
+                continue;
+            };
+            sessions[at].transcripts.push(StoredTranscript {
+                generation: row.get::<_, i64>(1)? as u64,
+                seq: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+                speaker: row.get(3)?,
+                text: row.get(4)?,
+                start: row.get(5)?,
+                received_at: from_unix(row.get(6)?),
+            });
+        }
+    }
+    {
+        let mut stmt = conn.prepare(
+            "SELECT session, op, run_id, covered_generation, body, model, processing_ms, finished_at
+             FROM results",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (Some(&at), Some(op)) = (
+                index.get(&row.get::<_, String>(0)?),
+                op_index(&row.get::<_, String>(1)?),
+            ) else {
+                continue;
+            };
+            sessions[at].results[op] = Some(StoredResult {
+                run_id: row.get::<_, i64>(2)? as RunId,
+                covered_generation: row.get::<_, i64>(3)? as u64,
+                body: row.get(4)?,
+                model: row.get(5)?,
+                processing: millis(row.get(6)?),
+                finished_at: from_unix(row.get(7)?),
+            });
+        }
+    }
+    {
+        let mut stmt = conn.prepare(
+            "SELECT session, op, outcome, count(*), sum(follow_up), sum(duration_ms), sum(waited_ms),
+                    sum(prompt_tokens), sum(completion_tokens)
+             FROM runs GROUP BY session, op, outcome",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (Some(&at), Some(op)) = (
+                index.get(&row.get::<_, String>(0)?),
+                op_index(&row.get::<_, String>(1)?),
+            ) else {
+                continue;
+            };
+            let counts = &mut sessions[at].counts[op];
+            let n = row.get::<_, i64>(3)? as u64;
+            counts.runs += n;
+            match row
+                .get::<_, Option<String>>(2)?
+                .as_deref()
+                .and_then(outcome)
+            {
+                Some(Outcome::Ok) => counts.ok += n,
+                Some(Outcome::Failed) => counts.failed += n,
+                Some(Outcome::TimedOut) => counts.timed_out += n,
+                Some(Outcome::Cancelled) | None => counts.cancelled += n,
+            }
+            counts.follow_ups += row.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64;
+            counts.total_duration += millis(row.get(5)?);
+            counts.total_wait += millis(row.get(6)?);
+            counts.usage = counts.usage.plus(Usage {
+                prompt_tokens: row.get::<_, Option<i64>>(7)?.unwrap_or(0) as u64,
+                completion_tokens: row.get::<_, Option<i64>>(8)?.unwrap_or(0) as u64,
+            });
+        }
+    }
+    {
+        let mut stmt = conn.prepare(
+            "SELECT session, op, run_id, admitted_at, follow_up, outcome, duration_ms, waited_ms,
+                    error, covered_generation, prompt_tokens, completion_tokens FROM (
+                 SELECT *, row_number() OVER (PARTITION BY session, op ORDER BY run_id DESC) AS nth
+                 FROM runs)
+             WHERE nth <= ?1 ORDER BY session, op, run_id",
+        )?;
+        let mut rows = stmt.query([HISTORY_LEN as i64])?;
+        while let Some(row) = rows.next()? {
+            let (Some(&at), Some(op)) = (
+                index.get(&row.get::<_, String>(0)?),
+                op_index(&row.get::<_, String>(1)?),
+            ) else {
+                continue;
+            };
+            sessions[at].history[op].push(StoredRun {
+                run_id: row.get::<_, i64>(2)? as RunId,
+                admitted_at: from_unix(row.get(3)?),
+                follow_up: row.get(4)?,
+                outcome: row
+                    .get::<_, Option<String>>(5)?
+                    .as_deref()
+                    .and_then(outcome),
+                duration: millis(row.get(6)?),
+                waited: millis(row.get(7)?),
+                error: row.get(8)?,
+                covered_generation: row.get::<_, Option<i64>>(9)?.map(|g| g as u64),
+                usage: Usage {
+                    prompt_tokens: row.get::<_, Option<i64>>(10)?.unwrap_or(0) as u64,
+                    completion_tokens: row.get::<_, Option<i64>>(11)?.unwrap_or(0) as u64,
+                },
+            });
+        }
+    }
+    {
+        let mut stmt = conn.prepare("SELECT session, op, skipped FROM skips")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (Some(&at), Some(op)) = (
+                index.get(&row.get::<_, String>(0)?),
+                op_index(&row.get::<_, String>(1)?),
+            ) else {
+                continue;
+            };
+            sessions[at].counts[op].skipped = row.get::<_, i64>(2)? as u64;
+        }
+    }
+    Ok(Restored {
+        sessions,
+        next_run_id,
+    })
+}

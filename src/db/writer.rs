@@ -1,0 +1,337 @@
+//! The writer thread: owns the write connection, commits in batches,
+//! retries what the disk refused, and prunes what is past `--retain`.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, Transaction, params};
+
+use super::{BATCH_ROWS, BATCH_WINDOW, DbError, DbHealth, Write, unix};
+
+/// What the engine sends the writer.
+#[derive(Debug)]
+pub enum Message {
+    Write(Write),
+    /// Commit what came before, then stop.
+    Close,
+}
+
+/// How often what is past `--retain` is deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How long the writer waits before trying a failed batch again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Holds `<file>.lock` for as long as the writer runs: one writer per file.
+pub fn lock(path: &Path) -> Result<File, DbError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| DbError::File {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DbError::Locked {
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(DbError::File {
+            path: lock_path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// WAL, normal syncs, a busy timeout for the readers.
+pub fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// Runs that were in flight when the last process died never ended: say so.
+pub fn mark_interrupted(conn: &Connection) -> Result<usize, rusqlite::Error> {
+    let n = conn.execute(
+        "UPDATE runs SET outcome = 'interrupted', error = 'interrupted: the process stopped during the run'
+         WHERE outcome IS NULL",
+        [],
+    )?;
+    if n > 0 {
+        tracing::info!(
+            runs = n,
+            "runs in flight when inflight last stopped recorded as interrupted"
+        );
+    }
+    Ok(n)
+}
+
+/// Deletes sessions whose last word is older than `retain`, with all they had.
+pub fn prune(conn: &Connection, retain: Duration) -> Result<usize, rusqlite::Error> {
+    let cutoff = unix(std::time::SystemTime::now()) - retain.as_secs_f64();
+    let tx = conn.unchecked_transaction()?;
+    let old: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT id FROM sessions WHERE last_seen < ?1")?;
+        stmt.query_map([cutoff], |row| row.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    for table in ["transcripts", "results", "runs", "skips"] {
+        let mut stmt = tx.prepare(&format!("DELETE FROM {table} WHERE session = ?1"))?;
+        for id in &old {
+            stmt.execute([id])?;
+        }
+    }
+    tx.execute("DELETE FROM sessions WHERE last_seen < ?1", [cutoff])?;
+    tx.commit()?;
+    if !old.is_empty() {
+        tracing::info!(
+            sessions = old.len(),
+            "deleted sessions past --retain from the database"
+        );
+    }
+    Ok(old.len())
+}
+
+/// The writer's loop: batch, commit, retry, prune; ends on `Close` or when
+/// every sender is gone. `_lock` is held until then.
+pub fn run(
+    mut conn: Connection,
+    receiver: Receiver<Message>,
+    health: Arc<DbHealth>,
+    retain: Duration,
+    _lock: File,
+) {
+    let mut batch: Vec<Write> = Vec::with_capacity(BATCH_ROWS);
+    let mut closing = false;
+    let mut last_prune = Instant::now();
+    while !closing || !batch.is_empty() {
+        if batch.is_empty() {
+            match receiver.recv_timeout(PRUNE_EVERY) {
+                Ok(Message::Write(write)) => batch.push(write),
+                Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+        let window_ends = Instant::now() + BATCH_WINDOW;
+        while !closing && batch.len() < BATCH_ROWS {
+            let left = window_ends.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(Message::Write(write)) => batch.push(write),
+                Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        if !batch.is_empty() {
+            match commit(&mut conn, &batch) {
+                Ok(()) => {
+                    health
+                        .written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                    if health.degraded.swap(false, Ordering::Relaxed) {
+                        tracing::info!("the database is writing again");
+                    }
+                }
+                Err(e) => {
+                    let n = health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    health.degraded.store(true, Ordering::Relaxed);
+                    if n <= 3 || crate::text::is_power_of_ten(n) {
+                        tracing::error!(
+                            failures = n,
+                            "cannot write to the database: {e}; running in memory, retrying"
+                        );
+                    }
+                    if closing {
+                        tracing::error!(lost = batch.len(), "stopping with writes not saved");
+                        return;
+                    }
+                    std::thread::sleep(RETRY_AFTER);
+                }
+            }
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            if let Err(e) = prune(&conn, retain) {
+                tracing::warn!("cannot prune the database: {e}");
+            }
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[Write]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    for write in batch {
+        apply(&tx, write)?;
+    }
+    tx.commit()
+}
+
+/// One write as SQL. Results are fenced here: an older run never
+/// replaces a newer one's result, and within a run a step covering less
+/// never replaces one covering more.
+fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
+    match write {
+        Write::Transcript {
+            session,
+            feed,
+            generation,
+            seq,
+            speaker,
+            start,
+            end,
+            text,
+            at,
+        } => {
+            let at = unix(*at);
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, feed, first_seen, last_seen, ended_at, last_seq, generation)
+                 VALUES (?1, ?2, ?3, ?3, NULL, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET
+                     feed = coalesce(excluded.feed, feed),
+                     last_seen = excluded.last_seen,
+                     ended_at = NULL,
+                     last_seq = coalesce(excluded.last_seq, last_seq),
+                     generation = max(generation, excluded.generation)",
+            )?
+            .execute(params![
+                session.as_str(),
+                feed.map(|f| f as i64),
+                at,
+                seq.map(|s| s as i64),
+                *generation as i64
+            ])?;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO transcripts
+                     (session, generation, seq, speaker, start, end, text, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                session.as_str(),
+                *generation as i64,
+                seq.map(|s| s as i64),
+                speaker,
+                start,
+                end,
+                text,
+                at
+            ])?;
+        }
+        Write::Ended { session, at } => {
+            tx.prepare_cached("UPDATE sessions SET ended_at = ?2 WHERE id = ?1")?
+                .execute(params![session.as_str(), unix(*at)])?;
+        }
+        Write::Result {
+            session,
+            op,
+            run_id,
+            covered_generation,
+            body,
+            model,
+            processing,
+            finished_at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO results
+                     (session, op, run_id, covered_generation, body, model, processing_ms, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (session, op) DO UPDATE SET
+                     run_id = excluded.run_id,
+                     covered_generation = excluded.covered_generation,
+                     body = excluded.body,
+                     model = excluded.model,
+                     processing_ms = excluded.processing_ms,
+                     finished_at = excluded.finished_at
+                 WHERE excluded.run_id > results.run_id
+                    OR (excluded.run_id = results.run_id
+                        AND excluded.covered_generation > results.covered_generation)",
+            )?
+            .execute(params![
+                session.as_str(),
+                op.as_str(),
+                *run_id as i64,
+                *covered_generation as i64,
+                body,
+                model,
+                processing.as_millis() as i64,
+                unix(*finished_at)
+            ])?;
+        }
+        Write::RunAdmitted {
+            run_id,
+            session,
+            op,
+            at,
+            follow_up,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO runs (run_id, session, op, admitted_at, follow_up)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                *run_id as i64,
+                session.as_str(),
+                op.as_str(),
+                unix(*at),
+                *follow_up
+            ])?;
+        }
+        Write::RunEnded {
+            run_id,
+            session,
+            op,
+            admitted_at,
+            follow_up,
+            outcome,
+            duration,
+            waited,
+            error,
+            covered_generation,
+            usage,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO runs (run_id, session, op, admitted_at, follow_up, outcome, duration_ms,
+                                   waited_ms, error, covered_generation, prompt_tokens, completion_tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (run_id) DO UPDATE SET
+                     outcome = excluded.outcome,
+                     duration_ms = excluded.duration_ms,
+                     waited_ms = excluded.waited_ms,
+                     error = excluded.error,
+                     covered_generation = excluded.covered_generation,
+                     prompt_tokens = excluded.prompt_tokens,
+                     completion_tokens = excluded.completion_tokens",
+            )?
+            .execute(params![
+                *run_id as i64,
+                session.as_str(),
+                op.as_str(),
+                unix(*admitted_at),
+                *follow_up,
+                outcome.as_str(),
+                duration.as_millis() as i64,
+                waited.as_millis() as i64,
+                error,
+                covered_generation.map(|g| g as i64),
+                usage.prompt_tokens as i64,
+                usage.completion_tokens as i64
+            ])?;
+        }
+        Write::Skipped { session, op } => {
+            tx.prepare_cached(
+                "INSERT INTO skips (session, op, skipped) VALUES (?1, ?2, 1)
+                 ON CONFLICT (session, op) DO UPDATE SET skipped = skipped + 1",
+            )?
+            .execute(params![session.as_str(), op.as_str()])?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The engine and its database: what it writes down as it goes, and what
+//! it takes back at start.
+//!
+//! Writes go through [`crate::db::Db::write`], which never waits: final
+//! transcripts and ends from [`Engine::ingest`]'s path, results from the
+//! runner, admissions, ends and skips from the state manager (as its
+//! [`crate::state::Journal`]).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::store::{OpResult, ResultBody};
+use super::{Engine, Shared};
+use crate::db::{Db, Restored, StoredSession, Write};
+use crate::model::{OPERATION_COUNT, Operation, SessionId, Transcript};
+use crate::state::{OpStats, RunRecord};
+
+impl Engine {
+    /// Writes everything from now on to `db` (once; later calls do nothing).
+    pub fn use_db(&self, db: Db) {
+        if self.shared.db.set(db.clone()).is_ok() {
+            self.shared.state.set_journal(Arc::new(db));
+        }
+    }
+
+    /// The database, when there is one.
+    pub fn db(&self) -> Option<&Db> {
+        self.shared.db.get()
+    }
+
+    /// Takes back what the database held (call before any feed starts):
+    /// sessions, transcripts, results, statistics, run ids. Then every
+    /// automatic operation whose result misses the session's newest
+    /// transcripts gets one run. Returns how many sessions came back.
+    pub fn restore(&self, restored: Restored) -> usize {
+        let shared = &self.shared;
+        shared.state.continue_run_ids_from(restored.next_run_id);
+        let mut back = 0;
+        for stored in &restored.sessions {
+            if !shared.store.restore(stored) {
+                continue;
+            }
+            back += 1;
+            shared.state.restore_stats(&stored.id, stats_of(stored));
+        }
+        for stored in restored.sessions.iter().take(back) {
+            for op in &shared.config.automatic_ops {
+                let covered = stored.results[op.index()]
+                    .as_ref()
+                    .map_or(0, |r| r.covered_generation);
+                if covered < stored.generation {
+                    self.admit(&stored.id, *op);
+                }
+            }
+        }
+        if back > 0 {
+            tracing::info!(sessions = back, "sessions restored from the database");
+        }
+        back
+    }
+}
+
+/// The transcript's database write, when there is a database and it is
+/// final: taken before the store consumes the transcript.
+pub(super) fn transcript_write(
+    shared: &Shared,
+    transcript: &Transcript,
+    feed: Option<usize>,
+) -> Option<Write> {
+    shared.db.get()?;
+    transcript.is_final.then(|| Write::Transcript {
+        session: transcript.session_id.clone(),
+        feed,
+        generation: 0,
+        seq: transcript.seq,
+        speaker: transcript.speaker.clone(),
+        start: transcript.start,
+        end: transcript.end,
+        text: transcript.text.clone(),
+        at: SystemTime::now(),
+    })
+}
+
+/// Hands `write` (with its generation) to the database.
+pub(super) fn write_transcript(shared: &Shared, write: Option<Write>, generation: u64) {
+    if let (Some(db), Some(mut write)) = (shared.db.get(), write) {
+        if let Write::Transcript { generation: g, .. } = &mut write {
+            *g = generation;
+        }
+        db.write(write);
+    }
+}
+
+pub(super) fn write_ended(shared: &Shared, session: &SessionId) {
+    if let Some(db) = shared.db.get() {
+        db.write(Write::Ended {
+            session: session.clone(),
+            at: SystemTime::now(),
+        });
+    }
+}
+
+pub(super) fn write_result(shared: &Shared, session: &SessionId, op: Operation, result: &OpResult) {
+    let Some(db) = shared.db.get() else {
+        return;
+    };
+    let body = match &result.body {
+        ResultBody::Summary(text) => text.clone(),
+        ResultBody::MindMap(map) => match serde_json::to_string(map) {
+            Ok(json) => json,
+            Err(_) => return,
+        },
+    };
+    db.write(Write::Result {
+        session: session.clone(),
+        op,
+        run_id: result.run_id,
+        covered_generation: result.covered_generation,
+        body,
+        model: result.model.clone(),
+        processing: result.processing_time,
+        finished_at: result.finished_at,
+    });
+}
+
+/// A stored session's statistics: its history replayed, then the totals
+/// over every stored run (the history holds only the newest).
+fn stats_of(stored: &StoredSession) -> [OpStats; OPERATION_COUNT] {
+    std::array::from_fn(|i| {
+        let mut stats = OpStats::default();
+        for run in &stored.history[i] {
+            let interrupted = run.outcome.is_none();
+            stats.record(
+                RunRecord {
+                    run_id: run.run_id,
+                    started_at: run.admitted_at,
+                    duration: run.duration,
+                    outcome: run.outcome.unwrap_or(crate::events::Outcome::Cancelled),
+                    covered_generation: run.covered_generation,
+                    follow_up: run.follow_up,
+                    waited: run.waited,
+                    usage: run.usage,
+                },
+                match (&run.error, interrupted) {
+                    (Some(error), _) => Some(error.clone()),
+                    (None, true) => Some("interrupted: the process stopped during the run".into()),
+                    (None, false) => None,
+                },
+            );
+        }
+        let counts = &stored.counts[i];
+        stats.runs = counts.runs;
+        stats.ok = counts.ok;
+        stats.failed = counts.failed;
+        stats.timed_out = counts.timed_out;
+        stats.cancelled = counts.cancelled;
+        stats.skipped = counts.skipped;
+        stats.follow_ups = counts.follow_ups;
+        stats.total_duration = counts.total_duration;
+        stats.total_wait = counts.total_wait;
+        stats.usage = counts.usage;
+        if let Some(result) = &stored.results[i] {
+            stats.covered_generation = Some(result.covered_generation);
+        }
+        stats
+    })
+}
