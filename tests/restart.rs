@@ -1,0 +1,276 @@
+//! The real binary killed and started again on one database: `kill -9`
+//! five times while a replay feed (which honours `hello` resume) plays,
+//! then a clean run to the end. Every session ends holding exactly its
+//! transcripts, none twice, with results covering the newest; a clean
+//! restart shows the same results and history through the API.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SESSIONS: usize = 4;
+const LINES: u64 = 60;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_inflight")
+}
+
+/// A fresh folder of its own.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("inflight-restart-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Meetings of `LINES` lines, 0.1 s apart: six seconds of replay each.
+fn write_meetings(dir: &Path) {
+    for s in 0..SESSIONS {
+        let id = format!("meet-{s}");
+        let lines: Vec<String> = (1..=LINES)
+            .map(|seq| {
+                serde_json::json!({"type": "transcript", "session_id": id, "seq": seq,
+                    "speaker": "ana", "start": seq as f64 * 0.1, "end": seq as f64 * 0.1 + 0.05,
+                    "text": format!("{id} line {seq} about the budget and the launch.")})
+                .to_string()
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{id}.jsonl")), lines.join("\n") + "\n").unwrap();
+    }
+}
+
+/// A child whose stdout lines arrive on a channel; killed when dropped.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the `n`th log line (from now on) containing `needle`.
+    fn wait_for(&mut self, needle: &str, n: usize) -> String {
+        let mut found = 0;
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        found += 1;
+                        if found == n {
+                            return line;
+                        }
+                    }
+                }
+                Err(_) => panic!("no {needle:?} in the log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+impl Running {
+    /// SIGTERM, and waits for the exit: a clean stop.
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            0
+        );
+        let status = self.child.wait().expect("it exits");
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(feed: &str, db: &Path) -> Running {
+    let mut serve = Running::spawn(
+        Command::new(bin())
+            .args([
+                "serve",
+                "--api",
+                "127.0.0.1:0",
+                "--simulate-latency",
+                "50ms",
+            ])
+            .args(["--feed", feed, "--db"])
+            .arg(db),
+    );
+    serve.wait_for("database open", 1);
+    serve
+}
+
+fn api_of(serve: &mut Running) -> String {
+    let line = serve.wait_for("API listening", 1);
+    let bound = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bound="))
+        .expect("the bound address");
+    format!("http://{bound}")
+}
+
+fn get(url: &str) -> serde_json::Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    inflight::net::install_crypto();
+    runtime.block_on(async {
+        reqwest::get(url)
+            .await
+            .expect("the API answers")
+            .json()
+            .await
+            .expect("JSON")
+    })
+}
+
+/// Polls the API until every session holds all its lines, has ended, and
+/// both results cover the newest (or panics after a while).
+fn wait_until_done(api: &str) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = get(&format!("{api}/api/sessions"));
+        let sessions = list["sessions"].as_array().cloned().unwrap_or_default();
+        let done = sessions.len() == SESSIONS
+            && sessions.iter().all(|s| {
+                s["transcripts"] == LINES
+                    && s["ended"] == true
+                    && s["operations"]["summary"]["covered_generation"] == LINES
+                    && s["operations"]["mind_map"]["covered_generation"] == LINES
+                    && s["operations"]["summary"]["state"] == "idle"
+                    && s["operations"]["mind_map"]["state"] == "idle"
+            });
+        if done {
+            return list;
+        }
+        assert!(Instant::now() < until, "not done in a minute: {list:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill_9_five_times_then_every_session_holds_exactly_its_transcripts() {
+    let dir = fresh_dir("kill");
+    write_meetings(&dir);
+    let db = dir.join("inflight.db");
+    let mut feed = Running::spawn(
+        Command::new(bin())
+            .args(["feed", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(&dir),
+    );
+    let listening = feed.wait_for("listening", 1);
+    let addr = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr=").or_else(|| w.strip_prefix("bound=")))
+        .map(str::to_string)
+        .unwrap_or_else(|| listening.rsplit(' ').next().unwrap().to_string());
+    let url = format!("ws://{addr}/");
+
+    for round in 1..=5 {
+        let mut serve = serve(&url, &db);
+        // Let it take in and finish some work, then kill it mid-flight.
+        serve.wait_for("processing finished", 4 * round);
+        serve.child.kill().expect("SIGKILL");
+        serve.child.wait().unwrap();
+    }
+
+    let mut last = serve(&url, &db);
+    let api = api_of(&mut last);
+    let list = wait_until_done(&api);
+    last.stop();
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for s in 0..SESSIONS {
+        let id = format!("meet-{s}");
+        let (count, seqs, newest): (i64, i64, i64) = conn
+            .query_row(
+                "SELECT count(*), count(DISTINCT seq), max(generation) FROM transcripts WHERE session = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (count, seqs, newest),
+            (LINES as i64, LINES as i64, LINES as i64),
+            "{id}: every line once"
+        );
+        let covered: Vec<i64> = conn
+            .prepare("SELECT covered_generation FROM results WHERE session = ?1 ORDER BY op")
+            .unwrap()
+            .query_map([&id], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(covered, [LINES as i64, LINES as i64], "{id}");
+    }
+    let interrupted: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM runs WHERE outcome = 'interrupted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        interrupted > 0,
+        "five kills mid-flight leave interrupted runs"
+    );
+    drop(conn);
+
+    // A clean restart shows the same results and history.
+    let mut again = serve(&url, &db);
+    let api = api_of(&mut again);
+    let restored = get(&format!("{api}/api/sessions"));
+    for (was, is) in list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(restored["sessions"].as_array().unwrap())
+    {
+        assert_eq!(was["session_id"], is["session_id"]);
+        for op in ["summary", "mind_map"] {
+            for field in ["runs", "ok", "covered_generation", "prompt_tokens"] {
+                assert_eq!(
+                    was["operations"][op][field], is["operations"][op][field],
+                    "{} {op} {field}",
+                    was["session_id"]
+                );
+            }
+        }
+        let id = was["session_id"].as_str().unwrap();
+        let before = get(&format!("{api}/api/sessions/{id}"));
+        assert_eq!(before["summary"]["covered_generation"], LINES);
+    }
+    again.stop();
+    drop(feed);
+}
