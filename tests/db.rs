@@ -430,3 +430,153 @@ fn sessions_past_retain_are_deleted_at_start_and_ended_ones_stay_on_disk_only() 
         .unwrap();
     assert_eq!(transcripts, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_pages_through_past_sessions_and_reads_forgotten_ones_from_disk() {
+    let path = fresh_db("history");
+    let opened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    let mut events = engine.subscribe();
+    let names = ["a-one", "b-two", "c-three"];
+    for name in names {
+        engine.ingest(
+            final_line(name, 1, &format!("{name} talks about the budget.")),
+            Some(0),
+        );
+        engine.end_session(&sid(name), Some(0));
+    }
+    wait_until(&mut events, Duration::from_secs(10), "every result", || {
+        engine.is_idle()
+            && names.iter().all(|n| {
+                Operation::ALL
+                    .iter()
+                    .all(|op| engine.result(&sid(n), *op).is_some())
+            })
+    })
+    .await;
+    let db = opened.db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        engine.forget_ended(Duration::ZERO),
+        3,
+        "memory lets them go"
+    );
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let addr = inflight::api::serve(
+        engine.clone(),
+        inflight::api::ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        shutdown,
+    )
+    .await
+    .unwrap();
+    inflight::net::install_crypto();
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+
+    let (status, detail) = get("/api/sessions/b-two".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["from_disk"], true);
+    assert_eq!(detail["summary"]["covered_generation"], 1);
+    assert!(
+        detail["summary"]["value"]
+            .as_str()
+            .unwrap()
+            .contains("budget")
+    );
+    assert_eq!(
+        detail["recent_transcripts"][0]["text"],
+        "b-two talks about the budget."
+    );
+    assert_eq!(detail["operations"]["summary"]["ok"], 1);
+    assert_eq!(get("/api/sessions/never-was".into()).await.0, 404);
+
+    let (status, first) = get("/api/history?limit=2".into()).await;
+    assert_eq!(status, 200);
+    let page: Vec<String> = first["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(page.len(), 2);
+    let next = &first["next"];
+    let (status, second) = get(format!(
+        "/api/history?limit=2&before={}&before_id={}",
+        next["before"],
+        next["before_id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let mut all = page.clone();
+    all.extend(
+        second["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["session_id"].as_str().unwrap().to_string()),
+    );
+    all.sort();
+    assert_eq!(all, names, "each once, over two pages");
+    assert_eq!(second["next"], serde_json::Value::Null);
+    let future = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let (_, none) = get(format!("/api/history?since={future}")).await;
+    assert_eq!(none["sessions"].as_array().unwrap().len(), 0);
+    opened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn without_a_database_history_is_a_clear_404() {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let addr = inflight::api::serve(
+        engine(),
+        inflight::api::ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        shutdown,
+    )
+    .await
+    .unwrap();
+    inflight::net::install_crypto();
+    let response = reqwest::get(format!("http://{addr}/api/history"))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("--no-db"),
+        "{body}"
+    );
+}

@@ -18,6 +18,7 @@
 
 mod browsers;
 pub mod client;
+mod history;
 mod json;
 mod metrics;
 mod ws;
@@ -117,6 +118,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         )
         .route("/api/sessions", get(list_sessions))
         .route("/api/feeds", get(list_feeds))
+        .route("/api/history", get(history::list))
         .route("/api/sessions/{session_id}", get(session_detail))
         .route(
             "/api/sessions/{session_id}/operations/{op}",
@@ -312,9 +314,19 @@ async fn session_detail(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let session = session_id(&raw)?;
-    match state.engine.session_detail(&session, 20) {
+    if let Some(detail) = state.engine.session_detail(&session, 20) {
+        return Ok(
+            axum::Json(json::SessionDetailJson::new(detail, Instant::now())).into_response(),
+        );
+    }
+    // Forgotten by memory: the database may still have it.
+    match history::forgotten(&state, &session).await? {
         Some(detail) => {
-            Ok(axum::Json(json::SessionDetailJson::new(detail, Instant::now())).into_response())
+            let mut body =
+                serde_json::to_value(json::SessionDetailJson::new(detail, Instant::now()))
+                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            body["from_disk"] = serde_json::Value::Bool(true);
+            Ok(axum::Json(body).into_response())
         }
         None => Err(ApiError(
             StatusCode::NOT_FOUND,

@@ -27,7 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
-pub use restore::{Restored, StoredResult, StoredRun, StoredSession, StoredTranscript};
+pub use restore::{
+    HistoryPage, PastSession, Restored, StoredCounts, StoredResult, StoredRun, StoredSession,
+    StoredTranscript,
+};
 
 use crate::events::{Outcome, RunId};
 use crate::llm::Usage;
@@ -185,6 +188,9 @@ pub struct Db {
     sender: SyncSender<writer::Message>,
     health: Arc<DbHealth>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Its own connection for the API's reads of history (WAL lets it read
+    /// while the writer writes). Blocking: call from a blocking task.
+    reader: Arc<std::sync::Mutex<rusqlite::Connection>>,
 }
 
 /// What [`open`] gives back: the handle, and what the file held.
@@ -237,6 +243,14 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
     writer::mark_interrupted(&conn).map_err(|e| DbError::io(&shown, e))?;
     writer::prune(&conn, limits.retain).map_err(|e| DbError::io(&shown, e))?;
     let restored = restore::read(&conn, limits).map_err(|e| DbError::io(&shown, e))?;
+    let reader = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| DbError::io(&shown, e))?;
+    reader
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(|e| DbError::io(&shown, e))?;
     let health = Arc::new(DbHealth::default());
     let (sender, receiver) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
     let thread = {
@@ -256,6 +270,7 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
             sender,
             health,
             writer: Arc::new(std::sync::Mutex::new(Some(thread))),
+            reader: Arc::new(std::sync::Mutex::new(reader)),
         },
         restored,
     })
@@ -286,6 +301,37 @@ impl Db {
             // The writer is gone (the process is stopping): nothing to do.
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// Waits (at most `within`) until every write handed over before this
+    /// call is committed; false if that did not happen in time. Blocking.
+    pub fn flush(&self, within: Duration) -> bool {
+        let (done, committed) = std::sync::mpsc::sync_channel(1);
+        if self.sender.send(writer::Message::Flush(done)).is_err() {
+            return false;
+        }
+        committed.recv_timeout(within).is_ok()
+    }
+
+    /// Past sessions, newest first: those whose last word came before
+    /// `before` and after `since` (unix seconds), at most `limit`.
+    /// Blocking: call from a blocking task.
+    pub fn history(
+        &self,
+        since: Option<f64>,
+        before: Option<(f64, String)>,
+        limit: usize,
+    ) -> Result<HistoryPage, DbError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        restore::history(&conn, since, before, limit)
+            .map_err(|e| DbError::io(&self.path.display().to_string(), e))
+    }
+
+    /// One session as the file holds it, whatever memory did with it.
+    /// Blocking: call from a blocking task.
+    pub fn session(&self, id: &SessionId) -> Result<Option<StoredSession>, DbError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        restore::one(&conn, id).map_err(|e| DbError::io(&self.path.display().to_string(), e))
     }
 
     /// Lets the writer commit every write handed to it so far, then stops

@@ -136,35 +136,132 @@ pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqli
                 continue;
             };
             index.insert(raw, sessions.len());
-            sessions.push(StoredSession {
-                id,
-                feed: row.get::<_, Option<i64>>(1)?.map(|f| f as usize),
-                last_seq: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
-                generation: row.get::<_, i64>(3)? as u64,
-                first_seen: from_unix(row.get(4)?),
-                last_seen: from_unix(row.get(5)?),
-                ended_at: row.get::<_, Option<f64>>(6)?.map(from_unix),
-                transcripts: Vec::new(),
-                results: Default::default(),
-                history: Default::default(),
-                counts: Default::default(),
-            });
+            sessions.push(session_of(row, id)?);
         }
     }
+    fill(conn, &mut sessions, &index, None)?;
+    Ok(Restored {
+        sessions,
+        next_run_id,
+    })
+}
+
+/// One session, whatever its age (for the API's look into the past).
+pub fn one(conn: &Connection, id: &SessionId) -> Result<Option<StoredSession>, rusqlite::Error> {
+    let mut stmt = conn.prepare(
+        "SELECT id, feed, last_seq, generation, first_seen, last_seen, ended_at FROM sessions
+         WHERE id = ?1",
+    )?;
+    let mut rows = stmt.query([id.as_str()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut sessions = vec![session_of(row, id.clone())?];
+    let index = HashMap::from([(id.as_str().to_string(), 0)]);
+    fill(conn, &mut sessions, &index, Some(id.as_str()))?;
+    Ok(sessions.pop())
+}
+
+/// A session row (`id, feed, last_seq, generation, first_seen, last_seen,
+/// ended_at`), with nothing else read yet.
+fn session_of(row: &rusqlite::Row<'_>, id: SessionId) -> Result<StoredSession, rusqlite::Error> {
+    Ok(StoredSession {
+        id,
+        feed: row.get::<_, Option<i64>>(1)?.map(|f| f as usize),
+        last_seq: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+        generation: row.get::<_, i64>(3)? as u64,
+        first_seen: from_unix(row.get(4)?),
+        last_seen: from_unix(row.get(5)?),
+        ended_at: row.get::<_, Option<f64>>(6)?.map(from_unix),
+        transcripts: Vec::new(),
+        results: Default::default(),
+        history: Default::default(),
+        counts: Default::default(),
+    })
+}
+
+/// One past session, for a list of them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PastSession {
+    pub session_id: String,
+    pub first_seen: f64,
+    pub last_seen: f64,
+    pub ended_at: Option<f64>,
+    pub transcripts: u64,
+    pub summary_covered_generation: Option<u64>,
+    pub mind_map_covered_generation: Option<u64>,
+}
+
+/// A page of past sessions, and where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub sessions: Vec<PastSession>,
+    /// `(last_seen, id)` of the last row, when there may be more.
+    pub next: Option<(f64, String)>,
+}
+
+/// Past sessions by their last word, newest first.
+pub fn history(
+    conn: &Connection,
+    since: Option<f64>,
+    before: Option<(f64, String)>,
+    limit: usize,
+) -> Result<HistoryPage, rusqlite::Error> {
+    let (before_at, before_id) = match before {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.first_seen, s.last_seen, s.ended_at, s.generation,
+                (SELECT covered_generation FROM results WHERE session = s.id AND op = 'summary'),
+                (SELECT covered_generation FROM results WHERE session = s.id AND op = 'mind_map')
+         FROM sessions s
+         WHERE (?1 IS NULL OR s.last_seen >= ?1)
+           AND (?2 IS NULL OR s.last_seen < ?2 OR (s.last_seen = ?2 AND s.id < ?3))
+         ORDER BY s.last_seen DESC, s.id DESC
+         LIMIT ?4",
+    )?;
+    let sessions: Vec<PastSession> = stmt
+        .query_map(
+            rusqlite::params![since, before_at, before_id, limit as i64],
+            |row| {
+                Ok(PastSession {
+                    session_id: row.get(0)?,
+                    first_seen: row.get(1)?,
+                    last_seen: row.get(2)?,
+                    ended_at: row.get(3)?,
+                    transcripts: row.get::<_, i64>(4)? as u64,
+                    summary_covered_generation: row.get::<_, Option<i64>>(5)?.map(|g| g as u64),
+                    mind_map_covered_generation: row.get::<_, Option<i64>>(6)?.map(|g| g as u64),
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    let next = (sessions.len() == limit && limit > 0)
+        .then(|| sessions.last().map(|s| (s.last_seen, s.session_id.clone())))
+        .flatten();
+    Ok(HistoryPage { sessions, next })
+}
+
+/// Reads the transcripts, results, counts, history and skips of
+/// `sessions` (found by `index`); `only` narrows every query to one id.
+fn fill(
+    conn: &Connection,
+    sessions: &mut [StoredSession],
+    index: &HashMap<String, usize>,
+    only: Option<&str>,
+) -> Result<(), rusqlite::Error> {
     if sessions.is_empty() {
-        return Ok(Restored {
-            sessions,
-            next_run_id,
-        });
+        return Ok(());
     }
     {
         let mut stmt = conn.prepare(
             "SELECT session, generation, seq, speaker, text, start, received_at FROM (
                  SELECT *, row_number() OVER (PARTITION BY session ORDER BY generation DESC) AS nth
-                 FROM transcripts)
+                 FROM transcripts WHERE ?2 IS NULL OR session = ?2)
              WHERE nth <= ?1 ORDER BY session, generation",
         )?;
-        let mut rows = stmt.query([MAX_KEPT_TRANSCRIPTS as i64])?;
+        let mut rows = stmt.query(rusqlite::params![MAX_KEPT_TRANSCRIPTS as i64, only])?;
         while let Some(row) = rows.next()? {
             let Some(&at) = index.get(&row.get::<_, String>(0)?) else {
                 continue;
@@ -182,9 +279,9 @@ pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqli
     {
         let mut stmt = conn.prepare(
             "SELECT session, op, run_id, covered_generation, body, model, processing_ms, finished_at
-             FROM results",
+             FROM results WHERE ?1 IS NULL OR session = ?1",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([only])?;
         while let Some(row) = rows.next()? {
             let (Some(&at), Some(op)) = (
                 index.get(&row.get::<_, String>(0)?),
@@ -206,9 +303,9 @@ pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqli
         let mut stmt = conn.prepare(
             "SELECT session, op, outcome, count(*), sum(follow_up), sum(duration_ms), sum(waited_ms),
                     sum(prompt_tokens), sum(completion_tokens)
-             FROM runs GROUP BY session, op, outcome",
+             FROM runs WHERE ?1 IS NULL OR session = ?1 GROUP BY session, op, outcome",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([only])?;
         while let Some(row) = rows.next()? {
             let (Some(&at), Some(op)) = (
                 index.get(&row.get::<_, String>(0)?),
@@ -243,10 +340,10 @@ pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqli
             "SELECT session, op, run_id, admitted_at, follow_up, outcome, duration_ms, waited_ms,
                     error, covered_generation, prompt_tokens, completion_tokens FROM (
                  SELECT *, row_number() OVER (PARTITION BY session, op ORDER BY run_id DESC) AS nth
-                 FROM runs)
+                 FROM runs WHERE ?2 IS NULL OR session = ?2)
              WHERE nth <= ?1 ORDER BY session, op, run_id",
         )?;
-        let mut rows = stmt.query([HISTORY_LEN as i64])?;
+        let mut rows = stmt.query(rusqlite::params![HISTORY_LEN as i64, only])?;
         while let Some(row) = rows.next()? {
             let (Some(&at), Some(op)) = (
                 index.get(&row.get::<_, String>(0)?),
@@ -274,8 +371,9 @@ pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqli
         }
     }
     {
-        let mut stmt = conn.prepare("SELECT session, op, skipped FROM skips")?;
-        let mut rows = stmt.query([])?;
+        let mut stmt = conn
+            .prepare("SELECT session, op, skipped FROM skips WHERE ?1 IS NULL OR session = ?1")?;
+        let mut rows = stmt.query([only])?;
         while let Some(row) = rows.next()? {
             let (Some(&at), Some(op)) = (
                 index.get(&row.get::<_, String>(0)?),
@@ -286,8 +384,5 @@ pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqli
             sessions[at].counts[op].skipped = row.get::<_, i64>(2)? as u64;
         }
     }
-    Ok(Restored {
-        sessions,
-        next_run_id,
-    })
+    Ok(())
 }

@@ -16,6 +16,8 @@ use super::{BATCH_ROWS, BATCH_WINDOW, DbError, DbHealth, Write, unix};
 #[derive(Debug)]
 pub enum Message {
     Write(Write),
+    /// Commit what came before, then say so.
+    Flush(std::sync::mpsc::SyncSender<()>),
     /// Commit what came before, then stop.
     Close,
 }
@@ -112,20 +114,24 @@ pub fn run(
 ) {
     let mut batch: Vec<Write> = Vec::with_capacity(BATCH_ROWS);
     let mut closing = false;
+    // Asked to say when everything before them is committed.
+    let mut flushes: Vec<std::sync::mpsc::SyncSender<()>> = Vec::new();
     let mut last_prune = Instant::now();
     while !closing || !batch.is_empty() {
         if batch.is_empty() {
             match receiver.recv_timeout(PRUNE_EVERY) {
                 Ok(Message::Write(write)) => batch.push(write),
+                Ok(Message::Flush(done)) => flushes.push(done),
                 Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
         let window_ends = Instant::now() + BATCH_WINDOW;
-        while !closing && batch.len() < BATCH_ROWS {
+        while !closing && flushes.is_empty() && batch.len() < BATCH_ROWS {
             let left = window_ends.saturating_duration_since(Instant::now());
             match receiver.recv_timeout(left) {
                 Ok(Message::Write(write)) => batch.push(write),
+                Ok(Message::Flush(done)) => flushes.push(done),
                 Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
                 Err(RecvTimeoutError::Timeout) => break,
             }
@@ -139,6 +145,9 @@ pub fn run(
                     batch.clear();
                     if health.degraded.swap(false, Ordering::Relaxed) {
                         tracing::info!("the database is writing again");
+                    }
+                    for done in flushes.drain(..) {
+                        let _ = done.send(());
                     }
                 }
                 Err(e) => {
@@ -156,6 +165,11 @@ pub fn run(
                     }
                     std::thread::sleep(RETRY_AFTER);
                 }
+            }
+        }
+        if batch.is_empty() {
+            for done in flushes.drain(..) {
+                let _ = done.send(());
             }
         }
         if last_prune.elapsed() >= PRUNE_EVERY {

@@ -60,6 +60,60 @@ impl Engine {
     }
 }
 
+/// A session as the database holds it, in the shape the views read:
+/// for a session memory has forgotten.
+pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::SessionDetail {
+    let stats = stats_of(stored);
+    let row = super::SessionRow {
+        id: stored.id.clone(),
+        feed: stored.feed,
+        transcripts: stored.generation,
+        last_transcript_at: None,
+        ended: stored.ended_at.is_some(),
+        has_partial: false,
+        lost: 0,
+        ops: std::array::from_fn(|i| super::OpRow::new(None, &stats[i])),
+    };
+    let skip = stored.transcripts.len().saturating_sub(recent);
+    let content = super::SessionContent {
+        recent: stored
+            .transcripts
+            .iter()
+            .skip(skip)
+            .map(|t| super::StoredTranscript {
+                generation: t.generation,
+                speaker: t.speaker.clone(),
+                text: t.text.clone(),
+                start: t.start,
+                received_at: t.received_at,
+                arrival: 0,
+            })
+            .collect(),
+        partial: None,
+        results: std::array::from_fn(|i| {
+            let result = stored.results[i].as_ref()?;
+            let body = match Operation::ALL[i] {
+                Operation::Summary => ResultBody::Summary(result.body.clone()),
+                Operation::MindMap => ResultBody::MindMap(serde_json::from_str(&result.body).ok()?),
+            };
+            Some(OpResult {
+                body,
+                covered_generation: result.covered_generation,
+                run_id: result.run_id,
+                model: result.model.clone(),
+                processing_time: result.processing,
+                finished_at: result.finished_at,
+            })
+        }),
+        rejected: Default::default(),
+    };
+    super::SessionDetail {
+        row,
+        content,
+        history: std::array::from_fn(|i| stats[i].history.iter().cloned().collect()),
+    }
+}
+
 /// The transcript's database write, when there is a database and it is
 /// final: taken before the store consumes the transcript.
 pub(super) fn transcript_write(

@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+pub use durable::detail_from_disk;
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
 pub use snapshot::{OpRow, SessionDetail, SessionRow, Snapshot, Totals};
 pub use store::{Appended, OpResult, ResultBody, SessionContent, SessionLimits, StoredTranscript};
