@@ -175,6 +175,7 @@ fn fixture(now: Instant) -> Snapshot {
         lifetime: Default::default(),
         max_sessions: 10_000,
         refused_sessions: 0,
+        db: None,
     }
 }
 
@@ -418,6 +419,32 @@ fn actions_become_commands_and_answers_become_messages() {
     );
     assert_eq!(app.handle_key(Key::Char('q')), vec![Command::Quit]);
     assert!(app.quit);
+}
+
+#[test]
+fn a_degraded_database_shows_in_the_header_and_only_then() {
+    let mut snapshot = fixture(now());
+    let mut view = inflight::engine::DbView {
+        path: "/var/lib/inflight.db".into(),
+        degraded: false,
+        written: 10,
+        dropped: 0,
+        failures: 0,
+    };
+    snapshot.db = Some(view.clone());
+    let mut app = app(false);
+    app.set_snapshot(snapshot.clone());
+    assert!(!screen_text(&render(&app, 140, 40)).contains("degraded"));
+    view.degraded = true;
+    view.failures = 3;
+    snapshot.db = Some(view);
+    app.set_snapshot(snapshot);
+    let text = screen_text(&render(&app, 140, 40));
+    let header = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains("db degraded (3 failed, 0 dropped)"),
+        "{header}"
+    );
 }
 
 #[test]

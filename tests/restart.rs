@@ -139,7 +139,7 @@ fn api_of(serve: &mut Running) -> String {
     format!("http://{bound}")
 }
 
-fn get(url: &str) -> serde_json::Value {
+fn get_text(url: &str) -> String {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -149,10 +149,14 @@ fn get(url: &str) -> serde_json::Value {
         reqwest::get(url)
             .await
             .expect("the API answers")
-            .json()
+            .text()
             .await
-            .expect("JSON")
+            .expect("a body")
     })
+}
+
+fn get(url: &str) -> serde_json::Value {
+    serde_json::from_str(&get_text(url)).expect("JSON")
 }
 
 /// Polls the API until every session holds all its lines, has ended, and
@@ -272,5 +276,61 @@ fn kill_9_five_times_then_every_session_holds_exactly_its_transcripts() {
         assert_eq!(before["summary"]["covered_generation"], LINES);
     }
     again.stop();
+    drop(feed);
+}
+
+#[test]
+fn a_full_disk_degrades_the_database_and_the_engine_runs_on() {
+    use std::os::unix::process::CommandExt;
+    let dir = fresh_dir("full");
+    write_meetings(&dir);
+    let db = dir.join("inflight.db");
+    let mut feed = Running::spawn(
+        Command::new(bin())
+            .args(["feed", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(&dir),
+    );
+    let listening = feed.wait_for("listening", 1);
+    let addr = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .expect("the feed's address")
+        .to_string();
+    let mut command = Command::new(bin());
+    command
+        .args([
+            "serve",
+            "--api",
+            "127.0.0.1:0",
+            "--simulate-latency",
+            "50ms",
+        ])
+        .args(["--feed", &format!("ws://{addr}/"), "--db"])
+        .arg(&db);
+    // SAFETY: only async-signal-safe calls between fork and exec. Files
+    // may not grow past 100 KiB (as on a full disk), and going past is an
+    // error to the writer rather than a signal that kills the process.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 100 * 1024,
+                rlim_max: 100 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut serve = Running::spawn(&mut command);
+    let api = api_of(&mut serve);
+    serve.wait_for("cannot write to the database", 1);
+    let health = get_text(&format!("{api}/healthz"));
+    assert!(health.starts_with("degraded"), "{health}");
+    // Memory goes on: every line arrives and is covered.
+    let list = wait_until_done(&api);
+    assert_eq!(list["sessions"].as_array().unwrap().len(), SESSIONS);
+    serve.stop();
     drop(feed);
 }

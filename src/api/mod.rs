@@ -128,7 +128,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         .route("/metrics", get(render_metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(refuse_large_bodies))
@@ -307,6 +307,20 @@ async fn list_feeds(State(state): State<ApiState>) -> Response {
         })
         .collect();
     axum::Json(json!({"feeds": feeds})).into_response()
+}
+
+/// Liveness: 200 while the process runs; the body says `degraded` when
+/// the database cannot write (the engine goes on in memory).
+async fn healthz(State(state): State<ApiState>) -> String {
+    match state.engine.db().filter(|db| db.health().degraded()) {
+        Some(db) => format!(
+            "degraded: the database {} cannot write ({} failed commits, {} writes dropped); running in memory",
+            db.path().display(),
+            db.health().failures(),
+            db.health().dropped()
+        ),
+        None => "ok".into(),
+    }
 }
 
 async fn session_detail(

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 pub use durable::detail_from_disk;
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
-pub use snapshot::{OpRow, SessionDetail, SessionRow, Snapshot, Totals};
+pub use snapshot::{DbView, OpRow, SessionDetail, SessionRow, Snapshot, Totals};
 pub use store::{Appended, OpResult, ResultBody, SessionContent, SessionLimits, StoredTranscript};
 
 use crate::events::{Event, EventBus, RunId};
@@ -451,6 +451,7 @@ impl Engine {
             sessions,
             max_sessions: shared.config.sessions.max_sessions,
             refused_sessions: self.refused_sessions(),
+            db: shared.db.get().map(snapshot::DbView::of),
         }
     }
 

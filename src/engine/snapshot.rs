@@ -140,6 +140,33 @@ pub struct Snapshot {
     pub max_sessions: usize,
     /// New sessions refused so far because that many were held.
     pub refused_sessions: u64,
+    /// The database, when there is one.
+    pub db: Option<DbView>,
+}
+
+/// How the database is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbView {
+    pub path: String,
+    /// The last commit failed, or writes were dropped since: the engine
+    /// runs on in memory and the writer retries.
+    pub degraded: bool,
+    pub written: u64,
+    pub dropped: u64,
+    pub failures: u64,
+}
+
+impl DbView {
+    pub fn of(db: &crate::db::Db) -> Self {
+        let health = db.health();
+        Self {
+            path: db.path().display().to_string(),
+            degraded: health.degraded(),
+            written: health.written(),
+            dropped: health.dropped(),
+            failures: health.failures(),
+        }
+    }
 }
 
 /// One session in full, for a detail view.

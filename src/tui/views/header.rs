@@ -75,6 +75,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         t.base(),
         t,
     )];
+    if let Some(db) = s.db.as_ref().filter(|db| db.degraded) {
+        // Writes fail or are dropped: the engine runs on in memory.
+        second.push(label_value(
+            "db",
+            format!("degraded ({} failed, {} dropped)", db.failures, db.dropped),
+            t.error(),
+            t,
+        ));
+    }
     if s.refused_sessions > 0 {
         // The store is (or was) full: new sessions are being turned away.
         second.push(label_value(
