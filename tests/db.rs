@@ -528,9 +528,8 @@ async fn the_api_pages_through_past_sessions_and_reads_forgotten_ones_from_disk(
     assert_eq!(page.len(), 2);
     let next = &first["next"];
     let (status, second) = get(format!(
-        "/api/history?limit=2&before={}&before_id={}",
-        next["before"],
-        next["before_id"].as_str().unwrap()
+        "/api/history?limit=2&cursor={}",
+        next.as_str().expect("a cursor while there may be more")
     ))
     .await;
     assert_eq!(status, 200);
@@ -552,6 +551,7 @@ async fn the_api_pages_through_past_sessions_and_reads_forgotten_ones_from_disk(
         + 3600;
     let (_, none) = get(format!("/api/history?since={future}")).await;
     assert_eq!(none["sessions"].as_array().unwrap().len(), 0);
+    assert_eq!(get("/api/history?cursor=nonsense".into()).await.0, 400);
     opened.db.close(Duration::from_secs(5));
 }
 

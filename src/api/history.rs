@@ -20,10 +20,22 @@ pub const DEFAULT_PAGE: usize = 50;
 pub(super) struct HistoryParams {
     /// Only sessions heard from at or after this time (unix seconds).
     since: Option<f64>,
-    /// The page after this one: the `next` of the previous answer.
-    before: Option<f64>,
-    before_id: Option<String>,
+    /// The page after another: that answer's `next`, as it was.
+    cursor: Option<String>,
     limit: Option<usize>,
+}
+
+/// A cursor names the last session of a page exactly (its last word's
+/// time as the bits of the stored number, and its id), so no client's
+/// float parsing can make a page repeat or skip a session.
+fn cursor_of((last_seen, id): (f64, String)) -> String {
+    format!("{:016x}.{id}", last_seen.to_bits())
+}
+
+fn parse_cursor(raw: &str) -> Option<(f64, String)> {
+    let (bits, id) = raw.split_once('.')?;
+    let bits = u64::from_str_radix(bits, 16).ok()?;
+    Some((f64::from_bits(bits), id.to_string()))
 }
 
 fn no_db() -> ApiError {
@@ -47,19 +59,22 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     let db = state.engine.db().cloned().ok_or_else(no_db)?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let before = match (params.before, params.before_id) {
-        (Some(at), Some(id)) => Some((at, id)),
-        (Some(at), None) => Some((at, String::from("\u{10FFFF}"))),
-        (None, _) => None,
+    let before = match params.cursor.as_deref().map(parse_cursor) {
+        None => None,
+        Some(Some(cursor)) => Some(cursor),
+        Some(None) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "cursor: pass back the `next` of an earlier answer as it was".into(),
+            ));
+        }
     };
     let since = params.since;
     let page = tokio::task::spawn_blocking(move || db.history(since, before, limit))
         .await
         .map_err(failed)?
         .map_err(failed)?;
-    let next = page
-        .next
-        .map(|(before, before_id)| json!({"before": before, "before_id": before_id}));
+    let next = page.next.map(cursor_of);
     Ok(axum::Json(json!({"sessions": page.sessions, "next": next})).into_response())
 }
 
