@@ -80,6 +80,10 @@ struct Args {
     /// (`max_stale_s`). Reads every event, so leave it off for ingest runs.
     #[arg(long)]
     lag_over_time: bool,
+    /// Write everything to a SQLite file here (deleted first), as `serve`
+    /// does; reports the bytes it took.
+    #[arg(long)]
+    db: Option<std::path::PathBuf>,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -210,6 +214,24 @@ async fn engine_run(
         ..Default::default()
     };
     let engine = Engine::new(config, probe.clone());
+    let db = args.db.as_ref().map(|path| {
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+        let opened = inflight::db::open(
+            path,
+            inflight::db::RestoreLimits {
+                forget_after: Duration::from_secs(1800),
+                max_sessions: 10_000_000,
+                retain: Duration::from_secs(86_400),
+            },
+        )
+        .expect("the database opens");
+        engine.use_db(opened.db.clone());
+        opened.db
+    });
     let stop_watching = CancellationToken::new();
     let watcher = args.lag_over_time.then(|| {
         tokio::spawn(longest_wait_for_cover(
@@ -282,6 +304,20 @@ async fn engine_run(
         &lags,
     );
     out["min_interval_s"] = json!(args.min_interval);
+    if let (Some(db), Some(path)) = (db, &args.db) {
+        db.close(Duration::from_secs(60));
+        let bytes: u64 = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut file = path.as_os_str().to_owned();
+                file.push(suffix);
+                std::fs::metadata(file).ok().map(|m| m.len())
+            })
+            .sum();
+        out["policy"] = json!("coalesce+db");
+        out["db_bytes"] = json!(bytes);
+        out["db_dropped"] = json!(engine.db().map(|d| d.health().dropped()));
+    }
     if let Some(watcher) = watcher {
         stop_watching.cancel();
         out["max_stale_s"] = json!(watcher.await.ok().map(|s| (s * 1000.0).round() / 1000.0));

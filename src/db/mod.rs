@@ -41,7 +41,7 @@ pub const CHANNEL_CAPACITY: usize = 65_536;
 /// Longest a write waits for its batch to commit.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Most writes in one transaction.
-pub const BATCH_ROWS: usize = 1_000;
+pub const BATCH_ROWS: usize = 10_000;
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -144,9 +144,11 @@ pub enum Write {
         covered_generation: Option<u64>,
         usage: Usage,
     },
+    /// The skip count of one operation of a session so far.
     Skipped {
         session: SessionId,
         op: Operation,
+        total: u64,
     },
 }
 
@@ -386,7 +388,15 @@ impl crate::state::Journal for Db {
         op: Operation,
         record: &crate::state::RunRecord,
         error: Option<&str>,
+        skipped: u64,
     ) {
+        if skipped > 0 {
+            self.write(Write::Skipped {
+                session: session.clone(),
+                op,
+                total: skipped,
+            });
+        }
         self.write(Write::RunEnded {
             run_id: record.run_id,
             session: session.clone(),
@@ -399,13 +409,6 @@ impl crate::state::Journal for Db {
             error: error.map(str::to_string),
             covered_generation: record.covered_generation,
             usage: record.usage,
-        });
-    }
-
-    fn skipped(&self, session: &SessionId, op: Operation) {
-        self.write(Write::Skipped {
-            session: session.clone(),
-            op,
         });
     }
 }

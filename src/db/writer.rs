@@ -8,9 +8,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, Transaction, params};
 
 use super::{BATCH_ROWS, BATCH_WINDOW, DbError, DbHealth, Write, unix};
+use crate::model::SessionId;
 
 /// What the engine sends the writer.
 #[derive(Debug)]
@@ -181,12 +184,83 @@ pub fn run(
     }
 }
 
+/// What a batch's transcripts say about their session, merged: one upsert
+/// per session and batch instead of one per transcript.
+struct Seen {
+    feed: Option<usize>,
+    first_at: f64,
+    last_at: f64,
+    last_seq: Option<u64>,
+    generation: u64,
+}
+
 fn commit(conn: &mut Connection, batch: &[Write]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
+    let mut seen: HashMap<&SessionId, Seen> = HashMap::new();
     for write in batch {
-        apply(&tx, write)?;
+        match write {
+            Write::Transcript {
+                session,
+                feed,
+                generation,
+                seq,
+                at,
+                ..
+            } => {
+                apply(&tx, write)?;
+                let at = unix(*at);
+                let entry = seen.entry(session).or_insert(Seen {
+                    feed: None,
+                    first_at: at,
+                    last_at: at,
+                    last_seq: None,
+                    generation: 0,
+                });
+                entry.feed = feed.or(entry.feed);
+                entry.last_at = at;
+                entry.last_seq = seq.or(entry.last_seq);
+                entry.generation = entry.generation.max(*generation);
+            }
+            // An end comes after the transcripts before it.
+            Write::Ended { session, .. } => {
+                if let Some(pending) = seen.remove(session) {
+                    upsert_session(&tx, session, &pending)?;
+                }
+                apply(&tx, write)?;
+            }
+            other => apply(&tx, other)?,
+        }
+    }
+    for (session, pending) in &seen {
+        upsert_session(&tx, session, pending)?;
     }
     tx.commit()
+}
+
+fn upsert_session(
+    tx: &Transaction<'_>,
+    session: &SessionId,
+    seen: &Seen,
+) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO sessions (id, feed, first_seen, last_seen, ended_at, last_seq, generation)
+         VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET
+             feed = coalesce(excluded.feed, feed),
+             last_seen = excluded.last_seen,
+             ended_at = NULL,
+             last_seq = coalesce(excluded.last_seq, last_seq),
+             generation = max(generation, excluded.generation)",
+    )?
+    .execute(params![
+        session.as_str(),
+        seen.feed.map(|f| f as i64),
+        seen.first_at,
+        seen.last_at,
+        seen.last_seq.map(|s| s as i64),
+        seen.generation as i64
+    ])?;
+    Ok(())
 }
 
 /// One write as SQL. Results are fenced here: an older run never
@@ -194,9 +268,9 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> Result<(), rusqlite::Error>
 /// never replaces one covering more.
 fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
     match write {
+        // The session's own row is written by `commit`, once per batch.
         Write::Transcript {
             session,
-            feed,
             generation,
             seq,
             speaker,
@@ -204,25 +278,9 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             end,
             text,
             at,
+            ..
         } => {
             let at = unix(*at);
-            tx.prepare_cached(
-                "INSERT INTO sessions (id, feed, first_seen, last_seen, ended_at, last_seq, generation)
-                 VALUES (?1, ?2, ?3, ?3, NULL, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET
-                     feed = coalesce(excluded.feed, feed),
-                     last_seen = excluded.last_seen,
-                     ended_at = NULL,
-                     last_seq = coalesce(excluded.last_seq, last_seq),
-                     generation = max(generation, excluded.generation)",
-            )?
-            .execute(params![
-                session.as_str(),
-                feed.map(|f| f as i64),
-                at,
-                seq.map(|s| s as i64),
-                *generation as i64
-            ])?;
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO transcripts
                      (session, generation, seq, speaker, start, end, text, received_at)
@@ -339,12 +397,12 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                 usage.completion_tokens as i64
             ])?;
         }
-        Write::Skipped { session, op } => {
+        Write::Skipped { session, op, total } => {
             tx.prepare_cached(
-                "INSERT INTO skips (session, op, skipped) VALUES (?1, ?2, 1)
-                 ON CONFLICT (session, op) DO UPDATE SET skipped = skipped + 1",
+                "INSERT INTO skips (session, op, skipped) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (session, op) DO UPDATE SET skipped = max(skipped, excluded.skipped)",
             )?
-            .execute(params![session.as_str(), op.as_str()])?;
+            .execute(params![session.as_str(), op.as_str(), *total as i64])?;
         }
     }
     Ok(())

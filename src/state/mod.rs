@@ -164,13 +164,21 @@ impl Default for StateConfig {
     }
 }
 
-/// Told of every admission, finished run and skip, from inside the
-/// manager's lock (so in the order they happened): it must not block. The
-/// database implements it.
+/// Told of every admission and finished run, from inside the manager's
+/// lock (so in the order they happened): it must not block. Skips are told
+/// as a running count with each end, not one by one (there can be far more
+/// of them than runs). The database implements it.
 pub trait Journal: Send + Sync {
     fn admitted(&self, session: &SessionId, op: Operation, run: &InFlight);
-    fn ended(&self, session: &SessionId, op: Operation, record: &RunRecord, error: Option<&str>);
-    fn skipped(&self, session: &SessionId, op: Operation);
+    /// `skipped`: the operation's skip count on this session so far.
+    fn ended(
+        &self,
+        session: &SessionId,
+        op: Operation,
+        record: &RunRecord,
+        error: Option<&str>,
+        skipped: u64,
+    );
 }
 
 /// Tracks runs in flight per `(session, op)`; see the module docs.
@@ -276,9 +284,7 @@ impl ProcessingStateManager {
                     }
                     op_stats.skipped += 1;
                     lifetime.skipped += 1;
-                    if let Some(journal) = self.journal() {
-                        journal.skipped(session, op);
-                    }
+
                     let (run_id, since, pending) =
                         (slot.view.run_id, slot.view.since, slot.view.pending);
                     (
@@ -652,7 +658,8 @@ fn record_end(
     };
     lifetime.count_end(&record);
     if let Some(journal) = journal {
-        journal.ended(session, op, &record, error.as_deref());
+        let skipped = entry.stats[op.index()].skipped;
+        journal.ended(session, op, &record, error.as_deref(), skipped);
     }
     entry.stats[op.index()].record(record, error);
 }
