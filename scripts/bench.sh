@@ -12,7 +12,7 @@ OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 python3 -c 'import websockets' 2>/dev/null || pip install --quiet websockets
-cargo build --release --quiet --example load --example overload --example token_cost
+cargo build --release --quiet --example load --example overload --example token_cost --example restart_time
 LOAD=target/release/examples/load
 TIME=/usr/bin/time
 
@@ -74,7 +74,11 @@ for _ in 1 2 3; do
   measure "$OUT/own.jsonl" "$LOAD" --feed ws://127.0.0.1:9314 --policy coalesce --latency 0.05
   # The ceiling: the same feed read and parsed, no engine.
   measure "$OUT/own.jsonl" "$LOAD" --feed ws://127.0.0.1:9314 --policy bare
+  # Everything written to a SQLite file, as `serve` does by default.
+  measure "$OUT/own.jsonl" "$LOAD" --feed ws://127.0.0.1:9314 --policy coalesce --latency 0.05 --db "$OUT/load.db"
 done
+# Restart: open a file of 100 000 sessions and take them back.
+target/release/examples/restart_time --sessions 100000 --db "$OUT/restart.db" > "$OUT/restart.jsonl"
 
 # Overload, on a paused clock (exact): demand 5×, 25× and 125× what the LLM can do.
 for sessions in 40 200 1000; do
@@ -133,6 +137,18 @@ ours, seed = median_rate("coalesce"), median_rate("seed-skip")
 print(f"Median ingest: inflight {ours[0]:,.0f}/s (range {ours[1]:,.0f}–{ours[2]:,.0f}), "
       f"seed {seed[0]:,.0f}/s (range {seed[1]:,.0f}–{seed[2]:,.0f}): **{ours[0] / seed[0]:.1f}×**.\n")
 bare = median_rate("bare")
+with_db = median_rate("coalesce+db")
+db_rows = [l for l in own if l.get("policy") == "coalesce+db"]
+per_k = sorted(l["db_bytes"] / l["transcripts"] * 1000 for l in db_rows)[len(db_rows) // 2]
+print(f"With the database (every transcript, result and run written to SQLite): median {with_db[0]:,.0f}/s "
+      f"(range {with_db[1]:,.0f}–{with_db[2]:,.0f}), **{with_db[0] / ours[0] * 100:.0f} %** of memory only; "
+      f"{per_k / 1024:,.0f} KiB on disk per 1 000 transcripts (file and WAL, runs and results included), "
+      f"{sum(l.get('db_dropped') or 0 for l in db_rows)} writes dropped.\n")
+restart = rows("restart.jsonl")[0]
+print(f"Restart with {restart['sessions']:,} stored sessions ({restart['transcripts_per_session']} transcripts, "
+      f"both results and a run of each per session; {restart['db_bytes'] / 2**20:,.0f} MiB): "
+      f"**{restart['total_s']:.2f} s** to a full snapshot (open and read back {restart['open_s']:.2f} s, "
+      f"memory rebuilt {restart['restore_s']:.2f} s, first snapshot {restart['snapshot_s']:.2f} s).\n")
 print(f"Against its ceiling (a bare read-and-parse loop on the same feed, median {bare[0]:,.0f}/s, "
       f"range {bare[1]:,.0f}–{bare[2]:,.0f}): inflight ingests at **{ours[0] / bare[0] * 100:.0f} %** of it.\n")
 
@@ -191,7 +207,7 @@ for path in sorted(glob.glob(f"{crit}/*/new/estimates.json")):
 print()
 print("### Raw results\n")
 print("```")
-for f in ["paced.jsonl", "interval.jsonl", "ingest.jsonl", "own.jsonl", "memory.jsonl", "overload.jsonl", "tokens.jsonl", "micro.json"]:
+for f in ["paced.jsonl", "interval.jsonl", "ingest.jsonl", "own.jsonl", "memory.jsonl", "restart.jsonl", "overload.jsonl", "tokens.jsonl", "micro.json"]:
     if os.path.exists(os.path.join(out, f)):
         print(open(os.path.join(out, f)).read().strip())
 print("```")

@@ -255,15 +255,17 @@ fn fill(
         return Ok(());
     }
     {
+        // The newest lines of each session, by its generation: a join on
+        // the primary keys, no sort.
         let mut stmt = conn.prepare(
-            "SELECT session, generation, seq, speaker, text, start, received_at FROM (
-                 SELECT *, row_number() OVER (PARTITION BY session ORDER BY generation DESC) AS nth
-                 FROM transcripts WHERE ?2 IS NULL OR session = ?2)
-             WHERE nth <= ?1 ORDER BY session, generation",
+            "SELECT t.session, t.generation, t.seq, t.speaker, t.text, t.start, t.received_at
+             FROM transcripts t JOIN sessions s ON s.id = t.session
+             WHERE t.generation > s.generation - ?1 AND (?2 IS NULL OR t.session = ?2)
+             ORDER BY t.session, t.generation",
         )?;
         let mut rows = stmt.query(rusqlite::params![MAX_KEPT_TRANSCRIPTS as i64, only])?;
         while let Some(row) = rows.next()? {
-            let Some(&at) = index.get(&row.get::<_, String>(0)?) else {
+            let Some(&at) = index.get(row.get_ref(0)?.as_str()?) else {
                 continue;
             };
             sessions[at].transcripts.push(StoredTranscript {
@@ -300,65 +302,26 @@ fn fill(
         }
     }
     {
+        // Every run once, in order: the counts over all of them and the
+        // newest HISTORY_LEN as history, in one pass along the index.
         let mut stmt = conn.prepare(
-            "SELECT session, op, outcome, count(*), sum(follow_up), sum(duration_ms), sum(waited_ms),
-                    sum(prompt_tokens), sum(completion_tokens)
-             FROM runs WHERE ?1 IS NULL OR session = ?1 GROUP BY session, op, outcome",
+            "SELECT session, op, run_id, admitted_at, follow_up, outcome, duration_ms, waited_ms,
+                    error, covered_generation, prompt_tokens, completion_tokens
+             FROM runs WHERE ?1 IS NULL OR session = ?1 ORDER BY session, op, run_id",
         )?;
         let mut rows = stmt.query([only])?;
         while let Some(row) = rows.next()? {
             let (Some(&at), Some(op)) = (
-                index.get(&row.get::<_, String>(0)?),
-                op_index(&row.get::<_, String>(1)?),
+                index.get(row.get_ref(0)?.as_str()?),
+                op_index(row.get_ref(1)?.as_str()?),
             ) else {
                 continue;
             };
-            let counts = &mut sessions[at].counts[op];
-            let n = row.get::<_, i64>(3)? as u64;
-            counts.runs += n;
-            match row
-                .get::<_, Option<String>>(2)?
-                .as_deref()
-                .and_then(outcome)
-            {
-                Some(Outcome::Ok) => counts.ok += n,
-                Some(Outcome::Failed) => counts.failed += n,
-                Some(Outcome::TimedOut) => counts.timed_out += n,
-                Some(Outcome::Cancelled) | None => counts.cancelled += n,
-            }
-            counts.follow_ups += row.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64;
-            counts.total_duration += millis(row.get(5)?);
-            counts.total_wait += millis(row.get(6)?);
-            counts.usage = counts.usage.plus(Usage {
-                prompt_tokens: row.get::<_, Option<i64>>(7)?.unwrap_or(0) as u64,
-                completion_tokens: row.get::<_, Option<i64>>(8)?.unwrap_or(0) as u64,
-            });
-        }
-    }
-    {
-        let mut stmt = conn.prepare(
-            "SELECT session, op, run_id, admitted_at, follow_up, outcome, duration_ms, waited_ms,
-                    error, covered_generation, prompt_tokens, completion_tokens FROM (
-                 SELECT *, row_number() OVER (PARTITION BY session, op ORDER BY run_id DESC) AS nth
-                 FROM runs WHERE ?2 IS NULL OR session = ?2)
-             WHERE nth <= ?1 ORDER BY session, op, run_id",
-        )?;
-        let mut rows = stmt.query(rusqlite::params![HISTORY_LEN as i64, only])?;
-        while let Some(row) = rows.next()? {
-            let (Some(&at), Some(op)) = (
-                index.get(&row.get::<_, String>(0)?),
-                op_index(&row.get::<_, String>(1)?),
-            ) else {
-                continue;
-            };
-            sessions[at].history[op].push(StoredRun {
+            let run = StoredRun {
                 run_id: row.get::<_, i64>(2)? as RunId,
                 admitted_at: from_unix(row.get(3)?),
                 follow_up: row.get(4)?,
-                outcome: row
-                    .get::<_, Option<String>>(5)?
-                    .as_deref()
-                    .and_then(outcome),
+                outcome: row.get_ref(5)?.as_str_or_null()?.and_then(outcome),
                 duration: millis(row.get(6)?),
                 waited: millis(row.get(7)?),
                 error: row.get(8)?,
@@ -367,7 +330,25 @@ fn fill(
                     prompt_tokens: row.get::<_, Option<i64>>(10)?.unwrap_or(0) as u64,
                     completion_tokens: row.get::<_, Option<i64>>(11)?.unwrap_or(0) as u64,
                 },
-            });
+            };
+            let session = &mut sessions[at];
+            let counts = &mut session.counts[op];
+            counts.runs += 1;
+            match run.outcome {
+                Some(Outcome::Ok) => counts.ok += 1,
+                Some(Outcome::Failed) => counts.failed += 1,
+                Some(Outcome::TimedOut) => counts.timed_out += 1,
+                Some(Outcome::Cancelled) | None => counts.cancelled += 1,
+            }
+            counts.follow_ups += u64::from(run.follow_up);
+            counts.total_duration += run.duration;
+            counts.total_wait += run.waited;
+            counts.usage = counts.usage.plus(run.usage);
+            let history = &mut session.history[op];
+            if history.len() == HISTORY_LEN {
+                history.remove(0);
+            }
+            history.push(run);
         }
     }
     {
