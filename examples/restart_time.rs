@@ -98,6 +98,10 @@ fn fill(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 model: "builtin".into(),
                 processing: Duration::from_millis(900),
                 finished_at: SystemTime::now(),
+                usage: Usage {
+                    prompt_tokens: 300,
+                    completion_tokens: 80,
+                },
             });
         }
         // Never let the writer fall behind the channel.

@@ -367,6 +367,63 @@ fn keys_move_sort_filter_and_keep_the_selection() {
 }
 
 #[test]
+fn a_session_id_no_row_matches_is_looked_up_in_the_database() {
+    let mut app = app(false);
+    // A filter that matches rows: Enter only filters.
+    app.handle_key(Key::Char('/'));
+    for c in "retro".chars() {
+        app.handle_key(Key::Char(c));
+    }
+    assert!(app.handle_key(Key::Enter).is_empty());
+    // One that matches none, and is a session id: look on disk.
+    app.handle_key(Key::Char('/'));
+    for _ in 0..5 {
+        app.handle_key(Key::Backspace);
+    }
+    for c in "old-standup".chars() {
+        app.handle_key(Key::Char(c));
+    }
+    assert_eq!(
+        app.handle_key(Key::Enter),
+        vec![Command::OpenStored {
+            session: sid("old-standup")
+        }]
+    );
+    // Found: the details show it, marked as read from the database.
+    let mut detail_row = fixture(now()).sessions[0].clone();
+    detail_row.id = sid("old-standup");
+    let detail = inflight::engine::SessionDetail {
+        row: detail_row,
+        content: inflight::engine::SessionContent {
+            recent: Vec::new(),
+            partial: None,
+            results: Default::default(),
+            rejected: Default::default(),
+        },
+        history: Default::default(),
+    };
+    app.show_stored(&sid("old-standup"), Some(detail));
+    assert_eq!(app.screen, Screen::Detail);
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(
+        text.contains("old-standup") && text.contains("from the database"),
+        "{text}"
+    );
+    // Snapshots do not replace it; Esc goes back to the table.
+    app.set_snapshot(fixture(now()));
+    assert!(app.stored);
+    app.handle_key(Key::Esc);
+    assert_eq!((app.screen, app.stored), (Screen::Table, false));
+    // Not found: said in the message line.
+    app.show_stored(&sid("never-was"), None);
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(
+        text.contains("never-was · not in memory, nor in the database"),
+        "{text}"
+    );
+}
+
+#[test]
 fn actions_become_commands_and_answers_become_messages() {
     let mut app = app(true);
     assert_eq!(

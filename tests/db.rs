@@ -213,6 +213,7 @@ fn result(run_id: u64, covered: u64, body: &str) -> Write {
         model: "m".into(),
         processing: Duration::from_millis(5),
         finished_at: SystemTime::now(),
+        usage: Default::default(),
     }
 }
 

@@ -123,6 +123,8 @@ pub enum Write {
         model: String,
         processing: Duration,
         finished_at: SystemTime,
+        /// What the call that made it cost.
+        usage: Usage,
     },
     RunAdmitted {
         run_id: RunId,

@@ -47,6 +47,8 @@ const STEPS: [&str; 1] = [
         model TEXT NOT NULL,
         processing_ms INTEGER NOT NULL,
         finished_at REAL NOT NULL,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (session, op)
     ) WITHOUT ROWID;
     CREATE TABLE runs (

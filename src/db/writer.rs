@@ -310,18 +310,22 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             model,
             processing,
             finished_at,
+            usage,
         } => {
             tx.prepare_cached(
                 "INSERT INTO results
-                     (session, op, run_id, covered_generation, body, model, processing_ms, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     (session, op, run_id, covered_generation, body, model, processing_ms, finished_at,
+                      prompt_tokens, completion_tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (session, op) DO UPDATE SET
                      run_id = excluded.run_id,
                      covered_generation = excluded.covered_generation,
                      body = excluded.body,
                      model = excluded.model,
                      processing_ms = excluded.processing_ms,
-                     finished_at = excluded.finished_at
+                     finished_at = excluded.finished_at,
+                     prompt_tokens = excluded.prompt_tokens,
+                     completion_tokens = excluded.completion_tokens
                  WHERE excluded.run_id > results.run_id
                     OR (excluded.run_id = results.run_id
                         AND excluded.covered_generation > results.covered_generation)",
@@ -334,7 +338,9 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                 body,
                 model,
                 processing.as_millis() as i64,
-                unix(*finished_at)
+                unix(*finished_at),
+                usage.prompt_tokens as i64,
+                usage.completion_tokens as i64
             ])?;
         }
         Write::RunAdmitted {

@@ -154,7 +154,13 @@ pub(super) fn write_ended(shared: &Shared, session: &SessionId) {
     }
 }
 
-pub(super) fn write_result(shared: &Shared, session: &SessionId, op: Operation, result: &OpResult) {
+pub(super) fn write_result(
+    shared: &Shared,
+    session: &SessionId,
+    op: Operation,
+    result: &OpResult,
+    usage: crate::llm::Usage,
+) {
     let Some(db) = shared.db.get() else {
         return;
     };
@@ -174,6 +180,7 @@ pub(super) fn write_result(shared: &Shared, session: &SessionId, op: Operation, 
         model: result.model.clone(),
         processing: result.processing_time,
         finished_at: result.finished_at,
+        usage,
     });
 }
 

@@ -178,7 +178,7 @@ async fn call(
     let write = shared.db.get().is_some().then(|| result.clone());
     if shared.store.put_result(session, op, result) {
         if let Some(result) = write {
-            super::durable::write_result(shared, session, op, &result);
+            super::durable::write_result(shared, session, op, &result, usage);
         }
         shared.events.emit(Event::ResultReady {
             session: session.clone(),

@@ -105,6 +105,10 @@ pub enum Command {
     Cancel {
         session: SessionId,
     },
+    /// Read a session memory no longer holds from the database.
+    OpenStored {
+        session: SessionId,
+    },
     Quit,
 }
 
@@ -164,6 +168,9 @@ pub struct App {
     pub message: Option<Message>,
     pub log: LogPane,
     pub detail: Option<SessionDetail>,
+    /// The details shown were read from the database (memory forgot the
+    /// session): they stay as read, not refreshed from snapshots.
+    pub stored: bool,
     /// Rows the table showed at the last draw (for paging and scrolling).
     pub table_rows: Cell<usize>,
     /// First row the table showed at the last draw.
@@ -190,6 +197,7 @@ impl App {
             message: None,
             log: LogPane::default(),
             detail: None,
+            stored: false,
             table_rows: Cell::new(10),
             table_offset: Cell::new(0),
             quit: false,
@@ -332,8 +340,7 @@ impl App {
             return vec![Command::Quit];
         }
         if self.input.is_some() {
-            self.edit_input(key);
-            return Vec::new();
+            return self.edit_input(key);
         }
         if self.help || self.feeds {
             if matches!(
@@ -385,6 +392,7 @@ impl App {
                 } else {
                     self.screen = Screen::Table;
                     self.detail = None;
+                    self.stored = false;
                 }
             }
             Action::TriggerSummary => return self.trigger(vec![Operation::Summary]),
@@ -475,9 +483,24 @@ impl App {
         }
     }
 
-    fn edit_input(&mut self, key: Key) {
+    /// Shows a session read from the database, or says it was not found.
+    pub fn show_stored(&mut self, session: &SessionId, detail: Option<SessionDetail>) {
+        match detail {
+            Some(detail) => {
+                self.screen = Screen::Detail;
+                self.detail = Some(detail);
+                self.stored = true;
+            }
+            None => self.say(
+                &format!("{session} · not in memory, nor in the database"),
+                Tone::Warn,
+            ),
+        }
+    }
+
+    fn edit_input(&mut self, key: Key) -> Vec<Command> {
         let Some(input) = self.input.as_mut() else {
-            return;
+            return Vec::new();
         };
         match key {
             Key::Esc => {
@@ -486,13 +509,20 @@ impl App {
                 let target = input.target;
                 self.input = None;
                 self.apply_input(target, String::new());
-                return;
+                return Vec::new();
             }
             Key::Enter => {
                 let (target, buffer) = (input.target, input.buffer.clone());
                 self.input = None;
-                self.apply_input(target, buffer);
-                return;
+                self.apply_input(target, buffer.clone());
+                // A session id that no row matches: look for it on disk.
+                if target == InputTarget::SessionFilter
+                    && self.order.is_empty()
+                    && let Ok(session) = SessionId::parse(buffer.trim())
+                {
+                    return vec![Command::OpenStored { session }];
+                }
+                return Vec::new();
             }
             Key::Backspace => {
                 input.buffer.pop();
@@ -500,10 +530,11 @@ impl App {
             Key::Char(c) if !c.is_control() && input.buffer.chars().count() < 64 => {
                 input.buffer.push(c)
             }
-            _ => return,
+            _ => return Vec::new(),
         }
         let (target, buffer) = (input.target, input.buffer.clone());
         self.apply_input(target, buffer);
+        Vec::new()
     }
 
     fn apply_input(&mut self, target: InputTarget, text: String) {

@@ -118,13 +118,17 @@ fn refresh(engine: &Engine, logs: &LogBuffer, app: &mut App) {
     }
     app.set_snapshot(engine.snapshot());
     app.refresh_logs(logs, false);
-    if app.screen == Screen::Detail {
+    if app.screen == Screen::Detail && !app.stored {
         let detail = app
             .selected_row()
             .map(|row| row.id.clone())
             .and_then(|id| engine.session_detail(&id, DETAIL_TRANSCRIPTS));
         app.set_detail(detail);
     }
+}
+
+fn inflight_detail(stored: &crate::db::StoredSession) -> crate::engine::SessionDetail {
+    crate::engine::detail_from_disk(stored, DETAIL_TRANSCRIPTS)
 }
 
 fn carry_out(engine: &Engine, app: &mut App, commands: Vec<Command>) {
@@ -143,6 +147,14 @@ fn carry_out(engine: &Engine, app: &mut App, commands: Vec<Command>) {
                         app::Tone::Warn,
                     ),
                 }
+            }
+            Command::OpenStored { session } => {
+                // One session's rows by primary key: a few milliseconds.
+                let detail = engine
+                    .db()
+                    .and_then(|db| db.session(&session).ok().flatten())
+                    .map(|stored| inflight_detail(&stored));
+                app.show_stored(&session, detail);
             }
             Command::Cancel { session } => {
                 let stopped: Vec<_> = Operation::ALL

@@ -29,6 +29,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if row.ended {
         title.push(Span::styled("· ended ", t.dim()));
     }
+    if app.stored {
+        title.push(Span::styled("· from the database ", t.warning()));
+    }
     for op in Operation::ALL {
         title.push(Span::styled(format!("· {} ", op.label()), t.dim()));
         title.extend(super::table::state_spans(
