@@ -41,7 +41,7 @@ pub const CHANNEL_CAPACITY: usize = 65_536;
 /// Longest a write waits for its batch to commit.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Most writes in one transaction.
-pub const BATCH_ROWS: usize = 10_000;
+pub const BATCH_ROWS: usize = 1_000;
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
