@@ -32,6 +32,22 @@ fn limits() -> RestoreLimits {
     }
 }
 
+/// A final transcript of `session` as the engine writes it (its `seq` is
+/// its generation), said now.
+fn said(session: &str, generation: u64, text: &str) -> Write {
+    Write::Transcript {
+        session: sid(session),
+        feed: Some(0),
+        generation,
+        seq: Some(generation),
+        speaker: None,
+        start: None,
+        end: None,
+        text: text.into(),
+        at: SystemTime::now(),
+    }
+}
+
 fn engine() -> Engine {
     Engine::new(
         EngineConfig::default(),
@@ -166,17 +182,9 @@ async fn a_session_left_uncovered_gets_one_run_per_operation_at_start() {
     let path = fresh_db("uncovered");
     let opened = db::open(&path, limits()).unwrap();
     for generation in 1..=5 {
-        opened.db.write(Write::Transcript {
-            session: sid("late"),
-            feed: Some(0),
-            generation,
-            seq: Some(generation),
-            speaker: None,
-            start: None,
-            end: None,
-            text: format!("line {generation}"),
-            at: SystemTime::now(),
-        });
+        opened
+            .db
+            .write(said("late", generation, &format!("line {generation}")));
     }
     opened.db.close(Duration::from_secs(5));
     let reopened = db::open(&path, limits()).unwrap();
@@ -235,17 +243,7 @@ fn stored_summary(path: &std::path::Path) -> (u64, u64, String) {
 fn results_are_fenced_in_the_sql() {
     let path = fresh_db("fencing");
     let opened = db::open(&path, limits()).unwrap();
-    opened.db.write(Write::Transcript {
-        session: sid("fenced"),
-        feed: None,
-        generation: 9,
-        seq: None,
-        speaker: None,
-        start: None,
-        end: None,
-        text: "x".into(),
-        at: SystemTime::now(),
-    });
+    opened.db.write(said("fenced", 9, "x"));
     opened.db.write(result(5, 3, "run 5"));
     opened
         .db
@@ -271,17 +269,7 @@ fn results_are_fenced_in_the_sql() {
 async fn runs_in_flight_at_a_crash_come_back_interrupted() {
     let path = fresh_db("interrupted");
     let opened = db::open(&path, limits()).unwrap();
-    opened.db.write(Write::Transcript {
-        session: sid("cut"),
-        feed: None,
-        generation: 1,
-        seq: Some(1),
-        speaker: None,
-        start: None,
-        end: None,
-        text: "hello".into(),
-        at: SystemTime::now(),
-    });
+    opened.db.write(said("cut", 1, "hello"));
     opened.db.write(Write::RunAdmitted {
         run_id: 41,
         session: sid("cut"),
@@ -387,17 +375,11 @@ fn sessions_past_retain_are_deleted_at_start_and_ended_ones_stay_on_disk_only() 
         ("ended-yesterday", day),
         ("fresh", Duration::ZERO),
     ] {
-        opened.db.write(Write::Transcript {
-            session: sid(name),
-            feed: None,
-            generation: 1,
-            seq: Some(1),
-            speaker: None,
-            start: None,
-            end: None,
-            text: "hi".into(),
-            at: SystemTime::now() - age,
-        });
+        let mut line = said(name, 1, "hi");
+        if let Write::Transcript { at, .. } = &mut line {
+            *at -= age;
+        }
+        opened.db.write(line);
     }
     opened.db.write(Write::Ended {
         session: sid("ended-yesterday"),

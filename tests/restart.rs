@@ -113,6 +113,23 @@ impl Drop for Running {
     }
 }
 
+/// `inflight feed` playing the meetings of `dir` (it honours resume), and
+/// its URL.
+fn replay_feed(dir: &Path) -> (Running, String) {
+    let mut feed = Running::spawn(
+        Command::new(bin())
+            .args(["feed", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir),
+    );
+    let listening = feed.wait_for("listening", 1);
+    let addr = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .expect("the feed's address")
+        .to_string();
+    (feed, format!("ws://{addr}/"))
+}
+
 fn serve(feed: &str, db: &Path) -> Running {
     let mut serve = Running::spawn(
         Command::new(bin())
@@ -188,18 +205,7 @@ fn kill_9_five_times_then_every_session_holds_exactly_its_transcripts() {
     let dir = fresh_dir("kill");
     write_meetings(&dir);
     let db = dir.join("inflight.db");
-    let mut feed = Running::spawn(
-        Command::new(bin())
-            .args(["feed", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(&dir),
-    );
-    let listening = feed.wait_for("listening", 1);
-    let addr = listening
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr=").or_else(|| w.strip_prefix("bound=")))
-        .map(str::to_string)
-        .unwrap_or_else(|| listening.rsplit(' ').next().unwrap().to_string());
-    let url = format!("ws://{addr}/");
+    let (feed, url) = replay_feed(&dir);
 
     for round in 1..=5 {
         let mut serve = serve(&url, &db);
@@ -285,17 +291,7 @@ fn a_full_disk_degrades_the_database_and_the_engine_runs_on() {
     let dir = fresh_dir("full");
     write_meetings(&dir);
     let db = dir.join("inflight.db");
-    let mut feed = Running::spawn(
-        Command::new(bin())
-            .args(["feed", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(&dir),
-    );
-    let listening = feed.wait_for("listening", 1);
-    let addr = listening
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .expect("the feed's address")
-        .to_string();
+    let (feed, url) = replay_feed(&dir);
     let mut command = Command::new(bin());
     command
         .args([
@@ -305,7 +301,7 @@ fn a_full_disk_degrades_the_database_and_the_engine_runs_on() {
             "--simulate-latency",
             "50ms",
         ])
-        .args(["--feed", &format!("ws://{addr}/"), "--db"])
+        .args(["--feed", &url, "--db"])
         .arg(&db);
     // SAFETY: only async-signal-safe calls between fork and exec. Files
     // may not grow past 100 KiB (as on a full disk), and going past is an

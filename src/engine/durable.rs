@@ -91,19 +91,7 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
             .collect(),
         partial: None,
         results: std::array::from_fn(|i| {
-            let result = stored.results[i].as_ref()?;
-            let body = match Operation::ALL[i] {
-                Operation::Summary => ResultBody::Summary(result.body.clone()),
-                Operation::MindMap => ResultBody::MindMap(serde_json::from_str(&result.body).ok()?),
-            };
-            Some(OpResult {
-                body,
-                covered_generation: result.covered_generation,
-                run_id: result.run_id,
-                model: result.model.clone(),
-                processing_time: result.processing,
-                finished_at: result.finished_at,
-            })
+            OpResult::from_stored(Operation::ALL[i], stored.results[i].as_ref()?)
         }),
         rejected: Default::default(),
     };

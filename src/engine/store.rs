@@ -73,6 +73,25 @@ pub struct OpResult {
     pub finished_at: SystemTime,
 }
 
+impl OpResult {
+    /// A result as the database keeps it; `None` for a body this build
+    /// cannot read (it is left out, not fatal).
+    pub fn from_stored(op: Operation, stored: &crate::db::StoredResult) -> Option<Self> {
+        let body = match op {
+            Operation::Summary => ResultBody::Summary(stored.body.clone()),
+            Operation::MindMap => ResultBody::MindMap(serde_json::from_str(&stored.body).ok()?),
+        };
+        Some(Self {
+            body,
+            covered_generation: stored.covered_generation,
+            run_id: stored.run_id,
+            model: stored.model.clone(),
+            processing_time: stored.processing,
+            finished_at: stored.finished_at,
+        })
+    }
+}
+
 /// How many sessions the store holds and how long they live.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SessionLimits {
@@ -359,28 +378,9 @@ impl SessionStore {
                 arrival: self.arrivals.fetch_add(1, Ordering::Relaxed),
             })
             .collect();
-        for op in Operation::ALL {
-            let Some(result) = &stored.results[op.index()] else {
-                continue;
-            };
-            // A body this build cannot read leaves the result out.
-            let body = match op {
-                Operation::Summary => Some(ResultBody::Summary(result.body.clone())),
-                Operation::MindMap => serde_json::from_str(&result.body)
-                    .ok()
-                    .map(ResultBody::MindMap),
-            };
-            if let Some(body) = body {
-                record.results[op.index()] = Some(OpResult {
-                    body,
-                    covered_generation: result.covered_generation,
-                    run_id: result.run_id,
-                    model: result.model.clone(),
-                    processing_time: result.processing,
-                    finished_at: result.finished_at,
-                });
-            }
-        }
+        record.results = std::array::from_fn(|i| {
+            OpResult::from_stored(Operation::ALL[i], stored.results[i].as_ref()?)
+        });
         shard.held.insert(stored.id.clone(), record);
         true
     }
