@@ -567,3 +567,47 @@ async fn without_a_database_history_is_a_clear_404() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_far_behind_drops_and_counts_then_recovers() {
+    let path = fresh_db("flood");
+    let opened = db::open(&path, limits()).unwrap();
+    let db = opened.db.clone();
+    let health = || {
+        let h = db.health();
+        (h.written(), h.dropped(), h.failures(), h.degraded())
+    };
+    assert_eq!(health(), (0, 0, 0, false));
+    // Far more than the channel holds, faster than any disk.
+    let sent = 4 * db::CHANNEL_CAPACITY as u64;
+    for generation in 1..=sent {
+        db.write(said("flood", generation, "x"));
+    }
+    // (Whether it still says degraded now depends on whether a commit
+    // finished since the last drop.)
+    let (_, dropped, _, _) = health();
+    assert!(dropped > 0, "{:?}", health());
+    let flusher = db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || flusher.flush(Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
+    let (written, dropped, failures, _) = health();
+    assert_eq!(
+        written + dropped,
+        sent,
+        "every write either committed or counted"
+    );
+    assert_eq!(failures, 0);
+    // The next commit clears the mark.
+    db.write(said("flood", sent + 1, "x"));
+    let flusher = db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || flusher.flush(Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(health(), (written + 1, dropped, 0, false));
+    opened.db.close(Duration::from_secs(5));
+}

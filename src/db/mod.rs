@@ -217,12 +217,25 @@ pub struct RestoreLimits {
 /// The default file: `$XDG_STATE_HOME/inflight/inflight.db`, else
 /// `~/.local/state/inflight/inflight.db`.
 pub fn default_path(name: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
+    default_path_in(
+        std::env::var_os("XDG_STATE_HOME"),
+        std::env::var_os("HOME"),
+        name,
+    )
+}
+
+/// [`default_path`] for the given `XDG_STATE_HOME` and `HOME` (an empty
+/// one counts as unset, as the XDG rules say).
+fn default_path_in(
+    xdg_state_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+    name: &str,
+) -> Option<PathBuf> {
+    let base = xdg_state_home
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
+            home.filter(|v| !v.is_empty())
                 .map(|home| PathBuf::from(home).join(".local/state"))
         })?;
     Some(base.join("inflight").join(name))
@@ -412,5 +425,30 @@ impl crate::state::Journal for Db {
             covered_generation: record.covered_generation,
             usage: record.usage,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_follows_the_xdg_rules() {
+        let some = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            default_path_in(some("/state"), some("/home/ana"), "inflight.db"),
+            Some(PathBuf::from("/state/inflight/inflight.db"))
+        );
+        assert_eq!(
+            default_path_in(some(""), some("/home/ana"), "inflight.db"),
+            Some(PathBuf::from("/home/ana/.local/state/inflight/inflight.db")),
+            "an empty XDG_STATE_HOME counts as unset"
+        );
+        assert_eq!(
+            default_path_in(None, some("/home/ana"), "x.db"),
+            Some(PathBuf::from("/home/ana/.local/state/inflight/x.db"))
+        );
+        assert_eq!(default_path_in(None, some(""), "x.db"), None);
+        assert_eq!(default_path_in(None, None, "x.db"), None);
     }
 }
