@@ -30,6 +30,7 @@ case "$folder" in
                      --test api --test llm_http --test dashboard --test logs --test serve
                      --test scheduling --test llm_structured) ;;
   src/llm) tests=(--lib --test llm_http --test llm_structured --test scheduling --test replay_engine) ;;
+  src/db) tests=(--lib --test db --test restart) ;;
   *) tests=() ;;
 esac
 
