@@ -129,6 +129,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(protected)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(refuse_large_bodies))
@@ -321,6 +322,18 @@ async fn healthz(State(state): State<ApiState>) -> String {
         ),
         None => "ok".into(),
     }
+}
+
+/// Readiness: 200 when the engine can do its job, 503 otherwise, with a
+/// JSON body naming what is not ready.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let readiness = state.engine.readiness();
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness)).into_response()
 }
 
 async fn session_detail(

@@ -17,6 +17,7 @@ pub mod feeds;
 mod forgotten;
 pub mod permits;
 mod progress;
+mod readiness;
 mod runner;
 pub mod snapshot;
 pub mod store;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 
 pub use durable::detail_from_disk;
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
+pub use readiness::Readiness;
 pub use snapshot::{DbView, OpRow, SessionDetail, SessionRow, Snapshot, Totals};
 pub use store::{Appended, OpResult, ResultBody, SessionContent, SessionLimits, StoredTranscript};
 
