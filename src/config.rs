@@ -97,6 +97,13 @@ impl FileConfig {
     }
 }
 
+/// How `serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SummaryMode {
     /// The previous result plus what was said since, one prompt window at a time.
@@ -315,6 +322,18 @@ pub struct EngineArgs {
     /// Keep everything in memory only, as before there was a database.
     #[arg(long)]
     pub no_db: bool,
+
+    /// `serve`'s log lines: `text` for people, `json` (one object a line:
+    /// timestamp, level, message and the event's fields) for Loki or
+    /// Elasticsearch.
+    #[arg(long, value_enum, default_value = "text", env = "INFLIGHT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// What `serve` logs: a level (`info`, `debug`…) or a filter in
+    /// RUST_LOG's syntax; it wins over RUST_LOG. Default: RUST_LOG, else
+    /// `info`. The original system's "state cleaned up" events are at `debug`.
+    #[arg(long, value_name = "FILTER", env = "INFLIGHT_LOG_LEVEL")]
+    pub log_level: Option<String>,
 
     /// Delete from the database the sessions silent for longer than this.
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_positive_duration, env = "INFLIGHT_RETAIN")]

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use inflight::api;
-use inflight::config::{Cli, Command, EngineArgs, FeedArgs, LlmKind};
+use inflight::config::{Cli, Command, EngineArgs, FeedArgs, LlmKind, LogFormat};
 use inflight::engine::Engine;
 use inflight::feed::{client, meetings, replay};
 use inflight::logs::{CaptureLayer, LogBuffer};
@@ -72,17 +72,38 @@ fn init_captured_logs() -> LogBuffer {
     buffer
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(inflight::logs::CappedStdout)
-        .init();
+/// `serve`'s logs on stdout: the filter from `--log-level`, else
+/// RUST_LOG, else `info`; text or one JSON object a line.
+fn init_logs(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+    let filter = match level {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("--log-level {level:?}: {e}"))?,
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
+    match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+                && std::env::var_os("NO_COLOR").is_none();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_target(false)
+                .with_ansi(ansi)
+                .with_writer(inflight::logs::CappedStdout)
+                .init();
+        }
+        // Whole lines: a cut one would not parse. What comes from outside
+        // is bounded before it is logged (ids, server messages, errors).
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_target(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .init(),
+    }
+    Ok(())
 }
 
 /// A running engine and what stops it.
@@ -209,7 +230,7 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
 async fn run_headless(args: EngineArgs) -> Result<(), String> {
     // Caught before anything starts, so every stop drains.
     let mut stop = StopSignals::install(Hangup::Ignored);
-    init_logs();
+    init_logs(args.log_format, args.log_level.as_deref())?;
     let shutdown = CancellationToken::new();
     let api_config = args.api_config(
         args.api
@@ -262,7 +283,7 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
 
 async fn run_feed_server(args: FeedArgs) -> Result<(), String> {
     let mut stop = StopSignals::install(Hangup::Stops);
-    init_logs();
+    init_logs(LogFormat::Text, None)?;
     let meetings = match &args.dir {
         Some(dir) => meetings::load_dir(dir)?,
         None => meetings::embedded(),

@@ -201,3 +201,38 @@ async fn sighup_does_not_stop_serve() {
     serve.signal(libc::SIGTERM);
     assert_eq!(serve.exit_code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_the_runs_fields() {
+    let (addr, _closed) = feed().await;
+    let mut serve = Serve::start(
+        addr,
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "--simulate-latency",
+            "10ms",
+        ],
+    );
+    let finished = serve.wait_for("processing finished");
+    serve.wait_for("session state cleaned up");
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.exit_code(), Some(0));
+    for line in &serve.seen {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not one JSON object: {line}");
+    }
+    let event: serde_json::Value = serde_json::from_str(&finished).unwrap();
+    assert_eq!(event["message"], "processing finished");
+    assert_eq!(event["level"], "INFO");
+    assert!(event["timestamp"].is_string());
+    assert_eq!(event["session_id"], "s1");
+    assert_eq!(event["op"], "summary");
+    assert!(
+        event["run_id"].is_u64() && event["duration_ms"].is_u64(),
+        "{event}"
+    );
+    assert_eq!(event["outcome"], "ok");
+}
