@@ -109,6 +109,18 @@ fn op_index(word: &str) -> Option<usize> {
     Operation::parse(word).map(Operation::index)
 }
 
+/// Where a row whose first columns are `session, op` belongs: the loaded
+/// session's index and the operation's; `None` for a session not loaded
+/// or an operation this build does not know.
+fn locate(
+    row: &rusqlite::Row<'_>,
+    index: &HashMap<String, usize>,
+) -> Result<Option<(usize, usize)>, rusqlite::Error> {
+    let session = index.get(row.get_ref(0)?.as_str()?).copied();
+    let op = op_index(row.get_ref(1)?.as_str()?);
+    Ok(session.zip(op))
+}
+
 fn millis(value: Option<i64>) -> Duration {
     Duration::from_millis(value.unwrap_or(0).max(0) as u64)
 }
@@ -285,10 +297,7 @@ fn fill(
         )?;
         let mut rows = stmt.query([only])?;
         while let Some(row) = rows.next()? {
-            let (Some(&at), Some(op)) = (
-                index.get(&row.get::<_, String>(0)?),
-                op_index(&row.get::<_, String>(1)?),
-            ) else {
+            let Some((at, op)) = locate(row, index)? else {
                 continue;
             };
             sessions[at].results[op] = Some(StoredResult {
@@ -311,10 +320,7 @@ fn fill(
         )?;
         let mut rows = stmt.query([only])?;
         while let Some(row) = rows.next()? {
-            let (Some(&at), Some(op)) = (
-                index.get(row.get_ref(0)?.as_str()?),
-                op_index(row.get_ref(1)?.as_str()?),
-            ) else {
+            let Some((at, op)) = locate(row, index)? else {
                 continue;
             };
             let run = StoredRun {
@@ -356,10 +362,7 @@ fn fill(
             .prepare("SELECT session, op, skipped FROM skips WHERE ?1 IS NULL OR session = ?1")?;
         let mut rows = stmt.query([only])?;
         while let Some(row) = rows.next()? {
-            let (Some(&at), Some(op)) = (
-                index.get(&row.get::<_, String>(0)?),
-                op_index(&row.get::<_, String>(1)?),
-            ) else {
+            let Some((at, op)) = locate(row, index)? else {
                 continue;
             };
             sessions[at].counts[op].skipped = row.get::<_, i64>(2)? as u64;

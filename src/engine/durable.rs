@@ -102,35 +102,34 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
     }
 }
 
-/// The transcript's database write, when there is a database and it is
-/// final: taken before the store consumes the transcript.
-pub(super) fn transcript_write(
-    shared: &Shared,
-    transcript: &Transcript,
-    feed: Option<usize>,
-) -> Option<Write> {
+/// A copy of a final transcript for the database, when there is one: taken
+/// before the store consumes the transcript.
+pub(super) fn keep_for_db(shared: &Shared, transcript: &Transcript) -> Option<Transcript> {
     shared.db.get()?;
-    transcript.is_final.then(|| Write::Transcript {
-        session: transcript.session_id.clone(),
-        feed,
-        generation: 0,
-        seq: transcript.seq,
-        speaker: transcript.speaker.clone(),
-        start: transcript.start,
-        end: transcript.end,
-        text: transcript.text.clone(),
-        at: SystemTime::now(),
-    })
+    transcript.is_final.then(|| transcript.clone())
 }
 
-/// Hands `write` (with its generation) to the database.
-pub(super) fn write_transcript(shared: &Shared, write: Option<Write>, generation: u64) {
-    if let (Some(db), Some(mut write)) = (shared.db.get(), write) {
-        if let Write::Transcript { generation: g, .. } = &mut write {
-            *g = generation;
-        }
-        db.write(write);
-    }
+/// Writes a kept transcript down as the store numbered it.
+pub(super) fn write_transcript(
+    shared: &Shared,
+    kept: Option<Transcript>,
+    feed: Option<usize>,
+    generation: u64,
+) {
+    let (Some(db), Some(t)) = (shared.db.get(), kept) else {
+        return;
+    };
+    db.write(Write::Transcript {
+        session: t.session_id,
+        feed,
+        generation,
+        seq: t.seq,
+        speaker: t.speaker,
+        start: t.start,
+        end: t.end,
+        text: t.text,
+        at: SystemTime::now(),
+    });
 }
 
 pub(super) fn write_ended(shared: &Shared, session: &SessionId) {

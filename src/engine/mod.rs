@@ -171,7 +171,7 @@ impl Engine {
         status: Option<&FeedStatus>,
     ) -> Appended {
         let session = transcript.session_id.clone();
-        let write = durable::transcript_write(&self.shared, &transcript, feed);
+        let kept = durable::keep_for_db(&self.shared, &transcript);
         let appended = self.shared.store.append(transcript, feed);
         if let Some(status) = status {
             status.count(&appended);
@@ -185,7 +185,7 @@ impl Engine {
                     self.shared
                         .transcripts
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    durable::write_transcript(&self.shared, write, generation);
+                    durable::write_transcript(&self.shared, kept, feed, generation);
                 }
                 self.shared.events.emit(Event::TranscriptReceived {
                     session: session.clone(),

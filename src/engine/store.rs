@@ -496,11 +496,8 @@ impl SessionStore {
             speaker: t.speaker.clone(),
             text: t.text.clone(),
         };
-        // As `prompts::line_chars` counts: `speaker: text` and a newline.
         let fits = |used: &mut usize, t: &StoredTranscript| {
-            *used += t.speaker.as_ref().map_or(0, |s| s.chars().count() + 2)
-                + t.text.chars().count()
-                + 1;
+            *used += crate::llm::prompts::line_chars(t.speaker.as_deref(), &t.text);
             *used <= window_chars
         };
         if !incremental {

@@ -76,9 +76,9 @@ pub fn line(u: &Utterance) -> String {
     }
 }
 
-/// Characters an utterance takes in a prompt, its newline included.
-pub fn line_chars(u: &Utterance) -> usize {
-    u.speaker.as_ref().map_or(0, |s| s.chars().count() + 2) + u.text.chars().count() + 1
+/// Characters a line takes in a prompt (`speaker: text` and its newline).
+pub fn line_chars(speaker: Option<&str>, text: &str) -> usize {
+    speaker.map_or(0, |s| s.chars().count() + 2) + text.chars().count() + 1
 }
 
 /// The transcript as prompt text: `speaker: text` lines, all of them.
@@ -213,7 +213,11 @@ mod tests {
         let messages = Prompts::default().messages(&request);
         let user = &messages[1].content;
         assert!(user.contains("ana: line 0 ") && user.contains("ana: line 49 "));
-        let counted: usize = request.utterances.iter().map(line_chars).sum();
+        let counted: usize = request
+            .utterances
+            .iter()
+            .map(|u| line_chars(u.speaker.as_deref(), &u.text))
+            .sum();
         let transcript = transcript_text(&request.utterances);
         assert_eq!(
             counted,

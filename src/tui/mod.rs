@@ -127,10 +127,6 @@ fn refresh(engine: &Engine, logs: &LogBuffer, app: &mut App) {
     }
 }
 
-fn inflight_detail(stored: &crate::db::StoredSession) -> crate::engine::SessionDetail {
-    crate::engine::detail_from_disk(stored, DETAIL_TRANSCRIPTS)
-}
-
 fn carry_out(engine: &Engine, app: &mut App, commands: Vec<Command>) {
     for command in commands {
         match command {
@@ -153,7 +149,7 @@ fn carry_out(engine: &Engine, app: &mut App, commands: Vec<Command>) {
                 let detail = engine
                     .db()
                     .and_then(|db| db.session(&session).ok().flatten())
-                    .map(|stored| inflight_detail(&stored));
+                    .map(|stored| crate::engine::detail_from_disk(&stored, DETAIL_TRANSCRIPTS));
                 app.show_stored(&session, detail);
             }
             Command::Cancel { session } => {
