@@ -4,11 +4,14 @@
 //! transcripts, none twice, with results covering the newest; a clean
 //! restart shows the same results and history through the API.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "common/child.rs"]
+mod child;
+
+use child::Logged;
 
 const SESSIONS: usize = 4;
 const LINES: u64 = 60;
@@ -41,87 +44,20 @@ fn write_meetings(dir: &Path) {
     }
 }
 
-/// A child whose stdout lines arrive on a channel; killed when dropped.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(command: &mut Command) -> Self {
-        let mut child = command
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for the `n`th log line (from now on) containing `needle`.
-    fn wait_for(&mut self, needle: &str, n: usize) -> String {
-        let mut found = 0;
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        found += 1;
-                        if found == n {
-                            return line;
-                        }
-                    }
-                }
-                Err(_) => panic!("no {needle:?} in the log:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-}
-
-impl Running {
-    /// SIGTERM, and waits for the exit: a clean stop.
-    fn stop(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
-            0
-        );
-        let status = self.child.wait().expect("it exits");
-        assert!(status.success(), "{status:?}");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The binary with its log at `info`, uncoloured, read line by line.
+fn logged(command: &mut Command) -> Logged {
+    Logged::spawn(command.env("RUST_LOG", "info").env("NO_COLOR", "1"))
 }
 
 /// `inflight feed` playing the meetings of `dir` (it honours resume), and
 /// its URL.
-fn replay_feed(dir: &Path) -> (Running, String) {
-    let mut feed = Running::spawn(
+fn replay_feed(dir: &Path) -> (Logged, String) {
+    let mut feed = logged(
         Command::new(bin())
             .args(["feed", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir),
     );
-    let listening = feed.wait_for("listening", 1);
+    let listening = feed.wait_for("listening");
     let addr = listening
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
@@ -130,8 +66,8 @@ fn replay_feed(dir: &Path) -> (Running, String) {
     (feed, format!("ws://{addr}/"))
 }
 
-fn serve(feed: &str, db: &Path) -> Running {
-    let mut serve = Running::spawn(
+fn serve(feed: &str, db: &Path) -> Logged {
+    let mut serve = logged(
         Command::new(bin())
             .args([
                 "serve",
@@ -143,12 +79,12 @@ fn serve(feed: &str, db: &Path) -> Running {
             .args(["--feed", feed, "--db"])
             .arg(db),
     );
-    serve.wait_for("database open", 1);
+    serve.wait_for("database open");
     serve
 }
 
-fn api_of(serve: &mut Running) -> String {
-    let line = serve.wait_for("API listening", 1);
+fn api_of(serve: &mut Logged) -> String {
+    let line = serve.wait_for("API listening");
     let bound = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("bound="))
@@ -210,7 +146,7 @@ fn kill_9_five_times_then_every_session_holds_exactly_its_transcripts() {
     for round in 1..=5 {
         let mut serve = serve(&url, &db);
         // Let it take in and finish some work, then kill it mid-flight.
-        serve.wait_for("processing finished", 4 * round);
+        serve.wait_for_nth("processing finished", 4 * round);
         serve.child.kill().expect("SIGKILL");
         serve.child.wait().unwrap();
     }
@@ -319,9 +255,9 @@ fn a_full_disk_degrades_the_database_and_the_engine_runs_on() {
             Ok(())
         });
     }
-    let mut serve = Running::spawn(&mut command);
+    let mut serve = logged(&mut command);
     let api = api_of(&mut serve);
-    serve.wait_for("cannot write to the database", 1);
+    serve.wait_for("cannot write to the database");
     let health = get_text(&format!("{api}/healthz"));
     assert!(health.starts_with("degraded"), "{health}");
     // Memory goes on: every line arrives and is covered.

@@ -3,10 +3,8 @@
 //! --drain-timeout, the rest are cancelled, exit 0 with a summary line), and
 //! SIGHUP does not stop it.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -46,92 +44,40 @@ fn fresh_state_dir() -> std::path::PathBuf {
     dir
 }
 
-struct Serve {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
+#[path = "common/child.rs"]
+mod child;
 
-impl Serve {
-    fn start(feed: SocketAddr, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_inflight"))
+use child::Logged;
+
+/// `inflight serve` on `feed`, with a database of its own (tests running at
+/// once never share one).
+fn start(feed: SocketAddr, extra: &[&str]) -> Logged {
+    Logged::spawn(
+        Command::new(env!("CARGO_BIN_EXE_inflight"))
             .args(["serve", "--api", "127.0.0.1:0", "--ops", "summary"])
             .args(["--feed", &format!("ws://{feed}/")])
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
-            // A database of its own, so tests running at once never share one.
-            .env("XDG_STATE_HOME", fresh_state_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first log line (from now on) containing `needle`.
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no {needle:?} in the log:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-    }
-
-    /// The one line `serve` writes when it has stopped.
-    fn summary(&self) -> &str {
-        self.seen
-            .iter()
-            .rev()
-            .find(|l| l.contains(" stopped "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.seen.join("\n")))
-    }
-
-    /// Starts serve on `feed` and waits until its first run is under way.
-    fn with_a_run_in_flight(feed: SocketAddr, extra: &[&str]) -> Self {
-        let mut serve = Self::start(feed, extra);
-        serve.wait_for("processing started");
-        serve
-    }
-
-    fn exit_code(&mut self) -> Option<i32> {
-        let status = self.child.wait().expect("serve ends");
-        // Read what it printed last.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
-            self.seen.push(line);
-        }
-        status.code()
-    }
+            .env("XDG_STATE_HOME", fresh_state_dir()),
+    )
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
+/// Starts serve on `feed` and waits until its first run is under way.
+fn with_a_run_in_flight(feed: SocketAddr, extra: &[&str]) -> Logged {
+    let mut serve = start(feed, extra);
+    serve.wait_for("processing started");
+    serve
+}
+
+/// The one line `serve` writes when it has stopped.
+fn summary(serve: &Logged) -> &str {
+    serve
+        .seen
+        .iter()
+        .rev()
+        .find(|l| l.contains(" stopped "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{}", serve.seen.join("\n")))
 }
 
 fn field(line: &str, name: &str) -> String {
@@ -144,7 +90,7 @@ fn field(line: &str, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_runs_in_flight_and_says_goodbye_to_the_feeds() {
     let (addr, close) = feed().await;
-    let mut serve = Serve::with_a_run_in_flight(
+    let mut serve = with_a_run_in_flight(
         addr,
         &["--simulate-latency", "1s", "--drain-timeout", "30s"],
     );
@@ -160,7 +106,7 @@ async fn sigterm_drains_the_runs_in_flight_and_says_goodbye_to_the_feeds() {
         log.contains("processing finished") && log.contains("outcome=\"ok\""),
         "the run in flight finished: {log}"
     );
-    let summary = serve.summary();
+    let summary = summary(&serve);
     assert_eq!(field(summary, "in_flight_at_stop"), "1", "{summary}");
     assert_eq!(field(summary, "cancelled_at_stop"), "0", "{summary}");
     assert_eq!(field(summary, "runs"), "1", "{summary}");
@@ -169,7 +115,7 @@ async fn sigterm_drains_the_runs_in_flight_and_says_goodbye_to_the_feeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_longer_than_the_drain_timeout_is_cancelled_and_the_exit_is_clean() {
     let (addr, _close) = feed().await;
-    let mut serve = Serve::with_a_run_in_flight(
+    let mut serve = with_a_run_in_flight(
         addr,
         &["--simulate-latency", "120s", "--drain-timeout", "200ms"],
     );
@@ -177,7 +123,7 @@ async fn a_run_longer_than_the_drain_timeout_is_cancelled_and_the_exit_is_clean(
     assert_eq!(serve.exit_code(), Some(0));
     let log = serve.seen.join("\n");
     assert!(log.contains("the process is stopping"), "{log}");
-    let summary = serve.summary();
+    let summary = summary(&serve);
     assert_eq!(field(summary, "in_flight_at_stop"), "1", "{summary}");
     assert_eq!(field(summary, "cancelled_at_stop"), "1", "{summary}");
 }
@@ -185,7 +131,7 @@ async fn a_run_longer_than_the_drain_timeout_is_cancelled_and_the_exit_is_clean(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_does_not_stop_serve() {
     let (addr, _close) = feed().await;
-    let mut serve = Serve::start(addr, &[]);
+    let mut serve = start(addr, &[]);
     let listening = serve.wait_for("API listening");
     let api = field(&listening, "bound");
     serve.signal(libc::SIGHUP);
@@ -205,7 +151,7 @@ async fn sighup_does_not_stop_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_a_line_with_the_runs_fields() {
     let (addr, _closed) = feed().await;
-    let mut serve = Serve::start(
+    let mut serve = start(
         addr,
         &[
             "--log-format",
