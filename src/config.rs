@@ -250,6 +250,12 @@ pub struct EngineArgs {
     )]
     pub remember_forgotten: u32,
 
+    /// Most final transcripts one session holds in memory, covered or not:
+    /// past it (a long LLM outage) the oldest not yet summarised are
+    /// dropped and counted as lost.
+    #[arg(long, value_name = "N", default_value_t = 4_000, value_parser = clap::value_parser!(u32).range(400..), env = "INFLIGHT_MAX_HELD_TRANSCRIPTS")]
+    pub max_held_transcripts: u32,
+
     /// Operations each new final transcript requests (comma-separated).
     #[arg(long, value_name = "OPS", value_delimiter = ',', default_value = "summary,mind_map", value_parser = parse_operation, env = "INFLIGHT_OPS")]
     pub ops: Vec<Operation>,
@@ -519,6 +525,7 @@ impl EngineArgs {
                 idle_after: self.idle_after,
                 forget_after: self.forget_after,
                 remember_forgotten: self.remember_forgotten as usize,
+                max_held_transcripts: self.max_held_transcripts as usize,
             },
         }
     }
@@ -589,6 +596,15 @@ mod tests {
             .unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.engine.engine_config().llm_concurrency, 2);
+        let cli = Cli::try_parse_from(["inflight", "--max-held-transcripts", "1000"]).unwrap();
+        assert_eq!(
+            cli.engine.engine_config().sessions.max_held_transcripts,
+            1000
+        );
+        assert!(
+            Cli::try_parse_from(["inflight", "--max-held-transcripts", "10"]).is_err(),
+            "below the 400 kept for views"
+        );
         assert!(Cli::try_parse_from(["inflight", "--llm-concurrency", "0"]).is_err());
         assert!(Cli::try_parse_from(["inflight", "--simulate-latency", "6s..2s"]).is_err());
         let cli =

@@ -5,7 +5,7 @@
 //! result of each operation with the generation it covers.
 //!
 //! Transcripts are kept while a tracked operation has not covered them yet
-//! (up to [`MAX_HELD_TRANSCRIPTS`]), and the newest [`MAX_KEPT_TRANSCRIPTS`]
+//! (up to [`SessionLimits::max_held_transcripts`]), and the newest [`MAX_KEPT_TRANSCRIPTS`]
 //! besides, for views. So after an LLM outage the runs catch up on the
 //! whole backlog, oldest first, one prompt window at a time
 //! ([`SessionStore::run_input`]). Only a backlog past the hard cap loses
@@ -40,7 +40,8 @@ pub const MAX_REJECTED_BYTES: usize = 32 * 1024;
 /// operation has covered them.
 pub const MAX_KEPT_TRANSCRIPTS: usize = 400;
 
-/// Final transcripts held per session at most, covered or not.
+/// Final transcripts held per session at most, covered or not, unless
+/// told otherwise (`--max-held-transcripts`).
 pub const MAX_HELD_TRANSCRIPTS: usize = 4_000;
 
 /// A final transcript as stored.
@@ -103,6 +104,8 @@ pub struct SessionLimits {
     pub forget_after: Duration,
     /// Forgotten ids remembered with their last `seq`.
     pub remember_forgotten: usize,
+    /// Final transcripts one session holds at most, covered or not.
+    pub max_held_transcripts: usize,
 }
 
 impl Default for SessionLimits {
@@ -112,6 +115,7 @@ impl Default for SessionLimits {
             idle_after: Duration::from_secs(10 * 60),
             forget_after: Duration::from_secs(30 * 60),
             remember_forgotten: super::forgotten::DEFAULT_REMEMBERED,
+            max_held_transcripts: MAX_HELD_TRANSCRIPTS,
         }
     }
 }
@@ -460,7 +464,7 @@ impl SessionStore {
         while let Some(oldest) = record.transcripts.front() {
             let len = record.transcripts.len();
             let uncovered = oldest.generation > covered;
-            if len > MAX_HELD_TRANSCRIPTS {
+            if len > self.limits.max_held_transcripts.max(MAX_KEPT_TRANSCRIPTS) {
                 record.lost += u64::from(uncovered);
             } else if len <= MAX_KEPT_TRANSCRIPTS || uncovered {
                 break;
@@ -904,6 +908,21 @@ mod tests {
             store.oldest_uncovered(&id, Operation::Summary),
             (n + 5) as u64
         );
+    }
+
+    #[test]
+    fn the_hard_cap_follows_its_setting() {
+        let store = SessionStore::new(SessionLimits {
+            max_held_transcripts: 450,
+            ..Default::default()
+        })
+        .tracking(&[Operation::Summary]);
+        let id = SessionId::parse("a").unwrap();
+        for i in 0..460 {
+            store.append(said("a", None, &format!("{i}"), true), None);
+        }
+        assert_eq!(store.content(&id, usize::MAX).unwrap().recent.len(), 450);
+        assert_eq!(store.facts(&id).unwrap().lost, 10);
     }
 
     #[test]
