@@ -26,7 +26,7 @@
 //! | [`feed`] | the feed protocol and other formats, the feed client and the replay server |
 //! | [`api`] | the HTTP and WebSocket API, its guards against web pages, metrics, the `status` client |
 //! | [`wire`] | the envelopes sent to `/ws` subscribers and up the feeds |
-//! | [`config`] | command-line flags and their `INFLIGHT_*` variables |
+//! | [`config`] | command-line flags, their `INFLIGHT_*` variables, the config file and which wins |
 //! | [`net`] | TLS and HTTP client setup, URLs redacted for display |
 //! | [`signals`] | the signals that stop the process, and SIGHUP |
 //! | [`logs`] | the in-memory log the dashboard shows, capped log lines |

@@ -4,12 +4,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use inflight::api;
-use inflight::config::{Cli, Command, EngineArgs, FeedArgs, LlmKind, LogFormat};
+use inflight::config::{Command, ConfigCommand, EngineArgs, FeedArgs, LlmKind, LogFormat, layers};
 use inflight::engine::Engine;
 use inflight::feed::{client, meetings, replay};
 use inflight::logs::{CaptureLayer, LogBuffer};
@@ -18,11 +17,31 @@ use inflight::tui;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Where `inflight serve` listens unless told otherwise.
-const DEFAULT_API_PORT: u16 = 8787;
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let loaded = match layers::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("inflight: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Config(command)) = &loaded.cli.command {
+        let answer = match command {
+            ConfigCommand::Check { file } => layers::check(file),
+            ConfigCommand::Show(_) => layers::show(&loaded),
+        };
+        return match answer {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("inflight: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = loaded.cli;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,6 +67,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Some(Command::Serve(engine)) => run_headless(*engine).await,
+            Some(Command::Config(_)) => Ok(()),
             None => run_dashboard(cli.engine, cli.no_color).await,
         }
     });
@@ -232,10 +252,7 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
     let mut stop = StopSignals::install(Hangup::Ignored);
     init_logs(args.log_format, args.log_level.as_deref())?;
     let shutdown = CancellationToken::new();
-    let api_config = args.api_config(
-        args.api
-            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_API_PORT))),
-    );
+    let api_config = args.api_config(args.serve_api_addr());
     // Refuse a bad API setting before anything starts.
     api_config.check()?;
     let Running {

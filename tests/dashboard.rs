@@ -505,6 +505,33 @@ fn a_degraded_database_shows_in_the_header_and_only_then() {
 }
 
 #[test]
+fn the_header_says_what_is_not_ready_as_readyz_does() {
+    let mut snapshot = fixture(now());
+    let mut app = app(false);
+    app.set_snapshot(snapshot.clone());
+    assert!(snapshot.readiness().ready);
+    assert!(!screen_text(&render(&app, 120, 40)).contains("not ready"));
+
+    for feed in &mut snapshot.feeds {
+        feed.state = FeedState::Connecting;
+    }
+    snapshot.backend.reachable = false;
+    assert_eq!(
+        snapshot.readiness().items().collect::<Vec<_>>(),
+        ["feeds", "llm"]
+    );
+    app.set_snapshot(snapshot);
+    for (width, height) in [(120, 40), (80, 24)] {
+        let text = screen_text(&render(&app, width, height));
+        let header = text.lines().next().unwrap_or_default();
+        assert!(
+            header.starts_with("inflight  ✗ not ready: feeds, llm"),
+            "{width}x{height}: {header}"
+        );
+    }
+}
+
+#[test]
 fn the_header_names_the_output_format_a_server_was_found_to_take() {
     let app = app(false);
     let text = screen_text(&render(&app, 140, 40));

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{Engine, FeedState};
+use super::{DbView, Engine, FeedState, FeedView, Snapshot};
+use crate::llm::BackendInfo;
 
 /// What is ready and what is not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,20 +20,19 @@ pub struct Readiness {
     pub llm_reachable: bool,
 }
 
-impl Engine {
+impl Readiness {
     /// Ready when the database is open (if there is one), at least one
     /// feed is connected (or none is configured), and the LLM backend
-    /// answered its last check.
-    pub fn readiness(&self) -> Readiness {
-        let feeds = self.feeds().views();
+    /// answered its last check. A degraded database is said, not counted:
+    /// the engine works on in memory while its writer retries.
+    pub fn of(feeds: &[FeedView], llm: &BackendInfo, db: Option<&DbView>) -> Self {
         let connected = feeds
             .iter()
             .filter(|f| f.state == FeedState::Connected)
             .count();
-        let llm = self.backend_info();
-        let database = match self.db() {
+        let database = match db {
             None => "none",
-            Some(db) if db.health().degraded() => "degraded",
+            Some(db) if db.degraded => "degraded",
             Some(_) => "open",
         };
         let mut not_ready = Vec::new();
@@ -50,5 +50,27 @@ impl Engine {
             feeds_configured: feeds.len(),
             llm_reachable: llm.reachable,
         }
+    }
+
+    /// The short names of what is not ready: `feeds`, `llm`.
+    pub fn items(&self) -> impl Iterator<Item = &str> {
+        self.not_ready
+            .iter()
+            .map(|line| line.split_once(':').map(|(item, _)| item).unwrap_or(line))
+    }
+}
+
+impl Engine {
+    /// Whether the engine can do its job right now; see [`Readiness::of`].
+    pub fn readiness(&self) -> Readiness {
+        let db = self.db().map(DbView::of);
+        Readiness::of(&self.feeds().views(), &self.backend_info(), db.as_ref())
+    }
+}
+
+impl Snapshot {
+    /// The same answer as [`Engine::readiness`], from what the snapshot saw.
+    pub fn readiness(&self) -> Readiness {
+        Readiness::of(&self.feeds, &self.backend, self.db.as_ref())
     }
 }

@@ -1,4 +1,5 @@
-//! The two header lines: backend, permits, feeds, totals, uptime, PAUSED.
+//! The two header lines: readiness, backend, permits, feeds, totals,
+//! uptime, PAUSED.
 //! Each line is made of groups in order of importance; a group that does not
 //! fit the width is left out whole rather than cut mid-word.
 
@@ -27,6 +28,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     };
 
     let mut first: Vec<Vec<Span>> = vec![vec![Span::styled("inflight", t.title())]];
+    // The same items as /readyz.
+    let readiness = s.readiness();
+    if !readiness.ready {
+        let items: Vec<&str> = readiness.items().collect();
+        first.push(vec![Span::styled(
+            format!("✗ not ready: {}", items.join(", ")),
+            t.error(),
+        )]);
+    }
     if app.paused {
         first.push(vec![Span::styled(" PAUSED ", t.paused())]);
     }

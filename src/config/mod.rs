@@ -1,5 +1,16 @@
-//! Command-line flags (each also readable from an `INFLIGHT_*` variable) and
-//! the engine settings they make.
+//! Command-line flags, each also readable from an `INFLIGHT_*` variable and
+//! from the config file, and the engine settings they make.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the commands and their flags |
+//! | [`file`] | the config file's keys and how each becomes a flag |
+//! | [`layers`] | flag > variable > file > default, and `config show` |
+
+pub mod file;
+pub mod layers;
+
+pub use file::FileConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +22,9 @@ use crate::engine::EngineConfig;
 use crate::llm::LatencyRange;
 use crate::model::Operation;
 use crate::state::{Policy, StateConfig};
+
+/// Where `inflight serve` listens unless told otherwise.
+pub const DEFAULT_API_PORT: u16 = 8787;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +54,22 @@ pub enum Command {
     Feed(FeedArgs),
     /// Print processing statuses from a running inflight's API.
     Status(StatusArgs),
+    /// Check a config file, or show the settings in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file without starting anything: its keys, its values,
+    /// and the settings they make together.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Print the settings in effect (as a config file), with where each
+    /// came from; tokens are not shown. Takes the same flags as `serve`.
+    Show(Box<EngineArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -79,22 +109,6 @@ pub enum LlmKind {
     Ollama,
     /// Any OpenAI-compatible server (`/v1/chat/completions`).
     Openai,
-}
-
-/// What the optional config file (`--config FILE`, TOML) may hold.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FileConfig {
-    /// Prompt templates; see `docs/llm.md`.
-    pub prompts: crate::llm::prompts::Prompts,
-}
-
-impl FileConfig {
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
 }
 
 /// How `serve` writes its log lines.
@@ -187,7 +201,8 @@ pub struct EngineArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)), env = "INFLIGHT_MAX_ANSWER_BYTES")]
     pub max_answer_bytes: u64,
 
-    /// A TOML config file (prompt templates).
+    /// A TOML config file: any setting below, and the prompt templates
+    /// (see docs/inflight.example.toml). A flag or variable wins over it.
     #[arg(long, value_name = "FILE", env = "INFLIGHT_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -273,6 +288,16 @@ pub struct EngineArgs {
         hide_env_values = true
     )]
     pub api_token: Option<String>,
+
+    /// A file whose first line is the API's bearer token: for a config file,
+    /// or a service's credentials, where the token itself should not be.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "INFLIGHT_API_TOKEN_FILE",
+        conflicts_with = "api_token"
+    )]
+    pub api_token_file: Option<PathBuf>,
 
     /// An origin (`https://host[:port]`) whose web pages may call the API;
     /// repeat for several. By default a request carrying any `Origin` is refused.
@@ -493,6 +518,14 @@ impl EngineArgs {
             idle_timeout: self.feed_idle_timeout,
             ..Default::default()
         })
+    }
+
+    /// Where `serve` listens: `--api`, else 127.0.0.1:8787.
+    pub fn serve_api_addr(&self) -> SocketAddr {
+        self.api.unwrap_or(SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            DEFAULT_API_PORT,
+        )))
     }
 
     /// The API's settings, listening on `addr`.

@@ -1,0 +1,395 @@
+//! The config file (`--config FILE`, TOML): one table per area, each key a
+//! setting that a flag also sets, plus the `[prompts]` templates.
+//!
+//! [`KEYS`] is the one list that ties a file key to its flag; a test checks
+//! that every engine flag has its key. A file value becomes the flag's own
+//! text (`--op-timeout=90s`) and goes through the flag's parser, so the file,
+//! the environment and the command line accept exactly the same values.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::llm::prompts::Prompts;
+
+/// How a file value turns into a flag's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A string: a URL, a name, a duration (`"90s"`), a path.
+    Text,
+    /// A whole number.
+    Int,
+    /// A number, whole or not.
+    Float,
+    /// `true` gives the switch.
+    Switch,
+    /// `false` gives the switch: `upstream_status = false` is `--no-upstream-status`.
+    NotSwitch,
+    /// A list of strings, one flag each.
+    List,
+    /// A table of header names to values, each `--feed-header='Name: value'`.
+    Headers,
+}
+
+/// One file key and the flag it sets.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub section: &'static str,
+    pub name: &'static str,
+    /// The flag's id (its field name in `EngineArgs`).
+    pub arg: &'static str,
+    pub kind: Kind,
+}
+
+const fn key(section: &'static str, name: &'static str, arg: &'static str, kind: Kind) -> Key {
+    Key {
+        section,
+        name,
+        arg,
+        kind,
+    }
+}
+
+/// Every setting the file may hold, in the order `config show` prints them.
+pub const KEYS: &[Key] = &[
+    key("feed", "urls", "feeds", Kind::List),
+    key("feed", "format", "feed_format", Kind::Text),
+    key("feed", "headers", "feed_headers", Kind::Headers),
+    key("feed", "ca", "feed_ca", Kind::Text),
+    key(
+        "feed",
+        "upstream_status",
+        "no_upstream_status",
+        Kind::NotSwitch,
+    ),
+    key("feed", "upstream_results", "upstream_results", Kind::Switch),
+    key(
+        "feed",
+        "connect_timeout",
+        "feed_connect_timeout",
+        Kind::Text,
+    ),
+    key("feed", "idle_timeout", "feed_idle_timeout", Kind::Text),
+    key("feed", "retries", "feed_retries", Kind::Int),
+    key("llm", "backend", "llm", Kind::Text),
+    key("llm", "model", "model", Kind::Text),
+    key("llm", "url", "llm_url", Kind::Text),
+    key("llm", "api_key_env", "llm_api_key_env", Kind::Text),
+    key("llm", "max_tokens", "max_tokens", Kind::Int),
+    key("llm", "max_answer_bytes", "max_answer_bytes", Kind::Int),
+    key("llm", "concurrency", "llm_concurrency", Kind::Int),
+    key("llm", "simulate_latency", "simulate_latency", Kind::Text),
+    key("runs", "ops", "ops", Kind::List),
+    key("runs", "on_busy", "on_busy", Kind::Text),
+    key("runs", "timeout", "op_timeout", Kind::Text),
+    key("runs", "min_interval", "min_interval", Kind::Text),
+    key("runs", "summary_mode", "summary_mode", Kind::Text),
+    key("runs", "drain_timeout", "drain_timeout", Kind::Text),
+    key("sessions", "max", "max_sessions", Kind::Int),
+    key("sessions", "idle_after", "idle_after", Kind::Text),
+    key("sessions", "forget_after", "forget_after", Kind::Text),
+    key(
+        "sessions",
+        "remember_forgotten",
+        "remember_forgotten",
+        Kind::Int,
+    ),
+    key(
+        "sessions",
+        "max_held_transcripts",
+        "max_held_transcripts",
+        Kind::Int,
+    ),
+    key("api", "listen", "api", Kind::Text),
+    key("api", "token_file", "api_token_file", Kind::Text),
+    key("api", "allow_origins", "api_allow_origins", Kind::List),
+    key("api", "allow_hosts", "api_allow_hosts", Kind::List),
+    key("api", "max_ws_clients", "api_max_ws_clients", Kind::Int),
+    key("api", "ws_max_frame", "api_ws_max_frame", Kind::Int),
+    key("api", "ws_timeout", "api_ws_timeout", Kind::Text),
+    key("database", "path", "db", Kind::Text),
+    key("database", "enabled", "no_db", Kind::NotSwitch),
+    key("database", "retain", "retain", Kind::Text),
+    key("log", "format", "log_format", Kind::Text),
+    key("log", "level", "log_level", Kind::Text),
+    key("demo", "speed", "demo_speed", Kind::Float),
+];
+
+/// Flags the file does not set: the file itself.
+pub const NOT_IN_FILE: &[&str] = &["config"];
+
+/// A setting read from the file: which key, on which line, as flag text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSetting {
+    pub key: Key,
+    pub line: usize,
+    /// The values as the flag would be given them; empty for a switch
+    /// left off.
+    pub values: Vec<String>,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.arg == other.arg
+    }
+}
+
+/// What a config file holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    pub prompts: Prompts,
+    pub settings: Vec<FileSetting>,
+}
+
+type Section = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+/// The file as TOML: unknown tables are refused by serde with their line.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Raw {
+    prompts: Prompts,
+    feed: Section,
+    llm: Section,
+    runs: Section,
+    sessions: Section,
+    api: Section,
+    database: Section,
+    log: Section,
+    demo: Section,
+}
+
+impl FileConfig {
+    /// Reads and checks `path`. Errors name the file, the line and the key.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+    }
+
+    /// Parses a file's text; an error starts with the line number.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            format!("{line}: {}", e.message())
+        })?;
+        let sections = [
+            ("feed", raw.feed),
+            ("llm", raw.llm),
+            ("runs", raw.runs),
+            ("sessions", raw.sessions),
+            ("api", raw.api),
+            ("database", raw.database),
+            ("log", raw.log),
+            ("demo", raw.demo),
+        ];
+        let mut settings = Vec::new();
+        for (section, entries) in sections {
+            for (name, value) in entries {
+                let line = line_of(text, name.span().start);
+                let key = find(section, name.get_ref()).ok_or_else(|| {
+                    format!(
+                        "{line}: unknown key `{}` in [{section}]{}",
+                        name.get_ref(),
+                        hint(section, name.get_ref())
+                    )
+                })?;
+                let values = flag_values(key, value.get_ref())
+                    .map_err(|e| format!("{line}: {section}.{}: {e}", key.name))?;
+                settings.push(FileSetting { key, line, values });
+            }
+        }
+        settings.sort_by_key(|s| s.line);
+        Ok(Self {
+            prompts: raw.prompts,
+            settings,
+        })
+    }
+}
+
+impl FileSetting {
+    /// The setting as command-line words: `--op-timeout=90s`, `--no-db`.
+    pub fn words(&self, long: &str) -> Vec<OsString> {
+        match self.key.kind {
+            Kind::Switch | Kind::NotSwitch => self
+                .values
+                .iter()
+                .map(|_| OsString::from(format!("--{long}")))
+                .collect(),
+            _ => self
+                .values
+                .iter()
+                .map(|v| OsString::from(format!("--{long}={v}")))
+                .collect(),
+        }
+    }
+}
+
+fn find(section: &str, name: &str) -> Option<Key> {
+    KEYS.iter()
+        .find(|k| k.section == section && k.name == name)
+        .copied()
+}
+
+/// What to say after "unknown key": the keys of that table, and a word
+/// about secrets when the key is one.
+fn hint(section: &str, name: &str) -> String {
+    if section == "api" && name == "token" {
+        return "; a token does not belong in a config file: put it in a file of its own \
+and name that file with `token_file`"
+            .into();
+    }
+    let known: Vec<&str> = KEYS
+        .iter()
+        .filter(|k| k.section == section)
+        .map(|k| k.name)
+        .collect();
+    format!("; known keys: {}", known.join(", "))
+}
+
+/// The flag text for a file value, checked against the key's kind.
+fn flag_values(key: Key, value: &toml::Value) -> Result<Vec<String>, String> {
+    use toml::Value;
+    let expected = |what: &str| format!("expected {what}, found {}", value.type_str());
+    Ok(match (key.kind, value) {
+        (Kind::Text, Value::String(s)) => vec![s.clone()],
+        (Kind::Text, _) => return Err(expected("a string")),
+        (Kind::Int, Value::Integer(n)) => vec![n.to_string()],
+        (Kind::Int, _) => return Err(expected("a whole number")),
+        (Kind::Float, Value::Integer(n)) => vec![n.to_string()],
+        (Kind::Float, Value::Float(x)) => vec![x.to_string()],
+        (Kind::Float, _) => return Err(expected("a number")),
+        (Kind::Switch, Value::Boolean(on)) => on.then(String::new).into_iter().collect(),
+        (Kind::NotSwitch, Value::Boolean(on)) => (!on).then(String::new).into_iter().collect(),
+        (Kind::Switch | Kind::NotSwitch, _) => return Err(expected("true or false")),
+        (Kind::List, Value::String(s)) => vec![s.clone()],
+        (Kind::List, Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(format!(
+                    "expected a list of strings, found a {} in it",
+                    other.type_str()
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        (Kind::List, _) => return Err(expected("a list of strings")),
+        (Kind::Headers, Value::Table(headers)) => headers
+            .iter()
+            .map(|(name, v)| match v {
+                Value::String(s) => Ok(format!("{name}: {s}")),
+                other => Err(format!(
+                    "header {name}: expected a string, found {}",
+                    other.type_str()
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        (Kind::Headers, _) => return Err(expected("a table of header names to values")),
+    })
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_become_flag_text_with_their_lines() {
+        let file = FileConfig::parse(
+            "[llm]\nbackend = \"openai\"\nconcurrency = 2\n\n[feed]\nurls = [\"ws://a/\", \"ws://b/\"]\n\
+upstream_status = false\nheaders = { Authorization = \"Bearer x\" }\n[database]\nenabled = true\n",
+        )
+        .unwrap();
+        let got: Vec<(&str, usize, Vec<String>)> = file
+            .settings
+            .iter()
+            .map(|s| (s.key.arg, s.line, s.values.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("llm", 2, vec!["openai".to_string()]),
+                ("llm_concurrency", 3, vec!["2".into()]),
+                ("feeds", 6, vec!["ws://a/".into(), "ws://b/".into()]),
+                ("no_upstream_status", 7, vec![String::new()]),
+                ("feed_headers", 8, vec!["Authorization: Bearer x".into()]),
+                ("no_db", 10, vec![]),
+            ]
+        );
+        assert_eq!(
+            file.settings[3].words("no-upstream-status"),
+            [OsString::from("--no-upstream-status")]
+        );
+        assert_eq!(
+            file.settings[1].words("llm-concurrency"),
+            [OsString::from("--llm-concurrency=2")]
+        );
+    }
+
+    #[test]
+    fn every_engine_flag_has_a_file_key() {
+        use clap::CommandFactory;
+        let mut cli = crate::config::Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        // The token itself stays out of files: `token_file` names a file.
+        let not_keys = [NOT_IN_FILE, &["help", "api_token"]].concat();
+        let mut missing = Vec::new();
+        for arg in serve.get_arguments() {
+            let id = arg.get_id().as_str();
+            if !not_keys.contains(&id) && !KEYS.iter().any(|k| k.arg == id) {
+                missing.push(id.to_string());
+            }
+        }
+        assert!(missing.is_empty(), "flags without a file key: {missing:?}");
+        for key in KEYS {
+            assert!(
+                serve.get_arguments().any(|a| a.get_id() == key.arg),
+                "{}.{} names no flag",
+                key.section,
+                key.name
+            );
+        }
+        assert!(KEYS.len() > 35);
+    }
+
+    #[test]
+    fn unknown_keys_and_tables_are_refused_with_their_line() {
+        let err = FileConfig::parse("[llm]\nmodel = \"m\"\nmodle = \"m\"\n").unwrap_err();
+        assert!(err.starts_with("3: unknown key `modle` in [llm]"), "{err}");
+        assert!(err.contains("known keys: backend, model"), "{err}");
+        let err = FileConfig::parse("\n[lmm]\nmodel = \"m\"\n").unwrap_err();
+        assert!(err.starts_with("2: ") && err.contains("lmm"), "{err}");
+        let err = FileConfig::parse("[prompts]\nsumary_system = \"x\"\n").unwrap_err();
+        assert!(
+            err.starts_with("2: ") && err.contains("sumary_system"),
+            "{err}"
+        );
+        let err = FileConfig::parse("[api]\ntoken = \"secret\"\n").unwrap_err();
+        assert!(err.contains("token_file"), "{err}");
+    }
+
+    #[test]
+    fn values_of_the_wrong_kind_are_refused_with_their_key() {
+        let err = FileConfig::parse("[llm]\nconcurrency = \"2\"\n").unwrap_err();
+        assert_eq!(
+            err,
+            "2: llm.concurrency: expected a whole number, found string"
+        );
+        let err = FileConfig::parse("[feed]\n\nurls = [1]\n").unwrap_err();
+        assert!(err.starts_with("3: feed.urls: expected a list"), "{err}");
+        let err = FileConfig::parse("[database]\nenabled = \"no\"\n").unwrap_err();
+        assert!(err.contains("true or false"), "{err}");
+    }
+}
