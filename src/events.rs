@@ -7,6 +7,8 @@
 //! subscriber of one `tokio::sync::broadcast` channel. A subscriber that falls
 //! behind loses the oldest events (it is told how many); the engine never waits.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
@@ -18,7 +20,7 @@ use crate::model::{Operation, SessionId};
 pub type RunId = u64;
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -112,6 +114,12 @@ impl Event {
         }
     }
 
+    /// True for the events `/ws` subscribers are sent a message for: a
+    /// changed processing status, or a new result.
+    pub fn for_subscribers(&self) -> bool {
+        self.changes_processing_status() || matches!(self, Event::ResultReady { .. })
+    }
+
     /// True for the events after which a session's processing status changed
     /// or was refused: the moments the seed sends `processing_status`.
     pub fn changes_processing_status(&self) -> bool {
@@ -124,11 +132,40 @@ impl Event {
 
 /// How many events a slow subscriber may lag behind before it loses the oldest.
 pub const EVENT_BUFFER: usize = 8192;
+/// How many events for `/ws` subscribers are kept for one that reconnects.
+pub const REPLAY_RING: usize = 4096;
+
+/// An event's number: every event gets the next one, from 1.
+pub type EventId = u64;
 
 /// The one broadcast of events, with logging on the way in.
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Event>,
+    journal: Arc<Mutex<Journal>>,
+}
+
+/// Numbers events and keeps the newest that `/ws` subscribers see, so one
+/// that reconnects can be sent what it missed.
+struct Journal {
+    next_id: EventId,
+    ring: VecDeque<(EventId, Event)>,
+    /// The newest id pushed out of the ring: a subscriber that saw less
+    /// than this missed something the ring no longer has.
+    evicted_through: EventId,
+}
+
+/// Where a resumed subscription starts.
+#[derive(Debug)]
+pub struct Resumed {
+    /// The events after the one the subscriber named, still in the ring.
+    pub replay: Vec<(EventId, Event)>,
+    /// Some events it missed are gone (or its id is from another process):
+    /// it must read the state afresh.
+    pub too_old: bool,
+    /// The id of the first event `receiver` will get; later ones count up.
+    pub next_id: EventId,
+    pub receiver: broadcast::Receiver<Event>,
 }
 
 impl Default for EventBus {
@@ -140,16 +177,60 @@ impl Default for EventBus {
 impl EventBus {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(EVENT_BUFFER);
-        Self { sender }
+        Self {
+            sender,
+            journal: Arc::new(Mutex::new(Journal {
+                next_id: 1,
+                ring: VecDeque::new(),
+                evicted_through: 0,
+            })),
+        }
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
     }
 
-    /// Logs the event and sends it to every subscriber; never blocks.
+    /// Subscribes after event `seen`: what the ring still holds after it,
+    /// then everything new, with no gap and no event twice (numbering and
+    /// sending happen under one lock).
+    pub fn resume(&self, seen: EventId) -> Resumed {
+        let journal = self.journal();
+        let receiver = self.sender.subscribe();
+        let too_old = seen < journal.evicted_through || seen >= journal.next_id;
+        let replay = journal
+            .ring
+            .iter()
+            .filter(|(id, _)| *id > seen)
+            .cloned()
+            .collect();
+        Resumed {
+            replay,
+            too_old,
+            next_id: journal.next_id,
+            receiver,
+        }
+    }
+
+    /// Logs the event, numbers it and sends it to every subscriber; never
+    /// blocks.
     pub fn emit(&self, event: Event) {
         log(&event);
+        let mut journal = self.journal();
+        let id = journal.next_id;
+        journal.next_id += 1;
+        if event.for_subscribers() {
+            if journal.ring.len() == REPLAY_RING
+                && let Some((old, _)) = journal.ring.pop_front()
+            {
+                journal.evicted_through = old;
+            }
+            journal.ring.push_back((id, event.clone()));
+        }
         // No subscriber is not an error: events are for whoever listens.
         let _ = self.sender.send(event);
     }

@@ -29,6 +29,7 @@
 //! | [`config`] | command-line flags, their `INFLIGHT_*` variables, the config file and which wins |
 //! | [`net`] | TLS and HTTP client setup, URLs redacted for display |
 //! | [`signals`] | the signals that stop the process, and SIGHUP |
+//! | [`monotime`] | instants on the wire: milliseconds from the sender's anchor, mapped onto the reader's clock |
 //! | [`logs`] | the in-memory log the dashboard shows, capped log lines |
 //! | [`text`] | making outside text safe for a terminal |
 //! | [`tui`] | the operator dashboard |
@@ -42,6 +43,7 @@ pub mod feed;
 pub mod llm;
 pub mod logs;
 pub mod model;
+pub mod monotime;
 pub mod net;
 pub mod signals;
 pub mod state;

@@ -77,6 +77,33 @@ impl LogBuffer {
         self.lock().next_number
     }
 
+    /// Up to `limit` lines numbered `after` or later that pass `keep`,
+    /// oldest first, and the number to ask from next time.
+    pub fn after(&self, after: u64, limit: usize, keep: impl Fn(&LogLine) -> bool) -> Page {
+        let lines = self.lock();
+        let oldest = lines.lines.front().map_or(lines.next_number, |l| l.number);
+        let mut page = Page {
+            lines: Vec::new(),
+            next: lines.next_number,
+            missed: after < oldest && after < lines.next_number && after > 0,
+        };
+        for line in lines.lines.iter().filter(|l| l.number >= after) {
+            if page.lines.len() == limit {
+                page.next = line.number;
+                break;
+            }
+            if keep(line) {
+                page.lines.push(line.clone());
+            }
+        }
+        page
+    }
+
+    /// Adds a line read from elsewhere (another process's log), numbered here.
+    pub fn push_line(&self, line: LogLine) {
+        self.push(line.at, line.level, line.session, line.text);
+    }
+
     /// A copy of the lines that pass `keep`, oldest first.
     pub fn lines_where(&self, keep: impl Fn(&LogLine) -> bool) -> Vec<LogLine> {
         self.lock()
@@ -85,6 +112,22 @@ impl LogBuffer {
             .filter(|l| keep(l))
             .cloned()
             .collect()
+    }
+}
+
+/// Lines read with [`LogBuffer::after`].
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub lines: Vec<LogLine>,
+    /// The first number not read yet.
+    pub next: u64,
+    /// Lines from the one asked for were pushed out before being read.
+    pub missed: bool,
+}
+
+impl std::fmt::Debug for LogBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogBuffer").finish_non_exhaustive()
     }
 }
 

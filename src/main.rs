@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use inflight::api;
-use inflight::config::{Command, ConfigCommand, EngineArgs, FeedArgs, LlmKind, LogFormat, layers};
+use inflight::config::{
+    AttachArgs, Command, ConfigCommand, EngineArgs, FeedArgs, LlmKind, LogFormat, layers,
+};
 use inflight::engine::Engine;
 use inflight::feed::{client, meetings, replay};
 use inflight::logs::{CaptureLayer, LogBuffer};
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             }
             Some(Command::Serve(engine)) => run_headless(*engine).await,
             Some(Command::Config(_)) => Ok(()),
+            Some(Command::Attach(args)) => run_attach(args).await,
             None => run_dashboard(cli.engine, cli.no_color).await,
         }
     });
@@ -84,7 +87,7 @@ fn main() -> ExitCode {
 fn init_captured_logs() -> LogBuffer {
     let buffer = LogBuffer::new();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,inflight=debug"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(CAPTURED));
     tracing_subscriber::registry()
         .with(filter)
         .with(CaptureLayer::new(buffer.clone()))
@@ -92,38 +95,50 @@ fn init_captured_logs() -> LogBuffer {
     buffer
 }
 
+/// What the log buffer keeps (the dashboard's pane, `/api/logs`).
+const CAPTURED: &str = "warn,inflight=debug";
+
 /// `serve`'s logs on stdout: the filter from `--log-level`, else
-/// RUST_LOG, else `info`; text or one JSON object a line.
-fn init_logs(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+/// RUST_LOG, else `info`; text or one JSON object a line. Beside them, the
+/// newest lines are kept in memory for `/api/logs` (attached dashboards).
+fn init_logs(format: LogFormat, level: Option<&str>) -> Result<LogBuffer, String> {
+    use tracing_subscriber::Layer;
     let filter = match level {
         Some(level) => tracing_subscriber::EnvFilter::try_new(level)
             .map_err(|e| format!("--log-level {level:?}: {e}"))?,
         None => tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
-    match format {
+    let buffer = LogBuffer::new();
+    let captured =
+        CaptureLayer::new(buffer.clone()).with_filter(tracing_subscriber::EnvFilter::new(CAPTURED));
+    let stdout = match format {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
                 && std::env::var_os("NO_COLOR").is_none();
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
+            tracing_subscriber::fmt::layer()
                 .with_target(false)
                 .with_ansi(ansi)
                 .with_writer(inflight::logs::CappedStdout)
-                .init();
+                .with_filter(filter)
+                .boxed()
         }
         // Whole lines: a cut one would not parse. What comes from outside
         // is bounded before it is logged (ids, server messages, errors).
-        LogFormat::Json => tracing_subscriber::fmt()
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_target(false)
-            .with_env_filter(filter)
             .with_writer(std::io::stdout)
-            .init(),
-    }
-    Ok(())
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(stdout)
+        .with(captured)
+        .init();
+    Ok(buffer)
 }
 
 /// A running engine and what stops it.
@@ -239,20 +254,37 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
     let _db = running.db;
     let engine = running.engine;
     if let Some(addr) = args.api {
-        let config = args.api_config(addr);
+        let mut config = args.api_config(addr);
+        config.logs = Some(logs.clone());
         let bound = api::serve(engine.clone(), config, shutdown.clone()).await?;
         tracing::info!(%bound, "API listening");
     }
     let color = !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tui::run(engine, logs, tui::TuiOptions { color }).await
+    let source = tui::source::embedded::Embedded::new(engine, logs);
+    tui::run(source, tui::TuiOptions { color }).await
+}
+
+/// The dashboard on a server's API. Nothing is logged here: the server's
+/// log lines fill the log pane.
+async fn run_attach(args: AttachArgs) -> Result<(), String> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err("the dashboard needs a terminal; use `inflight status` in scripts".into());
+    }
+    let source = tui::source::remote::Remote::start(tui::source::remote::RemoteOptions {
+        url: args.url.clone(),
+        token: args.token()?,
+    })?;
+    let color = !args.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tui::run(source, tui::TuiOptions { color }).await
 }
 
 async fn run_headless(args: EngineArgs) -> Result<(), String> {
     // Caught before anything starts, so every stop drains.
     let mut stop = StopSignals::install(Hangup::Ignored);
-    init_logs(args.log_format, args.log_level.as_deref())?;
+    let logs = init_logs(args.log_format, args.log_level.as_deref())?;
     let shutdown = CancellationToken::new();
-    let api_config = args.api_config(args.serve_api_addr());
+    let mut api_config = args.api_config(args.serve_api_addr());
+    api_config.logs = Some(logs);
     // Refuse a bad API setting before anything starts.
     api_config.check()?;
     let Running {

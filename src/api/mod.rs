@@ -18,8 +18,10 @@
 
 mod browsers;
 pub mod client;
+pub mod dashboard;
 mod history;
 mod json;
+pub mod logs;
 mod metrics;
 mod ws;
 
@@ -51,7 +53,12 @@ pub use ws::WsLimits;
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub addr: SocketAddr,
+    /// The operator's token: may read, trigger and cancel.
     pub token: Option<String>,
+    /// A viewer's token: may read only.
+    pub read_token: Option<String>,
+    /// The process's log lines, for `/api/logs`.
+    pub logs: Option<crate::logs::LogBuffer>,
     /// Origins whose web pages may call the API (none by default).
     pub allowed_origins: Vec<String>,
     /// Host names accepted besides loopback ones, when bound to loopback.
@@ -64,6 +71,8 @@ impl Default for ApiConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
             token: None,
+            read_token: None,
+            logs: None,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             ws: WsLimits::default(),
@@ -74,7 +83,9 @@ impl Default for ApiConfig {
 impl ApiConfig {
     /// Refuses a non-loopback address without a token.
     pub fn check(&self) -> Result<(), String> {
-        if !self.addr.ip().is_loopback() && self.token.as_deref().is_none_or(str::is_empty) {
+        let no_token = self.token.as_deref().is_none_or(str::is_empty)
+            && self.read_token.as_deref().is_none_or(str::is_empty);
+        if !self.addr.ip().is_loopback() && no_token {
             return Err(format!(
                 "refusing to serve the API on {} without a token: set --api-token or INFLIGHT_API_TOKEN, or bind a loopback address",
                 self.addr
@@ -84,12 +95,25 @@ impl ApiConfig {
     }
 }
 
+/// What a request's token lets it do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads, triggers and cancels (`--api-token`, or no token configured).
+    Operator,
+    /// Reads only (`--api-read-token`): triggers and cancels answer 403.
+    Viewer,
+}
+
 #[derive(Clone)]
 struct ApiState {
     engine: Engine,
     token: Option<Arc<str>>,
+    read_token: Option<Arc<str>>,
     metrics: Arc<Metrics>,
     ws: Arc<ws::Subscribers>,
+    rows: Arc<dashboard::RowJournal>,
+    logs: Option<crate::logs::LogBuffer>,
 }
 
 /// The router, for tests and for [`serve`].
@@ -101,15 +125,15 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         check_host: config.addr.ip().is_loopback(),
         allowed_hosts: config.allowed_hosts.clone(),
     });
+    let secret = |token: &Option<String>| token.clone().filter(|t| !t.is_empty()).map(Arc::from);
     let state = ApiState {
+        rows: Arc::new(dashboard::RowJournal::new(engine.snapshot())),
         engine,
-        token: config
-            .token
-            .clone()
-            .filter(|t| !t.is_empty())
-            .map(Arc::from),
+        token: secret(&config.token),
+        read_token: secret(&config.read_token),
         metrics,
         ws: Arc::new(ws::Subscribers::new(config.ws)),
+        logs: config.logs.clone(),
     };
     let protected = Router::new()
         .route(
@@ -124,6 +148,12 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
             "/api/sessions/{session_id}/operations/{op}",
             post(trigger).delete(cancel),
         )
+        .route("/api/dashboard", get(dashboard::delta))
+        .route(
+            "/api/dashboard/sessions/{session_id}",
+            get(dashboard::detail),
+        )
+        .route("/api/logs", get(logs::lines))
         .route("/ws", get(ws::upgrade))
         .route("/metrics", get(render_metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -217,30 +247,49 @@ async fn refuse_large_bodies(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// Finds the request's role from its token: the operator's, a viewer's,
+/// or none at all when no token is configured. A viewer may only read.
 async fn require_token(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = &state.token else {
-        return next.run(request).await;
-    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if same_secret(given.as_bytes(), expected.as_bytes()) {
-        next.run(request).await
+    let matches = |token: &Option<Arc<str>>| {
+        token
+            .as_ref()
+            .is_some_and(|t| same_secret(given.as_bytes(), t.as_bytes()))
+    };
+    let open = state.token.is_none() && state.read_token.is_none();
+    let role = if open || matches(&state.token) {
+        Role::Operator
+    } else if matches(&state.read_token) {
+        Role::Viewer
     } else {
         let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        response
+        return response;
+    };
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if role == Role::Viewer && !reads {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a read-only token: triggers and cancels need the operator's token",
+        );
     }
+    request.extensions_mut().insert(role);
+    next.run(request).await
 }
 
 fn session_id(raw: &str) -> Result<SessionId, ApiError> {

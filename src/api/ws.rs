@@ -1,6 +1,11 @@
 //! `/ws`: the engine's events as the original envelopes, optionally for one
 //! session (`?session=ID`).
 //!
+//! With `?since=ID` the stream is resumable: it opens with a `resume` frame
+//! (`next_id`, and `too_old` when events after `ID` are no longer kept, so
+//! the client must read the state afresh), sends what the ring kept after
+//! `ID`, then the live stream, each message with its `id`.
+//!
 //! Subscribers are bounded: at most [`WsLimits::max_clients`] at once (503
 //! beyond), incoming frames of at most [`WsLimits::max_incoming`] bytes, and a
 //! subscriber must keep up. One that falls behind the event stream is closed
@@ -21,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio::time::Instant;
 
 use super::{ApiState, error};
-use crate::events::Event;
+use crate::events::{Event, EventId, Resumed};
 use crate::model::SessionId;
 use crate::wire;
 
@@ -70,6 +75,17 @@ impl Subscribers {
 #[derive(Deserialize)]
 pub struct WsQuery {
     session: Option<String>,
+    /// Resume after this event id: every message then carries its `id`.
+    since: Option<EventId>,
+}
+
+/// Where a subscriber's stream starts.
+enum Start {
+    /// Plain: the original envelopes, from now on.
+    Now(broadcast::Receiver<Event>),
+    /// Resumed: a `resume` frame, what the ring kept, then the live stream,
+    /// every message with its id.
+    After(Resumed),
 }
 
 pub async fn upgrade(
@@ -94,34 +110,81 @@ pub async fn upgrade(
     };
     // Subscribe before the 101 goes out: a client that acts as soon as its
     // handshake completes must see the events of what it did.
-    let events = state.engine.subscribe();
+    let start = match query.since {
+        None => Start::Now(state.engine.subscribe()),
+        Some(seen) => Start::After(state.engine.events().resume(seen)),
+    };
     upgrade
         .max_message_size(limits.max_incoming)
         .max_frame_size(limits.max_incoming)
-        .on_upgrade(move |socket| stream(socket, state, filter, events, seat))
+        .on_upgrade(move |socket| stream(socket, state, filter, start, seat))
+}
+
+/// The message for one event, if this subscriber gets one; with its id
+/// when the stream was resumed.
+fn message(
+    state: &ApiState,
+    filter: Option<&SessionId>,
+    event: &Event,
+    id: Option<EventId>,
+) -> Option<String> {
+    let (session, wanted) = wire::wanted(event)?;
+    if filter.is_some_and(|f| f != &session) {
+        return None;
+    }
+    let message = wire::message_for(&state.engine, &session, wanted)?;
+    Some(match id {
+        // The envelope is a JSON object: its id goes in as the last field.
+        Some(id) => format!("{},\"id\":{id}}}", message.strip_suffix('}')?),
+        None => message,
+    })
 }
 
 async fn stream(
     socket: WebSocket,
     state: ApiState,
     filter: Option<SessionId>,
-    mut events: broadcast::Receiver<Event>,
+    start: Start,
     _seat: OwnedSemaphorePermit,
 ) {
     let timeout = state.ws.limits.timeout;
     let (mut sink, mut incoming) = socket.split();
+    let (mut events, mut next_id) = match start {
+        Start::Now(events) => (events, None),
+        Start::After(resumed) => {
+            let hello = serde_json::json!({
+                "type": "resume",
+                "next_id": resumed.next_id,
+                "too_old": resumed.too_old,
+                "replayed": resumed.replay.len(),
+            });
+            let mut first = vec![hello.to_string()];
+            first.extend(
+                resumed
+                    .replay
+                    .iter()
+                    .filter_map(|(id, e)| message(&state, filter.as_ref(), e, Some(*id))),
+            );
+            for text in first {
+                match tokio::time::timeout(timeout, sink.send(Message::Text(text.into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return,
+                }
+            }
+            (resumed.receiver, Some(resumed.next_id))
+        }
+    };
     let mut ping = tokio::time::interval_at(Instant::now() + timeout / 3, timeout / 3);
     let mut heard_at = Instant::now();
     let close = loop {
         let outgoing = tokio::select! {
             event = events.recv() => match event {
                 Ok(event) => {
-                    let Some((session, wanted)) = wire::wanted(&event) else { continue };
-                    if filter.as_ref().is_some_and(|f| f != &session) {
-                        continue;
-                    }
-                    let Some(message) = wire::message_for(&state.engine, &session, wanted) else { continue };
-                    Message::Text(message.into())
+                    // Every event takes an id, sent or not.
+                    let id = next_id;
+                    next_id = next_id.map(|n| n + 1);
+                    let Some(text) = message(&state, filter.as_ref(), &event, id) else { continue };
+                    Message::Text(text.into())
                 }
                 Err(RecvError::Lagged(missed)) => {
                     break Some((CLOSE_TRY_AGAIN_LATER, format!("fell behind: {missed} events dropped; reconnect")));

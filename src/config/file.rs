@@ -105,6 +105,7 @@ pub const KEYS: &[Key] = &[
     ),
     key("api", "listen", "api", Kind::Text),
     key("api", "token_file", "api_token_file", Kind::Text),
+    key("api", "read_token_file", "api_read_token_file", Kind::Text),
     key("api", "allow_origins", "api_allow_origins", Kind::List),
     key("api", "allow_hosts", "api_allow_hosts", Kind::List),
     key("api", "max_ws_clients", "api_max_ws_clients", Kind::Int),
@@ -236,7 +237,7 @@ fn find(section: &str, name: &str) -> Option<Key> {
 /// What to say after "unknown key": the keys of that table, and a word
 /// about secrets when the key is one.
 fn hint(section: &str, name: &str) -> String {
-    if section == "api" && name == "token" {
+    if section == "api" && (name == "token" || name == "read_token") {
         return "; a token does not belong in a config file: put it in a file of its own \
 and name that file with `token_file`"
             .into();
@@ -344,7 +345,7 @@ upstream_status = false\nheaders = { Authorization = \"Bearer x\" }\n[database]\
         cli.build();
         let serve = cli.find_subcommand("serve").expect("serve");
         // The token itself stays out of files: `token_file` names a file.
-        let not_keys = [NOT_IN_FILE, &["help", "api_token"]].concat();
+        let not_keys = [NOT_IN_FILE, &["help", "api_token", "api_read_token"]].concat();
         let mut missing = Vec::new();
         for arg in serve.get_arguments() {
             let id = arg.get_id().as_str();

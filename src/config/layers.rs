@@ -259,18 +259,21 @@ impl Cli {
 }
 
 impl EngineArgs {
-    /// Reads `--api-token-file` into the token: its first line, trimmed.
+    /// Reads `--api-token-file` and `--api-read-token-file` into the
+    /// tokens: each file's first line, trimmed.
     pub fn read_token_file(&mut self) -> Result<(), String> {
-        let Some(path) = &self.api_token_file else {
-            return Ok(());
-        };
-        let token = read_token(path)?;
-        self.api_token = Some(token);
+        if let Some(path) = &self.api_token_file {
+            self.api_token = Some(read_token(path)?);
+        }
+        if let Some(path) = &self.api_read_token_file {
+            self.api_read_token = Some(read_token(path)?);
+        }
         Ok(())
     }
 }
 
-fn read_token(path: &Path) -> Result<String, String> {
+/// A token file's first line, trimmed; an empty one is an error.
+pub fn read_token(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
     let token = text.lines().next().unwrap_or_default().trim();
@@ -315,14 +318,19 @@ pub fn show(loaded: &Loaded) -> Result<String, String> {
         };
         out.push_str(&format!("{line:<48} # {source}\n"));
     }
-    if let Some(source) = loaded.sources.get("api_token")
-        && *source != Source::Default
-    {
-        let from = match source {
-            Source::Environment(var) => var.clone(),
-            _ => "--api-token".into(),
-        };
-        out.push_str(&format!("# the API token is set ({from}), not shown\n"));
+    for (id, what, flag) in [
+        ("api_token", "the API token", "--api-token"),
+        ("api_read_token", "the viewer's token", "--api-read-token"),
+    ] {
+        if let Some(source) = loaded.sources.get(id)
+            && *source != Source::Default
+        {
+            let from = match source {
+                Source::Environment(var) => var.clone(),
+                _ => flag.into(),
+            };
+            out.push_str(&format!("# {what} is set ({from}), not shown\n"));
+        }
     }
     Ok(out)
 }

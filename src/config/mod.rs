@@ -57,6 +57,53 @@ pub enum Command {
     /// Check a config file, or show the settings in effect.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The dashboard of an inflight running elsewhere (`inflight serve`),
+    /// over its API: closing it stops nothing there.
+    Attach(AttachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The server's API.
+    #[arg(
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8787",
+        env = "INFLIGHT_API_URL"
+    )]
+    pub url: String,
+
+    /// Bearer token: the operator's (may trigger and cancel) or a viewer's
+    /// (read-only).
+    #[arg(
+        long = "api-token",
+        value_name = "TOKEN",
+        env = "INFLIGHT_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// A file whose first line is the token.
+    #[arg(
+        long = "api-token-file",
+        value_name = "FILE",
+        env = "INFLIGHT_API_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// Draw without colour (also: the NO_COLOR variable).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+impl AttachArgs {
+    /// The token, from the flag, the variable or the file.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        match &self.token_file {
+            Some(path) => layers::read_token(path).map(Some),
+            None => Ok(self.token.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +346,25 @@ pub struct EngineArgs {
     )]
     pub api_token_file: Option<PathBuf>,
 
+    /// A viewer's bearer token: it may read everything the API shows, and
+    /// its triggers and cancels are refused (403).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "INFLIGHT_API_READ_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_read_token: Option<String>,
+
+    /// A file whose first line is the viewer's token.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "INFLIGHT_API_READ_TOKEN_FILE",
+        conflicts_with = "api_read_token"
+    )]
+    pub api_read_token_file: Option<PathBuf>,
+
     /// An origin (`https://host[:port]`) whose web pages may call the API;
     /// repeat for several. By default a request carrying any `Origin` is refused.
     #[arg(
@@ -533,6 +599,8 @@ impl EngineArgs {
         crate::api::ApiConfig {
             addr,
             token: self.api_token.clone(),
+            read_token: self.api_read_token.clone(),
+            logs: None,
             allowed_origins: self.api_allow_origins.clone(),
             allowed_hosts: self.api_allow_hosts.clone(),
             ws: crate::api::WsLimits {

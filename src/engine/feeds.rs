@@ -9,12 +9,13 @@ use tokio::time::Instant;
 use super::store::Appended;
 
 /// Where a feed's connection is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FeedState {
     Connecting,
     Connected,
     /// Waiting before the next attempt.
     BackingOff {
+        #[serde(with = "crate::monotime")]
         until: Instant,
         attempt: u32,
     },
@@ -162,11 +163,12 @@ impl FeedStatus {
 }
 
 /// A copy of one feed's status for views.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FeedView {
     pub index: usize,
     pub url: String,
     pub state: FeedState,
+    #[serde(with = "crate::monotime::option")]
     pub last_message_at: Option<Instant>,
     pub messages: u64,
     pub transcripts: u64,

@@ -15,7 +15,7 @@ use crate::model::{OPERATION_COUNT, SessionId};
 use crate::state::{InFlight, OpCounters, OpStats, Policy, RunRecord};
 
 /// One operation of one session, for tables.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OpRow {
     pub in_flight: Option<InFlight>,
     /// Tokens streamed so far and tokens per second, while calling the LLM.
@@ -70,12 +70,13 @@ impl OpRow {
 }
 
 /// One session, for tables.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRow {
     pub id: SessionId,
     pub feed: Option<usize>,
     /// Final transcripts so far: the session's generation.
     pub transcripts: u64,
+    #[serde(with = "crate::monotime::option")]
     pub last_transcript_at: Option<Instant>,
     pub ended: bool,
     pub has_partial: bool,
@@ -106,7 +107,7 @@ impl SessionRow {
 
 /// Counters since the process started, forgotten sessions included (they
 /// only grow), and the runs in flight now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub transcripts: u64,
     pub runs: u64,
@@ -121,8 +122,9 @@ pub struct Totals {
 }
 
 /// The whole engine at one moment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
+    #[serde(with = "crate::monotime")]
     pub taken_at: Instant,
     pub uptime: Duration,
     pub backend: BackendInfo,
@@ -145,7 +147,7 @@ pub struct Snapshot {
 }
 
 /// How the database is doing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DbView {
     pub path: String,
     /// The last commit failed, or writes were dropped since: the engine
@@ -170,7 +172,7 @@ impl DbView {
 }
 
 /// One session in full, for a detail view.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SessionDetail {
     pub row: SessionRow,
     pub content: SessionContent,

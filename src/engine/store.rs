@@ -45,7 +45,7 @@ pub const MAX_KEPT_TRANSCRIPTS: usize = 400;
 pub const MAX_HELD_TRANSCRIPTS: usize = 4_000;
 
 /// A final transcript as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredTranscript {
     pub generation: u64,
     pub speaker: Option<String>,
@@ -57,14 +57,14 @@ pub struct StoredTranscript {
 }
 
 /// What a finished run produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ResultBody {
     Summary(String),
     MindMap(MindMap),
 }
 
 /// The latest result of one operation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OpResult {
     pub body: ResultBody,
     pub covered_generation: u64,
@@ -207,7 +207,7 @@ pub struct SessionFacts {
 }
 
 /// Everything about one session, for a detail view.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionContent {
     pub recent: Vec<StoredTranscript>,
     pub partial: Option<String>,

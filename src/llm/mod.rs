@@ -71,7 +71,7 @@ pub struct Repair {
 
 /// Tokens a call cost, as the server counted them (or estimated, for a
 /// backend that has no tokenizer).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -174,6 +174,31 @@ pub struct BackendInfo {
     /// `json_object` or `plain` (see [`structured`]); `None` for a backend
     /// that makes its own.
     pub structured_output: Option<&'static str>,
+}
+
+impl<'de> serde::Deserialize<'de> for BackendInfo {
+    /// As serialised; a format name this build does not know reads as none.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            kind: String,
+            model: String,
+            simulated: bool,
+            reachable: bool,
+            structured_output: Option<String>,
+        }
+        let wire = Wire::deserialize(d)?;
+        Ok(Self {
+            kind: wire.kind,
+            model: wire.model,
+            simulated: wire.simulated,
+            reachable: wire.reachable,
+            structured_output: wire
+                .structured_output
+                .and_then(|name| structured::Rung::from_name(&name))
+                .map(structured::Rung::name),
+        })
+    }
 }
 
 impl BackendInfo {

@@ -48,6 +48,13 @@ impl Rung {
         }
     }
 
+    /// The rung a name stands for.
+    pub fn from_name(name: &str) -> Option<Rung> {
+        [Rung::JsonSchema, Rung::JsonObject, Rung::Plain]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+
     /// The next rung down, if any.
     pub fn lower(self) -> Option<Rung> {
         match self {

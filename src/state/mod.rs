@@ -44,7 +44,17 @@ use crate::model::{OPERATION_COUNT, Operation, SessionId};
 pub const VISIT_CHUNK: usize = 512;
 
 /// What to do with a request that finds its operation already running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// Drop it, count it, log it: the seed's behaviour.
@@ -69,29 +79,33 @@ pub enum Admission {
 }
 
 /// Waiting for an LLM permit, or calling the LLM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     Queued,
     Running,
 }
 
 /// A run in flight, as views see it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InFlight {
     pub run_id: RunId,
     pub phase: Phase,
     /// Wall-clock admission time (the seed's start time).
     pub since: SystemTime,
     /// Monotonic admission time, for durations.
+    #[serde(with = "crate::monotime")]
     pub admitted: Instant,
     /// When the run last began waiting for a permit.
+    #[serde(with = "crate::monotime")]
     pub queued_since: Instant,
     /// Time spent waiting for permits before the current phase.
     pub waited: Duration,
     /// When the current LLM call began (running only).
+    #[serde(with = "crate::monotime::option")]
     pub started: Option<Instant>,
     /// When the current call is given up as timed out: `--op-timeout`
     /// after it began. Waiting for a permit never counts.
+    #[serde(with = "crate::monotime::option")]
     pub deadline: Option<Instant>,
     pub pending: bool,
     pub follow_up: bool,

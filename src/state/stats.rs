@@ -10,7 +10,7 @@ use crate::llm::Usage;
 pub const HISTORY_LEN: usize = 32;
 
 /// One finished run, for the history view and the duration sparkline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunRecord {
     pub run_id: RunId,
     pub started_at: SystemTime,
@@ -60,7 +60,7 @@ pub struct OpStats {
 /// Counts of one operation that only grow, kept for the whole process
 /// apart from the sessions: forgetting a session never makes them fall,
 /// so they are what Prometheus counters report.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpCounters {
     pub runs: u64,
     pub ok: u64,

@@ -176,6 +176,10 @@ pub struct App {
     /// First row the table showed at the last draw.
     pub table_offset: Cell<usize>,
     pub quit: bool,
+    /// How the dashboard is tied to its engine.
+    pub link: super::source::Link,
+    /// Why triggers and cancels are refused here (a viewer's token).
+    pub read_only: Option<String>,
 }
 
 impl App {
@@ -201,6 +205,8 @@ impl App {
             table_rows: Cell::new(10),
             table_offset: Cell::new(0),
             quit: false,
+            link: super::source::Link::Embedded,
+            read_only: None,
         };
         app.reorder();
         app
@@ -394,6 +400,10 @@ impl App {
                     self.detail = None;
                     self.stored = false;
                 }
+            }
+            action if action.changes_the_engine() && self.read_only.is_some() => {
+                let why = self.read_only.clone().unwrap_or_default();
+                self.say(&format!("{why}: triggers and cancels are off"), Tone::Warn);
             }
             Action::TriggerSummary => return self.trigger(vec![Operation::Summary]),
             Action::TriggerMindMap => return self.trigger(vec![Operation::MindMap]),

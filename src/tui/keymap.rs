@@ -39,6 +39,17 @@ pub enum Action {
     Quit,
 }
 
+impl Action {
+    /// True for the actions that ask the engine to do something (a viewer
+    /// may not).
+    pub fn changes_the_engine(self) -> bool {
+        matches!(
+            self,
+            Action::TriggerSummary | Action::TriggerMindMap | Action::TriggerBoth | Action::Cancel
+        )
+    }
+}
+
 /// A key, as the keymap names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {

@@ -1,14 +1,17 @@
 //! The operator dashboard.
 //!
 //! State lives in [`app`] (no I/O), drawing in [`views`], keys in [`keymap`]
-//! (which also writes the help and the hint bar). This module is the main
-//! loop: it owns the terminal, reads keys, engine events and signals, takes
-//! snapshots, carries out the app's commands against the engine, and redraws
-//! only when something changed, at most about 15 times a second.
+//! (which also writes the help and the hint bar), and what it reads in
+//! [`source`]: the engine in this process, or one attached over its API.
+//! This module is the main loop: it owns the terminal, reads keys, the
+//! source's wakes and signals, takes snapshots, hands the app's commands to
+//! the source, and redraws only when something changed, at most about 15
+//! times a second.
 
 pub mod app;
 pub mod format;
 pub mod keymap;
+pub mod source;
 pub mod terminal;
 pub mod theme;
 pub mod views;
@@ -17,14 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
-use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::engine::Engine;
-use crate::logs::LogBuffer;
-use crate::model::Operation;
-use app::{App, Command, Screen};
+use app::{App, Screen};
 use keymap::Key;
+use source::{Answer, Source, Wake};
 use theme::Theme;
 
 /// Shortest time between two frames.
@@ -33,22 +33,20 @@ pub const FRAME_INTERVAL: Duration = Duration::from_millis(66);
 const LIVE_INTERVAL: Duration = Duration::from_millis(200);
 /// Ages tick too: redraw at least this often.
 const IDLE_INTERVAL: Duration = Duration::from_secs(1);
-/// Transcripts shown in the detail view.
-const DETAIL_TRANSCRIPTS: usize = 40;
 
 pub struct TuiOptions {
     pub color: bool,
 }
 
-/// Runs the dashboard until the operator quits or a signal arrives.
-pub async fn run(engine: Engine, logs: LogBuffer, options: TuiOptions) -> Result<(), String> {
+/// Runs the dashboard on `source` until the operator quits or a signal
+/// arrives.
+pub async fn run(mut source: impl Source, options: TuiOptions) -> Result<(), String> {
     // Caught before the terminal changes, so any stop gives it back.
     let mut signals = crate::signals::StopSignals::install(crate::signals::Hangup::Stops);
     let mut guard =
         terminal::TerminalGuard::enter().map_err(|e| format!("cannot set up the terminal: {e}"))?;
-    let mut app = App::new(Theme::new(options.color), engine.snapshot());
+    let mut app = App::new(Theme::new(options.color), source.snapshot());
     let mut keys = EventStream::new();
-    let mut engine_events = engine.subscribe();
     let mut tick = tokio::time::interval(FRAME_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut stop = Box::pin(signals.recv());
@@ -59,11 +57,20 @@ pub async fn run(engine: Engine, logs: LogBuffer, options: TuiOptions) -> Result
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
+            wake = source.wake() => match wake {
+                Wake::Changed => dirty = true,
+                Wake::Answer(answer) => {
+                    show(&mut app, answer);
+                    dirty = true;
+                    last_draw = Instant::now() - FRAME_INTERVAL;
+                }
+            },
             key = keys.next() => match key {
                 Some(Ok(TermEvent::Key(event))) => {
                     if let Some(key) = Key::from_event(&event) {
-                        let commands = app.handle_key(key);
-                        carry_out(&engine, &mut app, commands);
+                        for command in app.handle_key(key) {
+                            source.carry_out(command);
+                        }
                         dirty = true;
                         // Answer keys at once, not at the next tick.
                         last_draw = Instant::now() - FRAME_INTERVAL;
@@ -78,10 +85,6 @@ pub async fn run(engine: Engine, logs: LogBuffer, options: TuiOptions) -> Result
         if app.quit {
             break;
         }
-        // Drain engine events: they only tell us something changed.
-        while let Ok(_) | Err(TryRecvError::Lagged(_)) = engine_events.try_recv() {
-            dirty = true;
-        }
         let since = last_draw.elapsed();
         let live = app.snapshot.totals.running + app.snapshot.totals.queued > 0;
         let due = (dirty && since >= FRAME_INTERVAL)
@@ -90,7 +93,7 @@ pub async fn run(engine: Engine, logs: LogBuffer, options: TuiOptions) -> Result
         if !due {
             continue;
         }
-        refresh(&engine, &logs, &mut app);
+        refresh(&mut source, &mut app);
         guard
             .terminal
             .draw(|frame| views::draw(frame, &app))
@@ -112,53 +115,33 @@ fn panic_if_asked() {
     }
 }
 
-fn refresh(engine: &Engine, logs: &LogBuffer, app: &mut App) {
+/// Reads the source into the app: the link, the snapshot, the log lines and
+/// the open session's details.
+pub fn refresh(source: &mut impl Source, app: &mut App) {
+    app.link = source.link();
+    app.read_only = source.read_only();
     if app.paused {
         return;
     }
-    app.set_snapshot(engine.snapshot());
-    app.refresh_logs(logs, false);
+    app.set_snapshot(source.snapshot());
+    app.refresh_logs(source.logs(), false);
     if app.screen == Screen::Detail && !app.stored {
         let detail = app
             .selected_row()
             .map(|row| row.id.clone())
-            .and_then(|id| engine.session_detail(&id, DETAIL_TRANSCRIPTS));
+            .and_then(|id| source.detail(&id));
         app.set_detail(detail);
     }
 }
 
-fn carry_out(engine: &Engine, app: &mut App, commands: Vec<Command>) {
-    for command in commands {
-        match command {
-            Command::Quit => {}
-            Command::Trigger { session, ops } => {
-                let answers: Option<Vec<_>> = ops
-                    .iter()
-                    .map(|op| engine.request(&session, *op).map(|answer| (*op, answer)))
-                    .collect();
-                match answers {
-                    Some(answers) => app.show_triggered(&session, &answers, SystemTime::now()),
-                    None => app.say(
-                        &format!("{session} · no such session any more"),
-                        app::Tone::Warn,
-                    ),
-                }
-            }
-            Command::OpenStored { session } => {
-                // One session's rows by primary key: a few milliseconds.
-                let detail = engine
-                    .db()
-                    .and_then(|db| db.session(&session).ok().flatten())
-                    .map(|stored| crate::engine::detail_from_disk(&stored, DETAIL_TRANSCRIPTS));
-                app.show_stored(&session, detail);
-            }
-            Command::Cancel { session } => {
-                let stopped: Vec<_> = Operation::ALL
-                    .iter()
-                    .map(|op| (*op, engine.cancel(&session, *op)))
-                    .collect();
-                app.show_cancelled(&session, &stopped);
-            }
+/// Puts a command's answer on the message line (or the details).
+pub fn show(app: &mut App, answer: Answer) {
+    match answer {
+        Answer::Triggered { session, answers } => {
+            app.show_triggered(&session, &answers, SystemTime::now())
         }
+        Answer::Cancelled { session, stopped } => app.show_cancelled(&session, &stopped),
+        Answer::Stored { session, detail } => app.show_stored(&session, detail.map(|d| *d)),
+        Answer::Refused(why) => app.say(&why, app::Tone::Warn),
     }
 }

@@ -42,9 +42,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         ]),
         (None, None) => Line::default(),
     };
-    // Hints in keymap order, as many as fit; `?` shows the rest.
+    // Hints in keymap order, as many as fit; `?` shows the rest. Read-only,
+    // the keys that would change the engine are dimmed and it says why.
     let mut hints = Vec::new();
     let mut used = 0;
+    if let Some(why) = &app.read_only {
+        let text = format!("{why}  ");
+        used += text.chars().count();
+        hints.push(Span::styled(text, t.warning()));
+    }
     for binding in keymap::hints(app.context()) {
         let text = format!(" {}  ", binding.hint);
         let w = binding.label.chars().count() + text.chars().count();
@@ -52,8 +58,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             break;
         }
         used += w;
-        hints.push(Span::styled(binding.label, t.key()));
-        hints.push(Span::raw(text));
+        if app.read_only.is_some() && binding.action.changes_the_engine() {
+            hints.push(Span::styled(binding.label, t.dim()));
+            hints.push(Span::styled(text, t.dim()));
+        } else {
+            hints.push(Span::styled(binding.label, t.key()));
+            hints.push(Span::raw(text));
+        }
     }
     frame.render_widget(Paragraph::new(vec![message, Line::from(hints)]), area);
 }

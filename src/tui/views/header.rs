@@ -11,6 +11,7 @@ use ratatui::widgets::Paragraph;
 use crate::engine::FeedState;
 use crate::tui::app::App;
 use crate::tui::format;
+use crate::tui::source::Link;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
@@ -28,6 +29,30 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     };
 
     let mut first: Vec<Vec<Span>> = vec![vec![Span::styled("inflight", t.title())]];
+    match &app.link {
+        Link::Embedded => {}
+        Link::Connected { server } => first.push(vec![
+            Span::styled(format!("⇄ {server}"), t.base()),
+            Span::styled(" connected", t.ok()),
+        ]),
+        Link::Lost {
+            server,
+            since,
+            attempt,
+            error,
+        } => {
+            let gone = format::duration(since.elapsed());
+            let what = if *attempt == 0 {
+                "connecting…".to_string()
+            } else {
+                format!("✗ disconnected {gone} ({error}), reconnecting")
+            };
+            first.push(vec![
+                Span::styled(format!("⇄ {server} "), t.base()),
+                Span::styled(what, t.error()),
+            ]);
+        }
+    }
     // The same items as /readyz.
     let readiness = s.readiness();
     if !readiness.ready {

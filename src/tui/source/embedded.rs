@@ -1,0 +1,110 @@
+//! The engine in this process, as a [`Source`]: snapshots and details read
+//! directly, commands carried out at once.
+
+use std::collections::VecDeque;
+
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Answer, Link, Source, Wake};
+use crate::engine::{Engine, SessionDetail, Snapshot};
+use crate::events::Event;
+use crate::logs::LogBuffer;
+use crate::model::{Operation, SessionId};
+use crate::tui::app::Command;
+
+/// Transcripts shown in the detail view.
+pub const DETAIL_TRANSCRIPTS: usize = 40;
+
+pub struct Embedded {
+    engine: Engine,
+    logs: LogBuffer,
+    events: broadcast::Receiver<Event>,
+    answers: VecDeque<Answer>,
+}
+
+impl Embedded {
+    pub fn new(engine: Engine, logs: LogBuffer) -> Self {
+        let events = engine.subscribe();
+        Self {
+            engine,
+            logs,
+            events,
+            answers: VecDeque::new(),
+        }
+    }
+}
+
+impl Source for Embedded {
+    fn snapshot(&mut self) -> Snapshot {
+        self.engine.snapshot()
+    }
+
+    fn detail(&mut self, session: &SessionId) -> Option<SessionDetail> {
+        self.engine.session_detail(session, DETAIL_TRANSCRIPTS)
+    }
+
+    fn logs(&self) -> &LogBuffer {
+        &self.logs
+    }
+
+    fn link(&self) -> Link {
+        Link::Embedded
+    }
+
+    fn read_only(&self) -> Option<String> {
+        None
+    }
+
+    fn carry_out(&mut self, command: Command) {
+        let engine = &self.engine;
+        let answer = match command {
+            Command::Quit => return,
+            Command::Trigger { session, ops } => {
+                let answers: Option<Vec<_>> = ops
+                    .iter()
+                    .map(|op| engine.request(&session, *op).map(|answer| (*op, answer)))
+                    .collect();
+                match answers {
+                    Some(answers) => Answer::Triggered { session, answers },
+                    None => Answer::Refused(format!("{session} · no such session any more")),
+                }
+            }
+            Command::Cancel { session } => Answer::Cancelled {
+                stopped: Operation::ALL
+                    .iter()
+                    .map(|op| (*op, engine.cancel(&session, *op)))
+                    .collect(),
+                session,
+            },
+            Command::OpenStored { session } => {
+                // One session's rows by primary key: a few milliseconds.
+                let detail = engine
+                    .db()
+                    .and_then(|db| db.session(&session).ok().flatten())
+                    .map(|stored| {
+                        Box::new(crate::engine::detail_from_disk(&stored, DETAIL_TRANSCRIPTS))
+                    });
+                Answer::Stored { session, detail }
+            }
+        };
+        self.answers.push_back(answer);
+    }
+
+    async fn wake(&mut self) -> Wake {
+        if let Some(answer) = self.answers.pop_front() {
+            return Wake::Answer(answer);
+        }
+        match self.events.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => {
+                // Many events, one wake: they only say something changed.
+                while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) =
+                    self.events.try_recv()
+                {}
+                Wake::Changed
+            }
+            // The engine outlives this source; nothing more will come.
+            Err(RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
