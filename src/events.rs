@@ -307,3 +307,63 @@ fn log(event: &Event) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skipped(n: u64) -> Event {
+        Event::OpSkipped {
+            session: SessionId::parse("s").unwrap(),
+            op: Operation::Summary,
+            running_run_id: n,
+            since: SystemTime::UNIX_EPOCH,
+            pending: false,
+        }
+    }
+
+    fn transcript() -> Event {
+        Event::TranscriptReceived {
+            session: SessionId::parse("s").unwrap(),
+            generation: 1,
+            is_final: true,
+        }
+    }
+
+    #[test]
+    fn a_resumed_subscriber_gets_what_it_missed_then_the_rest_in_order() {
+        let bus = EventBus::new();
+        bus.emit(skipped(1)); // id 1
+        bus.emit(transcript()); // id 2: numbered, not kept (no message for it)
+        bus.emit(skipped(3)); // id 3
+        let mut resumed = bus.resume(1);
+        assert!(!resumed.too_old);
+        assert_eq!(resumed.next_id, 4);
+        assert_eq!(resumed.replay, [(3, skipped(3))]);
+        bus.emit(skipped(4));
+        assert_eq!(resumed.receiver.try_recv().unwrap(), skipped(4));
+        assert!(bus.resume(4).replay.is_empty() && !bus.resume(4).too_old);
+        assert!(
+            bus.resume(5).too_old,
+            "an id not given yet: another process's"
+        );
+    }
+
+    #[test]
+    fn a_subscriber_behind_the_ring_is_told_to_reload() {
+        let bus = EventBus::new();
+        let total = REPLAY_RING as u64 + 10;
+        for n in 1..=total {
+            bus.emit(skipped(n));
+        }
+        assert!(bus.resume(5).too_old, "events 6..=10 are gone");
+        let recent = bus.resume(total - 3);
+        assert!(!recent.too_old);
+        let ids: Vec<EventId> = recent.replay.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [total - 2, total - 1, total]);
+        assert!(
+            !bus.resume(10).too_old,
+            "the oldest evicted was 10: 11 on are kept"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The real binary in a pseudo-terminal: the dashboard comes up on the
 //! embedded demo, answers keys, gives the terminal back on `q`, on SIGTERM,
-//! SIGHUP and a panic on the UI thread, and keeps NO_COLOR.
+//! SIGHUP and a panic on the UI thread, and keeps NO_COLOR; `inflight
+//! attach` follows a real `inflight serve` through its death and restart.
 //!
 //! "Gives the terminal back" is checked three ways: the alternate screen is
 //! left, the cursor is shown again, and the terminal's own mode (termios,
@@ -51,6 +52,12 @@ struct Dashboard {
 
 impl Dashboard {
     fn start(envs: &[(&str, &str)]) -> Self {
+        // Long runs, so a trigger always finds or leaves something to cancel.
+        Self::run(&["--demo-speed", "4", "--simulate-latency", "30s"], envs)
+    }
+
+    /// The binary with `args` in a pty of its own.
+    fn run(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows: ROWS,
@@ -60,8 +67,7 @@ impl Dashboard {
             })
             .expect("a pty");
         let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_inflight"));
-        // Long runs, so a trigger always finds or leaves something to cancel.
-        cmd.args(["--demo-speed", "4", "--simulate-latency", "30s"]);
+        cmd.args(args);
         cmd.env("TERM", "xterm-256color");
         cmd.env_remove("NO_COLOR");
         for (k, v) in envs {
@@ -292,4 +298,129 @@ fn a_panic_on_the_ui_thread_gives_the_terminal_back() {
         after.contains("a panic on the UI thread, as asked"),
         "the panic message is printed on the restored screen: {after:?}"
     );
+}
+
+#[path = "common/child.rs"]
+mod child;
+
+/// `inflight serve` on the demo at `port`, with an operator's and a viewer's
+/// token; summaries only, so a mind map asked for from the keyboard starts.
+fn serve_on(port: u16) -> child::Logged {
+    let mut serve = child::Logged::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_inflight"))
+            .args(["serve", "--no-db", "--ops", "summary", "--demo-speed", "4"])
+            .args(["--simulate-latency", "30s"])
+            .args(["--api", &format!("127.0.0.1:{port}")])
+            .args(["--api-token", "op", "--api-read-token", "view"])
+            .env("RUST_LOG", "info"),
+    );
+    serve.wait_for("API listening");
+    serve
+}
+
+/// The rows of the sessions table that show `session` (its feed column
+/// tells them from the message line).
+fn rows_of(screen: &str, session: &str) -> Vec<String> {
+    screen
+        .lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some(session) && words.next().is_some_and(|w| w.starts_with('#'))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn attach_follows_a_server_through_its_death_and_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut serve = serve_on(port);
+    let mut attach = Dashboard::run(&["attach", &url], &[("INFLIGHT_API_TOKEN", "op")]);
+    attach.wait_for("the server's sessions", |s| {
+        s.contents().contains("connected") && s.contents().contains("garden-coop")
+    });
+    assert!(attach.screen().contains(&format!("127.0.0.1:{port}")));
+
+    // The first row's mind map, from the keyboard: a run starts there.
+    attach.press("2");
+    attach.wait_for("the trigger's answer", |s| {
+        s.contents().contains("garden-coop · mind map started (run")
+    });
+    attach.wait_for("both runs in the row", |s| {
+        rows_of(&s.contents(), "garden-coop")
+            .first()
+            .is_some_and(|row| row.matches("▶ run").count() == 2)
+    });
+
+    // The server dies: the last picture stays, marked.
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+    attach.wait_for("the disconnected mark", |s| {
+        s.contents().contains("disconnected")
+    });
+    assert_eq!(
+        rows_of(&attach.screen(), "garden-coop").len(),
+        1,
+        "{}",
+        attach.screen()
+    );
+
+    // It comes back: live again, each session once.
+    let _serve = serve_on(port);
+    attach.wait_for("the link back", |s| {
+        let text = s.contents();
+        text.contains("connected") && !text.contains("disconnected")
+    });
+    attach.wait_for("the new server's sessions", |s| {
+        s.contents().contains("garden-coop")
+    });
+    let screen = attach.screen();
+    for session in [
+        "garden-coop",
+        "hiring-sync",
+        "incident-retro",
+        "launch-review",
+    ] {
+        assert!(
+            rows_of(&screen, session).len() <= 1,
+            "{session} twice:\n{screen}"
+        );
+    }
+    attach.press("q");
+    assert!(attach.wait_exit(), "attach quits cleanly");
+}
+
+#[test]
+fn attached_with_a_viewer_token_triggers_are_off_and_the_screen_says_why() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _serve = serve_on(port);
+    let mut attach = Dashboard::run(
+        &["attach", &format!("http://127.0.0.1:{port}")],
+        &[("INFLIGHT_API_TOKEN", "view")],
+    );
+    attach.wait_for("the hint bar's reason", |s| {
+        s.contents()
+            .contains("read-only: attached with a viewer's token")
+            && s.contents().contains("garden-coop")
+    });
+    attach.press("2");
+    attach.wait_for("the refusal", |s| {
+        s.contents().contains("triggers and cancels are off")
+    });
+    assert!(
+        !attach.screen().contains("mind map started"),
+        "{}",
+        attach.screen()
+    );
+    attach.press("q");
+    assert!(attach.wait_exit());
 }
