@@ -31,6 +31,7 @@
 //! | [`signals`] | the signals that stop the process, and SIGHUP |
 //! | [`monotime`] | instants on the wire: milliseconds from the sender's anchor, mapped onto the reader's clock |
 //! | [`logs`] | the in-memory log the dashboard shows, capped log lines |
+//! | [`format`] | durations, ages, counts and times in a few fixed-width characters |
 //! | [`text`] | making outside text safe for a terminal |
 //! | [`tui`] | the operator dashboard |
 
@@ -40,6 +41,7 @@ pub mod db;
 pub mod engine;
 pub mod events;
 pub mod feed;
+pub mod format;
 pub mod llm;
 pub mod logs;
 pub mod model;

@@ -325,3 +325,82 @@ async fn the_row_journal_sends_only_the_rows_that_changed() {
     );
     assert!(ids(&caught_up).is_empty() && caught_up.removed.is_empty());
 }
+
+/// Every summary fails; mind maps are never asked for.
+struct Failing;
+
+impl inflight::llm::Backend for Failing {
+    fn info(&self) -> inflight::llm::BackendInfo {
+        inflight::llm::BackendInfo::simulated("failing", "none")
+    }
+
+    fn generate<'a>(
+        &'a self,
+        _request: inflight::llm::LlmRequest,
+        _progress: &'a inflight::llm::Progress,
+    ) -> inflight::llm::BoxFuture<'a, Result<inflight::llm::LlmResponse, inflight::llm::LlmError>>
+    {
+        Box::pin(async { Err(inflight::llm::LlmError::other("the server said no")) })
+    }
+}
+
+#[tokio::test]
+async fn the_api_and_status_show_the_engines_attention_value() {
+    let engine = inflight::engine::Engine::new(
+        inflight::engine::EngineConfig {
+            automatic_ops: vec![Operation::Summary],
+            ..Default::default()
+        },
+        std::sync::Arc::new(Failing),
+    );
+    let mut events = engine.subscribe();
+    let session = common::sid("s1");
+    for seq in 1..=2 {
+        engine.ingest(common::final_line("s1", seq, "We ship on Friday."), None);
+        common::next_matching(&mut events, std::time::Duration::from_secs(10), |e| {
+            matches!(e, inflight::events::Event::OpFinished { .. }).then_some(())
+        })
+        .await;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let addr = inflight::api::serve(
+        engine.clone(),
+        ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let body: Value = http()
+        .get(format!("http://{addr}/api/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["sessions"][0]["attention"],
+        serde_json::json!([{"kind": "failing_in_a_row", "op": "summary", "failures": 2}])
+    );
+    let dashboard_rows = engine.snapshot();
+    let row = &dashboard_rows.sessions[0];
+    assert_eq!(row.id, session);
+    let words: Vec<String> =
+        inflight::engine::attention(row, tokio::time::Instant::now(), engine.op_timeout())
+            .iter()
+            .map(|a| a.describe())
+            .collect();
+    assert_eq!(words, ["summary failed 2 times in a row"]);
+    let status = inflight::api::client::status(&format!("http://{addr}"), None, false, None)
+        .await
+        .unwrap();
+    let line = status.lines().find(|l| l.starts_with("s1 ")).unwrap();
+    assert!(
+        line.ends_with("summary failed 2 times in a row"),
+        "{status}"
+    );
+    stop.cancel();
+}

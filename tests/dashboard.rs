@@ -324,6 +324,53 @@ fn help_lists_every_binding_from_the_keymap() {
     assert!(!app.help);
 }
 
+/// The hint bar: the screen's last line.
+fn hint_bar(app: &App) -> String {
+    let text = screen_text(&render(app, 120, 40));
+    text.lines().last().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_hint_bar_is_true_in_popups_and_while_typing() {
+    let mut app = app(false);
+    assert!(hint_bar(&app).contains("t run both"));
+
+    app.handle_key(Key::Char('?'));
+    let bar = hint_bar(&app);
+    assert!(
+        bar.contains("Esc close help") && bar.contains("q quit"),
+        "{bar}"
+    );
+    assert!(
+        !bar.contains("run both"),
+        "no trigger behind the help: {bar}"
+    );
+    // What the bar says is what the keys do: `t` does nothing here.
+    assert!(app.handle_key(Key::Char('t')).is_empty());
+    assert!(app.help);
+    assert_eq!(app.handle_key(Key::Char('q')), vec![Command::Quit]);
+
+    let mut app = self::app(false);
+    app.handle_key(Key::Char('f'));
+    assert!(hint_bar(&app).contains("Esc close feeds"));
+    app.handle_key(Key::Char('f'));
+    assert!(!app.feeds);
+
+    app.handle_key(Key::Char('/'));
+    let bar = hint_bar(&app);
+    assert!(
+        bar.contains("↵ keep") && bar.contains("Esc clear") && bar.contains("⌫ erase"),
+        "{bar}"
+    );
+    assert!(!bar.contains("quit"), "q types while typing: {bar}");
+    assert!(app.handle_key(Key::Char('q')).is_empty());
+    assert_eq!(app.filter, "q");
+    app.handle_key(Key::Backspace);
+    assert_eq!(app.filter, "");
+    app.handle_key(Key::Esc);
+    assert!(app.input.is_none());
+}
+
 #[test]
 fn keys_move_sort_filter_and_keep_the_selection() {
     let mut app = app(true);
@@ -564,7 +611,10 @@ fn a_running_call_shows_and_is_judged_by_its_own_time_not_its_wait() {
         ..OpRow::default()
     };
     let timeout = Duration::from_secs(300);
-    let warnings = inflight::tui::app::warnings(&row, now, timeout);
+    let warnings: Vec<String> = inflight::engine::attention(&row, now, timeout)
+        .iter()
+        .map(|a| a.describe())
+        .collect();
     assert!(
         !warnings.iter().any(|w| w.contains("deadline")),
         "10 s into its call, the deadline is far: {warnings:?}"
@@ -582,7 +632,10 @@ fn a_running_call_shows_and_is_judged_by_its_own_time_not_its_wait() {
     // 250 s into its call: near the deadline, whatever the wait was.
     run.started = Some(ago(now, 250.0));
     row.ops[0].in_flight = Some(run);
-    let warnings = inflight::tui::app::warnings(&row, now, timeout);
+    let warnings: Vec<String> = inflight::engine::attention(&row, now, timeout)
+        .iter()
+        .map(|a| a.describe())
+        .collect();
     assert!(
         warnings.iter().any(|w| w.contains("near its deadline")),
         "{warnings:?}"

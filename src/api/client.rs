@@ -98,8 +98,8 @@ fn format_sessions(v: &Value) -> String {
         },
     );
     out += &format!(
-        "{:<28} {:>6}  {:<16} {:<16} {:>9}\n",
-        "SESSION", "TX", "SUMMARY", "MIND MAP", "SKIPPED"
+        "{:<28} {:>6}  {:<16} {:<16} {:>9}  {}\n",
+        "SESSION", "TX", "SUMMARY", "MIND MAP", "SKIPPED", "ATTENTION"
     );
     let empty = Vec::new();
     for s in v
@@ -114,14 +114,24 @@ fn format_sessions(v: &Value) -> String {
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
         };
+        // The engine's own reasons, in the dashboard's words.
+        let attention: Vec<String> = s
+            .get("attention")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+            .iter()
+            .filter_map(|a| serde_json::from_value::<crate::engine::Attention>(a.clone()).ok())
+            .map(|a| a.describe())
+            .collect();
         let _ = writeln!(
             out,
-            "{:<28} {:>6}  {:<16} {:<16} {:>9}",
+            "{:<28} {:>6}  {:<16} {:<16} {:>9}  {}",
             s.get("session_id").and_then(Value::as_str).unwrap_or("?"),
             s.get("transcripts").and_then(Value::as_u64).unwrap_or(0),
             op_state(&ops["summary"]),
             op_state(&ops["mind_map"]),
             format!("{}/{}", skipped("summary"), skipped("mind_map")),
+            attention.join(" · "),
         );
     }
     out

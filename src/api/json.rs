@@ -102,10 +102,12 @@ pub struct SessionJson {
     /// what a session holds): never sent to the model.
     pub lost_transcripts: u64,
     pub operations: OperationsJson,
+    /// Why the session needs a look, if it does (the dashboard's `!`).
+    pub attention: Vec<crate::engine::Attention>,
 }
 
 impl SessionJson {
-    pub fn new(row: &SessionRow, now: Instant) -> Self {
+    pub fn new(row: &SessionRow, now: Instant, op_timeout: std::time::Duration) -> Self {
         Self {
             session_id: row.id.clone(),
             feed: row.feed,
@@ -119,6 +121,7 @@ impl SessionJson {
                 summary: OperationJson::new(&row.ops[Operation::Summary.index()], now),
                 mind_map: OperationJson::new(&row.ops[Operation::MindMap.index()], now),
             },
+            attention: crate::engine::attention(row, now, op_timeout),
         }
     }
 }
@@ -168,7 +171,7 @@ pub struct RejectedJson {
 }
 
 impl SessionDetailJson {
-    pub fn new(detail: SessionDetail, now: Instant) -> Self {
+    pub fn new(detail: SessionDetail, now: Instant, op_timeout: std::time::Duration) -> Self {
         let [rejected_summary, rejected_mind_map] = detail.content.rejected;
         let mut summary = None;
         let mut mind_map = None;
@@ -198,7 +201,7 @@ impl SessionDetailJson {
             }
         }
         Self {
-            session: SessionJson::new(&detail.row, now),
+            session: SessionJson::new(&detail.row, now, op_timeout),
             summary,
             mind_map,
             recent_transcripts: detail

@@ -323,7 +323,7 @@ async fn list_sessions(State(state): State<ApiState>) -> Response {
         sessions: snapshot
             .sessions
             .iter()
-            .map(|row| json::SessionJson::new(row, now))
+            .map(|row| json::SessionJson::new(row, now, snapshot.op_timeout))
             .collect(),
     })
     .into_response()
@@ -391,16 +391,22 @@ async fn session_detail(
 ) -> Result<Response, ApiError> {
     let session = session_id(&raw)?;
     if let Some(detail) = state.engine.session_detail(&session, 20) {
-        return Ok(
-            axum::Json(json::SessionDetailJson::new(detail, Instant::now())).into_response(),
-        );
+        return Ok(axum::Json(json::SessionDetailJson::new(
+            detail,
+            Instant::now(),
+            state.engine.op_timeout(),
+        ))
+        .into_response());
     }
     // Forgotten by memory: the database may still have it.
     match history::forgotten(&state, &session).await? {
         Some(detail) => {
-            let mut body =
-                serde_json::to_value(json::SessionDetailJson::new(detail, Instant::now()))
-                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let mut body = serde_json::to_value(json::SessionDetailJson::new(
+                detail,
+                Instant::now(),
+                state.engine.op_timeout(),
+            ))
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             body["from_disk"] = serde_json::Value::Bool(true);
             Ok(axum::Json(body).into_response())
         }

@@ -12,6 +12,7 @@
 //! line. A request goes through [`ProcessingStateManager::try_start`]; when
 //! admitted, the runner (`runner.rs`) carries the run on its own task.
 
+mod attention;
 mod durable;
 pub mod feeds;
 mod forgotten;
@@ -28,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+pub use attention::{Attention, SILENT_AFTER, attention};
 pub use durable::detail_from_disk;
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
 pub use readiness::Readiness;
@@ -417,6 +419,11 @@ impl Engine {
     /// True when no run is in flight anywhere.
     pub fn is_idle(&self) -> bool {
         self.shared.state.in_flight_sessions() == 0
+    }
+
+    /// `--op-timeout`: how long an LLM call may take from its start.
+    pub fn op_timeout(&self) -> Duration {
+        self.shared.config.state.op_timeout
     }
 
     pub fn uptime(&self) -> Duration {

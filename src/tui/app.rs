@@ -6,16 +6,16 @@
 //! and [`App::show_cancelled`]. Views only read an `App`.
 
 use std::cell::Cell;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 use tracing::Level;
 
-use super::format;
 use super::keymap::{self, Action, Context, Key};
 use super::theme::Theme;
 use crate::engine::{SessionDetail, SessionRow, Snapshot, TriggerAnswer};
 use crate::events::RunId;
+use crate::format;
 use crate::logs::{LogBuffer, LogLine};
 use crate::model::{Operation, SessionId};
 use crate::state::Phase;
@@ -267,7 +267,13 @@ impl App {
     }
 
     pub fn context(&self) -> Context {
-        if self.log.focused && self.log.visible {
+        if self.input.is_some() {
+            Context::Input
+        } else if self.help {
+            Context::Help
+        } else if self.feeds {
+            Context::Feeds
+        } else if self.log.focused && self.log.visible {
             Context::Log
         } else if self.screen == Screen::Detail {
             Context::Detail
@@ -341,25 +347,11 @@ impl App {
 
     /// Applies a key; returns what the main loop must do.
     pub fn handle_key(&mut self, key: Key) -> Vec<Command> {
-        if key == Key::CtrlC {
-            self.quit = true;
-            return vec![Command::Quit];
-        }
-        if self.input.is_some() {
-            return self.edit_input(key);
-        }
-        if self.help || self.feeds {
-            if matches!(
-                key,
-                Key::Esc | Key::Char('?') | Key::Char('f') | Key::Char('q') | Key::Enter
-            ) {
-                self.help = false;
-                self.feeds = false;
-            }
-            return Vec::new();
-        }
-        match keymap::action_for(key, self.context()) {
+        let context = self.context();
+        match keymap::action_for(key, context) {
             Some(action) => self.apply(action),
+            // Typing: any other printable key is text.
+            None if context == Context::Input => self.edit_input(key),
             None => Vec::new(),
         }
     }
@@ -374,6 +366,13 @@ impl App {
             }
             Action::Help => self.help = true,
             Action::Feeds => self.feeds = true,
+            Action::Close => {
+                self.help = false;
+                self.feeds = false;
+            }
+            Action::InputKeep | Action::InputClear | Action::InputErase => {
+                return self.finish_input(action);
+            }
             Action::Up if in_log => self.scroll_log_up(1),
             Action::Down if in_log => self.scroll_log_down(1),
             Action::PageUp if in_log => self.scroll_log_up(page),
@@ -508,21 +507,41 @@ impl App {
         }
     }
 
+    /// A key typed into the line being edited.
     fn edit_input(&mut self, key: Key) -> Vec<Command> {
         let Some(input) = self.input.as_mut() else {
             return Vec::new();
         };
         match key {
-            Key::Esc => {
-                // Esc clears what was typed and leaves input mode.
-                input.buffer.clear();
-                let target = input.target;
+            Key::Char(c) if !c.is_control() && input.buffer.chars().count() < 64 => {
+                input.buffer.push(c)
+            }
+            _ => return Vec::new(),
+        }
+        let (target, buffer) = (input.target, input.buffer.clone());
+        self.apply_input(target, buffer);
+        Vec::new()
+    }
+
+    /// Enter keeps the line, Esc clears it (both stop typing), Backspace
+    /// erases a character.
+    fn finish_input(&mut self, action: Action) -> Vec<Command> {
+        let Some(input) = self.input.as_mut() else {
+            return Vec::new();
+        };
+        let target = input.target;
+        match action {
+            Action::InputErase => {
+                input.buffer.pop();
+                let buffer = input.buffer.clone();
+                self.apply_input(target, buffer);
+            }
+            Action::InputClear => {
                 self.input = None;
                 self.apply_input(target, String::new());
-                return Vec::new();
             }
-            Key::Enter => {
-                let (target, buffer) = (input.target, input.buffer.clone());
+            _ => {
+                let buffer = input.buffer.clone();
                 self.input = None;
                 self.apply_input(target, buffer.clone());
                 // A session id that no row matches: look for it on disk.
@@ -532,18 +551,8 @@ impl App {
                 {
                     return vec![Command::OpenStored { session }];
                 }
-                return Vec::new();
             }
-            Key::Backspace => {
-                input.buffer.pop();
-            }
-            Key::Char(c) if !c.is_control() && input.buffer.chars().count() < 64 => {
-                input.buffer.push(c)
-            }
-            _ => return Vec::new(),
         }
-        let (target, buffer) = (input.target, input.buffer.clone());
-        self.apply_input(target, buffer);
         Vec::new()
     }
 
@@ -651,48 +660,3 @@ fn op_rank(row: &SessionRow, op: Operation, now: Instant) -> (u64, u64) {
         None => (1, op.last_duration.map_or(0, |d| d.as_millis() as u64)),
     }
 }
-
-/// Why a row deserves attention, shortest words first; empty when it doesn't.
-pub fn warnings(row: &SessionRow, now: Instant, op_timeout: Duration) -> Vec<String> {
-    let mut out = Vec::new();
-    for op in Operation::ALL {
-        let stats = &row.ops[op.index()];
-        if let Some(run) = &stats.in_flight {
-            // The deadline counts from the call's start; durations (and the
-            // p95) from admission, as the original status does.
-            let calling = run.started.map(|at| now.saturating_duration_since(at));
-            let running = now.saturating_duration_since(run.admitted);
-            if calling.is_some_and(|calling| calling >= op_timeout.mul_f64(0.8)) {
-                out.push(format!("{} near its deadline", op.label()));
-            } else if let Some(p95) = stats.p95_duration.filter(|_| stats.ok + stats.failed >= 3)
-                && running > p95
-            {
-                out.push(format!(
-                    "{} slower than its p95 ({})",
-                    op.label(),
-                    format::duration(p95)
-                ));
-            }
-        }
-        if stats.consecutive_failures >= 2 {
-            out.push(format!(
-                "{} failed {} times in a row",
-                op.label(),
-                stats.consecutive_failures
-            ));
-        }
-    }
-    if !row.ended
-        && let Some(last) = row.last_transcript_at
-        && now.saturating_duration_since(last) > SILENT_AFTER
-    {
-        out.push(format!(
-            "silent for {}",
-            format::age(now.saturating_duration_since(last))
-        ));
-    }
-    out
-}
-
-/// A live session with no transcript for this long is flagged as silent.
-pub const SILENT_AFTER: Duration = Duration::from_secs(120);

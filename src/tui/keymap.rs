@@ -9,6 +9,35 @@ pub enum Context {
     Table,
     Detail,
     Log,
+    /// The help popup is up.
+    Help,
+    /// The feeds popup is up.
+    Feeds,
+    /// A line of text is being typed (filter, log search); other keys type.
+    Input,
+}
+
+impl Context {
+    pub const ALL: [Context; 6] = [
+        Context::Table,
+        Context::Detail,
+        Context::Log,
+        Context::Help,
+        Context::Feeds,
+        Context::Input,
+    ];
+
+    /// Where it is, in the help's words.
+    pub fn name(self) -> &'static str {
+        match self {
+            Context::Table => "table",
+            Context::Detail => "details",
+            Context::Log => "log",
+            Context::Help => "help",
+            Context::Feeds => "feeds",
+            Context::Input => "typing",
+        }
+    }
 }
 
 /// What a key asks for.
@@ -36,6 +65,14 @@ pub enum Action {
     Freeze,
     Feeds,
     Help,
+    /// Closes the popup that is up.
+    Close,
+    /// Keeps what was typed and stops typing.
+    InputKeep,
+    /// Clears what was typed and stops typing.
+    InputClear,
+    /// Deletes the last character typed.
+    InputErase,
     Quit,
 }
 
@@ -107,19 +144,67 @@ pub struct Binding {
     pub contexts: &'static [Context],
 }
 
-use Context::{Detail, Log, Table};
+use Context::{Detail, Feeds, Help, Input, Log, Table};
 
 const EVERYWHERE: &[Context] = &[Table, Detail, Log];
 const SESSION: &[Context] = &[Table, Detail];
 
 pub const BINDINGS: &[Binding] = &[
     Binding {
-        keys: &[Key::Char('q'), Key::CtrlC],
+        keys: &[Key::CtrlC],
+        label: "^C",
+        action: Action::Quit,
+        hint: "quit",
+        in_bar: false,
+        contexts: &[Table, Detail, Log, Help, Feeds, Input],
+    },
+    Binding {
+        keys: &[Key::Char('q')],
         label: "q",
         action: Action::Quit,
         hint: "quit",
         in_bar: true,
-        contexts: EVERYWHERE,
+        contexts: &[Table, Detail, Log, Help, Feeds],
+    },
+    Binding {
+        keys: &[Key::Esc, Key::Char('?')],
+        label: "Esc",
+        action: Action::Close,
+        hint: "close help",
+        in_bar: true,
+        contexts: &[Help],
+    },
+    Binding {
+        keys: &[Key::Esc, Key::Char('f')],
+        label: "Esc",
+        action: Action::Close,
+        hint: "close feeds",
+        in_bar: true,
+        contexts: &[Feeds],
+    },
+    Binding {
+        keys: &[Key::Enter],
+        label: "↵",
+        action: Action::InputKeep,
+        hint: "keep",
+        in_bar: true,
+        contexts: &[Input],
+    },
+    Binding {
+        keys: &[Key::Esc],
+        label: "Esc",
+        action: Action::InputClear,
+        hint: "clear",
+        in_bar: true,
+        contexts: &[Input],
+    },
+    Binding {
+        keys: &[Key::Backspace],
+        label: "⌫",
+        action: Action::InputErase,
+        hint: "erase",
+        in_bar: true,
+        contexts: &[Input],
     },
     Binding {
         keys: &[Key::Char('?')],
@@ -320,7 +405,7 @@ mod tests {
 
     #[test]
     fn no_key_means_two_things_in_one_context() {
-        for context in [Table, Detail, Log] {
+        for context in Context::ALL {
             let mut seen: Vec<Key> = Vec::new();
             for binding in BINDINGS.iter().filter(|b| b.contexts.contains(&context)) {
                 for key in binding.keys {
@@ -333,10 +418,32 @@ mod tests {
 
     #[test]
     fn every_hint_names_a_key_that_does_it() {
-        for context in [Table, Detail, Log] {
+        for context in Context::ALL {
             for binding in hints(context) {
                 assert_eq!(action_for(binding.keys[0], context), Some(binding.action));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod every_mode {
+    use super::*;
+
+    #[test]
+    fn every_context_has_a_way_out_in_its_hint_bar() {
+        for context in Context::ALL {
+            let actions: Vec<Action> = hints(context).map(|b| b.action).collect();
+            assert!(
+                actions.iter().any(|a| matches!(
+                    a,
+                    Action::Quit | Action::Close | Action::InputKeep | Action::Back
+                )),
+                "{context:?}: {actions:?}"
+            );
+        }
+        // What the popups and typing offer is theirs alone.
+        assert!(!hints(Context::Help).any(|b| b.action == Action::TriggerBoth));
+        assert!(!hints(Context::Input).any(|b| b.action == Action::Quit));
     }
 }

@@ -9,7 +9,6 @@
 //! times a second.
 
 pub mod app;
-pub mod format;
 pub mod keymap;
 pub mod source;
 pub mod terminal;

@@ -9,10 +9,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Sparkline, Wrap};
 
 use crate::engine::{OpResult, ResultBody, SessionDetail};
+use crate::format;
 use crate::model::{MindMapNode, Operation};
 use crate::state::RunRecord;
-use crate::tui::app::{self, App};
-use crate::tui::format;
+use crate::tui::app::App;
 use crate::tui::theme::Theme;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
@@ -50,7 +50,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
 
-    let warnings = app::warnings(row, app.snapshot.taken_at, app.snapshot.op_timeout);
+    let warnings: Vec<String> =
+        crate::engine::attention(row, app.snapshot.taken_at, app.snapshot.op_timeout)
+            .iter()
+            .map(|a| a.describe())
+            .collect();
     let inner = if warnings.is_empty() {
         inner
     } else {

@@ -21,7 +21,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 Span::styled(format!("/{what}: "), t.key()),
                 Span::raw(input.buffer.clone()),
                 Span::styled("▏", t.key()),
-                Span::styled("  ↵ keep · Esc clear", t.dim()),
             ])
         }
         (None, Some(message)) => {

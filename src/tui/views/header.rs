@@ -9,8 +9,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::engine::FeedState;
+use crate::format;
 use crate::tui::app::App;
-use crate::tui::format;
 use crate::tui::source::Link;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {

@@ -5,21 +5,13 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 
 use crate::tui::app::App;
-use crate::tui::keymap::{BINDINGS, Context};
+use crate::tui::keymap::BINDINGS;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let mut lines = Vec::new();
     for binding in BINDINGS {
-        let places: Vec<&str> = binding
-            .contexts
-            .iter()
-            .map(|c| match c {
-                Context::Table => "table",
-                Context::Detail => "details",
-                Context::Log => "log",
-            })
-            .collect();
+        let places: Vec<&str> = binding.contexts.iter().map(|c| c.name()).collect();
         lines.push(Line::from(vec![
             Span::styled(format!("{:>7}  ", binding.label), t.key()),
             Span::raw(format!("{:<24}", binding.hint)),

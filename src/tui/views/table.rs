@@ -10,10 +10,10 @@ use ratatui::widgets::{Block, Borders, Cell, Row, Table};
 use tokio::time::Instant;
 
 use crate::engine::{OpRow, SessionRow};
+use crate::format;
 use crate::model::Operation;
 use crate::state::Phase;
-use crate::tui::app::{self, App, SortColumn};
-use crate::tui::format;
+use crate::tui::app::{App, SortColumn};
 use crate::tui::theme::Theme;
 
 /// What a cell needs besides its row.
@@ -255,7 +255,7 @@ fn scroll_offset(previous: usize, selected: usize, visible: usize, len: usize) -
 }
 
 fn warning_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
-    if app::warnings(row, ctx.now, ctx.timeout).is_empty() {
+    if crate::engine::attention(row, ctx.now, ctx.timeout).is_empty() {
         Cell::from(" ")
     } else {
         Cell::from(Span::styled("!", ctx.theme.warning()))
