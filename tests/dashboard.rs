@@ -364,11 +364,45 @@ fn the_hint_bar_is_true_in_popups_and_while_typing() {
     );
     assert!(!bar.contains("quit"), "q types while typing: {bar}");
     assert!(app.handle_key(Key::Char('q')).is_empty());
-    assert_eq!(app.filter, "q");
+    assert_eq!(app.table.filter, "q");
     app.handle_key(Key::Backspace);
-    assert_eq!(app.filter, "");
+    assert_eq!(app.table.filter, "");
     app.handle_key(Key::Esc);
     assert!(app.input.is_none());
+}
+
+#[test]
+fn paging_follows_the_screen_the_table_was_fitted_to() {
+    let mut snapshot = fixture(now());
+    let template = snapshot.sessions[0].clone();
+    snapshot.sessions = (0..100)
+        .map(|i| SessionRow {
+            id: sid(&format!("s{i:03}")),
+            ..template.clone()
+        })
+        .collect();
+    let mut app = App::new(Theme::new(false), snapshot);
+    let rows_on_screen = |app: &App| -> Vec<String> {
+        screen_text(&render(app, 120, 40))
+            .lines()
+            .flat_map(|l| l.split_whitespace().take(2))
+            .filter(|w| w.len() == 4 && w.starts_with("s0"))
+            .map(str::to_string)
+            .collect()
+    };
+    app.fit(120, 40);
+    let page = app.table.page;
+    assert_eq!(rows_on_screen(&app).len(), page, "the page is what shows");
+    app.handle_key(Key::PageDown);
+    assert_eq!(app.table.selected, page);
+    app.fit(120, 40);
+    assert_eq!(app.table.offset, 1, "scrolled just enough");
+    let shown = rows_on_screen(&app);
+    assert_eq!(shown.first().map(String::as_str), Some("s001"));
+    assert_eq!(shown.last(), Some(&format!("s{page:03}")));
+    // A smaller screen: a smaller page.
+    app.fit(80, 24);
+    assert!(app.table.page < page);
 }
 
 #[test]
@@ -380,8 +414,9 @@ fn keys_move_sort_filter_and_keep_the_selection() {
 
     // Sorting by transcripts (descending) keeps "planning" selected.
     app.handle_key(Key::Char('o'));
-    assert_eq!(app.sort, SortColumn::Transcripts);
+    assert_eq!(app.table.sort, SortColumn::Transcripts);
     let order: Vec<String> = app
+        .table
         .order
         .iter()
         .map(|i| app.snapshot.sessions[*i].id.to_string())
@@ -396,10 +431,10 @@ fn keys_move_sort_filter_and_keep_the_selection() {
     for c in "stand".chars() {
         app.handle_key(Key::Char(c));
     }
-    assert_eq!(app.order.len(), 1);
+    assert_eq!(app.table.order.len(), 1);
     assert_eq!(app.selected_row().unwrap().id, sid("standup"));
     app.handle_key(Key::Enter);
-    assert_eq!(app.filter, "stand");
+    assert_eq!(app.table.filter, "stand");
     // Keys are keys again after Enter.
     assert_eq!(
         app.handle_key(Key::Char('t')),
@@ -410,7 +445,7 @@ fn keys_move_sort_filter_and_keep_the_selection() {
     );
     app.handle_key(Key::Char('/'));
     app.handle_key(Key::Esc);
-    assert_eq!(app.order.len(), 4);
+    assert_eq!(app.table.order.len(), 4);
 }
 
 #[test]
@@ -458,9 +493,9 @@ fn a_session_id_no_row_matches_is_looked_up_in_the_database() {
     );
     // Snapshots do not replace it; Esc goes back to the table.
     app.set_snapshot(fixture(now()));
-    assert!(app.stored);
+    assert!(app.details.stored);
     app.handle_key(Key::Esc);
-    assert_eq!((app.screen, app.stored), (Screen::Table, false));
+    assert_eq!((app.screen, app.details.stored), (Screen::Table, false));
     // Not found: said in the message line.
     app.show_stored(&sid("never-was"), None);
     let text = screen_text(&render(&app, 140, 40));
@@ -685,7 +720,7 @@ fn details_open_and_close() {
     assert_eq!(app.screen, Screen::Detail);
     // Table keys that make no sense in details do nothing there.
     assert!(app.handle_key(Key::Char('o')).is_empty());
-    assert_eq!(app.sort, SortColumn::Session);
+    assert_eq!(app.table.sort, SortColumn::Session);
     app.handle_key(Key::Esc);
     assert_eq!(app.screen, Screen::Table);
 }

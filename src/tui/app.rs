@@ -3,69 +3,25 @@
 //! The main loop feeds [`App`] snapshots and keys; [`App::handle_key`]
 //! answers with [`Command`]s (trigger, cancel, quit) that the loop carries
 //! out against the engine, reporting back through [`App::show_triggered`]
-//! and [`App::show_cancelled`]. Views only read an `App`.
+//! and [`App::show_cancelled`]. Each pane keeps its own state (see
+//! [`super::panes`]); views only read an `App`.
 
-use std::cell::Cell;
 use std::time::SystemTime;
 
-use tokio::time::Instant;
-use tracing::Level;
-
 use super::keymap::{self, Action, Context, Key};
+pub use super::panes::{DetailPane, LogPane, SessionsTable, SortColumn};
 use super::theme::Theme;
 use crate::engine::{SessionDetail, SessionRow, Snapshot, TriggerAnswer};
 use crate::events::RunId;
 use crate::format;
-use crate::logs::{LogBuffer, LogLine};
+use crate::logs::LogBuffer;
 use crate::model::{Operation, SessionId};
-use crate::state::Phase;
 
 /// Which screen is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
     Table,
     Detail,
-}
-
-/// Columns the table can be sorted by, in the order `o` walks them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortColumn {
-    Session,
-    Transcripts,
-    Summary,
-    MindMap,
-    Skipped,
-    Failures,
-    Age,
-}
-
-impl SortColumn {
-    const ORDER: [SortColumn; 7] = [
-        SortColumn::Session,
-        SortColumn::Transcripts,
-        SortColumn::Summary,
-        SortColumn::MindMap,
-        SortColumn::Skipped,
-        SortColumn::Failures,
-        SortColumn::Age,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SortColumn::Session => "session",
-            SortColumn::Transcripts => "transcripts",
-            SortColumn::Summary => "summary",
-            SortColumn::MindMap => "mind map",
-            SortColumn::Skipped => "skipped",
-            SortColumn::Failures => "failures",
-            SortColumn::Age => "age",
-        }
-    }
-
-    fn next(self) -> Self {
-        let i = Self::ORDER.iter().position(|c| *c == self).unwrap_or(0);
-        Self::ORDER[(i + 1) % Self::ORDER.len()]
-    }
 }
 
 /// What a line of text input edits.
@@ -112,53 +68,14 @@ pub enum Command {
     Quit,
 }
 
-/// The log pane's state.
-#[derive(Debug, Clone)]
-pub struct LogPane {
-    pub visible: bool,
-    pub focused: bool,
-    /// Stick to the newest line; scrolling up turns it off, reaching the bottom on.
-    pub follow: bool,
-    /// Lines scrolled up from the newest.
-    pub offset: usize,
-    /// The most verbose level shown.
-    pub level: Level,
-    /// Only lines of the selected session.
-    pub scoped: bool,
-    pub search: String,
-    /// The lines that pass the filters, oldest first.
-    pub lines: Vec<LogLine>,
-    seen_version: u64,
-}
-
-impl Default for LogPane {
-    fn default() -> Self {
-        Self {
-            visible: true,
-            focused: false,
-            follow: true,
-            offset: 0,
-            level: Level::INFO,
-            scoped: false,
-            search: String::new(),
-            lines: Vec::new(),
-            seen_version: u64::MAX,
-        }
-    }
-}
-
-/// The whole dashboard state.
+/// The whole dashboard state: the snapshot shown, one state object per
+/// pane, and what is up on screen.
 pub struct App {
     pub theme: Theme,
     pub snapshot: Snapshot,
-    /// Indices into `snapshot.sessions`: filtered and sorted.
-    pub order: Vec<usize>,
-    /// Position in `order`.
-    pub selected: usize,
-    selected_id: Option<SessionId>,
-    pub sort: SortColumn,
-    pub descending: bool,
-    pub filter: String,
+    pub table: SessionsTable,
+    pub log: LogPane,
+    pub details: DetailPane,
     pub input: Option<Input>,
     pub screen: Screen,
     pub help: bool,
@@ -166,15 +83,6 @@ pub struct App {
     pub feeds: bool,
     pub paused: bool,
     pub message: Option<Message>,
-    pub log: LogPane,
-    pub detail: Option<SessionDetail>,
-    /// The details shown were read from the database (memory forgot the
-    /// session): they stay as read, not refreshed from snapshots.
-    pub stored: bool,
-    /// Rows the table showed at the last draw (for paging and scrolling).
-    pub table_rows: Cell<usize>,
-    /// First row the table showed at the last draw.
-    pub table_offset: Cell<usize>,
     pub quit: bool,
     /// How the dashboard is tied to its engine.
     pub link: super::source::Link,
@@ -187,12 +95,7 @@ impl App {
         let mut app = Self {
             theme,
             snapshot,
-            order: Vec::new(),
-            selected: 0,
-            selected_id: None,
-            sort: SortColumn::Session,
-            descending: false,
-            filter: String::new(),
+            table: SessionsTable::default(),
             input: None,
             screen: Screen::Table,
             help: false,
@@ -200,15 +103,12 @@ impl App {
             paused: false,
             message: None,
             log: LogPane::default(),
-            detail: None,
-            stored: false,
-            table_rows: Cell::new(10),
-            table_offset: Cell::new(0),
+            details: DetailPane::default(),
             quit: false,
             link: super::source::Link::Embedded,
             read_only: None,
         };
-        app.reorder();
+        app.table.reorder(&app.snapshot);
         app
     }
 
@@ -218,52 +118,39 @@ impl App {
             return;
         }
         self.snapshot = snapshot;
-        self.reorder();
+        self.table.reorder(&self.snapshot);
     }
 
     pub fn set_detail(&mut self, detail: Option<SessionDetail>) {
         if !self.paused {
-            self.detail = detail;
+            self.details.detail = detail;
         }
     }
 
     /// Re-reads the log buffer when it changed or the filters did.
     pub fn refresh_logs(&mut self, logs: &LogBuffer, force: bool) {
-        if self.paused {
-            return;
+        if !self.paused {
+            self.log.refresh(logs, self.table.selected_id(), force);
         }
-        let version = logs.version();
-        if version == self.log.seen_version && !force {
-            return;
-        }
-        self.log.seen_version = version;
-        let level = self.log.level;
-        let scope = self
-            .log
-            .scoped
-            .then(|| self.selected_id.as_ref().map(|s| s.as_str().to_string()))
-            .flatten();
-        let search = self.log.search.to_lowercase();
-        let before = self.log.lines.len();
-        self.log.lines = logs.lines_where(|line| {
-            line.level <= level
-                && scope
-                    .as_ref()
-                    .is_none_or(|s| line.session.as_deref() == Some(s.as_str()))
-                && (search.is_empty() || line.text.to_lowercase().contains(&search))
-        });
-        // Keep the view still while scrolled up: new lines push the offset.
-        if !self.log.follow && self.log.lines.len() > before && !force {
-            self.log.offset += self.log.lines.len() - before;
-        }
-        self.log.offset = self.log.offset.min(self.log.lines.len().saturating_sub(1));
+    }
+
+    /// Sizes the sessions table for a screen of `width` × `height`: its
+    /// page, and a scroll that keeps the selection in view.
+    pub fn fit(&mut self, width: u16, height: u16) {
+        let page = super::views::table_page(ratatui::layout::Rect::new(0, 0, width, height), self);
+        self.table.fit(page);
     }
 
     /// The session under the cursor.
     pub fn selected_row(&self) -> Option<&SessionRow> {
-        self.order
-            .get(self.selected)
-            .map(|i| &self.snapshot.sessions[*i])
+        self.table.selected_row(&self.snapshot)
+    }
+
+    fn move_selection(&mut self, to: usize) {
+        self.table.select(to, &self.snapshot);
+        if self.log.scoped {
+            self.log.refilter();
+        }
     }
 
     pub fn context(&self) -> Context {
@@ -282,69 +169,6 @@ impl App {
         }
     }
 
-    /// Filters and sorts the rows, keeping the selected session selected.
-    fn reorder(&mut self) {
-        let filter = self.filter.to_lowercase();
-        let sessions = &self.snapshot.sessions;
-        let mut order: Vec<usize> = (0..sessions.len())
-            .filter(|i| {
-                filter.is_empty() || sessions[*i].id.as_str().to_lowercase().contains(&filter)
-            })
-            .collect();
-        let now = self.snapshot.taken_at;
-        let key = |row: &SessionRow| -> (u64, u64) {
-            match self.sort {
-                SortColumn::Session => (0, 0),
-                SortColumn::Transcripts => (row.transcripts, 0),
-                SortColumn::Summary => op_rank(row, Operation::Summary, now),
-                SortColumn::MindMap => op_rank(row, Operation::MindMap, now),
-                SortColumn::Skipped => (row.ops.iter().map(|o| o.skipped).sum(), 0),
-                SortColumn::Failures => (row.ops.iter().map(|o| o.failures()).sum(), 0),
-                // Sessions never heard from sort as the oldest.
-                SortColumn::Age => (
-                    row.last_transcript_at.map_or(u64::MAX, |t| {
-                        now.saturating_duration_since(t).as_millis() as u64
-                    }),
-                    0,
-                ),
-            }
-        };
-        // Sessions stay sorted by id within equal keys (snapshot order is by id).
-        order.sort_by(|a, b| {
-            let (ra, rb) = (&sessions[*a], &sessions[*b]);
-            let ordering = key(ra).cmp(&key(rb));
-            let ordering = if self.sort == SortColumn::Session {
-                ra.id.cmp(&rb.id)
-            } else {
-                ordering
-            };
-            if self.descending {
-                ordering.reverse()
-            } else {
-                ordering
-            }
-        });
-        self.order = order;
-        self.selected = self
-            .selected_id
-            .as_ref()
-            .and_then(|id| self.order.iter().position(|i| &sessions[*i].id == id))
-            .unwrap_or_else(|| self.selected.min(self.order.len().saturating_sub(1)));
-        self.remember_selection();
-    }
-
-    fn remember_selection(&mut self) {
-        self.selected_id = self.selected_row().map(|r| r.id.clone());
-    }
-
-    fn move_selection(&mut self, to: usize) {
-        self.selected = to.min(self.order.len().saturating_sub(1));
-        self.remember_selection();
-        if self.log.scoped {
-            self.log.seen_version = u64::MAX;
-        }
-    }
-
     /// Applies a key; returns what the main loop must do.
     pub fn handle_key(&mut self, key: Key) -> Vec<Command> {
         let context = self.context();
@@ -357,7 +181,7 @@ impl App {
     }
 
     fn apply(&mut self, action: Action) -> Vec<Command> {
-        let page = self.table_rows.get().max(1);
+        let page = self.table.page.max(1);
         let in_log = self.context() == Context::Log;
         match action {
             Action::Quit => {
@@ -373,22 +197,22 @@ impl App {
             Action::InputKeep | Action::InputClear | Action::InputErase => {
                 return self.finish_input(action);
             }
-            Action::Up if in_log => self.scroll_log_up(1),
-            Action::Down if in_log => self.scroll_log_down(1),
-            Action::PageUp if in_log => self.scroll_log_up(page),
-            Action::PageDown if in_log => self.scroll_log_down(page),
-            Action::Top if in_log => self.scroll_log_up(usize::MAX / 2),
-            Action::Bottom if in_log => self.scroll_log_down(usize::MAX / 2),
-            Action::Up => self.move_selection(self.selected.saturating_sub(1)),
-            Action::Down => self.move_selection(self.selected + 1),
-            Action::PageUp => self.move_selection(self.selected.saturating_sub(page)),
-            Action::PageDown => self.move_selection(self.selected + page),
+            Action::Up if in_log => self.log.scroll_up(1),
+            Action::Down if in_log => self.log.scroll_down(1),
+            Action::PageUp if in_log => self.log.scroll_up(page),
+            Action::PageDown if in_log => self.log.scroll_down(page),
+            Action::Top if in_log => self.log.scroll_up(usize::MAX / 2),
+            Action::Bottom if in_log => self.log.scroll_down(usize::MAX / 2),
+            Action::Up => self.move_selection(self.table.selected.saturating_sub(1)),
+            Action::Down => self.move_selection(self.table.selected + 1),
+            Action::PageUp => self.move_selection(self.table.selected.saturating_sub(page)),
+            Action::PageDown => self.move_selection(self.table.selected + page),
             Action::Top => self.move_selection(0),
             Action::Bottom => self.move_selection(usize::MAX),
             Action::Open => {
                 if self.selected_row().is_some() {
                     self.screen = Screen::Detail;
-                    self.detail = None;
+                    self.details.detail = None;
                 }
             }
             Action::Back => {
@@ -396,8 +220,7 @@ impl App {
                     self.log.focused = false;
                 } else {
                     self.screen = Screen::Table;
-                    self.detail = None;
-                    self.stored = false;
+                    self.details = DetailPane::default();
                 }
             }
             action if action.changes_the_engine() && self.read_only.is_some() => {
@@ -419,19 +242,19 @@ impl App {
                 let (target, buffer) = if in_log {
                     (InputTarget::LogSearch, self.log.search.clone())
                 } else {
-                    (InputTarget::SessionFilter, self.filter.clone())
+                    (InputTarget::SessionFilter, self.table.filter.clone())
                 };
                 self.input = Some(Input { target, buffer });
             }
             Action::SortNext => {
-                self.sort = self.sort.next();
-                self.descending = !matches!(self.sort, SortColumn::Session);
-                self.reorder();
-                self.say(&format!("sorted by {}", self.sort.name()), Tone::Info);
+                self.table.sort = self.table.sort.next();
+                self.table.descending = !matches!(self.table.sort, SortColumn::Session);
+                self.table.reorder(&self.snapshot);
+                self.say(&format!("sorted by {}", self.table.sort.name()), Tone::Info);
             }
             Action::SortReverse => {
-                self.descending = !self.descending;
-                self.reorder();
+                self.table.descending = !self.table.descending;
+                self.table.reorder(&self.snapshot);
             }
             Action::FocusLog => {
                 self.log.visible = true;
@@ -444,14 +267,7 @@ impl App {
                 }
             }
             Action::LogLevel => {
-                self.log.level = match self.log.level {
-                    Level::ERROR => Level::WARN,
-                    Level::WARN => Level::INFO,
-                    Level::INFO => Level::DEBUG,
-                    Level::DEBUG => Level::TRACE,
-                    _ => Level::ERROR,
-                };
-                self.log.seen_version = u64::MAX;
+                self.log.next_level();
                 self.say(
                     &format!("log shows {} and above", self.log.level),
                     Tone::Info,
@@ -459,8 +275,8 @@ impl App {
             }
             Action::LogScope => {
                 self.log.scoped = !self.log.scoped;
-                self.log.seen_version = u64::MAX;
-                let scope = match (&self.log.scoped, &self.selected_id) {
+                self.log.refilter();
+                let scope = match (&self.log.scoped, self.table.selected_id()) {
                     (true, Some(id)) => format!("log scoped to {id}"),
                     _ => "log shows every session".to_string(),
                 };
@@ -497,8 +313,10 @@ impl App {
         match detail {
             Some(detail) => {
                 self.screen = Screen::Detail;
-                self.detail = Some(detail);
-                self.stored = true;
+                self.details = DetailPane {
+                    detail: Some(detail),
+                    stored: true,
+                };
             }
             None => self.say(
                 &format!("{session} · not in memory, nor in the database"),
@@ -546,7 +364,7 @@ impl App {
                 self.apply_input(target, buffer.clone());
                 // A session id that no row matches: look for it on disk.
                 if target == InputTarget::SessionFilter
-                    && self.order.is_empty()
+                    && self.table.order.is_empty()
                     && let Ok(session) = SessionId::parse(buffer.trim())
                 {
                     return vec![Command::OpenStored { session }];
@@ -559,25 +377,14 @@ impl App {
     fn apply_input(&mut self, target: InputTarget, text: String) {
         match target {
             InputTarget::SessionFilter => {
-                self.filter = text;
-                self.reorder();
+                self.table.filter = text;
+                self.table.reorder(&self.snapshot);
             }
             InputTarget::LogSearch => {
                 self.log.search = text;
-                self.log.seen_version = u64::MAX;
+                self.log.refilter();
             }
         }
-    }
-
-    fn scroll_log_up(&mut self, n: usize) {
-        let max = self.log.lines.len().saturating_sub(1);
-        self.log.offset = self.log.offset.saturating_add(n).min(max);
-        self.log.follow = self.log.offset == 0;
-    }
-
-    fn scroll_log_down(&mut self, n: usize) {
-        self.log.offset = self.log.offset.saturating_sub(n);
-        self.log.follow = self.log.offset == 0;
     }
 
     pub fn say(&mut self, text: &str, tone: Tone) {
@@ -643,20 +450,5 @@ impl App {
         } else {
             self.say(&format!("{session} · {}", parts.join(" · ")), Tone::Good);
         }
-    }
-}
-
-/// Sort key of an op's state: running before queued before idle, longer first.
-fn op_rank(row: &SessionRow, op: Operation, now: Instant) -> (u64, u64) {
-    let op = &row.ops[op.index()];
-    match &op.in_flight {
-        Some(run) => {
-            let rank = if run.phase == Phase::Running { 3 } else { 2 };
-            (
-                rank,
-                now.saturating_duration_since(run.admitted).as_millis() as u64,
-            )
-        }
-        None => (1, op.last_duration.map_or(0, |d| d.as_millis() as u64)),
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod keymap;
+pub mod panes;
 pub mod source;
 pub mod terminal;
 pub mod theme;
@@ -93,6 +94,9 @@ pub async fn run(mut source: impl Source, options: TuiOptions) -> Result<(), Str
             continue;
         }
         refresh(&mut source, &mut app);
+        if let Ok(size) = guard.terminal.size() {
+            app.fit(size.width, size.height);
+        }
         guard
             .terminal
             .draw(|frame| views::draw(frame, &app))
@@ -124,7 +128,7 @@ pub fn refresh(source: &mut impl Source, app: &mut App) {
     }
     app.set_snapshot(source.snapshot());
     app.refresh_logs(source.logs(), false);
-    if app.screen == Screen::Detail && !app.stored {
+    if app.screen == Screen::Detail && !app.details.stored {
         let detail = app
             .selected_row()
             .map(|row| row.id.clone())

@@ -17,7 +17,7 @@ use crate::tui::theme::Theme;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let Some(detail) = &app.detail else {
+    let Some(detail) = &app.details.detail else {
         frame.render_widget(Paragraph::new(Line::styled("loading…", t.dim())), area);
         return;
     };
@@ -29,7 +29,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if row.ended {
         title.push(Span::styled("· ended ", t.dim()));
     }
-    if app.stored {
+    if app.details.stored {
         title.push(Span::styled("· from the database ", t.warning()));
     }
     for op in Operation::ALL {

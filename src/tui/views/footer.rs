@@ -31,11 +31,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             };
             Line::from(Span::styled(message.text.clone(), style))
         }
-        (None, None) if !app.filter.is_empty() => Line::from(vec![
+        (None, None) if !app.table.filter.is_empty() => Line::from(vec![
             Span::styled("filter: ", t.dim()),
-            Span::raw(app.filter.clone()),
+            Span::raw(app.table.filter.clone()),
             Span::styled(
-                format!(" ({} of {})", app.order.len(), app.snapshot.sessions.len()),
+                format!(
+                    " ({} of {})",
+                    app.table.order.len(),
+                    app.snapshot.sessions.len()
+                ),
                 t.dim(),
             ),
         ]),

@@ -1,6 +1,7 @@
-//! Drawing: turns an [`App`] into a frame. Views read, never change, state
-//! (the table's paging cells aside), and take "now" from the snapshot so
-//! a frozen display stays still and tests are deterministic.
+//! Drawing: turns an [`App`] into a frame. Views read, never change, state,
+//! and take "now" from the snapshot so a frozen display stays still and
+//! tests are deterministic. [`table_page`] tells the main loop, before it
+//! draws, how many rows the table will show.
 
 mod detail;
 mod feeds;
@@ -22,14 +23,8 @@ pub const LOG_PANE_MIN_HEIGHT: u16 = 30;
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
-    let [top, body, bottom] = Layout::vertical([
-        Constraint::Length(2),
-        Constraint::Min(3),
-        Constraint::Length(2),
-    ])
-    .areas(area);
+    let (top, main, log_area, bottom) = areas(area, app);
     header::draw(frame, top, app);
-    let (main, log_area) = split_for_log(body, app);
     match app.screen {
         Screen::Table => table::draw(frame, main, app),
         Screen::Detail => detail::draw(frame, main, app),
@@ -43,6 +38,25 @@ pub fn draw(frame: &mut Frame, app: &App) {
     } else if app.feeds {
         feeds::draw(frame, area, app);
     }
+}
+
+/// The areas of a frame: header, main pane, log pane (if shown), footer.
+fn areas(area: Rect, app: &App) -> (Rect, Rect, Option<Rect>, Rect) {
+    let [top, body, bottom] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(3),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+    let (main, log) = split_for_log(body, app);
+    (top, main, log, bottom)
+}
+
+/// How many session rows the table shows in a frame of `area`.
+pub fn table_page(area: Rect, app: &App) -> usize {
+    let (_, main, _, _) = areas(area, app);
+    // The title line and the column header.
+    main.height.saturating_sub(2) as usize
 }
 
 fn split_for_log(body: Rect, app: &App) -> (Rect, Option<Rect>) {

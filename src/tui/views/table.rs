@@ -149,14 +149,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let title = format!(
         " Sessions {}{} · sorted by {}{} ",
-        app.order.len(),
-        if app.filter.is_empty() {
+        app.table.order.len(),
+        if app.table.filter.is_empty() {
             String::new()
         } else {
-            format!(" matching {:?}", app.filter)
+            format!(" matching {:?}", app.table.filter)
         },
-        app.sort.name(),
-        if app.descending { " ↓" } else { " ↑" },
+        app.table.sort.name(),
+        if app.table.descending { " ↓" } else { " ↑" },
     );
     let block = Block::default()
         .borders(Borders::TOP)
@@ -166,14 +166,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(block, area);
     let (cols, wide) = fit_columns(inner.width);
     let visible = inner.height.saturating_sub(1) as usize;
-    app.table_rows.set(visible.max(1));
-    let offset = scroll_offset(
-        app.table_offset.get(),
-        app.selected,
+    // The loop fitted the table to this screen before drawing; this only
+    // makes sure of it (a test may draw without fitting).
+    let offset = crate::tui::panes::scroll_offset(
+        app.table.offset,
+        app.table.selected,
         visible,
-        app.order.len(),
+        app.table.order.len(),
     );
-    app.table_offset.set(offset);
 
     let ctx = Ctx {
         theme: t,
@@ -183,8 +183,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     };
     let header = Row::new(cols.iter().map(|c| {
         let marker = match c.sort {
-            Some(sort) if sort == app.sort => {
-                if app.descending {
+            Some(sort) if sort == app.table.sort => {
+                if app.table.descending {
                     "↓"
                 } else {
                     "↑"
@@ -196,6 +196,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     }))
     .style(t.header_cell());
     let rows = app
+        .table
         .order
         .iter()
         .enumerate()
@@ -204,7 +205,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         .map(|(pos, index)| {
             let row = &app.snapshot.sessions[*index];
             let r = Row::new(cols.iter().map(|c| (c.cell)(row, &ctx)));
-            if pos == app.selected {
+            if pos == app.table.selected {
                 r.style(t.selected())
             } else {
                 r
@@ -222,7 +223,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         .collect();
     let table = Table::new(rows, widths).header(header).column_spacing(1);
     frame.render_widget(table, inner);
-    if app.order.is_empty() {
+    if app.table.order.is_empty() {
         let empty = if app.snapshot.sessions.is_empty() {
             "waiting for transcripts…"
         } else {
@@ -237,21 +238,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             frame.render_widget(Line::styled(format!("  {empty}"), t.dim()), line);
         }
     }
-}
-
-/// Keeps the selected row on screen, moving the window as little as possible.
-fn scroll_offset(previous: usize, selected: usize, visible: usize, len: usize) -> usize {
-    if visible == 0 {
-        return 0;
-    }
-    let max_offset = len.saturating_sub(visible);
-    let mut offset = previous.min(max_offset);
-    if selected < offset {
-        offset = selected;
-    } else if selected >= offset + visible {
-        offset = selected + 1 - visible;
-    }
-    offset
 }
 
 fn warning_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
@@ -392,14 +378,5 @@ mod tests {
         let (wide, wide_states) = fit_columns(138);
         assert_eq!(wide.len(), columns().len());
         assert!(wide_states);
-    }
-
-    #[test]
-    fn the_selection_stays_on_screen() {
-        assert_eq!(scroll_offset(0, 5, 10, 100), 0);
-        assert_eq!(scroll_offset(0, 15, 10, 100), 6);
-        assert_eq!(scroll_offset(20, 15, 10, 100), 15);
-        assert_eq!(scroll_offset(95, 99, 10, 100), 90);
-        assert_eq!(scroll_offset(3, 0, 10, 4), 0);
     }
 }
