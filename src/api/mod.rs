@@ -7,12 +7,16 @@
 //! | `GET /api/feeds` | each feed's state and counters, bad frames by kind |
 //! | `POST /api/sessions/{id}/operations/{op}` | 202 started / pending, 409 skipped |
 //! | `DELETE /api/sessions/{id}/operations/{op}` | 200 cancelled, 404 when nothing runs |
-//! | `GET /ws?session=ID` | `processing_status`, `summary_update`, `mind_map_update` envelopes |
+//! | `GET /api/dashboard?since&epoch` | the rows changed since a version, for `inflight attach` |
+//! | `GET /api/dashboard/sessions/{id}` | one session's details in the same form |
+//! | `GET /api/logs?from&level&session` | the newest log lines, read as a stream |
+//! | `GET /ws?session=ID&since=ID` | `processing_status`, `summary_update`, `mind_map_update` envelopes; resumable |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness, never behind the token |
 //!
 //! Loopback by default; any other address needs a bearer token, checked in
-//! constant time on every route but `/healthz`. Web pages are kept out on
+//! constant time on every route but `/healthz` and `/readyz`: the
+//! operator's (reads, triggers, cancels) or a viewer's (reads only). Web pages are kept out on
 //! every route (see `browsers.rs`): foreign `Origin`s, and on loopback foreign
 //! `Host`s, get 403.
 
