@@ -913,3 +913,198 @@ fn the_feeds_overlay_shows_each_feed() {
     app.handle_key(Key::Esc);
     assert!(!app.feeds);
 }
+
+/// llama-cpp-python's answer to a `response_format` it does not take, as a
+/// backend reports it (the server's body as it was seen).
+const LLAMA_REFUSAL: &str = "the server at http://127.0.0.1:8080 answered 500 Internal Server Error: \
+{\"error\":{\"message\":\"1 validation error: {'type': 'literal_error', 'loc': ('body', \
+'response_format', 'type'), 'msg': \\\"Input should be 'text' or 'json_object'\\\", 'input': \
+'json_schema'}\",\"type\":\"internal_server_error\",\"param\":null,\"code\":null}}";
+
+/// Every session's mind map failing with the same refusal, five runs in a row.
+fn failing(now: Instant) -> Snapshot {
+    let mut snapshot = fixture(now);
+    for row in &mut snapshot.sessions {
+        let op = &mut row.ops[Operation::MindMap.index()];
+        op.in_flight = None;
+        op.runs = 5;
+        op.failed = 5;
+        op.consecutive_failures = 5;
+        op.error_streak = 5;
+        op.last_error = Some(LLAMA_REFUSAL.into());
+        op.last_failure_at = Some(SystemTime::now() - Duration::from_secs(12));
+    }
+    snapshot
+}
+
+fn failing_app(color: bool) -> App {
+    App::new(Theme::new(color), failing(now()))
+}
+
+#[test]
+fn a_failing_backends_cause_is_on_the_table_and_said_once() {
+    for (width, height, color, name) in [
+        (120, 40, true, "failing_120x40"),
+        (80, 24, true, "failing_80x24"),
+        (80, 24, false, "failing_80x24_no_color"),
+    ] {
+        let app = failing_app(color);
+        let text = screen_text(&render(&app, width, height));
+        let shared = "mind map failing in 4 sessions: 500 response_format";
+        assert_eq!(text.matches(shared).count(), 1, "{name}: said once\n{text}");
+        assert!(
+            text.matches("✗ 500").count() >= 4,
+            "{name}: each failing cell names the status\n{text}"
+        );
+        assert!(!text.contains("✗ failed"), "{name}\n{text}");
+        insta::assert_snapshot!(name, text);
+    }
+    // Where the cell is wide, the whole short cause.
+    let text = screen_text(&render(&failing_app(false), 160, 40));
+    assert!(text.contains("✗ 500 response_format"), "{text}");
+}
+
+#[test]
+fn a_fresh_message_shows_before_the_standing_alert_then_gives_way() {
+    let mut app = failing_app(false);
+    app.say(
+        "standup · summary started (run 9)",
+        inflight::tui::app::Tone::Good,
+    );
+    let text = screen_text(&render(&app, 80, 24));
+    assert!(text.contains("summary started (run 9)") && !text.contains("failing in 4"));
+    app.set_snapshot(failing(now() + inflight::tui::app::MESSAGE_FOR));
+    let text = screen_text(&render(&app, 80, 24));
+    assert!(text.contains("mind map failing in 4 sessions"), "{text}");
+}
+
+fn failing_detail(app: &App, rejected: Option<&str>) -> inflight::engine::SessionDetail {
+    let row = app.selected_row().expect("a row").clone();
+    inflight::engine::SessionDetail {
+        row,
+        content: inflight::engine::SessionContent {
+            recent: Vec::new(),
+            partial: None,
+            results: [None, None],
+            rejected: [None, rejected.map(str::to_string)],
+        },
+        history: [Vec::new(), Vec::new()],
+    }
+}
+
+#[test]
+fn details_show_the_last_error_whole_with_when_and_how_often() {
+    for (width, height) in [(120, 40), (80, 24)] {
+        let mut app = failing_app(false);
+        app.handle_key(Key::Enter);
+        let detail = failing_detail(&app, None);
+        app.set_detail(Some(detail));
+        let text = screen_text(&render(&app, width, height));
+        assert!(
+            text.contains("✗ the last 5 runs failed 12s ago:"),
+            "{width}x{height}\n{text}"
+        );
+        // The server's own words, wrapped rather than cut (the summary
+        // panel beside it is empty on those rows).
+        let flat: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '│')
+            .collect();
+        assert!(
+            flat.contains("'response_format','type')") && flat.contains("Inputshouldbe'text'"),
+            "{width}x{height}\n{text}"
+        );
+        assert!(text.contains("answered 500"), "{width}x{height}\n{text}");
+    }
+    // An answer that could not be read: its start is shown.
+    let mut app = failing_app(false);
+    app.handle_key(Key::Enter);
+    app.set_detail(Some(failing_detail(
+        &app,
+        Some("Sure! Here is your mind map: root -> budget"),
+    )));
+    let text = screen_text(&render(&app, 120, 40));
+    assert!(text.contains("the rejected answer began:"), "{text}");
+    assert!(text.contains("Sure! Here is your mind map"), "{text}");
+}
+
+#[test]
+fn long_log_lines_wrap_and_search_finds_text_past_the_edge() {
+    let logs = LogBuffer::new();
+    let long = format!(
+        "processing ended session_id=standup op=mind_map error={} needle-at-the-end",
+        LLAMA_REFUSAL
+    );
+    for i in 0..3 {
+        logs.push(
+            SystemTime::now(),
+            tracing::Level::INFO,
+            None,
+            format!("line {i}"),
+        );
+    }
+    logs.push(SystemTime::now(), tracing::Level::WARN, None, long);
+    let mut app = app(false);
+    app.refresh_logs(&logs, true);
+    let text = screen_text(&render(&app, 80, 24));
+    assert!(
+        text.contains("needle-at-the-end"),
+        "wrapped, not cut:\n{text}"
+    );
+
+    // Search: Tab to the log, `/`, type.
+    app.handle_key(Key::Tab);
+    app.handle_key(Key::Char('/'));
+    for c in "needle".chars() {
+        app.handle_key(Key::Char(c));
+    }
+    app.handle_key(Key::Enter);
+    app.refresh_logs(&logs, true);
+    assert_eq!(app.log.lines.len(), 1);
+    let text = screen_text(&render(&app, 80, 24));
+    assert!(
+        text.contains("needle-at-the-end") && !text.contains("line 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn at_80x24_the_table_a_status_line_and_the_latest_log_lines_show_at_once() {
+    let logs = LogBuffer::new();
+    for i in 0..20 {
+        logs.push(
+            SystemTime::now(),
+            tracing::Level::INFO,
+            Some("standup".into()),
+            format!("processing started run {i}"),
+        );
+    }
+    let mut app = app(false);
+    app.refresh_logs(&logs, true);
+    let text = screen_text(&render(&app, 80, 24));
+    for session in ["incident-retro", "planning", "standup", "zz-new"] {
+        assert!(text.contains(session), "{session}\n{text}");
+    }
+    assert!(
+        text.contains("summary pending: run 41"),
+        "the status line\n{text}"
+    );
+    assert!(
+        text.contains("processing started run 19"),
+        "the newest log line\n{text}"
+    );
+    let blank = text.lines().filter(|l| l.trim().is_empty()).count();
+    assert!(blank <= 1, "{blank} blank rows:\n{text}");
+    // The focused log grows.
+    let before = text
+        .lines()
+        .filter(|l| l.contains("processing started"))
+        .count();
+    app.handle_key(Key::Tab);
+    let text = screen_text(&render(&app, 80, 24));
+    let after = text
+        .lines()
+        .filter(|l| l.contains("processing started"))
+        .count();
+    assert!(after >= before, "{before} → {after}");
+}

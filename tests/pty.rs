@@ -424,3 +424,76 @@ fn attached_with_a_viewer_token_triggers_are_off_and_the_screen_says_why() {
     attach.press("q");
     assert!(attach.wait_exit());
 }
+
+#[path = "common/scripted.rs"]
+mod scripted;
+
+/// An OpenAI-compatible server that answers summaries and refuses every
+/// mind map the way llama-cpp-python refuses `response_format` (the body
+/// it was seen to send), on every rung of the format ladder.
+fn refusing_mind_maps() -> scripted::Script {
+    use serde_json::json;
+    std::sync::Arc::new(|_, request: &scripted::Recorded| {
+        if request.path.ends_with("/models") {
+            return scripted::json_response("200 OK", &json!({"data": [{"id": "m"}]}));
+        }
+        if request.body.to_string().contains("mind map") {
+            return scripted::json_response(
+                "500 Internal Server Error",
+                &json!({"error": {
+                    "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}",
+                    "type": "internal_server_error", "param": null, "code": null
+                }}),
+            );
+        }
+        let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+            json!({"model": "m", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        vec![
+            scripted::head("200 OK", "text/event-stream", &[]),
+            scripted::send(&format!(
+                "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+                chunk(json!({"content": "They talked."}), serde_json::Value::Null),
+                chunk(json!({}), json!("stop"))
+            )),
+        ]
+    })
+}
+
+#[test]
+fn a_server_refusing_mind_maps_has_its_reason_on_the_screen() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(scripted::start(refusing_mind_maps()));
+    let url = server.url();
+    let mut dashboard = Dashboard::run(
+        &[
+            "--demo-speed",
+            "8",
+            "--no-db",
+            "--llm",
+            "openai",
+            "--llm-url",
+            &url,
+            "--model",
+            "m",
+            "--llm-concurrency",
+            "2",
+        ],
+        &[],
+    );
+    // The table says the short cause, and the message line says it once.
+    dashboard.wait_for("the cause in the table", |s| s.contents().contains("✗ 500"));
+    dashboard.wait_for("one line for the shared cause", |s| {
+        s.contents().contains("mind map failing in") && s.contents().contains("500 response_format")
+    });
+    // The details show the server's own words.
+    dashboard.press("\r");
+    dashboard.wait_for("the server's reason in the details", |s| {
+        let text = s.contents();
+        text.contains("failed") && text.contains("Input should be 'text'")
+    });
+    dashboard.press("q");
+    assert!(dashboard.wait_exit());
+    drop(server);
+}

@@ -14,6 +14,7 @@
 
 mod attention;
 mod durable;
+mod failure;
 pub mod feeds;
 mod forgotten;
 pub mod permits;
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 
 pub use attention::{Attention, SILENT_AFTER, attention};
 pub use durable::detail_from_disk;
+pub use failure::short_cause;
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
 pub use readiness::Readiness;
 pub use snapshot::{DbView, OpRow, SessionDetail, SessionRow, Snapshot, Totals};

@@ -31,6 +31,10 @@ pub struct OpRow {
     pub mean_duration: Option<Duration>,
     pub p95_duration: Option<Duration>,
     pub last_error: Option<String>,
+    /// When the last failure ended.
+    pub last_failure_at: Option<std::time::SystemTime>,
+    /// The runs in a row that failed with `last_error`.
+    pub error_streak: u32,
     pub consecutive_failures: u32,
     /// The generation the latest stored result covers.
     pub covered_generation: Option<u64>,
@@ -56,6 +60,8 @@ impl OpRow {
             mean_duration: stats.mean_duration(),
             p95_duration: stats.p95_duration(),
             last_error: stats.last_error.clone(),
+            last_failure_at: stats.last_failure_at,
+            error_streak: stats.error_streak,
             consecutive_failures: stats.consecutive_failures,
             covered_generation: stats.covered_generation,
             usage: stats.usage,

@@ -44,6 +44,10 @@ pub struct OpStats {
     /// Tokens spent, in all.
     pub usage: Usage,
     pub last_error: Option<String>,
+    /// When the last failure (or timeout) ended.
+    pub last_failure_at: Option<std::time::SystemTime>,
+    /// The runs in a row that failed with `last_error`, as it reads now.
+    pub error_streak: u32,
     /// The generation covered by the newest successful run.
     pub covered_generation: Option<u64>,
     /// Failures in a row since the last success.
@@ -138,6 +142,7 @@ impl OpStats {
             Outcome::Ok => {
                 self.ok += 1;
                 self.consecutive_failures = 0;
+                self.error_streak = 0;
                 if let Some(generation) = record.covered_generation {
                     self.covered_generation = Some(
                         self.covered_generation
@@ -145,15 +150,15 @@ impl OpStats {
                     );
                 }
             }
-            Outcome::Failed => {
-                self.failed += 1;
-                self.consecutive_failures += 1;
-            }
-            Outcome::TimedOut => {
-                self.timed_out += 1;
-                self.consecutive_failures += 1;
-            }
+            Outcome::Failed => self.failed += 1,
+            Outcome::TimedOut => self.timed_out += 1,
             Outcome::Cancelled => self.cancelled += 1,
+        }
+        if matches!(record.outcome, Outcome::Failed | Outcome::TimedOut) {
+            let same = self.consecutive_failures > 0 && error == self.last_error;
+            self.consecutive_failures += 1;
+            self.error_streak = if same { self.error_streak + 1 } else { 1 };
+            self.last_failure_at = Some(std::time::SystemTime::now());
         }
         if error.is_some() {
             self.last_error = error;

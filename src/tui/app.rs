@@ -49,7 +49,13 @@ pub enum Tone {
 pub struct Message {
     pub text: String,
     pub tone: Tone,
+    /// When it was said (the snapshot's time then): after [`MESSAGE_FOR`]
+    /// it gives way to the alert.
+    pub at: tokio::time::Instant,
 }
+
+/// How long a message stays before a standing alert shows again.
+pub const MESSAGE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the main loop must do for the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +89,8 @@ pub struct App {
     pub feeds: bool,
     pub paused: bool,
     pub message: Option<Message>,
+    /// One failure shared by several sessions, said once for them all.
+    pub alert: Option<String>,
     pub quit: bool,
     /// How the dashboard is tied to its engine.
     pub link: super::source::Link,
@@ -102,6 +110,7 @@ impl App {
             feeds: false,
             paused: false,
             message: None,
+            alert: None,
             log: LogPane::default(),
             details: DetailPane::default(),
             quit: false,
@@ -109,6 +118,7 @@ impl App {
             read_only: None,
         };
         app.table.reorder(&app.snapshot);
+        app.alert = shared_failure(&app.snapshot);
         app
     }
 
@@ -119,6 +129,7 @@ impl App {
         }
         self.snapshot = snapshot;
         self.table.reorder(&self.snapshot);
+        self.alert = shared_failure(&self.snapshot);
     }
 
     pub fn set_detail(&mut self, detail: Option<SessionDetail>) {
@@ -391,6 +402,8 @@ impl App {
         self.message = Some(Message {
             text: text.to_string(),
             tone,
+            // On the snapshots' clock, which views read time from.
+            at: self.snapshot.taken_at,
         });
     }
 
@@ -451,4 +464,45 @@ impl App {
             self.say(&format!("{session} · {}", parts.join(" · ")), Tone::Good);
         }
     }
+}
+
+/// When one cause fails an operation in several sessions at once (the
+/// server is down, the model is missing), one line for them all: the
+/// commonest such cause.
+pub fn shared_failure(snapshot: &Snapshot) -> Option<String> {
+    let mut causes: Vec<(Operation, String, usize)> = Vec::new();
+    for row in &snapshot.sessions {
+        for op in Operation::ALL {
+            let stats = &row.ops[op.index()];
+            let Some(error) = stats.last_error.as_deref() else {
+                continue;
+            };
+            if stats.consecutive_failures == 0 || stats.in_flight.is_some() {
+                continue;
+            }
+            let cause = crate::engine::short_cause(&crate::text::strip_controls(error));
+            match causes.iter_mut().find(|(o, c, _)| *o == op && *c == cause) {
+                Some((_, _, n)) => *n += 1,
+                None => causes.push((op, cause, 1)),
+            }
+        }
+    }
+    let others = causes
+        .iter()
+        .filter(|(_, _, n)| *n >= 2)
+        .count()
+        .saturating_sub(1);
+    let (op, cause, n) = causes
+        .into_iter()
+        .filter(|(_, _, n)| *n >= 2)
+        .max_by_key(|(_, _, n)| *n)?;
+    let more = match others {
+        0 => String::new(),
+        1 => " (and 1 other shared cause)".to_string(),
+        n => format!(" (and {n} other shared causes)"),
+    };
+    Some(format!(
+        "{} failing in {n} sessions: {cause}{more} · ↵ on one shows the whole error",
+        op.label()
+    ))
 }

@@ -98,13 +98,55 @@ fn result_title(name: &str, result: Option<&OpResult>, generation: u64) -> Strin
     }
 }
 
+/// What went wrong with `op`'s last run, whole: the error, when, how many
+/// runs in a row, and the start of an answer that could not be read.
+fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'static>> {
+    let stats = &detail.row.ops[op.index()];
+    let Some(error) = stats
+        .last_error
+        .as_ref()
+        .filter(|_| stats.consecutive_failures > 0)
+    else {
+        return Vec::new();
+    };
+    let when = stats
+        .last_failure_at
+        .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
+        .map(|ago| format!(" {} ago", format::age(ago)))
+        .unwrap_or_default();
+    let streak = match stats.error_streak.max(1) {
+        1 => "the last run".to_string(),
+        n => format!("the last {n} runs"),
+    };
+    let mut lines = vec![
+        Line::styled(
+            format!("✗ {streak} failed{when}:"),
+            t.error().add_modifier(Modifier::BOLD),
+        ),
+        Line::styled(crate::text::strip_controls(error).into_owned(), t.error()),
+    ];
+    if let Some(answer) = &detail.content.rejected[op.index()] {
+        let start: String = crate::text::strip_controls(answer)
+            .chars()
+            .take(300)
+            .collect();
+        lines.push(Line::styled("the rejected answer began:", t.dim()));
+        lines.push(Line::raw(start));
+    }
+    lines.push(Line::raw(""));
+    lines
+}
+
 fn draw_summary(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
     let result = detail.content.results[Operation::Summary.index()].as_ref();
     let block = panel(result_title("Summary", result, detail.row.transcripts), t);
-    let text: Vec<Line> = match result.map(|r| &r.body) {
-        Some(ResultBody::Summary(text)) => text.lines().map(|l| Line::raw(l.to_string())).collect(),
-        _ => vec![Line::styled("no summary yet", t.dim())],
-    };
+    let mut text = failure_lines(detail, Operation::Summary, t);
+    match result.map(|r| &r.body) {
+        Some(ResultBody::Summary(summary)) => {
+            text.extend(summary.lines().map(|l| Line::raw(l.to_string())))
+        }
+        _ => text.push(Line::styled("no summary yet", t.dim())),
+    }
     frame.render_widget(
         Paragraph::new(text).block(block).wrap(Wrap { trim: false }),
         area,
@@ -114,15 +156,20 @@ fn draw_summary(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme
 fn draw_mind_map(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
     let result = detail.content.results[Operation::MindMap.index()].as_ref();
     let block = panel(result_title("Mind map", result, detail.row.transcripts), t);
-    let lines = match result.map(|r| &r.body) {
+    let mut lines = failure_lines(detail, Operation::MindMap, t);
+    match result.map(|r| &r.body) {
         Some(ResultBody::MindMap(map)) => {
-            let mut lines = vec![Line::styled(map.root.label.clone(), t.title())];
+            lines.push(Line::styled(map.root.label.clone(), t.title()));
             tree_lines(&map.root.children, "", &mut lines, t);
-            lines
         }
-        _ => vec![Line::styled("no mind map yet", t.dim())],
-    };
-    frame.render_widget(Paragraph::new(lines).block(block), area);
+        _ => lines.push(Line::styled("no mind map yet", t.dim())),
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
 }
 
 /// Draws children with box-drawing branches.

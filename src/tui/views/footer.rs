@@ -11,7 +11,12 @@ use crate::tui::keymap;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let message = match (&app.input, &app.message) {
+    // A fresh message first; once it is old, a standing alert shows again.
+    let fresh = app.message.as_ref().filter(|m| {
+        app.alert.is_none()
+            || app.snapshot.taken_at.saturating_duration_since(m.at) < crate::tui::app::MESSAGE_FOR
+    });
+    let message = match (&app.input, fresh) {
         (Some(input), _) => {
             let what = match input.target {
                 InputTarget::SessionFilter => "filter sessions",
@@ -31,6 +36,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             };
             Line::from(Span::styled(message.text.clone(), style))
         }
+        (None, None) if app.alert.is_some() => Line::from(Span::styled(
+            app.alert.clone().unwrap_or_default(),
+            t.error(),
+        )),
         (None, None) if !app.table.filter.is_empty() => Line::from(vec![
             Span::styled("filter: ", t.dim()),
             Span::raw(app.table.filter.clone()),

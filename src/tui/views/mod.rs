@@ -18,8 +18,11 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use super::app::{App, Screen};
 
-/// Below this height the log pane only shows while it has the focus.
+/// Below this height the log pane shows beside the details only while it
+/// has the focus (the details need the rows).
 pub const LOG_PANE_MIN_HEIGHT: u16 = 30;
+/// The fewest rows the log pane takes when it shows: its title and two lines.
+const LOG_MIN_ROWS: u16 = 3;
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
@@ -59,20 +62,40 @@ pub fn table_page(area: Rect, app: &App) -> usize {
     main.height.saturating_sub(2) as usize
 }
 
+/// Splits the body between the main pane and the log. Beside the table the
+/// log takes every row the table does not need (at least a third when the
+/// table is long), and most of them while it has the focus; beside the
+/// details it takes a third, on screens of 30 rows or more or when focused.
 fn split_for_log(body: Rect, app: &App) -> (Rect, Option<Rect>) {
-    let total = body.height + 4;
-    let show = app.log.visible && (total >= LOG_PANE_MIN_HEIGHT || app.log.focused);
-    if !show {
+    if !app.log.visible || body.height < 3 + LOG_MIN_ROWS {
         return (body, None);
     }
-    let share = if app.log.focused && total < LOG_PANE_MIN_HEIGHT {
-        60
-    } else {
-        32
+    let log_rows = match app.screen {
+        Screen::Table => {
+            // The title, the column header, and a row per session (one
+            // line saying there are none when there are none).
+            let wanted = app.table.order.len().max(1) as u16 + 2;
+            let least_log = if app.log.focused {
+                body.height * 60 / 100
+            } else {
+                (body.height / 3).max(LOG_MIN_ROWS)
+            };
+            body.height - wanted.clamp(3, body.height - least_log.max(LOG_MIN_ROWS))
+        }
+        Screen::Detail => {
+            let total = body.height + 4;
+            if app.log.focused && total < LOG_PANE_MIN_HEIGHT {
+                body.height * 60 / 100
+            } else if total >= LOG_PANE_MIN_HEIGHT || app.log.focused {
+                body.height * 32 / 100
+            } else {
+                return (body, None);
+            }
+        }
     };
     let [main, log] = Layout::vertical([
-        Constraint::Percentage(100 - share),
-        Constraint::Percentage(share),
+        Constraint::Min(3),
+        Constraint::Length(log_rows.max(LOG_MIN_ROWS)),
     ])
     .areas(body);
     (main, Some(log))

@@ -296,7 +296,25 @@ pub fn state_spans(
                 spans.push(Span::styled(" +1", theme.pending()));
             }
         }
-        None if op.consecutive_failures > 0 => spans.push(Span::styled("✗ failed", theme.error())),
+        None if op.consecutive_failures > 0 => {
+            // The cause where it fits, else its first word (`✗ 500`).
+            let room = if wide { WIDE_STATE_WIDTH } else { STATE_WIDTH } as usize - 2;
+            let cause = op
+                .last_error
+                .as_deref()
+                .map(|e| crate::engine::short_cause(&crate::text::strip_controls(e)))
+                .unwrap_or_else(|| "failed".into());
+            let cause = if cause.chars().count() <= room {
+                cause
+            } else {
+                cause
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("failed")
+                    .to_string()
+            };
+            spans.push(Span::styled(format!("✗ {cause}"), theme.error()))
+        }
         None if op.runs == 0 => spans.push(Span::styled("· never", theme.idle())),
         None => match transcripts.saturating_sub(op.covered_generation.unwrap_or(0)) {
             0 => spans.push(Span::styled("· idle", theme.idle())),
