@@ -31,7 +31,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             "· stale 2 new",
             "idle, but the last result misses the 2 newest lines",
         ),
-        ("✗ failed", "the last run failed or timed out"),
+        ("✗ 500 …", "the last run failed or timed out, and why"),
         ("!", "slow, near its deadline, failing, or silent"),
         ("■", "the session has ended"),
     ] {
