@@ -112,6 +112,20 @@ struct Keys {
     member: String,
 }
 
+impl Keys {
+    /// `script` with the four keys the steps that start, finish or claim a
+    /// run read: lease, fence, pending flag, pending set.
+    fn on_state<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.lease)
+            .key(&self.fence)
+            .key(&self.pending)
+            .key(&self.pending_set);
+        invocation
+    }
+}
+
 impl Cluster {
     /// Sets up the connection without waiting for Redis: a cluster whose
     /// Redis is down still starts, and says it is unreachable.
@@ -238,21 +252,13 @@ impl Cluster {
     ) -> Result<Start, ClusterError> {
         let keys = self.keys(session, op);
         let mut connection = self.inner.connection.clone();
-        let script = &self.inner.try_start;
-        let (started, value): (i64, redis::Value) = self
-            .call(async {
-                script
-                    .key(&keys.lease)
-                    .key(&keys.fence)
-                    .key(&keys.pending)
-                    .key(&keys.pending_set)
-                    .arg(&self.inner.config.instance)
-                    .arg(self.ttl_ms())
-                    .arg(&keys.member)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let mut invocation = keys.on_state(&self.inner.try_start);
+        invocation
+            .arg(&self.inner.config.instance)
+            .arg(self.ttl_ms())
+            .arg(&keys.member);
+        let (started, value): (i64, redis::Value) =
+            self.call(invocation.invoke_async(&mut connection)).await?;
         if started == 1 {
             let fence: u64 = redis::from_redis_value(value)
                 .map_err(|e| ClusterError::Protocol(e.to_string()))?;
@@ -287,22 +293,13 @@ impl Cluster {
     pub async fn finish(&self, lease: &Lease) -> Result<Finished, ClusterError> {
         let keys = self.keys(&lease.session, lease.op);
         let mut connection = self.inner.connection.clone();
-        let script = &self.inner.finish;
-        let answer: Vec<i64> = self
-            .call(async {
-                script
-                    .key(&keys.lease)
-                    .key(&keys.fence)
-                    .key(&keys.pending)
-                    .key(&keys.pending_set)
-                    .arg(&lease.token)
-                    .arg(&self.inner.config.instance)
-                    .arg(self.ttl_ms())
-                    .arg(&keys.member)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let mut invocation = keys.on_state(&self.inner.finish);
+        invocation
+            .arg(&lease.token)
+            .arg(&self.inner.config.instance)
+            .arg(self.ttl_ms())
+            .arg(&keys.member);
+        let answer: Vec<i64> = self.call(invocation.invoke_async(&mut connection)).await?;
         match answer.as_slice() {
             [0] => Ok(Finished::Released),
             [1, fence] => Ok(Finished::FollowUp(self.lease(
@@ -346,21 +343,12 @@ impl Cluster {
     ) -> Result<Option<Lease>, ClusterError> {
         let keys = self.keys(session, op);
         let mut connection = self.inner.connection.clone();
-        let script = &self.inner.claim;
-        let answer: Vec<i64> = self
-            .call(async {
-                script
-                    .key(&keys.lease)
-                    .key(&keys.fence)
-                    .key(&keys.pending)
-                    .key(&keys.pending_set)
-                    .arg(&self.inner.config.instance)
-                    .arg(self.ttl_ms())
-                    .arg(&keys.member)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let mut invocation = keys.on_state(&self.inner.claim);
+        invocation
+            .arg(&self.inner.config.instance)
+            .arg(self.ttl_ms())
+            .arg(&keys.member);
+        let answer: Vec<i64> = self.call(invocation.invoke_async(&mut connection)).await?;
         Ok(match answer.as_slice() {
             [1, fence] => Some(self.lease(session, op, *fence as u64)),
             _ => None,
