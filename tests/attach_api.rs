@@ -404,3 +404,64 @@ async fn the_api_and_status_show_the_engines_attention_value() {
     );
     stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_behind_the_removals_kept_reads_everything_again() {
+    let mut snapshot = journal_fixture();
+    let journal = RowJournal::keeping(snapshot.clone(), 1);
+    let first = journal.delta(|| snapshot.clone(), None, None, Role::Operator);
+    // Two sessions go, one build apart: the journal keeps one removal.
+    snapshot.sessions.remove(0);
+    tokio::time::advance(inflight::api::dashboard::REBUILD_EVERY).await;
+    let second = journal.delta(
+        || snapshot.clone(),
+        Some(first.version),
+        Some(first.epoch),
+        Role::Operator,
+    );
+    assert_eq!(second.removed, [common::sid("s1")]);
+    snapshot.sessions.remove(0);
+    tokio::time::advance(inflight::api::dashboard::REBUILD_EVERY).await;
+    let recent = journal.delta(
+        || snapshot.clone(),
+        Some(second.version),
+        Some(second.epoch),
+        Role::Operator,
+    );
+    assert!(!recent.full);
+    assert_eq!(recent.removed, [common::sid("s2")]);
+    // A client still at the first version missed a removal no longer kept.
+    let behind = journal.delta(
+        || snapshot.clone(),
+        Some(first.version),
+        Some(first.epoch),
+        Role::Operator,
+    );
+    assert!(behind.full);
+    assert_eq!(behind.snapshot.sessions.len(), 1);
+}
+
+#[tokio::test]
+async fn one_sessions_details_come_in_the_dashboards_form() {
+    let s = server(Policy::Coalesce, None).await;
+    common::open_session(&s.engine, "s1");
+    let response = http()
+        .get(format!("{}/api/dashboard/sessions/s1", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    let now = body["now"].as_i64().unwrap();
+    let answer: inflight::api::dashboard::DetailAnswer =
+        inflight::monotime::decoding_with(now, || serde_json::from_value(body)).unwrap();
+    assert_eq!(answer.detail.row.id, common::sid("s1"));
+    assert!(!answer.from_disk);
+    assert_eq!(answer.detail.content.partial.as_deref(), Some("…"));
+    let missing = http()
+        .get(format!("{}/api/dashboard/sessions/nobody", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+}

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::Extension;
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{ApiError, ApiState, Role, history, session_id};
-use crate::engine::{SessionDetail, Snapshot};
+use crate::engine::{SessionDetail, SessionRow, Snapshot};
 use crate::model::SessionId;
 
 /// A snapshot is taken and diffed at most this often, however many clients ask.
@@ -76,26 +76,37 @@ struct Journal {
     epoch: u64,
     version: u64,
     built_at: Option<Instant>,
-    snapshot: Arc<Snapshot>,
-    /// The version each row of `snapshot.sessions` last changed at.
+    /// The last snapshot without its rows (cheap to copy into an answer).
+    header: Snapshot,
+    rows: Vec<SessionRow>,
+    /// The version each of `rows` last changed at.
     changed_at: Vec<u64>,
     hashes: HashMap<SessionId, u64>,
     removed: VecDeque<(u64, SessionId)>,
+    removals_kept: usize,
     /// A client at a version below this may have missed a removal.
     removed_floor: u64,
 }
 
 impl RowJournal {
     pub fn new(empty: Snapshot) -> Self {
+        Self::keeping(empty, REMOVALS_KEPT)
+    }
+
+    /// A journal that remembers `removals_kept` removals (tests use few).
+    pub fn keeping(mut empty: Snapshot, removals_kept: usize) -> Self {
+        empty.sessions.clear();
         Self {
             inner: Mutex::new(Journal {
                 epoch: fastrand::u64(1..),
                 version: 0,
                 built_at: None,
-                snapshot: Arc::new(empty),
+                header: empty,
+                rows: Vec::new(),
                 changed_at: Vec::new(),
                 hashes: HashMap::new(),
                 removed: VecDeque::new(),
+                removals_kept,
                 removed_floor: 0,
             }),
         }
@@ -124,18 +135,17 @@ impl RowJournal {
             _ => true,
         };
         let since = if full { 0 } else { since.unwrap_or(0) };
-        let mut snapshot = Snapshot {
-            sessions: Vec::new(),
-            ..(*journal.snapshot).clone()
-        };
-        snapshot.sessions = journal
-            .snapshot
-            .sessions
+        let sessions = journal
+            .rows
             .iter()
             .zip(&journal.changed_at)
             .filter(|(_, at)| **at > since)
             .map(|(row, _)| row.clone())
             .collect();
+        let snapshot = Snapshot {
+            sessions,
+            ..journal.header.clone()
+        };
         let removed = if full {
             Vec::new()
         } else {
@@ -159,19 +169,19 @@ impl RowJournal {
 }
 
 impl Journal {
-    fn rebuild(&mut self, snapshot: Snapshot) {
+    fn rebuild(&mut self, mut snapshot: Snapshot) {
         self.version += 1;
         let version = self.version;
-        let mut hashes = HashMap::with_capacity(snapshot.sessions.len());
-        let mut changed_at = Vec::with_capacity(snapshot.sessions.len());
+        let rows = std::mem::take(&mut snapshot.sessions);
+        let mut hashes = HashMap::with_capacity(rows.len());
+        let mut changed_at = Vec::with_capacity(rows.len());
         let previous: HashMap<&SessionId, u64> = self
-            .snapshot
-            .sessions
+            .rows
             .iter()
             .zip(&self.changed_at)
             .map(|(row, at)| (&row.id, *at))
             .collect();
-        for row in &snapshot.sessions {
+        for row in &rows {
             let hash = row_hash(row);
             let unchanged = self.hashes.get(&row.id) == Some(&hash);
             changed_at.push(match previous.get(&row.id) {
@@ -185,14 +195,15 @@ impl Journal {
                 self.removed.push_back((version, id.clone()));
             }
         }
-        while self.removed.len() > REMOVALS_KEPT {
+        while self.removed.len() > self.removals_kept {
             if let Some((at, _)) = self.removed.pop_front() {
                 self.removed_floor = at;
             }
         }
         self.hashes = hashes;
         self.changed_at = changed_at;
-        self.snapshot = Arc::new(snapshot);
+        self.rows = rows;
+        self.header = snapshot;
         self.built_at = Some(Instant::now());
     }
 }

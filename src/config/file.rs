@@ -35,7 +35,7 @@ pub enum Kind {
 }
 
 /// One file key and the flag it sets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
     pub section: &'static str,
     pub name: &'static str,
@@ -130,12 +130,6 @@ pub struct FileSetting {
     /// The values as the flag would be given them; empty for a switch
     /// left off.
     pub values: Vec<String>,
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.arg == other.arg
-    }
 }
 
 /// What a config file holds.
@@ -377,8 +371,15 @@ upstream_status = false\nheaders = { Authorization = \"Bearer x\" }\n[database]\
             err.starts_with("2: ") && err.contains("sumary_system"),
             "{err}"
         );
-        let err = FileConfig::parse("[api]\ntoken = \"secret\"\n").unwrap_err();
-        assert!(err.contains("token_file"), "{err}");
+        for key in ["token", "read_token"] {
+            let err = FileConfig::parse(&format!("[api]\n{key} = \"secret\"\n")).unwrap_err();
+            assert!(err.contains("a token does not belong"), "{err}");
+        }
+        let err = FileConfig::parse("[llm]\ntoken = \"x\"\n").unwrap_err();
+        assert!(
+            err.contains("known keys: backend"),
+            "only [api] tokens get the hint: {err}"
+        );
     }
 
     #[test]

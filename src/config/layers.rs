@@ -194,15 +194,24 @@ fn overridden(command: &clap::Command, engine: &ArgMatches, setting: &FileSettin
     if explicit(setting.key.arg) {
         return true;
     }
-    command
-        .get_arguments()
-        .find(|a| a.get_id() == setting.key.arg)
-        .is_some_and(|arg| {
-            command
-                .get_arg_conflicts_with(arg)
-                .iter()
-                .any(|other| explicit(other.get_id().as_str()))
-        })
+    // A conflict is declared on one side only (`--db` conflicts with
+    // `--no-db`): look both ways.
+    let conflict = |a: &clap::Arg, b: &str| {
+        command
+            .get_arg_conflicts_with(a)
+            .iter()
+            .any(|other| other.get_id() == b)
+    };
+    command.get_arguments().any(|other| {
+        let id = other.get_id().as_str();
+        id != setting.key.arg
+            && explicit(id)
+            && (conflict(other, setting.key.arg)
+                || command
+                    .get_arguments()
+                    .find(|a| a.get_id() == setting.key.arg)
+                    .is_some_and(|mine| conflict(mine, id)))
+    })
 }
 
 /// Each engine flag's source before the file is read.
@@ -422,4 +431,87 @@ pub fn check(file: &Path) -> Result<String, String> {
         "{}: ok ({from_file} settings from the file)\n",
         file.display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("inflight-layers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn argv(words: &[&str]) -> Vec<OsString> {
+        words.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_file_setting_that_conflicts_with_a_flag_gives_way() {
+        let path = file(
+            "conflict.toml",
+            "[database]\nenabled = false\n[llm]\nconcurrency = 3\n",
+        );
+        let path = path.to_str().unwrap();
+        let loaded = try_load(argv(&[
+            "inflight",
+            "config",
+            "show",
+            "--config",
+            path,
+            "--db",
+            "/tmp/x.db",
+        ]))
+        .expect("the flag wins, no conflict");
+        assert_eq!(loaded.sources.get("no_db"), Some(&Source::Default));
+        assert_eq!(loaded.sources.get("db"), Some(&Source::Flag));
+        assert_eq!(
+            loaded.sources.get("llm_concurrency"),
+            Some(&Source::File { line: 4 })
+        );
+        // Without the flag, the file's switch holds.
+        let loaded = try_load(argv(&["inflight", "serve", "--config", path])).unwrap();
+        let Some(Command::Serve(args)) = loaded.cli.command else {
+            panic!("serve")
+        };
+        assert!(args.no_db);
+        assert_eq!(args.llm_concurrency, 3);
+    }
+
+    #[test]
+    fn attach_reads_its_token_from_a_file() {
+        let token = file("attach-token", "t0k\nignored\n");
+        let cli = Cli::try_parse_from([
+            "inflight",
+            "attach",
+            "--api-token-file",
+            token.to_str().unwrap(),
+        ])
+        .unwrap();
+        let Some(Command::Attach(args)) = cli.command else {
+            panic!("attach")
+        };
+        assert_eq!(args.token().unwrap().as_deref(), Some("t0k"));
+        let cli = Cli::try_parse_from(["inflight", "attach", "--api-token", "direct"]).unwrap();
+        let Some(Command::Attach(args)) = cli.command else {
+            panic!("attach")
+        };
+        assert_eq!(args.token().unwrap().as_deref(), Some("direct"));
+        let empty = file("empty-token", "\n");
+        let cli = Cli::try_parse_from([
+            "inflight",
+            "attach",
+            "--api-token-file",
+            empty.to_str().unwrap(),
+        ])
+        .unwrap();
+        let Some(Command::Attach(args)) = cli.command else {
+            panic!("attach")
+        };
+        assert!(args.token().unwrap_err().contains("is empty"));
+    }
 }
