@@ -180,7 +180,8 @@ pub struct EngineArgs {
         long = "feed",
         value_name = "URL",
         env = "INFLIGHT_FEED",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_feed_url
     )]
     pub feeds: Vec<String>,
 
@@ -467,6 +468,24 @@ pub struct FeedArgs {
     /// Cut each connection after this many frames (tests reconnects).
     #[arg(long, value_name = "N")]
     pub drop_every: Option<u64>,
+}
+
+/// A feed's URL: `ws://` or `wss://` with a host. Checked once, here, so a
+/// typo stops inflight at start instead of retrying forever.
+fn parse_feed_url(raw: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| {
+        format!(
+            "{:?} is not a URL ({e}); write e.g. ws://127.0.0.1:9100/live",
+            crate::net::redact_url(raw)
+        )
+    })?;
+    if !matches!(url.scheme(), "ws" | "wss") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{:?} is not a WebSocket URL; write ws://HOST[:PORT]/PATH or wss://…",
+            crate::net::redact_url(raw)
+        ));
+    }
+    Ok(raw.to_string())
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
