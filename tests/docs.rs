@@ -73,3 +73,33 @@ fn every_key_binding_is_in_the_dashboard_doc() {
         "not in docs/dashboard.md's keys: {missing:?}"
     );
 }
+
+#[test]
+fn the_readmes_inflight_commands_parse_with_the_current_cli() {
+    use clap::Parser;
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("the README");
+    let mut in_block = false;
+    let mut checked = 0;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block && line.trim_start_matches('`').starts_with("sh");
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        // The command, wherever it starts on the line (`ssh -t host inflight …`),
+        // without its comment.
+        let command = line.split(" #").next().unwrap_or_default();
+        let Some(at) = command.split_whitespace().position(|w| w == "inflight") else {
+            continue;
+        };
+        let words: Vec<&str> = command.split_whitespace().skip(at).collect();
+        if let Err(e) = inflight::config::Cli::try_parse_from(&words) {
+            panic!("README: {line:?} does not parse: {e}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7, "only {checked} commands found");
+}
