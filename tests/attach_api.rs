@@ -362,19 +362,9 @@ async fn the_api_and_status_show_the_engines_attention_value() {
         })
         .await;
     }
-    let stop = tokio_util::sync::CancellationToken::new();
-    let addr = inflight::api::serve(
-        engine.clone(),
-        ApiConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
-        },
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let s = api_server::serving(engine.clone(), ApiConfig::default()).await;
     let body: Value = http()
-        .get(format!("http://{addr}/api/sessions"))
+        .get(format!("{}/api/sessions", s.base))
         .send()
         .await
         .unwrap()
@@ -394,7 +384,7 @@ async fn the_api_and_status_show_the_engines_attention_value() {
             .map(|a| a.describe())
             .collect();
     assert_eq!(words, ["summary failed 2 times in a row"]);
-    let status = inflight::api::client::status(&format!("http://{addr}"), None, false, None)
+    let status = inflight::api::client::status(&s.base, None, false, None)
         .await
         .unwrap();
     let line = status.lines().find(|l| l.starts_with("s1 ")).unwrap();
@@ -402,7 +392,6 @@ async fn the_api_and_status_show_the_engines_attention_value() {
         line.ends_with("summary failed 2 times in a row"),
         "{status}"
     );
-    stop.cancel();
 }
 
 #[tokio::test(start_paused = true)]

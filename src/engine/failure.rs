@@ -8,7 +8,10 @@
 
 /// The cause of a failure, shortest words first: `timed out`,
 /// `unreachable`, `500 response_format`, `404 model`, `unreadable answer`.
+/// Made for screens: no control character of the message gets through.
 pub fn short_cause(message: &str) -> String {
+    let message = crate::text::strip_controls(message);
+    let message = message.as_ref();
     if message.starts_with("no answer within") {
         return "timed out".into();
     }

@@ -470,21 +470,26 @@ impl App {
 /// server is down, the model is missing), one line for them all: the
 /// commonest such cause.
 pub fn shared_failure(snapshot: &Snapshot) -> Option<String> {
-    let mut causes: Vec<(Operation, String, usize)> = Vec::new();
+    // Count the failing operations by their error first: few distinct
+    // messages, so the cause is read once each, not once a row a frame.
+    let mut errors: std::collections::HashMap<(Operation, &str), usize> = Default::default();
     for row in &snapshot.sessions {
         for op in Operation::ALL {
             let stats = &row.ops[op.index()];
-            let Some(error) = stats.last_error.as_deref() else {
-                continue;
-            };
-            if stats.consecutive_failures == 0 || stats.in_flight.is_some() {
-                continue;
+            if let Some(error) = stats.last_error.as_deref()
+                && stats.consecutive_failures > 0
+                && stats.in_flight.is_none()
+            {
+                *errors.entry((op, error)).or_default() += 1;
             }
-            let cause = crate::engine::short_cause(&crate::text::strip_controls(error));
-            match causes.iter_mut().find(|(o, c, _)| *o == op && *c == cause) {
-                Some((_, _, n)) => *n += 1,
-                None => causes.push((op, cause, 1)),
-            }
+        }
+    }
+    let mut causes: Vec<(Operation, String, usize)> = Vec::new();
+    for ((op, error), count) in errors {
+        let cause = crate::engine::short_cause(error);
+        match causes.iter_mut().find(|(o, c, _)| *o == op && *c == cause) {
+            Some((_, _, n)) => *n += count,
+            None => causes.push((op, cause, count)),
         }
     }
     let others = causes

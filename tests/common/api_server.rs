@@ -44,6 +44,11 @@ pub async fn server_with(policy: Policy, api: ApiConfig) -> Server {
             Duration::from_secs(30),
         ))),
     );
+    serving(engine, api).await
+}
+
+/// The API of `engine` on a free loopback port with `api`'s other settings.
+pub async fn serving(engine: Engine, api: ApiConfig) -> Server {
     let shutdown = CancellationToken::new();
     let addr = api::serve(
         engine.clone(),

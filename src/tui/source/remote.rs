@@ -180,6 +180,14 @@ impl Remote {
     }
 }
 
+/// The wait before the next attempt after `failures` in a row: 250 ms,
+/// doubling, at most [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(250)
+        .saturating_mul(1 << failures.min(5))
+        .min(MAX_BACKOFF)
+}
+
 fn lock(picture: &Mutex<Picture>) -> MutexGuard<'_, Picture> {
     picture.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -321,10 +329,7 @@ impl Sync {
                         error,
                     };
                     self.changed.notify_one();
-                    let backoff = Duration::from_millis(250)
-                        .saturating_mul(1 << failures.min(5))
-                        .min(MAX_BACKOFF);
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff(failures)).await;
                     continue;
                 }
             }
@@ -555,10 +560,7 @@ impl Events {
                 Ok(()) => failures = 0,
                 Err(_) => failures += 1,
             }
-            let backoff = Duration::from_millis(250)
-                .saturating_mul(1 << failures.min(5))
-                .min(MAX_BACKOFF);
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(backoff(failures)).await;
         }
     }
 

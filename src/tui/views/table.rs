@@ -302,7 +302,7 @@ pub fn state_spans(
             let cause = op
                 .last_error
                 .as_deref()
-                .map(|e| crate::engine::short_cause(&crate::text::strip_controls(e)))
+                .map(crate::engine::short_cause)
                 .unwrap_or_else(|| "failed".into());
             let cause = if cause.chars().count() <= room {
                 cause
