@@ -20,7 +20,7 @@
 //! | [`model`] | session ids, operations, transcripts, mind maps |
 //! | [`state`] | the processing state manager, run guards, lifetime counters, the original status JSON |
 //! | [`events`] | the event stream and its logging |
-//! | [`cluster`] | several instances through Redis: leases, fences, pending flags, one Lua script a step |
+//! | [`cluster`] | several instances through Redis: leases, fences, pending requests, the events stream, one Lua script a step |
 //! | [`db`] | durable state in SQLite: the writer thread, the schema, reading it back at start |
 //! | [`engine`] | the bounded session store, scheduling, runner, draining, snapshots, feed health |
 //! | [`llm`] | the backend trait; builtin, Ollama and OpenAI-compatible backends; answer limits |

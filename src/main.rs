@@ -182,6 +182,14 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         }
         None => None,
     };
+    if let Some(config) = args.cluster_config() {
+        let instance = config.instance.clone();
+        let redis = inflight::net::redact_url(&config.url);
+        let cluster = inflight::cluster::Cluster::connect(config).map_err(|e| e.to_string())?;
+        engine.join_cluster(cluster);
+        tokio::spawn(engine.clone().run_cluster(shutdown.clone()));
+        tracing::info!(%instance, %redis, "sharing the work through Redis");
+    }
     tokio::spawn(engine.clone().housekeeping(shutdown.clone()));
     let mut feeds = args.feeds.clone();
     if args.is_demo() {

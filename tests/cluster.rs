@@ -1,13 +1,15 @@
 //! The cluster protocol against a real Redis: one lease per (session, op)
-//! across instances, fences that only grow, pending flags that outlive
-//! their holder, results refused when older, and a Redis that goes away.
+//! across instances, fences that only grow, pending requests that outlive
+//! their holder, results kept only from the current run, the events
+//! stream, and a Redis that goes away.
 
 #[path = "common/redis.rs"]
 mod redis_server;
 
 use std::time::Duration;
 
-use inflight::cluster::{Cluster, ClusterConfig, ClusterError, Finished, Start};
+use inflight::cluster::events::EventKind;
+use inflight::cluster::{Cluster, ClusterConfig, ClusterError, Ending, Finished, Holder, Start};
 use inflight::model::{Operation, SessionId};
 use redis_server::RedisServer;
 
@@ -32,131 +34,175 @@ fn started(start: Start) -> inflight::cluster::Lease {
     }
 }
 
+fn ending(covered: u64) -> Ending<'static> {
+    Ending {
+        covered_generation: covered,
+        outcome: "ok",
+        error: None,
+    }
+}
+
 #[tokio::test]
 async fn one_run_per_session_and_operation_across_instances() {
     let redis = RedisServer::start();
     let a = instance(&redis.url(), "a", Duration::from_secs(30));
     let b = instance(&redis.url(), "b", Duration::from_secs(30));
     let s = sid("s1");
+    let summary = Operation::Summary;
 
-    let first = started(a.try_start(&s, Operation::Summary).await.unwrap());
-    // The other instance finds it held, and leaves a pending flag.
-    let held = b.try_start(&s, Operation::Summary).await.unwrap();
+    let first = started(a.try_start(&s, summary, 3).await.unwrap());
+    // The other instance finds it held, and leaves a pending request.
+    let held = b.try_start(&s, summary, 3).await.unwrap();
     assert_eq!(
         held,
-        Start::HeldElsewhere {
-            holder: format!("a/{}", first.fence)
-        }
+        Start::HeldElsewhere(Holder {
+            instance: "a".into(),
+            fence: first.fence
+        })
     );
-    assert_eq!(
-        b.pending().await.unwrap(),
-        [(s.clone(), Operation::Summary)]
-    );
+    assert_eq!(b.pending().await.unwrap(), [(s.clone(), summary)]);
     // Another operation of the same session is free.
-    started(b.try_start(&s, Operation::MindMap).await.unwrap());
+    started(b.try_start(&s, Operation::MindMap, 3).await.unwrap());
+    // While the lease is held, the request is nobody's to take.
+    assert_eq!(b.abandoned(&s, summary).await.unwrap(), None);
 
-    // The holder's finish hands the lease to one follow-up, with a new fence.
-    let follow_up = match a.finish(&first).await.unwrap() {
-        Finished::FollowUp(lease) => lease,
-        other => panic!("{other:?}"),
-    };
-    assert!(follow_up.fence > first.fence);
+    // The run covered what the request asked for: released, nothing more.
+    assert_eq!(
+        a.finish(&first, ending(3)).await.unwrap(),
+        Finished::Released
+    );
     assert!(b.pending().await.unwrap().is_empty());
+
+    // A request for a generation the run did not read: more is wanted, and
+    // the flag stays for whoever runs next.
+    let second = started(b.try_start(&s, summary, 4).await.unwrap());
+    assert!(second.fence > first.fence, "fences only grow");
     assert!(matches!(
-        b.try_start(&s, Operation::Summary).await.unwrap(),
-        Start::HeldElsewhere { .. }
+        a.try_start(&s, summary, 6).await.unwrap(),
+        Start::HeldElsewhere(_)
     ));
-    // That pending flag goes to the follow-up's own follow-up, then free.
-    let again = match a.finish(&follow_up).await.unwrap() {
-        Finished::FollowUp(lease) => lease,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(a.finish(&again).await.unwrap(), Finished::Released);
-    let b_run = started(b.try_start(&s, Operation::Summary).await.unwrap());
-    assert!(b_run.fence > again.fence, "fences only grow");
-    // A finish with a lease that is not the holder's changes nothing.
-    assert_eq!(a.finish(&again).await.unwrap(), Finished::Lost);
-    assert!(!a.renew(&again).await.unwrap());
+    // A lower request does not lower the flag.
+    assert!(matches!(
+        a.try_start(&s, summary, 5).await.unwrap(),
+        Start::HeldElsewhere(_)
+    ));
+    assert_eq!(
+        b.finish(&second, ending(5)).await.unwrap(),
+        Finished::MoreWanted
+    );
+    assert_eq!(b.abandoned(&s, summary).await.unwrap(), Some(6));
+    let third = started(a.try_start(&s, summary, 6).await.unwrap());
+    assert_eq!(
+        a.finish(&third, ending(6)).await.unwrap(),
+        Finished::Released
+    );
+    assert_eq!(a.abandoned(&s, summary).await.unwrap(), None);
+
+    // A finish or renewal of a run a later one replaced changes nothing.
+    let b_run = started(b.try_start(&s, summary, 6).await.unwrap());
+    assert_eq!(a.finish(&third, ending(6)).await.unwrap(), Finished::Lost);
+    assert!(!a.renew(&third).await.unwrap());
     assert!(b.renew(&b_run).await.unwrap());
+    assert_eq!(
+        a.holder(&s, summary).await.unwrap().map(|(h, _)| h),
+        Some(Holder {
+            instance: "b".into(),
+            fence: b_run.fence
+        })
+    );
 }
 
 #[tokio::test]
-async fn results_are_fenced_wherever_they_come_from() {
+async fn results_are_kept_only_from_the_current_run_and_reach_every_instance() {
     let redis = RedisServer::start();
     let a = instance(&redis.url(), "a", Duration::from_secs(30));
     let b = instance(&redis.url(), "b", Duration::from_secs(30));
     let s = sid("s1");
-    assert!(
-        a.put_result(&s, Operation::Summary, 5, "five")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !b.put_result(&s, Operation::Summary, 4, "four, late")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !b.put_result(&s, Operation::Summary, 5, "five again")
-            .await
-            .unwrap()
-    );
+    let head = b.events_head().await.unwrap();
+    let old = started(a.try_start(&s, Operation::Summary, 1).await.unwrap());
+    assert!(a.put_result(&old, "one").await.unwrap());
+    assert!(!a.put_result(&old, "one again").await.unwrap(), "not newer");
+    assert_eq!(a.finish(&old, ending(1)).await.unwrap(), Finished::Released);
+    let new = started(b.try_start(&s, Operation::Summary, 2).await.unwrap());
+    // A late result of a run a later one replaced is refused, wherever it
+    // comes from, even before the later run has a result.
+    assert!(!a.put_result(&old, "late").await.unwrap());
+    assert!(b.put_result(&new, "two").await.unwrap());
     assert_eq!(
         a.result(&s, Operation::Summary).await.unwrap(),
-        Some((5, "a".into(), "five".into()))
+        Some((new.fence, "b".into(), "two".into()))
     );
-    assert!(
-        b.put_result(&s, Operation::Summary, 6, "six")
-            .await
-            .unwrap()
-    );
+
+    // Every kept result and every end went on the stream, in order.
+    let (_, events) = b.read_events(&head).await.unwrap();
+    let seen: Vec<(String, u64, EventKind)> = events
+        .into_iter()
+        .map(|e| (e.instance, e.fence, e.kind))
+        .collect();
     assert_eq!(
-        a.result(&s, Operation::Summary).await.unwrap(),
-        Some((6, "b".into(), "six".into()))
+        seen,
+        [
+            (
+                "a".into(),
+                old.fence,
+                EventKind::Result { body: "one".into() }
+            ),
+            (
+                "a".into(),
+                old.fence,
+                EventKind::Finished {
+                    outcome: "ok".into(),
+                    covered_generation: 1,
+                    error: None
+                }
+            ),
+            (
+                "b".into(),
+                new.fence,
+                EventKind::Result { body: "two".into() }
+            ),
+        ]
     );
 }
 
 #[tokio::test]
-async fn a_dead_holders_lease_expires_and_its_pending_work_is_claimed() {
+async fn a_dead_holders_lease_expires_and_its_pending_work_is_free() {
     let redis = RedisServer::start();
     let ttl = Duration::from_millis(300);
     let a = instance(&redis.url(), "a", ttl);
     let b = instance(&redis.url(), "b", ttl);
     let s = sid("s1");
-    let dead = started(a.try_start(&s, Operation::Summary).await.unwrap());
+    let dead = started(a.try_start(&s, Operation::Summary, 1).await.unwrap());
     assert!(matches!(
-        b.try_start(&s, Operation::Summary).await.unwrap(),
-        Start::HeldElsewhere { .. }
+        b.try_start(&s, Operation::Summary, 2).await.unwrap(),
+        Start::HeldElsewhere(_)
     ));
-    // While the lease lives, nobody claims it.
-    assert_eq!(b.claim(&s, Operation::Summary).await.unwrap(), None);
+    // While the lease lives, the work is not abandoned.
+    assert_eq!(b.abandoned(&s, Operation::Summary).await.unwrap(), None);
+    let (_, left) = b.holder(&s, Operation::Summary).await.unwrap().unwrap();
+    assert!(left <= ttl && left > Duration::ZERO, "{left:?}");
     // `a` stops renewing (it died): the lease expires on Redis's clock.
     let until = std::time::Instant::now() + Duration::from_secs(10);
-    let claimed = loop {
-        if let Some(lease) = b.claim(&s, Operation::Summary).await.unwrap() {
-            break lease;
-        }
+    while b.abandoned(&s, Operation::Summary).await.unwrap() != Some(2) {
         assert!(std::time::Instant::now() < until, "the lease never expired");
         tokio::time::sleep(ttl / 3).await;
-    };
-    assert!(claimed.fence > dead.fence);
-    assert!(b.pending().await.unwrap().is_empty());
-    // The old holder learns it lost the lease, and its result is refused.
+    }
+    // A lapsed lease nobody took is taken back by its renewal.
+    assert!(a.renew(&dead).await.unwrap());
+    assert_eq!(b.abandoned(&s, Operation::Summary).await.unwrap(), None);
+    // Once another run started, the old holder can neither renew, finish
+    // nor keep a result.
+    tokio::time::sleep(ttl + ttl / 2).await;
+    let taken = started(b.try_start(&s, Operation::Summary, 2).await.unwrap());
+    assert!(taken.fence > dead.fence);
     assert!(!a.renew(&dead).await.unwrap());
-    assert_eq!(a.finish(&dead).await.unwrap(), Finished::Lost);
-    assert!(
-        b.put_result(&s, Operation::Summary, claimed.fence, "new")
-            .await
-            .unwrap()
+    assert_eq!(a.finish(&dead, ending(1)).await.unwrap(), Finished::Lost);
+    assert!(!a.put_result(&dead, "late").await.unwrap());
+    assert_eq!(
+        b.finish(&taken, ending(2)).await.unwrap(),
+        Finished::Released
     );
-    assert!(
-        !a.put_result(&s, Operation::Summary, dead.fence, "late")
-            .await
-            .unwrap()
-    );
-    // Nothing pending: a claim takes nothing.
-    assert_eq!(b.finish(&claimed).await.unwrap(), Finished::Released);
-    assert_eq!(b.claim(&s, Operation::Summary).await.unwrap(), None);
+    assert!(b.pending().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -165,11 +211,11 @@ async fn without_redis_nothing_starts_and_it_says_so_then_recovers() {
     let port = redis.port;
     let a = instance(&redis.url(), "a", Duration::from_secs(30));
     let s = sid("s1");
-    let lease = started(a.try_start(&s, Operation::Summary).await.unwrap());
+    let lease = started(a.try_start(&s, Operation::Summary, 1).await.unwrap());
     assert!(a.reachable());
 
     redis.kill();
-    let refused = a.try_start(&s, Operation::MindMap).await;
+    let refused = a.try_start(&s, Operation::MindMap, 1).await;
     assert!(
         matches!(refused, Err(ClusterError::Unreachable(_))),
         "{refused:?}"
@@ -191,5 +237,9 @@ async fn without_redis_nothing_starts_and_it_says_so_then_recovers() {
     }
     assert!(a.reachable());
     assert!(!a.renew(&lease).await.unwrap(), "the old lease is gone");
-    started(a.try_start(&s, Operation::Summary).await.unwrap());
+    let again = started(a.try_start(&s, Operation::Summary, 1).await.unwrap());
+    assert!(
+        again.fence > lease.fence,
+        "fences never repeat, even after Redis lost its counters"
+    );
 }

@@ -51,6 +51,7 @@ fn running(now: Instant, run_id: u64, secs: f64, phase: Phase, pending: bool) ->
         pending,
         follow_up: false,
         covered_generation: Some(3),
+        instance: None,
     }
 }
 
@@ -176,6 +177,7 @@ fn fixture(now: Instant) -> Snapshot {
         max_sessions: 10_000,
         refused_sessions: 0,
         db: None,
+        cluster: None,
     }
 }
 

@@ -23,6 +23,10 @@ pub struct OperationJson {
     /// counts from there.
     pub call_seconds: Option<f64>,
     pub pending: bool,
+    /// With several instances: the one running it (this one's own name
+    /// once it holds the lease).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub tokens: Option<u64>,
     pub tokens_per_second: Option<f64>,
     pub runs: u64,
@@ -64,6 +68,7 @@ impl OperationJson {
                 .and_then(|r| r.started)
                 .map(|at| now.saturating_duration_since(at).as_secs_f64()),
             pending: run.is_some_and(|r| r.pending),
+            instance: run.and_then(|r| r.instance.clone()),
             tokens: op.tokens.map(|(n, _)| n),
             tokens_per_second: op.tokens.map(|(_, rate)| rate),
             runs: op.runs,
@@ -133,6 +138,10 @@ pub struct SessionsJson {
     /// The most sessions held at once, and new ones refused for that.
     pub max_sessions: usize,
     pub refused_sessions: u64,
+    /// The cluster, with `--redis`: this instance, Redis, and what the
+    /// leases did here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::engine::ClusterView>,
     pub sessions: Vec<SessionJson>,
 }
 

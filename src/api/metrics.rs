@@ -358,6 +358,66 @@ impl Collector for EngineCollector {
             "The most sessions held at once",
             &[(Vec::new(), snapshot.max_sessions as i64)],
         )?;
+        if let Some(cluster) = &snapshot.cluster {
+            cluster_families(&mut encoder, cluster)?;
+        }
         Ok(())
     }
+}
+
+/// The cluster's series, with `--redis`: whether Redis answers, and what
+/// the leases did here. `inflight_runs_total` counts the runs this instance
+/// saw, wherever they ran; `cluster_runs_here` those it made the calls of.
+fn cluster_families(
+    encoder: &mut DescriptorEncoder,
+    cluster: &crate::engine::ClusterView,
+) -> Result<(), std::fmt::Error> {
+    let labels = vec![("instance".to_string(), cluster.instance.clone())];
+    gauge_family(
+        encoder,
+        "cluster_redis_reachable",
+        "1 when the last Redis call was answered; 0: no run starts here",
+        &[(labels.clone(), i64::from(cluster.reachable))],
+    )?;
+    let counts = cluster.counts;
+    for (name, help, value) in [
+        (
+            "cluster_runs_here",
+            "Runs that took their lease here and called the LLM",
+            counts.ran_here,
+        ),
+        (
+            "cluster_runs_followed",
+            "Runs that found their lease held and followed another instance's run",
+            counts.followed,
+        ),
+        (
+            "cluster_takeovers",
+            "Runs that took over work whose holder stopped renewing its lease",
+            counts.takeovers,
+        ),
+        (
+            "cluster_leases_lost",
+            "Runs stopped because their lease was lost or could not be renewed",
+            counts.lost_leases,
+        ),
+        (
+            "cluster_results_refused",
+            "Results refused by their fence: a later run had started",
+            counts.refused_results,
+        ),
+        (
+            "cluster_results_from_others",
+            "Results made by other instances and stored here",
+            counts.results_from_others,
+        ),
+        (
+            "cluster_refused_unreachable",
+            "Runs that could not start because Redis was unreachable",
+            counts.refused_unreachable,
+        ),
+    ] {
+        counter_family(encoder, name, help, &[(labels.clone(), value)])?;
+    }
+    Ok(())
 }

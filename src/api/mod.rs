@@ -324,6 +324,7 @@ async fn list_sessions(State(state): State<ApiState>) -> Response {
         backend: snapshot.backend.clone(),
         max_sessions: snapshot.max_sessions,
         refused_sessions: snapshot.refused_sessions,
+        cluster: snapshot.cluster.clone(),
         sessions: snapshot
             .sessions
             .iter()
@@ -366,14 +367,26 @@ async fn list_feeds(State(state): State<ApiState>) -> Response {
 /// Liveness: 200 while the process runs; the body says `degraded` when
 /// the database cannot write (the engine goes on in memory).
 async fn healthz(State(state): State<ApiState>) -> String {
-    match state.engine.db().filter(|db| db.health().degraded()) {
-        Some(db) => format!(
+    let mut said = Vec::new();
+    if let Some(db) = state.engine.db().filter(|db| db.health().degraded()) {
+        said.push(format!(
             "degraded: the database {} cannot write ({} failed commits, {} writes dropped); running in memory",
             db.path().display(),
             db.health().failures(),
             db.health().dropped()
-        ),
-        None => "ok".into(),
+        ));
+    }
+    if let Some(cluster) = state.engine.cluster_view().filter(|c| !c.reachable) {
+        said.push(format!(
+            "degraded: Redis {} is unreachable ({}); no run starts until it answers",
+            cluster.redis,
+            cluster.last_error.as_deref().unwrap_or("no answer")
+        ));
+    }
+    if said.is_empty() {
+        "ok".into()
+    } else {
+        said.join("\n")
     }
 }
 

@@ -12,6 +12,7 @@
 //! the cluster unreachable until one succeeds: callers then start nothing
 //! (fail closed) and say so.
 
+pub mod events;
 pub mod scripts;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,31 @@ pub struct ClusterConfig {
     pub instance: String,
 }
 
+/// This machine's clock in microseconds since 1970: the least fence a
+/// start takes (see [`scripts::TRY_START`]).
+fn clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A name for this process that no other instance has: the host name and
+/// the process id.
+pub fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "inflight".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect();
+    format!("{host}-{}", std::process::id())
+}
+
 /// Why a cluster call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
@@ -61,37 +87,68 @@ pub struct Lease {
     token: String,
 }
 
+/// Who holds a lease: an instance's name and its run's fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub instance: String,
+    pub fence: u64,
+}
+
+impl Holder {
+    /// Reads a lease's value, `instance/fence`.
+    fn parse(token: &str) -> Option<Self> {
+        let (instance, fence) = token.rsplit_once('/')?;
+        Some(Self {
+            instance: instance.to_string(),
+            fence: fence.parse().ok()?,
+        })
+    }
+}
+
 /// What `try_start` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
     Started(Lease),
-    /// Another run holds the lease (`instance/fence`); a pending flag is
-    /// left for it, so its holder (or whoever takes over) runs once more.
-    HeldElsewhere {
-        holder: String,
-    },
+    /// Another run holds the lease; a pending request is left for it, so
+    /// whoever holds it runs once more if it did not cover the generation.
+    HeldElsewhere(Holder),
 }
 
 /// What `finish` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
     Released,
-    /// A request was pending: this instance holds the follow-up's lease.
-    FollowUp(Lease),
-    /// The lease was no longer this run's (it expired, another took over).
+    /// Released, and a request is pending for a generation the run did not
+    /// cover: another run is wanted (its flag stays for the reconcile loop).
+    MoreWanted,
+    /// A later run has started: this one changed nothing.
     Lost,
+}
+
+/// How a run ended, as `finish` tells the other instances.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    pub covered_generation: u64,
+    pub outcome: &'a str,
+    pub error: Option<&'a str>,
 }
 
 struct Inner {
     config: ClusterConfig,
     connection: ConnectionManager,
+    /// A connection of its own for the blocking read of the events stream,
+    /// so it never holds up the steps.
+    listener: ConnectionManager,
     try_start: Script,
     renew: Script,
     finish: Script,
-    claim: Script,
+    abandoned: Script,
     put_result: Script,
     reachable: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Bumped on every call that could not reach Redis: the runs holding
+    /// leases renew at once, and stop if they cannot.
+    trouble: tokio::sync::watch::Sender<u64>,
 }
 
 /// The cluster, as this instance sees it. Cheap to clone.
@@ -112,20 +169,6 @@ struct Keys {
     member: String,
 }
 
-impl Keys {
-    /// `script` with the four keys the steps that start, finish or claim a
-    /// run read: lease, fence, pending flag, pending set.
-    fn on_state<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(&self.lease)
-            .key(&self.fence)
-            .key(&self.pending)
-            .key(&self.pending_set);
-        invocation
-    }
-}
-
 impl Cluster {
     /// Sets up the connection without waiting for Redis: a cluster whose
     /// Redis is down still starts, and says it is unreachable.
@@ -137,19 +180,26 @@ impl Cluster {
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
             .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
+        let listener = ConnectionManager::new_lazy_with_config(
+            client,
+            manager.set_response_timeout(Some(events::READ_BLOCK + CALL_TIMEOUT)),
+        )
+        .map_err(|e| ClusterError::Unreachable(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 connection,
+                listener,
                 try_start: Script::new(scripts::TRY_START),
                 renew: Script::new(scripts::RENEW),
                 finish: Script::new(scripts::FINISH),
-                claim: Script::new(scripts::CLAIM),
+                abandoned: Script::new(scripts::ABANDONED),
                 put_result: Script::new(scripts::PUT_RESULT),
                 reachable: AtomicBool::new(false),
                 last_error: Mutex::new(Some("not asked yet".into())),
+                trouble: tokio::sync::watch::channel(0).0,
             }),
         })
     }
@@ -170,6 +220,15 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Changes whenever a call could not reach Redis.
+    pub fn troubles(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.trouble.subscribe()
+    }
+
+    fn stream_key(&self) -> String {
+        format!("{}events", self.inner.config.prefix)
     }
 
     fn keys(&self, session: &SessionId, op: Operation) -> Keys {
@@ -203,7 +262,15 @@ impl Cluster {
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ClusterError> {
-        let answer = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        self.call_within(CALL_TIMEOUT, call).await
+    }
+
+    async fn call_within<T>(
+        &self,
+        within: Duration,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, ClusterError> {
+        let answer = match tokio::time::timeout(within, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 Err(ClusterError::Unreachable(e.to_string()))
@@ -214,11 +281,14 @@ impl Cluster {
             Ok(Err(e)) => Err(ClusterError::Protocol(e.to_string())),
             Err(_) => Err(ClusterError::Unreachable(format!(
                 "no answer within {}s",
-                CALL_TIMEOUT.as_secs()
+                within.as_secs()
             ))),
         };
         let reached = !matches!(answer, Err(ClusterError::Unreachable(_)));
         self.inner.reachable.store(reached, Ordering::Relaxed);
+        if !reached {
+            self.inner.trouble.send_modify(|n| *n += 1);
+        }
         let mut last = self
             .inner
             .last_error
@@ -243,77 +313,121 @@ impl Cluster {
         .map(|_| ())
     }
 
-    /// Takes the lease of (session, op) for a new run, or leaves the
-    /// pending flag when another run holds it.
+    /// Takes the lease of (session, op) for a new run, or leaves a pending
+    /// request for `generation` when another run holds it.
     pub async fn try_start(
         &self,
         session: &SessionId,
         op: Operation,
+        generation: u64,
     ) -> Result<Start, ClusterError> {
         let keys = self.keys(session, op);
         let mut connection = self.inner.connection.clone();
-        let mut invocation = keys.on_state(&self.inner.try_start);
+        let mut invocation = self.inner.try_start.prepare_invoke();
         invocation
+            .key(&keys.lease)
+            .key(&keys.fence)
+            .key(&keys.pending)
+            .key(&keys.pending_set)
             .arg(&self.inner.config.instance)
             .arg(self.ttl_ms())
-            .arg(&keys.member);
+            .arg(&keys.member)
+            .arg(generation)
+            .arg(scripts::KEY_TTL_MS)
+            .arg(clock_micros());
         let (started, value): (i64, redis::Value) =
             self.call(invocation.invoke_async(&mut connection)).await?;
         if started == 1 {
-            let fence: u64 = redis::from_redis_value(value)
+            let fence: String = redis::from_redis_value(value)
                 .map_err(|e| ClusterError::Protocol(e.to_string()))?;
-            Ok(Start::Started(self.lease(session, op, fence)))
-        } else {
-            let holder: String = redis::from_redis_value(value).unwrap_or_default();
-            Ok(Start::HeldElsewhere { holder })
+            let fence: u64 = fence
+                .parse()
+                .map_err(|_| ClusterError::Protocol(format!("a fence reads {fence:?}")))?;
+            return Ok(Start::Started(self.lease(session, op, fence)));
         }
+        let token: String =
+            redis::from_redis_value(value).map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        Holder::parse(&token)
+            .map(Start::HeldElsewhere)
+            .ok_or_else(|| ClusterError::Protocol(format!("a lease reads {token:?}")))
     }
 
-    /// Renews `lease` for another TTL; `false` when it is no longer ours
-    /// (the run must stop at once).
+    /// Renews `lease` for another TTL; `false` when a later run has
+    /// started (this one must stop at once).
     pub async fn renew(&self, lease: &Lease) -> Result<bool, ClusterError> {
         let keys = self.keys(&lease.session, lease.op);
         let mut connection = self.inner.connection.clone();
-        let script = &self.inner.renew;
-        let renewed: i64 = self
-            .call(async {
-                script
-                    .key(&keys.lease)
-                    .arg(&lease.token)
-                    .arg(self.ttl_ms())
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let mut invocation = self.inner.renew.prepare_invoke();
+        invocation
+            .key(&keys.lease)
+            .key(&keys.fence)
+            .arg(&lease.token)
+            .arg(self.ttl_ms())
+            .arg(lease.fence);
+        let renewed: i64 = self.call(invocation.invoke_async(&mut connection)).await?;
         Ok(renewed == 1)
     }
 
-    /// Ends the run holding `lease`: releases it, or hands it to a
-    /// follow-up run on this instance when a request was left pending.
-    pub async fn finish(&self, lease: &Lease) -> Result<Finished, ClusterError> {
+    /// Ends the run holding `lease` and tells the other instances how.
+    pub async fn finish(
+        &self,
+        lease: &Lease,
+        ending: Ending<'_>,
+    ) -> Result<Finished, ClusterError> {
         let keys = self.keys(&lease.session, lease.op);
         let mut connection = self.inner.connection.clone();
-        let mut invocation = keys.on_state(&self.inner.finish);
+        let mut invocation = self.inner.finish.prepare_invoke();
         invocation
+            .key(&keys.lease)
+            .key(&keys.fence)
+            .key(&keys.pending)
+            .key(&keys.pending_set)
+            .key(self.stream_key())
             .arg(&lease.token)
+            .arg(lease.fence)
+            .arg(ending.covered_generation)
+            .arg(&keys.member)
+            .arg(events::STREAM_LENGTH)
             .arg(&self.inner.config.instance)
-            .arg(self.ttl_ms())
-            .arg(&keys.member);
-        let answer: Vec<i64> = self.call(invocation.invoke_async(&mut connection)).await?;
-        match answer.as_slice() {
-            [0] => Ok(Finished::Released),
-            [1, fence] => Ok(Finished::FollowUp(self.lease(
-                &lease.session,
-                lease.op,
-                *fence as u64,
-            ))),
-            [-1] => Ok(Finished::Lost),
-            other => Err(ClusterError::Protocol(format!("finish answered {other:?}"))),
+            .arg(lease.session.as_str())
+            .arg(lease.op.as_str())
+            .arg(ending.outcome)
+            .arg(ending.error.unwrap_or(""));
+        let answer: i64 = self.call(invocation.invoke_async(&mut connection)).await?;
+        match answer {
+            0 => Ok(Finished::Released),
+            1 => Ok(Finished::MoreWanted),
+            -1 => Ok(Finished::Lost),
+            other => Err(ClusterError::Protocol(format!("finish answered {other}"))),
         }
     }
 
-    /// The (session, op)s with a pending flag, as the reconcile loop sees
-    /// them.
+    /// Who holds the lease of (session, op) now, and for how much longer
+    /// unless renewed; `None` when nobody does.
+    pub async fn holder(
+        &self,
+        session: &SessionId,
+        op: Operation,
+    ) -> Result<Option<(Holder, Duration)>, ClusterError> {
+        let keys = self.keys(session, op);
+        let mut connection = self.inner.connection.clone();
+        let (token, ttl): (Option<String>, i64) = self
+            .call(async {
+                redis::pipe()
+                    .get(&keys.lease)
+                    .pttl(&keys.lease)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(token.and_then(|token| {
+            let left = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
+            Some((Holder::parse(&token)?, left))
+        }))
+    }
+
+    /// The (session, op)s with a pending request, as the reconcile loop
+    /// sees them.
     pub async fn pending(&self) -> Result<Vec<(SessionId, Operation)>, ClusterError> {
         let set = format!("{}pending", self.inner.config.prefix);
         let mut connection = self.inner.connection.clone();
@@ -334,50 +448,45 @@ impl Cluster {
             .collect())
     }
 
-    /// Takes pending work whose lease is gone; `None` when a lease is still
-    /// held or nothing is pending any more.
-    pub async fn claim(
+    /// The generation a pending request of (session, op) asks for, when no
+    /// lease is held: work nobody is doing (its holder died, or finished
+    /// wanting more). `None` otherwise.
+    pub async fn abandoned(
         &self,
         session: &SessionId,
         op: Operation,
-    ) -> Result<Option<Lease>, ClusterError> {
+    ) -> Result<Option<u64>, ClusterError> {
         let keys = self.keys(session, op);
         let mut connection = self.inner.connection.clone();
-        let mut invocation = keys.on_state(&self.inner.claim);
+        let mut invocation = self.inner.abandoned.prepare_invoke();
         invocation
-            .arg(&self.inner.config.instance)
-            .arg(self.ttl_ms())
+            .key(&keys.lease)
+            .key(&keys.pending)
+            .key(&keys.pending_set)
             .arg(&keys.member);
-        let answer: Vec<i64> = self.call(invocation.invoke_async(&mut connection)).await?;
-        Ok(match answer.as_slice() {
-            [1, fence] => Some(self.lease(session, op, *fence as u64)),
-            _ => None,
-        })
+        let wanted: i64 = self.call(invocation.invoke_async(&mut connection)).await?;
+        Ok(u64::try_from(wanted).ok())
     }
 
-    /// Keeps `body` as the result of (session, op) if `fence` is newer than
-    /// the kept one's; `false` when refused as older.
-    pub async fn put_result(
-        &self,
-        session: &SessionId,
-        op: Operation,
-        fence: u64,
-        body: &str,
-    ) -> Result<bool, ClusterError> {
-        let keys = self.keys(session, op);
+    /// Keeps `body` as the result of `lease`'s run, and sends it to every
+    /// instance, if that run is still current and newer than the kept
+    /// result; `false` when refused.
+    pub async fn put_result(&self, lease: &Lease, body: &str) -> Result<bool, ClusterError> {
+        let keys = self.keys(&lease.session, lease.op);
         let mut connection = self.inner.connection.clone();
-        let script = &self.inner.put_result;
-        let kept: i64 = self
-            .call(async {
-                script
-                    .key(&keys.result)
-                    .arg(fence)
-                    .arg(&self.inner.config.instance)
-                    .arg(body)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
+        let mut invocation = self.inner.put_result.prepare_invoke();
+        invocation
+            .key(&keys.result)
+            .key(&keys.fence)
+            .key(self.stream_key())
+            .arg(lease.fence)
+            .arg(&self.inner.config.instance)
+            .arg(body)
+            .arg(events::STREAM_LENGTH)
+            .arg(lease.session.as_str())
+            .arg(lease.op.as_str())
+            .arg(scripts::KEY_TTL_MS);
+        let kept: i64 = self.call(invocation.invoke_async(&mut connection)).await?;
         Ok(kept == 1)
     }
 

@@ -1,94 +1,131 @@
 //! The Lua scripts: each step of the cluster protocol is one script, so one
 //! round trip and atomic on the server. Keys are passed, never built in Lua.
 //!
-//! Every script that starts a run takes a fence from `INCR fence`; the
-//! lease holds `instance/fence`, so only the holder of that exact run can
-//! renew or finish it.
+//! Every start takes a fence from `INCR fence`; the lease holds
+//! `instance/fence`. A run is *current* while no later run of its
+//! `(session, op)` has started, that is while the fence counter still
+//! equals its fence: only a current run may renew, finish or keep a
+//! result. Counters, flags and results expire a week after their last
+//! write, so the keys of sessions long gone do not pile up.
 
-/// `try_start`: take the lease, or leave the pending flag.
+/// How long a fence counter, pending flag or result outlives its last write.
+pub const KEY_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// `try_start`: take the lease, or leave a pending request for its holder.
 ///
 /// KEYS: lease, fence, pending, pending set. ARGV: instance, TTL (ms),
-/// pending-set member. Returns `{1, fence}` when started, `{0, holder}`
-/// when another run holds the lease (the flag is left for it).
+/// pending-set member, the requester's generation, key TTL (ms), the
+/// requester's clock in microseconds. Returns `{1, fence}` when started,
+/// `{0, holder}` when another run holds the lease: the pending flag then
+/// keeps the highest generation asked for.
+///
+/// A fence is at least the starter's clock: a Redis restarted without its
+/// data starts its counters afresh, and fences must still never repeat.
 pub const TRY_START: &str = r#"
 local holder = redis.call('GET', KEYS[1])
 if holder then
-  redis.call('SET', KEYS[3], '1')
+  local wanted = tonumber(redis.call('GET', KEYS[3]) or '-1')
+  if tonumber(ARGV[4]) > wanted then
+    redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
+  end
   redis.call('SADD', KEYS[4], ARGV[3])
   return {0, holder}
 end
-local fence = redis.call('INCR', KEYS[2])
+-- Counters pass 2^32: read them back as Redis writes them, never
+-- through a Lua number's own formatting.
+if redis.call('INCR', KEYS[2]) < tonumber(ARGV[6]) then
+  redis.call('SET', KEYS[2], ARGV[6])
+end
+local fence = redis.call('GET', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[1], ARGV[1] .. '/' .. fence, 'PX', ARGV[2])
-redis.call('DEL', KEYS[3])
-redis.call('SREM', KEYS[4], ARGV[3])
 return {1, fence}
 "#;
 
-/// `renew`: push the lease's expiry back, only for its holder.
+/// `renew`: push the lease's expiry back. A lease that lapsed while no
+/// other run started is taken back; one another run took is not.
 ///
-/// KEYS: lease. ARGV: token (`instance/fence`), TTL (ms). Returns 1 when
-/// renewed, 0 when the lease is gone or someone else's.
+/// KEYS: lease, fence. ARGV: token (`instance/fence`), TTL (ms), fence.
+/// Returns 1 when renewed, 0 when the run is no longer current.
 pub const RENEW: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder and tonumber(redis.call('GET', KEYS[2]) or '0') == tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
 "#;
 
-/// `finish`: give the lease back, or hand it straight to a follow-up run
-/// when a request was left pending meanwhile.
+/// `finish`: give the lease back and tell every instance how the run ended,
+/// on the events stream. When a request is pending for a generation the
+/// run did not cover, the flag stays (someone must run again) and the
+/// answer says so.
 ///
-/// KEYS: lease, fence, pending, pending set. ARGV: token, instance, TTL
-/// (ms), pending-set member. Returns `{-1}` when the lease was no longer
-/// this run's, `{0}` when released, `{1, fence}` when this instance now
-/// holds the follow-up's lease under a new fence.
+/// KEYS: lease, fence, pending, pending set, stream. ARGV: token, fence,
+/// covered generation, member, stream length, instance, session, op,
+/// outcome, error. Returns -1 when a later run has started (nothing
+/// changes), 0 when released, 1 when released with more wanted.
 pub const FINISH: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return {-1}
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) then
+  return -1
 end
-if redis.call('EXISTS', KEYS[3]) == 1 then
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+local more = 0
+if tonumber(redis.call('GET', KEYS[3]) or '-1') > tonumber(ARGV[3]) then
+  more = 1
+else
   redis.call('DEL', KEYS[3])
   redis.call('SREM', KEYS[4], ARGV[4])
-  local fence = redis.call('INCR', KEYS[2])
-  redis.call('SET', KEYS[1], ARGV[2] .. '/' .. fence, 'PX', ARGV[3])
-  return {1, fence}
 end
-redis.call('DEL', KEYS[1])
-return {0}
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*',
+  'type', 'finished', 'instance', ARGV[6], 'session', ARGV[7], 'op', ARGV[8],
+  'fence', ARGV[2], 'outcome', ARGV[9], 'covered', ARGV[3], 'error', ARGV[10])
+return more
 "#;
 
-/// `claim`: the reconcile loop takes pending work whose lease is gone (its
-/// holder died before finishing).
+/// `abandoned`: for the reconcile loop, whether a request is pending with
+/// no lease held (its holder died, or finished wanting more).
 ///
-/// KEYS: lease, fence, pending, pending set. ARGV: instance, TTL (ms),
-/// member. Returns `{1, fence}` when claimed, `{0}` otherwise (a lease is
-/// still held, or nothing is pending: then the member leaves the set).
-pub const CLAIM: &str = r#"
+/// KEYS: lease, pending, pending set. ARGV: member. Returns the pending
+/// generation, or -1 (a lease is held, or nothing is pending: then the
+/// member leaves the set).
+pub const ABANDONED: &str = r#"
+local wanted = redis.call('GET', KEYS[2])
+if not wanted then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return -1
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0}
+  return -1
 end
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SREM', KEYS[4], ARGV[3])
-  return {0}
-end
-redis.call('DEL', KEYS[3])
-redis.call('SREM', KEYS[4], ARGV[3])
-local fence = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. '/' .. fence, 'PX', ARGV[2])
-return {1, fence}
+return tonumber(wanted)
 "#;
 
-/// `put_result`: keep a result only if its fence is newer than the one
-/// kept, wherever it comes from.
+/// `put_result`: keep a result only from the current run of its
+/// `(session, op)`, and only if newer than the one kept, wherever it comes
+/// from; a kept result goes to every instance on the events stream.
 ///
-/// KEYS: result. ARGV: fence, instance, body. Returns 1 when kept, 0 when
-/// refused as older.
+/// KEYS: result, fence, stream. ARGV: fence, instance, body, stream
+/// length, session, op, key TTL (ms). Returns 1 when kept, 0 when refused.
 pub const PUT_RESULT: &str = r#"
+local fence = tonumber(ARGV[1])
+if tonumber(redis.call('GET', KEYS[2]) or '0') > fence then
+  return 0
+end
 local kept = redis.call('HGET', KEYS[1], 'fence')
-if kept and tonumber(kept) >= tonumber(ARGV[1]) then
+if kept and tonumber(kept) >= fence then
   return 0
 end
 redis.call('HSET', KEYS[1], 'fence', ARGV[1], 'instance', ARGV[2], 'body', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
+  'type', 'result', 'instance', ARGV[2], 'session', ARGV[5], 'op', ARGV[6],
+  'fence', ARGV[1], 'body', ARGV[3])
 return 1
 "#;

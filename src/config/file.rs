@@ -114,6 +114,10 @@ pub const KEYS: &[Key] = &[
     key("database", "path", "db", Kind::Text),
     key("database", "enabled", "no_db", Kind::NotSwitch),
     key("database", "retain", "retain", Kind::Text),
+    key("cluster", "redis", "redis", Kind::Text),
+    key("cluster", "prefix", "redis_prefix", Kind::Text),
+    key("cluster", "lease_ttl", "lease_ttl", Kind::Text),
+    key("cluster", "instance", "instance", Kind::Text),
     key("log", "format", "log_format", Kind::Text),
     key("log", "level", "log_level", Kind::Text),
     key("demo", "speed", "demo_speed", Kind::Float),
@@ -152,6 +156,7 @@ struct Raw {
     sessions: Section,
     api: Section,
     database: Section,
+    cluster: Section,
     log: Section,
     demo: Section,
 }
@@ -177,6 +182,7 @@ impl FileConfig {
             ("sessions", raw.sessions),
             ("api", raw.api),
             ("database", raw.database),
+            ("cluster", raw.cluster),
             ("log", raw.log),
             ("demo", raw.demo),
         ];

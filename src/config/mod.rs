@@ -437,6 +437,32 @@ pub struct EngineArgs {
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_positive_duration, env = "INFLIGHT_RETAIN")]
     pub retain: Duration,
 
+    /// Share the work with other instances through this Redis
+    /// (`redis://[:PASSWORD@]HOST[:PORT][/DB]`): at most one run per
+    /// session and operation across all of them, and a dead instance's
+    /// work taken over. Every instance connects to the same feeds.
+    #[arg(long, value_name = "URL", value_parser = parse_redis_url, env = "INFLIGHT_REDIS")]
+    pub redis: Option<String>,
+
+    /// Put before every Redis key, so several clusters can share one Redis.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "inflight:",
+        env = "INFLIGHT_REDIS_PREFIX"
+    )]
+    pub redis_prefix: String,
+
+    /// How long a run's lease lives without renewal (renewed every third of
+    /// it): a dead instance's work is taken over within about this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_lease_ttl, env = "INFLIGHT_LEASE_TTL")]
+    pub lease_ttl: Duration,
+
+    /// This instance's name in leases, results and the dashboards; unique
+    /// in the cluster (default: the host name and the process id).
+    #[arg(long, value_name = "NAME", value_parser = parse_instance, env = "INFLIGHT_INSTANCE")]
+    pub instance: Option<String>,
+
     /// Replay speed of the embedded demo feed (1 = real time).
     #[arg(
         long,
@@ -486,6 +512,46 @@ fn parse_feed_url(raw: &str) -> Result<String, String> {
         ));
     }
     Ok(raw.to_string())
+}
+
+fn parse_redis_url(raw: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| {
+        format!(
+            "{:?} is not a URL ({e}); write e.g. redis://127.0.0.1:6379/0",
+            crate::net::redact_url(raw)
+        )
+    })?;
+    if url.scheme() != "redis" || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "{:?} is not a Redis URL; write redis://[:PASSWORD@]HOST[:PORT][/DB]",
+            crate::net::redact_url(raw)
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+fn parse_lease_ttl(raw: &str) -> Result<Duration, String> {
+    match parse_duration(raw)? {
+        d if d < Duration::from_millis(300) => Err(format!(
+            "{raw:?} is too short for a lease; give 300ms or more"
+        )),
+        d => Ok(d),
+    }
+}
+
+fn parse_instance(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(format!(
+            "{raw:?} is not an instance name: up to 64 letters, digits, '-', '_', '.' or ':'"
+        ))
+    }
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -628,6 +694,20 @@ impl EngineArgs {
                 timeout: self.api_ws_timeout,
             },
         }
+    }
+
+    /// The cluster settings, with `--redis`.
+    pub fn cluster_config(&self) -> Option<crate::cluster::ClusterConfig> {
+        let url = self.redis.clone()?;
+        Some(crate::cluster::ClusterConfig {
+            url,
+            prefix: self.redis_prefix.clone(),
+            lease_ttl: self.lease_ttl,
+            instance: self
+                .instance
+                .clone()
+                .unwrap_or_else(crate::cluster::default_instance),
+        })
     }
 
     pub fn engine_config(&self) -> EngineConfig {

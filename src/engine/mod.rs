@@ -17,9 +17,11 @@ mod durable;
 mod failure;
 pub mod feeds;
 mod forgotten;
+mod lease;
 pub mod permits;
 mod progress;
 mod readiness;
+mod remote;
 mod runner;
 pub mod snapshot;
 pub mod store;
@@ -34,8 +36,9 @@ pub use attention::{Attention, SILENT_AFTER, attention};
 pub use durable::detail_from_disk;
 pub use failure::short_cause;
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
+pub use lease::ClusterCounts;
 pub use readiness::Readiness;
-pub use snapshot::{DbView, OpRow, SessionDetail, SessionRow, Snapshot, Totals};
+pub use snapshot::{ClusterView, DbView, OpRow, SessionDetail, SessionRow, Snapshot, Totals};
 pub use store::{Appended, OpResult, ResultBody, SessionContent, SessionLimits, StoredTranscript};
 
 use crate::events::{Event, EventBus, RunId};
@@ -124,6 +127,8 @@ struct Shared {
     runs: tokio_util::task::TaskTracker,
     /// Where everything is written down, when there is a database.
     db: std::sync::OnceLock<crate::db::Db>,
+    /// The other instances, when there is a cluster (`--redis`).
+    cluster: std::sync::OnceLock<lease::ClusterLink>,
 }
 
 /// A handle on the engine; clone it freely.
@@ -152,6 +157,7 @@ impl Engine {
                 transcripts: Default::default(),
                 runs: tokio_util::task::TaskTracker::new(),
                 db: std::sync::OnceLock::new(),
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -274,6 +280,56 @@ impl Engine {
                 running_run_id: run_id,
                 since,
             },
+        }
+    }
+
+    /// Shares the work with the other instances of `cluster` from now on
+    /// (once; before any transcript arrives). Then [`Engine::run_cluster`]
+    /// must run for the cluster's events to arrive.
+    pub fn join_cluster(&self, cluster: crate::cluster::Cluster) -> bool {
+        self.shared
+            .cluster
+            .set(lease::ClusterLink::new(cluster))
+            .is_ok()
+    }
+
+    /// Reads the other instances' results and run ends, and asks again for
+    /// the work nobody holds, until `stop`.
+    pub async fn run_cluster(self, stop: tokio_util::sync::CancellationToken) {
+        tokio::join!(
+            remote::listen(self.shared.clone(), stop.clone()),
+            remote::reconcile(self.clone(), stop),
+        );
+    }
+
+    /// How the cluster is doing, when there is one.
+    pub fn cluster_view(&self) -> Option<ClusterView> {
+        let link = self.shared.cluster.get()?;
+        let config = link.cluster.config();
+        Some(ClusterView {
+            instance: config.instance.clone(),
+            redis: crate::net::redact_url(&config.url),
+            reachable: link.cluster.reachable(),
+            last_error: link.cluster.last_error(),
+            lease_ttl: config.lease_ttl,
+            counts: link.counters.counts(),
+        })
+    }
+
+    /// Asks for a run of `op` the cluster wants and nobody does, when the
+    /// session is held here, no local run is in flight, and its newest
+    /// result (made anywhere) misses some of its transcripts.
+    fn ask_again(&self, session: &SessionId, op: Operation) {
+        let covered = self
+            .shared
+            .store
+            .result(session, op)
+            .map_or(0, |r| r.covered_generation);
+        if self.holds(session)
+            && covered < self.generation(session)
+            && !self.shared.state.is_processing(session, Some(op))
+        {
+            self.admit(session, op);
         }
     }
 
@@ -463,6 +519,7 @@ impl Engine {
             max_sessions: shared.config.sessions.max_sessions,
             refused_sessions: self.refused_sessions(),
             db: shared.db.get().map(snapshot::DbView::of),
+            cluster: self.cluster_view(),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{DbView, Engine, FeedState, FeedView, Snapshot};
+use super::{ClusterView, DbView, Engine, FeedState, FeedView, Snapshot};
 use crate::llm::BackendInfo;
 
 /// What is ready and what is not.
@@ -15,6 +15,9 @@ pub struct Readiness {
     /// `open`, `degraded` (writes failing; the engine runs on in memory)
     /// or `none` (`--no-db`).
     pub database: &'static str,
+    /// `reachable`, `unreachable` (no run starts: fail closed) or `none`
+    /// (no `--redis`).
+    pub redis: &'static str,
     pub feeds_connected: usize,
     pub feeds_configured: usize,
     pub llm_reachable: bool,
@@ -23,9 +26,15 @@ pub struct Readiness {
 impl Readiness {
     /// Ready when the database is open (if there is one), at least one
     /// feed is connected (or none is configured), and the LLM backend
-    /// answered its last check. A degraded database is said, not counted:
-    /// the engine works on in memory while its writer retries.
-    pub fn of(feeds: &[FeedView], llm: &BackendInfo, db: Option<&DbView>) -> Self {
+    /// answered its last check, and Redis answers (with `--redis`). A
+    /// degraded database is said, not counted: the engine works on in
+    /// memory while its writer retries.
+    pub fn of(
+        feeds: &[FeedView],
+        llm: &BackendInfo,
+        db: Option<&DbView>,
+        cluster: Option<&ClusterView>,
+    ) -> Self {
         let connected = feeds
             .iter()
             .filter(|f| f.state == FeedState::Connected)
@@ -42,17 +51,30 @@ impl Readiness {
         if !llm.reachable {
             not_ready.push(format!("llm: {} did not answer its last check", llm.kind));
         }
+        let redis = match cluster {
+            None => "none",
+            Some(cluster) if cluster.reachable => "reachable",
+            Some(cluster) => {
+                not_ready.push(format!(
+                    "redis: {} is unreachable, no run starts ({})",
+                    cluster.redis,
+                    cluster.last_error.as_deref().unwrap_or("no answer")
+                ));
+                "unreachable"
+            }
+        };
         Readiness {
             ready: not_ready.is_empty(),
             not_ready,
             database,
+            redis,
             feeds_connected: connected,
             feeds_configured: feeds.len(),
             llm_reachable: llm.reachable,
         }
     }
 
-    /// The short names of what is not ready: `feeds`, `llm`.
+    /// The short names of what is not ready: `feeds`, `llm`, `redis`.
     pub fn items(&self) -> impl Iterator<Item = &str> {
         self.not_ready
             .iter()
@@ -64,13 +86,24 @@ impl Engine {
     /// Whether the engine can do its job right now; see [`Readiness::of`].
     pub fn readiness(&self) -> Readiness {
         let db = self.db().map(DbView::of);
-        Readiness::of(&self.feeds().views(), &self.backend_info(), db.as_ref())
+        let cluster = self.cluster_view();
+        Readiness::of(
+            &self.feeds().views(),
+            &self.backend_info(),
+            db.as_ref(),
+            cluster.as_ref(),
+        )
     }
 }
 
 impl Snapshot {
     /// The same answer as [`Engine::readiness`], from what the snapshot saw.
     pub fn readiness(&self) -> Readiness {
-        Readiness::of(&self.feeds, &self.backend, self.db.as_ref())
+        Readiness::of(
+            &self.feeds,
+            &self.backend,
+            self.db.as_ref(),
+            self.cluster.as_ref(),
+        )
     }
 }

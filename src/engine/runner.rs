@@ -12,6 +12,11 @@
 //! had open. When the guard hands back a follow-up (a coalesced request),
 //! the same task runs it, no sooner than `--min-interval` after the
 //! previous run's first call started.
+//!
+//! With several instances (`--redis`), a run takes its cluster lease once
+//! it has a permit, before its first call, and keeps it through its steps;
+//! one that finds the lease held follows the holder's run instead (see
+//! `lease.rs`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,7 +24,9 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::lease::{self, Followed, LeaseKeeper, LostLease, RemoteEnd};
 use super::store::{OpResult, ResultBody, RunInput};
+use crate::cluster::{Ending, Finished, Lease, Start};
 use crate::events::{Event, Outcome};
 use crate::llm::{LlmErrorKind, LlmRequest, Progress, Usage, mind_map, prompts, structured};
 use crate::model::Operation;
@@ -33,18 +40,54 @@ pub(super) fn spawn(shared: Arc<Shared>, guard: RunGuard) {
 
 async fn run_until_settled(shared: Arc<Shared>, mut guard: RunGuard) {
     loop {
-        let (outcome, error, started) = execute(&shared, &mut guard).await;
+        let ended = execute(&shared, &mut guard).await;
+        if let Some(keeper) = &ended.lease {
+            cluster_finish(&shared, &guard, keeper, &ended).await;
+        }
         let session = guard.session().clone();
         let latest = || shared.store.generation(&session);
-        match guard.finish(outcome, error, &latest) {
+        match guard.finish(ended.outcome, ended.error, &latest) {
             FinishOutcome::FollowUp(next) => {
                 guard = next;
-                if let Some(started) = started {
+                if let Some(started) = ended.first_start {
                     keep_min_interval(&shared, &guard, started).await;
                 }
             }
             FinishOutcome::Ended | FinishOutcome::Stale => return,
         }
+    }
+}
+
+/// Gives the lease back and tells the other instances how the run ended;
+/// when one of them asked for more than the run read, the run gets a
+/// follow-up as if the request had come here.
+async fn cluster_finish(shared: &Shared, guard: &RunGuard, keeper: &LeaseKeeper, ended: &Ended) {
+    let Some(link) = shared.cluster.get() else {
+        return;
+    };
+    let ending = Ending {
+        covered_generation: ended.read_generation,
+        outcome: ended.outcome.as_str(),
+        error: ended.error.as_deref(),
+    };
+    match link.cluster.finish(&keeper.lease, ending).await {
+        Ok(Finished::Released) => {}
+        Ok(Finished::MoreWanted) => {
+            guard.want_follow_up();
+        }
+        Ok(Finished::Lost) => tracing::info!(
+            session_id = %guard.session(),
+            op = %guard.op(),
+            fence = keeper.lease.fence,
+            "a later run had started elsewhere; this run's end changed nothing there"
+        ),
+        // The lease expires by itself; a pending request stays for the
+        // reconcile loop.
+        Err(e) => tracing::warn!(
+            session_id = %guard.session(),
+            op = %guard.op(),
+            "could not give the lease back: {e}"
+        ),
     }
 }
 
@@ -58,34 +101,114 @@ async fn keep_min_interval(shared: &Shared, guard: &RunGuard, previous_start: In
     }
 }
 
-/// How a run ended, and when its first call started (if one did).
-type Ended = (Outcome, Option<String>, Option<Instant>);
+/// How a run ended.
+struct Ended {
+    outcome: Outcome,
+    error: Option<String>,
+    /// When its first call started, if one did.
+    first_start: Option<Instant>,
+    /// The generation its last call read (or the run it followed read).
+    read_generation: u64,
+    /// The cluster lease it held, to give back.
+    lease: Option<LeaseKeeper>,
+}
 
+impl Ended {
+    fn new(outcome: Outcome, error: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            error: Some(error.into()),
+            first_start: None,
+            read_generation: 0,
+            lease: None,
+        }
+    }
+
+    fn ok() -> Self {
+        Self {
+            outcome: Outcome::Ok,
+            error: None,
+            first_start: None,
+            read_generation: 0,
+            lease: None,
+        }
+    }
+}
+
+/// Carries the run through its calls; see the module docs.
 async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
     let cancel = guard.cancel_token().clone();
     let (session, op) = (guard.session().clone(), guard.op());
+    let link = shared.cluster.get();
+    let watching = link.map(|link| link.watch((session.clone(), op)));
+    let mut lease: Option<LeaseKeeper> = None;
     let mut first_start = None;
-    let stopped = |first_start| {
-        (
-            Outcome::Cancelled,
-            Some("stopped by the operator".to_string()),
-            first_start,
-        )
+    let mut read_generation = 0;
+    let mut takeover = false;
+    let end = |ended: Ended, lease: Option<LeaseKeeper>, first_start, read_generation| Ended {
+        first_start,
+        read_generation,
+        lease,
+        ..ended
     };
+    let stopped = || Ended::new(Outcome::Cancelled, "stopped by the operator");
     loop {
         let priority = shared.store.oldest_uncovered(&session, op);
         let permit = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return stopped(first_start),
+            _ = cancel.cancelled() => return end(stopped(), lease, first_start, read_generation),
+            why = lost(&mut lease) => return lease_lost(shared, lease, why, first_start, read_generation),
             permit = shared.permits.acquire(priority) => match permit {
                 Ok(permit) => permit,
-                Err(_) => return (
-                    Outcome::Failed,
-                    Some("the engine is shutting down".into()),
-                    first_start,
+                Err(_) => return end(
+                    Ended::new(Outcome::Failed, "the engine is shutting down"),
+                    lease, first_start, read_generation,
                 ),
             },
         };
+        if let (Some(link), Some(watching), None) = (link, &watching, &lease) {
+            let generation = shared.store.generation(&session);
+            match link.cluster.try_start(&session, op, generation).await {
+                Ok(Start::Started(held)) => {
+                    link.counted_start(takeover);
+                    guard.mark_held(link.instance());
+                    lease = Some(LeaseKeeper::new(link, held));
+                }
+                Ok(Start::HeldElsewhere(holder)) => {
+                    drop(permit);
+                    match lease::follow(link, watching, guard, holder).await {
+                        Followed::Ended(remote) => {
+                            if remote.outcome == Outcome::Cancelled {
+                                // A cancelled end brings no follow-up; what
+                                // was asked meanwhile is asked again later.
+                                link.defer((session.clone(), op));
+                            }
+                            return followed_end(guard, remote);
+                        }
+                        Followed::Stopped => return stopped(),
+                        Followed::Abandoned if shared.runs.is_closed() => {
+                            return Ended::new(
+                                Outcome::Cancelled,
+                                "the process is stopping: it takes no work over",
+                            );
+                        }
+                        Followed::Abandoned => {
+                            takeover = true;
+                            guard.mark_free();
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => {
+                    link.counted_refused_start();
+                    link.defer((session.clone(), op));
+                    return Ended::new(
+                        Outcome::Failed,
+                        format!("not started: no run starts without its lease ({e})"),
+                    );
+                }
+            }
+        }
         let input = shared.store.run_input(
             &session,
             op,
@@ -93,47 +216,115 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
             prompts::MAX_TRANSCRIPT_CHARS,
         );
         let more = input.more;
+        read_generation = input.generation;
         let Some(deadline) = guard.mark_running(input.generation) else {
-            return stopped(first_start);
+            return end(stopped(), lease, first_start, read_generation);
         };
         first_start.get_or_insert_with(Instant::now);
+        let held = lease.as_ref().map(|keeper| keeper.lease.clone());
         let step = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return stopped(first_start),
-            _ = tokio::time::sleep_until(deadline) => return (
-                Outcome::TimedOut,
-                Some(format!(
+            _ = cancel.cancelled() => return end(stopped(), lease, first_start, read_generation),
+            why = lost(&mut lease) => return lease_lost(shared, lease, why, first_start, read_generation),
+            _ = tokio::time::sleep_until(deadline) => return end(
+                Ended::new(Outcome::TimedOut, format!(
                     "no answer within {} of the call's start",
                     humantime::format_duration(shared.state.op_timeout())
                 )),
-                first_start,
+                lease, first_start, read_generation,
             ),
-            step = call(shared, guard, input) => step,
+            step = call(shared, guard, input, held.as_ref()) => step,
         };
         drop(permit);
         match step {
             Ok(usage) => {
                 guard.spent(usage);
                 if !more {
-                    return (Outcome::Ok, None, first_start);
+                    return end(Ended::ok(), lease, first_start, read_generation);
                 }
                 if !guard.mark_waiting() {
-                    return stopped(first_start);
+                    return end(stopped(), lease, first_start, read_generation);
                 }
             }
             Err((error, usage)) => {
                 guard.spent(usage);
-                return (Outcome::Failed, Some(error), first_start);
+                return end(
+                    Ended::new(Outcome::Failed, error),
+                    lease,
+                    first_start,
+                    read_generation,
+                );
             }
         }
     }
 }
 
+/// Resolves with why the held lease was lost; never, without one.
+async fn lost(lease: &mut Option<LeaseKeeper>) -> LostLease {
+    match lease {
+        Some(keeper) => keeper.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The run's lease was lost: it stops at once, so no two runs overlap.
+/// Lost to an unreachable Redis, its work is asked for again once Redis
+/// answers.
+fn lease_lost(
+    shared: &Shared,
+    lease: Option<LeaseKeeper>,
+    why: LostLease,
+    first_start: Option<Instant>,
+    read_generation: u64,
+) -> Ended {
+    let why = match (why, shared.cluster.get(), &lease) {
+        (LostLease::Unreachable(why), Some(link), Some(keeper)) => {
+            link.defer((keeper.lease.session.clone(), keeper.lease.op));
+            why
+        }
+        (LostLease::Unreachable(why) | LostLease::Taken(why), _, _) => why,
+    };
+    if let Some(link) = shared.cluster.get() {
+        link.counted_lost_lease();
+    }
+    if let Some(keeper) = &lease {
+        tracing::warn!(
+            session_id = %keeper.lease.session,
+            op = %keeper.lease.op,
+            "run stopped: {why}"
+        );
+    }
+    Ended {
+        outcome: Outcome::Cancelled,
+        error: Some(format!("stopped: {why}")),
+        first_start,
+        read_generation,
+        lease,
+    }
+}
+
+/// The run this one followed ended on another instance: so does this one.
+fn followed_end(guard: &RunGuard, remote: RemoteEnd) -> Ended {
+    guard.mark_covered(remote.covered_generation);
+    Ended {
+        outcome: remote.outcome,
+        error: remote
+            .error
+            .map(|error| format!("on {}: {error}", remote.instance)),
+        first_start: None,
+        read_generation: remote.covered_generation,
+        lease: None,
+    }
+}
+
 /// One LLM call and its result; the tokens it cost, also when it failed.
+/// With a cluster lease, the result is kept only if the lease's run is
+/// still the current one (its fence), and then reaches every instance.
 async fn call(
     shared: &Shared,
     guard: &RunGuard,
     input: RunInput,
+    lease: Option<&Lease>,
 ) -> Result<Usage, (String, Usage)> {
     let (session, op) = (guard.session(), guard.op());
     let progress = Arc::new(Progress::default());
@@ -175,6 +366,11 @@ async fn call(
         processing_time: started.elapsed(),
         finished_at: SystemTime::now(),
     };
+    if let (Some(link), Some(lease)) = (shared.cluster.get(), lease) {
+        super::remote::share_result(link, lease, &result)
+            .await
+            .map_err(|why| (why, usage))?;
+    }
     let write = shared.db.get().is_some().then(|| result.clone());
     if shared.store.put_result(session, op, result) {
         if let Some(result) = write {

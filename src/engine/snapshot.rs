@@ -150,6 +150,9 @@ pub struct Snapshot {
     pub refused_sessions: u64,
     /// The database, when there is one.
     pub db: Option<DbView>,
+    /// The cluster, when this instance is in one (`--redis`).
+    #[serde(default)]
+    pub cluster: Option<ClusterView>,
 }
 
 /// How the database is doing.
@@ -175,6 +178,21 @@ impl DbView {
             failures: health.failures(),
         }
     }
+}
+
+/// How this instance's cluster is doing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterView {
+    /// This instance's name in leases and results.
+    pub instance: String,
+    /// Where Redis is, without credentials.
+    pub redis: String,
+    /// Whether the last Redis call got an answer.
+    pub reachable: bool,
+    /// Why the last call failed, while unreachable.
+    pub last_error: Option<String>,
+    pub lease_ttl: Duration,
+    pub counts: super::ClusterCounts,
 }
 
 /// One session in full, for a detail view.

@@ -135,6 +135,61 @@ impl RunGuard {
             })
     }
 
+    /// With several instances: the run holds its lease, as `instance`.
+    pub fn mark_held(&self, instance: &str) -> bool {
+        self.manager
+            .set_phase(&self.session, self.op, self.run_id, |run| {
+                run.instance = Some(instance.to_string());
+            })
+    }
+
+    /// With several instances: another instance runs this `(session, op)`
+    /// now, so this run follows it instead of calling the LLM. It shows as
+    /// running there; the deadline is that instance's to keep. False when
+    /// the run was stopped meanwhile.
+    pub fn mark_elsewhere(&self, instance: &str) -> bool {
+        let now = Instant::now();
+        self.manager
+            .set_phase(&self.session, self.op, self.run_id, |run| {
+                run.waited = run.waited_until(now);
+                run.phase = Phase::Running;
+                run.started.get_or_insert(now);
+                run.deadline = None;
+                run.instance = Some(instance.to_string());
+            })
+    }
+
+    /// The run this one followed on another instance is gone without an
+    /// end: this run waits for a permit again, to take the work over.
+    pub fn mark_free(&self) -> bool {
+        let now = Instant::now();
+        self.manager
+            .set_phase(&self.session, self.op, self.run_id, |run| {
+                run.phase = Phase::Queued;
+                run.queued_since = now;
+                run.started = None;
+                run.instance = None;
+            })
+    }
+
+    /// The run another instance made for this one read up to `generation`.
+    pub fn mark_covered(&self, generation: u64) -> bool {
+        self.manager
+            .set_phase(&self.session, self.op, self.run_id, |run| {
+                run.covered_generation = Some(generation);
+            })
+    }
+
+    /// Asks for a follow-up when this run ends, as a request refused while
+    /// it ran would (without counting a skip): another instance asked for
+    /// more than this run read.
+    pub fn want_follow_up(&self) -> bool {
+        self.manager
+            .set_phase(&self.session, self.op, self.run_id, |run| {
+                run.pending = true;
+            })
+    }
+
     /// Ends the run. `latest_generation` is asked, inside the manager's lock,
     /// for the session's newest generation, to decide on a follow-up run.
     pub fn finish(

@@ -110,6 +110,10 @@ pub struct InFlight {
     pub pending: bool,
     pub follow_up: bool,
     pub covered_generation: Option<u64>,
+    /// With several instances: the one whose run this is (this instance's
+    /// own name once it holds the lease, another's while that one runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// One operation of one session: its run in flight, if any, and its statistics.
@@ -231,6 +235,19 @@ impl ProcessingStateManager {
         tables.sessions.entry(session.clone()).or_default().stats = stats;
     }
 
+    /// A result covering `generation` arrived from elsewhere (another
+    /// instance): the operation is as fresh as if a run here had made it.
+    /// Only a session the manager already knows is touched.
+    pub fn note_covered(&self, session: &SessionId, op: Operation, generation: u64) {
+        let mut tables = self.lock();
+        if let Some(entry) = tables.sessions.get_mut(session) {
+            let covered = &mut entry.stats[op.index()].covered_generation;
+            if covered.is_none_or(|c| c < generation) {
+                *covered = Some(generation);
+            }
+        }
+    }
+
     fn journal(&self) -> Option<&dyn Journal> {
         self.journal.get().map(|j| j.as_ref())
     }
@@ -264,6 +281,7 @@ impl ProcessingStateManager {
                 pending: false,
                 follow_up,
                 covered_generation: None,
+                instance: None,
             },
             cancel: CancellationToken::new(),
         }

@@ -62,6 +62,24 @@ impl Logged {
         }
     }
 
+    /// The first line (from now on) containing `one` or `other`.
+    pub fn wait_for_either(&mut self, one: &str, other: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(one) || line.contains(other) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "neither {one:?} nor {other:?} in the log:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);

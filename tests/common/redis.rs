@@ -70,3 +70,29 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+impl RedisServer {
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("a Redis URL")
+            .get_connection()
+            .expect("the test's Redis answers")
+    }
+
+    /// `GET key`.
+    pub fn get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET")
+            .arg(key)
+            .query(&mut self.connection())
+            .expect("GET")
+    }
+
+    /// `HGET key field`.
+    pub fn hget(&self, key: &str, field: &str) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(key)
+            .arg(field)
+            .query(&mut self.connection())
+            .expect("HGET")
+    }
+}

@@ -215,6 +215,7 @@ fn empty_snapshot() -> Snapshot {
         max_sessions: 0,
         refused_sessions: 0,
         db: None,
+        cluster: None,
     }
 }
 

@@ -1,5 +1,5 @@
-//! The two header lines: readiness, backend, permits, feeds, totals,
-//! uptime, PAUSED.
+//! The two header lines: readiness, backend, permits, feeds, the
+//! cluster, totals, uptime, PAUSED.
 //! Each line is made of groups in order of importance; a group that does not
 //! fit the width is left out whole rather than cut mid-word.
 
@@ -90,6 +90,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         feeds_style,
         t,
     ));
+    if let Some(cluster) = &s.cluster {
+        // Which instance this is, and whether its Redis answers: without
+        // it no run starts here.
+        let mut group = vec![Span::styled(format!("as {}", cluster.instance), t.base())];
+        group.push(if cluster.reachable {
+            Span::styled(" ● redis", t.ok())
+        } else {
+            Span::styled(" ✗ redis unreachable", t.error())
+        });
+        first.push(group);
+    }
     first.push(label_value("up", format::duration(s.uptime), t.base(), t));
     first.push(vec![Span::styled(
         format!("model {}", backend.model),

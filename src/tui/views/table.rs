@@ -22,6 +22,8 @@ struct Ctx<'a> {
     now: Instant,
     wide_states: bool,
     timeout: std::time::Duration,
+    /// This instance's name, in a cluster.
+    instance: Option<&'a str>,
 }
 
 struct Column {
@@ -37,8 +39,9 @@ const STATE_WIDTH: u16 = 16;
 const WIDE_STATE_WIDTH: u16 = 21;
 const SESSION_MIN: u16 = 12;
 
-fn columns() -> Vec<Column> {
-    vec![
+/// The table's columns; in a cluster, one more says where runs run.
+fn columns(cluster: bool) -> Vec<Column> {
+    let mut cols = vec![
         Column {
             title: "!",
             width: 1,
@@ -116,12 +119,25 @@ fn columns() -> Vec<Column> {
             sort: Some(SortColumn::Age),
             cell: age_cell,
         },
-    ]
+    ];
+    if cluster {
+        cols.insert(
+            6,
+            Column {
+                title: "On",
+                width: 9,
+                priority: 3,
+                sort: None,
+                cell: instance_cell,
+            },
+        );
+    }
+    cols
 }
 
 /// Picks the columns that fit `width`, dropping the least important first.
-fn fit_columns(width: u16) -> (Vec<Column>, bool) {
-    let mut cols = columns();
+fn fit_columns(width: u16, cluster: bool) -> (Vec<Column>, bool) {
+    let mut cols = columns(cluster);
     let spacing = |n: usize| n.saturating_sub(1) as u16;
     let total = |cols: &[Column]| cols.iter().map(|c| c.width).sum::<u16>() + spacing(cols.len());
     while total(&cols) > width {
@@ -164,7 +180,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         .border_style(t.dim());
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let (cols, wide) = fit_columns(inner.width);
+    let instance = app.snapshot.cluster.as_ref().map(|c| c.instance.as_str());
+    let (cols, wide) = fit_columns(inner.width, instance.is_some());
     let visible = inner.height.saturating_sub(1) as usize;
     // The loop fitted the table to this screen before drawing; this only
     // makes sure of it (a test may draw without fitting).
@@ -179,6 +196,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         theme: t,
         now: app.snapshot.taken_at,
         wide_states: wide,
+        instance,
         timeout: app.snapshot.op_timeout,
     };
     let header = Row::new(cols.iter().map(|c| {
@@ -337,6 +355,32 @@ fn state_cell(row: &SessionRow, op: Operation, ctx: &Ctx) -> Cell<'static> {
     )))
 }
 
+/// Where the session's runs run, in a cluster: `here`, another
+/// instance's name, or both operations' (`summary/mind map`).
+fn instance_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
+    let on = |op: Operation| {
+        let run = row.ops[op.index()].in_flight.as_ref()?;
+        let name = run.instance.as_deref()?;
+        Some(if Some(name) == ctx.instance {
+            "here".to_string()
+        } else {
+            name.to_string()
+        })
+    };
+    let text = match (on(Operation::Summary), on(Operation::MindMap)) {
+        (None, None) => "-".to_string(),
+        (Some(a), Some(b)) if a == b => a,
+        (Some(a), None) | (None, Some(a)) => a,
+        (Some(a), Some(b)) => format!("{a}/{b}"),
+    };
+    let style = if text == "-" || text == "here" {
+        ctx.theme.dim()
+    } else {
+        ctx.theme.base()
+    };
+    Cell::from(Span::styled(format::fit(&text, 9), style))
+}
+
 fn last_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
     let last = |op: Operation| {
         row.ops[op.index()]
@@ -385,7 +429,7 @@ mod tests {
 
     #[test]
     fn columns_collapse_by_priority() {
-        let (narrow, _) = fit_columns(78);
+        let (narrow, _) = fit_columns(78, false);
         let titles: Vec<&str> = narrow.iter().map(|c| c.title).collect();
         assert!(
             titles.contains(&"Summary")
@@ -393,8 +437,8 @@ mod tests {
                 && titles.contains(&"Skipped")
         );
         assert!(!titles.contains(&"Feed"));
-        let (wide, wide_states) = fit_columns(138);
-        assert_eq!(wide.len(), columns().len());
+        let (wide, wide_states) = fit_columns(138, false);
+        assert_eq!(wide.len(), columns(false).len());
         assert!(wide_states);
     }
 }
