@@ -94,7 +94,7 @@ fn show_masks_secrets() {
         "secrets.toml",
         &format!(
             "[feed]\nurls = [\"ws://u:pw@127.0.0.1:9/x?token=t0p\"]\nheaders = {{ Authorization = \"Bearer b34rer\" }}\n\
-[api]\ntoken_file = {:?}\n",
+[api]\ntoken_file = {:?}\n[cluster]\nredis = \"redis://:r3dis-pw@127.0.0.1:6379/0\"\n",
             token.to_str().unwrap()
         ),
     );
@@ -103,7 +103,7 @@ fn show_masks_secrets() {
         .arg(&file)
         .env("INFLIGHT_API_TOKEN_FILE", &token));
     assert_eq!(code, 0, "{err}");
-    for secret in ["s3cret-token", "pw@", "t0p", "b34rer"] {
+    for secret in ["s3cret-token", "pw@", "t0p", "b34rer", "r3dis-pw"] {
         assert!(!out.contains(secret), "{secret} shown:\n{out}");
     }
     assert!(out.contains("\"Authorization\" = \"****\""), "{out}");

@@ -396,6 +396,10 @@ fn shown_value(key: &super::file::Key, matches: &ArgMatches) -> Option<String> {
                 .collect();
             Some(format!("{{ {} }}", names.join(", ")))
         }
+        // A Redis URL may carry its password.
+        Kind::Text if key.arg == "redis" => raw(key.arg)
+            .first()
+            .map(|v| quoted(&crate::net::redact_url(v))),
         Kind::Text => raw(key.arg).first().map(|v| quoted(v)),
         Kind::Int | Kind::Float => raw(key.arg).first().cloned(),
     }
