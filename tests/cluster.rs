@@ -104,7 +104,7 @@ async fn one_run_per_session_and_operation_across_instances() {
     assert!(!a.renew(&third).await.unwrap());
     assert!(b.renew(&b_run).await.unwrap());
     assert_eq!(
-        a.holder(&s, summary).await.unwrap().map(|(h, _)| h),
+        a.look(&s, summary).await.unwrap().holder.map(|(h, _)| h),
         Some(Holder {
             instance: "b".into(),
             fence: b_run.fence
@@ -179,7 +179,12 @@ async fn a_dead_holders_lease_expires_and_its_pending_work_is_free() {
     ));
     // While the lease lives, the work is not abandoned.
     assert_eq!(b.abandoned(&s, Operation::Summary).await.unwrap(), None);
-    let (_, left) = b.holder(&s, Operation::Summary).await.unwrap().unwrap();
+    let (_, left) = b
+        .look(&s, Operation::Summary)
+        .await
+        .unwrap()
+        .holder
+        .unwrap();
     assert!(left <= ttl && left > Duration::ZERO, "{left:?}");
     // `a` stops renewing (it died): the lease expires on Redis's clock.
     let until = std::time::Instant::now() + Duration::from_secs(10);

@@ -125,6 +125,27 @@ pub enum Finished {
     Lost,
 }
 
+/// What [`Cluster::look`] saw of one (session, op).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look {
+    /// Who holds the lease, and for how much longer unless renewed.
+    pub holder: Option<(Holder, Duration)>,
+    /// How the last run that finished ended.
+    pub last_end: Option<RunEnd>,
+}
+
+/// How a run ended, as the other instances hear it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
+    pub fence: u64,
+    pub instance: String,
+    /// `ok`, `failed`, `timed_out` or `cancelled`.
+    pub outcome: String,
+    /// The generation the run read.
+    pub covered_generation: u64,
+    pub error: Option<String>,
+}
+
 /// How a run ended, as `finish` tells the other instances.
 #[derive(Debug, Clone, Copy)]
 pub struct Ending<'a> {
@@ -164,6 +185,7 @@ struct Keys {
     pending: String,
     pending_set: String,
     result: String,
+    last: String,
     /// This (session, op) in the pending set: `op|session` (`|` is never in
     /// a session id).
     member: String,
@@ -240,6 +262,7 @@ impl Cluster {
             pending: format!("{p}pending:{s}:{o}"),
             pending_set: format!("{p}pending"),
             result: format!("{p}result:{s}:{o}"),
+            last: format!("{p}last:{s}:{o}"),
             member: format!("{o}|{s}"),
         }
     }
@@ -383,6 +406,7 @@ impl Cluster {
             .key(&keys.pending)
             .key(&keys.pending_set)
             .key(self.stream_key())
+            .key(&keys.last)
             .arg(&lease.token)
             .arg(lease.fence)
             .arg(ending.covered_generation)
@@ -392,7 +416,8 @@ impl Cluster {
             .arg(lease.session.as_str())
             .arg(lease.op.as_str())
             .arg(ending.outcome)
-            .arg(ending.error.unwrap_or(""));
+            .arg(ending.error.unwrap_or(""))
+            .arg(scripts::KEY_TTL_MS);
         let answer: i64 = self.call(invocation.invoke_async(&mut connection)).await?;
         match answer {
             0 => Ok(Finished::Released),
@@ -402,28 +427,49 @@ impl Cluster {
         }
     }
 
-    /// Who holds the lease of (session, op) now, and for how much longer
-    /// unless renewed; `None` when nobody does.
-    pub async fn holder(
-        &self,
-        session: &SessionId,
-        op: Operation,
-    ) -> Result<Option<(Holder, Duration)>, ClusterError> {
+    /// Who holds the lease of (session, op) now and for how much longer
+    /// unless renewed, and how its last run ended.
+    pub async fn look(&self, session: &SessionId, op: Operation) -> Result<Look, ClusterError> {
         let keys = self.keys(session, op);
         let mut connection = self.inner.connection.clone();
-        let (token, ttl): (Option<String>, i64) = self
+        type Last = (
+            Option<u64>,
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+            Option<String>,
+        );
+        // In this order: `finish` drops the lease and writes `last` in one
+        // step, so a lease seen gone has its end written already.
+        let (token, ttl, last): (Option<String>, i64, Last) = self
             .call(async {
                 redis::pipe()
                     .get(&keys.lease)
                     .pttl(&keys.lease)
+                    .cmd("HMGET")
+                    .arg(&keys.last)
+                    .arg(&["fence", "instance", "outcome", "covered", "error"][..])
                     .query_async(&mut connection)
                     .await
             })
             .await?;
-        Ok(token.and_then(|token| {
+        let holder = token.and_then(|token| {
             let left = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
             Some((Holder::parse(&token)?, left))
-        }))
+        });
+        let last_end = match last {
+            (Some(fence), Some(instance), Some(outcome), Some(covered_generation), error) => {
+                Some(RunEnd {
+                    fence,
+                    instance,
+                    outcome,
+                    covered_generation,
+                    error: error.filter(|e| !e.is_empty()),
+                })
+            }
+            _ => None,
+        };
+        Ok(Look { holder, last_end })
     }
 
     /// The (session, op)s with a pending request, as the reconcile loop

@@ -65,10 +65,15 @@ return 0
 /// run did not cover, the flag stays (someone must run again) and the
 /// answer says so.
 ///
-/// KEYS: lease, fence, pending, pending set, stream. ARGV: token, fence,
-/// covered generation, member, stream length, instance, session, op,
-/// outcome, error. Returns -1 when a later run has started (nothing
-/// changes), 0 when released, 1 when released with more wanted.
+/// The end is also kept beside the lease (`last`), so a follower that
+/// finds the lease gone knows at once whether its run ended or its holder
+/// died.
+///
+/// KEYS: lease, fence, pending, pending set, stream, last. ARGV: token,
+/// fence, covered generation, member, stream length, instance, session,
+/// op, outcome, error, key TTL (ms). Returns -1 when a later run has
+/// started (nothing changes), 0 when released, 1 when released with more
+/// wanted.
 pub const FINISH: &str = r#"
 if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) then
   return -1
@@ -86,6 +91,9 @@ end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*',
   'type', 'finished', 'instance', ARGV[6], 'session', ARGV[7], 'op', ARGV[8],
   'fence', ARGV[2], 'outcome', ARGV[9], 'covered', ARGV[3], 'error', ARGV[10])
+redis.call('HSET', KEYS[6], 'fence', ARGV[2], 'instance', ARGV[6],
+  'outcome', ARGV[9], 'covered', ARGV[3], 'error', ARGV[10])
+redis.call('PEXPIRE', KEYS[6], ARGV[11])
 return more
 "#;
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::cluster::{Cluster, Holder, Lease};
+use crate::cluster::{Cluster, Holder, Lease, Look, RunEnd};
 use crate::events::Outcome;
 use crate::model::{Operation, SessionId};
 use crate::state::RunGuard;
@@ -87,6 +87,28 @@ pub(super) struct RemoteEnd {
     pub outcome: Outcome,
     pub covered_generation: u64,
     pub error: Option<String>,
+}
+
+impl From<RunEnd> for RemoteEnd {
+    fn from(end: RunEnd) -> Self {
+        Self {
+            fence: end.fence,
+            instance: end.instance,
+            outcome: outcome_named(&end.outcome),
+            covered_generation: end.covered_generation,
+            error: end.error,
+        }
+    }
+}
+
+/// An outcome as the cluster writes it; an unknown word counts as failed.
+pub(super) fn outcome_named(word: &str) -> Outcome {
+    match word {
+        "ok" => Outcome::Ok,
+        "timed_out" => Outcome::TimedOut,
+        "cancelled" => Outcome::Cancelled,
+        _ => Outcome::Failed,
+    }
 }
 
 /// Where the stream reader leaves the end of a run a local one follows.
@@ -288,10 +310,11 @@ pub(super) enum Followed {
     Stopped,
 }
 
-/// Follows `holder`'s run of the guard's `(session, op)` until it ends.
-/// Redis is asked who holds the lease when the lease should have expired
-/// (at most every third of the TTL), so a dead holder is noticed within one
-/// TTL of its last renewal.
+/// Follows `holder`'s run of the guard's `(session, op)` until it ends:
+/// the stream's word of its end, or, asked of Redis when the lease should
+/// have expired (at most every third of the TTL), its end kept beside the
+/// lease. A lease gone with no end means the holder died: noticed within
+/// one TTL of its last renewal.
 pub(super) async fn follow(
     link: &ClusterLink,
     watching: &Watching<'_>,
@@ -320,32 +343,25 @@ pub(super) async fn follow(
             _ = &mut notified => continue,
             _ = tokio::time::sleep(check_in) => {}
         }
-        match link.cluster.holder(session, op).await {
-            Ok(Some((now, left))) => {
+        match link.cluster.look(session, op).await {
+            Ok(Look {
+                holder: Some((now, left)),
+                ..
+            }) => {
                 if now != holder {
                     holder = now;
                     guard.mark_elsewhere(&holder.instance);
                 }
                 check_in = (left + Duration::from_millis(20)).min(most);
             }
-            Ok(None) => {
-                // Its end and the lease's release are one script: the end
-                // is on the stream already, on its way to the reader.
-                let grace = crate::cluster::events::READ_BLOCK * 2;
-                let notified = watch.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(end) = watch.ended_for(holder.fence) {
-                    return Followed::Ended(end);
-                }
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Followed::Stopped,
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(grace) => {}
-                }
-                return match watch.ended_for(holder.fence) {
-                    Some(end) => Followed::Ended(end),
+            Ok(Look {
+                holder: None,
+                last_end,
+            }) => {
+                // `finish` drops the lease and writes the end in one step:
+                // no end of this run (or a later one) means its holder died.
+                return match last_end.filter(|end| end.fence >= holder.fence) {
+                    Some(end) => Followed::Ended(RemoteEnd::from(end)),
                     None => Followed::Abandoned,
                 };
             }

@@ -20,7 +20,7 @@ use super::lease::{ClusterLink, RemoteEnd};
 use super::{Engine, OpResult, Shared};
 use crate::cluster::Lease;
 use crate::cluster::events::{ClusterEvent, EventKind};
-use crate::events::{Event, Outcome};
+use crate::events::Event;
 
 /// Keeps `result` as the lease's run's, cluster-wide; the error says why
 /// not (a later run started, or Redis could not be asked: fail closed).
@@ -133,12 +133,7 @@ fn apply(shared: &Shared, link: &ClusterLink, event: ClusterEvent) {
             covered_generation,
             error,
         } => {
-            let outcome = match outcome.as_str() {
-                "ok" => Outcome::Ok,
-                "timed_out" => Outcome::TimedOut,
-                "cancelled" => Outcome::Cancelled,
-                _ => Outcome::Failed,
-            };
+            let outcome = super::lease::outcome_named(&outcome);
             link.remote_end(
                 &session,
                 op,
