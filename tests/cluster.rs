@@ -9,7 +9,9 @@ mod redis_server;
 use std::time::Duration;
 
 use inflight::cluster::events::EventKind;
-use inflight::cluster::{Cluster, ClusterConfig, ClusterError, Ending, Finished, Holder, Start};
+use inflight::cluster::{
+    Cluster, ClusterConfig, ClusterError, Ending, Finished, Holder, RunEnd, Start,
+};
 use inflight::model::{Operation, SessionId};
 use redis_server::RedisServer;
 
@@ -93,8 +95,26 @@ async fn one_run_per_session_and_operation_across_instances() {
     assert_eq!(b.abandoned(&s, summary).await.unwrap(), Some(6));
     let third = started(a.try_start(&s, summary, 6).await.unwrap());
     assert_eq!(
+        b.look(&s, summary).await.unwrap().last_end.map(|e| e.fence),
+        Some(second.fence)
+    );
+    assert_eq!(
         a.finish(&third, ending(6)).await.unwrap(),
         Finished::Released
+    );
+    // The end is kept beside the lease: a follower finding the lease gone
+    // knows the run ended (its holder did not die).
+    let look = b.look(&s, summary).await.unwrap();
+    assert_eq!(look.holder, None);
+    assert_eq!(
+        look.last_end,
+        Some(RunEnd {
+            fence: third.fence,
+            instance: "a".into(),
+            outcome: "ok".into(),
+            covered_generation: 6,
+            error: None
+        })
     );
     assert_eq!(a.abandoned(&s, summary).await.unwrap(), None);
 
