@@ -435,3 +435,49 @@ fn instances_recover_from_a_redis_restart_without_running_anything_twice_at_once
     wait_all_fresh(&[&a, &b, &c], 3, 24, &["summary", "mind_map"]);
     assert_eq!(calls.lock().unwrap().most_at_once, 1);
 }
+
+/// Neither operation of any session claims to cover more transcripts than
+/// the instance holds.
+fn never_covers_more_than_held(api: &str) {
+    let Some(answer) = get_json(&format!("{api}/api/sessions")) else {
+        return;
+    };
+    for row in answer["sessions"].as_array().into_iter().flatten() {
+        let held = row["transcripts"].as_u64().unwrap_or(0);
+        for op in ["summary", "mind_map"] {
+            let covered = row["operations"][op]["covered_generation"]
+                .as_u64()
+                .unwrap_or(0);
+            assert!(covered <= held, "{op} covers {covered} of {held}: {row}");
+        }
+    }
+}
+
+#[test]
+fn an_instance_that_joins_late_shows_the_others_results_as_covering_what_it_holds() {
+    let redis = RedisServer::start();
+    let (llm, calls) = start_llm(Duration::from_millis(200));
+    let dir = meetings("late", 1, 32);
+    let (_feed, feed) = replay_feed(&dir);
+    let early = instance("early", &feed, &redis.url(), &llm, &[]);
+    // The replay feed plays each client from the start: the late instance
+    // counts the session's transcripts from 1 while the early one is ahead.
+    let until = Instant::now() + Duration::from_secs(30);
+    while get_json(&format!("{}/api/sessions", early.api))
+        .and_then(|a| a["sessions"][0]["operations"]["summary"]["covered_generation"].as_u64())
+        .is_none_or(|covered| covered < 12)
+    {
+        assert!(Instant::now() < until, "the early instance never got going");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let late = instance("late", &feed, &redis.url(), &llm, &[]);
+    let until = Instant::now() + Duration::from_secs(90);
+    while !all_fresh(&late.api, 1, 32, &["summary", "mind_map"]) {
+        never_covers_more_than_held(&late.api);
+        assert!(Instant::now() < until, "the late instance never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_all_fresh(&[&early], 1, 32, &["summary", "mind_map"]);
+    assert!(metric(&late.api, "inflight_cluster_numbering_mismatches_total") >= 1);
+    assert_eq!(calls.lock().unwrap().most_at_once, 1);
+}

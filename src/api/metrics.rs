@@ -412,6 +412,11 @@ fn cluster_families(
             counts.results_from_others,
         ),
         (
+            "cluster_numbering_mismatches",
+            "Sessions another instance counts more transcripts of (it heard the feed from an earlier point)",
+            counts.numbering_mismatches,
+        ),
+        (
             "cluster_refused_unreachable",
             "Runs that could not start because Redis was unreachable",
             counts.refused_unreachable,

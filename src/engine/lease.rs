@@ -29,6 +29,10 @@ use crate::state::RunGuard;
 
 type Key = (SessionId, Operation);
 
+/// At most this many sessions are remembered as counted differently (the
+/// warning is said once for each; past that, the memory starts afresh).
+const TOLD_APART_KEPT: usize = 10_000;
+
 /// What the cluster has done here, since start; only grows.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
@@ -39,6 +43,7 @@ pub(super) struct Counters {
     refused_results: AtomicU64,
     results_from_others: AtomicU64,
     refused_unreachable: AtomicU64,
+    numbering_mismatches: AtomicU64,
 }
 
 /// The cluster counters, as views and `/metrics` read them.
@@ -58,6 +63,10 @@ pub struct ClusterCounts {
     pub results_from_others: u64,
     /// Runs that could not start because Redis was unreachable.
     pub refused_unreachable: u64,
+    /// Sessions another instance counts more transcripts of (it heard the
+    /// feed from an earlier point).
+    #[serde(default)]
+    pub numbering_mismatches: u64,
 }
 
 impl Counters {
@@ -71,6 +80,7 @@ impl Counters {
             refused_results: n(&self.refused_results),
             results_from_others: n(&self.results_from_others),
             refused_unreachable: n(&self.refused_unreachable),
+            numbering_mismatches: n(&self.numbering_mismatches),
         }
     }
 }
@@ -133,6 +143,9 @@ pub(super) struct ClusterLink {
     watches: Mutex<HashMap<Key, Arc<Watch>>>,
     /// Requests refused while Redis was unreachable, asked again later.
     deferred: Mutex<HashSet<Key>>,
+    /// Sessions whose transcripts another instance counts differently,
+    /// already said.
+    told_apart: Mutex<HashSet<SessionId>>,
     pub counters: Counters,
 }
 
@@ -161,6 +174,7 @@ impl ClusterLink {
             cluster,
             watches: Mutex::default(),
             deferred: Mutex::default(),
+            told_apart: Mutex::default(),
             counters: Counters::default(),
         }
     }
@@ -196,6 +210,40 @@ impl ClusterLink {
             drop(ended);
             watch.notify.notify_waiters();
         }
+    }
+
+    /// Reads another instance's generation of `session` as this one's.
+    /// Instances that heard the same feed from the same start count a
+    /// session's transcripts alike; one that joined later (or lost its
+    /// memory) counts fewer, and an end or result covering more than it
+    /// holds is taken as covering what it holds. Said once per session.
+    pub fn generation_here(
+        &self,
+        session: &SessionId,
+        theirs: u64,
+        instance: &str,
+        ours: impl FnOnce() -> u64,
+    ) -> u64 {
+        let ours = ours();
+        if theirs <= ours {
+            return theirs;
+        }
+        let mut told = self.told_apart.lock().unwrap_or_else(|e| e.into_inner());
+        if told.len() >= TOLD_APART_KEPT {
+            told.clear();
+        }
+        if told.insert(session.clone()) {
+            bump(&self.counters.numbering_mismatches);
+            tracing::warn!(
+                session_id = %session,
+                %instance,
+                theirs,
+                ours,
+                "instances count this session's transcripts differently: this one joined \
+                 its feed later; it shows the others' results as covering what it holds"
+            );
+        }
+        ours
     }
 
     /// Keeps a request for when Redis answers again.

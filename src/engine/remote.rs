@@ -104,13 +104,17 @@ fn apply(shared: &Shared, link: &ClusterLink, event: ClusterEvent) {
     } = event;
     match kind {
         EventKind::Result { body } => {
-            let result: OpResult = match serde_json::from_str(&body) {
+            let mut result: OpResult = match serde_json::from_str(&body) {
                 Ok(result) => result,
                 Err(e) => {
                     tracing::warn!(%instance, session_id = %session, "unreadable result from another instance: {e}");
                     return;
                 }
             };
+            result.covered_generation =
+                link.generation_here(&session, result.covered_generation, &instance, || {
+                    shared.store.generation(&session)
+                });
             let covered_generation = result.covered_generation;
             let run_id = result.run_id;
             let write = shared.db.get().is_some().then(|| result.clone());

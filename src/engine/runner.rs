@@ -183,7 +183,7 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
                                 // was asked meanwhile is asked again later.
                                 link.defer((session.clone(), op));
                             }
-                            return followed_end(guard, remote);
+                            return followed_end(shared, guard, remote);
                         }
                         Followed::Stopped => return stopped(),
                         Followed::Abandoned if shared.runs.is_closed() => {
@@ -304,15 +304,24 @@ fn lease_lost(
 }
 
 /// The run this one followed ended on another instance: so does this one.
-fn followed_end(guard: &RunGuard, remote: RemoteEnd) -> Ended {
-    guard.mark_covered(remote.covered_generation);
+fn followed_end(shared: &Shared, guard: &RunGuard, remote: RemoteEnd) -> Ended {
+    let covered = match shared.cluster.get() {
+        Some(link) => link.generation_here(
+            guard.session(),
+            remote.covered_generation,
+            &remote.instance,
+            || shared.store.generation(guard.session()),
+        ),
+        None => remote.covered_generation,
+    };
+    guard.mark_covered(covered);
     Ended {
         outcome: remote.outcome,
         error: remote
             .error
             .map(|error| format!("on {}: {error}", remote.instance)),
         first_start: None,
-        read_generation: remote.covered_generation,
+        read_generation: covered,
         lease: None,
     }
 }

@@ -41,6 +41,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             app.snapshot.taken_at,
             true,
         ));
+        // In a cluster: where a run made elsewhere runs.
+        let here = app.snapshot.cluster.as_ref().map(|c| c.instance.as_str());
+        if let Some(on) = row.ops[op.index()]
+            .in_flight
+            .as_ref()
+            .and_then(|run| run.instance.as_deref())
+            .filter(|on| Some(*on) != here)
+        {
+            title.push(Span::styled(format!(" on {on}"), t.base()));
+        }
         title.push(Span::raw(" "));
     }
     let block = Block::default()

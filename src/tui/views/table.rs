@@ -125,7 +125,7 @@ fn columns(cluster: bool) -> Vec<Column> {
             6,
             Column {
                 title: "On",
-                width: 9,
+                width: 12,
                 priority: 3,
                 sort: None,
                 cell: instance_cell,
@@ -378,7 +378,7 @@ fn instance_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
     } else {
         ctx.theme.base()
     };
-    Cell::from(Span::styled(format::fit(&text, 9), style))
+    Cell::from(Span::styled(format::fit(&text, 12), style))
 }
 
 fn last_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
