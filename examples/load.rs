@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Policies: `coalesce` and `skip` run the real engine with an LLM that only
-//! waits its fixed latency (as the seed baseline's does), behind a probe
+//! waits its fixed latency (as the Python baseline's does), behind a probe
 //! that counts calls and overlap;
 //! `naive` models what admission control prevents: every request becomes an
 //! LLM call queued behind the same permit cap;
@@ -68,7 +68,7 @@ struct Args {
     /// Seconds per LLM call.
     #[arg(long, default_value_t = 0.5)]
     latency: f64,
-    /// LLM calls at once (high by default, like the seed, which has no cap).
+    /// LLM calls at once (high by default, like the original system, which has no cap).
     #[arg(long, default_value_t = 1024)]
     llm_concurrency: usize,
     /// `--min-interval` in seconds: a follow-up waits this long after the

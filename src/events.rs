@@ -121,7 +121,7 @@ impl Event {
     }
 
     /// True for the events after which a session's processing status changed
-    /// or was refused: the moments the seed sends `processing_status`.
+    /// or was refused: the moments the original system sends `processing_status`.
     pub fn changes_processing_status(&self) -> bool {
         matches!(
             self,

@@ -1,5 +1,5 @@
 //! The messages inflight sends to WebSocket subscribers and upstream to
-//! feeds, in the seed's envelope:
+//! feeds, in the original system's envelope:
 //!
 //! ```json
 //! {"type": "processing_status", "data": {...}, "timestamp": "2024-01-01T12:00:00Z", "sessionId": "session-123"}
@@ -27,7 +27,7 @@ struct Envelope<'a, T: Serialize> {
     session_id: &'a SessionId,
 }
 
-/// RFC 3339 in UTC with whole seconds, as the seed writes it.
+/// RFC 3339 in UTC with whole seconds, as the original system writes it.
 pub fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
@@ -47,7 +47,7 @@ fn envelope<T: Serialize>(
     .ok()
 }
 
-/// The seed's `processing_status` message.
+/// The original `processing_status` message.
 pub fn processing_status(status: &ProcessingStatus, at: SystemTime) -> Option<String> {
     envelope("processing_status", &status.session_id, status, at)
 }
@@ -134,7 +134,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
-    fn envelopes_have_the_seed_shape() {
+    fn envelopes_have_the_original_shape() {
         let session = SessionId::parse("session-123").unwrap();
         let status = ProcessingStatus {
             mind_map_processing: true,

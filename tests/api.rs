@@ -30,7 +30,7 @@ fn float(x: f64) -> String {
 }
 
 #[tokio::test]
-async fn the_status_json_is_the_seeds_exactly() {
+async fn the_status_json_is_the_original_exactly() {
     let s = server(Policy::Coalesce, None).await;
     let (code, body) = get_text(&format!("{}/api/llm/processing-status/session-123", s.base)).await;
     assert_eq!(code, 200);

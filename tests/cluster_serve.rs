@@ -190,7 +190,12 @@ struct Instance {
 fn instance(name: &str, feed: &str, redis: &str, llm: &str, extra: &[&str]) -> Instance {
     let mut process = Logged::spawn(
         bin()
-            .args(["serve", "--api", "127.0.0.1:0", "--no-db"])
+            .args(["serve", "--api", "127.0.0.1:0"])
+            .args(if extra.contains(&"--db") {
+                &[][..]
+            } else {
+                &["--no-db"][..]
+            })
             .args(["--feed", feed, "--redis", redis, "--instance", name])
             .args(["--llm", "openai", "--llm-url", llm, "--model", "m"])
             .args(extra),
@@ -301,7 +306,10 @@ fn three_instances_on_one_mirrored_feed_never_run_an_operation_twice_at_once() {
     let extra = ["--llm-concurrency", "2", "--lease-ttl", "3s"];
     let a = instance("a", &feed, &redis.url(), &llm, &extra);
     let b = instance("b", &feed, &redis.url(), &llm, &extra);
-    let c = instance("c", &feed, &redis.url(), &llm, &extra);
+    // One keeps a database: the results made elsewhere go in it too.
+    let db = dir.join("c.db");
+    let with_db = [&extra[..], &["--db", db.to_str().unwrap()]].concat();
+    let c = instance("c", &feed, &redis.url(), &llm, &with_db);
 
     wait_all_fresh(&[&a, &b, &c], 4, 24, &["summary", "mind_map"]);
 
@@ -329,6 +337,18 @@ fn three_instances_on_one_mirrored_feed_never_run_an_operation_twice_at_once() {
         assert_eq!(detail["summary"]["value"], "Summary of [s1].", "{}", i.name);
         assert_eq!(detail["summary"]["covered_generation"], 24);
     }
+    assert!(metric(&c.api, "inflight_cluster_results_from_others_total") > 0);
+    drop(calls);
+    c.process.stop();
+    let file = rusqlite::Connection::open(&db).unwrap();
+    let fresh: i64 = file
+        .query_row(
+            "SELECT COUNT(DISTINCT session || op) FROM results WHERE covered_generation = 24",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(fresh, 8, "every (session, op)'s newest result is on disk");
 }
 
 #[test]

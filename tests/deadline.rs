@@ -142,7 +142,7 @@ async fn llm_permits_cap_concurrent_calls_and_queue_the_rest() {
     let snapshot = engine.snapshot();
     assert_eq!(snapshot.permits_in_use, 2);
     assert_eq!((snapshot.totals.running, snapshot.totals.queued), (2, 3));
-    // Queued runs hold their slot: the seed's status says processing.
+    // Queued runs hold their slot: the original status says processing.
     assert_eq!(
         snapshot
             .sessions

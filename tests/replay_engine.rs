@@ -232,7 +232,7 @@ async fn skip_drops_requests_and_leaves_sessions_stale() {
         .count();
     assert_eq!(
         stale, SESSIONS,
-        "the seed's skip leaves every session with its last line never summarised"
+        "the original skip leaves every session with its last line never summarised"
     );
     for session in &sessions {
         assert_eq!(

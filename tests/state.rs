@@ -1,5 +1,5 @@
 //! The processing state manager under concurrency, panics, forced stops and
-//! both policies; and the seed's status JSON.
+//! both policies; and the original status JSON.
 
 mod common;
 
@@ -243,7 +243,7 @@ fn float(x: f64) -> String {
 }
 
 #[test]
-fn status_json_matches_the_seed_field_for_field() {
+fn status_json_matches_the_original_field_for_field() {
     let (manager, _events) = manager(Policy::Coalesce);
     let s = sid("session-123");
     let json =

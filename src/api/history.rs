@@ -5,7 +5,6 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{ApiError, ApiState};
 use crate::engine::SessionDetail;
@@ -75,7 +74,18 @@ pub(super) async fn list(
         .map_err(failed)?
         .map_err(failed)?;
     let next = page.next.map(cursor_of);
-    Ok(axum::Json(json!({"sessions": page.sessions, "next": next})).into_response())
+    Ok(axum::Json(HistoryJson {
+        sessions: page.sessions,
+        next,
+    })
+    .into_response())
+}
+
+/// A page of past sessions, and the cursor of the next (none at the end).
+#[derive(serde::Serialize)]
+struct HistoryJson {
+    sessions: Vec<crate::db::PastSession>,
+    next: Option<String>,
 }
 
 /// A session that memory no longer holds, read from disk; `None` when the

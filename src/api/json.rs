@@ -1,5 +1,5 @@
 //! JSON views of sessions for the HTTP API (the status JSON itself is the
-//! seed's, in `state::status`).
+//! original one, in `state::status`).
 
 use std::time::Duration;
 
@@ -231,4 +231,106 @@ impl SessionDetailJson {
             },
         }
     }
+}
+
+/// `GET /api/feeds`.
+#[derive(Serialize)]
+pub struct FeedsJson {
+    pub feeds: Vec<FeedJson>,
+}
+
+/// One feed: its state, counters and refused frames by kind.
+#[derive(Serialize)]
+pub struct FeedJson {
+    pub feed: usize,
+    pub url: String,
+    pub state: &'static str,
+    pub messages: u64,
+    pub transcripts: u64,
+    pub duplicates: u64,
+    pub refused_sessions: u64,
+    pub connects: u64,
+    pub last_message_age_seconds: Option<f64>,
+    pub bad_frames: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl FeedJson {
+    pub fn new(feed: &crate::engine::FeedStatus, now: Instant) -> Self {
+        let view = feed.view();
+        Self {
+            feed: view.index,
+            url: view.url,
+            state: view.state.word(),
+            messages: view.messages,
+            transcripts: view.transcripts,
+            duplicates: view.duplicates,
+            refused_sessions: view.refused_sessions,
+            connects: view.connects,
+            last_message_age_seconds: view
+                .last_message_at
+                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            bad_frames: crate::engine::feeds::BadFrame::ALL
+                .iter()
+                .map(|kind| (kind.as_str(), feed.bad(*kind)))
+                .collect(),
+        }
+    }
+}
+
+/// The answer to a trigger: started, or a run in flight left a follow-up
+/// (`pending`) or dropped the request (`skipped`).
+#[derive(Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TriggerJson {
+    Started {
+        run_id: u64,
+    },
+    Pending {
+        running_run_id: u64,
+        running_since: f64,
+    },
+    Skipped {
+        running_run_id: u64,
+        running_since: f64,
+    },
+}
+
+impl From<crate::engine::TriggerAnswer> for TriggerJson {
+    fn from(answer: crate::engine::TriggerAnswer) -> Self {
+        use crate::engine::TriggerAnswer;
+        use crate::state::status::unix_seconds;
+        match answer {
+            TriggerAnswer::Started { run_id } => Self::Started { run_id },
+            TriggerAnswer::Pending {
+                running_run_id,
+                since,
+            } => Self::Pending {
+                running_run_id,
+                running_since: unix_seconds(since),
+            },
+            TriggerAnswer::Skipped {
+                running_run_id,
+                since,
+            } => Self::Skipped {
+                running_run_id,
+                running_since: unix_seconds(since),
+            },
+        }
+    }
+}
+
+/// The answer to a cancel.
+#[derive(Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CancelJson {
+    Cancelled { run_id: u64 },
+    None { error: &'static str },
+}
+
+/// A session only the database still has.
+#[derive(Serialize)]
+pub struct StoredDetailJson {
+    #[serde(flatten)]
+    pub detail: SessionDetailJson,
+    pub from_disk: bool,
 }

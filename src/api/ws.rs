@@ -152,13 +152,13 @@ async fn stream(
     let (mut events, mut next_id) = match start {
         Start::Now(events) => (events, None),
         Start::After(resumed) => {
-            let hello = serde_json::json!({
-                "type": "resume",
-                "next_id": resumed.next_id,
-                "too_old": resumed.too_old,
-                "replayed": resumed.replay.len(),
-            });
-            let mut first = vec![hello.to_string()];
+            let hello = ResumeJson {
+                kind: "resume",
+                next_id: resumed.next_id,
+                too_old: resumed.too_old,
+                replayed: resumed.replay.len(),
+            };
+            let mut first = vec![serde_json::to_string(&hello).unwrap_or_default()];
             first.extend(
                 resumed
                     .replay
@@ -218,4 +218,15 @@ async fn stream(
         }));
         let _ = tokio::time::timeout(timeout, sink.send(frame)).await;
     }
+}
+
+/// The first message of a resumed `/ws`: where the stream goes on from,
+/// and whether what was missed could be replayed.
+#[derive(serde::Serialize)]
+struct ResumeJson {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    next_id: crate::events::EventId,
+    too_old: bool,
+    replayed: usize,
 }

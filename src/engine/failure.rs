@@ -12,7 +12,7 @@
 pub fn short_cause(message: &str) -> String {
     let message = crate::text::strip_controls(message);
     let message = message.as_ref();
-    if message.starts_with("no answer within") {
+    if message.starts_with("no answer within") || message.contains(" did not answer in time") {
         return "timed out".into();
     }
     if message.starts_with("cannot reach") {
@@ -97,6 +97,10 @@ mod tests {
         );
         assert_eq!(
             short_cause("no answer within 5m of the call's start"),
+            "timed out"
+        );
+        assert_eq!(
+            short_cause("the server at http://x did not answer in time: operation timed out"),
             "timed out"
         );
         assert_eq!(

@@ -338,7 +338,7 @@ impl Engine {
         self.shared.state.stop_processing(session, op)
     }
 
-    /// The seed's processing status of one session.
+    /// The original processing status of one session (`state::status`).
     pub fn status(&self, session: &SessionId) -> ProcessingStatus {
         self.shared.state.status(session)
     }

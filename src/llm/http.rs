@@ -142,6 +142,12 @@ pub async fn send_with_retries(
                 tracing::debug!(attempt, "cannot reach {what}: {e}; retrying");
                 backoff(attempt)
             }
+            Err(e) if e.is_timeout() => {
+                return Err(LlmError::new(
+                    LlmErrorKind::TimedOut,
+                    format!("{what} did not answer in time: {}", error_chain(&e)),
+                ));
+            }
             Err(e) => {
                 return Err(LlmError::new(
                     LlmErrorKind::Unreachable,

@@ -103,8 +103,10 @@ pub struct LlmResponse {
 /// What kind of failure a call met; callers branch on it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LlmErrorKind {
-    /// The server could not be reached (refused, timed out, broke off).
+    /// The server could not be reached (connection refused, broke off).
     Unreachable,
+    /// The server did not answer within the HTTP client's time limits.
+    TimedOut,
     /// The server answered the request with an error status.
     Refused { status: u16 },
     /// The server answered, but the answer cannot be used (empty, not the
@@ -115,7 +117,8 @@ pub enum LlmErrorKind {
 }
 
 /// Why a call failed: its kind, and a message fit to show.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
 pub struct LlmError {
     pub kind: LlmErrorKind,
     pub message: String,
@@ -136,14 +139,6 @@ impl LlmError {
         Self::new(LlmErrorKind::Other, message)
     }
 }
-
-impl fmt::Display for LlmError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for LlmError {}
 
 /// Tokens streamed so far by one run; read by snapshots while the run goes on.
 #[derive(Debug, Default)]

@@ -1,7 +1,8 @@
 //! The processing state manager: which `(session, operation)` has a run in
 //! flight, and the one atomic step that decides whether another may start.
 //!
-//! This is the seed's `ProcessingStateManager`, made safe under concurrency:
+//! This is the original system's `ProcessingStateManager`, made safe under
+//! concurrency:
 //!
 //! - [`ProcessingStateManager::try_start`] checks and claims a slot in one
 //!   critical section and always answers: [`Admission::Started`] with a
@@ -10,7 +11,7 @@
 //!   run as `cancelled`, so nothing stays "processing".
 //! - Every run has a [`RunId`] that only grows. A finish whose id is no longer
 //!   the slot's (after a forced stop) changes nothing: a fencing token.
-//! - A session with no run left loses its in-flight entry (the seed's
+//! - A session with no run left loses its in-flight entry (the original
 //!   automatic cleanup) and a `SessionCleaned` event is sent. Statistics are
 //!   kept apart and outlast it.
 //! - Under [`Policy::Coalesce`], a refused request leaves a pending flag; when
@@ -57,7 +58,7 @@ pub const VISIT_CHUNK: usize = 512;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
-    /// Drop it, count it, log it: the seed's behaviour.
+    /// Drop it, count it, log it: the original behaviour.
     Skip,
     /// Count it as skipped and remember one follow-up run for when the
     /// current run ends.
@@ -90,7 +91,7 @@ pub enum Phase {
 pub struct InFlight {
     pub run_id: RunId,
     pub phase: Phase,
-    /// Wall-clock admission time (the seed's start time).
+    /// Wall-clock admission time (the original start time).
     pub since: SystemTime,
     /// Monotonic admission time, for durations.
     #[serde(with = "crate::monotime")]
@@ -135,7 +136,7 @@ type Slots = [Option<Slot>; OPERATION_COUNT];
 #[derive(Default)]
 struct SessionEntry {
     /// The in-flight entry: present while at least one run is in flight,
-    /// removed when the last one ends (the seed's automatic cleanup).
+    /// removed when the last one ends (the original automatic cleanup).
     in_flight: Option<Slots>,
     /// Statistics, kept for as long as the process runs.
     stats: [OpStats; OPERATION_COUNT],
@@ -360,7 +361,7 @@ impl ProcessingStateManager {
         admission
     }
 
-    /// The seed's `is_processing`: `None` asks about any operation.
+    /// The original `is_processing`: `None` asks about any operation.
     pub fn is_processing(&self, session: &SessionId, op: Option<Operation>) -> bool {
         let tables = self.lock();
         match tables
@@ -376,7 +377,7 @@ impl ProcessingStateManager {
         }
     }
 
-    /// The seed's `get_processing_status`; unknown sessions are idle.
+    /// The original `get_processing_status`; unknown sessions are idle.
     pub fn status(&self, session: &SessionId) -> ProcessingStatus {
         let tables = self.lock();
         let mut status = ProcessingStatus::idle(session.clone());

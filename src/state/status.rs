@@ -1,4 +1,4 @@
-//! The seed's processing status, field for field.
+//! The original processing status, field for field.
 //!
 //! `GET /api/llm/processing-status/{id}` answers [`StatusResponse`]; the
 //! `processing_status` message carries [`ProcessingStatus`] as its `data`.
@@ -49,7 +49,7 @@ impl ProcessingStatus {
     }
 }
 
-/// Unix seconds as a float, the seed's `time.time()`.
+/// Unix seconds as a float, as the original system's `time.time()` gives it.
 pub fn unix_seconds(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -1,0 +1,167 @@
+//! The handlers of the plain routes: the original status, sessions, feeds,
+//! details, triggers, cancels, metrics, liveness and readiness. Each
+//! answers a typed body (`json.rs`).
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+use super::errors::{ApiError, error, operation, session_id};
+use super::{ApiState, history, json};
+use crate::engine::TriggerAnswer;
+
+pub(super) async fn processing_status(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session_id(&raw)?;
+    Ok(axum::Json(state.engine.status(&session).into_response()).into_response())
+}
+
+pub(super) async fn list_sessions(State(state): State<ApiState>) -> Response {
+    let snapshot = state.engine.snapshot();
+    let now = Instant::now();
+    axum::Json(json::SessionsJson {
+        backend: snapshot.backend.clone(),
+        max_sessions: snapshot.max_sessions,
+        refused_sessions: snapshot.refused_sessions,
+        cluster: snapshot.cluster.clone(),
+        sessions: snapshot
+            .sessions
+            .iter()
+            .map(|row| json::SessionJson::new(row, now, snapshot.op_timeout))
+            .collect(),
+    })
+    .into_response()
+}
+
+pub(super) async fn list_feeds(State(state): State<ApiState>) -> Response {
+    let now = Instant::now();
+    let feeds = state
+        .engine
+        .feeds()
+        .statuses()
+        .iter()
+        .map(|feed| json::FeedJson::new(feed, now))
+        .collect();
+    axum::Json(json::FeedsJson { feeds }).into_response()
+}
+
+/// Liveness: 200 while the process runs; the body says `degraded` when
+/// the database cannot write (the engine goes on in memory).
+pub(super) async fn healthz(State(state): State<ApiState>) -> String {
+    let mut said = Vec::new();
+    if let Some(db) = state.engine.db().filter(|db| db.health().degraded()) {
+        said.push(format!(
+            "degraded: the database {} cannot write ({} failed commits, {} writes dropped); running in memory",
+            db.path().display(),
+            db.health().failures(),
+            db.health().dropped()
+        ));
+    }
+    if let Some(cluster) = state.engine.cluster_view().filter(|c| !c.reachable) {
+        said.push(format!(
+            "degraded: Redis {} is unreachable ({}); no run starts until it answers",
+            cluster.redis,
+            cluster.last_error.as_deref().unwrap_or("no answer")
+        ));
+    }
+    if said.is_empty() {
+        "ok".into()
+    } else {
+        said.join("\n")
+    }
+}
+
+/// Readiness: 200 when the engine can do its job, 503 otherwise, with a
+/// JSON body naming what is not ready.
+pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
+    let readiness = state.engine.readiness();
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness)).into_response()
+}
+
+pub(super) async fn session_detail(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session_id(&raw)?;
+    if let Some(detail) = state.engine.session_detail(&session, 20) {
+        return Ok(axum::Json(json::SessionDetailJson::new(
+            detail,
+            Instant::now(),
+            state.engine.op_timeout(),
+        ))
+        .into_response());
+    }
+    // Forgotten by memory: the database may still have it.
+    match history::forgotten(&state, &session).await? {
+        Some(detail) => Ok(axum::Json(json::StoredDetailJson {
+            detail: json::SessionDetailJson::new(detail, Instant::now(), state.engine.op_timeout()),
+            from_disk: true,
+        })
+        .into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {session}"),
+        )),
+    }
+}
+
+pub(super) async fn trigger(
+    State(state): State<ApiState>,
+    Path((raw, op)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (session, op) = (session_id(&raw)?, operation(&op)?);
+    let Some(answer) = state.engine.request(&session, op) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {session}"),
+        ));
+    };
+    let body = json::TriggerJson::from(answer);
+    let status = match answer {
+        TriggerAnswer::Skipped { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+pub(super) async fn cancel(
+    State(state): State<ApiState>,
+    Path((raw, op)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (session, op) = (session_id(&raw)?, operation(&op)?);
+    Ok(match state.engine.cancel(&session, op) {
+        Some(run_id) => axum::Json(json::CancelJson::Cancelled { run_id }).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json::CancelJson::None {
+                error: "no run in flight",
+            }),
+        )
+            .into_response(),
+    })
+}
+
+pub(super) async fn render_metrics(State(state): State<ApiState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode metrics",
+        ),
+    }
+}
