@@ -191,7 +191,7 @@ pub struct EngineArgs {
 
     /// An extra header sent when connecting to feeds ('Name: value'); repeat for several.
     #[arg(long = "feed-header", value_name = "HEADER", value_parser = crate::feed::client::parse_header)]
-    pub feed_headers: Vec<(String, String)>,
+    pub feed_headers: Vec<crate::feed::client::FeedHeader>,
 
     /// A PEM file of CA certificates to trust for wss:// feeds, beside the system's.
     #[arg(long, value_name = "FILE", env = "INFLIGHT_FEED_CA")]

@@ -6,32 +6,27 @@
 //! session, so a feed that supports resuming continues where it left off;
 //! replays from feeds that don't are dropped by the store's `seq` check.
 //! Bad frames are counted per kind on the feed's [`FeedStatus`] and logged at
-//! a bounded rate; they never end the task.
+//! a bounded rate; they never end the task. What goes up the socket is
+//! `upstream.rs`'s, on a task of its own.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::adapters::{Decoder, FeedFormat};
 use super::protocol::{FeedMessage, Hello, MAX_FRAME_BYTES};
+use super::upstream::{Closing, Upstream, Writer};
 use crate::engine::Engine;
 use crate::engine::feeds::{BadFrame, FeedState, FeedStatus};
 use crate::events::Event;
-use crate::wire;
-
-const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_TOO_BIG: u16 = 1009;
 
 /// How a feed connects, reconnects and talks back.
 #[derive(Debug, Clone)]
@@ -41,8 +36,8 @@ pub struct FeedOptions {
     /// Give up after this many failed attempts in a row; `None`: never.
     pub retries: Option<u32>,
     pub format: FeedFormat,
-    /// Extra request headers (`Authorization`, …).
-    pub headers: Vec<(String, String)>,
+    /// Extra request headers (`Authorization`, …), checked when read.
+    pub headers: Vec<FeedHeader>,
     /// TLS for `wss://`; `None` builds one from the system roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Send `processing_status` up the feed's socket.
@@ -73,17 +68,26 @@ impl Default for FeedOptions {
     }
 }
 
-/// Parses `Name: value` into a header pair.
-pub fn parse_header(raw: &str) -> Result<(String, String), String> {
+/// One extra request header of a feed's connection, checked once when the
+/// flags are read and kept in the form the request takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedHeader {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+}
+
+/// Parses `Name: value` into a header.
+pub fn parse_header(raw: &str) -> Result<FeedHeader, String> {
     let (name, value) = raw
         .split_once(':')
         .ok_or_else(|| format!("{raw:?} is not a header; write 'Name: value'"))?;
     let (name, value) = (name.trim(), value.trim());
-    HeaderName::from_bytes(name.as_bytes())
+    let name = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("{name:?} is not a header name"))?;
-    HeaderValue::from_str(value)
+    let mut value = HeaderValue::from_str(value)
         .map_err(|_| format!("the value of {name} is not a valid header value"))?;
-    Ok((name.to_string(), value.to_string()))
+    value.set_sensitive(true);
+    Ok(FeedHeader { name, value })
 }
 
 /// Registers the feed with the engine and starts its task.
@@ -187,13 +191,10 @@ async fn connect_and_read(
         Ok(request) => request,
         Err(e) => return format!("bad feed URL {}: {e}", status.url),
     };
-    for (name, value) in &options.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            request.headers_mut().insert(name, value);
-        }
+    for header in &options.headers {
+        request
+            .headers_mut()
+            .insert(header.name.clone(), header.value.clone());
     }
     let tls = match &options.tls {
         Some(tls) => tls.clone(),
@@ -249,10 +250,7 @@ async fn connect_and_read(
     // Writing up never holds up reading: the writer has its own task, and a
     // peer that does not read its statuses only makes the writer fall behind
     // (statuses are current state; missed ones are superseded).
-    let stop_writer = CancellationToken::new();
-    let _close_on_return = stop_writer.clone().drop_guard();
-    let close_code = Arc::new(AtomicU16::new(CLOSE_NORMAL));
-    let writer = tokio::spawn(write_upstream(
+    let writer = Writer::spawn(
         sink,
         engine.clone(),
         Upstream {
@@ -261,8 +259,7 @@ async fn connect_and_read(
             results: options.upstream_results,
             ping_every: options.idle_timeout / 3,
         },
-        (stop_writer.clone(), close_code.clone()),
-    ));
+    );
     let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     // Any frame, pongs included, proves the connection alive.
     let silence = tokio::time::sleep(options.idle_timeout);
@@ -273,8 +270,7 @@ async fn connect_and_read(
             _ = shutdown.cancelled() => {
                 // Stopping: the writer sends a Close frame (bounded) and
                 // ends; wait for it, so the feed hears goodbye.
-                stop_writer.cancel();
-                let _ = writer.await;
+                writer.finish().await;
                 return "shut down".into();
             }
             _ = prune.tick() => {
@@ -295,7 +291,7 @@ async fn connect_and_read(
             Some(Ok(message)) => message,
             Some(Err(WsError::Capacity(e))) => {
                 note_bad(status, BadFrame::Oversized, &e.to_string());
-                close_code.store(CLOSE_TOO_BIG, Ordering::Relaxed);
+                writer.close(Closing::TooBig);
                 return format!("frame refused (close 1009): {e}");
             }
             Some(Err(WsError::Utf8(e))) => {
@@ -323,89 +319,6 @@ async fn connect_and_read(
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
-}
-
-type Sink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    Message,
->;
-
-/// What goes up a feed's socket.
-struct Upstream {
-    feed: usize,
-    statuses: bool,
-    results: bool,
-    /// Pings that keep the reader's idle check fed with pongs.
-    ping_every: Duration,
-}
-
-/// Sends pings, and statuses (and results) of this feed's sessions, up its
-/// socket until `stop`; then closes the socket politely (with 1009 when the
-/// reader says a frame was too large).
-async fn write_upstream(
-    mut sink: Sink,
-    engine: Engine,
-    upstream: Upstream,
-    (stop, close_code): (CancellationToken, Arc<AtomicU16>),
-) {
-    let Upstream {
-        feed,
-        statuses,
-        results,
-        ping_every,
-    } = upstream;
-    let mut events = engine.subscribe();
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    loop {
-        let event = tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = ping.tick() => {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { return },
-                }
-                continue;
-            }
-            event = events.recv(), if statuses || results => event,
-        };
-        let event = match event {
-            Ok(event) => event,
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => break,
-        };
-        let Some((session, wanted)) = wire::wanted(&event) else {
-            continue;
-        };
-        let send = match wanted {
-            wire::Wanted::Status => statuses,
-            wire::Wanted::Result(_) => results,
-        };
-        if !send || engine.feed_of(&session) != Some(feed) {
-            continue;
-        }
-        let Some(message) = wire::message_for(&engine, &session, wanted) else {
-            continue;
-        };
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            sent = sink.send(Message::text(message)) => if sent.is_err() { return },
-        }
-    }
-    let close = match close_code.load(Ordering::Relaxed) {
-        CLOSE_TOO_BIG => CloseFrame {
-            code: CloseCode::Size,
-            reason: "frame over 1 MiB".into(),
-        },
-        _ => CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        },
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        sink.send(Message::Close(Some(close))),
-    )
-    .await;
 }
 
 fn handle_text(engine: &Engine, status: &FeedStatus, decoder: &mut Decoder, text: &str) {
@@ -468,10 +381,11 @@ mod tests {
 
     #[test]
     fn headers_are_checked() {
-        assert_eq!(
-            parse_header("Authorization: Bearer abc").unwrap(),
-            ("Authorization".to_string(), "Bearer abc".to_string())
-        );
+        let header = parse_header("Authorization:  Bearer abc ").unwrap();
+        assert_eq!(header.name, "authorization");
+        assert_eq!(header.value, "Bearer abc");
+        // Kept out of debug output, as a secret.
+        assert!(header.value.is_sensitive());
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
     }
