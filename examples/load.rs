@@ -297,7 +297,7 @@ async fn engine_run(
         snapshot.totals.transcripts,
         ingest_s,
         probe.calls(),
-        snapshot.totals.skipped,
+        snapshot.totals.counts.skipped,
         probe.max_overlap(),
         max_queued,
         stale,

@@ -328,9 +328,9 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
     let totals = engine.snapshot().totals;
     tracing::info!(
         transcripts = totals.transcripts,
-        runs = totals.runs,
-        skipped = totals.skipped,
-        failed = totals.failed + totals.timed_out,
+        runs = totals.counts.runs,
+        skipped = totals.counts.skipped,
+        failed = totals.counts.failures(),
         in_flight_at_stop = drained.in_flight,
         cancelled_at_stop = drained.cancelled,
         "stopped"

@@ -223,7 +223,9 @@ async fn sessions_list_and_detail_carry_statistics_and_results() {
     assert_eq!(first["operations"]["summary"]["call_seconds"], Value::Null);
     // Tokens: the builtin backend estimates them; the API, the engine and
     // /metrics all say the same.
-    let usage = engine.snapshot().sessions[0].ops[Operation::Summary.index()].usage;
+    let usage = engine.snapshot().sessions[0].ops[Operation::Summary.index()]
+        .counts
+        .usage();
     assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
     assert_eq!(
         first["operations"]["summary"]["prompt_tokens"],
@@ -343,8 +345,8 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
     // The engine did not wait for the slow subscriber: every request was
     // answered and counted while it read nothing, and the run is untouched.
     let view = s.engine.session_detail(&sid("busy"), 0).unwrap().row;
-    assert_eq!(view.ops[Operation::Summary.index()].skipped, REFUSED);
-    assert_eq!(view.ops[Operation::Summary.index()].runs, 1);
+    assert_eq!(view.ops[Operation::Summary.index()].counts.skipped, REFUSED);
+    assert_eq!(view.ops[Operation::Summary.index()].counts.runs, 1);
     assert!(s.engine.status(&sid("busy")).summary_processing);
     // The server goes on serving: a new subscriber gets its events.
     let (mut reader, _) =
@@ -512,11 +514,11 @@ async fn metrics_parse_and_equal_the_engines_counters() {
     };
     assert_eq!(
         value("inflight_runs_total", r#"op="summary""#),
-        by_op(Operation::Summary, &|o| o.runs)
+        by_op(Operation::Summary, &|o| o.counts.runs)
     );
     assert_eq!(
         value("inflight_runs_total", r#"op="mind_map""#),
-        by_op(Operation::MindMap, &|o| o.runs)
+        by_op(Operation::MindMap, &|o| o.counts.runs)
     );
     assert_eq!(value("inflight_skipped_total", r#"op="summary""#), 2.0);
     assert_eq!(

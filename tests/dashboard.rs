@@ -13,7 +13,7 @@ use inflight::events::Event;
 use inflight::llm::{Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress};
 use inflight::logs::{CaptureLayer, LogBuffer};
 use inflight::model::{Operation, SessionId};
-use inflight::state::{InFlight, Phase, Policy};
+use inflight::state::{InFlight, OpCounters, Phase, Policy};
 use inflight::tui::app::{App, Command, Screen, SortColumn};
 use inflight::tui::keymap::Key;
 use inflight::tui::theme::Theme;
@@ -57,9 +57,12 @@ fn running(now: Instant, run_id: u64, secs: f64, phase: Phase, pending: bool) ->
 
 fn op(runs: u64, skipped: u64, last_ms: u64) -> OpRow {
     OpRow {
-        runs,
-        ok: runs,
-        skipped,
+        counts: OpCounters {
+            runs,
+            ok: runs,
+            skipped,
+            ..Default::default()
+        },
         last_duration: (last_ms > 0).then(|| Duration::from_millis(last_ms)),
         mean_duration: (last_ms > 0).then(|| Duration::from_millis(last_ms)),
         p95_duration: (last_ms > 0).then(|| Duration::from_millis(last_ms)),
@@ -93,7 +96,7 @@ fn fixture(now: Instant) -> Snapshot {
         lost: 0,
         ops: [op(3, 1, 2500), op(3, 0, 3100)],
     };
-    retro.ops[1].failed = 2;
+    retro.ops[1].counts.failed = 2;
     retro.ops[1].consecutive_failures = 2;
     // Its summary covers 15 of its 17 lines.
     retro.ops[0].covered_generation = Some(15);
@@ -164,13 +167,15 @@ fn fixture(now: Instant) -> Snapshot {
         ],
         totals: Totals {
             transcripts: 119,
-            runs: 36,
-            ok: 34,
-            failed: 2,
-            skipped: 80,
+            counts: OpCounters {
+                runs: 36,
+                ok: 34,
+                failed: 2,
+                skipped: 80,
+                ..Default::default()
+            },
             running: 1,
             queued: 1,
-            ..Default::default()
         },
         sessions,
         lifetime: Default::default(),
@@ -704,7 +709,7 @@ async fn details_show_tokens_per_run_and_in_all() {
     })
     .await;
     let detail = engine.session_detail(&sid("standup"), 20).unwrap();
-    let usage = detail.row.ops[Operation::Summary.index()].usage;
+    let usage = detail.row.ops[Operation::Summary.index()].counts.usage();
     let mut app = App::new(Theme::new(false), engine.snapshot());
     app.handle_key(Key::Enter);
     app.set_detail(Some(detail));
@@ -929,8 +934,8 @@ fn failing(now: Instant) -> Snapshot {
     for row in &mut snapshot.sessions {
         let op = &mut row.ops[Operation::MindMap.index()];
         op.in_flight = None;
-        op.runs = 5;
-        op.failed = 5;
+        op.counts.runs = 5;
+        op.counts.failed = 5;
         op.consecutive_failures = 5;
         op.error_streak = 5;
         op.last_error = Some(LLAMA_REFUSAL.into());

@@ -139,11 +139,11 @@ async fn what_an_engine_wrote_comes_back_after_a_restart() {
     for op in Operation::ALL {
         let (was, is) = (&before.row.ops[op.index()], &after.row.ops[op.index()]);
         assert_eq!(
-            (is.runs, is.ok, is.skipped),
-            (was.runs, was.ok, was.skipped),
+            (is.counts.runs, is.counts.ok, is.counts.skipped),
+            (was.counts.runs, was.counts.ok, was.counts.skipped),
             "{op:?}"
         );
-        assert_eq!(is.usage, was.usage);
+        assert_eq!(is.counts.usage(), was.counts.usage());
         assert_eq!(
             after.history[op.index()]
                 .iter()
@@ -283,7 +283,10 @@ async fn runs_in_flight_at_a_crash_come_back_interrupted() {
     let session = &reopened.restored.sessions[0];
     let run = &session.history[Operation::MindMap.index()][0];
     assert_eq!((run.run_id, run.outcome), (41, None), "interrupted");
-    assert_eq!(session.counts[Operation::MindMap.index()].cancelled, 1);
+    assert_eq!(
+        session.counts[Operation::MindMap.index()].counts.cancelled,
+        1
+    );
     assert_eq!(reopened.restored.next_run_id, 42);
     let engine = Engine::new(
         EngineConfig {
@@ -446,8 +449,10 @@ async fn the_api_pages_through_past_sessions_and_reads_forgotten_ones_from_disk(
     );
     // How many runs there were depends on whether the first ended before
     // the session did; whatever memory counted, the disk must say too.
-    let counted =
-        engine.session_detail(&sid("b-two"), 0).unwrap().row.ops[Operation::Summary.index()].ok;
+    let counted = engine.session_detail(&sid("b-two"), 0).unwrap().row.ops
+        [Operation::Summary.index()]
+    .counts
+    .ok;
     assert_eq!(
         engine.forget_ended(Duration::ZERO),
         3,

@@ -59,7 +59,7 @@ async fn a_run_past_its_deadline_is_timed_out_and_frees_its_slot() {
     );
     assert!(!engine.snapshot().sessions[0].any_in_flight());
     let row = &engine.snapshot().sessions[0].ops[Operation::Summary.index()];
-    assert_eq!(row.timed_out, 1);
+    assert_eq!(row.counts.timed_out, 1);
     assert!(row.last_error.as_deref().unwrap_or("").contains("5s"));
     assert!(matches!(
         engine.request(&s, Operation::Summary),
@@ -110,7 +110,7 @@ async fn an_operator_cancel_frees_the_slot_at_once() {
     .await;
     assert!(more.is_err(), "no run after a cancel");
     assert!(engine.result(&s, Operation::Summary).is_none());
-    assert_eq!(engine.snapshot().sessions[0].ops[0].cancelled, 1);
+    assert_eq!(engine.snapshot().sessions[0].ops[0].counts.cancelled, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -239,5 +239,5 @@ async fn a_drain_waits_for_runs_up_to_its_timeout_then_cancels_the_rest() {
     quick.ingest(final_line("c", 1, "hello"), None);
     let drained = quick.drain(Duration::from_secs(10)).await;
     assert_eq!((drained.in_flight, drained.cancelled), (1, 0));
-    assert_eq!(quick.snapshot().totals.ok, 1);
+    assert_eq!(quick.snapshot().totals.counts.ok, 1);
 }

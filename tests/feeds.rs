@@ -349,7 +349,7 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
         snapshot
             .sessions
             .iter()
-            .all(|s| s.transcripts == 30 && s.ops.iter().all(|o| o.failed == 0))
+            .all(|s| s.transcripts == 30 && s.ops.iter().all(|o| o.counts.failed == 0))
     );
     let status = engine.feeds();
     let views = status.views();
@@ -653,7 +653,7 @@ async fn no_upstream_status_keeps_the_feed_socket_quiet() {
                 .snapshot()
                 .sessions
                 .first()
-                .is_some_and(|s| s.ended && s.ops.iter().all(|o| o.ok > 0))
+                .is_some_and(|s| s.ended && s.ops.iter().all(|o| o.counts.ok > 0))
                 && engine.is_idle()
         },
     )
@@ -823,7 +823,7 @@ async fn statuses_go_only_up_the_feed_that_sent_the_session() {
         );
     }
     common::wait_until(&mut events, Duration::from_secs(10), "the run", || {
-        engine.snapshot().totals.ok == 1 && engine.is_idle()
+        engine.snapshot().totals.counts.ok == 1 && engine.is_idle()
     })
     .await;
     // Stopping closes both sockets: everything each feed got is in.

@@ -37,7 +37,7 @@ fn engine(sessions: SessionLimits, automatic: Vec<Operation>) -> Engine {
 fn runs(engine: &Engine, session: &str) -> u64 {
     engine
         .session_detail(&sid(session), 0)
-        .map_or(0, |d| d.row.ops.iter().map(|o| o.runs).sum())
+        .map_or(0, |d| d.row.ops.iter().map(|o| o.counts.runs).sum())
 }
 
 /// Waits until no run is in flight.
@@ -152,7 +152,7 @@ async fn a_replay_cannot_bring_a_forgotten_session_back() {
     }
     engine.end_session(&sid("old"), None);
     settle(&engine, &mut events).await;
-    let runs_before = engine.snapshot().totals.runs;
+    let runs_before = engine.snapshot().totals.counts.runs;
     assert_eq!(engine.forget_ended(Duration::ZERO), 1);
     assert!(!engine.holds(&sid("old")));
 
@@ -168,7 +168,7 @@ async fn a_replay_cannot_bring_a_forgotten_session_back() {
     assert!(engine.is_idle(), "no run started");
     assert!(runs_before > 0);
     assert_eq!(
-        engine.snapshot().totals.runs,
+        engine.snapshot().totals.counts.runs,
         runs_before,
         "no new run; the process's counts keep the forgotten session's runs"
     );

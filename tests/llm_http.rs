@@ -464,7 +464,7 @@ async fn the_llm_concurrency_cap_holds_at_the_server() {
         engine.request(&sid(&name), Operation::Summary);
     }
     common::wait_until(&mut events, Duration::from_secs(30), "all 20 runs", || {
-        engine.is_idle() && engine.snapshot().totals.ok == 20
+        engine.is_idle() && engine.snapshot().totals.counts.ok == 20
     })
     .await;
     assert_eq!(server.request_count(), 20);

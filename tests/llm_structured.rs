@@ -308,7 +308,7 @@ async fn tokens_are_counted_per_run_and_summed_per_session_and_operation() {
         (Outcome::Ok, None)
     );
     let first = engine.session_detail(&sid("s1"), 0).unwrap();
-    let estimated = first.row.ops[Operation::Summary.index()].usage;
+    let estimated = first.row.ops[Operation::Summary.index()].counts.usage();
     assert!(estimated.prompt_tokens > 20, "{estimated:?}");
     assert_eq!(estimated.completion_tokens, 1, "one streamed piece");
     assert_eq!(
@@ -316,7 +316,7 @@ async fn tokens_are_counted_per_run_and_summed_per_session_and_operation() {
         (Outcome::Ok, None)
     );
     let detail = engine.session_detail(&sid("s1"), 0).unwrap();
-    let usage = detail.row.ops[Operation::Summary.index()].usage;
+    let usage = detail.row.ops[Operation::Summary.index()].counts.usage();
     assert_eq!(usage.prompt_tokens, estimated.prompt_tokens + 300);
     assert_eq!(usage.completion_tokens, 1 + 12);
     let history = &detail.history[Operation::Summary.index()];

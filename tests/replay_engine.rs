@@ -184,11 +184,11 @@ async fn coalesce_keeps_every_session_fresh_without_overlap() {
     );
     let snapshot = engine.snapshot();
     assert!(
-        snapshot.totals.skipped > 0,
+        snapshot.totals.counts.skipped > 0,
         "a fast feed must meet busy slots"
     );
     assert!(
-        snapshot.totals.follow_ups > 0,
+        snapshot.totals.counts.follow_ups > 0,
         "skipped requests come back as follow-ups"
     );
     for session in &sessions {
@@ -203,9 +203,9 @@ async fn coalesce_keeps_every_session_fresh_without_overlap() {
     // No backlog: far fewer LLM calls than requests.
     let requests = (SESSIONS as u64) * TRANSCRIPTS * 2;
     assert!(
-        snapshot.totals.runs < requests / 4,
+        snapshot.totals.counts.runs < requests / 4,
         "{} runs for {requests} requests",
-        snapshot.totals.runs
+        snapshot.totals.counts.runs
     );
 }
 
@@ -221,9 +221,9 @@ async fn skip_drops_requests_and_leaves_sessions_stale() {
         "never two runs of one (session, op) at once"
     );
     let snapshot = engine.snapshot();
-    assert!(snapshot.totals.skipped > 0);
+    assert!(snapshot.totals.counts.skipped > 0);
     assert_eq!(
-        snapshot.totals.follow_ups, 0,
+        snapshot.totals.counts.follow_ups, 0,
         "skip never runs again by itself"
     );
     let stale = sessions

@@ -219,10 +219,14 @@ async fn a_backlog_past_the_window_is_caught_up_in_steps_and_nothing_is_dropped(
     }
     let row = engine.session_detail(&sid("long"), 0).unwrap().row;
     let summary = &row.ops[Operation::Summary.index()];
-    assert_eq!((summary.runs, summary.ok), (1, 1), "one run, in steps");
+    assert_eq!(
+        (summary.counts.runs, summary.counts.ok),
+        (1, 1),
+        "one run, in steps"
+    );
     assert_eq!(summary.covered_generation, Some(600));
     assert_eq!(
-        summary.usage.prompt_tokens, 600,
+        summary.counts.prompt_tokens, 600,
         "every step's tokens count"
     );
     assert_eq!(row.lost, 0);

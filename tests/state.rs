@@ -51,8 +51,8 @@ async fn sixty_four_racers_get_exactly_one_start() {
         }
     }
     let view = manager.op_view(&sid("race"), Operation::Summary);
-    assert_eq!(view.stats.skipped, 63);
-    assert_eq!(view.stats.runs, 1);
+    assert_eq!(view.stats.counts.skipped, 63);
+    assert_eq!(view.stats.counts.runs, 1);
     // The other operation was never touched.
     assert!(!manager.is_processing(&sid("race"), Some(Operation::MindMap)));
 }
@@ -87,6 +87,7 @@ async fn a_panicking_task_leaves_nothing_processing() {
         manager
             .op_view(&sid("p"), Operation::Summary)
             .stats
+            .counts
             .cancelled,
         1
     );
@@ -198,7 +199,12 @@ fn coalesce_hands_over_to_one_follow_up_only_when_the_session_moved_on() {
     assert!(!manager.is_processing(&s, None));
     let stats = manager.op_view(&s, Operation::Summary).stats;
     assert_eq!(
-        (stats.runs, stats.follow_ups, stats.skipped, stats.ok),
+        (
+            stats.counts.runs,
+            stats.counts.follow_ups,
+            stats.counts.skipped,
+            stats.counts.ok
+        ),
         (2, 1, 6, 2)
     );
     assert_eq!(stats.covered_generation, Some(7));
@@ -220,7 +226,10 @@ fn skip_never_follows_up() {
         run.finish(Outcome::Ok, None, &|| 9),
         FinishOutcome::Ended
     ));
-    assert_eq!(manager.op_view(&s, Operation::Summary).stats.skipped, 1);
+    assert_eq!(
+        manager.op_view(&s, Operation::Summary).stats.counts.skipped,
+        1
+    );
 }
 
 #[test]
@@ -233,7 +242,7 @@ fn statistics_outlast_the_cleanup() {
     run.finish(Outcome::Failed, Some("model refused".into()), &|| 0);
     assert_eq!(manager.in_flight_sessions(), 0);
     let stats = manager.op_view(&s, Operation::Summary).stats;
-    assert_eq!(stats.failed, 1);
+    assert_eq!(stats.counts.failed, 1);
     assert_eq!(stats.last_error.as_deref(), Some("model refused"));
     assert_eq!(stats.history.len(), 1);
 }
@@ -413,7 +422,7 @@ fn stop_all_stops_every_run_in_flight_and_says_why() {
         ));
     }
     let stats = manager.op_view(&sid("b"), Operation::Summary).stats;
-    assert_eq!(stats.cancelled, 1);
+    assert_eq!(stats.counts.cancelled, 1);
     assert_eq!(stats.last_error.as_deref(), Some("the process is stopping"));
     assert_eq!(manager.stop_all("again"), 0);
 }

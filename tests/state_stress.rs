@@ -87,11 +87,11 @@ fn check_the_books(shared: &Shared) {
         for op in Operation::ALL {
             let stats = shared.manager.op_view(session, op).stats;
             assert_eq!(
-                stats.runs,
-                stats.finished(),
+                stats.counts.runs,
+                stats.counts.ended(),
                 "{session} {op}: every run ended exactly once"
             );
-            skipped += stats.skipped;
+            skipped += stats.counts.skipped;
         }
     }
     assert_eq!(

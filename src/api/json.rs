@@ -29,23 +29,17 @@ pub struct OperationJson {
     pub instance: Option<String>,
     pub tokens: Option<u64>,
     pub tokens_per_second: Option<f64>,
-    pub runs: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub timed_out: u64,
-    pub cancelled: u64,
-    pub skipped: u64,
-    pub follow_ups: u64,
+    /// `runs`, `ok`, `failed`, `timed_out`, `cancelled`, `skipped`,
+    /// `follow_ups`, `prompt_tokens`, `completion_tokens` (every run of
+    /// the operation, in all) and `permit_wait_seconds` (time its runs
+    /// waited for an LLM permit, in all).
+    #[serde(flatten)]
+    pub counts: crate::state::OpCounters,
     pub last_duration_seconds: Option<f64>,
     pub mean_duration_seconds: Option<f64>,
     pub p95_duration_seconds: Option<f64>,
     pub last_error: Option<String>,
     pub covered_generation: Option<u64>,
-    /// Tokens every run of this operation cost, in all.
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// Time its runs spent waiting for an LLM permit, in all.
-    pub permit_wait_seconds: f64,
 }
 
 fn secs(d: Option<Duration>) -> Option<f64> {
@@ -71,21 +65,12 @@ impl OperationJson {
             instance: run.and_then(|r| r.instance.clone()),
             tokens: op.tokens.map(|(n, _)| n),
             tokens_per_second: op.tokens.map(|(_, rate)| rate),
-            runs: op.runs,
-            ok: op.ok,
-            failed: op.failed,
-            timed_out: op.timed_out,
-            cancelled: op.cancelled,
-            skipped: op.skipped,
-            follow_ups: op.follow_ups,
+            counts: op.counts,
             last_duration_seconds: secs(op.last_duration),
             mean_duration_seconds: secs(op.mean_duration),
             p95_duration_seconds: secs(op.p95_duration),
             last_error: op.last_error.clone(),
             covered_generation: op.covered_generation,
-            prompt_tokens: op.usage.prompt_tokens,
-            completion_tokens: op.usage.completion_tokens,
-            permit_wait_seconds: op.total_wait.as_secs_f64(),
         }
     }
 }

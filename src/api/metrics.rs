@@ -202,7 +202,7 @@ impl Collector for EngineCollector {
         let mut session_tokens = Vec::new();
         for row in &snapshot.sessions {
             for op in Operation::ALL {
-                let usage = row.ops[op.index()].usage;
+                let usage = row.ops[op.index()].counts.usage();
                 for (kind, n) in [
                     ("prompt", usage.prompt_tokens),
                     ("completion", usage.completion_tokens),

@@ -54,17 +54,9 @@ pub struct StoredRun {
 /// Counts of one operation of one session, over every stored run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoredCounts {
-    pub runs: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub timed_out: u64,
-    /// Cancelled and interrupted runs.
-    pub cancelled: u64,
-    pub follow_ups: u64,
-    pub skipped: u64,
+    /// Cancelled and interrupted runs count as cancelled.
+    pub counts: crate::state::OpCounters,
     pub total_duration: Duration,
-    pub total_wait: Duration,
-    pub usage: Usage,
 }
 
 /// One session as the file holds it.
@@ -338,7 +330,8 @@ fn fill(
                 },
             };
             let session = &mut sessions[at];
-            let counts = &mut session.counts[op];
+            let stored = &mut session.counts[op];
+            let counts = &mut stored.counts;
             counts.runs += 1;
             match run.outcome {
                 Some(Outcome::Ok) => counts.ok += 1,
@@ -347,9 +340,10 @@ fn fill(
                 Some(Outcome::Cancelled) | None => counts.cancelled += 1,
             }
             counts.follow_ups += u64::from(run.follow_up);
-            counts.total_duration += run.duration;
-            counts.total_wait += run.waited;
-            counts.usage = counts.usage.plus(run.usage);
+            counts.waited += run.waited;
+            counts.prompt_tokens += run.usage.prompt_tokens;
+            counts.completion_tokens += run.usage.completion_tokens;
+            stored.total_duration += run.duration;
             let history = &mut session.history[op];
             if history.len() == HISTORY_LEN {
                 history.remove(0);
@@ -365,7 +359,7 @@ fn fill(
             let Some((at, op)) = locate(row, index)? else {
                 continue;
             };
-            sessions[at].counts[op].skipped = row.get::<_, i64>(2)? as u64;
+            sessions[at].counts[op].counts.skipped = row.get::<_, i64>(2)? as u64;
         }
     }
     Ok(())

@@ -64,7 +64,9 @@ pub fn attention(row: &SessionRow, now: Instant, op_timeout: Duration) -> Vec<At
             let running = now.saturating_duration_since(run.admitted);
             if calling.is_some_and(|calling| calling >= op_timeout.mul_f64(0.8)) {
                 out.push(Attention::NearDeadline { op });
-            } else if let Some(p95) = stats.p95_duration.filter(|_| stats.ok + stats.failed >= 3)
+            } else if let Some(p95) = stats
+                .p95_duration
+                .filter(|_| stats.counts.ok + stats.counts.failed >= 3)
                 && running > p95
             {
                 out.push(Attention::SlowerThanP95 {

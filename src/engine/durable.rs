@@ -196,17 +196,8 @@ fn stats_of(stored: &StoredSession) -> [OpStats; OPERATION_COUNT] {
                 },
             );
         }
-        let counts = &stored.counts[i];
-        stats.runs = counts.runs;
-        stats.ok = counts.ok;
-        stats.failed = counts.failed;
-        stats.timed_out = counts.timed_out;
-        stats.cancelled = counts.cancelled;
-        stats.skipped = counts.skipped;
-        stats.follow_ups = counts.follow_ups;
-        stats.total_duration = counts.total_duration;
-        stats.total_wait = counts.total_wait;
-        stats.usage = counts.usage;
+        stats.counts = stored.counts[i].counts;
+        stats.total_duration = stored.counts[i].total_duration;
         if let Some(result) = &stored.results[i] {
             stats.covered_generation = Some(result.covered_generation);
         }

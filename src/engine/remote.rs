@@ -115,6 +115,9 @@ fn apply(shared: &Shared, link: &ClusterLink, event: ClusterEvent) {
                 link.generation_here(&session, result.covered_generation, &instance, || {
                     shared.store.generation(&session)
                 });
+            // The other instance's run id means nothing here: the result
+            // takes the next one of this process, as if it ended now.
+            result.run_id = shared.state.take_run_id();
             let covered_generation = result.covered_generation;
             let run_id = result.run_id;
             let write = shared.db.get().is_some().then(|| result.clone());

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::feeds::FeedView;
 use super::store::SessionContent;
 use super::store::SessionFacts;
-use crate::llm::{BackendInfo, Usage};
+use crate::llm::BackendInfo;
 use crate::model::{OPERATION_COUNT, SessionId};
 use crate::state::{InFlight, OpCounters, OpStats, Policy, RunRecord};
 
@@ -20,13 +20,8 @@ pub struct OpRow {
     pub in_flight: Option<InFlight>,
     /// Tokens streamed so far and tokens per second, while calling the LLM.
     pub tokens: Option<(u64, f64)>,
-    pub runs: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub timed_out: u64,
-    pub cancelled: u64,
-    pub skipped: u64,
-    pub follow_ups: u64,
+    /// Runs, their ends, skips, tokens and permit waits, in all.
+    pub counts: OpCounters,
     pub last_duration: Option<Duration>,
     pub mean_duration: Option<Duration>,
     pub p95_duration: Option<Duration>,
@@ -38,10 +33,6 @@ pub struct OpRow {
     pub consecutive_failures: u32,
     /// The generation the latest stored result covers.
     pub covered_generation: Option<u64>,
-    /// Tokens the runs cost, in all.
-    pub usage: Usage,
-    /// Time runs spent waiting for an LLM permit, in all.
-    pub total_wait: Duration,
 }
 
 impl OpRow {
@@ -49,13 +40,7 @@ impl OpRow {
         Self {
             in_flight: in_flight.cloned(),
             tokens: None,
-            runs: stats.runs,
-            ok: stats.ok,
-            failed: stats.failed,
-            timed_out: stats.timed_out,
-            cancelled: stats.cancelled,
-            skipped: stats.skipped,
-            follow_ups: stats.follow_ups,
+            counts: stats.counts,
             last_duration: stats.last_duration,
             mean_duration: stats.mean_duration(),
             p95_duration: stats.p95_duration(),
@@ -64,14 +49,12 @@ impl OpRow {
             error_streak: stats.error_streak,
             consecutive_failures: stats.consecutive_failures,
             covered_generation: stats.covered_generation,
-            usage: stats.usage,
-            total_wait: stats.total_wait,
         }
     }
 
     /// Failures of any kind (failed or timed out).
     pub fn failures(&self) -> u64 {
-        self.failed + self.timed_out
+        self.counts.failures()
     }
 }
 
@@ -116,13 +99,8 @@ impl SessionRow {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub transcripts: u64,
-    pub runs: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub timed_out: u64,
-    pub cancelled: u64,
-    pub skipped: u64,
-    pub follow_ups: u64,
+    /// Every operation's lifetime counts, summed.
+    pub counts: OpCounters,
     pub queued: u64,
     pub running: u64,
 }
@@ -214,13 +192,7 @@ pub(super) fn totals(
         .fold(OpCounters::default(), |sum, op| sum.plus(*op));
     let mut totals = Totals {
         transcripts,
-        runs: all.runs,
-        ok: all.ok,
-        failed: all.failed,
-        timed_out: all.timed_out,
-        cancelled: all.cancelled,
-        skipped: all.skipped,
-        follow_ups: all.follow_ups,
+        counts: all,
         queued: 0,
         running: 0,
     };
@@ -243,9 +215,12 @@ mod tests {
     #[test]
     fn failures_count_failed_and_timed_out_runs() {
         let row = OpRow {
-            failed: 2,
-            timed_out: 3,
-            cancelled: 7,
+            counts: OpCounters {
+                failed: 2,
+                timed_out: 3,
+                cancelled: 7,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(row.failures(), 5, "a cancel is no failure");

@@ -236,6 +236,13 @@ impl ProcessingStateManager {
         tables.sessions.entry(session.clone()).or_default().stats = stats;
     }
 
+    /// A run id of this process for something that did not run here (a
+    /// result another instance made): ids keep the order things happened
+    /// in here, which the database's fencing of results relies on.
+    pub fn take_run_id(&self) -> RunId {
+        self.next_run_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A result covering `generation` arrived from elsewhere (another
     /// instance): the operation is as fresh as if a run here had made it.
     /// Only a session the manager already knows is touched.
@@ -315,7 +322,7 @@ impl ProcessingStateManager {
                     if policy == Policy::Coalesce {
                         slot.view.pending = true;
                     }
-                    op_stats.skipped += 1;
+                    op_stats.counts.skipped += 1;
                     lifetime.skipped += 1;
 
                     let (run_id, since, pending) =
@@ -343,8 +350,8 @@ impl ProcessingStateManager {
                     let guard = RunGuard::new(self.clone(), session.clone(), op, &slot);
                     let run_id = slot.view.run_id;
                     *empty = Some(slot);
-                    op_stats.runs += 1;
-                    lifetime.runs += 1;
+                    op_stats.counts.count_admission(false);
+                    lifetime.count_admission(false);
                     (
                         Admission::Started(guard),
                         Event::OpQueued {
@@ -531,10 +538,8 @@ impl ProcessingStateManager {
                 });
                 let ended = std::mem::replace(slot, next);
                 let stats = &mut entry.stats[op.index()];
-                stats.runs += 1;
-                stats.follow_ups += 1;
-                lifetime.runs += 1;
-                lifetime.follow_ups += 1;
+                stats.counts.count_admission(true);
+                lifetime.count_admission(true);
                 (ended, FinishOutcome::FollowUp(guard))
             } else {
                 match take_slot(entry, active, session, op, &mut events) {
@@ -691,7 +696,7 @@ fn record_end(
     };
     lifetime.count_end(&record);
     if let Some(journal) = journal {
-        let skipped = entry.stats[op.index()].skipped;
+        let skipped = entry.stats[op.index()].counts.skipped;
         journal.ended(session, op, &record, error.as_deref(), skipped);
     }
     entry.stats[op.index()].record(record, error);

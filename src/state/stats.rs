@@ -27,22 +27,10 @@ pub struct RunRecord {
 /// Counters and durations of one operation on one session.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OpStats {
-    /// Runs admitted (follow-ups included).
-    pub runs: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub timed_out: u64,
-    pub cancelled: u64,
-    /// Requests refused because a run was in flight.
-    pub skipped: u64,
-    /// Runs started by a pending flag when the previous run ended.
-    pub follow_ups: u64,
+    /// Runs, their ends, skips, tokens and permit waits.
+    pub counts: OpCounters,
     pub last_duration: Option<Duration>,
     pub total_duration: Duration,
-    /// Time runs spent waiting for an LLM permit, in all.
-    pub total_wait: Duration,
-    /// Tokens spent, in all.
-    pub usage: Usage,
     pub last_error: Option<String>,
     /// When the last failure (or timeout) ended.
     pub last_failure_at: Option<std::time::SystemTime>,
@@ -61,25 +49,74 @@ pub struct OpStats {
     sorted_durations: Vec<u32>,
 }
 
-/// Counts of one operation that only grow, kept for the whole process
-/// apart from the sessions: forgetting a session never makes them fall,
-/// so they are what Prometheus counters report.
+/// The counts of one operation, that only grow: the one type behind a
+/// session's statistics ([`OpStats::counts`]), the dashboard's rows and
+/// totals, the API's operations (serialized flat, under these names) and
+/// the process's lifetime counters, which outlive forgotten sessions and
+/// are what Prometheus reports. A new counter is a field here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpCounters {
+    /// Runs admitted (follow-ups included).
     pub runs: u64,
     pub ok: u64,
     pub failed: u64,
     pub timed_out: u64,
     pub cancelled: u64,
+    /// Requests refused because a run was in flight.
     pub skipped: u64,
+    /// Runs started by a pending flag when the previous run ended.
     pub follow_ups: u64,
+    /// Tokens the runs cost, in all.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// Time runs spent waiting for an LLM permit.
+    /// Time runs spent waiting for an LLM permit, in all.
+    #[serde(rename = "permit_wait_seconds", with = "seconds")]
     pub waited: Duration,
 }
 
+/// A duration as seconds in a float, as the API writes them.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Ok(Duration::try_from_secs_f64(secs).unwrap_or_default())
+    }
+}
+
 impl OpCounters {
+    /// Runs that ended, however.
+    pub fn ended(&self) -> u64 {
+        self.ok + self.failed + self.timed_out + self.cancelled
+    }
+
+    /// Failures of any kind (failed or timed out).
+    pub fn failures(&self) -> u64 {
+        self.failed + self.timed_out
+    }
+
+    /// The tokens, as a usage.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+        }
+    }
+
+    /// A run was admitted (a follow-up or not).
+    pub(crate) fn count_admission(&mut self, follow_up: bool) {
+        self.runs += 1;
+        if follow_up {
+            self.follow_ups += 1;
+        }
+    }
+
     pub fn finished(&self, outcome: Outcome) -> u64 {
         match outcome {
             Outcome::Ok => self.ok,
@@ -119,12 +156,8 @@ impl OpCounters {
 }
 
 impl OpStats {
-    pub fn finished(&self) -> u64 {
-        self.ok + self.failed + self.timed_out + self.cancelled
-    }
-
     pub fn mean_duration(&self) -> Option<Duration> {
-        let n = self.finished();
+        let n = self.counts.ended();
         (n > 0).then(|| self.total_duration / n as u32)
     }
 
@@ -138,9 +171,9 @@ impl OpStats {
     }
 
     pub(crate) fn record(&mut self, record: RunRecord, error: Option<String>) {
+        self.counts.count_end(&record);
         match record.outcome {
             Outcome::Ok => {
-                self.ok += 1;
                 self.consecutive_failures = 0;
                 self.error_streak = 0;
                 if let Some(generation) = record.covered_generation {
@@ -150,9 +183,7 @@ impl OpStats {
                     );
                 }
             }
-            Outcome::Failed => self.failed += 1,
-            Outcome::TimedOut => self.timed_out += 1,
-            Outcome::Cancelled => self.cancelled += 1,
+            Outcome::Failed | Outcome::TimedOut | Outcome::Cancelled => {}
         }
         if matches!(record.outcome, Outcome::Failed | Outcome::TimedOut) {
             let same = self.consecutive_failures > 0 && error == self.last_error;
@@ -165,8 +196,6 @@ impl OpStats {
         }
         self.last_duration = Some(record.duration);
         self.total_duration += record.duration;
-        self.total_wait += record.waited;
-        self.usage = self.usage.plus(record.usage);
         if self.history.len() == HISTORY_LEN
             && let Some(evicted) = self.history.pop_front()
             && let Ok(at) = self
@@ -212,13 +241,13 @@ mod tests {
         for ms in 1..=20 {
             stats.record(run(ms * 10, Outcome::Ok), None);
         }
-        assert_eq!(stats.ok, 20);
+        assert_eq!(stats.counts.ok, 20);
         assert_eq!(stats.p95_duration(), Some(Duration::from_millis(190)));
         assert_eq!(stats.mean_duration(), Some(Duration::from_millis(105)));
         assert_eq!(stats.covered_generation, Some(200));
-        assert_eq!(stats.total_wait, Duration::from_millis(20));
+        assert_eq!(stats.counts.waited, Duration::from_millis(20));
         assert_eq!(
-            (stats.usage.prompt_tokens, stats.usage.completion_tokens),
+            (stats.counts.prompt_tokens, stats.counts.completion_tokens),
             (2000, 200)
         );
 
@@ -229,10 +258,15 @@ mod tests {
         stats.record(run(5, Outcome::Cancelled), None);
         stats.record(run(5, Outcome::Cancelled), None);
         assert_eq!(
-            (stats.ok, stats.failed, stats.timed_out, stats.cancelled),
+            (
+                stats.counts.ok,
+                stats.counts.failed,
+                stats.counts.timed_out,
+                stats.counts.cancelled
+            ),
             (20, 1, 2, 3)
         );
-        assert_eq!(stats.finished(), 26, "every outcome counts once");
+        assert_eq!(stats.counts.ended(), 26, "every outcome counts once");
         // Cancelled runs are no failures of the model: 1 failed + 2 timed out.
         assert_eq!(stats.consecutive_failures, 3);
         assert_eq!(stats.last_error.as_deref(), Some("boom"));
@@ -264,6 +298,6 @@ mod tests {
             stats.record(run(1, Outcome::Ok), None);
         }
         assert_eq!(stats.history.len(), HISTORY_LEN);
-        assert_eq!(stats.finished(), (HISTORY_LEN * 3) as u64);
+        assert_eq!(stats.counts.ended(), (HISTORY_LEN * 3) as u64);
     }
 }

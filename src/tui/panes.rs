@@ -115,7 +115,7 @@ impl SessionsTable {
                 SortColumn::Transcripts => (row.transcripts, 0),
                 SortColumn::Summary => op_rank(row, Operation::Summary, now),
                 SortColumn::MindMap => op_rank(row, Operation::MindMap, now),
-                SortColumn::Skipped => (row.ops.iter().map(|o| o.skipped).sum(), 0),
+                SortColumn::Skipped => (row.ops.iter().map(|o| o.counts.skipped).sum(), 0),
                 SortColumn::Failures => (row.ops.iter().map(|o| o.failures()).sum(), 0),
                 // Sessions never heard from sort as the oldest.
                 SortColumn::Age => (

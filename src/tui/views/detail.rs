@@ -262,13 +262,13 @@ fn draw_runs(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
         let summary = format!(
             "{}: {} runs {} ok {} skip · p95 {} · {}+{} tok · wait {} · mean {}",
             op.label(),
-            stats.runs,
-            stats.ok,
-            stats.skipped,
+            stats.counts.runs,
+            stats.counts.ok,
+            stats.counts.skipped,
             stats.p95_duration.map_or("-".into(), format::duration),
-            format::count(stats.usage.prompt_tokens),
-            format::count(stats.usage.completion_tokens),
-            format::duration(stats.total_wait),
+            format::count(stats.counts.prompt_tokens),
+            format::count(stats.counts.completion_tokens),
+            format::duration(stats.counts.waited),
             stats.mean_duration.map_or("-".into(), format::duration),
         );
         frame.render_widget(Line::styled(summary, t.header_cell()), label);

@@ -113,7 +113,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         .first()
         .map(|p| format!("{p:?}").to_lowercase())
         .unwrap_or_default();
-    let failures = totals.failed + totals.timed_out;
+    let failures = totals.counts.failures();
     let failed_style = if failures > 0 { t.error() } else { t.base() };
     let mut second = vec![label_value(
         "sessions",
@@ -146,9 +146,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     second.extend([
         label_value("running", totals.running.to_string(), t.running(), t),
         label_value("queued", totals.queued.to_string(), t.queued(), t),
-        label_value("skipped", format::count(totals.skipped), t.base(), t),
+        label_value("skipped", format::count(totals.counts.skipped), t.base(), t),
         label_value("failed", format::count(failures), failed_style, t),
-        label_value("runs", format::count(totals.runs), t.base(), t),
+        label_value("runs", format::count(totals.counts.runs), t.base(), t),
         label_value("on busy", policy, t.base(), t),
         label_value("timeout", format::duration(s.op_timeout), t.base(), t),
     ]);

@@ -333,7 +333,7 @@ pub fn state_spans(
             };
             spans.push(Span::styled(format!("✗ {cause}"), theme.error()))
         }
-        None if op.runs == 0 => spans.push(Span::styled("· never", theme.idle())),
+        None if op.counts.runs == 0 => spans.push(Span::styled("· never", theme.idle())),
         None => match transcripts.saturating_sub(op.covered_generation.unwrap_or(0)) {
             0 => spans.push(Span::styled("· idle", theme.idle())),
             behind => spans.push(Span::styled(
@@ -395,7 +395,7 @@ fn last_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
 }
 
 fn skipped_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
-    let s = |op: Operation| format::count(row.ops[op.index()].skipped);
+    let s = |op: Operation| format::count(row.ops[op.index()].counts.skipped);
     Cell::from(format!(
         "{}/{}",
         s(Operation::Summary),
@@ -404,7 +404,7 @@ fn skipped_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
 }
 
 fn runs_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
-    Cell::from(format::count(row.ops.iter().map(|o| o.runs).sum()))
+    Cell::from(format::count(row.ops.iter().map(|o| o.counts.runs).sum()))
 }
 
 fn failures_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
