@@ -3,14 +3,19 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `mod.rs` | the commands and their flags |
+//! | `mod.rs` | the commands and their flags (with their `--help` text: long by nature) |
+//! | `values.rs` | parsers of flag values: URLs, durations, names |
+//! | `settings.rs` | what the flags make: backend, feeds, API, cluster, engine settings |
 //! | [`file`] | the config file's keys and how each becomes a flag |
 //! | [`layers`] | flag > variable > file > default, and `config show` |
 
 pub mod file;
 pub mod layers;
+mod settings;
+mod values;
 
 pub use file::FileConfig;
+use values::*;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,10 +23,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::EngineConfig;
 use crate::llm::LatencyRange;
 use crate::model::Operation;
-use crate::state::{Policy, StateConfig};
+use crate::state::Policy;
 
 /// Where `inflight serve` listens unless told otherwise.
 pub const DEFAULT_API_PORT: u16 = 8787;
@@ -494,241 +498,6 @@ pub struct FeedArgs {
     /// Cut each connection after this many frames (tests reconnects).
     #[arg(long, value_name = "N")]
     pub drop_every: Option<u64>,
-}
-
-/// A feed's URL: `ws://` or `wss://` with a host. Checked once, here, so a
-/// typo stops inflight at start instead of retrying forever.
-fn parse_feed_url(raw: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| {
-        format!(
-            "{:?} is not a URL ({e}); write e.g. ws://127.0.0.1:9100/live",
-            crate::net::redact_url(raw)
-        )
-    })?;
-    if !matches!(url.scheme(), "ws" | "wss") || url.host_str().is_none_or(str::is_empty) {
-        return Err(format!(
-            "{:?} is not a WebSocket URL; write ws://HOST[:PORT]/PATH or wss://…",
-            crate::net::redact_url(raw)
-        ));
-    }
-    Ok(raw.to_string())
-}
-
-fn parse_redis_url(raw: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(raw).map_err(|e| {
-        format!(
-            "{:?} is not a URL ({e}); write e.g. redis://127.0.0.1:6379/0",
-            crate::net::redact_url(raw)
-        )
-    })?;
-    if url.scheme() != "redis" || url.host_str().is_none_or(str::is_empty) {
-        return Err(format!(
-            "{:?} is not a Redis URL; write redis://[:PASSWORD@]HOST[:PORT][/DB]",
-            crate::net::redact_url(raw)
-        ));
-    }
-    Ok(raw.to_string())
-}
-
-fn parse_lease_ttl(raw: &str) -> Result<Duration, String> {
-    match parse_duration(raw)? {
-        d if d < Duration::from_millis(300) => Err(format!(
-            "{raw:?} is too short for a lease; give 300ms or more"
-        )),
-        d => Ok(d),
-    }
-}
-
-fn parse_instance(raw: &str) -> Result<String, String> {
-    let ok = !raw.is_empty()
-        && raw.len() <= 64
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if ok {
-        Ok(raw.to_string())
-    } else {
-        Err(format!(
-            "{raw:?} is not an instance name: up to 64 letters, digits, '-', '_', '.' or ':'"
-        ))
-    }
-}
-
-fn parse_duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw)
-        .map_err(|e| format!("{raw:?} is not a duration ({e}); write e.g. 300s or 2m"))
-}
-
-fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
-    match parse_duration(raw)? {
-        d if d.is_zero() => Err(format!("{raw:?} must be above zero")),
-        d => Ok(d),
-    }
-}
-
-fn parse_operation(raw: &str) -> Result<Operation, String> {
-    Operation::parse(raw).ok_or_else(|| {
-        let known: Vec<&str> = Operation::ALL.iter().map(|op| op.as_str()).collect();
-        format!("unknown operation {raw:?}; known: {}", known.join(", "))
-    })
-}
-
-impl EngineArgs {
-    /// True when no feed was given: the embedded demo feed is used.
-    pub fn is_demo(&self) -> bool {
-        self.feeds.is_empty()
-    }
-
-    /// Where the database lives: `None` with `--no-db`. The demo gets a
-    /// file of its own (in the temp folder, one per process) unless `--db`
-    /// names one.
-    pub fn db_path(&self) -> Result<Option<std::path::PathBuf>, String> {
-        if self.no_db {
-            return Ok(None);
-        }
-        if let Some(path) = &self.db {
-            return Ok(Some(path.clone()));
-        }
-        if self.is_demo() {
-            let name = format!("inflight-demo-{}.db", std::process::id());
-            return Ok(Some(std::env::temp_dir().join(name)));
-        }
-        crate::db::default_path("inflight.db").map(Some).ok_or_else(|| {
-            "no place for the database: set XDG_STATE_HOME or HOME, or give --db PATH or --no-db"
-                .to_string()
-        })
-    }
-
-    /// The builtin backend's latency: as given, else 2s..6s on the demo.
-    pub fn builtin_latency(&self) -> LatencyRange {
-        self.simulate_latency.unwrap_or(if self.is_demo() {
-            LatencyRange {
-                min: Duration::from_secs(2),
-                max: Duration::from_secs(6),
-            }
-        } else {
-            LatencyRange::ZERO
-        })
-    }
-
-    /// The LLM backend the flags ask for.
-    pub fn backend(&self) -> Result<std::sync::Arc<dyn crate::llm::Backend>, String> {
-        use crate::llm::{builtin::BuiltinBackend, ollama::OllamaBackend, openai::OpenAiBackend};
-        let prompts = match &self.config {
-            Some(path) => FileConfig::load(path)?.prompts,
-            None => Default::default(),
-        };
-        let model = || {
-            self.model.clone().ok_or_else(|| {
-                format!(
-                    "--llm {} needs --model NAME",
-                    self.llm
-                        .to_possible_value()
-                        .map(|v| v.get_name().to_string())
-                        .unwrap_or_default()
-                )
-            })
-        };
-        Ok(match self.llm {
-            LlmKind::Builtin => std::sync::Arc::new(BuiltinBackend::new(self.builtin_latency())),
-            LlmKind::Ollama => std::sync::Arc::new(
-                OllamaBackend::new(self.llm_url.as_deref(), &model()?, prompts)?
-                    .with_limits(self.answer_limits()),
-            ),
-            LlmKind::Openai => {
-                let url = self.llm_url.as_deref().ok_or(
-                    "--llm openai needs --llm-url URL (for example http://127.0.0.1:8080)",
-                )?;
-                let key = std::env::var(&self.llm_api_key_env).ok();
-                std::sync::Arc::new(
-                    OpenAiBackend::new(url, &model()?, key, prompts)?
-                        .with_limits(self.answer_limits()),
-                )
-            }
-        })
-    }
-
-    /// What an LLM answer may cost.
-    pub fn answer_limits(&self) -> crate::llm::http::AnswerLimits {
-        crate::llm::http::AnswerLimits {
-            max_tokens: self.max_tokens,
-            max_answer_bytes: self.max_answer_bytes as usize,
-        }
-    }
-
-    /// How feed clients connect.
-    pub fn feed_options(&self) -> Result<crate::feed::client::FeedOptions, String> {
-        Ok(crate::feed::client::FeedOptions {
-            retries: self.feed_retries,
-            format: self.feed_format,
-            headers: self.feed_headers.clone(),
-            tls: Some(crate::net::tls_client_config(self.feed_ca.as_deref())?),
-            upstream_status: !self.no_upstream_status,
-            upstream_results: self.upstream_results,
-            connect_timeout: self.feed_connect_timeout,
-            idle_timeout: self.feed_idle_timeout,
-            ..Default::default()
-        })
-    }
-
-    /// Where `serve` listens: `--api`, else 127.0.0.1:8787.
-    pub fn serve_api_addr(&self) -> SocketAddr {
-        self.api.unwrap_or(SocketAddr::from((
-            std::net::Ipv4Addr::LOCALHOST,
-            DEFAULT_API_PORT,
-        )))
-    }
-
-    /// The API's settings, listening on `addr`.
-    pub fn api_config(&self, addr: SocketAddr) -> crate::api::ApiConfig {
-        crate::api::ApiConfig {
-            addr,
-            token: self.api_token.clone(),
-            read_token: self.api_read_token.clone(),
-            logs: None,
-            allowed_origins: self.api_allow_origins.clone(),
-            allowed_hosts: self.api_allow_hosts.clone(),
-            ws: crate::api::WsLimits {
-                max_clients: self.api_max_ws_clients as usize,
-                max_incoming: self.api_ws_max_frame as usize,
-                timeout: self.api_ws_timeout,
-            },
-        }
-    }
-
-    /// The cluster settings, with `--redis`.
-    pub fn cluster_config(&self) -> Option<crate::cluster::ClusterConfig> {
-        let url = self.redis.clone()?;
-        Some(crate::cluster::ClusterConfig {
-            url,
-            prefix: self.redis_prefix.clone(),
-            lease_ttl: self.lease_ttl,
-            instance: self
-                .instance
-                .clone()
-                .unwrap_or_else(crate::cluster::default_instance),
-        })
-    }
-
-    pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
-            state: StateConfig {
-                policy: [self.on_busy; crate::model::OPERATION_COUNT],
-                op_timeout: self.op_timeout,
-            },
-            llm_concurrency: self.llm_concurrency as usize,
-            incremental: self.summary_mode == SummaryMode::Incremental,
-            min_interval: self.min_interval,
-            automatic_ops: self.ops.clone(),
-            sessions: crate::engine::SessionLimits {
-                max_sessions: self.max_sessions as usize,
-                idle_after: self.idle_after,
-                forget_after: self.forget_after,
-                remember_forgotten: self.remember_forgotten as usize,
-                max_held_transcripts: self.max_held_transcripts as usize,
-            },
-        }
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod failure;
 pub mod feeds;
 mod forgotten;
 mod lease;
+mod lifecycle;
 pub mod permits;
 mod progress;
 mod readiness;
@@ -37,6 +38,7 @@ pub use durable::detail_from_disk;
 pub use failure::short_cause;
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
 pub use lease::ClusterCounts;
+pub use lifecycle::{Drained, HOUSEKEEPING_EVERY};
 pub use readiness::Readiness;
 pub use snapshot::{ClusterView, DbView, OpRow, SessionDetail, SessionRow, Snapshot, Totals};
 pub use store::{Appended, OpResult, ResultBody, SessionContent, SessionLimits, StoredTranscript};
@@ -48,9 +50,6 @@ use crate::state::{Admission, ProcessingStateManager, ProcessingStatus, StateCon
 use permits::Permits;
 use progress::ProgressBoard;
 use store::SessionStore;
-
-/// How often idle sessions are ended and ended ones forgotten.
-pub const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 
 /// The engine's settings.
 #[derive(Debug, Clone)]
@@ -80,15 +79,6 @@ impl Default for EngineConfig {
             sessions: SessionLimits::default(),
         }
     }
-}
-
-/// What [`Engine::drain`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Drained {
-    /// Runs in flight when the drain began.
-    pub in_flight: usize,
-    /// Of those (and their follow-ups), the ones stopped at the deadline.
-    pub cancelled: usize,
 }
 
 /// The answer to a request for a run.
@@ -283,56 +273,6 @@ impl Engine {
         }
     }
 
-    /// Shares the work with the other instances of `cluster` from now on
-    /// (once; before any transcript arrives). Then [`Engine::run_cluster`]
-    /// must run for the cluster's events to arrive.
-    pub fn join_cluster(&self, cluster: crate::cluster::Cluster) -> bool {
-        self.shared
-            .cluster
-            .set(lease::ClusterLink::new(cluster))
-            .is_ok()
-    }
-
-    /// Reads the other instances' results and run ends, and asks again for
-    /// the work nobody holds, until `stop`.
-    pub async fn run_cluster(self, stop: tokio_util::sync::CancellationToken) {
-        tokio::join!(
-            remote::listen(self.shared.clone(), stop.clone()),
-            remote::reconcile(self.clone(), stop),
-        );
-    }
-
-    /// How the cluster is doing, when there is one.
-    pub fn cluster_view(&self) -> Option<ClusterView> {
-        let link = self.shared.cluster.get()?;
-        let config = link.cluster.config();
-        Some(ClusterView {
-            instance: config.instance.clone(),
-            redis: crate::net::redact_url(&config.url),
-            reachable: link.cluster.reachable(),
-            last_error: link.cluster.last_error(),
-            lease_ttl: config.lease_ttl,
-            counts: link.counters.counts(),
-        })
-    }
-
-    /// Asks for a run of `op` the cluster wants and nobody does, when the
-    /// session is held here, no local run is in flight, and its newest
-    /// result (made anywhere) misses some of its transcripts.
-    fn ask_again(&self, session: &SessionId, op: Operation) {
-        let covered = self
-            .shared
-            .store
-            .result(session, op)
-            .map_or(0, |r| r.covered_generation);
-        if self.holds(session)
-            && covered < self.generation(session)
-            && !self.shared.state.is_processing(session, Some(op))
-        {
-            self.admit(session, op);
-        }
-    }
-
     /// Stops the run of `op` on `session`; `None` when none was in flight.
     pub fn cancel(&self, session: &SessionId, op: Operation) -> Option<RunId> {
         self.shared.state.stop_processing(session, op)
@@ -387,91 +327,6 @@ impl Engine {
     /// The session's newest generation (0 when unknown).
     pub fn generation(&self, session: &SessionId) -> u64 {
         self.shared.store.generation(session)
-    }
-
-    /// Forgets sessions that ended longer than `after` ago and have no run
-    /// in flight: their transcripts, results and statistics. Returns how
-    /// many went. Keeps a long-running process's memory bounded by the
-    /// sessions of the last `after`, not of its whole life.
-    ///
-    /// Each session goes in one step with both locks held (state, then
-    /// store: the order finishes use), so a transcript arriving meanwhile
-    /// either comes first and keeps the session live, or comes after and
-    /// starts a new life of it; never half of each.
-    pub fn forget_ended(&self, after: Duration) -> usize {
-        let shared = &self.shared;
-        let mut forgotten = 0;
-        for session in shared.store.ended_before(after) {
-            if shared.state.forget_if(&session, || {
-                shared.store.forget_if_ended_before(&session, after)
-            }) {
-                forgotten += 1;
-            }
-        }
-        if forgotten > 0 {
-            tracing::info!(
-                sessions = forgotten,
-                "forgot sessions that ended over {} ago",
-                humantime::format_duration(after)
-            );
-        }
-        forgotten
-    }
-
-    /// Ends the live sessions that said nothing for `idle_after`, as a
-    /// `session_end` would: their final runs start. Feeds that never send
-    /// an end (or crashed before it) leave no session live forever.
-    pub fn end_idle(&self) -> usize {
-        let idle = self.shared.store.idle();
-        for session in &idle {
-            self.end_session(session, None);
-        }
-        if !idle.is_empty() {
-            tracing::info!(
-                sessions = idle.len(),
-                "ended sessions silent for {}",
-                humantime::format_duration(self.shared.config.sessions.idle_after)
-            );
-        }
-        idle.len()
-    }
-
-    /// Every [`HOUSEKEEPING_EVERY`] until `stop`: ends idle sessions and
-    /// forgets those ended over `forget_after` ago.
-    pub async fn housekeeping(self, stop: tokio_util::sync::CancellationToken) {
-        let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = every.tick() => {
-                    self.end_idle();
-                    self.forget_ended(self.shared.config.sessions.forget_after);
-                }
-            }
-        }
-    }
-
-    /// Lets the runs in flight finish, for at most `within`; then stops the
-    /// rest as cancelled ("the process is stopping") and waits for their
-    /// tasks to end. Feeds should be stopped first, so no new work comes.
-    pub async fn drain(&self, within: Duration) -> Drained {
-        let runs = &self.shared.runs;
-        let in_flight = self.snapshot().totals;
-        let in_flight = (in_flight.running + in_flight.queued) as usize;
-        runs.close();
-        if tokio::time::timeout(within, runs.wait()).await.is_ok() {
-            return Drained {
-                in_flight,
-                cancelled: 0,
-            };
-        }
-        let cancelled = self.shared.state.stop_all("the process is stopping");
-        // A cancelled run ends at its next await; don't wait forever anyway.
-        let _ = tokio::time::timeout(Duration::from_secs(5), runs.wait()).await;
-        Drained {
-            in_flight,
-            cancelled,
-        }
     }
 
     /// True when no run is in flight anywhere.

@@ -17,10 +17,60 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::{ClusterLink, RemoteEnd};
-use super::{Engine, OpResult, Shared};
+use super::{ClusterView, Engine, OpResult, Shared};
 use crate::cluster::Lease;
 use crate::cluster::events::{ClusterEvent, EventKind};
 use crate::events::Event;
+use crate::model::{Operation, SessionId};
+
+impl Engine {
+    /// Shares the work with the other instances of `cluster` from now on
+    /// (once; before any transcript arrives). Then [`Engine::run_cluster`]
+    /// must run for the cluster's events to arrive.
+    pub fn join_cluster(&self, cluster: crate::cluster::Cluster) -> bool {
+        self.shared.cluster.set(ClusterLink::new(cluster)).is_ok()
+    }
+
+    /// Reads the other instances' results and run ends, and asks again for
+    /// the work nobody holds, until `stop`.
+    pub async fn run_cluster(self, stop: tokio_util::sync::CancellationToken) {
+        tokio::join!(
+            listen(self.shared.clone(), stop.clone()),
+            reconcile(self.clone(), stop),
+        );
+    }
+
+    /// How the cluster is doing, when there is one.
+    pub fn cluster_view(&self) -> Option<ClusterView> {
+        let link = self.shared.cluster.get()?;
+        let config = link.cluster.config();
+        Some(ClusterView {
+            instance: config.instance.clone(),
+            redis: crate::net::redact_url(&config.url),
+            reachable: link.cluster.reachable(),
+            last_error: link.cluster.last_error(),
+            lease_ttl: config.lease_ttl,
+            counts: link.counters.counts(),
+        })
+    }
+
+    /// Asks for a run of `op` the cluster wants and nobody does, when the
+    /// session is held here, no local run is in flight, and its newest
+    /// result (made anywhere) misses some of its transcripts.
+    fn ask_again(&self, session: &SessionId, op: Operation) {
+        let covered = self
+            .shared
+            .store
+            .result(session, op)
+            .map_or(0, |r| r.covered_generation);
+        if self.holds(session)
+            && covered < self.generation(session)
+            && !self.shared.state.is_processing(session, Some(op))
+        {
+            self.admit(session, op);
+        }
+    }
+}
 
 /// Keeps `result` as the lease's run's, cluster-wide; the error says why
 /// not (a later run started, or Redis could not be asked: fail closed).

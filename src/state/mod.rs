@@ -20,8 +20,19 @@
 //!
 //! One `std::sync::Mutex` guards the maps: every critical section is a few
 //! map operations and never crosses an `.await`.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the tables, admission (`try_start`), phases |
+//! | `ending.rs` | finishes, forced stops, follow-ups, recording an end |
+//! | `reads.rs` | status, views, snapshots' visits, lifetime counters, forgetting |
+//! | `guard.rs` | the run guard |
+//! | [`stats`] | the counters and durations of an operation |
+//! | [`status`] | the original status JSON |
 
+mod ending;
 mod guard;
+mod reads;
 pub mod stats;
 pub mod status;
 
@@ -37,8 +48,7 @@ pub use guard::{FinishOutcome, RunGuard};
 pub use stats::{OpCounters, OpStats, RunRecord};
 pub use status::{ProcessingStatus, StatusResponse};
 
-use crate::events::{Event, EventBus, Outcome, RunId};
-use crate::llm::Usage;
+use crate::events::{Event, EventBus, RunId};
 use crate::model::{OPERATION_COUNT, Operation, SessionId};
 
 /// Sessions visited per lock by [`ProcessingStateManager::visit_sessions`].
@@ -368,202 +378,6 @@ impl ProcessingStateManager {
         admission
     }
 
-    /// The original `is_processing`: `None` asks about any operation.
-    pub fn is_processing(&self, session: &SessionId, op: Option<Operation>) -> bool {
-        let tables = self.lock();
-        match tables
-            .sessions
-            .get(session)
-            .and_then(|e| e.in_flight.as_ref())
-        {
-            None => false,
-            Some(slots) => match op {
-                Some(op) => slots[op.index()].is_some(),
-                None => slots.iter().any(Option::is_some),
-            },
-        }
-    }
-
-    /// The original `get_processing_status`; unknown sessions are idle.
-    pub fn status(&self, session: &SessionId) -> ProcessingStatus {
-        let tables = self.lock();
-        let mut status = ProcessingStatus::idle(session.clone());
-        if let Some(slots) = tables
-            .sessions
-            .get(session)
-            .and_then(|e| e.in_flight.as_ref())
-        {
-            let start = |op: Operation| {
-                slots[op.index()]
-                    .as_ref()
-                    .map(|slot| status::unix_seconds(slot.view.since))
-            };
-            status.summary_start_time = start(Operation::Summary);
-            status.mind_map_start_time = start(Operation::MindMap);
-            status.summary_processing = status.summary_start_time.is_some();
-            status.mind_map_processing = status.mind_map_start_time.is_some();
-            status.any_processing = status.summary_processing || status.mind_map_processing;
-        }
-        status
-    }
-
-    /// The operator's forced stop: frees the slot now, cancels the run's token
-    /// and records it as cancelled. The run's own finish will be stale.
-    /// Returns the stopped run's id, or `None` when nothing was running.
-    pub fn stop_processing(&self, session: &SessionId, op: Operation) -> Option<RunId> {
-        self.stop_with(session, op, "stopped by the operator")
-    }
-
-    /// Stops every run in flight, saying why; returns how many it stopped.
-    /// For a process that is going away.
-    pub fn stop_all(&self, reason: &str) -> usize {
-        let keys: Vec<(SessionId, Operation)> = {
-            let tables = self.lock();
-            tables
-                .sessions
-                .iter()
-                .filter_map(|(id, entry)| Some((id, entry.in_flight.as_ref()?)))
-                .flat_map(|(id, slots)| {
-                    Operation::ALL
-                        .into_iter()
-                        .filter(|op| slots[op.index()].is_some())
-                        .map(|op| (id.clone(), op))
-                })
-                .collect()
-        };
-        keys.iter()
-            .filter(|(session, op)| self.stop_with(session, *op, reason).is_some())
-            .count()
-    }
-
-    fn stop_with(&self, session: &SessionId, op: Operation, reason: &str) -> Option<RunId> {
-        let mut events = Vec::with_capacity(2);
-        let run_id = {
-            let mut tables = self.lock();
-            let Tables {
-                sessions,
-                active,
-                lifetime,
-            } = &mut *tables;
-            let entry = sessions.get_mut(session)?;
-            let slot = take_slot(entry, active, session, op, &mut events)?;
-            slot.cancel.cancel();
-            let now = Instant::now();
-            let duration = now.saturating_duration_since(slot.view.admitted);
-            let error = reason.to_string();
-            record_end(
-                (entry, self.journal(), session),
-                &mut lifetime[op.index()],
-                op,
-                &slot.view,
-                (now, duration, Usage::default()),
-                Outcome::Cancelled,
-                Some(error.clone()),
-            );
-            events.insert(
-                0,
-                Event::OpFinished {
-                    session: session.clone(),
-                    op,
-                    run_id: slot.view.run_id,
-                    duration,
-                    outcome: Outcome::Cancelled,
-                    error: Some(error),
-                },
-            );
-            slot.view.run_id
-        };
-        for event in events {
-            self.events.emit(event);
-        }
-        Some(run_id)
-    }
-
-    /// Ends a run (called by its guard). When the run's id is no longer the
-    /// slot's, nothing changes and [`FinishOutcome::Stale`] is returned.
-    #[allow(clippy::too_many_arguments)]
-    fn end_run(
-        self: &Arc<Self>,
-        session: &SessionId,
-        op: Operation,
-        run_id: RunId,
-        outcome: Outcome,
-        error: Option<String>,
-        usage: Usage,
-        latest_generation: Option<&dyn Fn() -> u64>,
-    ) -> FinishOutcome {
-        let mut events = Vec::with_capacity(3);
-        let result = {
-            let mut tables = self.lock();
-            let Tables {
-                sessions,
-                active,
-                lifetime,
-            } = &mut *tables;
-            let lifetime = &mut lifetime[op.index()];
-            let Some(entry) = sessions.get_mut(session) else {
-                return FinishOutcome::Stale;
-            };
-            let Some(slot) = entry.slot_mut(op).filter(|slot| slot.view.run_id == run_id) else {
-                return FinishOutcome::Stale;
-            };
-            // One clock read serves the duration and the permit wait.
-            let now = Instant::now();
-            let duration = now.saturating_duration_since(slot.view.admitted);
-            events.push(Event::OpFinished {
-                session: session.clone(),
-                op,
-                run_id,
-                duration,
-                outcome,
-                error: error.clone(),
-            });
-            let wants_follow_up = slot.view.pending
-                && outcome != Outcome::Cancelled
-                && latest_generation
-                    .is_some_and(|latest| latest() > slot.view.covered_generation.unwrap_or(0));
-            let (ended, result) = if wants_follow_up {
-                // Hand the slot straight to the follow-up: no window in which
-                // another request could slip in between.
-                let next = self.new_slot(true);
-                if let Some(journal) = self.journal() {
-                    journal.admitted(session, op, &next.view);
-                }
-                let guard = RunGuard::new(self.clone(), session.clone(), op, &next);
-                events.push(Event::OpQueued {
-                    session: session.clone(),
-                    op,
-                    run_id: guard.run_id(),
-                    follow_up: true,
-                });
-                let ended = std::mem::replace(slot, next);
-                let stats = &mut entry.stats[op.index()];
-                stats.counts.count_admission(true);
-                lifetime.count_admission(true);
-                (ended, FinishOutcome::FollowUp(guard))
-            } else {
-                match take_slot(entry, active, session, op, &mut events) {
-                    Some(ended) => (ended, FinishOutcome::Ended),
-                    None => unreachable!("the slot was found just above"),
-                }
-            };
-            record_end(
-                (entry, self.journal(), session),
-                lifetime,
-                op,
-                &ended.view,
-                (now, duration, usage),
-                outcome,
-                error,
-            );
-            result
-        };
-        for event in events {
-            self.events.emit(event);
-        }
-        result
-    }
-
     fn set_phase(
         &self,
         session: &SessionId,
@@ -585,121 +399,10 @@ impl ProcessingStateManager {
         }
     }
 
-    /// One operation of one session, as views see it.
-    pub fn op_view(&self, session: &SessionId, op: Operation) -> OpView {
-        let tables = self.lock();
-        match tables.sessions.get(session) {
-            Some(entry) => OpView {
-                in_flight: entry.slot(op).map(|slot| slot.view.clone()),
-                stats: entry.stats[op.index()].clone(),
-            },
-            None => OpView::default(),
-        }
-    }
-
-    /// Calls `visit` once per item of `items` with that session's in-flight
-    /// runs and statistics; `visit` must be quick. The lock is taken for
-    /// [`VISIT_CHUNK`] items at a time, so a snapshot of many sessions never
-    /// holds up an admission for long; each item's view is consistent.
-    pub fn visit_sessions<T>(
-        &self,
-        items: &mut [T],
-        session_of: impl Fn(&T) -> &SessionId,
-        mut visit: impl FnMut(&mut T, [(Option<&InFlight>, &OpStats); OPERATION_COUNT]),
-    ) {
-        let empty = OpStats::default();
-        for chunk in items.chunks_mut(VISIT_CHUNK) {
-            let tables = self.lock();
-            for item in chunk.iter_mut() {
-                let entry = tables.sessions.get(session_of(item));
-                let view = std::array::from_fn(|i| match entry {
-                    Some(entry) => (
-                        entry.slot(Operation::ALL[i]).map(|slot| &slot.view),
-                        &entry.stats[i],
-                    ),
-                    None => (None, &empty),
-                });
-                visit(item, view);
-            }
-        }
-    }
-
-    /// Drops a session's statistics, unless a run of it is in flight or
-    /// `also` says no. `also` runs inside the manager's lock, so nothing can
-    /// be admitted for the session between its answer and the removal.
-    /// Returns whether the session went.
-    pub fn forget_if(&self, session: &SessionId, also: impl FnOnce() -> bool) -> bool {
-        let mut tables = self.lock();
-        if tables
-            .sessions
-            .get(session)
-            .is_some_and(|entry| entry.in_flight.is_some())
-            || !also()
-        {
-            return false;
-        }
-        tables.sessions.remove(session);
-        true
-    }
-
-    /// Each operation's counts since the process started, forgotten
-    /// sessions included: they only grow.
-    pub fn lifetime(&self) -> [OpCounters; OPERATION_COUNT] {
-        self.lock().lifetime
-    }
-
     /// Sessions that currently hold an in-flight entry.
     pub fn in_flight_sessions(&self) -> usize {
         self.lock().active
     }
-}
-
-/// Removes the slot; removes the session's in-flight entry when it was the
-/// last one, and says so with a `SessionCleaned` event.
-fn take_slot(
-    entry: &mut SessionEntry,
-    active: &mut usize,
-    session: &SessionId,
-    op: Operation,
-    events: &mut Vec<Event>,
-) -> Option<Slot> {
-    let slots = entry.in_flight.as_mut()?;
-    let slot = slots[op.index()].take()?;
-    if slots.iter().all(Option::is_none) {
-        entry.in_flight = None;
-        *active -= 1;
-        events.push(Event::SessionCleaned {
-            session: session.clone(),
-        });
-    }
-    Some(slot)
-}
-
-fn record_end(
-    (entry, journal, session): (&mut SessionEntry, Option<&dyn Journal>, &SessionId),
-    lifetime: &mut OpCounters,
-    op: Operation,
-    run: &InFlight,
-    (now, duration, usage): (Instant, Duration, Usage),
-    outcome: Outcome,
-    error: Option<String>,
-) {
-    let record = RunRecord {
-        run_id: run.run_id,
-        started_at: run.since,
-        duration,
-        outcome,
-        covered_generation: run.covered_generation,
-        follow_up: run.follow_up,
-        waited: run.waited_until(now),
-        usage,
-    };
-    lifetime.count_end(&record);
-    if let Some(journal) = journal {
-        let skipped = entry.stats[op.index()].counts.skipped;
-        journal.ended(session, op, &record, error.as_deref(), skipped);
-    }
-    entry.stats[op.index()].record(record, error);
 }
 
 impl InFlight {
