@@ -1,5 +1,6 @@
 //! Where each setting comes from: a flag, else its `INFLIGHT_*` variable,
-//! else the config file, else its default.
+//! else the config file, else its default. (Its last eighty lines are its
+//! unit tests.)
 //!
 //! clap reads flags and variables and knows which one gave a value. A file
 //! setting whose flag was given neither way is added to the command line

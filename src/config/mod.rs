@@ -1,6 +1,9 @@
 //! Command-line flags, each also readable from an `INFLIGHT_*` variable and
 //! from the config file, and the engine settings they make.
 //!
+//! Long by nature: every flag of every command is here with the doc comment
+//! that is its `--help` text, and the tests at the end check them together.
+//!
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | the commands and their flags (with their `--help` text: long by nature) |

@@ -1,5 +1,6 @@
 //! Structured output that survives real servers: the format ladder and the
-//! one repair retry, shared by the HTTP backends.
+//! one repair retry, shared by the HTTP backends. (Its second half is its
+//! unit tests: every rung against scripted answers.)
 //!
 //! Servers differ in how they can be asked for JSON. The ladder has three
 //! rungs, tried from the top:

@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod keymap;
+pub mod messages;
 pub mod panes;
 pub mod source;
 pub mod terminal;

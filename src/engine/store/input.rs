@@ -1,0 +1,119 @@
+//! What a run reads: the previous result and the transcripts after what it
+//! covered, oldest first, one prompt window at a time; and which waiting
+//! run has gone longest without fresh results (the permits' order).
+
+use std::sync::atomic::Ordering;
+
+use super::{Operation, ResultBody, SessionId, SessionStore, StoredTranscript};
+use crate::llm::Utterance;
+
+/// What a run reads when it gets its permit.
+#[derive(Debug, Clone)]
+pub struct RunInput {
+    /// The generation its result will cover: that of the newest utterance
+    /// it holds (or of the session, when nothing new was said).
+    pub generation: u64,
+    pub utterances: Vec<Utterance>,
+    /// The previous result it builds on: a summary's text, a mind map as an
+    /// outline.
+    pub previous: Option<String>,
+    /// More was said after `generation` than one prompt window held: the
+    /// run goes on with another step.
+    pub more: bool,
+}
+
+impl SessionStore {
+    /// What a run of `op` reads now, within one prompt window of
+    /// `window_chars` characters.
+    ///
+    /// Incremental: the previous result and the transcripts after the
+    /// generation it covers, oldest first, as many as the window holds
+    /// (at least one); `more` says when the rest needs another step. Full:
+    /// the newest transcripts the window holds, from the start at best.
+    pub fn run_input(
+        &self,
+        session: &SessionId,
+        op: Operation,
+        incremental: bool,
+        window_chars: usize,
+    ) -> RunInput {
+        let shard = self.lock(session);
+        let Some(record) = shard.held.get(session) else {
+            return RunInput {
+                generation: 0,
+                utterances: Vec::new(),
+                previous: None,
+                more: false,
+            };
+        };
+        let utterance = |t: &StoredTranscript| Utterance {
+            speaker: t.speaker.clone(),
+            text: t.text.clone(),
+        };
+        let fits = |used: &mut usize, t: &StoredTranscript| {
+            *used += crate::llm::prompts::line_chars(t.speaker.as_deref(), &t.text);
+            *used <= window_chars
+        };
+        if !incremental {
+            let mut used = 0;
+            let mut newest: Vec<Utterance> = record
+                .transcripts
+                .iter()
+                .rev()
+                .enumerate()
+                .take_while(|(i, t)| fits(&mut used, t) || *i == 0)
+                .map(|(_, t)| utterance(t))
+                .collect();
+            newest.reverse();
+            return RunInput {
+                generation: record.generation,
+                utterances: newest,
+                previous: None,
+                more: false,
+            };
+        }
+        let previous = record.results[op.index()].as_ref().map(|r| {
+            let text = match &r.body {
+                ResultBody::Summary(text) => text.clone(),
+                ResultBody::MindMap(map) => crate::llm::mind_map::to_outline(map),
+            };
+            (text, r.covered_generation)
+        });
+        let after = previous.as_ref().map_or(0, |(_, covered)| *covered);
+        let mut used = 0;
+        let mut generation = record.generation;
+        let mut utterances = Vec::new();
+        let mut more = false;
+        for t in record.transcripts.iter().filter(|t| t.generation > after) {
+            if !fits(&mut used, t) && !utterances.is_empty() {
+                more = true;
+                break;
+            }
+            utterances.push(utterance(t));
+            generation = t.generation;
+        }
+        RunInput {
+            generation,
+            utterances,
+            previous: previous.map(|(text, _)| text),
+            more,
+        }
+    }
+
+    /// The arrival number of the oldest transcript `op` has not covered, or
+    /// the next arrival number when it is up to date: the run's place in
+    /// the queue for a permit (lower goes first).
+    pub fn oldest_uncovered(&self, session: &SessionId, op: Operation) -> u64 {
+        let now = self.arrivals.load(Ordering::Relaxed);
+        let shard = self.lock(session);
+        let Some(record) = shard.held.get(session) else {
+            return now;
+        };
+        let covered = record.covered(op);
+        record
+            .transcripts
+            .iter()
+            .find(|t| t.generation > covered)
+            .map_or(now, |t| t.arrival)
+    }
+}

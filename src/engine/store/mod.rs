@@ -1,0 +1,426 @@
+//! The session store: what each session has said and what was made of it.
+//!
+//! Per session: the final transcripts with their generation numbers, the
+//! live partial line, the last `seq` seen (to drop replays), and the latest
+//! result of each operation with the generation it covers.
+//!
+//! Transcripts are kept while a tracked operation has not covered them yet
+//! (up to [`SessionLimits::max_held_transcripts`]), and the newest [`MAX_KEPT_TRANSCRIPTS`]
+//! besides, for views. So after an LLM outage the runs catch up on the
+//! whole backlog, oldest first, one prompt window at a time
+//! ([`SessionStore::run_input`]). Only a backlog past the hard cap loses
+//! lines, and those are counted as never summarised.
+//!
+//! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
+//! sessions (a new one beyond is refused), and a forgotten session's id and
+//! last `seq` are remembered (`forgotten.rs`) so a replay cannot revive it.
+//! A session that speaks after it ended is live again.
+//!
+//! Sessions are spread over [`SHARDS`] maps, each behind its own short
+//! lock, so a snapshot that walks every session holds up an ingest for at
+//! most one shard's worth of copying, not the whole store's.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the records, the shards, taking transcripts in, results |
+//! | `input.rs` | what a run reads, and which run waited longest |
+//! | `views.rs` | rows and details for views |
+//! | `lifetime.rs` | restoring, ending and forgetting sessions |
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+mod input;
+mod lifetime;
+mod views;
+
+pub use input::RunInput;
+pub use views::{SessionContent, SessionFacts};
+
+use super::forgotten::Forgotten;
+use crate::events::RunId;
+use crate::model::{MindMap, OPERATION_COUNT, Operation, SessionId, Transcript};
+
+/// Longest rejected answer kept per session and operation.
+pub const MAX_REJECTED_BYTES: usize = 32 * 1024;
+
+/// Final transcripts kept per session for views once every tracked
+/// operation has covered them.
+pub const MAX_KEPT_TRANSCRIPTS: usize = 400;
+
+/// Final transcripts held per session at most, covered or not, unless
+/// told otherwise (`--max-held-transcripts`).
+pub const MAX_HELD_TRANSCRIPTS: usize = 4_000;
+
+/// A final transcript as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredTranscript {
+    pub generation: u64,
+    pub speaker: Option<String>,
+    pub text: String,
+    pub start: Option<f64>,
+    pub received_at: SystemTime,
+    /// Its place in the order of arrival across all sessions.
+    pub arrival: u64,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum ResultBody {
+    Summary(String),
+    MindMap(MindMap),
+}
+
+/// The latest result of one operation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpResult {
+    pub body: ResultBody,
+    pub covered_generation: u64,
+    pub run_id: RunId,
+    pub model: String,
+    pub processing_time: Duration,
+    pub finished_at: SystemTime,
+}
+
+impl OpResult {
+    /// A result as the database keeps it; `None` for a body this build
+    /// cannot read (it is left out, not fatal).
+    pub fn from_stored(op: Operation, stored: &crate::db::StoredResult) -> Option<Self> {
+        let body = match op {
+            Operation::Summary => ResultBody::Summary(stored.body.clone()),
+            Operation::MindMap => ResultBody::MindMap(serde_json::from_str(&stored.body).ok()?),
+        };
+        Some(Self {
+            body,
+            covered_generation: stored.covered_generation,
+            run_id: stored.run_id,
+            model: stored.model.clone(),
+            processing_time: stored.processing,
+            finished_at: stored.finished_at,
+        })
+    }
+}
+
+/// How many sessions the store holds and how long they live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionLimits {
+    /// Sessions held at once; a new session beyond is refused.
+    pub max_sessions: usize,
+    /// A live session silent this long is treated as ended.
+    pub idle_after: Duration,
+    /// An ended session is forgotten this long after it ended.
+    pub forget_after: Duration,
+    /// Forgotten ids remembered with their last `seq`.
+    pub remember_forgotten: usize,
+    /// Final transcripts one session holds at most, covered or not.
+    pub max_held_transcripts: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 10_000,
+            idle_after: Duration::from_secs(10 * 60),
+            forget_after: Duration::from_secs(30 * 60),
+            remember_forgotten: super::forgotten::DEFAULT_REMEMBERED,
+            max_held_transcripts: MAX_HELD_TRANSCRIPTS,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SessionRecord {
+    feed: Option<usize>,
+    generation: u64,
+    transcripts: VecDeque<StoredTranscript>,
+    partial: Option<String>,
+    last_seq: Option<u64>,
+    last_transcript_at: Option<Instant>,
+    /// The last transcript of any kind, for `idle_after`.
+    last_heard_at: Instant,
+    ended: bool,
+    ended_at: Option<Instant>,
+    results: [Option<OpResult>; OPERATION_COUNT],
+    rejected: [Option<String>; OPERATION_COUNT],
+    /// Transcripts dropped before every tracked operation covered them.
+    lost: u64,
+}
+
+impl SessionRecord {
+    fn new(feed: Option<usize>, last_seq: Option<u64>) -> Self {
+        Self {
+            feed,
+            generation: 0,
+            transcripts: VecDeque::new(),
+            partial: None,
+            last_seq,
+            last_transcript_at: None,
+            last_heard_at: Instant::now(),
+            ended: false,
+            ended_at: None,
+            results: Default::default(),
+            rejected: Default::default(),
+            lost: 0,
+        }
+    }
+
+    /// The generation `op`'s latest result covers (0 without one).
+    fn covered(&self, op: Operation) -> u64 {
+        self.results[op.index()]
+            .as_ref()
+            .map_or(0, |r| r.covered_generation)
+    }
+}
+
+/// What [`SessionStore::append`] did with a transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// A final transcript, now the session's newest generation.
+    Final { generation: u64 },
+    /// A partial transcript: the live line changed.
+    Partial { generation: u64 },
+    /// Its `seq` was not above the last one seen: a replay, ignored.
+    Duplicate,
+    /// A new session while the store is full: refused, nothing kept.
+    Refused,
+}
+
+/// How many maps the sessions are spread over.
+pub const SHARDS: usize = 64;
+
+/// One share of the sessions, by the hash of their id.
+struct Shard {
+    held: HashMap<SessionId, SessionRecord>,
+    forgotten: Forgotten,
+}
+
+pub struct SessionStore {
+    limits: SessionLimits,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::hash::RandomState,
+    /// Sessions held in all shards.
+    held: AtomicUsize,
+    /// The next transcript's arrival number.
+    arrivals: AtomicU64,
+    /// Operations whose coverage keeps transcripts (the automatic ones).
+    tracked: Vec<Operation>,
+}
+
+impl Default for SessionStore {
+    fn default() -> Self {
+        Self::new(SessionLimits::default())
+    }
+}
+
+impl SessionStore {
+    pub fn new(limits: SessionLimits) -> Self {
+        let remembered_per_shard = limits.remember_forgotten.div_ceil(SHARDS);
+        Self {
+            limits,
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        held: HashMap::new(),
+                        forgotten: Forgotten::new(remembered_per_shard),
+                    })
+                })
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+            held: AtomicUsize::new(0),
+            arrivals: AtomicU64::new(0),
+            tracked: Operation::ALL.to_vec(),
+        }
+    }
+
+    /// Keeps transcripts until these operations covered them (all, unless
+    /// told otherwise).
+    pub fn tracking(mut self, ops: &[Operation]) -> Self {
+        self.tracked = ops.to_vec();
+        self
+    }
+
+    /// The shard of `session`, locked. Takes the lock even if a panic
+    /// poisoned it: every critical section leaves the maps consistent.
+    fn lock(&self, session: &SessionId) -> MutexGuard<'_, Shard> {
+        let index = self.hasher.hash_one(session) as usize % SHARDS;
+        lock(&self.shards[index])
+    }
+
+    /// Every shard, locked one at a time as the iteration reaches it.
+    fn each_shard(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
+        self.shards.iter().map(lock)
+    }
+
+    /// Takes one place among the held sessions, unless all are taken.
+    fn reserve(&self) -> bool {
+        let max = self.limits.max_sessions;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Records a transcript, dropping replays by `seq` (also of sessions
+    /// forgotten lately) and refusing a new session when the store is full.
+    /// A session that had ended is live again.
+    pub fn append(&self, transcript: Transcript, feed: Option<usize>) -> Appended {
+        let mut guard = self.lock(&transcript.session_id);
+        let Shard { held, forgotten } = &mut *guard;
+        let record = match held.get_mut(&transcript.session_id) {
+            Some(record) => record,
+            None => {
+                let remembered = forgotten.last_seq(&transcript.session_id).flatten();
+                if let (Some(seq), Some(last)) = (transcript.seq, remembered)
+                    && seq <= last
+                {
+                    return Appended::Duplicate;
+                }
+                if !self.reserve() {
+                    return Appended::Refused;
+                }
+                forgotten.revive(&transcript.session_id);
+                held.entry(transcript.session_id.clone())
+                    .or_insert_with(|| SessionRecord::new(feed, remembered))
+            }
+        };
+        if let Some(seq) = transcript.seq {
+            if record.last_seq.is_some_and(|last| seq <= last) {
+                return Appended::Duplicate;
+            }
+            record.last_seq = Some(seq);
+        }
+        if feed.is_some() {
+            record.feed = feed;
+        }
+        record.last_heard_at = Instant::now();
+        // Speaking again after an end: live again, and a later end asks
+        // for final runs again.
+        record.ended = false;
+        record.ended_at = None;
+        if !transcript.is_final {
+            record.partial = Some(transcript.text);
+            return Appended::Partial {
+                generation: record.generation,
+            };
+        }
+        record.generation += 1;
+        record.partial = None;
+        record.last_transcript_at = Some(Instant::now());
+        record.transcripts.push_back(StoredTranscript {
+            generation: record.generation,
+            speaker: transcript.speaker,
+            text: transcript.text,
+            start: transcript.start,
+            received_at: SystemTime::now(),
+            arrival: self.arrivals.fetch_add(1, Ordering::Relaxed),
+        });
+        self.trim(record);
+        Appended::Final {
+            generation: record.generation,
+        }
+    }
+
+    /// Whether the store holds the session.
+    pub fn contains(&self, session: &SessionId) -> bool {
+        self.lock(session).held.contains_key(session)
+    }
+
+    /// The feed that last spoke for the session.
+    pub fn feed_of(&self, session: &SessionId) -> Option<usize> {
+        self.lock(session).held.get(session).and_then(|r| r.feed)
+    }
+
+    /// The last `seq` of each held session `feed` last spoke for, ended
+    /// ones included (else a replaying feed would send them again and
+    /// again): what a reconnecting feed is asked to resume after.
+    pub fn resume_points(&self, feed: usize) -> std::collections::BTreeMap<String, u64> {
+        let mut points = std::collections::BTreeMap::new();
+        for shard in self.each_shard() {
+            points.extend(
+                shard
+                    .held
+                    .iter()
+                    .filter(|(_, r)| r.feed == Some(feed))
+                    .filter_map(|(id, r)| Some((id.as_str().to_string(), r.last_seq?))),
+            );
+        }
+        points
+    }
+
+    /// The session's newest generation (0 when unknown).
+    pub fn generation(&self, session: &SessionId) -> u64 {
+        self.lock(session)
+            .held
+            .get(session)
+            .map_or(0, |r| r.generation)
+    }
+
+    /// Drops the oldest transcripts that nobody needs: past the newest
+    /// [`MAX_KEPT_TRANSCRIPTS`] and covered by every tracked operation, or
+    /// past [`MAX_HELD_TRANSCRIPTS`] whatever they are (counted as lost
+    /// when not covered).
+    fn trim(&self, record: &mut SessionRecord) {
+        let covered = self
+            .tracked
+            .iter()
+            .map(|op| record.covered(*op))
+            .min()
+            .unwrap_or(u64::MAX);
+        while let Some(oldest) = record.transcripts.front() {
+            let len = record.transcripts.len();
+            let uncovered = oldest.generation > covered;
+            if len > self.limits.max_held_transcripts.max(MAX_KEPT_TRANSCRIPTS) {
+                record.lost += u64::from(uncovered);
+            } else if len <= MAX_KEPT_TRANSCRIPTS || uncovered {
+                break;
+            }
+            record.transcripts.pop_front();
+        }
+    }
+
+    /// Stores a result unless a result covering a newer generation is there.
+    pub fn put_result(&self, session: &SessionId, op: Operation, result: OpResult) -> bool {
+        let mut shard = self.lock(session);
+        let Some(record) = shard.held.get_mut(session) else {
+            return false;
+        };
+        let slot = &mut record.results[op.index()];
+        if slot
+            .as_ref()
+            .is_some_and(|old| old.covered_generation > result.covered_generation)
+        {
+            return false;
+        }
+        *slot = Some(result);
+        self.trim(record);
+        true
+    }
+
+    /// Keeps an answer that could not be read (cut to [`MAX_REJECTED_BYTES`]).
+    pub fn put_rejected(&self, session: &SessionId, op: Operation, raw: String) {
+        // A model's text: no control characters reach a view from here.
+        let mut raw = crate::text::strip_controls_keep_lines(&raw).into_owned();
+        crate::text::cut_to(&mut raw, MAX_REJECTED_BYTES);
+        if let Some(record) = self.lock(session).held.get_mut(session) {
+            record.rejected[op.index()] = Some(raw);
+        }
+    }
+
+    /// Sessions held (a capacity hint for snapshots).
+    pub(crate) fn len(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

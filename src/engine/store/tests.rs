@@ -1,0 +1,273 @@
+//! The store's unit tests.
+
+use super::*;
+
+fn said(session: &str, seq: Option<u64>, text: &str, is_final: bool) -> Transcript {
+    Transcript {
+        session_id: SessionId::parse(session).unwrap(),
+        seq,
+        text: text.into(),
+        speaker: None,
+        start: None,
+        end: None,
+        is_final,
+    }
+}
+
+#[test]
+fn generations_count_finals_and_replays_are_dropped() {
+    let store = SessionStore::default();
+    assert_eq!(
+        store.append(said("a", Some(1), "one", true), None),
+        Appended::Final { generation: 1 }
+    );
+    assert_eq!(
+        store.append(said("a", Some(2), "tw", false), None),
+        Appended::Partial { generation: 1 }
+    );
+    assert_eq!(
+        store.append(said("a", Some(2), "two", true), None),
+        Appended::Duplicate
+    );
+    assert_eq!(
+        store.append(said("a", Some(3), "two", true), None),
+        Appended::Final { generation: 2 }
+    );
+    assert_eq!(
+        store.append(said("a", None, "three", true), None),
+        Appended::Final { generation: 3 }
+    );
+    assert_eq!(store.generation(&SessionId::parse("a").unwrap()), 3);
+}
+
+#[test]
+fn the_limit_holds_across_shards_and_threads() {
+    let store = std::sync::Arc::new(SessionStore::new(SessionLimits {
+        max_sessions: 100,
+        ..Default::default()
+    }));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..1000)
+                    .filter(|i| {
+                        let name = format!("t{t}-{i}");
+                        store.append(said(&name, Some(1), "hi", true), None) == Appended::Refused
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let refused: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(store.len(), 100);
+    assert_eq!(refused, 3900);
+    let mut held = 0;
+    store.for_each(|_, _| held += 1);
+    assert_eq!(held, 100, "the count and the maps agree");
+
+    // A forgotten session makes room for a new one.
+    let id = store.ended_before(Duration::ZERO);
+    assert!(id.is_empty());
+    let mut one = None;
+    store.for_each(|id, _| one = Some(id.clone()));
+    let one = one.unwrap();
+    assert!(store.end(&one, None));
+    assert!(store.forget_if_ended_before(&one, Duration::ZERO));
+    assert_eq!(store.len(), 99);
+    assert_eq!(
+        store.append(said("newcomer", Some(1), "hi", true), None),
+        Appended::Final { generation: 1 }
+    );
+    assert_eq!(
+        store.append(said("one-too-many", Some(1), "hi", true), None),
+        Appended::Refused
+    );
+}
+
+#[test]
+fn rejected_answers_are_cut_to_32_kib() {
+    let store = SessionStore::default();
+    store.append(said("a", None, "one", true), None);
+    let id = SessionId::parse("a").unwrap();
+    store.put_rejected(&id, Operation::MindMap, "é".repeat(40_000));
+    let kept = store.content(&id, 0).unwrap().rejected[Operation::MindMap.index()]
+        .clone()
+        .unwrap();
+    assert!(
+        kept.len() <= 32 * 1024 && kept.len() > 32 * 1024 - 2,
+        "{}",
+        kept.len()
+    );
+}
+
+#[test]
+fn a_result_of_the_same_generation_replaces_the_older_one() {
+    let store = SessionStore::default();
+    store.append(said("a", None, "one", true), None);
+    let id = SessionId::parse("a").unwrap();
+    let result = |text: &str, run_id| OpResult {
+        body: ResultBody::Summary(text.into()),
+        covered_generation: 1,
+        run_id,
+        model: "m".into(),
+        processing_time: Duration::ZERO,
+        finished_at: SystemTime::now(),
+    };
+    assert!(store.put_result(&id, Operation::Summary, result("first", 1)));
+    // An operator's re-run reads the same transcripts: its result is newer.
+    assert!(store.put_result(&id, Operation::Summary, result("second", 2)));
+    assert_eq!(
+        store.result(&id, Operation::Summary).map(|r| r.run_id),
+        Some(2)
+    );
+}
+
+#[test]
+fn ending_a_session_that_said_nothing_final_asks_for_nothing() {
+    let store = SessionStore::default();
+    store.append(said("quiet", None, "uh", false), None);
+    let id = SessionId::parse("quiet").unwrap();
+    assert!(!store.end(&id, None), "only a partial: no final runs");
+    store.append(said("talk", None, "one", true), None);
+    assert!(store.end(&SessionId::parse("talk").unwrap(), None));
+}
+
+const WINDOW: usize = crate::llm::prompts::MAX_TRANSCRIPT_CHARS;
+
+fn result_covering(generation: u64, run_id: RunId) -> OpResult {
+    OpResult {
+        body: ResultBody::Summary(format!("up to {generation}")),
+        covered_generation: generation,
+        run_id,
+        model: "m".into(),
+        processing_time: Duration::ZERO,
+        finished_at: SystemTime::now(),
+    }
+}
+
+#[test]
+fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
+    let store = SessionStore::default();
+    let id = SessionId::parse("a").unwrap();
+    // Ten lines of 10 characters (9 + newline): a window of 35 holds 3.
+    for i in 0..10 {
+        store.append(said("a", None, &format!("line {i:04}"), true), None);
+    }
+    let mut covered = 0;
+    let mut steps = Vec::new();
+    loop {
+        let input = store.run_input(&id, Operation::Summary, true, 35);
+        let texts: Vec<String> = input.utterances.iter().map(|u| u.text.clone()).collect();
+        steps.push(texts);
+        assert!(input.generation > covered, "every step moves on");
+        covered = input.generation;
+        store.put_result(&id, Operation::Summary, result_covering(covered, covered));
+        if !input.more {
+            break;
+        }
+    }
+    let flat: Vec<String> = steps.concat();
+    let expected: Vec<String> = (0..10).map(|i| format!("line {i:04}")).collect();
+    assert_eq!(flat, expected, "every line once, in order, none dropped");
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    // A line longer than the window still goes, alone.
+    store.append(said("a", None, &"x".repeat(100), true), None);
+    let input = store.run_input(&id, Operation::Summary, true, 35);
+    assert_eq!((input.utterances.len(), input.more), (1, false));
+    // Full mode reads the newest window.
+    let full = store.run_input(&id, Operation::Summary, false, 35);
+    assert_eq!(full.utterances.len(), 1);
+    assert_eq!(full.generation, 11);
+}
+
+#[test]
+fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
+    let store = SessionStore::default().tracking(&[Operation::Summary]);
+    let id = SessionId::parse("a").unwrap();
+    let n = MAX_KEPT_TRANSCRIPTS + 100;
+    for i in 0..n {
+        store.append(said("a", None, &format!("{i}"), true), None);
+    }
+    assert_eq!(
+        store.content(&id, usize::MAX).unwrap().recent.len(),
+        n,
+        "none covered"
+    );
+    assert_eq!(store.oldest_uncovered(&id, Operation::Summary), 0);
+    store.put_result(&id, Operation::Summary, result_covering(n as u64, 1));
+    assert_eq!(
+        store.content(&id, usize::MAX).unwrap().recent.len(),
+        MAX_KEPT_TRANSCRIPTS,
+        "covered: back to the view limit"
+    );
+    assert_eq!(
+        store.oldest_uncovered(&id, Operation::Summary),
+        n as u64,
+        "up to date"
+    );
+    for i in 0..(MAX_HELD_TRANSCRIPTS + 5) {
+        store.append(said("a", None, &format!("more {i}"), true), None);
+    }
+    let facts = store.facts(&id).unwrap();
+    let held = store.content(&id, usize::MAX).unwrap().recent.len();
+    assert_eq!(held, MAX_HELD_TRANSCRIPTS);
+    assert_eq!(facts.lost, 5, "only uncovered lines count as lost");
+    assert_eq!(
+        store.oldest_uncovered(&id, Operation::Summary),
+        (n + 5) as u64
+    );
+}
+
+#[test]
+fn the_hard_cap_follows_its_setting() {
+    let store = SessionStore::new(SessionLimits {
+        max_held_transcripts: 450,
+        ..Default::default()
+    })
+    .tracking(&[Operation::Summary]);
+    let id = SessionId::parse("a").unwrap();
+    for i in 0..460 {
+        store.append(said("a", None, &format!("{i}"), true), None);
+    }
+    assert_eq!(store.content(&id, usize::MAX).unwrap().recent.len(), 450);
+    assert_eq!(store.facts(&id).unwrap().lost, 10);
+}
+
+#[test]
+fn incremental_input_reads_after_the_previous_summary() {
+    let store = SessionStore::default();
+    let id = SessionId::parse("a").unwrap();
+    for text in ["one", "two", "three"] {
+        store.append(said("a", None, text, true), None);
+    }
+    let result = OpResult {
+        body: ResultBody::Summary("S".into()),
+        covered_generation: 2,
+        run_id: 1,
+        model: "m".into(),
+        processing_time: Duration::ZERO,
+        finished_at: SystemTime::now(),
+    };
+    assert!(store.put_result(&id, Operation::Summary, result.clone()));
+    let input = store.run_input(&id, Operation::Summary, true, WINDOW);
+    assert_eq!(input.previous.as_deref(), Some("S"));
+    assert_eq!(input.utterances.len(), 1);
+    assert_eq!((input.generation, input.more), (3, false));
+    assert_eq!(
+        store
+            .run_input(&id, Operation::Summary, false, WINDOW)
+            .utterances
+            .len(),
+        3
+    );
+    // The mind map has no result yet: it reads from the start.
+    let map = store.run_input(&id, Operation::MindMap, true, WINDOW);
+    assert_eq!((map.utterances.len(), map.previous), (3, None));
+    // An older result never replaces a newer one.
+    let older = OpResult {
+        covered_generation: 1,
+        ..result
+    };
+    assert!(!store.put_result(&id, Operation::Summary, older));
+}

@@ -1,0 +1,76 @@
+//! What views read of the store: a light row per session, one session's
+//! content in full, an operation's latest result.
+
+use tokio::time::Instant;
+
+use super::{
+    OPERATION_COUNT, OpResult, Operation, SessionId, SessionRecord, SessionStore, StoredTranscript,
+};
+
+/// A light view of one session for tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionFacts {
+    pub feed: Option<usize>,
+    pub generation: u64,
+    pub last_transcript_at: Option<Instant>,
+    pub ended: bool,
+    pub covered: [Option<u64>; OPERATION_COUNT],
+    pub partial: bool,
+    /// Transcripts dropped before they were covered (a backlog past
+    /// [`MAX_HELD_TRANSCRIPTS`]): never sent to the model.
+    pub lost: u64,
+}
+
+/// Everything about one session, for a detail view.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionContent {
+    pub recent: Vec<StoredTranscript>,
+    pub partial: Option<String>,
+    pub results: [Option<OpResult>; OPERATION_COUNT],
+    /// The last answer of each op that could not be read, kept for inspection.
+    pub rejected: [Option<String>; OPERATION_COUNT],
+}
+
+impl SessionStore {
+    /// The latest result of `op`.
+    pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
+        self.lock(session).held.get(session)?.results[op.index()].clone()
+    }
+
+    pub fn facts(&self, session: &SessionId) -> Option<SessionFacts> {
+        self.lock(session).held.get(session).map(facts_of)
+    }
+
+    /// Calls `visit` for each session, holding one shard's lock at a time.
+    pub fn for_each(&self, mut visit: impl FnMut(&SessionId, SessionFacts)) {
+        for shard in self.each_shard() {
+            for (id, record) in shard.held.iter() {
+                visit(id, facts_of(record));
+            }
+        }
+    }
+
+    pub fn content(&self, session: &SessionId, recent: usize) -> Option<SessionContent> {
+        let shard = self.lock(session);
+        let record = shard.held.get(session)?;
+        let skip = record.transcripts.len().saturating_sub(recent);
+        Some(SessionContent {
+            recent: record.transcripts.iter().skip(skip).cloned().collect(),
+            partial: record.partial.clone(),
+            results: record.results.clone(),
+            rejected: record.rejected.clone(),
+        })
+    }
+}
+
+fn facts_of(record: &SessionRecord) -> SessionFacts {
+    SessionFacts {
+        feed: record.feed,
+        generation: record.generation,
+        last_transcript_at: record.last_transcript_at,
+        ended: record.ended,
+        covered: std::array::from_fn(|i| record.results[i].as_ref().map(|r| r.covered_generation)),
+        partial: record.partial.is_some(),
+        lost: record.lost,
+    }
+}

@@ -1,0 +1,148 @@
+//! The API calls attach makes, and refusals in a few words.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::super::Answer;
+use crate::api::dashboard::DetailAnswer;
+use crate::engine::TriggerAnswer;
+use crate::model::{Operation, SessionId};
+
+use super::Api;
+
+impl Api {
+    pub(super) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub(super) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<(StatusCode, Value), String> {
+        let response = self
+            .request(method, path)
+            .send()
+            .await
+            .map_err(|e| match e {
+                e if e.is_timeout() => "no answer".to_string(),
+                e if e.is_connect() => "cannot connect".to_string(),
+                e => e.to_string(),
+            })?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("unreadable answer ({status}): {e}"))?;
+        Ok((status, body))
+    }
+
+    /// A GET whose answer must be 200.
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, String> {
+        let (status, body) = self.send(reqwest::Method::GET, path).await?;
+        if status != StatusCode::OK {
+            return Err(refusal(status, &body));
+        }
+        serde_json::from_value(body).map_err(|e| format!("unreadable answer: {e}"))
+    }
+
+    /// [`Api::get`] for an answer whose instants are on the server's clock
+    /// (its `now` says where).
+    pub(super) async fn get_timed<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, String> {
+        let (status, body) = self.send(reqwest::Method::GET, path).await?;
+        if status != StatusCode::OK {
+            return Err(refusal(status, &body));
+        }
+        let now = body.get("now").and_then(Value::as_i64).unwrap_or(0);
+        crate::monotime::decoding_with(now, || serde_json::from_value(body))
+            .map_err(|e| format!("unreadable answer: {e}"))
+    }
+
+    /// One session's details; `None` when the server has no such session.
+    pub(super) async fn detail(&self, session: &SessionId) -> Result<Option<DetailAnswer>, String> {
+        match self
+            .get_timed(&format!("/api/dashboard/sessions/{session}"))
+            .await
+        {
+            Ok(answer) => Ok(Some(answer)),
+            Err(e) if e.starts_with("404") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn trigger(&self, session: SessionId, ops: Vec<Operation>) -> Answer {
+        let mut answers = Vec::new();
+        for op in ops {
+            let path = format!("/api/sessions/{session}/operations/{}", op.as_str());
+            let (status, body) = match self.send(reqwest::Method::POST, &path).await {
+                Ok(answer) => answer,
+                Err(e) => return Answer::Refused(format!("{session} · {e}")),
+            };
+            let run = |key: &str| body.get(key).and_then(Value::as_u64).unwrap_or(0);
+            let since = SystemTime::UNIX_EPOCH
+                + Duration::from_secs_f64(
+                    body.get("running_since")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0)
+                        .max(0.0),
+                );
+            let answer = match body.get("outcome").and_then(Value::as_str) {
+                Some("started") => TriggerAnswer::Started {
+                    run_id: run("run_id"),
+                },
+                Some("pending") => TriggerAnswer::Pending {
+                    running_run_id: run("running_run_id"),
+                    since,
+                },
+                Some("skipped") => TriggerAnswer::Skipped {
+                    running_run_id: run("running_run_id"),
+                    since,
+                },
+                _ => {
+                    return Answer::Refused(format!("{session} · {}", refusal(status, &body)));
+                }
+            };
+            answers.push((op, answer));
+        }
+        Answer::Triggered { session, answers }
+    }
+
+    pub(super) async fn cancel(&self, session: SessionId) -> Answer {
+        let mut stopped = Vec::new();
+        for op in Operation::ALL {
+            let path = format!("/api/sessions/{session}/operations/{}", op.as_str());
+            match self.send(reqwest::Method::DELETE, &path).await {
+                Ok((StatusCode::OK, body)) => {
+                    stopped.push((op, body.get("run_id").and_then(Value::as_u64)))
+                }
+                Ok((StatusCode::NOT_FOUND, _)) => stopped.push((op, None)),
+                Ok((status, body)) => {
+                    return Answer::Refused(format!("{session} · {}", refusal(status, &body)));
+                }
+                Err(e) => return Answer::Refused(format!("{session} · {e}")),
+            }
+        }
+        Answer::Cancelled { session, stopped }
+    }
+}
+
+/// A refused request in a few words: `403 a read-only token: …`.
+fn refusal(status: StatusCode, body: &Value) -> String {
+    let why = body
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused"));
+    format!("{} {}", status.as_u16(), crate::text::strip_controls(why))
+}

@@ -1,0 +1,83 @@
+//! The event task: `/ws?since=ID` held open, resumed after the last event
+//! seen, waking the sync loop on each event.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::{Api, Picture, REQUEST_TIMEOUT, backoff, lock};
+
+/// The event task's state.
+pub(super) struct Events {
+    pub(super) api: Api,
+    pub(super) picture: Arc<Mutex<Picture>>,
+    pub(super) poke: Arc<Notify>,
+}
+
+impl Events {
+    pub(super) async fn run(self) {
+        let mut seen: u64 = 0;
+        let mut failures = 0u32;
+        loop {
+            match self.listen(&mut seen).await {
+                Ok(()) => failures = 0,
+                Err(_) => failures += 1,
+            }
+            tokio::time::sleep(backoff(failures)).await;
+        }
+    }
+
+    /// One connection to `/ws`, resumed after event `seen`, until it ends.
+    pub(super) async fn listen(&self, seen: &mut u64) -> Result<(), String> {
+        let ws_base = self
+            .api
+            .base
+            .replacen("http://", "ws://", 1)
+            .replacen("https://", "wss://", 1);
+        let mut request = format!("{ws_base}/ws?since={seen}")
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        if let Some(token) = &self.api.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            request.headers_mut().insert("authorization", value);
+        }
+        let tls = crate::net::tls_client_config(None)?;
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            false,
+            Some(tokio_tungstenite::Connector::Rustls(tls)),
+        );
+        let (mut socket, _) = tokio::time::timeout(REQUEST_TIMEOUT, connecting)
+            .await
+            .map_err(|_| "no answer".to_string())?
+            .map_err(|e| e.to_string())?;
+        while let Some(message) = socket.next().await {
+            let text = match message.map_err(|e| e.to_string())? {
+                Message::Text(text) => text,
+                Message::Close(_) => return Ok(()),
+                _ => continue,
+            };
+            let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if frame.get("type").and_then(Value::as_str) == Some("resume") {
+                let next = frame.get("next_id").and_then(Value::as_u64).unwrap_or(1);
+                if frame.get("too_old").and_then(Value::as_bool) == Some(true) {
+                    // What was missed is gone: read the whole picture again.
+                    lock(&self.picture).reload = true;
+                }
+                *seen = next.saturating_sub(1);
+            } else if let Some(id) = frame.get("id").and_then(Value::as_u64) {
+                *seen = id;
+            }
+            self.poke.notify_one();
+        }
+        Ok(())
+    }
+}
