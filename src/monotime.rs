@@ -72,7 +72,7 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Instant, D::Error>
 }
 
 /// `#[serde(with = "crate::monotime::option")]` for an `Option<Instant>`.
-pub mod option {
+pub(crate) mod option {
     use super::*;
 
     pub fn serialize<S: Serializer>(at: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {

@@ -13,7 +13,7 @@
 //! (fail closed) and say so.
 
 pub mod events;
-pub mod scripts;
+pub(crate) mod scripts;
 mod steps;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -24,8 +24,8 @@ mod progress;
 mod readiness;
 mod remote;
 mod runner;
-pub mod snapshot;
-pub mod store;
+pub(crate) mod snapshot;
+pub(crate) mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

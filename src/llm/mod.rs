@@ -15,7 +15,7 @@ pub mod ollama;
 pub mod openai;
 pub mod probe;
 pub mod prompts;
-pub mod structured;
+pub(crate) mod structured;
 
 use std::fmt;
 use std::future::Future;

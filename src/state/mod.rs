@@ -33,7 +33,7 @@
 mod ending;
 mod guard;
 mod reads;
-pub mod stats;
+pub(crate) mod stats;
 pub mod status;
 
 use std::collections::HashMap;

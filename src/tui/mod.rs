@@ -10,10 +10,10 @@
 
 pub mod app;
 pub mod keymap;
-pub mod messages;
-pub mod panes;
+pub(crate) mod messages;
+pub(crate) mod panes;
 pub mod source;
-pub mod terminal;
+pub(crate) mod terminal;
 pub mod theme;
 pub mod views;
 
