@@ -26,13 +26,13 @@
 //! | [`llm`] | the backend trait; builtin, Ollama and OpenAI-compatible backends; answer limits |
 //! | [`feed`] | the feed protocol and other formats, the feed client and the replay server |
 //! | [`api`] | the HTTP and WebSocket API, its guards against web pages, metrics, the `status` client |
-//! | [`wire`] | the envelopes sent to `/ws` subscribers and up the feeds |
+//! | `wire` | the envelopes sent to `/ws` subscribers and up the feeds |
 //! | [`config`] | command-line flags, their `INFLIGHT_*` variables, the config file and which wins |
 //! | [`net`] | TLS and HTTP client setup, URLs redacted for display |
 //! | [`signals`] | the signals that stop the process, and SIGHUP |
 //! | [`monotime`] | instants on the wire: milliseconds from the sender's anchor, mapped onto the reader's clock |
 //! | [`logs`] | the in-memory log the dashboard shows, capped log lines |
-//! | [`format`] | durations, ages, counts and times in a few fixed-width characters |
+//! | `format` | durations, ages, counts and times in a few fixed-width characters |
 //! | [`text`] | making outside text safe for a terminal |
 //! | [`tui`] | the operator dashboard |
 

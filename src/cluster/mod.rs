@@ -1,7 +1,7 @@
 //! Several instances, one rule: at most one run per (session, operation)
 //! across all of them, kept in Redis.
 //!
-//! Each step of the protocol is one Lua script (see [`scripts`]), one round
+//! Each step of the protocol is one Lua script (see `scripts.rs`), one round
 //! trip: take the lease or leave a pending flag, renew, finish (or hand the
 //! lease to a follow-up), claim abandoned pending work, keep a result only
 //! when its fence is newer. The keys and scripts are written down for

@@ -69,10 +69,10 @@ pub struct StoredSession {
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
     pub ended_at: Option<SystemTime>,
-    /// Oldest first: the newest [`MAX_KEPT_TRANSCRIPTS`].
+    /// Oldest first: the newest `MAX_KEPT_TRANSCRIPTS`.
     pub transcripts: Vec<StoredTranscript>,
     pub results: [Option<StoredResult>; OPERATION_COUNT],
-    /// Oldest first: the newest [`HISTORY_LEN`] runs.
+    /// Oldest first: the newest `HISTORY_LEN` runs.
     pub history: [Vec<StoredRun>; OPERATION_COUNT],
     pub counts: [StoredCounts; OPERATION_COUNT],
 }

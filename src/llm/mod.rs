@@ -3,7 +3,7 @@
 //! A [`Backend`] takes an [`LlmRequest`] (the operation, the session's new
 //! utterances, the previous result) and returns text plus [`Usage`],
 //! reporting tokens as they stream through [`Progress`]. The HTTP backends
-//! make sure the text is usable (see [`structured`]: the output-format
+//! make sure the text is usable (see `structured.rs`: the output-format
 //! ladder and the one repair retry); the engine parses it (mind maps
 //! leniently, see [`mind_map`]) and owns deadlines and cancellation. A
 //! backend only has to be cancel-safe (dropping its future stops the work).
@@ -166,7 +166,7 @@ pub struct BackendInfo {
     pub simulated: bool,
     pub reachable: bool,
     /// How mind maps are asked for on this server, as learnt: `json_schema`,
-    /// `json_object` or `plain` (see [`structured`]); `None` for a backend
+    /// `json_object` or `plain` (see `structured.rs`); `None` for a backend
     /// that makes its own.
     pub structured_output: Option<&'static str>,
 }

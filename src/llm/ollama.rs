@@ -2,7 +2,7 @@
 //! `{"message": {"content": "…"}, "done": false}` … `{"done": true, "eval_count": 42}`.
 //! An `error` key may arrive on any line and fails the run with its message.
 //! Mind maps ask for JSON through `format`, as far down the ladder as the
-//! server needs (see [`super::structured`]); `options.num_ctx` is set.
+//! server needs (see `structured.rs`); `options.num_ctx` is set.
 //! Usage comes from `prompt_eval_count` and `eval_count`.
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! the end of the body; usage is read when the server sends it (and
 //! estimated when it does not). Mind maps ask for JSON through
 //! `response_format`, as far down the ladder as the server needs
-//! (see [`super::structured`]).
+//! (see `structured.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

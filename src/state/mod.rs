@@ -27,7 +27,7 @@
 //! | `ending.rs` | finishes, forced stops, follow-ups, recording an end |
 //! | `reads.rs` | status, views, snapshots' visits, lifetime counters, forgetting |
 //! | `guard.rs` | the run guard |
-//! | [`stats`] | the counters and durations of an operation |
+//! | `stats.rs` | the counters and durations of an operation |
 //! | [`status`] | the original status JSON |
 
 mod ending;

@@ -4,7 +4,7 @@
 //! answers with [`Command`]s (trigger, cancel, quit) that the loop carries
 //! out against the engine, reporting back through [`App::show_triggered`]
 //! and [`App::show_cancelled`]. Each pane keeps its own state (see
-//! [`super::panes`]); views only read an `App`.
+//! `panes.rs`); views only read an `App`.
 
 pub use super::messages::{MESSAGE_FOR, Message, Tone, shared_failure};
 

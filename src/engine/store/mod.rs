@@ -177,7 +177,7 @@ impl SessionRecord {
     }
 }
 
-/// What [`SessionStore::append`] did with a transcript.
+/// What `SessionStore::append` did with a transcript.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
     /// A final transcript, now the session's newest generation.
