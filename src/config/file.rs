@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -161,19 +161,75 @@ struct Raw {
     demo: Section,
 }
 
+/// Why a config file was refused: its kind, and where (the line, the key).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The same error, in the file at `path`.
+    #[error("{}:{error}", path.display())]
+    In {
+        path: PathBuf,
+        #[source]
+        error: Box<FileError>,
+    },
+    /// Not TOML, or a table this build does not know.
+    #[error("{line}: {message}")]
+    Syntax { line: usize, message: String },
+    #[error("{line}: unknown key `{key}` in [{section}]; known keys: {}", known.join(", "))]
+    UnknownKey {
+        line: usize,
+        section: &'static str,
+        key: String,
+        known: Vec<&'static str>,
+    },
+    /// A token written in the file itself.
+    #[error(
+        "{line}: unknown key `{key}` in [api]; a token does not belong in a config file: \
+         put it in a file of its own and name that file with `token_file`"
+    )]
+    Secret { line: usize, key: String },
+    #[error("{line}: {section}.{key}: {why}")]
+    BadValue {
+        line: usize,
+        section: &'static str,
+        key: &'static str,
+        why: String,
+    },
+}
+
+impl FileError {
+    /// The error itself, wherever the file was.
+    pub fn kind(&self) -> &FileError {
+        match self {
+            FileError::In { error, .. } => error.kind(),
+            other => other,
+        }
+    }
+}
+
 impl FileConfig {
     /// Reads and checks `path`. Errors name the file, the line and the key.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}:{e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|error| FileError::In {
+            path: path.to_path_buf(),
+            error: Box::new(error),
+        })
     }
 
-    /// Parses a file's text; an error starts with the line number.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-            format!("{line}: {}", e.message())
+    /// Parses a file's text; an error says its line.
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| FileError::Syntax {
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: e.message().to_string(),
         })?;
         let sections = [
             ("feed", raw.feed),
@@ -190,15 +246,15 @@ impl FileConfig {
         for (section, entries) in sections {
             for (name, value) in entries {
                 let line = line_of(text, name.span().start);
-                let key = find(section, name.get_ref()).ok_or_else(|| {
-                    format!(
-                        "{line}: unknown key `{}` in [{section}]{}",
-                        name.get_ref(),
-                        hint(section, name.get_ref())
-                    )
-                })?;
-                let values = flag_values(key, value.get_ref())
-                    .map_err(|e| format!("{line}: {section}.{}: {e}", key.name))?;
+                let key = find(section, name.get_ref())
+                    .ok_or_else(|| unknown(line, section, name.get_ref()))?;
+                let values =
+                    flag_values(key, value.get_ref()).map_err(|why| FileError::BadValue {
+                        line,
+                        section: key.section,
+                        key: key.name,
+                        why,
+                    })?;
                 settings.push(FileSetting { key, line, values });
             }
         }
@@ -234,20 +290,25 @@ fn find(section: &str, name: &str) -> Option<Key> {
         .copied()
 }
 
-/// What to say after "unknown key": the keys of that table, and a word
-/// about secrets when the key is one.
-fn hint(section: &str, name: &str) -> String {
+/// An unknown key: with the keys of that table, or, for a token, where
+/// tokens go instead.
+fn unknown(line: usize, section: &'static str, name: &str) -> FileError {
     if section == "api" && (name == "token" || name == "read_token") {
-        return "; a token does not belong in a config file: put it in a file of its own \
-and name that file with `token_file`"
-            .into();
+        return FileError::Secret {
+            line,
+            key: name.to_string(),
+        };
     }
-    let known: Vec<&str> = KEYS
-        .iter()
-        .filter(|k| k.section == section)
-        .map(|k| k.name)
-        .collect();
-    format!("; known keys: {}", known.join(", "))
+    FileError::UnknownKey {
+        line,
+        section,
+        key: name.to_string(),
+        known: KEYS
+            .iter()
+            .filter(|k| k.section == section)
+            .map(|k| k.name)
+            .collect(),
+    }
 }
 
 /// The flag text for a file value, checked against the key's kind.
@@ -368,36 +429,100 @@ upstream_status = false\nheaders = { Authorization = \"Bearer x\" }\n[database]\
     #[test]
     fn unknown_keys_and_tables_are_refused_with_their_line() {
         let err = FileConfig::parse("[llm]\nmodel = \"m\"\nmodle = \"m\"\n").unwrap_err();
-        assert!(err.starts_with("3: unknown key `modle` in [llm]"), "{err}");
-        assert!(err.contains("known keys: backend, model"), "{err}");
-        let err = FileConfig::parse("\n[lmm]\nmodel = \"m\"\n").unwrap_err();
-        assert!(err.starts_with("2: ") && err.contains("lmm"), "{err}");
-        let err = FileConfig::parse("[prompts]\nsumary_system = \"x\"\n").unwrap_err();
         assert!(
-            err.starts_with("2: ") && err.contains("sumary_system"),
+            matches!(&err, FileError::UnknownKey { line: 3, section: "llm", key, known }
+                if key == "modle" && known.starts_with(&["backend", "model"])),
+            "{err:?}"
+        );
+        // What the operator reads.
+        assert!(
+            err.to_string()
+                .starts_with("3: unknown key `modle` in [llm]; known keys: backend, model"),
             "{err}"
         );
-        for key in ["token", "read_token"] {
-            let err = FileConfig::parse(&format!("[api]\n{key} = \"secret\"\n")).unwrap_err();
-            assert!(err.contains("a token does not belong"), "{err}");
+        let err = FileConfig::parse("\n[lmm]\nmodel = \"m\"\n").unwrap_err();
+        assert!(
+            matches!(&err, FileError::Syntax { line: 2, message } if message.contains("lmm")),
+            "{err:?}"
+        );
+        let err = FileConfig::parse("[prompts]\nsumary_system = \"x\"\n").unwrap_err();
+        assert!(
+            matches!(&err, FileError::Syntax { line: 2, message } if message.contains("sumary_system")),
+            "{err:?}"
+        );
+        for name in ["token", "read_token"] {
+            let err = FileConfig::parse(&format!("[api]\n{name} = \"secret\"\n")).unwrap_err();
+            assert!(
+                matches!(&err, FileError::Secret { line: 2, key } if key == name),
+                "{err:?}"
+            );
         }
         let err = FileConfig::parse("[llm]\ntoken = \"x\"\n").unwrap_err();
         assert!(
-            err.contains("known keys: backend"),
-            "only [api] tokens get the hint: {err}"
+            matches!(err, FileError::UnknownKey { section: "llm", .. }),
+            "only [api] tokens get the hint: {err:?}"
         );
     }
 
     #[test]
     fn values_of_the_wrong_kind_are_refused_with_their_key() {
         let err = FileConfig::parse("[llm]\nconcurrency = \"2\"\n").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                FileError::BadValue {
+                    line: 2,
+                    section: "llm",
+                    key: "concurrency",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(
-            err,
+            err.to_string(),
             "2: llm.concurrency: expected a whole number, found string"
         );
         let err = FileConfig::parse("[feed]\n\nurls = [1]\n").unwrap_err();
-        assert!(err.starts_with("3: feed.urls: expected a list"), "{err}");
+        assert!(
+            matches!(
+                err,
+                FileError::BadValue {
+                    line: 3,
+                    key: "urls",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let err = FileConfig::parse("[database]\nenabled = \"no\"\n").unwrap_err();
-        assert!(err.contains("true or false"), "{err}");
+        assert!(
+            matches!(&err, FileError::BadValue { key: "enabled", why, .. } if why.contains("true or false")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_error_names_the_file_and_keeps_its_kind() {
+        let dir = std::env::temp_dir().join(format!("inflight-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[llm]\nmodle = 1\n").unwrap();
+        let err = FileConfig::load(&path).unwrap_err();
+        assert!(
+            matches!(err.kind(), FileError::UnknownKey { line: 2, .. }),
+            "{err:?}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the chain is kept"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:2: unknown key", path.display()))
+        );
+        let err = FileConfig::load(&dir.join("missing.toml")).unwrap_err();
+        assert!(matches!(err, FileError::Unreadable { .. }), "{err:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

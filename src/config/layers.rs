@@ -73,7 +73,7 @@ fn load_matched(mut argv: Vec<OsString>, matches: &ArgMatches) -> Result<Loaded,
     let mut sources = sources_of(&path, engine);
     let file = match engine.get_one::<PathBuf>("config") {
         Some(file) => {
-            let config = FileConfig::load(file)?;
+            let config = FileConfig::load(file).map_err(|e| e.to_string())?;
             let command = command_at(&path);
             for setting in &config.settings {
                 check_values(&command, setting).map_err(|e| format!("{}:{e}", file.display()))?;

@@ -53,7 +53,7 @@ impl EngineArgs {
     pub fn backend(&self) -> Result<std::sync::Arc<dyn crate::llm::Backend>, String> {
         use crate::llm::{builtin::BuiltinBackend, ollama::OllamaBackend, openai::OpenAiBackend};
         let prompts = match &self.config {
-            Some(path) => FileConfig::load(path)?.prompts,
+            Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?.prompts,
             None => Default::default(),
         };
         let model = || {
