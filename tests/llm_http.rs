@@ -517,3 +517,54 @@ async fn a_model_list_that_never_comes_times_out() {
     assert!(started.elapsed() >= inflight::llm::http::MODEL_LIST_TIMEOUT);
     assert!(!backend.info().reachable);
 }
+
+/// One call straight to the backend, and its error.
+async fn failing_call(backend: &Arc<dyn Backend>, op: Operation) -> inflight::llm::LlmError {
+    let request = inflight::llm::LlmRequest::new(
+        sid("s1"),
+        op,
+        vec![inflight::llm::Utterance {
+            speaker: None,
+            text: "We ship on Friday.".into(),
+        }],
+    );
+    let progress = inflight::llm::Progress::default();
+    backend
+        .generate(request, &progress)
+        .await
+        .expect_err("the call fails")
+}
+
+#[tokio::test]
+async fn errors_say_their_kind_for_callers_to_branch_on() {
+    use inflight::llm::LlmErrorKind;
+    let refusing = scripted::start(Arc::new(|_, _| {
+        json_response("400 Bad Request", &json!({"error": "no such model"}))
+    }))
+    .await;
+    let error = failing_call(&openai(&refusing, false), Operation::Summary).await;
+    assert_eq!(error.kind, LlmErrorKind::Refused { status: 400 }, "{error}");
+
+    // Accepts, then closes without a word: the connection broke off.
+    let closing = scripted::start(Arc::new(|_, _| Vec::new())).await;
+    let error = failing_call(&ollama(&closing), Operation::Summary).await;
+    assert_eq!(error.kind, LlmErrorKind::Unreachable, "{error}");
+
+    let stream_error = scripted::start(Arc::new(|_, _| {
+        vec![
+            head("200 OK", "application/x-ndjson", &[]),
+            send("{\"error\":\"model runner has unexpectedly stopped\"}\n"),
+        ]
+    }))
+    .await;
+    let error = failing_call(&ollama(&stream_error), Operation::Summary).await;
+    assert_eq!(error.kind, LlmErrorKind::Other, "{error}");
+
+    // A mind map that is no map, twice (the repair retry included).
+    let mapless = scripted::start(Arc::new(|_, _| ollama_stream(&["I cannot draw maps."]))).await;
+    let error = failing_call(&ollama(&mapless), Operation::MindMap).await;
+    assert!(
+        matches!(&error.kind, LlmErrorKind::BadAnswer { answer } if answer == "I cannot draw maps."),
+        "{error:?}"
+    );
+}
