@@ -376,6 +376,35 @@ fn a_killed_holders_work_is_taken_over_by_another_instance() {
     let mut dead = all.remove(at);
     dead.process.child.kill().unwrap();
     let _ = dead.process.child.wait();
+    // Until its lease runs out, the others show the run where it was, in
+    // the picture `inflight attach` reads as in the API.
+    let until = Instant::now() + Duration::from_secs(3);
+    let shown_on = loop {
+        let picture = get_json(&format!("{}/api/dashboard", all[0].api)).unwrap_or_default();
+        assert_eq!(
+            picture["snapshot"]["cluster"]["instance"],
+            all[0].name.as_str()
+        );
+        let on = picture["snapshot"]["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|row| row["id"] == "s1")
+            .and_then(|row| {
+                row["ops"][0]["in_flight"]["instance"]
+                    .as_str()
+                    .map(String::from)
+            });
+        if let Some(on) = on {
+            break on;
+        }
+        assert!(Instant::now() < until, "s1's run never showed: {picture}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        shown_on, holder,
+        "shown on the instance that held the lease"
+    );
 
     let survivors: Vec<&Instance> = all.iter().collect();
     wait_all_fresh(&survivors, 2, 16, &["summary"]);

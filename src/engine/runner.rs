@@ -42,7 +42,7 @@ async fn run_until_settled(shared: Arc<Shared>, mut guard: RunGuard) {
     loop {
         let ended = execute(&shared, &mut guard).await;
         if let Some(keeper) = &ended.lease {
-            cluster_finish(&shared, &guard, keeper, &ended).await;
+            Box::pin(cluster_finish(&shared, &guard, keeper, &ended)).await;
         }
         let session = guard.session().clone();
         let latest = || shared.store.generation(&session);
@@ -110,7 +110,7 @@ struct Ended {
     /// The generation its last call read (or the run it followed read).
     read_generation: u64,
     /// The cluster lease it held, to give back.
-    lease: Option<LeaseKeeper>,
+    lease: Option<Box<LeaseKeeper>>,
 }
 
 impl Ended {
@@ -140,12 +140,11 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
     let cancel = guard.cancel_token().clone();
     let (session, op) = (guard.session().clone(), guard.op());
     let link = shared.cluster.get();
-    let watching = link.map(|link| link.watch((session.clone(), op)));
-    let mut lease: Option<LeaseKeeper> = None;
+    let mut lease: Option<Box<LeaseKeeper>> = None;
     let mut first_start = None;
     let mut read_generation = 0;
     let mut takeover = false;
-    let end = |ended: Ended, lease: Option<LeaseKeeper>, first_start, read_generation| Ended {
+    let end = |ended: Ended, lease: Option<Box<LeaseKeeper>>, first_start, read_generation| Ended {
         first_start,
         read_generation,
         lease,
@@ -166,17 +165,19 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
                 ),
             },
         };
-        if let (Some(link), Some(watching), None) = (link, &watching, &lease) {
+        if let (Some(link), None) = (link, &lease) {
+            // Listening before asking, so an end right after is not missed.
+            let watching = link.watch((session.clone(), op));
             let generation = shared.store.generation(&session);
-            match link.cluster.try_start(&session, op, generation).await {
+            match Box::pin(link.cluster.try_start(&session, op, generation)).await {
                 Ok(Start::Started(held)) => {
                     link.counted_start(takeover);
                     guard.mark_held(link.instance());
-                    lease = Some(LeaseKeeper::new(link, held));
+                    lease = Some(Box::new(LeaseKeeper::new(link, held)));
                 }
                 Ok(Start::HeldElsewhere(holder)) => {
                     drop(permit);
-                    match lease::follow(link, watching, guard, holder).await {
+                    match Box::pin(lease::follow(link, &watching, guard, holder)).await {
                         Followed::Ended(remote) => {
                             if remote.outcome == Outcome::Cancelled {
                                 // A cancelled end brings no follow-up; what
@@ -221,7 +222,7 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
             return end(stopped(), lease, first_start, read_generation);
         };
         first_start.get_or_insert_with(Instant::now);
-        let held = lease.as_ref().map(|keeper| keeper.lease.clone());
+        let held = lease.as_ref().map(|keeper| Box::new(keeper.lease.clone()));
         let step = tokio::select! {
             biased;
             _ = cancel.cancelled() => return end(stopped(), lease, first_start, read_generation),
@@ -233,7 +234,7 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
                 )),
                 lease, first_start, read_generation,
             ),
-            step = call(shared, guard, input, held.as_ref()) => step,
+            step = call(shared, guard, input, held.as_deref()) => step,
         };
         drop(permit);
         match step {
@@ -260,9 +261,14 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
 }
 
 /// Resolves with why the held lease was lost; never, without one.
-async fn lost(lease: &mut Option<LeaseKeeper>) -> LostLease {
+///
+/// Every cluster step a run awaits is boxed: a run's future is kept for as
+/// long as it waits for a permit (thousands at once under overload), and
+/// without a cluster it must not carry the size of Redis calls it never
+/// makes.
+async fn lost(lease: &mut Option<Box<LeaseKeeper>>) -> LostLease {
     match lease {
-        Some(keeper) => keeper.lost().await,
+        Some(keeper) => Box::pin(keeper.lost()).await,
         None => std::future::pending().await,
     }
 }
@@ -272,7 +278,7 @@ async fn lost(lease: &mut Option<LeaseKeeper>) -> LostLease {
 /// answers.
 fn lease_lost(
     shared: &Shared,
-    lease: Option<LeaseKeeper>,
+    lease: Option<Box<LeaseKeeper>>,
     why: LostLease,
     first_start: Option<Instant>,
     read_generation: u64,
@@ -367,21 +373,23 @@ async fn call(
             }
         },
     };
-    let result = OpResult {
+    // Boxed: kept across the cluster's await, it would otherwise grow
+    // every run's future.
+    let result = Box::new(OpResult {
         body,
         covered_generation: input.generation,
         run_id: guard.run_id(),
         model: response.model,
         processing_time: started.elapsed(),
         finished_at: SystemTime::now(),
-    };
+    });
     if let (Some(link), Some(lease)) = (shared.cluster.get(), lease) {
-        super::remote::share_result(link, lease, &result)
+        Box::pin(super::remote::share_result(link, lease, &result))
             .await
             .map_err(|why| (why, usage))?;
     }
     let write = shared.db.get().is_some().then(|| result.clone());
-    if shared.store.put_result(session, op, result) {
+    if shared.store.put_result(session, op, *result) {
         if let Some(result) = write {
             super::durable::write_result(shared, session, op, &result, usage);
         }
