@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Phase, ProcessingStateManager, Slot};
+use super::{InFlight, Phase, ProcessingStateManager, Slot};
 use crate::events::{Event, Outcome, RunId};
 use crate::model::{Operation, SessionId};
 
@@ -125,6 +125,11 @@ impl RunGuard {
     /// The run's call is done but it has more to cover: it waits for a
     /// permit again (a catch-up step). False when it was stopped meanwhile.
     pub fn mark_waiting(&self) -> bool {
+        self.wait_again(|_| {})
+    }
+
+    /// Back to waiting for a permit, from now; `also` changes the rest.
+    fn wait_again(&self, also: impl FnOnce(&mut InFlight)) -> bool {
         let now = Instant::now();
         self.manager
             .set_phase(&self.session, self.op, self.run_id, |run| {
@@ -132,6 +137,7 @@ impl RunGuard {
                 run.queued_since = now;
                 run.started = None;
                 run.deadline = None;
+                also(run);
             })
     }
 
@@ -162,14 +168,7 @@ impl RunGuard {
     /// The run this one followed on another instance is gone without an
     /// end: this run waits for a permit again, to take the work over.
     pub fn mark_free(&self) -> bool {
-        let now = Instant::now();
-        self.manager
-            .set_phase(&self.session, self.op, self.run_id, |run| {
-                run.phase = Phase::Queued;
-                run.queued_since = now;
-                run.started = None;
-                run.instance = None;
-            })
+        self.wait_again(|run| run.instance = None)
     }
 
     /// The run another instance made for this one read up to `generation`.
