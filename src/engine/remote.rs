@@ -165,13 +165,17 @@ fn apply(shared: &Shared, link: &ClusterLink, event: ClusterEvent) {
                 link.generation_here(&session, result.covered_generation, &instance, || {
                     shared.store.generation(&session)
                 });
-            // The other instance's run id means nothing here: the result
-            // takes the next one of this process, as if it ended now.
-            result.run_id = shared.state.take_run_id();
             let covered_generation = result.covered_generation;
-            let run_id = result.run_id;
-            let write = shared.db.get().is_some().then(|| result.clone());
-            if shared.store.put_result(&session, op, result) {
+            let mut write = shared.db.get().is_some().then(|| result.clone());
+            // The other instance's run id means nothing here: the result
+            // takes the next one of this process when it is kept.
+            let kept = shared.store.put_result(&session, op, result, |r| {
+                r.run_id = shared.state.take_run_id()
+            });
+            if let Some(run_id) = kept {
+                if let Some(write) = &mut write {
+                    write.run_id = run_id;
+                }
                 link.counted_result_from_others();
                 shared.state.note_covered(&session, op, covered_generation);
                 if let Some(result) = write {

@@ -388,9 +388,18 @@ async fn call(
             .await
             .map_err(|why| (why, usage))?;
     }
-    let write = shared.db.get().is_some().then(|| result.clone());
-    if shared.store.put_result(session, op, *result) {
-        if let Some(result) = write {
+    let mut write = shared.db.get().is_some().then(|| result.clone());
+    // With several instances, results are numbered in the order they are
+    // kept here, whoever made them (see `SessionStore::put_result`).
+    let clustered = shared.cluster.get().is_some();
+    let kept = shared.store.put_result(session, op, *result, |r| {
+        if clustered {
+            r.run_id = shared.state.take_run_id();
+        }
+    });
+    if let Some(run_id) = kept {
+        if let Some(mut result) = write.take() {
+            result.run_id = run_id;
             super::durable::write_result(shared, session, op, &result, usage);
         }
         shared.events.emit(Event::ResultReady {

@@ -384,22 +384,33 @@ impl SessionStore {
         }
     }
 
-    /// Stores a result unless a result covering a newer generation is there.
-    pub fn put_result(&self, session: &SessionId, op: Operation, result: OpResult) -> bool {
+    /// Stores a result unless a result covering a newer generation is
+    /// there, calling `stamp` on it under the same lock when it is kept;
+    /// answers the kept result's run id.
+    /// Several instances use it to number results in the order they were
+    /// kept here, whichever instance made them: the database keeps the one
+    /// with the highest number, so it keeps what memory keeps.
+    pub fn put_result(
+        &self,
+        session: &SessionId,
+        op: Operation,
+        mut result: OpResult,
+        stamp: impl FnOnce(&mut OpResult),
+    ) -> Option<RunId> {
         let mut shard = self.lock(session);
-        let Some(record) = shard.held.get_mut(session) else {
-            return false;
-        };
+        let record = shard.held.get_mut(session)?;
         let slot = &mut record.results[op.index()];
         if slot
             .as_ref()
             .is_some_and(|old| old.covered_generation > result.covered_generation)
         {
-            return false;
+            return None;
         }
+        stamp(&mut result);
+        let run_id = result.run_id;
         *slot = Some(result);
         self.trim(record);
-        true
+        Some(run_id)
     }
 
     /// Keeps an answer that could not be read (cut to [`MAX_REJECTED_BYTES`]).

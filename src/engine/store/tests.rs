@@ -114,9 +114,17 @@ fn a_result_of_the_same_generation_replaces_the_older_one() {
         processing_time: Duration::ZERO,
         finished_at: SystemTime::now(),
     };
-    assert!(store.put_result(&id, Operation::Summary, result("first", 1)));
+    assert!(
+        store
+            .put_result(&id, Operation::Summary, result("first", 1), |_| {})
+            .is_some()
+    );
     // An operator's re-run reads the same transcripts: its result is newer.
-    assert!(store.put_result(&id, Operation::Summary, result("second", 2)));
+    assert!(
+        store
+            .put_result(&id, Operation::Summary, result("second", 2), |_| {})
+            .is_some()
+    );
     assert_eq!(
         store.result(&id, Operation::Summary).map(|r| r.run_id),
         Some(2)
@@ -162,7 +170,12 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
         steps.push(texts);
         assert!(input.generation > covered, "every step moves on");
         covered = input.generation;
-        store.put_result(&id, Operation::Summary, result_covering(covered, covered));
+        store.put_result(
+            &id,
+            Operation::Summary,
+            result_covering(covered, covered),
+            |_| {},
+        );
         if !input.more {
             break;
         }
@@ -195,7 +208,12 @@ fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
         "none covered"
     );
     assert_eq!(store.oldest_uncovered(&id, Operation::Summary), 0);
-    store.put_result(&id, Operation::Summary, result_covering(n as u64, 1));
+    store.put_result(
+        &id,
+        Operation::Summary,
+        result_covering(n as u64, 1),
+        |_| {},
+    );
     assert_eq!(
         store.content(&id, usize::MAX).unwrap().recent.len(),
         MAX_KEPT_TRANSCRIPTS,
@@ -249,7 +267,11 @@ fn incremental_input_reads_after_the_previous_summary() {
         processing_time: Duration::ZERO,
         finished_at: SystemTime::now(),
     };
-    assert!(store.put_result(&id, Operation::Summary, result.clone()));
+    assert!(
+        store
+            .put_result(&id, Operation::Summary, result.clone(), |_| {})
+            .is_some()
+    );
     let input = store.run_input(&id, Operation::Summary, true, WINDOW);
     assert_eq!(input.previous.as_deref(), Some("S"));
     assert_eq!(input.utterances.len(), 1);
@@ -269,5 +291,31 @@ fn incremental_input_reads_after_the_previous_summary() {
         covered_generation: 1,
         ..result
     };
-    assert!(!store.put_result(&id, Operation::Summary, older));
+    assert!(
+        store
+            .put_result(&id, Operation::Summary, older, |_| {})
+            .is_none()
+    );
+}
+
+#[test]
+fn a_result_is_stamped_only_when_it_is_kept() {
+    let store = SessionStore::new(SessionLimits::default());
+    let id = SessionId::parse("stamped").unwrap();
+    store.append(said("stamped", Some(1), "one", true), None);
+    store.append(said("stamped", Some(2), "two", true), None);
+    let kept = store.put_result(&id, Operation::Summary, result_covering(2, 7), |r| {
+        r.run_id = 40
+    });
+    assert_eq!(kept, Some(40), "the stamp is what is kept");
+    assert_eq!(
+        store.result(&id, Operation::Summary).map(|r| r.run_id),
+        Some(40)
+    );
+    let mut stamped = false;
+    let older = store.put_result(&id, Operation::Summary, result_covering(1, 8), |_| {
+        stamped = true
+    });
+    assert_eq!(older, None);
+    assert!(!stamped, "a refused result takes no number");
 }
