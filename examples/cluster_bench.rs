@@ -17,21 +17,18 @@
 //!   dropped mid-call, as `kill -9` would), how long until another
 //!   instance has the result, for several lease TTLs.
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures_util::future::BoxFuture;
 use inflight::cluster::{Cluster, ClusterConfig, Ending, Start};
 use inflight::engine::{Engine, EngineConfig};
 use inflight::events::{EventBus, Outcome};
 use inflight::llm::builtin::BuiltinBackend;
-use inflight::llm::{
-    Backend, BackendInfo, LatencyRange, LlmError, LlmRequest, LlmResponse, Progress,
-};
+use inflight::llm::probe::ConcurrencyProbe;
+use inflight::llm::{Backend, LatencyRange};
 use inflight::model::{Operation, SessionId, Transcript};
 use inflight::state::{Admission, ProcessingStateManager, StateConfig};
 use tokio_util::sync::CancellationToken;
@@ -160,66 +157,26 @@ async fn redis_admissions(clusters: &[Cluster], n: u64, concurrency: usize) -> f
 
 // --- LLM calls ---------------------------------------------------------------
 
-/// The builtin backend, counting calls, and open calls per (session, op)
-/// across every engine that shares the counter.
-struct Counting {
-    inner: BuiltinBackend,
-    calls: Arc<AtomicU64>,
-    open: Open,
+/// The builtin backend behind a probe: its calls, and the most ever open
+/// at once for one (session, op), across every engine sharing the probe.
+fn probe(call: Duration) -> Arc<ConcurrencyProbe> {
+    ConcurrencyProbe::new(Arc::new(BuiltinBackend::new(LatencyRange {
+        min: call,
+        max: call,
+    })))
 }
-
-impl Backend for Counting {
-    fn info(&self) -> BackendInfo {
-        self.inner.info()
-    }
-
-    fn generate<'a>(
-        &'a self,
-        request: LlmRequest,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
-        Box::pin(async move {
-            let key = (request.session.clone(), request.op);
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            {
-                let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-                let n = {
-                    let n = open.0.entry(key.clone()).or_default();
-                    *n += 1;
-                    *n
-                };
-                open.1 = open.1.max(n);
-            }
-            let answer = self.inner.generate(request, progress).await;
-            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = open.0.get_mut(&key) {
-                *n -= 1;
-            }
-            answer
-        })
-    }
-}
-
-type Open = Arc<Mutex<(HashMap<(SessionId, Operation), usize>, usize)>>;
 
 /// Enough LLM permits that capacity never decides how many calls are made:
 /// only the feed and the coordination do.
 const PERMITS: usize = 256;
 
-fn engine(call: Duration, calls: &Arc<AtomicU64>, open: &Open) -> Engine {
-    let backend = Counting {
-        inner: BuiltinBackend::new(LatencyRange {
-            min: call,
-            max: call,
-        }),
-        calls: calls.clone(),
-        open: open.clone(),
-    };
+fn engine(probe: &Arc<ConcurrencyProbe>) -> Engine {
+    let backend: Arc<dyn Backend> = probe.clone();
     let config = EngineConfig {
         llm_concurrency: PERMITS,
         ..EngineConfig::default()
     };
-    Engine::new(config, Arc::new(backend))
+    Engine::new(config, backend)
 }
 
 fn line(session: &SessionId, seq: u64) -> Transcript {
@@ -288,8 +245,7 @@ fn node(redis: &Redis, prefix: &str, name: &str, ttl: Duration, call: Duration) 
         .build()
         .expect("a runtime");
     let engine = runtime.block_on(async {
-        let calls = Arc::new(AtomicU64::new(0));
-        let engine = engine(call, &calls, &Open::default());
+        let engine = engine(&probe(call));
         engine.join_cluster(cluster(redis, prefix, name, ttl));
         tokio::spawn(engine.clone().run_cluster(CancellationToken::new()));
         engine
@@ -381,15 +337,15 @@ async fn shared_work(redis: &Redis, args: &Args) {
         })
     );
 
-    let (calls_one, open_one) = (Arc::new(AtomicU64::new(0)), Open::default());
-    let alone = engine(args.call, &calls_one, &open_one);
+    let one = probe(args.call);
+    let alone = engine(&one);
     let alone_took = play(std::slice::from_ref(&alone), args).await;
-    let (calls_three, open_three) = (Arc::new(AtomicU64::new(0)), Open::default());
+    let three = probe(args.call);
     let stop = CancellationToken::new();
     let engines: Vec<Engine> = ["a", "b", "c"]
         .iter()
         .map(|name| {
-            let engine = engine(args.call, &calls_three, &open_three);
+            let engine = engine(&three);
             engine.join_cluster(cluster(redis, "calls:", name, Duration::from_secs(30)));
             tokio::spawn(engine.clone().run_cluster(stop.clone()));
             engine
@@ -397,10 +353,7 @@ async fn shared_work(redis: &Redis, args: &Args) {
         .collect();
     let shared_took = play(&engines, args).await;
     stop.cancel();
-    let (one_calls, three_calls) = (
-        calls_one.load(Ordering::Relaxed),
-        calls_three.load(Ordering::Relaxed),
-    );
+    let (one_calls, three_calls) = (one.calls(), three.calls());
     let ran_here: Vec<u64> = engines
         .iter()
         .map(|e| e.cluster_view().map_or(0, |c| c.counts.ran_here))
@@ -416,8 +369,8 @@ async fn shared_work(redis: &Redis, args: &Args) {
             "three_instances_calls": three_calls,
             "three_against_one": three_calls as f64 / one_calls as f64,
             "calls_per_instance": ran_here,
-            "most_open_at_once_one": open_one.lock().map(|o| o.1).unwrap_or(0),
-            "most_open_at_once_three": open_three.lock().map(|o| o.1).unwrap_or(0),
+            "most_open_at_once_one": one.max_overlap(),
+            "most_open_at_once_three": three.max_overlap(),
             "one_instance_seconds": alone_took.as_secs_f64(),
             "three_instances_seconds": shared_took.as_secs_f64(),
         })
