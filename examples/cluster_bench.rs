@@ -17,7 +17,6 @@
 //!   dropped mid-call, as `kill -9` would), how long until another
 //!   instance has the result, for several lease TTLs.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -61,39 +60,12 @@ struct Args {
     call: Duration,
 }
 
-struct Redis(Child, u16);
+/// The tests' own `redis-server` starter: a free loopback port,
+/// persistence off, stopped when dropped.
+#[path = "../tests/common/redis.rs"]
+mod redis_server;
 
-impl Redis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server)");
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis(child, port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.1)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use redis_server::RedisServer as Redis;
 
 fn cluster(redis: &Redis, prefix: &str, instance: &str, ttl: Duration) -> Cluster {
     Cluster::connect(ClusterConfig {
