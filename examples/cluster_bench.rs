@@ -62,7 +62,7 @@ struct Args {
 
 /// The tests' own `redis-server` starter: a free loopback port,
 /// persistence off, stopped when dropped.
-#[path = "../tests/common/redis.rs"]
+#[path = "../tests/integration/common/redis_server.rs"]
 mod redis_server;
 
 use redis_server::RedisServer as Redis;

@@ -23,14 +23,17 @@ if ! command -v cargo-mutants >/dev/null; then
   exit 2
 fi
 
-# Only the test targets that exercise the folder, to keep a run in minutes.
+# Only the tests that exercise the folder, to keep a run in minutes: the
+# unit tests, and the integration tests by module (filters on test names,
+# so `state::` also picks the unit tests under src/state).
 case "$folder" in
-  src/state) tests=(--lib --test state --test state_stress --test deadline) ;;
-  src/engine) tests=(--lib --test deadline --test lifecycle --test replay_engine --test feeds
-                     --test api --test llm_http --test dashboard --test logs --test serve
-                     --test scheduling --test llm_structured) ;;
-  src/llm) tests=(--lib --test llm_http --test llm_structured --test scheduling --test replay_engine) ;;
-  src/db) tests=(--lib --test db --test restart) ;;
+  src/state) tests=(--lib --test integration -- state:: state_stress:: deadline::) ;;
+  src/engine) tests=(--lib --test integration --test logs -- engine:: deadline:: lifecycle::
+                     replay_engine:: feeds:: api:: llm_http:: dashboard:: serve:: scheduling::
+                     llm_structured:: refusals_are_logged housekeeping_says) ;;
+  src/llm) tests=(--lib --test integration -- llm:: llm_http:: llm_structured:: scheduling::
+                  replay_engine::) ;;
+  src/db) tests=(--lib --test integration -- db:: restart::) ;;
   *) tests=() ;;
 esac
 

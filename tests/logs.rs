@@ -5,6 +5,7 @@
 //! own so that no test without a capture hits the same log sites at the same
 //! time (tracing caches, per site, whether anyone listens).
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

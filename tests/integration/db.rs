@@ -1,0 +1,618 @@
+//! The database on real files: what an engine writes comes back after a
+//! restart, results are fenced in the SQL, runs cut short are marked
+//! interrupted, and bad, newer or busy files are refused without a change.
+
+use crate::common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{final_line, sid, wait_until};
+use inflight::db::{self, DbError, RestoreLimits, Write};
+use inflight::engine::{Engine, EngineConfig};
+use inflight::events::Event;
+use inflight::llm::LatencyRange;
+use inflight::llm::builtin::BuiltinBackend;
+use inflight::model::Operation;
+
+/// A path in a fresh folder of its own.
+fn fresh_db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("inflight-db-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("inflight.db")
+}
+
+fn limits() -> RestoreLimits {
+    RestoreLimits {
+        forget_after: Duration::from_secs(1800),
+        max_sessions: 10_000,
+        retain: Duration::from_secs(30 * 86_400),
+    }
+}
+
+/// A final transcript of `session` as the engine writes it (its `seq` is
+/// its generation), said now.
+fn said(session: &str, generation: u64, text: &str) -> Write {
+    Write::Transcript {
+        session: sid(session),
+        feed: Some(0),
+        generation,
+        seq: Some(generation),
+        speaker: None,
+        start: None,
+        end: None,
+        text: text.into(),
+        at: SystemTime::now(),
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(
+        EngineConfig::default(),
+        Arc::new(BuiltinBackend::new(LatencyRange::ZERO)),
+    )
+}
+
+#[tokio::test]
+async fn what_an_engine_wrote_comes_back_after_a_restart() {
+    let path = fresh_db("round-trip");
+    let opened = db::open(&path, limits()).unwrap();
+    assert!(opened.restored.sessions.is_empty());
+    let first = engine();
+    first.use_db(opened.db.clone());
+    let mut events = first.subscribe();
+    for seq in 1..=3 {
+        first.ingest(
+            final_line("standup", seq, &format!("Point {seq} about the release.")),
+            Some(0),
+        );
+    }
+    first.end_session(&sid("standup"), Some(0));
+    wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "results of all three lines",
+        || {
+            first.is_idle()
+                && Operation::ALL.iter().all(|op| {
+                    first
+                        .result(&sid("standup"), *op)
+                        .is_some_and(|r| r.covered_generation == 3)
+                })
+        },
+    )
+    .await;
+    let before = first.session_detail(&sid("standup"), 10).unwrap();
+    opened.db.close(Duration::from_secs(5));
+
+    let reopened = db::open(&path, limits()).unwrap();
+    let stored = &reopened.restored.sessions;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].generation, 3);
+    assert_eq!(stored[0].last_seq, Some(3));
+    assert!(stored[0].ended_at.is_some());
+    let texts: Vec<&str> = stored[0]
+        .transcripts
+        .iter()
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Point 1 about the release.",
+            "Point 2 about the release.",
+            "Point 3 about the release."
+        ]
+    );
+
+    let second = engine();
+    let mut events = second.subscribe();
+    second.use_db(reopened.db.clone());
+    assert_eq!(second.restore(reopened.restored), 1);
+    let after = second.session_detail(&sid("standup"), 10).unwrap();
+    for (is, was) in after.content.results.iter().zip(&before.content.results) {
+        let (is, was) = (is.clone().unwrap(), was.clone().unwrap());
+        assert_eq!(
+            (&is.body, is.covered_generation, is.run_id, &is.model),
+            (&was.body, was.covered_generation, was.run_id, &was.model),
+            "results come back whole"
+        );
+        // Times are kept to the millisecond.
+        let apart = is
+            .finished_at
+            .duration_since(was.finished_at)
+            .unwrap_or_else(|e| e.duration());
+        assert!(apart < Duration::from_millis(1), "{apart:?}");
+        assert!(was.processing_time.abs_diff(is.processing_time) < Duration::from_millis(1));
+    }
+    assert_eq!(after.content.recent, {
+        // Arrival numbers are the new process's own.
+        let mut recent = before.content.recent.clone();
+        for (a, b) in recent.iter_mut().zip(&after.content.recent) {
+            a.arrival = b.arrival;
+            a.received_at = b.received_at;
+        }
+        recent
+    });
+    for op in Operation::ALL {
+        let (was, is) = (&before.row.ops[op.index()], &after.row.ops[op.index()]);
+        assert_eq!(
+            (is.counts.runs, is.counts.ok, is.counts.skipped),
+            (was.counts.runs, was.counts.ok, was.counts.skipped),
+            "{op:?}"
+        );
+        assert_eq!(is.counts.usage(), was.counts.usage());
+        assert_eq!(
+            after.history[op.index()]
+                .iter()
+                .map(|r| r.run_id)
+                .collect::<Vec<_>>(),
+            before.history[op.index()]
+                .iter()
+                .map(|r| r.run_id)
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(after.row.ended);
+    assert_eq!(second.resume_points(0).get("standup"), Some(&3));
+    // Covered already: nothing runs at start.
+    assert!(second.is_idle());
+    assert!(events.try_recv().is_err(), "no event: nothing was admitted");
+    // Run ids go on from the stored ones.
+    let max_before = before
+        .history
+        .iter()
+        .flatten()
+        .map(|r| r.run_id)
+        .max()
+        .unwrap();
+    let Some(inflight::engine::TriggerAnswer::Started { run_id }) =
+        second.request(&sid("standup"), Operation::Summary)
+    else {
+        panic!("a trigger on a restored session starts")
+    };
+    assert!(run_id > max_before, "{run_id} after {max_before}");
+    reopened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_session_left_uncovered_gets_one_run_per_operation_at_start() {
+    let path = fresh_db("uncovered");
+    let opened = db::open(&path, limits()).unwrap();
+    for generation in 1..=5 {
+        opened
+            .db
+            .write(said("late", generation, &format!("line {generation}")));
+    }
+    opened.db.close(Duration::from_secs(5));
+    let reopened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    let mut events = engine.subscribe();
+    engine.use_db(reopened.db.clone());
+    engine.restore(reopened.restored);
+    let mut queued = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::OpQueued { op, .. } = event {
+            queued.push(op);
+        }
+    }
+    assert_eq!(queued, Operation::ALL, "one run of each, no more");
+    wait_until(&mut events, Duration::from_secs(10), "both covered", || {
+        engine.is_idle()
+            && Operation::ALL.iter().all(|op| {
+                engine
+                    .result(&sid("late"), *op)
+                    .is_some_and(|r| r.covered_generation == 5)
+            })
+    })
+    .await;
+    reopened.db.close(Duration::from_secs(5));
+}
+
+fn result(run_id: u64, covered: u64, body: &str) -> Write {
+    Write::Result {
+        session: sid("fenced"),
+        op: Operation::Summary,
+        run_id,
+        covered_generation: covered,
+        body: body.into(),
+        model: "m".into(),
+        processing: Duration::from_millis(5),
+        finished_at: SystemTime::now(),
+        usage: Default::default(),
+    }
+}
+
+fn stored_summary(path: &std::path::Path) -> (u64, u64, String) {
+    let opened = db::open(path, limits()).unwrap();
+    let session = opened
+        .restored
+        .sessions
+        .iter()
+        .find(|s| s.id == sid("fenced"))
+        .cloned()
+        .unwrap();
+    opened.db.close(Duration::from_secs(5));
+    let r = session.results[0].clone().unwrap();
+    (r.run_id, r.covered_generation, r.body)
+}
+
+#[test]
+fn results_are_fenced_in_the_sql() {
+    let path = fresh_db("fencing");
+    let opened = db::open(&path, limits()).unwrap();
+    opened.db.write(said("fenced", 9, "x"));
+    opened.db.write(result(5, 3, "run 5"));
+    opened
+        .db
+        .write(result(4, 9, "an older run, however much it covers"));
+    opened.db.close(Duration::from_secs(5));
+    assert_eq!(stored_summary(&path), (5, 3, "run 5".into()));
+
+    let opened = db::open(&path, limits()).unwrap();
+    opened.db.write(result(5, 4, "run 5, a later step"));
+    opened
+        .db
+        .write(result(5, 2, "run 5, an earlier step arriving late"));
+    opened.db.close(Duration::from_secs(5));
+    assert_eq!(stored_summary(&path), (5, 4, "run 5, a later step".into()));
+
+    let opened = db::open(&path, limits()).unwrap();
+    opened.db.write(result(6, 4, "run 6"));
+    opened.db.close(Duration::from_secs(5));
+    assert_eq!(stored_summary(&path), (6, 4, "run 6".into()));
+}
+
+#[tokio::test]
+async fn runs_in_flight_at_a_crash_come_back_interrupted() {
+    let path = fresh_db("interrupted");
+    let opened = db::open(&path, limits()).unwrap();
+    opened.db.write(said("cut", 1, "hello"));
+    opened.db.write(Write::RunAdmitted {
+        run_id: 41,
+        session: sid("cut"),
+        op: Operation::MindMap,
+        at: SystemTime::now(),
+        follow_up: false,
+    });
+    // The process dies here: the run never ends.
+    opened.db.close(Duration::from_secs(5));
+    let reopened = db::open(&path, limits()).unwrap();
+    let session = &reopened.restored.sessions[0];
+    let run = &session.history[Operation::MindMap.index()][0];
+    assert_eq!((run.run_id, run.outcome), (41, None), "interrupted");
+    assert_eq!(
+        session.counts[Operation::MindMap.index()].counts.cancelled,
+        1
+    );
+    assert_eq!(reopened.restored.next_run_id, 42);
+    let engine = Engine::new(
+        EngineConfig {
+            automatic_ops: Vec::new(),
+            ..Default::default()
+        },
+        Arc::new(BuiltinBackend::new(LatencyRange::ZERO)),
+    );
+    engine.restore(reopened.restored);
+    let stats = &engine.snapshot().sessions[0].ops[Operation::MindMap.index()];
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("interrupted"),
+        "{:?}",
+        stats.last_error
+    );
+    reopened.db.close(Duration::from_secs(5));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let outcome: String = conn
+        .query_row("SELECT outcome FROM runs WHERE run_id = 41", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(outcome, "interrupted");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+    let path = fresh_db("corrupt");
+    let garbage = b"this is not SQLite at all, just some bytes that a disk mangled".repeat(100);
+    std::fs::write(&path, &garbage).unwrap();
+    let Err(error) = db::open(&path, limits()) else {
+        panic!("a garbage file must not open")
+    };
+    assert!(matches!(error, DbError::Unreadable { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), garbage, "untouched");
+}
+
+#[test]
+fn a_file_from_a_newer_inflight_is_refused_with_its_version() {
+    let path = fresh_db("newer");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let Err(error) = db::open(&path, limits()) else {
+        panic!("a newer schema must not open")
+    };
+    assert!(
+        matches!(error, DbError::Newer { found: 99, known, .. } if known == db::schema::VERSION),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("schema 99"), "{error}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "untouched");
+}
+
+#[test]
+fn one_writer_per_file() {
+    let path = fresh_db("locked");
+    let first = db::open(&path, limits()).unwrap();
+    let Err(error) = db::open(&path, limits()) else {
+        panic!("a second writer must be refused")
+    };
+    assert!(matches!(error, DbError::Locked { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("--db"),
+        "says how to run two: {error}"
+    );
+    first.db.close(Duration::from_secs(5));
+    let again = db::open(&path, limits()).expect("free once the first has closed");
+    again.db.close(Duration::from_secs(5));
+}
+
+#[test]
+fn sessions_past_retain_are_deleted_at_start_and_ended_ones_stay_on_disk_only() {
+    let path = fresh_db("retain");
+    let opened = db::open(&path, limits()).unwrap();
+    let day = Duration::from_secs(86_400);
+    for (name, age) in [
+        ("old", 40 * day),
+        ("ended-yesterday", day),
+        ("fresh", Duration::ZERO),
+    ] {
+        let mut line = said(name, 1, "hi");
+        if let Write::Transcript { at, .. } = &mut line {
+            *at -= age;
+        }
+        opened.db.write(line);
+    }
+    opened.db.write(Write::Ended {
+        session: sid("ended-yesterday"),
+        at: SystemTime::now() - day,
+    });
+    opened.db.close(Duration::from_secs(5));
+    let reopened = db::open(&path, limits()).unwrap();
+    let names: Vec<&str> = reopened
+        .restored
+        .sessions
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(names, ["fresh"], "ended a day ago: on disk, not in memory");
+    reopened.db.close(Duration::from_secs(5));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let kept: Vec<String> = conn
+        .prepare("SELECT id FROM sessions ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kept, ["ended-yesterday", "fresh"], "40 days old: gone");
+    let transcripts: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM transcripts WHERE session = 'old'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(transcripts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_pages_through_past_sessions_and_reads_forgotten_ones_from_disk() {
+    let path = fresh_db("history");
+    let opened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    let mut events = engine.subscribe();
+    let names = ["a-one", "b-two", "c-three"];
+    for name in names {
+        engine.ingest(
+            final_line(name, 1, &format!("{name} talks about the budget.")),
+            Some(0),
+        );
+        engine.end_session(&sid(name), Some(0));
+    }
+    wait_until(&mut events, Duration::from_secs(10), "every result", || {
+        engine.is_idle()
+            && names.iter().all(|n| {
+                Operation::ALL
+                    .iter()
+                    .all(|op| engine.result(&sid(n), *op).is_some())
+            })
+    })
+    .await;
+    let db = opened.db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
+            .await
+            .unwrap()
+    );
+    // How many runs there were depends on whether the first ended before
+    // the session did; whatever memory counted, the disk must say too.
+    let counted = engine.session_detail(&sid("b-two"), 0).unwrap().row.ops
+        [Operation::Summary.index()]
+    .counts
+    .ok;
+    assert_eq!(
+        engine.forget_ended(Duration::ZERO),
+        3,
+        "memory lets them go"
+    );
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let addr = inflight::api::serve(
+        engine.clone(),
+        inflight::api::ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        shutdown,
+    )
+    .await
+    .unwrap();
+    inflight::net::install_crypto();
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+
+    let (status, detail) = get("/api/sessions/b-two".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["from_disk"], true);
+    assert_eq!(detail["summary"]["covered_generation"], 1);
+    assert!(
+        detail["summary"]["value"]
+            .as_str()
+            .unwrap()
+            .contains("budget")
+    );
+    assert_eq!(
+        detail["recent_transcripts"][0]["text"],
+        "b-two talks about the budget."
+    );
+    assert_eq!(detail["operations"]["summary"]["ok"], counted);
+    assert_eq!(get("/api/sessions/never-was".into()).await.0, 404);
+
+    let (status, first) = get("/api/history?limit=2".into()).await;
+    assert_eq!(status, 200);
+    let page: Vec<String> = first["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(page.len(), 2);
+    let next = &first["next"];
+    let (status, second) = get(format!(
+        "/api/history?limit=2&cursor={}",
+        next.as_str().expect("a cursor while there may be more")
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let mut all = page.clone();
+    all.extend(
+        second["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["session_id"].as_str().unwrap().to_string()),
+    );
+    all.sort();
+    assert_eq!(all, names, "each once, over two pages");
+    assert_eq!(second["next"], serde_json::Value::Null);
+    let future = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let (_, none) = get(format!("/api/history?since={future}")).await;
+    assert_eq!(none["sessions"].as_array().unwrap().len(), 0);
+    assert_eq!(get("/api/history?cursor=nonsense".into()).await.0, 400);
+    opened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn without_a_database_history_is_a_clear_404() {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let addr = inflight::api::serve(
+        engine(),
+        inflight::api::ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        shutdown,
+    )
+    .await
+    .unwrap();
+    inflight::net::install_crypto();
+    let response = reqwest::get(format!("http://{addr}/api/history"))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("--no-db"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_far_behind_drops_and_counts_then_recovers() {
+    let path = fresh_db("flood");
+    let opened = db::open(&path, limits()).unwrap();
+    let db = opened.db.clone();
+    let health = || {
+        let h = db.health();
+        (h.written(), h.dropped(), h.failures(), h.degraded())
+    };
+    assert_eq!(health(), (0, 0, 0, false));
+    // Far more than the channel holds, faster than any disk.
+    let sent = 4 * db::CHANNEL_CAPACITY as u64;
+    for generation in 1..=sent {
+        db.write(said("flood", generation, "x"));
+    }
+    // (Whether it still says degraded now depends on whether a commit
+    // finished since the last drop.)
+    let (_, dropped, _, _) = health();
+    assert!(dropped > 0, "{:?}", health());
+    let flusher = db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || flusher.flush(Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
+    let (written, dropped, failures, _) = health();
+    assert_eq!(
+        written + dropped,
+        sent,
+        "every write either committed or counted"
+    );
+    assert_eq!(failures, 0);
+    // The next commit clears the mark.
+    db.write(said("flood", sent + 1, "x"));
+    let flusher = db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || flusher.flush(Duration::from_secs(60)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(health(), (written + 1, dropped, 0, false));
+    opened.db.close(Duration::from_secs(5));
+}

@@ -1,0 +1,497 @@
+//! The real binary in a pseudo-terminal: the dashboard comes up on the
+//! embedded demo, answers keys, gives the terminal back on `q`, on SIGTERM,
+//! SIGHUP and a panic on the UI thread, and keeps NO_COLOR; `inflight
+//! attach` follows a real `inflight serve` through its death and restart.
+//!
+//! "Gives the terminal back" is checked three ways: the alternate screen is
+//! left, the cursor is shown again, and the terminal's own mode (termios,
+//! read from the pty) is cooked again, with line editing and echo.
+
+use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
+
+const ROWS: u16 = 30;
+const COLS: u16 = 110;
+const LEAVE_ALTERNATE_SCREEN: &[u8] = b"\x1b[?1049l";
+const HIDE_CURSOR: &[u8] = b"\x1b[?25l";
+const SHOW_CURSOR: &[u8] = b"\x1b[?25h";
+
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// The pty's line discipline: canonical input (line editing) and echo.
+#[derive(Debug, PartialEq)]
+struct LineMode {
+    canonical: bool,
+    echo: bool,
+}
+
+const COOKED: LineMode = LineMode {
+    canonical: true,
+    echo: true,
+};
+const RAW: LineMode = LineMode {
+    canonical: false,
+    echo: false,
+};
+
+struct Dashboard {
+    child: Box<dyn Child + Send + Sync>,
+    /// Kept open for as long as the test runs, so the pty's mode can still
+    /// be read after the child exits.
+    master: Box<dyn MasterPty + Send>,
+    writer: Box<dyn Write + Send>,
+    output: mpsc::Receiver<Vec<u8>>,
+    parser: vt100::Parser,
+    raw: Vec<u8>,
+}
+
+impl Dashboard {
+    fn start(envs: &[(&str, &str)]) -> Self {
+        // Long runs, so a trigger always finds or leaves something to cancel.
+        Self::run(&["--demo-speed", "4", "--simulate-latency", "30s"], envs)
+    }
+
+    /// The binary with `args` in a pty of its own.
+    fn run(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: ROWS,
+                cols: COLS,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("a pty");
+        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_inflight"));
+        cmd.args(args);
+        cmd.env("TERM", "xterm-256color");
+        cmd.env_remove("NO_COLOR");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = pty.slave.spawn_command(cmd).expect("the binary starts");
+        drop(pty.slave);
+        let mut reader = pty.master.try_clone_reader().expect("a reader");
+        let writer = pty.master.take_writer().expect("a writer");
+        let (tx, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            child,
+            master: pty.master,
+            writer,
+            output,
+            parser: vt100::Parser::new(ROWS, COLS, 0),
+            raw: Vec::new(),
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.parser.screen().contents()
+    }
+
+    /// Reads output until `done` holds for the screen, or panics after 20 s.
+    fn wait_for(&mut self, what: &str, done: impl Fn(&vt100::Screen) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(self.parser.screen()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(chunk) => {
+                    self.parser.process(&chunk);
+                    self.raw.extend_from_slice(&chunk);
+                }
+                Err(_) => panic!("timed out waiting for {what}; screen:\n{}", self.screen()),
+            }
+        }
+    }
+
+    fn press(&mut self, keys: &str) {
+        self.writer
+            .write_all(keys.as_bytes())
+            .expect("keys reach the pty");
+        self.writer.flush().expect("keys flushed");
+    }
+
+    /// Waits for the process to end, draining its output; returns success.
+    fn wait_exit(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            while let Ok(chunk) = self.output.try_recv() {
+                self.parser.process(&chunk);
+                self.raw.extend_from_slice(&chunk);
+            }
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                // Collect what was written just before exit.
+                while let Ok(chunk) = self.output.recv_timeout(Duration::from_millis(200)) {
+                    self.raw.extend_from_slice(&chunk);
+                }
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dashboard did not exit; screen:\n{}",
+                self.screen()
+            );
+            if let Ok(chunk) = self.output.recv_timeout(Duration::from_millis(50)) {
+                self.raw.extend_from_slice(&chunk);
+            }
+        }
+    }
+
+    fn line_mode(&self) -> LineMode {
+        let fd = self.master.as_raw_fd().expect("the pty's fd");
+        // SAFETY: `termios` is plain data that tcgetattr fills in; the fd
+        // belongs to `self.master`, which is open.
+        let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::tcgetattr(fd, &mut termios) }, 0, "tcgetattr");
+        LineMode {
+            canonical: termios.c_lflag & libc::ICANON != 0,
+            echo: termios.c_lflag & libc::ECHO != 0,
+        }
+    }
+
+    /// The dashboard is up: raw mode, hidden cursor.
+    fn assert_took_the_terminal(&self) {
+        assert_eq!(self.line_mode(), RAW, "the dashboard runs in raw mode");
+        assert!(find_last(&self.raw, HIDE_CURSOR).is_some(), "cursor hidden");
+    }
+
+    /// After exit: the alternate screen left, the cursor shown after it was
+    /// last hidden, and the line discipline cooked again.
+    fn assert_gave_the_terminal_back(&self, how: &str) {
+        assert!(
+            find_last(&self.raw, LEAVE_ALTERNATE_SCREEN).is_some(),
+            "{how}: the alternate screen is left"
+        );
+        let hidden = find_last(&self.raw, HIDE_CURSOR).expect("the cursor was hidden");
+        assert!(
+            find_last(&self.raw, SHOW_CURSOR).is_some_and(|shown| shown > hidden),
+            "{how}: the cursor is shown again"
+        );
+        assert_eq!(self.line_mode(), COOKED, "{how}: raw mode is off");
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn the_dashboard_triggers_cancels_and_quits() {
+    let mut ui = Dashboard::start(&[]);
+    ui.wait_for("the sessions table", |s| {
+        s.contents().contains("garden-coop") && s.contents().contains("Summary")
+    });
+    assert!(
+        ui.screen().contains("builtin (simulated)"),
+        "the builtin backend says what it is"
+    );
+
+    ui.press("t");
+    ui.wait_for("the trigger's answer", |s| {
+        let text = s.contents();
+        text.contains("summary started") || text.contains("summary pending")
+    });
+    ui.press("c");
+    ui.wait_for("the cancel's answer", |s| {
+        s.contents().contains("summary cancelled (run")
+    });
+
+    ui.press("?");
+    ui.wait_for("help", |s| s.contents().contains("Keys · Esc or ? closes"));
+    ui.press("\x1b");
+    ui.wait_for("help closed", |s| {
+        !s.contents().contains("Keys · Esc or ? closes")
+    });
+
+    ui.assert_took_the_terminal();
+    ui.press("q");
+    assert!(ui.wait_exit(), "q exits cleanly");
+    ui.assert_gave_the_terminal_back("q");
+}
+
+#[test]
+fn no_color_keeps_the_selection_visible_without_colour() {
+    let mut ui = Dashboard::start(&[("NO_COLOR", "1")]);
+    ui.wait_for("the sessions table", |s| {
+        s.contents().contains("garden-coop")
+    });
+    let screen = ui.parser.screen().clone();
+    let mut selected_rows = 0;
+    for row in 0..ROWS {
+        let mut inverse = false;
+        for col in 0..COLS {
+            if let Some(cell) = screen.cell(row, col) {
+                assert_eq!(
+                    cell.fgcolor(),
+                    vt100::Color::Default,
+                    "no colour at {row},{col}"
+                );
+                assert_eq!(
+                    cell.bgcolor(),
+                    vt100::Color::Default,
+                    "no colour at {row},{col}"
+                );
+                inverse |= cell.inverse();
+            }
+        }
+        if inverse {
+            selected_rows += 1;
+        }
+    }
+    assert_eq!(
+        selected_rows, 1,
+        "exactly the selected row is in reverse video"
+    );
+    ui.press("q");
+    assert!(ui.wait_exit());
+}
+
+#[test]
+fn sigterm_and_sighup_give_the_terminal_back() {
+    for signal in ["-TERM", "-HUP"] {
+        let mut ui = Dashboard::start(&[]);
+        ui.wait_for("the sessions table", |s| s.contents().contains("Sessions"));
+        ui.assert_took_the_terminal();
+        let pid = ui.child.process_id().expect("a pid");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        assert!(ui.wait_exit(), "{signal} ends the dashboard cleanly");
+        ui.assert_gave_the_terminal_back(signal);
+    }
+}
+
+#[test]
+fn a_panic_on_the_ui_thread_gives_the_terminal_back() {
+    let mut ui = Dashboard::start(&[("INFLIGHT_TEST_PANIC", "ui")]);
+    assert!(!ui.wait_exit(), "a panic is a failure");
+    ui.assert_gave_the_terminal_back("a panic");
+    // The hook leaves the alternate screen first, so the message stays on
+    // the screen the operator gets back (the guard's own restore follows).
+    let left = ui
+        .raw
+        .windows(LEAVE_ALTERNATE_SCREEN.len())
+        .position(|w| w == LEAVE_ALTERNATE_SCREEN)
+        .unwrap();
+    let after = String::from_utf8_lossy(&ui.raw[left..]);
+    assert!(
+        after.contains("a panic on the UI thread, as asked"),
+        "the panic message is printed on the restored screen: {after:?}"
+    );
+}
+
+use crate::common::child;
+
+/// `inflight serve` on the demo at `port`, with an operator's and a viewer's
+/// token; summaries only, so a mind map asked for from the keyboard starts.
+fn serve_on(port: u16) -> child::Logged {
+    let mut serve = child::Logged::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_inflight"))
+            .args(["serve", "--no-db", "--ops", "summary", "--demo-speed", "4"])
+            .args(["--simulate-latency", "30s"])
+            .args(["--api", &format!("127.0.0.1:{port}")])
+            .args(["--api-token", "op", "--api-read-token", "view"])
+            .env("RUST_LOG", "info"),
+    );
+    serve.wait_for("API listening");
+    serve
+}
+
+/// The rows of the sessions table that show `session` (its feed column
+/// tells them from the message line).
+fn rows_of(screen: &str, session: &str) -> Vec<String> {
+    screen
+        .lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some(session) && words.next().is_some_and(|w| w.starts_with('#'))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn attach_follows_a_server_through_its_death_and_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut serve = serve_on(port);
+    let mut attach = Dashboard::run(&["attach", &url], &[("INFLIGHT_API_TOKEN", "op")]);
+    attach.wait_for("the server's sessions", |s| {
+        s.contents().contains("connected") && s.contents().contains("garden-coop")
+    });
+    assert!(attach.screen().contains(&format!("127.0.0.1:{port}")));
+
+    // The first row's mind map, from the keyboard: a run starts there.
+    attach.press("2");
+    attach.wait_for("the trigger's answer", |s| {
+        s.contents().contains("garden-coop · mind map started (run")
+    });
+    attach.wait_for("both runs in the row", |s| {
+        rows_of(&s.contents(), "garden-coop")
+            .first()
+            .is_some_and(|row| row.matches("▶ run").count() == 2)
+    });
+
+    // The server dies: the last picture stays, marked.
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+    attach.wait_for("the disconnected mark", |s| {
+        s.contents().contains("disconnected")
+    });
+    assert_eq!(
+        rows_of(&attach.screen(), "garden-coop").len(),
+        1,
+        "{}",
+        attach.screen()
+    );
+
+    // It comes back: live again, each session once.
+    let _serve = serve_on(port);
+    attach.wait_for("the link back", |s| {
+        let text = s.contents();
+        text.contains("connected") && !text.contains("disconnected")
+    });
+    attach.wait_for("the new server's sessions", |s| {
+        s.contents().contains("garden-coop")
+    });
+    let screen = attach.screen();
+    for session in [
+        "garden-coop",
+        "hiring-sync",
+        "incident-retro",
+        "launch-review",
+    ] {
+        assert!(
+            rows_of(&screen, session).len() <= 1,
+            "{session} twice:\n{screen}"
+        );
+    }
+    attach.press("q");
+    assert!(attach.wait_exit(), "attach quits cleanly");
+}
+
+#[test]
+fn attached_with_a_viewer_token_triggers_are_off_and_the_screen_says_why() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _serve = serve_on(port);
+    let mut attach = Dashboard::run(
+        &["attach", &format!("http://127.0.0.1:{port}")],
+        &[("INFLIGHT_API_TOKEN", "view")],
+    );
+    attach.wait_for("the hint bar's reason", |s| {
+        s.contents()
+            .contains("read-only: attached with a viewer's token")
+            && s.contents().contains("garden-coop")
+    });
+    attach.press("2");
+    attach.wait_for("the refusal", |s| {
+        s.contents().contains("triggers and cancels are off")
+    });
+    assert!(
+        !attach.screen().contains("mind map started"),
+        "{}",
+        attach.screen()
+    );
+    attach.press("q");
+    assert!(attach.wait_exit());
+}
+
+use crate::common::scripted;
+
+/// An OpenAI-compatible server that answers summaries and refuses every
+/// mind map the way llama-cpp-python refuses `response_format` (the body
+/// it was seen to send), on every rung of the format ladder.
+fn refusing_mind_maps() -> scripted::Script {
+    use serde_json::json;
+    std::sync::Arc::new(|_, request: &scripted::Recorded| {
+        if request.path.ends_with("/models") {
+            return scripted::json_response("200 OK", &json!({"data": [{"id": "m"}]}));
+        }
+        if request.body.to_string().contains("mind map") {
+            return scripted::json_response(
+                "500 Internal Server Error",
+                &json!({"error": {
+                    "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}",
+                    "type": "internal_server_error", "param": null, "code": null
+                }}),
+            );
+        }
+        let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+            json!({"model": "m", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        vec![
+            scripted::head("200 OK", "text/event-stream", &[]),
+            scripted::send(&format!(
+                "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+                chunk(json!({"content": "They talked."}), serde_json::Value::Null),
+                chunk(json!({}), json!("stop"))
+            )),
+        ]
+    })
+}
+
+#[test]
+fn a_server_refusing_mind_maps_has_its_reason_on_the_screen() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(scripted::start(refusing_mind_maps()));
+    let url = server.url();
+    let mut dashboard = Dashboard::run(
+        &[
+            "--demo-speed",
+            "8",
+            "--no-db",
+            "--llm",
+            "openai",
+            "--llm-url",
+            &url,
+            "--model",
+            "m",
+            "--llm-concurrency",
+            "2",
+        ],
+        &[],
+    );
+    // The table says the short cause, and the message line says it once.
+    dashboard.wait_for("the cause in the table", |s| s.contents().contains("✗ 500"));
+    dashboard.wait_for("one line for the shared cause", |s| {
+        s.contents().contains("mind map failing in") && s.contents().contains("500 response_format")
+    });
+    // The details show the server's own words.
+    dashboard.press("\r");
+    dashboard.wait_for("the server's reason in the details", |s| {
+        let text = s.contents();
+        text.contains("failed") && text.contains("Input should be 'text'")
+    });
+    dashboard.press("q");
+    assert!(dashboard.wait_exit());
+    drop(server);
+}

@@ -1,0 +1,284 @@
+//! How runs share the LLM, under a paused clock: the deadline counts from
+//! the call's start, permits go to the oldest uncovered transcript, a
+//! backlog is caught up one prompt window at a time, and `--min-interval`
+//! spaces follow-ups.
+
+use crate::common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{final_line, next_matching, sid, wait_until};
+use inflight::engine::{Engine, EngineConfig};
+use inflight::events::{Event, Outcome};
+use inflight::llm::{
+    Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress, Usage,
+};
+use inflight::model::Operation;
+use inflight::state::StateConfig;
+use tokio::time::Instant;
+
+/// One call as the model saw it.
+#[derive(Debug, Clone)]
+struct Call {
+    session: String,
+    at: Instant,
+    texts: Vec<String>,
+    previous: Option<String>,
+}
+
+/// Answers every call after `latency`, writing down what it was given.
+struct Recorder {
+    latency: Duration,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Recorder {
+    fn new(latency: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            latency,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Backend for Recorder {
+    fn info(&self) -> BackendInfo {
+        BackendInfo::simulated("recorder", "m")
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        _: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push(Call {
+                session: request.session.as_str().to_string(),
+                at: Instant::now(),
+                texts: request.utterances.iter().map(|u| u.text.clone()).collect(),
+                previous: request.previous.clone(),
+            });
+            tokio::time::sleep(self.latency).await;
+            let last = request.utterances.last().map_or("", |u| u.text.as_str());
+            Ok(LlmResponse {
+                text: format!("covered up to {last}"),
+                model: "m".into(),
+                usage: Usage {
+                    prompt_tokens: request.utterances.len() as u64,
+                    completion_tokens: 1,
+                },
+            })
+        })
+    }
+}
+
+fn engine(backend: Arc<dyn Backend>, config: EngineConfig) -> Engine {
+    Engine::new(config, backend)
+}
+
+fn summaries_only(concurrency: usize, timeout: Duration) -> EngineConfig {
+    EngineConfig {
+        state: StateConfig {
+            op_timeout: timeout,
+            ..Default::default()
+        },
+        llm_concurrency: concurrency,
+        automatic_ops: Vec::new(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_a_permit_never_times_a_call_out() {
+    // One permit, three runs of 8 s each, a 10 s deadline: the third waits
+    // 16 s for its permit and still has its whole 10 s to answer.
+    let recorder = Recorder::new(Duration::from_secs(8));
+    let engine = engine(recorder.clone(), summaries_only(1, Duration::from_secs(10)));
+    let mut events = engine.subscribe();
+    for name in ["a", "b", "c"] {
+        engine.ingest(final_line(name, 1, "We ship on Thursday."), None);
+        engine.request(&sid(name), Operation::Summary);
+    }
+    let mut ended = Vec::new();
+    while ended.len() < 3 {
+        let (outcome, duration) =
+            next_matching(&mut events, Duration::from_secs(60), |e| match e {
+                Event::OpFinished {
+                    outcome, duration, ..
+                } => Some((*outcome, *duration)),
+                _ => None,
+            })
+            .await;
+        ended.push((outcome, duration.as_secs()));
+    }
+    assert_eq!(
+        ended,
+        [(Outcome::Ok, 8), (Outcome::Ok, 16), (Outcome::Ok, 24)],
+        "durations run from admission (the original status), waits included"
+    );
+    let history = &engine.session_detail(&sid("c"), 0).unwrap().history[0];
+    assert_eq!(
+        history[0].waited,
+        Duration::from_secs(16),
+        "the wait is measured"
+    );
+    let lifetime = engine.snapshot().lifetime[Operation::Summary.index()];
+    assert_eq!(lifetime.waited, Duration::from_secs(8 + 16));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_past_its_deadline_still_times_out_from_its_start() {
+    let recorder = Recorder::new(Duration::from_secs(30));
+    let engine = engine(recorder.clone(), summaries_only(1, Duration::from_secs(10)));
+    let mut events = engine.subscribe();
+    for name in ["a", "b"] {
+        engine.ingest(final_line(name, 1, "Long answer."), None);
+        engine.request(&sid(name), Operation::Summary);
+    }
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        ended.push(
+            next_matching(&mut events, Duration::from_secs(60), |e| match e {
+                Event::OpFinished {
+                    outcome, duration, ..
+                } => Some((*outcome, duration.as_secs())),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert_eq!(ended, [(Outcome::TimedOut, 10), (Outcome::TimedOut, 20)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_permit_goes_to_the_session_that_waited_longest_for_fresh_results() {
+    let recorder = Recorder::new(Duration::from_secs(5));
+    let engine = engine(recorder.clone(), summaries_only(1, Duration::from_secs(60)));
+    let mut events = engine.subscribe();
+    // "old" spoke first, "new" last; "busy" holds the only permit.
+    engine.ingest(final_line("old", 1, "said first"), None);
+    engine.ingest(final_line("mid", 1, "said second"), None);
+    engine.ingest(final_line("busy", 1, "said third"), None);
+    engine.ingest(final_line("new", 1, "said last"), None);
+    // Admitted in the opposite order of need.
+    for name in ["busy", "new", "mid", "old"] {
+        engine.request(&sid(name), Operation::Summary);
+    }
+    let mut order = Vec::new();
+    while order.len() < 4 {
+        let session = next_matching(&mut events, Duration::from_secs(60), |e| match e {
+            Event::OpStarted { session, .. } => Some(session.as_str().to_string()),
+            _ => None,
+        })
+        .await;
+        order.push(session);
+    }
+    assert_eq!(order, ["busy", "old", "mid", "new"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_past_the_window_is_caught_up_in_steps_and_nothing_is_dropped() {
+    let recorder = Recorder::new(Duration::from_secs(1));
+    let config = EngineConfig {
+        automatic_ops: vec![Operation::Summary],
+        ..Default::default()
+    };
+    let engine = engine(recorder.clone(), config);
+    let mut events = engine.subscribe();
+    // All said before the run gets its permit (as after an LLM outage):
+    // 600 lines of ~100 characters: about 62 000 characters, three windows.
+    let lines: Vec<String> = (0..600)
+        .map(|i| format!("line {i:04} {}", "x".repeat(90)))
+        .collect();
+    for (i, text) in lines.iter().enumerate() {
+        engine.ingest(final_line("long", i as u64 + 1, text), None);
+    }
+    let covered = next_matching(&mut events, Duration::from_secs(60), |e| match e {
+        Event::OpFinished { outcome, .. } => Some(*outcome),
+        _ => None,
+    })
+    .await;
+    assert_eq!(covered, Outcome::Ok);
+    let calls = recorder.calls();
+    assert!(calls.len() >= 3, "{} steps", calls.len());
+    let sent: Vec<String> = calls.iter().flat_map(|c| c.texts.clone()).collect();
+    assert_eq!(sent, lines, "every line once, in order");
+    assert_eq!(calls[0].previous, None);
+    for pair in calls.windows(2) {
+        let last_before = pair[0].texts.last().unwrap();
+        assert_eq!(
+            pair[1].previous.as_deref(),
+            Some(format!("covered up to {last_before}").as_str()),
+            "each step builds on the one before"
+        );
+    }
+    let row = engine.session_detail(&sid("long"), 0).unwrap().row;
+    let summary = &row.ops[Operation::Summary.index()];
+    assert_eq!(
+        (summary.counts.runs, summary.counts.ok),
+        (1, 1),
+        "one run, in steps"
+    );
+    assert_eq!(summary.covered_generation, Some(600));
+    assert_eq!(
+        summary.counts.prompt_tokens, 600,
+        "every step's tokens count"
+    );
+    assert_eq!(row.lost, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn follow_ups_wait_for_the_min_interval_after_the_previous_start() {
+    let recorder = Recorder::new(Duration::from_secs(1));
+    let config = EngineConfig {
+        automatic_ops: vec![Operation::Summary],
+        min_interval: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let engine = engine(recorder.clone(), config);
+    let mut events = engine.subscribe();
+    let start = Instant::now();
+    // A line every half second for ten seconds.
+    for seq in 1..=20 {
+        engine.ingest(final_line("paced", seq, &format!("line {seq}")), None);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_until(
+        &mut events,
+        Duration::from_secs(30),
+        "the last line covered",
+        || {
+            engine.is_idle()
+                && engine
+                    .result(&sid("paced"), Operation::Summary)
+                    .is_some_and(|r| r.covered_generation == 20)
+        },
+    )
+    .await;
+    let starts: Vec<u64> = recorder
+        .calls()
+        .iter()
+        .map(|c| (c.at - start).as_millis() as u64)
+        .collect();
+    assert_eq!(starts, [0, 5_000, 10_000], "at most one call per 5 s");
+    let without = Recorder::new(Duration::from_secs(1));
+    let eager = Engine::new(
+        EngineConfig {
+            automatic_ops: vec![Operation::Summary],
+            ..Default::default()
+        },
+        without.clone(),
+    );
+    for seq in 1..=20 {
+        eager.ingest(final_line("paced", seq, &format!("line {seq}")), None);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(without.calls().len() >= 10, "without it, one call a second");
+    assert!(recorder.calls().iter().all(|c| c.session == "paced"));
+}
