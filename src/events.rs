@@ -135,7 +135,9 @@ pub const EVENT_BUFFER: usize = 8192;
 /// How many events for `/ws` subscribers are kept for one that reconnects.
 pub const REPLAY_RING: usize = 4096;
 
-/// An event's number: every event gets the next one, from 1.
+/// An event's number: every event `/ws` carries ([`Event::for_subscribers`])
+/// gets the next one, from 1, so a client of the whole stream sees them
+/// one after the other and can tell a gap.
 pub type EventId = u64;
 
 /// The one broadcast of events, with logging on the way in.
@@ -145,7 +147,7 @@ pub struct EventBus {
     journal: Arc<Mutex<Journal>>,
 }
 
-/// Numbers events and keeps the newest that `/ws` subscribers see, so one
+/// Numbers the events `/ws` subscribers see and keeps the newest, so one
 /// that reconnects can be sent what it missed.
 struct Journal {
     next_id: EventId,
@@ -221,9 +223,9 @@ impl EventBus {
     pub fn emit(&self, event: Event) {
         log(&event);
         let mut journal = self.journal();
-        let id = journal.next_id;
-        journal.next_id += 1;
         if event.for_subscribers() {
+            let id = journal.next_id;
+            journal.next_id += 1;
             if journal.ring.len() == REPLAY_RING
                 && let Some((old, _)) = journal.ring.pop_front()
             {
@@ -334,17 +336,17 @@ mod tests {
     fn a_resumed_subscriber_gets_what_it_missed_then_the_rest_in_order() {
         let bus = EventBus::new();
         bus.emit(skipped(1)); // id 1
-        bus.emit(transcript()); // id 2: numbered, not kept (no message for it)
-        bus.emit(skipped(3)); // id 3
+        bus.emit(transcript()); // no id: /ws carries no message for it
+        bus.emit(skipped(3)); // id 2: the one after the last
         let mut resumed = bus.resume(1);
         assert!(!resumed.too_old);
-        assert_eq!(resumed.next_id, 4);
-        assert_eq!(resumed.replay, [(3, skipped(3))]);
+        assert_eq!(resumed.next_id, 3);
+        assert_eq!(resumed.replay, [(2, skipped(3))]);
         bus.emit(skipped(4));
         assert_eq!(resumed.receiver.try_recv().unwrap(), skipped(4));
-        assert!(bus.resume(4).replay.is_empty() && !bus.resume(4).too_old);
+        assert!(bus.resume(3).replay.is_empty() && !bus.resume(3).too_old);
         assert!(
-            bus.resume(5).too_old,
+            bus.resume(4).too_old,
             "an id not given yet: another process's"
         );
     }

@@ -180,7 +180,11 @@ async fn stream(
         let outgoing = tokio::select! {
             event = events.recv() => match event {
                 Ok(event) => {
-                    // Every event takes an id, sent or not.
+                    // Every event for subscribers takes an id, as the
+                    // journal numbers them, sent to this one or not.
+                    if !event.for_subscribers() {
+                        continue;
+                    }
                     let id = next_id;
                     next_id = next_id.map(|n| n + 1);
                     let Some(text) = message(&state, filter.as_ref(), &event, id) else { continue };

@@ -206,26 +206,44 @@ async fn a_subscriber_that_never_answers_is_dropped() {
     assert!(message.is_text());
 }
 
-#[tokio::test]
-async fn a_subscriber_that_sends_a_large_frame_is_dropped() {
+/// How a subscriber's connection ended after it sent one frame of `size`
+/// bytes: `Ok(close code)` for a close frame (`None` without one), or
+/// `Err` if it is still open. A ping follows the frame: the server reads
+/// frames in order, so its pong says it read the frame and kept going.
+async fn after_a_frame_of(size: usize) -> Result<Option<u16>, Message> {
     let s = server_with(Policy::Coalesce, ApiConfig::default()).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
         .await
         .unwrap();
-    ws.send(Message::text("x".repeat(64 * 1024))).await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+    ws.send(Message::text("x".repeat(size))).await.unwrap();
+    // The send can fail once the server has dropped the connection.
+    let _ = ws.send(Message::Ping(b"after".to_vec().into())).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match ws.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return Ok(None),
+                Some(Ok(Message::Close(frame))) => return Ok(frame.map(|f| u16::from(f.code))),
+                Some(Ok(pong @ Message::Pong(_))) => return Err(pong),
                 Some(Ok(_)) => {}
             }
         }
     })
     .await
-    .expect("the server ends the connection");
+    .expect("a pong or the end of the connection")
+}
+
+#[tokio::test]
+async fn a_subscriber_that_sends_one_byte_past_the_frame_limit_is_dropped() {
+    let limit = inflight::api::WsLimits::default().max_incoming;
+    assert_eq!(limit, 4096, "the documented default");
+    let at_limit = after_a_frame_of(limit).await;
     assert!(
-        ended.is_none_or(|code| code == 1009),
-        "closed for the size, if with a code: {ended:?}"
+        at_limit.is_err(),
+        "a frame of the limit is taken: {at_limit:?}"
+    );
+    let past = after_a_frame_of(limit + 1).await;
+    assert!(
+        matches!(past, Ok(None | Some(1009))),
+        "one byte more ends the connection (1009 when a code is sent): {past:?}"
     );
 }

@@ -163,6 +163,9 @@ async fn events_resume_after_the_last_seen_with_no_gap_and_no_duplicate() {
     let hello = next_json(&mut resumable).await;
     assert_eq!(hello["type"], "resume");
     assert_eq!(hello["too_old"], false);
+    // A second resumable client that never goes away: the witness.
+    let mut witness = connect(&s.base, "?since=0").await;
+    assert_eq!(next_json(&mut witness).await["type"], "resume");
     s.engine.request(&session, Operation::Summary);
     let message = next_json(&mut plain).await;
     assert_eq!(message["type"], "processing_status");
@@ -170,7 +173,12 @@ async fn events_resume_after_the_last_seen_with_no_gap_and_no_duplicate() {
     let first = next_json(&mut resumable).await;
     assert_eq!(first["type"], "processing_status");
     let mut seen = first["id"].as_u64().expect("an id");
-    assert!(seen >= hello["next_id"].as_u64().unwrap());
+    assert_eq!(
+        seen,
+        hello["next_id"].as_u64().unwrap(),
+        "the first id is next_id"
+    );
+    let first_id = seen;
     drop(resumable);
 
     // Away: a cancel and a new run happen.
@@ -192,18 +200,44 @@ async fn events_resume_after_the_last_seen_with_no_gap_and_no_duplicate() {
     let mut back = connect(&s.base, &format!("?since={seen}")).await;
     let hello = next_json(&mut back).await;
     assert_eq!(hello["too_old"], false);
+    let next_id = hello["next_id"].as_u64().unwrap();
     let replayed = hello["replayed"].as_u64().unwrap();
     assert!(replayed >= 2, "the cancel and the new run: {hello}");
+    assert_eq!(
+        replayed,
+        next_id - 1 - seen,
+        "everything after {seen}: {hello}"
+    );
+    let mut got = Vec::new();
     for _ in 0..replayed {
         let message = next_json(&mut back).await;
         let id = message["id"].as_u64().unwrap();
-        assert!(id > seen, "no duplicate: {id} after {seen}");
+        assert_eq!(id, seen + 1, "each id the one after the last: {message}");
         seen = id;
+        got.push((id, message["type"].as_str().unwrap().to_string()));
     }
+    // What the witness, connected all along, got for the same ids.
+    let mut expected = Vec::new();
+    while expected.last().is_none_or(|(id, _)| *id < seen) {
+        let message = next_json(&mut witness).await;
+        let id = message["id"].as_u64().unwrap();
+        if id > first_id {
+            expected.push((id, message["type"].as_str().unwrap().to_string()));
+        }
+    }
+    assert_eq!(got, expected, "the replay is what a client that stayed got");
+    assert_eq!(got[0].1, "processing_status", "the cancel: {got:?}");
+    assert!(
+        got.iter()
+            .filter(|(_, kind)| kind == "processing_status")
+            .count()
+            >= 2,
+        "the cancel and the mind map's admission: {got:?}"
+    );
     // Live again: the next event follows on.
     s.engine.cancel(&session, Operation::MindMap);
     let live = next_json(&mut back).await;
-    assert!(live["id"].as_u64().unwrap() > seen);
+    assert_eq!(live["id"].as_u64().unwrap(), seen + 1, "{live}");
 
     // An id this server never gave (another process's): too old, reload.
     let mut stranger = connect(&s.base, "?since=999999999").await;

@@ -24,12 +24,59 @@ use serde_json::{Value, json};
 
 // --- the scripted LLM ------------------------------------------------------
 
-#[derive(Default)]
 struct Calls {
     open: HashMap<(String, String), usize>,
     /// The most calls open at once for any one (session, op).
     most_at_once: usize,
     per_key: HashMap<(String, String), usize>,
+    /// Every call, in the order they came: when it opened and closed.
+    timeline: Vec<Call>,
+    started: Instant,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self {
+            open: HashMap::new(),
+            most_at_once: 0,
+            per_key: HashMap::new(),
+            timeline: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// One call the scripted LLM took, in milliseconds since it started.
+#[derive(Debug)]
+struct Call {
+    key: (String, String),
+    opened_ms: u128,
+    closed_ms: Option<u128>,
+}
+
+/// Never two calls of one (session, op) open at once; else the calls of
+/// that (session, op), in order, to see which overlapped.
+fn assert_never_two_at_once(calls: &Mutex<Calls>) {
+    let calls = calls.lock().unwrap();
+    if calls.most_at_once <= 1 {
+        return;
+    }
+    let mut report = String::new();
+    for call in &calls.timeline {
+        let overlaps = calls.timeline.iter().any(|other| {
+            !std::ptr::eq(other, call)
+                && other.key == call.key
+                && other.opened_ms < call.closed_ms.unwrap_or(u128::MAX)
+                && call.opened_ms < other.closed_ms.unwrap_or(u128::MAX)
+        });
+        if overlaps {
+            report.push_str(&format!("{call:?}\n"));
+        }
+    }
+    panic!(
+        "{} calls of one (session, op) at once; the overlapping calls:\n{report}",
+        calls.most_at_once
+    );
 }
 
 #[derive(Clone)]
@@ -39,10 +86,12 @@ struct Llm {
 }
 
 /// Leaves the open count when the call ends, also when the caller went
-/// away mid-call (the server drops the handler).
+/// away mid-call (the server drops the handler), and notes when.
 struct Open {
     calls: Arc<Mutex<Calls>>,
     key: (String, String),
+    /// Its place in the timeline.
+    at: usize,
 }
 
 impl Drop for Open {
@@ -51,6 +100,8 @@ impl Drop for Open {
         if let Some(n) = calls.open.get_mut(&self.key) {
             *n -= 1;
         }
+        let now = calls.started.elapsed().as_millis();
+        calls.timeline[self.at].closed_ms = Some(now);
     }
 }
 
@@ -80,9 +131,16 @@ async fn chat(State(llm): State<Llm>, Json(body): Json<Value>) -> impl IntoRespo
         let now = *n;
         calls.most_at_once = calls.most_at_once.max(now);
         *calls.per_key.entry(key.clone()).or_default() += 1;
+        let opened_ms = calls.started.elapsed().as_millis();
+        calls.timeline.push(Call {
+            key: key.clone(),
+            opened_ms,
+            closed_ms: None,
+        });
         Open {
             calls: llm.calls.clone(),
             key,
+            at: calls.timeline.len() - 1,
         }
     };
     tokio::time::sleep(llm.call_time).await;
@@ -301,7 +359,8 @@ fn three_instances_on_one_mirrored_feed_never_run_an_operation_twice_at_once() {
     let (llm, calls) = start_llm(Duration::from_millis(300));
     let dir = meetings("mirrored", 4, 24);
     let (_feed, feed) = replay_feed(&dir);
-    let extra = ["--llm-concurrency", "2", "--lease-ttl", "3s"];
+    // Leases that a loaded two-core machine renews in time (every 2 s).
+    let extra = ["--llm-concurrency", "2", "--lease-ttl", "6s"];
     let a = instance("a", &feed, &redis.url(), &llm, &extra);
     let b = instance("b", &feed, &redis.url(), &llm, &extra);
     // One keeps a database: the results made elsewhere go in it too.
@@ -311,8 +370,8 @@ fn three_instances_on_one_mirrored_feed_never_run_an_operation_twice_at_once() {
 
     wait_all_fresh(&[&a, &b, &c], 4, 24, &["summary", "mind_map"]);
 
+    assert_never_two_at_once(&calls);
     let calls = calls.lock().unwrap();
-    assert_eq!(calls.most_at_once, 1, "two calls of one operation at once");
     assert_eq!(calls.per_key.len(), 8, "{:?}", calls.per_key.keys());
     // The calls spread: more than one instance made some.
     let here: Vec<u64> = [&a, &b, &c]
@@ -359,7 +418,7 @@ fn a_killed_holders_work_is_taken_over_by_another_instance() {
         "--llm-concurrency",
         "4",
         "--lease-ttl",
-        "3s",
+        "6s",
         "--ops",
         "summary",
     ];
@@ -375,9 +434,17 @@ fn a_killed_holders_work_is_taken_over_by_another_instance() {
     dead.process.child.kill().unwrap();
     let _ = dead.process.child.wait();
     // Until its lease runs out, the others show the run where it was, in
-    // the picture `inflight attach` reads as in the API.
-    let until = Instant::now() + Duration::from_secs(3);
-    let shown_on = loop {
+    // the picture `inflight attach` reads as in the API. Every name shown
+    // is noted for as long as Redis still names the dead holder.
+    let lease = "inflight:lease:s1:summary";
+    let held_by_the_dead = || {
+        redis
+            .get(lease)
+            .is_some_and(|h| h.rsplit_once('/').is_some_and(|(name, _)| name == holder))
+    };
+    let mut shown_on = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
         let picture = get_json(&format!("{}/api/dashboard", all[0].api)).unwrap_or_default();
         assert_eq!(
             picture["snapshot"]["cluster"]["instance"],
@@ -393,15 +460,16 @@ fn a_killed_holders_work_is_taken_over_by_another_instance() {
                     .as_str()
                     .map(String::from)
             });
-        if let Some(on) = on {
-            break on;
+        shown_on.extend(on);
+        if !held_by_the_dead() && !shown_on.is_empty() {
+            break;
         }
         assert!(Instant::now() < until, "s1's run never showed: {picture}");
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(
-        shown_on, holder,
-        "shown on the instance that held the lease"
+    }
+    assert!(
+        shown_on.contains(&holder),
+        "shown on the instance that held the lease ({holder}); shown: {shown_on:?}"
     );
 
     let survivors: Vec<&Instance> = all.iter().collect();
@@ -411,7 +479,7 @@ fn a_killed_holders_work_is_taken_over_by_another_instance() {
         .map(|i| metric(&i.api, "inflight_cluster_takeovers_total"))
         .sum();
     assert!(takeovers >= 1, "nobody took the dead holder's work over");
-    assert_eq!(calls.lock().unwrap().most_at_once, 1);
+    assert_never_two_at_once(&calls);
 }
 
 #[test]
@@ -420,7 +488,7 @@ fn a_paused_holders_late_work_is_refused_by_its_fence_and_says_so() {
     let (llm, _calls) = start_llm(Duration::from_millis(1500));
     let dir = meetings("paused", 1, 4);
     let (_feed, feed) = replay_feed(&dir);
-    let extra = ["--lease-ttl", "600ms", "--ops", "summary"];
+    let extra = ["--lease-ttl", "2s", "--ops", "summary"];
     let mut all = vec![
         instance("a", &feed, &redis.url(), &llm, &extra),
         instance("b", &feed, &redis.url(), &llm, &extra),
@@ -463,7 +531,7 @@ fn instances_recover_from_a_redis_restart_without_running_anything_twice_at_once
     let (llm, calls) = start_llm(Duration::from_millis(500));
     let dir = meetings("restart", 3, 24);
     let (_feed, feed) = replay_feed(&dir);
-    let extra = ["--llm-concurrency", "2", "--lease-ttl", "1500ms"];
+    let extra = ["--llm-concurrency", "2", "--lease-ttl", "6s"];
     let a = instance("a", &feed, &redis.url(), &llm, &extra);
     let b = instance("b", &feed, &redis.url(), &llm, &extra);
     let c = instance("c", &feed, &redis.url(), &llm, &extra);
@@ -480,21 +548,32 @@ fn instances_recover_from_a_redis_restart_without_running_anything_twice_at_once
     let _redis = RedisServer::on(port);
 
     wait_all_fresh(&[&a, &b, &c], 3, 24, &["summary", "mind_map"]);
-    assert_eq!(calls.lock().unwrap().most_at_once, 1);
+    assert_never_two_at_once(&calls);
 }
 
 /// Neither operation of any session claims to cover more transcripts than
 /// the instance holds.
+/// The instance must answer, and every field read must be there: a
+/// silent API or a renamed field fails the test instead of passing it.
 fn never_covers_more_than_held(api: &str) {
-    let Some(answer) = get_json(&format!("{api}/api/sessions")) else {
-        return;
-    };
-    for row in answer["sessions"].as_array().into_iter().flatten() {
-        let held = row["transcripts"].as_u64().unwrap_or(0);
+    let answer = get_json(&format!("{api}/api/sessions"))
+        .unwrap_or_else(|| panic!("{api}/api/sessions does not answer"));
+    let rows = answer["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sessions list: {answer}"));
+    for row in rows {
+        let held = row["transcripts"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no transcripts count: {row}"));
         for op in ["summary", "mind_map"] {
-            let covered = row["operations"][op]["covered_generation"]
-                .as_u64()
-                .unwrap_or(0);
+            let operation = &row["operations"][op];
+            // An operation that never ran has no result yet: null, not absent.
+            let covered = match &operation["covered_generation"] {
+                Value::Null if operation.get("covered_generation").is_some() => 0,
+                value => value
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no {op} covered_generation: {row}")),
+            };
             assert!(covered <= held, "{op} covers {covered} of {held}: {row}");
         }
     }
@@ -526,5 +605,5 @@ fn an_instance_that_joins_late_shows_the_others_results_as_covering_what_it_hold
     }
     wait_all_fresh(&[&early], 1, 32, &["summary", "mind_map"]);
     assert!(metric(&late.api, "inflight_cluster_numbering_mismatches_total") >= 1);
-    assert_eq!(calls.lock().unwrap().most_at_once, 1);
+    assert_never_two_at_once(&calls);
 }

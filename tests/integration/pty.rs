@@ -375,19 +375,24 @@ fn attach_follows_a_server_through_its_death_and_restart() {
         let text = s.contents();
         text.contains("connected") && !text.contains("disconnected")
     });
-    attach.wait_for("the new server's sessions", |s| {
-        s.contents().contains("garden-coop")
-    });
-    let screen = attach.screen();
-    for session in [
+    let sessions = [
         "garden-coop",
         "hiring-sync",
         "incident-retro",
         "launch-review",
-    ] {
-        assert!(
-            rows_of(&screen, session).len() <= 1,
-            "{session} twice:\n{screen}"
+    ];
+    attach.wait_for("every one of the new server's sessions", |s| {
+        let text = s.contents();
+        sessions
+            .iter()
+            .all(|session| !rows_of(&text, session).is_empty())
+    });
+    let screen = attach.screen();
+    for session in sessions {
+        assert_eq!(
+            rows_of(&screen, session).len(),
+            1,
+            "{session} once:\n{screen}"
         );
     }
     attach.press("q");

@@ -95,7 +95,9 @@ async fn run_load(policy: Policy) -> Outcome {
     let config = EngineConfig {
         state: StateConfig {
             policy: [policy; 2],
-            op_timeout: Duration::from_secs(60),
+            // Far past anything here: the runs held at the gate wait
+            // for the test's own steps, on a machine however loaded.
+            op_timeout: Duration::from_secs(3600),
         },
         // Every (session, op) gets a permit at once, so runs read the
         // session the moment they are admitted.
@@ -164,6 +166,26 @@ async fn run_load(policy: Policy) -> Outcome {
     }
 }
 
+/// No run failed or timed out; else every session's run history, to
+/// see which and why.
+fn assert_no_run_failed(engine: &Engine, sessions: &[SessionId]) {
+    let counts = engine.snapshot().totals.counts;
+    if counts.failed == 0 && counts.timed_out == 0 {
+        return;
+    }
+    let histories: Vec<String> = sessions
+        .iter()
+        .filter_map(|s| engine.session_detail(s, 0))
+        .map(|d| format!("{}: {:#?}", d.row.id, d.history))
+        .collect();
+    panic!(
+        "{} failed, {} timed out:\n{}",
+        counts.failed,
+        counts.timed_out,
+        histories.join("\n")
+    );
+}
+
 fn covered(engine: &Engine, session: &SessionId, op: Operation) -> u64 {
     engine
         .result(session, op)
@@ -181,6 +203,7 @@ async fn coalesce_keeps_every_session_fresh_without_overlap() {
         max_overlap, 1,
         "never two runs of one (session, op) at once"
     );
+    assert_no_run_failed(&engine, &sessions);
     let snapshot = engine.snapshot();
     assert!(
         snapshot.totals.counts.skipped > 0,
@@ -219,6 +242,7 @@ async fn skip_drops_requests_and_leaves_sessions_stale() {
         max_overlap, 1,
         "never two runs of one (session, op) at once"
     );
+    assert_no_run_failed(&engine, &sessions);
     let snapshot = engine.snapshot();
     assert!(snapshot.totals.counts.skipped > 0);
     assert_eq!(
