@@ -226,6 +226,7 @@ async fn engine_run(
                 forget_after: Duration::from_secs(1800),
                 max_sessions: 10_000_000,
                 retain: Duration::from_secs(86_400),
+                remember_forgotten: 100_000,
             },
         )
         .expect("the database opens");

@@ -38,6 +38,7 @@ fn limits(sessions: usize) -> RestoreLimits {
         forget_after: Duration::from_secs(1800),
         max_sessions: sessions,
         retain: Duration::from_secs(86_400),
+        remember_forgotten: 100_000,
     }
 }
 

@@ -256,6 +256,22 @@ impl<W: std::io::Write> Drop for CappedLine<W> {
     }
 }
 
+/// Log sites of our dependencies that print secrets, each capped at a level
+/// where it says nothing: the WebSocket client's handshake prints the whole
+/// request, feed headers (`Authorization: …`) and all, at TRACE.
+const SECRET_SITES: [&str; 1] = ["tungstenite::handshake::client=debug"];
+
+/// `filter` with [`SECRET_SITES`] capped, whatever `RUST_LOG` or
+/// `--log-level` asked for: header values are never logged.
+pub fn without_secrets(mut filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    for site in SECRET_SITES {
+        if let Ok(directive) = site.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

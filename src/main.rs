@@ -86,8 +86,10 @@ fn main() -> ExitCode {
 /// In the dashboard, logs go to the log pane instead of the terminal.
 fn init_captured_logs() -> LogBuffer {
     let buffer = LogBuffer::new();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(CAPTURED));
+    let filter = inflight::logs::without_secrets(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(CAPTURED)),
+    );
     tracing_subscriber::registry()
         .with(filter)
         .with(CaptureLayer::new(buffer.clone()))
@@ -109,6 +111,7 @@ fn init_logs(format: LogFormat, level: Option<&str>) -> Result<LogBuffer, String
         None => tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
+    let filter = inflight::logs::without_secrets(filter);
     let buffer = LogBuffer::new();
     let captured =
         CaptureLayer::new(buffer.clone()).with_filter(tracing_subscriber::EnvFilter::new(CAPTURED));
@@ -167,6 +170,7 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
                 forget_after: args.forget_after,
                 max_sessions: args.max_sessions as usize,
                 retain: args.retain,
+                remember_forgotten: args.remember_forgotten as usize,
             };
             let opened = tokio::task::spawn_blocking(move || inflight::db::open(&path, limits))
                 .await

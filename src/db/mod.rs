@@ -10,6 +10,13 @@
 //! engine goes on in memory; a channel that fills meanwhile drops writes and
 //! counts them.
 //!
+//! A session whose transcript was dropped has no more of its transcripts
+//! written by this process (they are dropped and counted too, and the
+//! session is named in the log once). So the file holds each session's
+//! lines up to its stored `last_seq` and none after a gap: a restart
+//! resumes the feed from the first line that is missing, and the feed
+//! sends the rest again, instead of resuming past lines never written.
+//!
 //! At start, [`open`] checks the file (not a database, a newer schema, held
 //! by another inflight: each a clear error naming the file, the file left
 //! as it was), brings the schema up to date (`schema.rs`), marks the runs
@@ -21,6 +28,7 @@ mod restore;
 pub mod schema;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +50,9 @@ pub const CHANNEL_CAPACITY: usize = 65_536;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Most writes in one transaction.
 pub const BATCH_ROWS: usize = 1_000;
+/// How often what is past `--retain` is deleted while running (besides at
+/// start): the engine's housekeeping asks the writer, on the engine's clock.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +206,43 @@ pub struct Db {
     /// Its own connection for the API's reads of history (WAL lets it read
     /// while the writer writes). Blocking: call from a blocking task.
     reader: Arc<std::sync::Mutex<rusqlite::Connection>>,
+    /// Sessions with a transcript dropped: none of their later ones is
+    /// written either (see the module docs).
+    gapped: Arc<Gapped>,
+}
+
+/// The sessions whose transcripts are no longer written, with a flag
+/// read first so that the common case (none) takes no lock.
+#[derive(Debug, Default)]
+struct Gapped {
+    any: AtomicBool,
+    sessions: std::sync::Mutex<HashSet<SessionId>>,
+}
+
+impl Gapped {
+    fn contains(&self, session: &SessionId) -> bool {
+        self.any.load(Ordering::Acquire)
+            && self
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(session)
+    }
+
+    /// True the first time for `session`.
+    fn insert(&self, session: &SessionId) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        self.any.store(true, Ordering::Release);
+        sessions.insert(session.clone())
+    }
+
+    fn remove(&self, session: &SessionId) {
+        if self.any.load(Ordering::Acquire) {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            sessions.remove(session);
+            self.any.store(!sessions.is_empty(), Ordering::Release);
+        }
+    }
 }
 
 /// What [`open`] gives back: the handle, and what the file held.
@@ -212,6 +260,10 @@ pub struct RestoreLimits {
     pub max_sessions: usize,
     /// Sessions whose last word is older than this are deleted from disk.
     pub retain: Duration,
+    /// Of the sessions left on disk only, the newest this many are
+    /// remembered as forgotten (id and last `seq`), so a feed that replays
+    /// one after the restart cannot bring it back.
+    pub remember_forgotten: usize,
 }
 
 /// The default file: `$XDG_STATE_HOME/inflight/inflight.db`, else
@@ -288,6 +340,7 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
             health,
             writer: Arc::new(std::sync::Mutex::new(Some(thread))),
             reader: Arc::new(std::sync::Mutex::new(reader)),
+            gapped: Arc::default(),
         },
         restored,
     })
@@ -306,18 +359,49 @@ impl Db {
     /// behind, the write is dropped and counted (and the database is
     /// degraded until it catches up).
     pub fn write(&self, write: Write) {
+        if let Write::Transcript { session, .. } = &write
+            && self.gapped.contains(session)
+        {
+            self.count_dropped();
+            return;
+        }
         match self.sender.try_send(writer::Message::Write(write)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let n = self.health.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                self.health.degraded.store(true, Ordering::Relaxed);
-                if n == 1 || crate::text::is_power_of_ten(n) {
-                    tracing::warn!(dropped = n, "the database writer is behind; writes dropped");
+            Err(TrySendError::Full(message)) => {
+                self.count_dropped();
+                if let writer::Message::Write(Write::Transcript { session, seq, .. }) = message
+                    && self.gapped.insert(&session)
+                {
+                    tracing::warn!(
+                        session_id = %session,
+                        from_seq = seq,
+                        "the database writer is behind: this session's lines from here on are \
+                         not written; a restart resumes its feed from the first one missing"
+                    );
                 }
             }
             // The writer is gone (the process is stopping): nothing to do.
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    fn count_dropped(&self) {
+        let n = self.health.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        self.health.degraded.store(true, Ordering::Relaxed);
+        if n == 1 || crate::text::is_power_of_ten(n) {
+            tracing::warn!(dropped = n, "the database writer is behind; writes dropped");
+        }
+    }
+
+    /// Asks the writer to delete what is past `--retain` now; skipped
+    /// (until the next ask) when it is too far behind to take the ask.
+    pub fn prune(&self) {
+        let _ = self.sender.try_send(writer::Message::Prune);
+    }
+
+    /// The engine forgot `session`: its gap, if it had one, is forgotten too.
+    pub fn forgot(&self, session: &SessionId) {
+        self.gapped.remove(session);
     }
 
     /// Waits (at most `within`) until every write handed over before this

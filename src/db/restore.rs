@@ -85,6 +85,9 @@ pub struct Restored {
     /// One past the highest run id ever stored: run ids keep growing
     /// across restarts, so the fencing of results holds.
     pub next_run_id: RunId,
+    /// Sessions left on disk only, with their last `seq`: memory
+    /// remembers them as forgotten. Oldest first.
+    pub forgotten: Vec<(SessionId, Option<u64>)>,
 }
 
 fn outcome(word: &str) -> Option<Outcome> {
@@ -144,10 +147,39 @@ pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqli
         }
     }
     fill(conn, &mut sessions, &index, None)?;
+    let forgotten = forgotten(conn, &index, limits)?;
     Ok(Restored {
         sessions,
         next_run_id,
+        forgotten,
     })
+}
+
+/// The newest `remember_forgotten` sessions not read back (ended over
+/// `forget_after` ago, or past `max_sessions`), oldest first.
+fn forgotten(
+    conn: &Connection,
+    loaded: &HashMap<String, usize>,
+    limits: RestoreLimits,
+) -> Result<Vec<(SessionId, Option<u64>)>, rusqlite::Error> {
+    let mut stmt =
+        conn.prepare("SELECT id, last_seq FROM sessions ORDER BY last_seen DESC, id LIMIT ?1")?;
+    let most = loaded.len().saturating_add(limits.remember_forgotten);
+    let mut rows = stmt.query([most as i64])?;
+    let mut forgotten = Vec::new();
+    while let Some(row) = rows.next()? {
+        let raw = row.get_ref(0)?.as_str()?;
+        if loaded.contains_key(raw) {
+            continue;
+        }
+        let Ok(id) = SessionId::parse(raw) else {
+            continue;
+        };
+        forgotten.push((id, row.get::<_, Option<i64>>(1)?.map(|s| s as u64)));
+    }
+    forgotten.truncate(limits.remember_forgotten);
+    forgotten.reverse();
+    Ok(forgotten)
 }
 
 /// One session, whatever its age (for the API's look into the past).

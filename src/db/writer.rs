@@ -1,5 +1,6 @@
 //! The writer thread: owns the write connection, commits in batches,
-//! retries what the disk refused, and prunes what is past `--retain`.
+//! retries what the disk refused, and prunes what is past `--retain` when
+//! asked.
 
 use std::fs::File;
 use std::path::Path;
@@ -23,10 +24,11 @@ pub enum Message {
     Flush(std::sync::mpsc::SyncSender<()>),
     /// Commit what came before, then stop.
     Close,
+    /// Delete what is past `--retain` (the engine's housekeeping asks
+    /// every [`super::PRUNE_EVERY`], on its clock).
+    Prune,
 }
 
-/// How often what is past `--retain` is deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How long the writer waits before trying a failed batch again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -119,22 +121,23 @@ pub fn run(
     let mut closing = false;
     // Asked to say when everything before them is committed.
     let mut flushes: Vec<std::sync::mpsc::SyncSender<()>> = Vec::new();
-    let mut last_prune = Instant::now();
+    let mut prune_due = false;
     while !closing || !batch.is_empty() {
-        if batch.is_empty() {
-            match receiver.recv_timeout(PRUNE_EVERY) {
+        if batch.is_empty() && !prune_due {
+            match receiver.recv() {
                 Ok(Message::Write(write)) => batch.push(write),
                 Ok(Message::Flush(done)) => flushes.push(done),
-                Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
-                Err(RecvTimeoutError::Timeout) => {}
+                Ok(Message::Prune) => prune_due = true,
+                Ok(Message::Close) | Err(_) => closing = true,
             }
         }
         let window_ends = Instant::now() + BATCH_WINDOW;
-        while !closing && flushes.is_empty() && batch.len() < BATCH_ROWS {
+        while !closing && flushes.is_empty() && !prune_due && batch.len() < BATCH_ROWS {
             let left = window_ends.saturating_duration_since(Instant::now());
             match receiver.recv_timeout(left) {
                 Ok(Message::Write(write)) => batch.push(write),
                 Ok(Message::Flush(done)) => flushes.push(done),
+                Ok(Message::Prune) => prune_due = true,
                 Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
                 Err(RecvTimeoutError::Timeout) => break,
             }
@@ -170,15 +173,16 @@ pub fn run(
                 }
             }
         }
+        // What came before the ask is committed (or kept for a retry).
+        if prune_due {
+            prune_due = false;
+            if let Err(e) = prune(&conn, retain) {
+                tracing::warn!("cannot prune the database: {e}");
+            }
+        }
         if batch.is_empty() {
             for done in flushes.drain(..) {
                 let _ = done.send(());
-            }
-        }
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            last_prune = Instant::now();
-            if let Err(e) = prune(&conn, retain) {
-                tracing::warn!("cannot prune the database: {e}");
             }
         }
     }

@@ -53,6 +53,9 @@ impl Engine {
                 }
             }
         }
+        for (session, last_seq) in restored.forgotten {
+            shared.store.remember_forgotten(session, last_seq);
+        }
         if back > 0 {
             tracing::info!(sessions = back, "sessions restored from the database");
         }

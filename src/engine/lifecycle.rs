@@ -35,6 +35,9 @@ impl Engine {
             if shared.state.forget_if(&session, || {
                 shared.store.forget_if_ended_before(&session, after)
             }) {
+                if let Some(db) = shared.db.get() {
+                    db.forgot(&session);
+                }
                 forgotten += 1;
             }
         }
@@ -67,15 +70,25 @@ impl Engine {
     }
 
     /// Every [`HOUSEKEEPING_EVERY`] until `stop`: ends idle sessions and
-    /// forgets those ended over `forget_after` ago.
+    /// forgets those ended over `forget_after` ago; every
+    /// [`crate::db::PRUNE_EVERY`], has the database delete what is past
+    /// `--retain` (it does so at start too).
     pub async fn housekeeping(self, stop: tokio_util::sync::CancellationToken) {
         let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+        let prune_every = crate::db::PRUNE_EVERY;
+        let mut prune =
+            tokio::time::interval_at(tokio::time::Instant::now() + prune_every, prune_every);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {
                     self.end_idle();
                     self.forget_ended(self.shared.config.sessions.forget_after);
+                }
+                _ = prune.tick() => {
+                    if let Some(db) = self.shared.db.get() {
+                        db.prune();
+                    }
                 }
             }
         }

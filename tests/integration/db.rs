@@ -29,6 +29,7 @@ fn limits() -> RestoreLimits {
         forget_after: Duration::from_secs(1800),
         max_sessions: 10_000,
         retain: Duration::from_secs(30 * 86_400),
+        remember_forgotten: 100_000,
     }
 }
 
@@ -605,8 +606,9 @@ async fn a_writer_far_behind_drops_and_counts_then_recovers() {
         "every write either committed or counted"
     );
     assert_eq!(failures, 0);
-    // The next commit clears the mark.
-    db.write(said("flood", sent + 1, "x"));
+    // The next commit clears the mark (another session's: the flooded
+    // one has a gap, and no more of its lines are written).
+    db.write(said("calm", 1, "x"));
     let flusher = db.clone();
     assert!(
         tokio::task::spawn_blocking(move || flusher.flush(Duration::from_secs(60)))
@@ -614,5 +616,196 @@ async fn a_writer_far_behind_drops_and_counts_then_recovers() {
             .unwrap()
     );
     assert_eq!(health(), (written + 1, dropped, 0, false));
+    opened.db.close(Duration::from_secs(5));
+}
+
+/// The stored lines of `session`: how many, the highest `seq`, and the
+/// `last_seq` its row says a restart resumes from.
+fn stored_lines(path: &std::path::Path, session: &str) -> (i64, Option<i64>, Option<i64>) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let (count, highest) = conn
+        .query_row(
+            "SELECT count(*), max(seq) FROM transcripts WHERE session = ?1",
+            [session],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let last_seq = conn
+        .query_row(
+            "SELECT last_seq FROM sessions WHERE id = ?1",
+            [session],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (count, highest, last_seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_point_never_passes_a_line_the_writer_dropped() {
+    let path = fresh_db("gap");
+    let opened = db::open(&path, limits()).unwrap();
+    let db = opened.db.clone();
+    // Another connection holds the write lock: the writer cannot commit,
+    // and its channel fills.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let sent = db::CHANNEL_CAPACITY as u64 + 2 * db::BATCH_ROWS as u64;
+    for seq in 1..=sent {
+        db.write(said("flood", seq, "x"));
+    }
+    let dropped = db.health().dropped();
+    assert!(dropped > 0, "the channel filled");
+    blocker.execute_batch("COMMIT").unwrap();
+    let flush = || {
+        let flusher = db.clone();
+        tokio::task::spawn_blocking(move || flusher.flush(Duration::from_secs(60)))
+    };
+    assert!(flush().await.unwrap(), "the writer caught up");
+    // With room again, later lines of the flooded session are still not
+    // written, and are counted; another session's are written.
+    db.write(said("flood", sent + 1, "late"));
+    db.write(said("calm", 1, "x"));
+    assert!(flush().await.unwrap());
+    assert_eq!(db.health().dropped(), dropped + 1);
+    db.close(Duration::from_secs(5));
+
+    let (count, highest, last_seq) = stored_lines(&path, "flood");
+    assert!((count as u64) < sent, "some lines were dropped");
+    assert_eq!(
+        (highest, last_seq),
+        (Some(count), Some(count)),
+        "the file holds lines 1..=last_seq, every one, and none after"
+    );
+    assert_eq!(stored_lines(&path, "calm"), (1, Some(1), Some(1)));
+    // A restart resumes the feed right after the last line on disk.
+    let reopened = db::open(&path, limits()).unwrap();
+    let flood = reopened
+        .restored
+        .sessions
+        .iter()
+        .find(|s| s.id.as_str() == "flood")
+        .unwrap();
+    assert_eq!(flood.last_seq, Some(count as u64));
+    assert_eq!(flood.generation, count as u64);
+    reopened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_session_forgotten_before_a_restart_stays_forgotten_after_it() {
+    let path = fresh_db("forgotten");
+    // Sessions ended are forgotten at once, also when read back at start.
+    let forget_at_once = RestoreLimits {
+        forget_after: Duration::ZERO,
+        ..limits()
+    };
+    let opened = db::open(&path, forget_at_once).unwrap();
+    let first = engine();
+    first.use_db(opened.db.clone());
+    let mut events = first.subscribe();
+    for seq in 1..=3 {
+        first.ingest(
+            final_line("gone", seq, "A point about the budget."),
+            Some(0),
+        );
+    }
+    first.end_session(&sid("gone"), Some(0));
+    wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "its final runs",
+        || {
+            first.is_idle()
+                && Operation::ALL.iter().all(|op| {
+                    first
+                        .result(&sid("gone"), *op)
+                        .is_some_and(|r| r.covered_generation == 3)
+                })
+        },
+    )
+    .await;
+    assert_eq!(first.forget_ended(Duration::ZERO), 1);
+    opened.db.close(Duration::from_secs(5));
+
+    // The restart: the feed replays the meeting from its start.
+    let reopened = db::open(&path, forget_at_once).unwrap();
+    let calls = inflight::llm::probe::ConcurrencyProbe::new(Arc::new(BuiltinBackend::new(
+        LatencyRange::ZERO,
+    )));
+    let second = Engine::new(EngineConfig::default(), calls.clone());
+    second.use_db(reopened.db.clone());
+    assert_eq!(
+        second.restore(reopened.restored),
+        0,
+        "nothing to hold again"
+    );
+    for seq in 1..=3 {
+        assert_eq!(
+            second.ingest(
+                final_line("gone", seq, "A point about the budget."),
+                Some(0)
+            ),
+            inflight::engine::Appended::Duplicate,
+            "line {seq} was said before the restart"
+        );
+    }
+    second.end_session(&sid("gone"), Some(0));
+    assert!(
+        second.session_detail(&sid("gone"), 0).is_none(),
+        "the replay does not bring it back"
+    );
+    assert!(second.is_idle());
+    assert_eq!(calls.calls(), 0, "and costs no LLM call");
+    // A line it never said is a new life, as without a restart.
+    assert!(matches!(
+        second.ingest(final_line("gone", 4, "Something new."), Some(0)),
+        inflight::engine::Appended::Final { .. }
+    ));
+    reopened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retain_keeps_deleting_while_the_process_runs() {
+    let path = fresh_db("retain-running");
+    let hour = Duration::from_secs(3600);
+    let opened = db::open(
+        &path,
+        RestoreLimits {
+            retain: hour,
+            ..limits()
+        },
+    )
+    .unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(engine.clone().housekeeping(stop));
+    // A session last heard two hours ago, written after the start's prune.
+    let mut old = said("old", 1, "hi");
+    if let Write::Transcript { at, .. } = &mut old {
+        *at -= 2 * hour;
+    }
+    opened.db.write(old);
+    opened.db.write(said("fresh", 1, "hi"));
+    let sessions = || -> Vec<String> {
+        assert!(opened.db.flush(Duration::from_secs(10)));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.prepare("SELECT id FROM sessions ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(sessions(), ["fresh", "old"]);
+    // Just before the housekeeping's prune: still there.
+    tokio::time::sleep(db::PRUNE_EVERY - Duration::from_secs(1)).await;
+    assert_eq!(sessions(), ["fresh", "old"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sessions(),
+        ["fresh"],
+        "deleted by the prune every 10 minutes"
+    );
     opened.db.close(Duration::from_secs(5));
 }

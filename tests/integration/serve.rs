@@ -181,3 +181,93 @@ async fn json_logs_are_one_object_a_line_with_the_runs_fields() {
     );
     assert_eq!(event["outcome"], "ok");
 }
+
+/// A feed that takes the first connection (noting its `Authorization`
+/// header) and closes it at once, then refuses every later one with a 401.
+async fn refusing_feed() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, headers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let seen = tx.clone();
+        // The library's callback type, whose error is a whole response.
+        #[allow(clippy::result_large_err)]
+        let callback =
+            move |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                  response| {
+                let value = request.headers().get("authorization");
+                let _ = seen.send(value.and_then(|v| v.to_str().ok()).map(String::from));
+                Ok(response)
+            };
+        if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await {
+            let _ = ws.close(None).await;
+        }
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = vec![0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 12\r\n\r\nunauthorized")
+                .await;
+            let _ = tx.send(None);
+        }
+    });
+    (addr, headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_header_values_are_never_logged_even_at_trace() {
+    const SECRET: &str = "s3cr3t-feed-token";
+    let header = format!("Authorization: Bearer {SECRET}");
+    let (addr, mut headers) = refusing_feed().await;
+    let mut serve = Logged::spawn(
+        Command::new(env!("CARGO_BIN_EXE_inflight"))
+            .args([
+                "serve",
+                "--api",
+                "127.0.0.1:0",
+                "--no-db",
+                "--ops",
+                "summary",
+            ])
+            .args(["--feed", &format!("ws://{addr}/"), "--feed-header", &header])
+            .env("RUST_LOG", "trace")
+            .env("NO_COLOR", "1"),
+    );
+    // The header reached the feed, so the process had it in hand.
+    let first = tokio::time::timeout(Duration::from_secs(30), headers.recv())
+        .await
+        .expect("the feed was dialled")
+        .expect("the feed runs");
+    assert_eq!(first.as_deref(), Some(format!("Bearer {SECRET}").as_str()));
+    // Closed once, then refused twice: every path that logs a feed's
+    // trouble has run.
+    for _ in 0..2 {
+        let refused = tokio::time::timeout(Duration::from_secs(30), headers.recv())
+            .await
+            .expect("the feed was dialled again");
+        assert_eq!(refused, Some(None));
+    }
+    serve.wait_for("401");
+    serve.signal(libc::SIGTERM);
+    assert_eq!(serve.exit_code(), Some(0));
+    let log = serve.seen.join("\n");
+    assert!(
+        log.contains("feed"),
+        "the log says something of the feed:\n{log}"
+    );
+    assert!(!log.contains(SECRET), "a header value in the log:\n{log}");
+
+    // Nor does `config show` print it.
+    let shown = child::output(
+        Command::new(env!("CARGO_BIN_EXE_inflight"))
+            .args(["config", "show", "--feed-header", &header])
+            .env("NO_COLOR", "1"),
+    );
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(!text.contains(SECRET), "{text}");
+}

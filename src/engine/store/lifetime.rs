@@ -47,6 +47,17 @@ impl SessionStore {
         true
     }
 
+    /// Remembers a session the database holds and memory does not, as if
+    /// this process had forgotten it: a replay of what it said is a
+    /// duplicate. Does nothing for a session held.
+    pub fn remember_forgotten(&self, session: SessionId, last_seq: Option<u64>) {
+        let mut guard = self.lock(&session);
+        let Shard { held, forgotten } = &mut *guard;
+        if !held.contains_key(&session) {
+            forgotten.remember(session, last_seq);
+        }
+    }
+
     /// Marks a held session ended. True the first time since it last spoke,
     /// for a session that said something (a replayed `session_end` asks for
     /// nothing more; an unknown session is not created).
