@@ -56,6 +56,34 @@ fn engine() -> Engine {
     )
 }
 
+fn line(seq: u64) -> String {
+    format!("Point {seq} about the release.")
+}
+
+/// `session` says `lines` lines and ends; waits until every operation's
+/// result covers them all.
+async fn say_and_end(engine: &Engine, session: &str, lines: u64) {
+    let mut events = engine.subscribe();
+    for seq in 1..=lines {
+        engine.ingest(final_line(session, seq, &line(seq)), Some(0));
+    }
+    engine.end_session(&sid(session), Some(0));
+    wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "its final results",
+        || {
+            engine.is_idle()
+                && Operation::ALL.iter().all(|op| {
+                    engine
+                        .result(&sid(session), *op)
+                        .is_some_and(|r| r.covered_generation == lines)
+                })
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn what_an_engine_wrote_comes_back_after_a_restart() {
     let path = fresh_db("round-trip");
@@ -63,28 +91,7 @@ async fn what_an_engine_wrote_comes_back_after_a_restart() {
     assert!(opened.restored.sessions.is_empty());
     let first = engine();
     first.use_db(opened.db.clone());
-    let mut events = first.subscribe();
-    for seq in 1..=3 {
-        first.ingest(
-            final_line("standup", seq, &format!("Point {seq} about the release.")),
-            Some(0),
-        );
-    }
-    first.end_session(&sid("standup"), Some(0));
-    wait_until(
-        &mut events,
-        Duration::from_secs(10),
-        "results of all three lines",
-        || {
-            first.is_idle()
-                && Operation::ALL.iter().all(|op| {
-                    first
-                        .result(&sid("standup"), *op)
-                        .is_some_and(|r| r.covered_generation == 3)
-                })
-        },
-    )
-    .await;
+    say_and_end(&first, "standup", 3).await;
     let before = first.session_detail(&sid("standup"), 10).unwrap();
     opened.db.close(Duration::from_secs(5));
 
@@ -701,28 +708,7 @@ async fn a_session_forgotten_before_a_restart_stays_forgotten_after_it() {
     let opened = db::open(&path, forget_at_once).unwrap();
     let first = engine();
     first.use_db(opened.db.clone());
-    let mut events = first.subscribe();
-    for seq in 1..=3 {
-        first.ingest(
-            final_line("gone", seq, "A point about the budget."),
-            Some(0),
-        );
-    }
-    first.end_session(&sid("gone"), Some(0));
-    wait_until(
-        &mut events,
-        Duration::from_secs(10),
-        "its final runs",
-        || {
-            first.is_idle()
-                && Operation::ALL.iter().all(|op| {
-                    first
-                        .result(&sid("gone"), *op)
-                        .is_some_and(|r| r.covered_generation == 3)
-                })
-        },
-    )
-    .await;
+    say_and_end(&first, "gone", 3).await;
     assert_eq!(first.forget_ended(Duration::ZERO), 1);
     opened.db.close(Duration::from_secs(5));
 
@@ -740,10 +726,7 @@ async fn a_session_forgotten_before_a_restart_stays_forgotten_after_it() {
     );
     for seq in 1..=3 {
         assert_eq!(
-            second.ingest(
-                final_line("gone", seq, "A point about the budget."),
-                Some(0)
-            ),
+            second.ingest(final_line("gone", seq, &line(seq)), Some(0)),
             inflight::engine::Appended::Duplicate,
             "line {seq} was said before the restart"
         );
