@@ -198,6 +198,7 @@ async fn engine_run(
         state: StateConfig {
             policy: [policy; 2],
             op_timeout: Duration::from_secs(600),
+            ..Default::default()
         },
         llm_concurrency: args.llm_concurrency,
         min_interval: Duration::from_secs_f64(args.min_interval),

@@ -69,10 +69,18 @@ fn format_status(v: &Value) -> String {
 }
 
 fn op_state(op: &Value) -> String {
-    let state = op.get("state").and_then(Value::as_str).unwrap_or("?");
+    let state = match (op.get("retry").and_then(Value::as_u64), op.get("stale")) {
+        (Some(n), _) => format!("retry {n}"),
+        (None, Some(Value::Bool(true))) => "stale".to_string(),
+        _ => op
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string(),
+    };
     let mut out = match op.get("in_flight_seconds").and_then(Value::as_f64) {
         Some(s) => format!("{state} {s:.1}s"),
-        None => state.to_string(),
+        None => state,
     };
     if op.get("pending").and_then(Value::as_bool) == Some(true) {
         out.push_str(" +1");

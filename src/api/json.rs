@@ -40,6 +40,11 @@ pub struct OperationJson {
     pub p95_duration_seconds: Option<f64>,
     pub last_error: Option<String>,
     pub covered_generation: Option<u64>,
+    /// For a retry of a failed run: which one (it waits as `queued`).
+    pub retry: Option<u32>,
+    /// Failed past its retries with transcripts no result covers: nothing
+    /// more runs until a new transcript or a trigger.
+    pub stale: bool,
 }
 
 fn secs(d: Option<Duration>) -> Option<f64> {
@@ -47,7 +52,7 @@ fn secs(d: Option<Duration>) -> Option<f64> {
 }
 
 impl OperationJson {
-    fn new(op: &OpRow, now: Instant) -> Self {
+    fn new(op: &OpRow, transcripts: u64, now: Instant) -> Self {
         let run = op.in_flight.as_ref();
         Self {
             state: match run.map(|r| r.phase) {
@@ -71,6 +76,8 @@ impl OperationJson {
             p95_duration_seconds: secs(op.p95_duration),
             last_error: op.last_error.clone(),
             covered_generation: op.covered_generation,
+            retry: run.and_then(|r| r.retry),
+            stale: op.is_stale(transcripts),
         }
     }
 }
@@ -108,8 +115,16 @@ impl SessionJson {
                 .map(|t| now.saturating_duration_since(t).as_secs_f64()),
             lost_transcripts: row.lost,
             operations: OperationsJson {
-                summary: OperationJson::new(&row.ops[Operation::Summary.index()], now),
-                mind_map: OperationJson::new(&row.ops[Operation::MindMap.index()], now),
+                summary: OperationJson::new(
+                    &row.ops[Operation::Summary.index()],
+                    row.transcripts,
+                    now,
+                ),
+                mind_map: OperationJson::new(
+                    &row.ops[Operation::MindMap.index()],
+                    row.transcripts,
+                    now,
+                ),
             },
             attention: crate::engine::attention(row, now, op_timeout),
         }

@@ -181,6 +181,29 @@ impl Collector for EngineCollector {
             "Runs started by a pending flag",
             &per_op(&|o| o.follow_ups),
         )?;
+        counter_family(
+            &mut encoder,
+            "run_retries",
+            "Runs started again after a failed one left transcripts uncovered",
+            &per_op(&|o| o.retries),
+        )?;
+        let stale: Vec<(OpLabels, i64)> = Operation::ALL
+            .iter()
+            .map(|op| {
+                let n = snapshot
+                    .sessions
+                    .iter()
+                    .filter(|row| row.ops[op.index()].is_stale(row.transcripts))
+                    .count();
+                (op_labels(*op), i64::try_from(n).unwrap_or(i64::MAX))
+            })
+            .collect();
+        gauge_family(
+            &mut encoder,
+            "stale_operations",
+            "Held sessions whose operation failed past its retries with transcripts uncovered",
+            &stale,
+        )?;
         let mut tokens = Vec::new();
         for op in Operation::ALL {
             let counts = &snapshot.lifetime[op.index()];

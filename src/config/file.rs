@@ -86,6 +86,8 @@ pub const KEYS: &[Key] = &[
     key("runs", "on_busy", "on_busy", Kind::Text),
     key("runs", "timeout", "op_timeout", Kind::Text),
     key("runs", "min_interval", "min_interval", Kind::Text),
+    key("runs", "retries", "run_retries", Kind::Int),
+    key("runs", "retry_backoff", "retry_backoff", Kind::Text),
     key("runs", "summary_mode", "summary_mode", Kind::Text),
     key("runs", "drain_timeout", "drain_timeout", Kind::Text),
     key("sessions", "max", "max_sessions", Kind::Int),

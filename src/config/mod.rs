@@ -285,6 +285,18 @@ pub struct EngineArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration, env = "INFLIGHT_MIN_INTERVAL")]
     pub min_interval: Duration,
 
+    /// Run a failed (or timed-out) run again, up to this many times in a
+    /// row, while its session has transcripts no result covers; past them
+    /// the operation is shown stale until a new transcript or a trigger
+    /// (0: never retry).
+    #[arg(long, value_name = "N", default_value_t = crate::state::DEFAULT_RETRIES, value_parser = clap::value_parser!(u32).range(0..=100), env = "INFLIGHT_RUN_RETRIES")]
+    pub run_retries: u32,
+
+    /// The wait before the first retry of a failed run; it doubles for each
+    /// retry after (at most 5 min), with up to a quarter more at random.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration, env = "INFLIGHT_RETRY_BACKOFF")]
+    pub retry_backoff: Duration,
+
     /// How summaries and mind maps read the transcript: build on the
     /// previous result (incremental) or re-read it all (full).
     #[arg(

@@ -153,7 +153,9 @@ impl EngineArgs {
             state: StateConfig {
                 policy: [self.on_busy; crate::model::OPERATION_COUNT],
                 op_timeout: self.op_timeout,
+                retries: self.run_retries,
             },
+            retry_backoff: self.retry_backoff,
             llm_concurrency: self.llm_concurrency as usize,
             incremental: self.summary_mode == SummaryMode::Incremental,
             min_interval: self.min_interval,

@@ -3,7 +3,8 @@
 //!
 //! The rules: a call in its last fifth before `--op-timeout`; a run slower
 //! than its operation's p95 (once there are three finished runs to judge
-//! by); an operation that failed twice or more in a row; a live session
+//! by); an operation that failed twice or more in a row; one left stale
+//! (failed past its retries with transcripts uncovered); a live session
 //! silent for [`SILENT_AFTER`].
 
 use std::time::Duration;
@@ -27,6 +28,10 @@ pub enum Attention {
     SlowerThanP95 { op: Operation, p95_seconds: f64 },
     /// The last runs of the operation failed, this many in a row.
     FailingInARow { op: Operation, failures: u32 },
+    /// Its runs failed past their retries, and this many transcripts are
+    /// covered by no result: nothing more runs until a new transcript or a
+    /// trigger.
+    Stale { op: Operation, uncovered: u64 },
     /// No transcript for this long, and the session has not ended.
     Silent { seconds: f64 },
 }
@@ -44,6 +49,11 @@ impl Attention {
             Attention::FailingInARow { op, failures } => {
                 format!("{} failed {failures} times in a row", op.label())
             }
+            Attention::Stale { op, uncovered } => format!(
+                "{} stale: {uncovered} {} uncovered, retries spent",
+                op.label(),
+                if *uncovered == 1 { "line" } else { "lines" }
+            ),
             Attention::Silent { seconds } => format!(
                 "silent for {}",
                 crate::format::age(Duration::from_secs_f64(*seconds))
@@ -79,6 +89,12 @@ pub fn attention(row: &SessionRow, now: Instant, op_timeout: Duration) -> Vec<At
             out.push(Attention::FailingInARow {
                 op,
                 failures: stats.consecutive_failures,
+            });
+        }
+        if stats.is_stale(row.transcripts) {
+            out.push(Attention::Stale {
+                op,
+                uncovered: row.transcripts - stats.covered_generation.unwrap_or(0),
             });
         }
     }

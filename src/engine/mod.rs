@@ -66,7 +66,16 @@ pub struct EngineConfig {
     pub automatic_ops: Vec<Operation>,
     /// How many sessions are held, and for how long.
     pub sessions: SessionLimits,
+    /// The wait before the first retry of a failed run; it doubles each
+    /// retry after, up to [`MAX_RETRY_BACKOFF`], with up to a quarter more
+    /// at random so that sessions failing together do not retry together.
+    pub retry_backoff: Duration,
 }
+
+/// The longest wait before a retry.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
+/// The first retry's wait, by default.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -77,6 +86,7 @@ impl Default for EngineConfig {
             min_interval: Duration::ZERO,
             automatic_ops: Operation::ALL.to_vec(),
             sessions: SessionLimits::default(),
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
         }
     }
 }

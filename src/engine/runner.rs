@@ -46,10 +46,20 @@ async fn run_until_settled(shared: Arc<Shared>, mut guard: RunGuard) {
         }
         let session = guard.session().clone();
         let latest = || shared.store.generation(&session);
+        if ended.at_the_llm {
+            guard.failed_at_the_llm();
+        }
         match guard.finish(ended.outcome, ended.error, &latest) {
             FinishOutcome::FollowUp(next) => {
                 guard = next;
-                if let Some(started) = ended.first_start {
+                if let Some(attempt) = guard.retry() {
+                    if shared.runs.is_closed() {
+                        // Stopping: no retry starts (the guard's drop ends
+                        // it as cancelled).
+                        return;
+                    }
+                    back_off(&shared, &guard, attempt).await;
+                } else if let Some(started) = ended.first_start {
                     keep_min_interval(&shared, &guard, started).await;
                 }
             }
@@ -101,6 +111,33 @@ async fn keep_min_interval(shared: &Shared, guard: &RunGuard, previous_start: In
     }
 }
 
+/// Waits before retry `attempt` (see [`super::EngineConfig::retry_backoff`]);
+/// the retry shows as queued meanwhile, and an operator's cancel ends it.
+async fn back_off(shared: &Shared, guard: &RunGuard, attempt: u32) {
+    let wait = retry_wait(shared.config.retry_backoff, attempt, fastrand::f64());
+    tracing::info!(
+        session_id = %guard.session(),
+        op = %guard.op(),
+        run_id = guard.run_id(),
+        attempt,
+        wait_ms = wait.as_millis() as u64,
+        "the run failed with transcripts left uncovered; retrying"
+    );
+    tokio::select! {
+        _ = guard.cancel_token().cancelled() => {}
+        _ = tokio::time::sleep(wait) => {}
+    }
+}
+
+/// `first` doubled for each retry after the first, at most
+/// [`super::MAX_RETRY_BACKOFF`], plus up to a quarter of it (`jitter` in
+/// 0..1).
+fn retry_wait(first: std::time::Duration, attempt: u32, jitter: f64) -> std::time::Duration {
+    let doubled = first.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let wait = doubled.min(super::MAX_RETRY_BACKOFF);
+    wait + wait.mul_f64(jitter.clamp(0.0, 1.0) / 4.0)
+}
+
 /// How a run ended.
 struct Ended {
     outcome: Outcome,
@@ -111,6 +148,8 @@ struct Ended {
     read_generation: u64,
     /// The cluster lease it held, to give back.
     lease: Option<Box<LeaseKeeper>>,
+    /// It failed at its LLM call or timed out: a failure worth a retry.
+    at_the_llm: bool,
 }
 
 impl Ended {
@@ -121,6 +160,7 @@ impl Ended {
             first_start: None,
             read_generation: 0,
             lease: None,
+            at_the_llm: false,
         }
     }
 
@@ -131,6 +171,15 @@ impl Ended {
             first_start: None,
             read_generation: 0,
             lease: None,
+            at_the_llm: false,
+        }
+    }
+
+    /// A failure of the LLM call (or its deadline).
+    fn at_the_llm(self) -> Self {
+        Self {
+            at_the_llm: true,
+            ..self
         }
     }
 }
@@ -231,7 +280,7 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
                 Ended::new(Outcome::TimedOut, format!(
                     "no answer within {} of the call's start",
                     humantime::format_duration(shared.state.op_timeout())
-                )),
+                )).at_the_llm(),
                 lease, first_start, read_generation,
             ),
             step = call(shared, guard, input, held.as_deref()) => step,
@@ -250,7 +299,7 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
             Err((error, usage)) => {
                 guard.spent(usage);
                 return end(
-                    Ended::new(Outcome::Failed, error),
+                    Ended::new(Outcome::Failed, error).at_the_llm(),
                     lease,
                     first_start,
                     read_generation,
@@ -306,6 +355,7 @@ fn lease_lost(
         first_start,
         read_generation,
         lease,
+        at_the_llm: false,
     }
 }
 
@@ -329,6 +379,7 @@ fn followed_end(shared: &Shared, guard: &RunGuard, remote: RemoteEnd) -> Ended {
         first_start: None,
         read_generation: covered,
         lease: None,
+        at_the_llm: false,
     }
 }
 

@@ -56,6 +56,15 @@ impl OpRow {
     pub fn failures(&self) -> u64 {
         self.counts.failures()
     }
+
+    /// Left behind by failures: no run in flight (so no retry is coming),
+    /// the last run failed, and of the session's `transcripts` some are
+    /// not covered by any result. A new transcript or a trigger asks again.
+    pub fn is_stale(&self, transcripts: u64) -> bool {
+        self.in_flight.is_none()
+            && self.consecutive_failures > 0
+            && self.covered_generation.unwrap_or(0) < transcripts
+    }
 }
 
 /// One session, for tables.

@@ -101,6 +101,7 @@ impl ProcessingStateManager {
         error: Option<String>,
         usage: Usage,
         latest_generation: Option<&dyn Fn() -> u64>,
+        retryable: bool,
     ) -> FinishOutcome {
         let mut events = Vec::with_capacity(3);
         let result = {
@@ -113,6 +114,13 @@ impl ProcessingStateManager {
             let lifetime = &mut lifetime[op.index()];
             let Some(entry) = sessions.get_mut(session) else {
                 return FinishOutcome::Stale;
+            };
+            let (failures_before, covered) = {
+                let stats = &entry.stats[op.index()];
+                (
+                    stats.consecutive_failures,
+                    stats.covered_generation.unwrap_or(0),
+                )
             };
             let Some(slot) = entry.slot_mut(op).filter(|slot| slot.view.run_id == run_id) else {
                 return FinishOutcome::Stale;
@@ -128,14 +136,22 @@ impl ProcessingStateManager {
                 outcome,
                 error: error.clone(),
             });
+            let latest = latest_generation.map(|latest| latest());
             let wants_follow_up = slot.view.pending
                 && outcome != Outcome::Cancelled
-                && latest_generation
-                    .is_some_and(|latest| latest() > slot.view.covered_generation.unwrap_or(0));
-            let (ended, result) = if wants_follow_up {
+                && latest.is_some_and(|latest| latest > slot.view.covered_generation.unwrap_or(0));
+            // A failed call with transcripts left uncovered is run again,
+            // up to `retries` runs in a row (this one counted).
+            let failures = failures_before + 1;
+            let wants_retry = retryable
+                && matches!(outcome, Outcome::Failed | Outcome::TimedOut)
+                && failures <= self.config.retries
+                && latest.is_some_and(|latest| latest > covered);
+            let (ended, result) = if wants_follow_up || wants_retry {
                 // Hand the slot straight to the follow-up: no window in which
                 // another request could slip in between.
-                let next = self.new_slot(true);
+                let mut next = self.new_slot(true);
+                next.view.retry = wants_retry.then_some(failures);
                 if let Some(journal) = self.journal() {
                     journal.admitted(session, op, &next.view);
                 }
@@ -148,8 +164,13 @@ impl ProcessingStateManager {
                 });
                 let ended = std::mem::replace(slot, next);
                 let stats = &mut entry.stats[op.index()];
-                stats.counts.count_admission(true);
-                lifetime.count_admission(true);
+                if wants_retry {
+                    stats.counts.count_retry();
+                    lifetime.count_retry();
+                } else {
+                    stats.counts.count_admission(true);
+                    lifetime.count_admission(true);
+                }
                 (ended, FinishOutcome::FollowUp(guard))
             } else {
                 match take_slot(entry, active, session, op, &mut events) {

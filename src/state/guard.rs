@@ -38,6 +38,11 @@ pub struct RunGuard {
     /// Tokens spent so far, recorded when the run ends.
     usage: crate::llm::Usage,
     ended: bool,
+    /// For a retry: which one (1 for the first).
+    retry: Option<u32>,
+    /// Whether a failure of this run may be retried (a failed LLM call or
+    /// a timeout, not a refusal of the engine's own).
+    retryable: bool,
 }
 
 impl fmt::Debug for RunGuard {
@@ -66,7 +71,20 @@ impl RunGuard {
             cancel: slot.cancel.clone(),
             usage: Default::default(),
             ended: false,
+            retry: slot.view.retry,
+            retryable: false,
         }
+    }
+
+    /// For a retry of a failed run: which one (1 for the first).
+    pub fn retry(&self) -> Option<u32> {
+        self.retry
+    }
+
+    /// The run's failure came from its LLM call (or its deadline): one the
+    /// manager may retry (see [`super::StateConfig::retries`]).
+    pub fn failed_at_the_llm(&mut self) {
+        self.retryable = true;
     }
 
     pub fn session(&self) -> &SessionId {
@@ -206,6 +224,7 @@ impl RunGuard {
             error,
             self.usage,
             Some(latest_generation),
+            self.retryable,
         )
     }
 }
@@ -221,6 +240,7 @@ impl Drop for RunGuard {
                 Some("the run was dropped before it finished".into()),
                 self.usage,
                 None,
+                false,
             );
             debug_assert!(!matches!(outcome, FinishOutcome::FollowUp(_)));
         }

@@ -125,6 +125,10 @@ pub struct InFlight {
     /// own name once it holds the lease, another's while that one runs it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// A retry of a failed run: which one (1 for the first). It waits its
+    /// backoff as queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u32>,
 }
 
 /// One operation of one session: its run in flight, if any, and its statistics.
@@ -182,13 +186,21 @@ pub struct StateConfig {
     pub policy: [Policy; OPERATION_COUNT],
     /// How long one LLM call may take, from the moment it starts.
     pub op_timeout: Duration,
+    /// Runs in a row that may fail (or time out) while the session has
+    /// transcripts no result covers, each then run again (a retry, on the
+    /// follow-up's path); past them the operation is left stale.
+    pub retries: u32,
 }
+
+/// Retries of a failed run, by default.
+pub const DEFAULT_RETRIES: u32 = 5;
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
             policy: [Policy::Coalesce; OPERATION_COUNT],
             op_timeout: Duration::from_secs(300),
+            retries: DEFAULT_RETRIES,
         }
     }
 }
@@ -300,6 +312,7 @@ impl ProcessingStateManager {
                 follow_up,
                 covered_generation: None,
                 instance: None,
+                retry: None,
             },
             cancel: CancellationToken::new(),
         }

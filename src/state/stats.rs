@@ -66,6 +66,9 @@ pub struct OpCounters {
     pub skipped: u64,
     /// Runs started by a pending flag when the previous run ended.
     pub follow_ups: u64,
+    /// Runs started again because the one before failed or timed out with
+    /// transcripts left uncovered (not counted in `follow_ups`).
+    pub retries: u64,
     /// Tokens the runs cost, in all.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -117,6 +120,12 @@ impl OpCounters {
         }
     }
 
+    /// A run was admitted to retry a failed one.
+    pub(crate) fn count_retry(&mut self) {
+        self.runs += 1;
+        self.retries += 1;
+    }
+
     pub fn finished(&self, outcome: Outcome) -> u64 {
         match outcome {
             Outcome::Ok => self.ok,
@@ -148,6 +157,7 @@ impl OpCounters {
             cancelled: self.cancelled + other.cancelled,
             skipped: self.skipped + other.skipped,
             follow_ups: self.follow_ups + other.follow_ups,
+            retries: self.retries + other.retries,
             prompt_tokens: self.prompt_tokens + other.prompt_tokens,
             completion_tokens: self.completion_tokens + other.completion_tokens,
             waited: self.waited + other.waited,

@@ -108,7 +108,10 @@ pub fn shared_failure(snapshot: &Snapshot) -> Option<String> {
             let stats = &row.ops[op.index()];
             if let Some(error) = stats.last_error.as_deref()
                 && stats.consecutive_failures > 0
-                && stats.in_flight.is_none()
+                && stats
+                    .in_flight
+                    .as_ref()
+                    .is_none_or(|run| run.retry.is_some())
             {
                 *errors.entry((op, error)).or_default() += 1;
             }

@@ -52,6 +52,7 @@ fn running(now: Instant, run_id: u64, secs: f64, phase: Phase, pending: bool) ->
         follow_up: false,
         covered_generation: Some(3),
         instance: None,
+        retry: None,
     }
 }
 
@@ -293,7 +294,10 @@ fn states_warnings_and_pending_are_drawn() {
         retro.trim_start().starts_with('!'),
         "failing and silent: {retro}"
     );
-    assert!(retro.contains("✗ failed"));
+    assert!(
+        retro.contains("✗ stale failed"),
+        "failed with 2 lines uncovered, nothing in flight: stale"
+    );
     assert!(
         retro.contains("· stale 2 new"),
         "an idle op behind its session says so: {retro}"
@@ -928,12 +932,16 @@ const LLAMA_REFUSAL: &str = "the server at http://127.0.0.1:8080 answered 500 In
 'response_format', 'type'), 'msg': \\\"Input should be 'text' or 'json_object'\\\", 'input': \
 'json_schema'}\",\"type\":\"internal_server_error\",\"param\":null,\"code\":null}}";
 
-/// Every session's mind map failing with the same refusal, five runs in a row.
+/// Every session's mind map failing with the same refusal, five runs in a
+/// row (on runs asked for again: each result covers every line, so none
+/// is stale).
 fn failing(now: Instant) -> Snapshot {
     let mut snapshot = fixture(now);
     for row in &mut snapshot.sessions {
+        let transcripts = row.transcripts;
         let op = &mut row.ops[Operation::MindMap.index()];
         op.in_flight = None;
+        op.covered_generation = Some(transcripts);
         op.counts.runs = 5;
         op.counts.failed = 5;
         op.consecutive_failures = 5;
@@ -969,6 +977,19 @@ fn a_failing_backends_cause_is_on_the_table_and_said_once() {
     // Where the cell is wide, the whole short cause.
     let text = screen_text(&render(&failing_app(false), 160, 40));
     assert!(text.contains("✗ 500 response_format"), "{text}");
+    // Left with lines uncovered, the cell says stale before the cause,
+    // and the details say what is left and how to run it again.
+    let mut snapshot = failing(now());
+    for row in &mut snapshot.sessions {
+        row.ops[Operation::MindMap.index()].covered_generation = Some(1);
+    }
+    let app = App::new(Theme::new(false), snapshot);
+    let text = screen_text(&render(&app, 80, 24));
+    assert_eq!(
+        text.matches("✗ stale 500").count(),
+        3,
+        "every session with a line: {text}"
+    );
 }
 
 #[test]
@@ -1114,4 +1135,28 @@ fn at_80x24_the_table_a_status_line_and_the_latest_log_lines_show_at_once() {
         .filter(|l| l.contains("processing started"))
         .count();
     assert!(after >= before, "{before} → {after}");
+}
+
+#[test]
+fn details_say_a_stale_operation_and_the_key_that_runs_it_again() {
+    let mut app = failing_app(false);
+    app.handle_key(Key::Enter);
+    let mut detail = failing_detail(&app, None);
+    let transcripts = detail.row.transcripts;
+    assert!(transcripts > 1, "a fixture row with lines");
+    detail.row.ops[Operation::MindMap.index()].covered_generation = Some(1);
+    app.set_detail(Some(detail));
+    let text = screen_text(&render(&app, 160, 40));
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(&format!(
+            "stale: {} lines no result covers",
+            transcripts - 1
+        )),
+        "{text}"
+    );
+    assert!(
+        flat.contains("a new line or `2`"),
+        "the mind map's key: {text}"
+    );
 }

@@ -13,10 +13,13 @@ use inflight::llm::builtin::BuiltinBackend;
 use inflight::model::Operation;
 use inflight::state::StateConfig;
 
+/// An engine whose runs take `latency` against a deadline of `timeout`,
+/// with no retries: these tests are about one run's end.
 fn slow_engine(latency: Duration, timeout: Duration) -> Engine {
     let config = EngineConfig {
         state: StateConfig {
             op_timeout: timeout,
+            retries: 0,
             ..Default::default()
         },
         automatic_ops: vec![Operation::Summary],

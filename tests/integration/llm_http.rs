@@ -34,10 +34,12 @@ fn openai(server: &Scripted, with_v1: bool) -> Arc<dyn Backend> {
     Arc::new(OpenAiBackend::new(&url, "qwen", Some("sk-test".into()), Default::default()).unwrap())
 }
 
+/// No run retries: these tests count the backend's own requests.
 fn engine(backend: Arc<dyn Backend>, timeout: Duration, concurrency: usize) -> Engine {
     let config = EngineConfig {
         state: StateConfig {
             op_timeout: timeout,
+            retries: 0,
             ..Default::default()
         },
         llm_concurrency: concurrency,

@@ -29,6 +29,7 @@ mod pty;
 mod readiness;
 mod replay_engine;
 mod restart;
+mod retries;
 mod scheduling;
 mod serve;
 mod state;

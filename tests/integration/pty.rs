@@ -485,8 +485,11 @@ fn a_server_refusing_mind_maps_has_its_reason_on_the_screen() {
         ],
         &[],
     );
-    // The table says the short cause, and the message line says it once.
-    dashboard.wait_for("the cause in the table", |s| s.contents().contains("✗ 500"));
+    // The table says the short cause (beside the retry it waits for), and
+    // the message line says it once.
+    dashboard.wait_for("the cause in the table", |s| {
+        s.contents().contains("↻1 ✗ 500")
+    });
     dashboard.wait_for("one line for the shared cause", |s| {
         s.contents().contains("mind map failing in") && s.contents().contains("500 response_format")
     });

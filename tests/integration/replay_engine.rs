@@ -98,6 +98,7 @@ async fn run_load(policy: Policy) -> Outcome {
             // Far past anything here: the runs held at the gate wait
             // for the test's own steps, on a machine however loaded.
             op_timeout: Duration::from_secs(3600),
+            ..Default::default()
         },
         // Every (session, op) gets a permit at once, so runs read the
         // session the moment they are admitted.

@@ -16,6 +16,7 @@ fn manager(policy: Policy) -> (Arc<ProcessingStateManager>, EventBus) {
     let config = StateConfig {
         policy: [policy; 2],
         op_timeout: Duration::from_secs(300),
+        ..Default::default()
     };
     (ProcessingStateManager::new(config, events.clone()), events)
 }
@@ -438,6 +439,7 @@ fn counters_add_field_by_field() {
         cancelled: 5,
         skipped: 6,
         follow_ups: 7,
+        retries: 1,
         prompt_tokens: 8,
         completion_tokens: 9,
         waited: Duration::from_millis(10),
@@ -450,6 +452,7 @@ fn counters_add_field_by_field() {
         cancelled: 50,
         skipped: 60,
         follow_ups: 70,
+        retries: 10,
         prompt_tokens: 80,
         completion_tokens: 90,
         waited: Duration::from_millis(100),
@@ -464,6 +467,7 @@ fn counters_add_field_by_field() {
             cancelled: 55,
             skipped: 66,
             follow_ups: 77,
+            retries: 11,
             prompt_tokens: 88,
             completion_tokens: 99,
             waited: Duration::from_millis(110),

@@ -135,6 +135,20 @@ fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'
         ),
         Line::styled(crate::text::strip_controls(error).into_owned(), t.error()),
     ];
+    if stats.is_stale(detail.row.transcripts) {
+        let uncovered = detail.row.transcripts - stats.covered_generation.unwrap_or(0);
+        let key = crate::tui::keymap::BINDINGS
+            .iter()
+            .find(|b| b.action == trigger_action(op))
+            .map_or("", |b| b.label);
+        lines.push(Line::styled(
+            format!(
+                "stale: {uncovered} lines no result covers, its retries spent; \
+                 a new line or `{key}` runs it again"
+            ),
+            t.warning(),
+        ));
+    }
     if let Some(answer) = &detail.content.rejected[op.index()] {
         let start: String = crate::text::strip_controls(answer)
             .chars()
@@ -145,6 +159,14 @@ fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'
     }
     lines.push(Line::raw(""));
     lines
+}
+
+/// The keymap's action that triggers `op`.
+fn trigger_action(op: Operation) -> crate::tui::keymap::Action {
+    match op {
+        Operation::Summary => crate::tui::keymap::Action::TriggerSummary,
+        Operation::MindMap => crate::tui::keymap::Action::TriggerMindMap,
+    }
 }
 
 fn draw_summary(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {

@@ -306,6 +306,20 @@ pub fn state_spans(
                         spans.push(Span::styled(format!(" {rate:.0}t/s"), theme.running()));
                     }
                 }
+                Phase::Queued if run.retry.is_some() => {
+                    // Waiting to retry a failed run: which retry (`↻2`),
+                    // and why, where it fits.
+                    let retry = format!("↻{}", run.retry.unwrap_or(1));
+                    let room = if wide { WIDE_STATE_WIDTH } else { STATE_WIDTH } as usize;
+                    let room = room.saturating_sub(retry.chars().count() + 3);
+                    spans.push(Span::styled(retry, theme.warning()));
+                    let cause = op.last_error.as_deref().map(|e| fitted_cause(e, room));
+                    let cause = cause.filter(|c| c.chars().count() <= room);
+                    spans.push(Span::styled(
+                        format!(" ✗ {}", cause.unwrap_or_default()),
+                        theme.error(),
+                    ));
+                }
                 Phase::Queued => {
                     spans.push(Span::styled(format!("◷ queue {elapsed}"), theme.queued()))
                 }
@@ -315,23 +329,18 @@ pub fn state_spans(
             }
         }
         None if op.consecutive_failures > 0 => {
-            // The cause where it fits, else its first word (`✗ 500`).
-            let room = if wide { WIDE_STATE_WIDTH } else { STATE_WIDTH } as usize - 2;
+            // Left behind (its retries spent): said before the cause.
+            let stale = if op.is_stale(transcripts) {
+                "stale "
+            } else {
+                ""
+            };
+            let room = if wide { WIDE_STATE_WIDTH } else { STATE_WIDTH } as usize - 2 - stale.len();
             let cause = op
                 .last_error
                 .as_deref()
-                .map(crate::engine::short_cause)
-                .unwrap_or_else(|| "failed".into());
-            let cause = if cause.chars().count() <= room {
-                cause
-            } else {
-                cause
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("failed")
-                    .to_string()
-            };
-            spans.push(Span::styled(format!("✗ {cause}"), theme.error()))
+                .map_or_else(|| "failed".into(), |e| fitted_cause(e, room));
+            spans.push(Span::styled(format!("✗ {stale}{cause}"), theme.error()))
         }
         None if op.counts.runs == 0 => spans.push(Span::styled("· never", theme.idle())),
         None => match transcripts.saturating_sub(op.covered_generation.unwrap_or(0)) {
@@ -421,6 +430,21 @@ fn age_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
     Cell::from(row.last_transcript_at.map_or("-".to_string(), |t| {
         format::age(ctx.now.saturating_duration_since(t))
     }))
+}
+
+/// The short cause of `error` where it fits in `room`, else its first word
+/// (`500`).
+fn fitted_cause(error: &str, room: usize) -> String {
+    let cause = crate::engine::short_cause(error);
+    if cause.chars().count() <= room {
+        cause
+    } else {
+        cause
+            .split_whitespace()
+            .next()
+            .unwrap_or("failed")
+            .to_string()
+    }
 }
 
 #[cfg(test)]
