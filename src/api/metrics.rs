@@ -327,6 +327,12 @@ impl Collector for EngineCollector {
         )?;
         gauge_family(
             &mut encoder,
+            "llm_permits_limit",
+            "LLM calls at once in effect, as learnt from the server's failures",
+            &[(Vec::new(), snapshot.permits_limit as i64)],
+        )?;
+        gauge_family(
+            &mut encoder,
             "sessions",
             "Sessions known",
             &[(Vec::new(), snapshot.sessions.len() as i64)],

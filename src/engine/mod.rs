@@ -369,6 +369,7 @@ impl Engine {
             backend: shared.backend.info(),
             permits_in_use: shared.permits.in_use(),
             permits_cap: shared.permits.capacity(),
+            permits_limit: shared.permits.limit(),
             policy: shared.config.state.policy,
             op_timeout: shared.config.state.op_timeout,
             feeds: shared.feeds.views(),

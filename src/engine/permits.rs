@@ -12,16 +12,31 @@
 //! Waiting is cancel-safe: a waiter dropped before it is served leaves the
 //! queue; one dropped after it was handed a permit gives it back, and the
 //! permit goes to the next waiter.
+//!
+//! The limit adapts to the server. Many servers take fewer calls at once
+//! than `--llm-concurrency` and answer the rest badly rather than refuse
+//! them (llama.cpp's Python server streams empty answers to concurrent
+//! calls). A call that fails that way while others were in flight halves
+//! the limit in effect (down to one); [`RAISE_AFTER`] successes in a row
+//! raise it by one again, up to the cap. Lowering never cuts a call short:
+//! permits over the new limit retire as their calls end.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
+/// Successes in a row that raise a lowered limit by one.
+pub const RAISE_AFTER: u32 = 20;
+
 /// The queue and the count of permits out; one short lock.
 #[derive(Debug)]
 struct Inner {
     capacity: usize,
+    /// Calls at once in effect: the capacity, or less as learnt.
+    limit: usize,
+    /// Calls that succeeded since the limit last changed or a call failed.
+    successes: u32,
     out: usize,
     closed: bool,
     /// Waiters by (priority, ticket).
@@ -39,6 +54,19 @@ pub struct Permits {
 #[derive(Debug)]
 pub struct Permit {
     permits: Option<Permits>,
+    /// Calls in flight, this one counted, when it was handed out.
+    alongside: usize,
+}
+
+/// How a call went, for the limit to learn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEnd {
+    Ok,
+    /// Failed the way a server does when it takes fewer calls at once than
+    /// it is sent: an empty answer, 429 or 503, a connection dropped.
+    Crowded,
+    /// Failed in a way that says nothing of concurrency.
+    Other,
 }
 
 /// The permits were closed: the engine is going away.
@@ -50,6 +78,8 @@ impl Permits {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 capacity: capacity.max(1),
+                limit: capacity.max(1),
+                successes: 0,
                 out: 0,
                 closed: false,
                 waiting: BTreeMap::new(),
@@ -70,9 +100,9 @@ impl Permits {
             if inner.closed {
                 return Err(Closed);
             }
-            if inner.out < inner.capacity && inner.waiting.is_empty() {
+            if inner.out < inner.limit && inner.waiting.is_empty() {
                 inner.out += 1;
-                return Ok(self.permit());
+                return Ok(self.permit(inner.out));
             }
             let (sender, receiver) = oneshot::channel();
             let key = (priority, inner.next_ticket);
@@ -90,9 +120,55 @@ impl Permits {
         result.map_err(|_| Closed)
     }
 
-    fn permit(&self) -> Permit {
+    fn permit(&self, alongside: usize) -> Permit {
         Permit {
             permits: Some(self.clone()),
+            alongside,
+        }
+    }
+
+    /// Calls at once in effect (see the module docs).
+    pub fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    /// Learns from how the call under `permit` ended: a crowded failure
+    /// with other calls in flight halves the limit; [`RAISE_AFTER`]
+    /// successes in a row raise it by one.
+    pub fn learn(&self, permit: &Permit, end: CallEnd) {
+        let mut inner = self.lock();
+        let before = inner.limit;
+        match end {
+            CallEnd::Ok => {
+                inner.successes += 1;
+                if inner.successes >= RAISE_AFTER && inner.limit < inner.capacity {
+                    inner.limit += 1;
+                    inner.successes = 0;
+                    // The new room goes to the best waiter at once.
+                    if inner.out < inner.limit {
+                        self.hand_on(&mut inner, true);
+                    }
+                }
+            }
+            CallEnd::Crowded if permit.alongside > 1 || inner.out > 1 => {
+                inner.limit = (inner.limit / 2).max(1);
+                inner.successes = 0;
+            }
+            CallEnd::Crowded | CallEnd::Other => inner.successes = 0,
+        }
+        let (after, cap) = (inner.limit, inner.capacity);
+        drop(inner);
+        if after < before {
+            tracing::warn!(
+                limit = after,
+                cap,
+                "the LLM server fails calls made alongside others; fewer at once from now on"
+            );
+        } else if after > before {
+            tracing::info!(
+                limit = after,
+                "the LLM server keeps up; one more call at once"
+            );
         }
     }
 
@@ -117,23 +193,44 @@ impl Permits {
         inner.waiting.clear();
     }
 
-    /// A permit came back: hand it to the best waiter still waiting.
+    /// A permit came back: hand it to the best waiter still waiting,
+    /// unless the limit was lowered below the permits out.
     fn release(&self) {
         let mut inner = self.lock();
+        if inner.out > inner.limit {
+            inner.out -= 1;
+            return;
+        }
+        self.hand_on(&mut inner, false);
+    }
+
+    /// Gives a permit to the best waiter still waiting: one coming back
+    /// (`fresh` false: `out` stays) or a new one (`fresh`: `out` grows if
+    /// someone takes it).
+    fn hand_on(&self, inner: &mut Inner, fresh: bool) {
         while let Some((_, sender)) = inner.waiting.pop_first() {
+            let alongside = if fresh { inner.out + 1 } else { inner.out };
             // The permit moves to the waiter without passing through `out`.
             let permit = Permit {
                 permits: Some(self.clone()),
+                alongside,
             };
             match sender.send(permit) {
-                Ok(()) => return,
+                Ok(()) => {
+                    if fresh {
+                        inner.out += 1;
+                    }
+                    return;
+                }
                 Err(mut unsent) => {
                     // The waiter left: forget this permit, try the next one.
                     unsent.permits = None;
                 }
             }
         }
-        inner.out -= 1;
+        if !fresh {
+            inner.out -= 1;
+        }
     }
 }
 
@@ -235,6 +332,63 @@ mod tests {
             panic!("the permit passed on");
         };
         assert_eq!(permits.in_use(), 1);
+    }
+
+    #[tokio::test]
+    async fn crowded_failures_halve_the_limit_and_successes_raise_it_again() {
+        let permits = Permits::new(4);
+        let calls: Vec<Permit> = futures_util::future::join_all((0..4).map(|p| permits.acquire(p)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let mut fifth = Box::pin(permits.acquire(9));
+        assert!(poll_once(fifth.as_mut()).is_pending());
+        // An empty answer while three others ran: half as many at once.
+        permits.learn(&calls[0], CallEnd::Crowded);
+        assert_eq!(permits.limit(), 2);
+        let mut calls = calls.into_iter();
+        // Ending calls retire their permits until two are out.
+        drop(calls.next());
+        drop(calls.next());
+        assert_eq!(permits.in_use(), 2);
+        assert!(poll_once(fifth.as_mut()).is_pending(), "no room yet");
+        let third = calls.next().unwrap();
+        permits.learn(&third, CallEnd::Crowded);
+        assert_eq!(permits.limit(), 1);
+        drop(third);
+        let last = calls.next().unwrap();
+        // Alone, a failure says nothing of concurrency; nor does another kind.
+        drop(last);
+        let Poll::Ready(Ok(alone)) = poll_once(fifth.as_mut()) else {
+            panic!("one at a time now");
+        };
+        permits.learn(&alone, CallEnd::Crowded);
+        permits.learn(&alone, CallEnd::Other);
+        assert_eq!(permits.limit(), 1, "never below one");
+        // A long run of successes makes room for one more, handed to the
+        // waiter at once.
+        let mut waiting = Box::pin(permits.acquire(1));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        for _ in 0..RAISE_AFTER - 1 {
+            permits.learn(&alone, CallEnd::Ok);
+        }
+        assert_eq!(permits.limit(), 1);
+        permits.learn(&alone, CallEnd::Other);
+        for _ in 0..RAISE_AFTER - 1 {
+            permits.learn(&alone, CallEnd::Ok);
+        }
+        assert_eq!(permits.limit(), 1, "a failure starts the count again");
+        permits.learn(&alone, CallEnd::Ok);
+        assert_eq!(permits.limit(), 2);
+        let Poll::Ready(Ok(_second)) = poll_once(waiting.as_mut()) else {
+            panic!("the new room goes to the waiter");
+        };
+        assert_eq!(permits.in_use(), 2);
+        for _ in 0..RAISE_AFTER * 10 {
+            permits.learn(&alone, CallEnd::Ok);
+        }
+        assert_eq!(permits.limit(), 4, "up to the cap, no further");
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::lease::{self, Followed, LeaseKeeper, LostLease, RemoteEnd};
+use super::permits::CallEnd;
 use super::store::{OpResult, ResultBody, RunInput};
 use crate::cluster::{Ending, Finished, Lease, Start};
 use crate::events::{Event, Outcome};
@@ -285,6 +286,11 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
             ),
             step = call(shared, guard, input, held.as_deref()) => step,
         };
+        let call_end = match &step {
+            Ok(_) => CallEnd::Ok,
+            Err((_, _, end)) => *end,
+        };
+        shared.permits.learn(&permit, call_end);
         drop(permit);
         match step {
             Ok(usage) => {
@@ -296,7 +302,7 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
                     return end(stopped(), lease, first_start, read_generation);
                 }
             }
-            Err((error, usage)) => {
+            Err((error, usage, _)) => {
                 guard.spent(usage);
                 return end(
                     Ended::new(Outcome::Failed, error).at_the_llm(),
@@ -391,7 +397,7 @@ async fn call(
     guard: &RunGuard,
     input: RunInput,
     lease: Option<&Lease>,
-) -> Result<Usage, (String, Usage)> {
+) -> Result<Usage, (String, Usage, CallEnd)> {
     let (session, op) = (guard.session(), guard.op());
     let progress = Arc::new(Progress::default());
     let _tracked = shared.progress.track(guard.run_id(), progress.clone());
@@ -401,10 +407,11 @@ async fn call(
     let response = match shared.backend.generate(request, &progress).await {
         Ok(response) => response,
         Err(error) => {
+            let end = crowded_or_not(&error.kind);
             if let LlmErrorKind::BadAnswer { answer } = error.kind {
                 shared.store.put_rejected(session, op, answer);
             }
-            return Err((error.message, error.usage));
+            return Err((error.message, error.usage, end));
         }
     };
     let usage = response.usage;
@@ -420,7 +427,7 @@ async fn call(
                     structured::preview(&response.text)
                 );
                 shared.store.put_rejected(session, op, response.text);
-                return Err((error, usage));
+                return Err((error, usage, CallEnd::Other));
             }
         },
     };
@@ -437,7 +444,7 @@ async fn call(
     if let (Some(link), Some(lease)) = (shared.cluster.get(), lease) {
         Box::pin(super::remote::share_result(link, lease, &result))
             .await
-            .map_err(|why| (why, usage))?;
+            .map_err(|why| (why, usage, CallEnd::Other))?;
     }
     let mut write = shared.db.get().is_some().then(|| result.clone());
     // With several instances, results are numbered in the order they are
@@ -461,6 +468,17 @@ async fn call(
         });
     }
     Ok(usage)
+}
+
+/// Whether a failure is one a server gives when it takes fewer calls at
+/// once than it is sent (see `permits.rs`): an empty answer, 429 or 503,
+/// a connection that broke off.
+fn crowded_or_not(kind: &LlmErrorKind) -> CallEnd {
+    match kind {
+        LlmErrorKind::BadAnswer { answer } if answer.trim().is_empty() => CallEnd::Crowded,
+        LlmErrorKind::Refused { status: 429 | 503 } | LlmErrorKind::Unreachable => CallEnd::Crowded,
+        _ => CallEnd::Other,
+    }
 }
 
 /// Labels come from a model: no control characters reach a view.

@@ -123,6 +123,10 @@ pub struct Snapshot {
     pub backend: BackendInfo,
     pub permits_in_use: usize,
     pub permits_cap: usize,
+    /// Calls at once in effect, as learnt from the server (at most the
+    /// cap; see `permits.rs`). 0 from a server that does not say.
+    #[serde(default)]
+    pub permits_limit: usize,
     pub policy: [Policy; OPERATION_COUNT],
     pub op_timeout: Duration,
     pub feeds: Vec<FeedView>,

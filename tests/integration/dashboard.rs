@@ -138,6 +138,7 @@ fn fixture(now: Instant) -> Snapshot {
         },
         permits_in_use: 1,
         permits_cap: 4,
+        permits_limit: 4,
         policy: [Policy::Coalesce; 2],
         op_timeout: Duration::from_secs(300),
         feeds: vec![
@@ -1159,4 +1160,21 @@ fn details_say_a_stale_operation_and_the_key_that_runs_it_again() {
         flat.contains("a new line or `2`"),
         "the mind map's key: {text}"
     );
+}
+
+#[test]
+fn the_header_says_a_limit_learnt_below_the_cap() {
+    let mut snapshot = fixture(now());
+    let text = screen_text(&render(
+        &App::new(Theme::new(false), snapshot.clone()),
+        120,
+        40,
+    ));
+    assert!(
+        text.contains("LLM 1/4") && !text.contains(" of 4"),
+        "{text}"
+    );
+    snapshot.permits_limit = 1;
+    let text = screen_text(&render(&App::new(Theme::new(false), snapshot), 120, 40));
+    assert!(text.contains("LLM 1/1 of 4"), "{text}");
 }

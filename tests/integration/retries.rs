@@ -322,3 +322,84 @@ async fn a_stale_operation_is_said_in_the_api_the_metrics_and_the_status_command
     assert!(line.contains("stale"), "{text}");
     assert!(line.contains("summary stale: 1 line uncovered"), "{text}");
 }
+
+/// Answers one call at a time, as llama.cpp's Python server does: a call
+/// made while another is open gets an empty answer.
+struct OneAtATime {
+    open: AtomicUsize,
+    empty: AtomicUsize,
+}
+
+impl Backend for OneAtATime {
+    fn info(&self) -> BackendInfo {
+        BackendInfo::simulated("one-at-a-time", "m")
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        _: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async move {
+            let crowded = self.open.fetch_add(1, Ordering::SeqCst) > 0;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.open.fetch_sub(1, Ordering::SeqCst);
+            if crowded {
+                self.empty.fetch_add(1, Ordering::SeqCst);
+                return Err(LlmError::new(
+                    LlmErrorKind::BadAnswer {
+                        answer: String::new(),
+                    },
+                    "the answer was empty",
+                ));
+            }
+            let last = request.utterances.last().map_or("", |u| u.text.as_str());
+            Ok(LlmResponse {
+                text: format!("covered up to {last}"),
+                model: "m".into(),
+                usage: Usage::default(),
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_takes_one_call_at_a_time_is_learnt_and_every_session_is_covered() {
+    let backend = Arc::new(OneAtATime {
+        open: AtomicUsize::new(0),
+        empty: AtomicUsize::new(0),
+    });
+    // The defaults: four calls at once, five retries.
+    let config = EngineConfig {
+        automatic_ops: vec![Operation::Summary],
+        ..Default::default()
+    };
+    let engine = Engine::new(config, backend.clone());
+    let mut events = engine.subscribe();
+    let sessions: Vec<String> = (0..6).map(|n| format!("s{n}")).collect();
+    for session in &sessions {
+        engine.ingest(final_line(session, 1, "We ship on Friday."), None);
+    }
+    ends_until(&engine, &mut events, || {
+        sessions.iter().all(|s| {
+            engine
+                .result(&sid(s), Operation::Summary)
+                .is_some_and(|r| r.covered_generation == 1)
+        })
+    })
+    .await;
+    let snapshot = engine.snapshot();
+    assert_eq!((snapshot.permits_limit, snapshot.permits_cap), (1, 4));
+    let empty = backend.empty.load(Ordering::SeqCst);
+    assert!(empty > 0, "the first calls met each other");
+    assert!(
+        empty <= 6,
+        "after the limit fell, no call met another: {empty}"
+    );
+    assert!(
+        snapshot
+            .sessions
+            .iter()
+            .all(|row| !row.ops[Operation::Summary.index()].is_stale(row.transcripts))
+    );
+}

@@ -78,12 +78,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if let Some(format) = backend.structured_output {
         first.push(label_value("maps", format.to_string(), t.base(), t));
     }
-    first.push(label_value(
-        "LLM",
-        format!("{}/{}", s.permits_in_use, s.permits_cap),
-        t.base(),
-        t,
-    ));
+    // Fewer calls at once than the cap, as learnt from the server: said.
+    let (permits, permits_style) = match s.permits_limit {
+        limit if limit > 0 && limit < s.permits_cap => (
+            format!("{}/{limit} of {}", s.permits_in_use, s.permits_cap),
+            t.warning(),
+        ),
+        _ => (format!("{}/{}", s.permits_in_use, s.permits_cap), t.base()),
+    };
+    first.push(label_value("LLM", permits, permits_style, t));
     first.push(label_value(
         "feeds",
         format!("{connected}/{}", s.feeds.len()),
