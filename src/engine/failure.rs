@@ -18,6 +18,11 @@ pub fn short_cause(message: &str) -> String {
     if message.starts_with("cannot reach") {
         return "unreachable".into();
     }
+    if message.contains("closed the connection before answering")
+        || message.starts_with("the answer broke off")
+    {
+        return "dropped".into();
+    }
     if message.starts_with("stopped by the operator") {
         return "cancelled".into();
     }

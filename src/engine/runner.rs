@@ -476,7 +476,9 @@ async fn call(
 fn crowded_or_not(kind: &LlmErrorKind) -> CallEnd {
     match kind {
         LlmErrorKind::BadAnswer { answer } if answer.trim().is_empty() => CallEnd::Crowded,
-        LlmErrorKind::Refused { status: 429 | 503 } | LlmErrorKind::Unreachable => CallEnd::Crowded,
+        LlmErrorKind::Refused { status: 429 | 503 }
+        | LlmErrorKind::Unreachable
+        | LlmErrorKind::Dropped => CallEnd::Crowded,
         _ => CallEnd::Other,
     }
 }

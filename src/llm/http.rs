@@ -4,7 +4,12 @@
 //! Retries happen only before the answer starts streaming, and only for
 //! failures that another try can fix: a refused or timed-out connection,
 //! 429 and 503 (honouring `Retry-After` in seconds). Any other status fails
-//! the run at once with the server's own message.
+//! the run at once with the server's own message. A request whose
+//! connection closed before any byte of the answer (a pooled connection
+//! the server had already closed, or a server that dropped it on reading
+//! the request) is sent once more at once, on another connection; a
+//! second such close fails the call as [`LlmErrorKind::Dropped`], not as
+//! unreachable: the server was there and took the request.
 //!
 //! Nothing a server sends is held without a bound: an answer stops at
 //! [`AnswerLimits::max_answer_bytes`], an error body is read up to
@@ -116,6 +121,7 @@ pub async fn send_with_retries(
     what: &str,
 ) -> Result<Response, LlmError> {
     let mut attempt = 0;
+    let mut resent_after_a_close = false;
     loop {
         let wait = match build().send().await {
             Ok(response) if response.status().is_success() => return Ok(response),
@@ -148,10 +154,27 @@ pub async fn send_with_retries(
                     format!("{what} did not answer in time: {}", error_chain(&e)),
                 ));
             }
-            Err(e) => {
+            Err(e) if e.is_connect() => {
                 return Err(LlmError::new(
                     LlmErrorKind::Unreachable,
                     format!("cannot reach {what}: {}", error_chain(&e)),
+                ));
+            }
+            // Connected, sent, and the connection closed before an answer.
+            Err(e) if !resent_after_a_close => {
+                resent_after_a_close = true;
+                tracing::debug!(
+                    "{what} closed the connection before answering: {e}; sending again"
+                );
+                continue;
+            }
+            Err(e) => {
+                return Err(LlmError::new(
+                    LlmErrorKind::Dropped,
+                    format!(
+                        "{what} closed the connection before answering: {}",
+                        error_chain(&e)
+                    ),
                 ));
             }
         };
@@ -290,7 +313,7 @@ impl Lines {
                 }
                 Some(Err(e)) => {
                     return Err(LlmError::new(
-                        LlmErrorKind::Unreachable,
+                        LlmErrorKind::Dropped,
                         format!("the answer broke off: {}", error_chain(&e)),
                     ));
                 }

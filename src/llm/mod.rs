@@ -103,8 +103,11 @@ pub struct LlmResponse {
 /// What kind of failure a call met; callers branch on it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LlmErrorKind {
-    /// The server could not be reached (connection refused, broke off).
+    /// The server could not be reached (connection refused, no route).
     Unreachable,
+    /// The server took the request, then closed the connection before
+    /// answering, or while it answered.
+    Dropped,
     /// The server did not answer within the HTTP client's time limits.
     TimedOut,
     /// The server answered the request with an error status.

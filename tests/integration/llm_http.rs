@@ -546,10 +546,48 @@ async fn errors_say_their_kind_for_callers_to_branch_on() {
     let error = failing_call(&openai(&refusing, false), Operation::Summary).await;
     assert_eq!(error.kind, LlmErrorKind::Refused { status: 400 }, "{error}");
 
-    // Accepts, then closes without a word: the connection broke off.
+    // Accepts, then closes without a word, twice: the server was there
+    // and dropped the request, which is not "unreachable".
     let closing = scripted::start(Arc::new(|_, _| Vec::new())).await;
     let error = failing_call(&ollama(&closing), Operation::Summary).await;
-    assert_eq!(error.kind, LlmErrorKind::Unreachable, "{error}");
+    assert_eq!(error.kind, LlmErrorKind::Dropped, "{error}");
+    assert!(
+        error
+            .message
+            .contains("closed the connection before answering"),
+        "{error}"
+    );
+    assert_eq!(closing.request_count(), 2, "sent once more, then given up");
+    assert_eq!(inflight::engine::short_cause(&error.message), "dropped");
+
+    // Closed once (a pooled connection gone stale), then answered: the
+    // request is sent again at once and the call succeeds.
+    let once = scripted::start(Arc::new(|n, _| {
+        if n == 0 {
+            Vec::new()
+        } else {
+            vec![
+                head("200 OK", "application/x-ndjson", &[]),
+                send("{\"message\":{\"content\":\"ok\"},\"done\":true}\n"),
+            ]
+        }
+    }))
+    .await;
+    let backend = ollama(&once);
+    let request = inflight::llm::LlmRequest::new(
+        sid("s1"),
+        Operation::Summary,
+        vec![inflight::llm::Utterance {
+            speaker: None,
+            text: "hello".into(),
+        }],
+    );
+    let answer = backend
+        .generate(request, &inflight::llm::Progress::default())
+        .await
+        .expect("the second send is answered");
+    assert_eq!(answer.text, "ok");
+    assert_eq!(once.request_count(), 2);
 
     let stream_error = scripted::start(Arc::new(|_, _| {
         vec![
