@@ -183,6 +183,12 @@ impl Collector for EngineCollector {
         )?;
         counter_family(
             &mut encoder,
+            "nothing_new_runs",
+            "Runs that found nothing said since the result they would update, and made no call",
+            &per_op(&|o| o.nothing_new),
+        )?;
+        counter_family(
+            &mut encoder,
             "run_retries",
             "Runs started again after a failed one left transcripts uncovered",
             &per_op(&|o| o.retries),

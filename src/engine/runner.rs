@@ -268,6 +268,14 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
         );
         let more = input.more;
         read_generation = input.generation;
+        if input.utterances.is_empty() && input.previous.is_some() && first_start.is_none() {
+            // Nothing said since the result it would update (a follow-up
+            // for what another instance or an earlier step covered): no
+            // call to write the same result again.
+            guard.found_nothing_new();
+            guard.mark_covered(input.generation);
+            return end(Ended::ok(), lease, first_start, read_generation);
+        }
         let Some(deadline) = guard.mark_running(input.generation) else {
             return end(stopped(), lease, first_start, read_generation);
         };

@@ -102,6 +102,7 @@ impl ProcessingStateManager {
         usage: Usage,
         latest_generation: Option<&dyn Fn() -> u64>,
         retryable: bool,
+        nothing_new: bool,
     ) -> FinishOutcome {
         let mut events = Vec::with_capacity(3);
         let result = {
@@ -178,6 +179,10 @@ impl ProcessingStateManager {
                     None => unreachable!("the slot was found just above"),
                 }
             };
+            if nothing_new {
+                entry.stats[op.index()].counts.nothing_new += 1;
+                lifetime.nothing_new += 1;
+            }
             record_end(
                 (entry, self.journal(), session),
                 lifetime,

@@ -43,6 +43,8 @@ pub struct RunGuard {
     /// Whether a failure of this run may be retried (a failed LLM call or
     /// a timeout, not a refusal of the engine's own).
     retryable: bool,
+    /// It found nothing new to send and made no call.
+    nothing_new: bool,
 }
 
 impl fmt::Debug for RunGuard {
@@ -73,6 +75,7 @@ impl RunGuard {
             ended: false,
             retry: slot.view.retry,
             retryable: false,
+            nothing_new: false,
         }
     }
 
@@ -85,6 +88,12 @@ impl RunGuard {
     /// manager may retry (see [`super::StateConfig::retries`]).
     pub fn failed_at_the_llm(&mut self) {
         self.retryable = true;
+    }
+
+    /// The run found nothing said since the result it would update: it
+    /// ends `ok` without a call, counted apart.
+    pub fn found_nothing_new(&mut self) {
+        self.nothing_new = true;
     }
 
     pub fn session(&self) -> &SessionId {
@@ -225,6 +234,7 @@ impl RunGuard {
             self.usage,
             Some(latest_generation),
             self.retryable,
+            self.nothing_new,
         )
     }
 }
@@ -240,6 +250,7 @@ impl Drop for RunGuard {
                 Some("the run was dropped before it finished".into()),
                 self.usage,
                 None,
+                false,
                 false,
             );
             debug_assert!(!matches!(outcome, FinishOutcome::FollowUp(_)));

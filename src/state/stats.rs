@@ -69,6 +69,9 @@ pub struct OpCounters {
     /// Runs started again because the one before failed or timed out with
     /// transcripts left uncovered (not counted in `follow_ups`).
     pub retries: u64,
+    /// Runs that found nothing said since the result they would update,
+    /// and so made no call (counted as `ok` too).
+    pub nothing_new: u64,
     /// Tokens the runs cost, in all.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -158,6 +161,7 @@ impl OpCounters {
             skipped: self.skipped + other.skipped,
             follow_ups: self.follow_ups + other.follow_ups,
             retries: self.retries + other.retries,
+            nothing_new: self.nothing_new + other.nothing_new,
             prompt_tokens: self.prompt_tokens + other.prompt_tokens,
             completion_tokens: self.completion_tokens + other.completion_tokens,
             waited: self.waited + other.waited,

@@ -32,6 +32,9 @@ struct Calls {
     /// Every call, in the order they came: when it opened and closed.
     timeline: Vec<Call>,
     started: Instant,
+    /// Prompts whose "What was said since:" was followed by nothing: a
+    /// call paid to write the same result again.
+    with_nothing_new: usize,
 }
 
 impl Default for Calls {
@@ -42,6 +45,7 @@ impl Default for Calls {
             per_key: HashMap::new(),
             timeline: Vec::new(),
             started: Instant::now(),
+            with_nothing_new: 0,
         }
     }
 }
@@ -131,6 +135,10 @@ async fn chat(State(llm): State<Llm>, Json(body): Json<Value>) -> impl IntoRespo
         let now = *n;
         calls.most_at_once = calls.most_at_once.max(now);
         *calls.per_key.entry(key.clone()).or_default() += 1;
+        let prompt = body.to_string();
+        if prompt.contains("What was said since:\\n\\n\\n") {
+            calls.with_nothing_new += 1;
+        }
         let opened_ms = calls.started.elapsed().as_millis();
         calls.timeline.push(Call {
             key: key.clone(),
@@ -384,9 +392,18 @@ fn three_instances_on_one_mirrored_feed_never_run_an_operation_twice_at_once() {
     );
     let total: u64 = here.iter().sum();
     let made: usize = calls.per_key.values().sum();
+    let without_news: u64 = [&a, &b, &c]
+        .iter()
+        .map(|i| metric(&i.api, "inflight_nothing_new_runs_total"))
+        .sum();
     assert_eq!(
-        total as usize, made,
-        "every call counted by the instance that made it"
+        total as usize,
+        made + without_news as usize,
+        "every run counted by the instance that made it: a call, or none for nothing new"
+    );
+    assert_eq!(
+        calls.with_nothing_new, 0,
+        "no call sent a prompt with nothing said since"
     );
     // Every instance stored the results the others made.
     for i in [&a, &b, &c] {

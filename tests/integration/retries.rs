@@ -76,7 +76,14 @@ impl Backend for Flaky {
 }
 
 fn engine(backend: Arc<Flaky>, retries: u32) -> Engine {
+    engine_with(backend, retries, true)
+}
+
+/// `incremental: false` re-reads the session each run, so a run on a
+/// covered session still calls.
+fn engine_with(backend: Arc<Flaky>, retries: u32, incremental: bool) -> Engine {
     let config = EngineConfig {
+        incremental,
         state: StateConfig {
             retries,
             ..Default::default()
@@ -212,7 +219,7 @@ async fn past_its_retries_the_operation_is_stale_until_a_new_line_comes() {
 #[tokio::test(start_paused = true)]
 async fn a_failure_with_nothing_left_to_cover_is_not_retried() {
     let backend = Flaky::new(0);
-    let engine = engine(backend.clone(), 5);
+    let engine = engine_with(backend.clone(), 5, false);
     let mut events = engine.subscribe();
     engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
     ends_until(&engine, &mut events, || {
@@ -402,4 +409,37 @@ async fn a_server_that_takes_one_call_at_a_time_is_learnt_and_every_session_is_c
             .iter()
             .all(|row| !row.ops[Operation::Summary.index()].is_stale(row.transcripts))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_with_nothing_new_to_send_makes_no_call() {
+    let backend = Flaky::new(0);
+    let engine = engine(backend.clone(), 5);
+    let mut events = engine.subscribe();
+    engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
+    ends_until(&engine, &mut events, || {
+        engine.result(&sid("s1"), Operation::Summary).is_some()
+    })
+    .await;
+    assert_eq!(backend.calls.lock().unwrap().len(), 1);
+    // Asked again with nothing said since: it ends ok, with no call.
+    assert!(matches!(
+        engine.request(&sid("s1"), Operation::Summary),
+        Some(TriggerAnswer::Started { .. })
+    ));
+    let ends = ends_until(&engine, &mut events, || true).await;
+    assert_eq!(ends, [Outcome::Ok]);
+    assert_eq!(backend.calls.lock().unwrap().len(), 1, "no call");
+    let row = summary_row(&engine, "s1");
+    assert_eq!((row.counts.ok, row.counts.nothing_new), (2, 1));
+    assert_eq!(row.covered_generation, Some(1));
+    // A new line is sent as usual.
+    engine.ingest(final_line("s1", 2, "And the launch."), None);
+    ends_until(&engine, &mut events, || {
+        engine
+            .result(&sid("s1"), Operation::Summary)
+            .is_some_and(|r| r.covered_generation == 2)
+    })
+    .await;
+    assert_eq!(backend.calls.lock().unwrap().len(), 2);
 }
