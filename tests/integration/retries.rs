@@ -100,6 +100,25 @@ fn summary_row(engine: &Engine, session: &str) -> inflight::engine::OpRow {
     row.ops[Operation::Summary.index()].clone()
 }
 
+/// Session `s1` says one line; waits for its run to fail. The events from
+/// before the line on.
+async fn first_failure(engine: &Engine) -> tokio::sync::broadcast::Receiver<Event> {
+    let mut events = engine.subscribe();
+    engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
+    common::next_matching(&mut events, Duration::from_secs(60), |e| {
+        matches!(
+            e,
+            Event::OpFinished {
+                outcome: Outcome::Failed,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    events
+}
+
 /// The runs' ends, in order, until the engine is idle with `done`.
 async fn ends_until(
     engine: &Engine,
@@ -157,19 +176,7 @@ async fn a_failed_run_is_retried_with_a_doubling_backoff_until_it_covers_the_ses
 async fn while_a_retry_waits_its_slot_is_held_and_new_lines_leave_one_pending() {
     let backend = Flaky::new(1);
     let engine = engine(backend.clone(), 5);
-    let mut events = engine.subscribe();
-    engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
-    common::next_matching(&mut events, Duration::from_secs(60), |e| {
-        matches!(
-            e,
-            Event::OpFinished {
-                outcome: Outcome::Failed,
-                ..
-            }
-        )
-        .then_some(())
-    })
-    .await;
+    let mut events = first_failure(&engine).await;
     // The retry waits its backoff, queued, holding the slot.
     let run = summary_row(&engine, "s1")
         .in_flight
@@ -244,19 +251,7 @@ async fn a_failure_with_nothing_left_to_cover_is_not_retried() {
 async fn a_cancel_ends_a_retry_waiting_for_its_backoff() {
     let backend = Flaky::new(usize::MAX);
     let engine = engine(backend.clone(), 5);
-    let mut events = engine.subscribe();
-    engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
-    common::next_matching(&mut events, Duration::from_secs(60), |e| {
-        matches!(
-            e,
-            Event::OpFinished {
-                outcome: Outcome::Failed,
-                ..
-            }
-        )
-        .then_some(())
-    })
-    .await;
+    let _events = first_failure(&engine).await;
     assert!(engine.cancel(&sid("s1"), Operation::Summary).is_some());
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(engine.is_idle());
