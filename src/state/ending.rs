@@ -137,17 +137,20 @@ impl ProcessingStateManager {
                 outcome,
                 error: error.clone(),
             });
-            let latest = latest_generation.map(|latest| latest());
+            // The session's newest generation is asked for only when a
+            // follow-up or a retry could come of it, and then once.
+            let mut asked = None;
+            let mut latest = || *asked.get_or_insert_with(|| latest_generation.map(|l| l()));
             let wants_follow_up = slot.view.pending
                 && outcome != Outcome::Cancelled
-                && latest.is_some_and(|latest| latest > slot.view.covered_generation.unwrap_or(0));
+                && latest().is_some_and(|l| l > slot.view.covered_generation.unwrap_or(0));
             // A failed call with transcripts left uncovered is run again,
             // up to `retries` runs in a row (this one counted).
             let failures = failures_before + 1;
             let wants_retry = retryable
                 && matches!(outcome, Outcome::Failed | Outcome::TimedOut)
                 && failures <= self.config.retries
-                && latest.is_some_and(|latest| latest > covered);
+                && latest().is_some_and(|l| l > covered);
             let (ended, result) = if wants_follow_up || wants_retry {
                 // Hand the slot straight to the follow-up: no window in which
                 // another request could slip in between.
