@@ -187,7 +187,6 @@ fn ci_runs_the_readmes_test_command() {
         .map(str::trim)
         .expect("the Try it block names the test command");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(root.join(command).is_file(), "{command} exists");
     let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
     assert!(
         ci.lines()

@@ -1,15 +1,32 @@
 //! A real `redis-server` (the Debian package) of the test's own, on a free
-//! loopback port, with persistence off; stopped when dropped. A machine
-//! without it fails the test with one line saying what to install;
-//! `scripts/test.sh` installs it first.
+//! loopback port, with persistence off; stopped when dropped. On a machine
+//! without it, the first test that needs it installs it
+//! (`scripts/test-deps.sh`, once per process, saying so); where that
+//! cannot be done, the test fails with one line saying what to install.
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What a test says when the server is not installed.
-const MISSING: &str = "redis-server is not installed: install Debian's package redis-server \
-                       (apt-get install redis-server), or run scripts/test.sh, which does";
+/// What a test says when the server is not installed and could not be.
+const MISSING: &str = "redis-server is not installed and could not be: install Debian's package \
+                       redis-server (sudo apt-get install redis-server)";
+
+/// Installs redis-server when it is missing, once for the whole test
+/// process (the other tests wait for the first); whether it is there.
+fn installed() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test-deps.sh");
+        // Its own words go to the terminal; no password prompt without one.
+        Command::new("bash")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
+}
 
 pub struct RedisServer {
     child: Child,
@@ -31,6 +48,7 @@ impl RedisServer {
 
     /// A server on `port` (again, after a stop).
     pub fn on(port: u16) -> Self {
+        assert!(installed(), "{MISSING}");
         let child = match Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
