@@ -181,6 +181,7 @@ impl Backend for Sleeper {
                 text,
                 model: "sleeper".into(),
                 usage: Default::default(),
+                truncated: false,
             })
         })
     }

@@ -89,6 +89,7 @@ impl Backend for Timed {
                 text: "ok".into(),
                 model: "timed".into(),
                 usage: Usage::default(),
+                truncated: false,
             })
         })
     }

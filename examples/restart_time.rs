@@ -103,6 +103,7 @@ fn fill(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     prompt_tokens: 300,
                     completion_tokens: 80,
                 },
+                truncated: false,
             });
         }
         // Never let the writer fall behind the channel.

@@ -151,6 +151,8 @@ pub struct ResultJson<T: Serialize> {
     pub covered_generation: u64,
     pub model: String,
     pub processing_time: f64,
+    /// The server cut the answer at the token limit: `value` is its start.
+    pub truncated: bool,
 }
 
 #[derive(Serialize)]
@@ -185,10 +187,11 @@ impl SessionDetailJson {
         let mut summary = None;
         let mut mind_map = None;
         for result in detail.content.results.into_iter().flatten() {
-            let (covered_generation, model, processing_time) = (
+            let (covered_generation, model, processing_time, truncated) = (
                 result.covered_generation,
                 result.model,
                 result.processing_time.as_secs_f64(),
+                result.truncated,
             );
             match result.body {
                 ResultBody::Summary(value) => {
@@ -197,6 +200,7 @@ impl SessionDetailJson {
                         covered_generation,
                         model,
                         processing_time,
+                        truncated,
                     })
                 }
                 ResultBody::MindMap(value) => {
@@ -205,6 +209,7 @@ impl SessionDetailJson {
                         covered_generation,
                         model,
                         processing_time,
+                        truncated,
                     })
                 }
             }

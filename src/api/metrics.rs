@@ -189,6 +189,12 @@ impl Collector for EngineCollector {
         )?;
         counter_family(
             &mut encoder,
+            "truncated_answers",
+            "Answers the LLM server cut at the token limit, kept marked truncated",
+            &per_op(&|o| o.truncated),
+        )?;
+        counter_family(
+            &mut encoder,
             "run_retries",
             "Runs started again after a failed one left transcripts uncovered",
             &per_op(&|o| o.retries),

@@ -80,6 +80,7 @@ pub const KEYS: &[Key] = &[
     key("llm", "api_key_env", "llm_api_key_env", Kind::Text),
     key("llm", "max_tokens", "max_tokens", Kind::Int),
     key("llm", "max_answer_bytes", "max_answer_bytes", Kind::Int),
+    key("llm", "context", "llm_context", Kind::Int),
     key("llm", "concurrency", "llm_concurrency", Kind::Int),
     key("llm", "simulate_latency", "simulate_latency", Kind::Text),
     key("runs", "ops", "ops", Kind::List),

@@ -252,6 +252,13 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), env = "INFLIGHT_MAX_TOKENS")]
     pub max_tokens: u32,
 
+    /// The model server's context window in tokens, for a server that does
+    /// not say (llama.cpp's server, vLLM and Ollama do, and every server
+    /// names it when it refuses a prompt). Given, it wins over what the
+    /// server says until the server refuses a prompt that fits it.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(256..), env = "INFLIGHT_LLM_CONTEXT")]
+    pub llm_context: Option<u32>,
+
     /// An LLM answer longer than this many bytes ends its run as failed.
     #[arg(long, value_name = "BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)), env = "INFLIGHT_MAX_ANSWER_BYTES")]
     pub max_answer_bytes: u64,

@@ -91,6 +91,7 @@ impl EngineArgs {
         crate::llm::http::AnswerLimits {
             max_tokens: self.max_tokens,
             max_answer_bytes: self.max_answer_bytes as usize,
+            context: self.llm_context,
         }
     }
 

@@ -136,6 +136,8 @@ pub enum Write {
         finished_at: SystemTime,
         /// What the call that made it cost.
         usage: Usage,
+        /// The server cut the answer at the token limit.
+        truncated: bool,
     },
     RunAdmitted {
         run_id: RunId,

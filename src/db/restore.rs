@@ -34,6 +34,8 @@ pub struct StoredResult {
     pub model: String,
     pub processing: Duration,
     pub finished_at: SystemTime,
+    /// The server cut the answer at the token limit.
+    pub truncated: bool,
 }
 
 /// One finished run.
@@ -316,7 +318,8 @@ fn fill(
     }
     {
         let mut stmt = conn.prepare(
-            "SELECT session, op, run_id, covered_generation, body, model, processing_ms, finished_at
+            "SELECT session, op, run_id, covered_generation, body, model, processing_ms, finished_at,
+                    truncated
              FROM results WHERE ?1 IS NULL OR session = ?1",
         )?;
         let mut rows = stmt.query([only])?;
@@ -331,6 +334,7 @@ fn fill(
                 model: row.get(5)?,
                 processing: millis(row.get(6)?),
                 finished_at: from_unix(row.get(7)?),
+                truncated: row.get(8)?,
             });
         }
     }

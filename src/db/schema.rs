@@ -10,10 +10,10 @@ use rusqlite::Connection;
 use super::DbError;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Each step takes the file from the version before it to its own.
-const STEPS: [&str; 1] = [
+const STEPS: [&str; 2] = [
     // 1: sessions, their final transcripts, the latest result per
     // operation, every run, and skip counters.
     "
@@ -73,6 +73,8 @@ const STEPS: [&str; 1] = [
         PRIMARY KEY (session, op)
     ) WITHOUT ROWID;
     ",
+    // 2: a result whose answer the server cut at the token limit says so.
+    "ALTER TABLE results ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The file's schema version; fails on a file that is not a database.

@@ -315,12 +315,13 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             processing,
             finished_at,
             usage,
+            truncated,
         } => {
             tx.prepare_cached(
                 "INSERT INTO results
                      (session, op, run_id, covered_generation, body, model, processing_ms, finished_at,
-                      prompt_tokens, completion_tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                      prompt_tokens, completion_tokens, truncated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (session, op) DO UPDATE SET
                      run_id = excluded.run_id,
                      covered_generation = excluded.covered_generation,
@@ -329,7 +330,8 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                      processing_ms = excluded.processing_ms,
                      finished_at = excluded.finished_at,
                      prompt_tokens = excluded.prompt_tokens,
-                     completion_tokens = excluded.completion_tokens
+                     completion_tokens = excluded.completion_tokens,
+                     truncated = excluded.truncated
                  WHERE excluded.run_id > results.run_id
                     OR (excluded.run_id = results.run_id
                         AND excluded.covered_generation > results.covered_generation)",
@@ -344,7 +346,8 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                 processing.as_millis() as i64,
                 unix(*finished_at),
                 usage.prompt_tokens as i64,
-                usage.completion_tokens as i64
+                usage.completion_tokens as i64,
+                *truncated
             ])?;
         }
         Write::RunAdmitted {

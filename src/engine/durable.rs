@@ -171,6 +171,7 @@ pub(super) fn write_result(
         processing: result.processing_time,
         finished_at: result.finished_at,
         usage,
+        truncated: result.truncated,
     });
 }
 

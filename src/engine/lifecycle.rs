@@ -82,6 +82,8 @@ impl Engine {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {
+                    let slots = self.shared.backend.info().slots;
+                    self.shared.permits.server_slots(slots.map(|n| n as usize));
                     self.end_idle();
                     self.forget_ended(self.shared.config.sessions.forget_after);
                 }

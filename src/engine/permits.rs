@@ -19,7 +19,9 @@
 //! calls). A call that fails that way while others were in flight halves
 //! the limit in effect (down to one); [`RAISE_AFTER`] successes in a row
 //! raise it by one again, up to the cap. Lowering never cuts a call short:
-//! permits over the new limit retire as their calls end.
+//! permits over the new limit retire as their calls end. A server that
+//! says how many calls it takes at once (llama.cpp's `total_slots`) lowers
+//! the cap to that for as long as it says so.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,6 +35,8 @@ pub const RAISE_AFTER: u32 = 20;
 #[derive(Debug)]
 struct Inner {
     capacity: usize,
+    /// Calls the server says it takes at once, when it says.
+    server_slots: Option<usize>,
     /// Calls at once in effect: the capacity, or less as learnt.
     limit: usize,
     /// Calls that succeeded since the limit last changed or a call failed.
@@ -73,11 +77,20 @@ pub enum CallEnd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+impl Inner {
+    /// The most calls at once: the cap, or the server's slots when fewer.
+    fn ceiling(&self) -> usize {
+        self.server_slots
+            .map_or(self.capacity, |slots| slots.min(self.capacity))
+    }
+}
+
 impl Permits {
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 capacity: capacity.max(1),
+                server_slots: None,
                 limit: capacity.max(1),
                 successes: 0,
                 out: 0,
@@ -141,7 +154,7 @@ impl Permits {
         match end {
             CallEnd::Ok => {
                 inner.successes += 1;
-                if inner.successes >= RAISE_AFTER && inner.limit < inner.capacity {
+                if inner.successes >= RAISE_AFTER && inner.limit < inner.ceiling() {
                     inner.limit += 1;
                     inner.successes = 0;
                     // The new room goes to the best waiter at once.
@@ -184,6 +197,33 @@ impl Permits {
 
     pub fn capacity(&self) -> usize {
         self.lock().capacity
+    }
+
+    /// What the server says of its slots now (`None`: it says nothing).
+    /// Fewer than the limit lower it at once; more let it grow back, as
+    /// successes raise it.
+    pub fn server_slots(&self, slots: Option<usize>) {
+        let mut inner = self.lock();
+        let slots = slots.filter(|n| *n > 0);
+        if inner.server_slots == slots {
+            return;
+        }
+        inner.server_slots = slots;
+        let ceiling = inner.ceiling();
+        if inner.limit > ceiling {
+            inner.limit = ceiling;
+            drop(inner);
+            tracing::info!(
+                limit = ceiling,
+                "the LLM server takes {ceiling} call(s) at once; no more are sent together"
+            );
+        } else if inner.limit < ceiling && slots.is_some() {
+            // The server said how many it takes: no need to learn it.
+            inner.limit = ceiling;
+            while inner.out < inner.limit && !inner.waiting.is_empty() {
+                self.hand_on(&mut inner, true);
+            }
+        }
     }
 
     /// Refuses every waiter and every later acquire.
@@ -389,6 +429,34 @@ mod tests {
             permits.learn(&alone, CallEnd::Ok);
         }
         assert_eq!(permits.limit(), 4, "up to the cap, no further");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_names_its_slots_caps_the_calls_at_once() {
+        let permits = Permits::new(4);
+        permits.server_slots(Some(1));
+        assert_eq!(permits.limit(), 1);
+        let only = permits.acquire(0).await.unwrap();
+        let mut second = Box::pin(permits.acquire(1));
+        let mut third = Box::pin(permits.acquire(2));
+        assert!(poll_once(second.as_mut()).is_pending());
+        // Successes do not raise it past what the server says.
+        for _ in 0..RAISE_AFTER * 3 {
+            permits.learn(&only, CallEnd::Ok);
+        }
+        assert_eq!(permits.limit(), 1);
+        // The server now says three (restarted with more slots): both
+        // waiters are served at once, without learning it call by call.
+        permits.server_slots(Some(3));
+        assert_eq!(permits.limit(), 3);
+        assert!(matches!(poll_once(second.as_mut()), Poll::Ready(Ok(_))));
+        assert!(matches!(poll_once(third.as_mut()), Poll::Ready(Ok(_))));
+        // More slots than the cap: the cap holds.
+        permits.server_slots(Some(16));
+        assert_eq!(permits.limit(), 4);
+        // Saying nothing again leaves what was learnt.
+        permits.server_slots(None);
+        assert_eq!(permits.limit(), 4);
     }
 
     #[tokio::test]

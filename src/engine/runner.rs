@@ -13,6 +13,12 @@
 //! the same task runs it, no sooner than `--min-interval` after the
 //! previous run's first call started.
 //!
+//! A step whose prompt does not fit the server's context window (the
+//! server refused it, or the backend counted it and did not send it) is
+//! asked again at once with a third less transcript, up to
+//! [`MAX_SHRINKS`] times; the backend keeps what it learnt of the window,
+//! so later runs are sized right from the start.
+//!
 //! With several instances (`--redis`), a run takes its cluster lease once
 //! it has a permit, before its first call, and keeps it through its steps;
 //! one that finds the lease held follows the holder's run instead (see
@@ -32,6 +38,10 @@ use crate::events::{Event, Outcome};
 use crate::llm::{LlmErrorKind, LlmRequest, Progress, Usage, mind_map, prompts, structured};
 use crate::model::Operation;
 use crate::state::{FinishOutcome, RunGuard};
+
+/// Times a step is asked again with less transcript after its prompt did
+/// not fit the context window.
+pub const MAX_SHRINKS: u32 = 4;
 
 /// Starts the run on its own task.
 pub(super) fn spawn(shared: Arc<Shared>, guard: RunGuard) {
@@ -60,6 +70,9 @@ async fn run_until_settled(shared: Arc<Shared>, mut guard: RunGuard) {
                         return;
                     }
                     back_off(&shared, &guard, attempt).await;
+                    if let Some(wait) = ended.retry_after {
+                        retry_after(&shared, &guard, wait).await;
+                    }
                 } else if let Some(started) = ended.first_start {
                     keep_min_interval(&shared, &guard, started).await;
                 }
@@ -130,6 +143,27 @@ async fn back_off(shared: &Shared, guard: &RunGuard, attempt: u32) {
     }
 }
 
+/// The server asked, on its last refusal, to be left alone longer than the
+/// backoff waited: the rest of that wait, at most
+/// [`super::MAX_RETRY_BACKOFF`] in all.
+async fn retry_after(shared: &Shared, guard: &RunGuard, asked: std::time::Duration) {
+    let waited = shared.config.retry_backoff;
+    let rest = asked.min(super::MAX_RETRY_BACKOFF).saturating_sub(waited);
+    if rest.is_zero() {
+        return;
+    }
+    tracing::info!(
+        session_id = %guard.session(),
+        op = %guard.op(),
+        wait_ms = rest.as_millis() as u64,
+        "the LLM server asked to be left alone (Retry-After); waiting"
+    );
+    tokio::select! {
+        _ = guard.cancel_token().cancelled() => {}
+        _ = tokio::time::sleep(rest) => {}
+    }
+}
+
 /// `first` doubled for each retry after the first, at most
 /// [`super::MAX_RETRY_BACKOFF`], plus up to a quarter of it (`jitter` in
 /// 0..1).
@@ -151,6 +185,8 @@ struct Ended {
     lease: Option<Box<LeaseKeeper>>,
     /// It failed at its LLM call or timed out: a failure worth a retry.
     at_the_llm: bool,
+    /// The server's `Retry-After` on the call that failed.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Ended {
@@ -162,6 +198,7 @@ impl Ended {
             read_generation: 0,
             lease: None,
             at_the_llm: false,
+            retry_after: None,
         }
     }
 
@@ -173,6 +210,7 @@ impl Ended {
             read_generation: 0,
             lease: None,
             at_the_llm: false,
+            retry_after: None,
         }
     }
 
@@ -194,6 +232,9 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
     let mut first_start = None;
     let mut read_generation = 0;
     let mut takeover = false;
+    // Transcript characters a step may read, once a prompt did not fit.
+    let mut shrunk: Option<usize> = None;
+    let mut shrinks = 0;
     let end = |ended: Ended, lease: Option<Box<LeaseKeeper>>, first_start, read_generation| Ended {
         first_start,
         read_generation,
@@ -264,9 +305,16 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
             &session,
             op,
             shared.config.incremental,
-            prompts::MAX_TRANSCRIPT_CHARS,
+            shrunk.unwrap_or(prompts::MAX_TRANSCRIPT_CHARS),
+            shared.backend.prompt_room(op),
         );
         let more = input.more;
+        let lines_read = input.utterances.len();
+        let chars_read: usize = input
+            .utterances
+            .iter()
+            .map(|u| prompts::line_chars(u.speaker.as_deref(), &u.text))
+            .sum();
         read_generation = input.generation;
         if input.utterances.is_empty() && input.previous.is_some() && first_start.is_none() {
             // Nothing said since the result it would update (a follow-up
@@ -296,13 +344,17 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
         };
         let call_end = match &step {
             Ok(_) => CallEnd::Ok,
-            Err((_, _, end)) => *end,
+            Err(failed) => failed.end,
         };
         shared.permits.learn(&permit, call_end);
         drop(permit);
         match step {
-            Ok(usage) => {
+            Ok((usage, truncated)) => {
                 guard.spent(usage);
+                guard.kept_step(read_generation);
+                if truncated {
+                    guard.answer_truncated();
+                }
                 if !more {
                     return end(Ended::ok(), lease, first_start, read_generation);
                 }
@@ -310,14 +362,27 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
                     return end(stopped(), lease, first_start, read_generation);
                 }
             }
-            Err((error, usage, _)) => {
-                guard.spent(usage);
-                return end(
-                    Ended::new(Outcome::Failed, error).at_the_llm(),
-                    lease,
-                    first_start,
-                    read_generation,
+            Err(failed) if failed.too_long && lines_read > 1 && shrinks < MAX_SHRINKS => {
+                guard.spent(failed.usage);
+                shrinks += 1;
+                shrunk = Some(chars_read * 2 / 3);
+                tracing::info!(
+                    session_id = %session,
+                    op = %op,
+                    run_id = guard.run_id(),
+                    lines = lines_read,
+                    "the prompt did not fit the LLM server's context window ({}); asking again with less transcript",
+                    failed.message
                 );
+                if !guard.mark_waiting() {
+                    return end(stopped(), lease, first_start, read_generation);
+                }
+            }
+            Err(failed) => {
+                guard.spent(failed.usage);
+                let mut ended = Ended::new(Outcome::Failed, failed.message).at_the_llm();
+                ended.retry_after = failed.retry_after;
+                return end(ended, lease, first_start, read_generation);
             }
         }
     }
@@ -370,6 +435,7 @@ fn lease_lost(
         read_generation,
         lease,
         at_the_llm: false,
+        retry_after: None,
     }
 }
 
@@ -394,6 +460,30 @@ fn followed_end(shared: &Shared, guard: &RunGuard, remote: RemoteEnd) -> Ended {
         read_generation: covered,
         lease: None,
         at_the_llm: false,
+        retry_after: None,
+    }
+}
+
+/// A call that failed: why, what it cost, and what the permits and the run
+/// learn from it.
+struct CallFailed {
+    message: String,
+    usage: Usage,
+    end: CallEnd,
+    /// The prompt did not fit the server's context window.
+    too_long: bool,
+    retry_after: Option<std::time::Duration>,
+}
+
+impl CallFailed {
+    fn other(message: String, usage: Usage) -> Self {
+        Self {
+            message,
+            usage,
+            end: CallEnd::Other,
+            too_long: false,
+            retry_after: None,
+        }
     }
 }
 
@@ -405,7 +495,7 @@ async fn call(
     guard: &RunGuard,
     input: RunInput,
     lease: Option<&Lease>,
-) -> Result<Usage, (String, Usage, CallEnd)> {
+) -> Result<(Usage, bool), CallFailed> {
     let (session, op) = (guard.session(), guard.op());
     let progress = Arc::new(Progress::default());
     let _tracked = shared.progress.track(guard.run_id(), progress.clone());
@@ -416,13 +506,28 @@ async fn call(
         Ok(response) => response,
         Err(error) => {
             let end = crowded_or_not(&error.kind);
+            let too_long = matches!(error.kind, LlmErrorKind::ContextExceeded { .. });
             if let LlmErrorKind::BadAnswer { answer } = error.kind {
                 shared.store.put_rejected(session, op, answer);
             }
-            return Err((error.message, error.usage, end));
+            return Err(CallFailed {
+                end,
+                too_long,
+                retry_after: error.retry_after,
+                ..CallFailed::other(error.message, error.usage)
+            });
         }
     };
     let usage = response.usage;
+    let truncated = response.truncated;
+    if truncated {
+        tracing::warn!(
+            session_id = %session,
+            op = %op,
+            run_id = guard.run_id(),
+            "the LLM server cut the answer at the token limit; the result is kept, marked truncated"
+        );
+    }
     let body = match op {
         Operation::Summary => {
             ResultBody::Summary(crate::text::strip_controls_keep_lines(&response.text).into_owned())
@@ -435,7 +540,7 @@ async fn call(
                     structured::preview(&response.text)
                 );
                 shared.store.put_rejected(session, op, response.text);
-                return Err((error, usage, CallEnd::Other));
+                return Err(CallFailed::other(error, usage));
             }
         },
     };
@@ -448,11 +553,12 @@ async fn call(
         model: response.model,
         processing_time: started.elapsed(),
         finished_at: SystemTime::now(),
+        truncated: response.truncated,
     });
     if let (Some(link), Some(lease)) = (shared.cluster.get(), lease) {
         Box::pin(super::remote::share_result(link, lease, &result))
             .await
-            .map_err(|why| (why, usage, CallEnd::Other))?;
+            .map_err(|why| CallFailed::other(why, usage))?;
     }
     let mut write = shared.db.get().is_some().then(|| result.clone());
     // With several instances, results are numbered in the order they are
@@ -475,7 +581,7 @@ async fn call(
             covered_generation: input.generation,
         });
     }
-    Ok(usage)
+    Ok((usage, truncated))
 }
 
 /// Whether a failure is one a server gives when it takes fewer calls at

@@ -79,6 +79,7 @@ impl Backend for BuiltinBackend {
                 text,
                 model: "builtin".into(),
                 usage,
+                truncated: false,
             })
         })
     }

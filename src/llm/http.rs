@@ -3,8 +3,11 @@
 //!
 //! Retries happen only before the answer starts streaming, and only for
 //! failures that another try can fix: a refused or timed-out connection,
-//! 429 and 503 (honouring `Retry-After` in seconds). Any other status fails
-//! the run at once with the server's own message. A request whose
+//! 429 and 503 (honouring `Retry-After`, in seconds or as an HTTP date, up
+//! to [`MAX_RETRY_AFTER`]; a longer wait is left to the run's own retry,
+//! which the error carries it to). Any other status fails the run at once
+//! with the server's own message; a context-length refusal, in any
+//! server's words, is [`LlmErrorKind::ContextExceeded`]. A request whose
 //! connection closed before any byte of the answer (a pooled connection
 //! the server had already closed, or a server that dropped it on reading
 //! the request) is sent once more at once, on another connection; a
@@ -50,6 +53,9 @@ pub struct AnswerLimits {
     pub max_tokens: u32,
     /// An answer longer than this ends the run as failed.
     pub max_answer_bytes: usize,
+    /// The context window in tokens, from `--llm-context`: what the server
+    /// says of its own is then not asked.
+    pub context: Option<u32>,
 }
 
 impl Default for AnswerLimits {
@@ -57,6 +63,7 @@ impl Default for AnswerLimits {
         Self {
             max_tokens: 1024,
             max_answer_bytes: 256 * 1024,
+            context: None,
         }
     }
 }
@@ -85,7 +92,7 @@ pub fn server_message(raw: &str) -> String {
 }
 
 /// Up to `max` bytes of a body; the rest is never read.
-async fn read_capped(response: Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
+pub(crate) async fn read_capped(response: Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -127,19 +134,32 @@ pub async fn send_with_retries(
             Ok(response) if response.status().is_success() => return Ok(response),
             Ok(response) => {
                 let status = response.status();
-                let retry_after = retry_after(&response);
+                let retry_after = retry_after(&response, std::time::SystemTime::now());
                 let body = read_error_body(response).await;
+                if let Some(refusal) = body.refusal {
+                    return Err(LlmError::new(
+                        LlmErrorKind::ContextExceeded {
+                            window: refusal.window,
+                            requested: refusal.requested,
+                        },
+                        format!("{what} answered {status}: {}", body.message),
+                    ));
+                }
                 let retryable = matches!(
                     status,
                     StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
                 );
-                if !retryable || attempt >= MAX_RETRIES {
-                    return Err(LlmError::new(
-                        LlmErrorKind::Refused {
-                            status: status.as_u16(),
-                        },
-                        format!("{what} answered {status}: {body}"),
-                    ));
+                let too_long = retry_after.is_some_and(|wait| wait > MAX_RETRY_AFTER);
+                if !retryable || attempt >= MAX_RETRIES || too_long {
+                    return Err(LlmError {
+                        retry_after: retry_after.filter(|_| retryable),
+                        ..LlmError::new(
+                            LlmErrorKind::Refused {
+                                status: status.as_u16(),
+                            },
+                            format!("{what} answered {status}: {}", body.message),
+                        )
+                    });
                 }
                 tracing::debug!(attempt, %status, "{what} is busy; retrying");
                 retry_after.unwrap_or_else(|| backoff(attempt))
@@ -187,45 +207,109 @@ fn backoff(attempt: u32) -> Duration {
     FIRST_BACKOFF * 2u32.pow(attempt.min(6))
 }
 
-fn retry_after(response: &Response) -> Option<Duration> {
-    let seconds: u64 = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+fn retry_after(response: &Response, now: std::time::SystemTime) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    parse_retry_after(value.to_str().ok()?, now)
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (a date already past
+/// asks for no wait).
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// An error answer: the server's message, and what it says of the context
+/// window when it is a context-length refusal.
+struct ErrorBody {
+    message: String,
+    refusal: Option<super::context::Refusal>,
 }
 
 /// The server's error message: `error` or `error.message` of a JSON body, or
 /// the start of the body as text. Reads at most [`MAX_ERROR_BODY_BYTES`].
-async fn read_error_body(response: Response) -> String {
+async fn read_error_body(response: Response) -> ErrorBody {
     let text = match read_capped(response, MAX_ERROR_BODY_BYTES).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) => return format!("(unreadable body: {e})"),
+        Err(e) => {
+            return ErrorBody {
+                message: format!("(unreadable body: {e})"),
+                refusal: None,
+            };
+        }
     };
-    let from_json = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| {
-            let error = v.get("error")?;
-            error
-                .as_str()
-                .or_else(|| error.get("message").and_then(|m| m.as_str()))
-                .map(str::to_string)
-        });
-    server_message(&from_json.unwrap_or(text))
+    let json = serde_json::from_str::<serde_json::Value>(&text).ok();
+    let error = json.as_ref().and_then(|v| v.get("error"));
+    let from_json = error.and_then(|error| {
+        error
+            .as_str()
+            .or_else(|| error.get("message").and_then(|m| m.as_str()))
+            .map(str::to_string)
+    });
+    let message = from_json.unwrap_or(text);
+    ErrorBody {
+        refusal: error
+            .and_then(refusal_in_json)
+            .or_else(|| super::context::parse_refusal(&message)),
+        message: server_message(&message),
+    }
+}
+
+/// llama.cpp's server names its refusal by type and gives the numbers as
+/// fields: `{"type": "exceed_context_size_error", "n_ctx": 2048,
+/// "n_prompt_tokens": 3000}`.
+fn refusal_in_json(error: &serde_json::Value) -> Option<super::context::Refusal> {
+    let kind = error.get("type").and_then(|t| t.as_str())?;
+    let code = error
+        .get("code")
+        .and_then(|c| c.as_str())
+        .unwrap_or_default();
+    if kind != "exceed_context_size_error" && code != "context_length_exceeded" {
+        return None;
+    }
+    let number = |field: &str| {
+        error
+            .get(field)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let message = error
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    let from_text = super::context::parse_refusal(message).unwrap_or_default();
+    Some(super::context::Refusal {
+        window: number("n_ctx").or(from_text.window),
+        requested: number("n_prompt_tokens").or(from_text.requested),
+    })
 }
 
 /// The model names a server lists: `answer[list][*][field]` of the JSON
 /// answer to `request`. Errors name the server as `who` at `base`.
 pub async fn model_names(
     request: reqwest::RequestBuilder,
-    (who, base): (&str, &str),
+    server: (&str, &str),
     list: &str,
     field: &str,
 ) -> Result<Vec<String>, String> {
+    Ok(model_list(request, server, list)
+        .await?
+        .iter()
+        .filter_map(|m| m.get(field).and_then(serde_json::Value::as_str))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The entries of a server's model list: `answer[list][*]`.
+pub async fn model_list(
+    request: reqwest::RequestBuilder,
+    (who, base): (&str, &str),
+    list: &str,
+) -> Result<Vec<serde_json::Value>, String> {
     let server = format!("{who} at {base}");
     let response = request
         .timeout(MODEL_LIST_TIMEOUT)
@@ -241,19 +325,12 @@ pub async fn model_names(
     let body = read_capped(response, MAX_MODEL_LIST_BYTES)
         .await
         .map_err(|e| format!("{server} sent an unreadable model list: {e}"))?;
-    let answer: serde_json::Value = serde_json::from_slice(&body)
+    let mut answer: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("{server} sent an unreadable model list: {e}"))?;
-    Ok(answer
-        .get(list)
-        .and_then(serde_json::Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|m| m.get(field).and_then(serde_json::Value::as_str))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(match answer.get_mut(list).map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(items)) => items,
+        _ => Vec::new(),
+    })
 }
 
 /// The error and its causes, `: `-joined (reqwest hides the useful part).
@@ -273,6 +350,7 @@ pub struct Lines {
     stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: Vec<u8>,
     done: bool,
+    received: bool,
 }
 
 impl Lines {
@@ -281,7 +359,13 @@ impl Lines {
             stream: response.bytes_stream().boxed(),
             buffer: Vec::new(),
             done: false,
+            received: false,
         }
+    }
+
+    /// Whether any byte of the body has arrived.
+    pub fn received(&self) -> bool {
+        self.received
     }
 
     /// The next line; `Ok(None)` at the end of the body.
@@ -304,6 +388,7 @@ impl Lines {
             }
             match self.stream.next().await {
                 Some(Ok(chunk)) => {
+                    self.received |= !chunk.is_empty();
                     self.buffer.extend_from_slice(&chunk);
                     if self.buffer.len() > MAX_LINE_BYTES && !self.buffer.contains(&b'\n') {
                         return Err(LlmError::other(format!(
@@ -320,5 +405,25 @@ impl Lines {
                 None => self.done = true,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -9,6 +9,7 @@
 //! backend only has to be cancel-safe (dropping its future stops the work).
 
 pub mod builtin;
+pub mod context;
 pub mod http;
 pub mod mind_map;
 pub mod ollama;
@@ -16,6 +17,7 @@ pub mod openai;
 pub mod probe;
 pub mod prompts;
 pub(crate) mod structured;
+pub mod tokenize;
 
 use std::fmt;
 use std::future::Future;
@@ -98,6 +100,10 @@ pub struct LlmResponse {
     pub text: String,
     pub model: String,
     pub usage: Usage,
+    /// The server stopped the answer at the token limit
+    /// (`finish_reason: "length"`, Ollama's `done_reason: "length"`): the
+    /// text is cut short.
+    pub truncated: bool,
 }
 
 /// What kind of failure a call met; callers branch on it.
@@ -112,6 +118,14 @@ pub enum LlmErrorKind {
     TimedOut,
     /// The server answered the request with an error status.
     Refused { status: u16 },
+    /// The prompt and its answer do not fit the server's context window:
+    /// the server said so, or the prompt was counted before it was sent
+    /// (and then not sent). The window and the tokens asked for, where
+    /// known.
+    ContextExceeded {
+        window: Option<u32>,
+        requested: Option<u32>,
+    },
     /// The server answered, but the answer cannot be used (empty, not the
     /// asked-for shape, too long). `answer` is what it sent.
     BadAnswer { answer: String },
@@ -127,6 +141,9 @@ pub struct LlmError {
     pub message: String,
     /// Tokens the failed call still cost, when the server said.
     pub usage: Usage,
+    /// How long the server asked to be left alone (`Retry-After` on its
+    /// last refusal), when it did.
+    pub retry_after: Option<Duration>,
 }
 
 impl LlmError {
@@ -135,6 +152,7 @@ impl LlmError {
             kind,
             message: message.into(),
             usage: Usage::default(),
+            retry_after: None,
         }
     }
 
@@ -172,6 +190,12 @@ pub struct BackendInfo {
     /// `json_object` or `plain` (see `structured.rs`); `None` for a backend
     /// that makes its own.
     pub structured_output: Option<&'static str>,
+    /// The server's context window in tokens and where it was learnt;
+    /// `None` while unknown (prompts then carry at most
+    /// `prompts::MAX_TRANSCRIPT_CHARS` of transcript).
+    pub context: Option<context::ContextInfo>,
+    /// Calls the server says it takes at once (llama.cpp's `total_slots`).
+    pub slots: Option<u32>,
 }
 
 impl<'de> serde::Deserialize<'de> for BackendInfo {
@@ -184,6 +208,10 @@ impl<'de> serde::Deserialize<'de> for BackendInfo {
             simulated: bool,
             reachable: bool,
             structured_output: Option<String>,
+            #[serde(default)]
+            context: Option<context::ContextInfo>,
+            #[serde(default)]
+            slots: Option<u32>,
         }
         let wire = Wire::deserialize(d)?;
         Ok(Self {
@@ -195,6 +223,8 @@ impl<'de> serde::Deserialize<'de> for BackendInfo {
                 .structured_output
                 .and_then(|name| structured::Rung::from_name(&name))
                 .map(structured::Rung::name),
+            context: wire.context,
+            slots: wire.slots,
         })
     }
 }
@@ -208,6 +238,8 @@ impl BackendInfo {
             simulated: true,
             reachable: true,
             structured_output: None,
+            context: None,
+            slots: None,
         }
     }
 }
@@ -221,6 +253,15 @@ pub trait Backend: Send + Sync {
         request: LlmRequest,
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>>;
+
+    /// Characters of previous result and transcript one prompt of `op` may
+    /// carry in all, so that it and its answer fit the server's context
+    /// window; `None` while the window is unknown (or for a backend without
+    /// one).
+    fn prompt_room(&self, op: Operation) -> Option<usize> {
+        let _ = op;
+        None
+    }
 
     /// Checks that the server is up and has the model; updates what
     /// [`Backend::info`] says about reachability. The builtin backend is

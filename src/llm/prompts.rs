@@ -86,6 +86,29 @@ pub fn transcript_text(utterances: &[Utterance]) -> String {
     utterances.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
+/// A previous result cut to at most `max_chars`, for a small context
+/// window: a summary keeps its end (the newest part, as the prompt already
+/// does past [`MAX_PREVIOUS_CHARS`]), a mind map's outline its first lines
+/// (the root and the first branches).
+pub fn cut_previous(op: Operation, text: String, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text;
+    }
+    match op {
+        Operation::Summary => last_chars(&text, max_chars).to_string(),
+        Operation::MindMap => {
+            let mut used = 0;
+            text.lines()
+                .take_while(|line| {
+                    used += line.chars().count() + 1;
+                    used <= max_chars
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+}
+
 fn last_chars(text: &str, n: usize) -> &str {
     let count = text.chars().count();
     if count <= n {
@@ -96,6 +119,27 @@ fn last_chars(text: &str, n: usize) -> &str {
 }
 
 impl Prompts {
+    /// Characters a prompt of `op` takes besides its previous result and
+    /// transcript: the system prompt and the longer of its templates.
+    pub fn fixed_chars(&self, op: Operation) -> usize {
+        let (system, templates) = match op {
+            Operation::Summary => (
+                &self.summary_system,
+                [&self.summary_full, &self.summary_incremental],
+            ),
+            Operation::MindMap => (
+                &self.mind_map_system,
+                [&self.mind_map, &self.mind_map_incremental],
+            ),
+        };
+        system.chars().count()
+            + templates
+                .iter()
+                .map(|t| t.chars().count())
+                .max()
+                .unwrap_or(0)
+    }
+
     /// The chat messages for a request: system, user, and for a repair
     /// the answer that could not be used and the repair prompt.
     pub fn messages(&self, request: &LlmRequest) -> Vec<ChatMessage> {

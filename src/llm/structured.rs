@@ -237,6 +237,7 @@ where
                 answer: second.text,
             },
             usage: spent,
+            retry_after: None,
         }),
     }
 }
@@ -305,6 +306,7 @@ mod tests {
                 prompt_tokens: 10,
                 completion_tokens: 1,
             },
+            truncated: false,
         })
     }
 

@@ -101,9 +101,14 @@ impl ProcessingStateManager {
         error: Option<String>,
         usage: Usage,
         latest_generation: Option<&dyn Fn() -> u64>,
-        retryable: bool,
-        nothing_new: bool,
+        notes: super::guard::RunNotes,
     ) -> FinishOutcome {
+        let super::guard::RunNotes {
+            retryable,
+            nothing_new,
+            truncated,
+            kept,
+        } = notes;
         let mut events = Vec::with_capacity(3);
         let result = {
             let mut tables = self.lock();
@@ -117,11 +122,18 @@ impl ProcessingStateManager {
                 return FinishOutcome::Stale;
             };
             let (failures_before, covered) = {
-                let stats = &entry.stats[op.index()];
-                (
-                    stats.consecutive_failures,
-                    stats.covered_generation.unwrap_or(0),
-                )
+                let stats = &mut entry.stats[op.index()];
+                let before = stats.covered_generation.unwrap_or(0);
+                // Steps kept before a failure count as covered, and a run
+                // that got further than the last is no failure in a row.
+                match kept {
+                    Some(kept) if kept > before || stats.covered_generation.is_none() => {
+                        stats.covered_generation = Some(kept.max(before));
+                        stats.consecutive_failures = 0;
+                        (0, kept.max(before))
+                    }
+                    _ => (stats.consecutive_failures, before),
+                }
             };
             let Some(slot) = entry.slot_mut(op).filter(|slot| slot.view.run_id == run_id) else {
                 return FinishOutcome::Stale;
@@ -186,6 +198,8 @@ impl ProcessingStateManager {
                 entry.stats[op.index()].counts.nothing_new += 1;
                 lifetime.nothing_new += 1;
             }
+            entry.stats[op.index()].counts.truncated += u64::from(truncated);
+            lifetime.truncated += u64::from(truncated);
             record_end(
                 (entry, self.journal(), session),
                 lifetime,

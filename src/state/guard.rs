@@ -40,11 +40,23 @@ pub struct RunGuard {
     ended: bool,
     /// For a retry: which one (1 for the first).
     retry: Option<u32>,
+    notes: RunNotes,
+}
+
+/// What a run noted on its way, recorded when it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunNotes {
     /// Whether a failure of this run may be retried (a failed LLM call or
     /// a timeout, not a refusal of the engine's own).
-    retryable: bool,
+    pub retryable: bool,
     /// It found nothing new to send and made no call.
-    nothing_new: bool,
+    pub nothing_new: bool,
+    /// Answers of its calls that the server cut at the token limit.
+    pub truncated: u32,
+    /// The newest generation a result of one of its steps covers: kept
+    /// however the run ends (a backlog's later step may fail after earlier
+    /// ones were stored).
+    pub kept: Option<u64>,
 }
 
 impl fmt::Debug for RunGuard {
@@ -74,8 +86,7 @@ impl RunGuard {
             usage: Default::default(),
             ended: false,
             retry: slot.view.retry,
-            retryable: false,
-            nothing_new: false,
+            notes: RunNotes::default(),
         }
     }
 
@@ -87,13 +98,24 @@ impl RunGuard {
     /// The run's failure came from its LLM call (or its deadline): one the
     /// manager may retry (see [`super::StateConfig::retries`]).
     pub fn failed_at_the_llm(&mut self) {
-        self.retryable = true;
+        self.notes.retryable = true;
+    }
+
+    /// A call's answer was cut at the token limit (its result is kept,
+    /// marked truncated): counted apart.
+    pub fn answer_truncated(&mut self) {
+        self.notes.truncated += 1;
+    }
+
+    /// A step's result, covering `generation`, was stored.
+    pub fn kept_step(&mut self, generation: u64) {
+        self.notes.kept = Some(self.notes.kept.map_or(generation, |g| g.max(generation)));
     }
 
     /// The run found nothing said since the result it would update: it
     /// ends `ok` without a call, counted apart.
     pub fn found_nothing_new(&mut self) {
-        self.nothing_new = true;
+        self.notes.nothing_new = true;
     }
 
     pub fn session(&self) -> &SessionId {
@@ -233,8 +255,7 @@ impl RunGuard {
             error,
             self.usage,
             Some(latest_generation),
-            self.retryable,
-            self.nothing_new,
+            self.notes,
         )
     }
 }
@@ -250,8 +271,7 @@ impl Drop for RunGuard {
                 Some("the run was dropped before it finished".into()),
                 self.usage,
                 None,
-                false,
-                false,
+                RunNotes::default(),
             );
             debug_assert!(!matches!(outcome, FinishOutcome::FollowUp(_)));
         }

@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use guard::{FinishOutcome, RunGuard};
+pub use guard::{FinishOutcome, RunGuard, RunNotes};
 pub use stats::{OpCounters, OpStats, RunRecord};
 pub use status::{ProcessingStatus, StatusResponse};
 

@@ -72,6 +72,9 @@ pub struct OpCounters {
     /// Runs that found nothing said since the result they would update,
     /// and so made no call (counted as `ok` too).
     pub nothing_new: u64,
+    /// Answers the server cut at the token limit (`finish_reason:
+    /// "length"`): kept, marked truncated.
+    pub truncated: u64,
     /// Tokens the runs cost, in all.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -162,6 +165,7 @@ impl OpCounters {
             follow_ups: self.follow_ups + other.follow_ups,
             retries: self.retries + other.retries,
             nothing_new: self.nothing_new + other.nothing_new,
+            truncated: self.truncated + other.truncated,
             prompt_tokens: self.prompt_tokens + other.prompt_tokens,
             completion_tokens: self.completion_tokens + other.completion_tokens,
             waited: self.waited + other.waited,

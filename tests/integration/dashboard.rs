@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use inflight::engine::{Engine, EngineConfig};
 use inflight::engine::{FeedState, FeedView, OpRow, SessionRow, Snapshot, Totals, TriggerAnswer};
 use inflight::events::Event;
+use inflight::llm::context::{ContextInfo, Source as ContextSource};
 use inflight::llm::{Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress};
 use inflight::logs::{CaptureLayer, LogBuffer};
 use inflight::model::{Operation, SessionId};
@@ -135,6 +136,8 @@ fn fixture(now: Instant) -> Snapshot {
             simulated: true,
             reachable: true,
             structured_output: None,
+            context: None,
+            slots: None,
         },
         permits_in_use: 1,
         permits_cap: 4,
@@ -626,7 +629,7 @@ fn the_header_says_what_is_not_ready_as_readyz_does() {
 }
 
 #[test]
-fn the_header_names_the_output_format_a_server_was_found_to_take() {
+fn the_header_names_the_output_format_and_context_window_a_server_was_found_to_take() {
     let app = app(false);
     let text = screen_text(&render(&app, 140, 40));
     assert!(!text.contains("maps"), "the builtin backend has no format");
@@ -637,12 +640,18 @@ fn the_header_names_the_output_format_a_server_was_found_to_take() {
         simulated: false,
         reachable: true,
         structured_output: Some("json_object"),
+        context: Some(ContextInfo {
+            tokens: 2048,
+            source: ContextSource::Refusal,
+        }),
+        slots: None,
     };
     let mut app = app;
     app.set_snapshot(snapshot);
     let text = screen_text(&render(&app, 140, 40));
     let header = text.lines().next().unwrap_or_default();
     assert!(header.contains("maps json_object"), "{header}");
+    assert!(header.contains("ctx 2048"), "{header}");
 }
 
 #[test]
@@ -831,6 +840,7 @@ impl Backend for HostileBackend {
                     .to_string(),
                     model: "escapes".into(),
                     usage: Default::default(),
+                    truncated: false,
                 }),
             }
         })

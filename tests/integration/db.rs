@@ -230,6 +230,7 @@ fn result(run_id: u64, covered: u64, body: &str) -> Write {
         processing: Duration::from_millis(5),
         finished_at: SystemTime::now(),
         usage: Default::default(),
+        truncated: body.ends_with('…'),
     }
 }
 
@@ -271,6 +272,37 @@ fn results_are_fenced_in_the_sql() {
     opened.db.write(result(6, 4, "run 6"));
     opened.db.close(Duration::from_secs(5));
     assert_eq!(stored_summary(&path), (6, 4, "run 6".into()));
+}
+
+#[test]
+fn a_truncated_result_keeps_its_mark_and_a_version_1_file_is_brought_up() {
+    let path = fresh_db("truncated");
+    let opened = db::open(&path, limits()).unwrap();
+    opened.db.write(said("fenced", 2, "x"));
+    opened.db.write(result(1, 2, "cut short…"));
+    opened.db.close(Duration::from_secs(5));
+    let stored = |path: &std::path::Path| {
+        let opened = db::open(path, limits()).unwrap();
+        let session = opened.restored.sessions[0].clone();
+        opened.db.close(Duration::from_secs(5));
+        session.results[0].clone().unwrap()
+    };
+    assert!(stored(&path).truncated);
+
+    // The file as version 1 wrote it: no truncated column.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("ALTER TABLE results DROP COLUMN truncated; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let result = stored(&path);
+    assert_eq!(result.body, "cut short…");
+    assert!(!result.truncated, "results from before read as whole");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, db::schema::VERSION);
 }
 
 #[tokio::test]

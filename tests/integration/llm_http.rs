@@ -330,6 +330,7 @@ async fn an_answer_that_never_ends_is_cut_off_at_the_byte_cap() {
     let limits = AnswerLimits {
         max_tokens: 77,
         max_answer_bytes: 64 * 1024,
+        context: None,
     };
     let backend = OllamaBackend::new(Some(&server.url()), "llama3.2", Default::default())
         .unwrap()

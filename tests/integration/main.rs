@@ -24,6 +24,7 @@ mod feeds;
 mod frame_fuzz;
 mod lifecycle;
 mod llm_http;
+mod llm_limits;
 mod llm_structured;
 mod pty;
 mod readiness;

@@ -25,6 +25,10 @@ use tokio::time::Instant;
 struct Flaky {
     failing: AtomicUsize,
     calls: Mutex<Vec<Instant>>,
+    /// The `Retry-After` its refusals carry.
+    retry_after: Option<Duration>,
+    /// One more call that fails, by its index (from 0).
+    fail_call: Option<usize>,
 }
 
 impl Flaky {
@@ -32,6 +36,8 @@ impl Flaky {
         Arc::new(Self {
             failing: AtomicUsize::new(failing),
             calls: Mutex::new(Vec::new()),
+            retry_after: None,
+            fail_call: None,
         })
     }
 
@@ -53,23 +59,32 @@ impl Backend for Flaky {
         _: &'a Progress,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
         Box::pin(async move {
-            self.calls.lock().unwrap().push(Instant::now());
+            let index = {
+                let mut calls = self.calls.lock().unwrap();
+                calls.push(Instant::now());
+                calls.len() - 1
+            };
             let failing = self
                 .failing
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
+                .is_ok()
+                || self.fail_call == Some(index);
             tokio::time::sleep(Duration::from_millis(100)).await;
             if failing {
-                return Err(LlmError::new(
-                    LlmErrorKind::Unreachable,
-                    "cannot reach the server: connection refused",
-                ));
+                return Err(LlmError {
+                    retry_after: self.retry_after,
+                    ..LlmError::new(
+                        LlmErrorKind::Unreachable,
+                        "cannot reach the server: connection refused",
+                    )
+                });
             }
             let last = request.utterances.last().map_or("", |u| u.text.as_str());
             Ok(LlmResponse {
                 text: format!("covered up to {last}"),
                 model: "m".into(),
                 usage: Usage::default(),
+                truncated: false,
             })
         })
     }
@@ -170,6 +185,81 @@ async fn a_failed_run_is_retried_with_a_doubling_backoff_until_it_covers_the_ses
     assert_eq!(row.counts.follow_ups, 0, "retries are counted apart");
     assert_eq!(row.consecutive_failures, 0);
     assert_eq!(engine.snapshot().totals.counts.retries, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_asks_for_a_longer_wait_is_left_alone_that_long() {
+    let backend = Arc::new(Flaky {
+        retry_after: Some(Duration::from_secs(120)),
+        ..Arc::into_inner(Flaky::new(1)).unwrap()
+    });
+    let engine = engine(backend.clone(), 5);
+    let mut events = engine.subscribe();
+    let start = Instant::now();
+    engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
+    let ends = ends_until(&engine, &mut events, || {
+        engine.result(&sid("s1"), Operation::Summary).is_some()
+    })
+    .await;
+    assert_eq!(ends, [Outcome::Failed, Outcome::Ok]);
+    let calls = backend.calls_since(start);
+    // Retry-After: 120 s, not the 2 s backoff (with its quarter of jitter
+    // at most on top).
+    let wait = calls[1] - calls[0] - 0.1;
+    assert!((120.0..=120.6).contains(&wait), "{calls:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn steps_kept_before_a_failure_count_as_covered_and_the_retries_start_again() {
+    // One retry allowed. The first run fails at once; its retry covers a
+    // step, then fails at its second (call 2). It got further than the
+    // run before, so it is the first failure of a new row, and is retried.
+    let backend = Arc::new(Flaky {
+        fail_call: Some(2),
+        ..Arc::into_inner(Flaky::new(1)).unwrap()
+    });
+    let engine = engine(backend.clone(), 1);
+    let mut events = engine.subscribe();
+    // Sixty lines of 1 000 characters: more than one prompt window holds.
+    for seq in 1..=60 {
+        engine.ingest(final_line("s1", seq, &"x".repeat(1000)), None);
+    }
+    for _ in 0..2 {
+        common::next_matching(&mut events, Duration::from_secs(60), |e| {
+            matches!(
+                e,
+                Event::OpFinished {
+                    outcome: Outcome::Failed,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    }
+    let row = summary_row(&engine, "s1");
+    let kept = engine
+        .result(&sid("s1"), Operation::Summary)
+        .expect("the first step's result was kept")
+        .covered_generation;
+    assert!(kept > 0 && kept < 60);
+    assert_eq!(
+        row.covered_generation,
+        Some(kept),
+        "shown covered as far as its kept step"
+    );
+    assert_eq!(
+        row.consecutive_failures, 1,
+        "it got further than the run before: a new row of failures"
+    );
+    assert!(row.in_flight.is_some(), "and it is retried, not stale");
+    let ends = ends_until(&engine, &mut events, || {
+        engine
+            .result(&sid("s1"), Operation::Summary)
+            .is_some_and(|r| r.covered_generation == 60)
+    })
+    .await;
+    assert_eq!(ends, [Outcome::Ok], "one retry covers the rest");
 }
 
 #[tokio::test(start_paused = true)]
@@ -360,6 +450,7 @@ impl Backend for OneAtATime {
                 text: format!("covered up to {last}"),
                 model: "m".into(),
                 usage: Usage::default(),
+                truncated: false,
             })
         })
     }

@@ -72,6 +72,7 @@ impl Backend for Recorder {
                     prompt_tokens: request.utterances.len() as u64,
                     completion_tokens: 1,
                 },
+                truncated: false,
             })
         })
     }

@@ -24,7 +24,10 @@ pub struct RunInput {
 
 impl SessionStore {
     /// What a run of `op` reads now, within one prompt window of
-    /// `window_chars` characters.
+    /// `window_chars` characters of transcript, and, when the server's
+    /// context window is known, `room` characters of previous result and
+    /// transcript together (a previous result longer than half the room is
+    /// cut to it, see `prompts::cut_previous`).
     ///
     /// Incremental: the previous result and the transcripts after the
     /// generation it covers, oldest first, as many as the window holds
@@ -36,6 +39,7 @@ impl SessionStore {
         op: Operation,
         incremental: bool,
         window_chars: usize,
+        room: Option<usize>,
     ) -> RunInput {
         let shard = self.lock(session);
         let Some(record) = shard.held.get(session) else {
@@ -50,11 +54,12 @@ impl SessionStore {
             speaker: t.speaker.clone(),
             text: t.text.clone(),
         };
-        let fits = |used: &mut usize, t: &StoredTranscript| {
-            *used += crate::llm::prompts::line_chars(t.speaker.as_deref(), &t.text);
-            *used <= window_chars
-        };
         if !incremental {
+            let window_chars = room.map_or(window_chars, |room| window_chars.min(room));
+            let fits = |used: &mut usize, t: &StoredTranscript| {
+                *used += crate::llm::prompts::line_chars(t.speaker.as_deref(), &t.text);
+                *used <= window_chars
+            };
             let mut used = 0;
             let mut newest: Vec<Utterance> = record
                 .transcripts
@@ -77,9 +82,24 @@ impl SessionStore {
                 ResultBody::Summary(text) => text.clone(),
                 ResultBody::MindMap(map) => crate::llm::mind_map::to_outline(map),
             };
+            let text = match room {
+                Some(room) => crate::llm::prompts::cut_previous(op, text, room / 2),
+                None => text,
+            };
             (text, r.covered_generation)
         });
         let after = previous.as_ref().map_or(0, |(_, covered)| *covered);
+        let window_chars = match (room, &previous) {
+            (Some(room), Some((text, _))) => {
+                window_chars.min(room.saturating_sub(text.chars().count()))
+            }
+            (Some(room), None) => window_chars.min(room),
+            (None, _) => window_chars,
+        };
+        let fits = |used: &mut usize, t: &StoredTranscript| {
+            *used += crate::llm::prompts::line_chars(t.speaker.as_deref(), &t.text);
+            *used <= window_chars
+        };
         let mut used = 0;
         let mut generation = record.generation;
         let mut utterances = Vec::new();

@@ -85,6 +85,10 @@ pub struct OpResult {
     pub model: String,
     pub processing_time: Duration,
     pub finished_at: SystemTime,
+    /// The server cut the answer at the token limit (`--max-tokens`, or
+    /// half a small context window): the text is kept, but it is not the
+    /// whole answer.
+    pub truncated: bool,
 }
 
 impl OpResult {
@@ -102,6 +106,7 @@ impl OpResult {
             model: stored.model.clone(),
             processing_time: stored.processing,
             finished_at: stored.finished_at,
+            truncated: stored.truncated,
         })
     }
 }

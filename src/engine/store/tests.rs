@@ -113,6 +113,7 @@ fn a_result_of_the_same_generation_replaces_the_older_one() {
         model: "m".into(),
         processing_time: Duration::ZERO,
         finished_at: SystemTime::now(),
+        truncated: false,
     };
     assert!(
         store
@@ -151,6 +152,7 @@ fn result_covering(generation: u64, run_id: RunId) -> OpResult {
         model: "m".into(),
         processing_time: Duration::ZERO,
         finished_at: SystemTime::now(),
+        truncated: false,
     }
 }
 
@@ -165,7 +167,7 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     let mut covered = 0;
     let mut steps = Vec::new();
     loop {
-        let input = store.run_input(&id, Operation::Summary, true, 35);
+        let input = store.run_input(&id, Operation::Summary, true, 35, None);
         let texts: Vec<String> = input.utterances.iter().map(|u| u.text.clone()).collect();
         steps.push(texts);
         assert!(input.generation > covered, "every step moves on");
@@ -186,10 +188,10 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     assert_eq!(steps.len(), 4, "{steps:?}");
     // A line longer than the window still goes, alone.
     store.append(said("a", None, &"x".repeat(100), true), None);
-    let input = store.run_input(&id, Operation::Summary, true, 35);
+    let input = store.run_input(&id, Operation::Summary, true, 35, None);
     assert_eq!((input.utterances.len(), input.more), (1, false));
     // Full mode reads the newest window.
-    let full = store.run_input(&id, Operation::Summary, false, 35);
+    let full = store.run_input(&id, Operation::Summary, false, 35, None);
     assert_eq!(full.utterances.len(), 1);
     assert_eq!(full.generation, 11);
 }
@@ -266,25 +268,26 @@ fn incremental_input_reads_after_the_previous_summary() {
         model: "m".into(),
         processing_time: Duration::ZERO,
         finished_at: SystemTime::now(),
+        truncated: false,
     };
     assert!(
         store
             .put_result(&id, Operation::Summary, result.clone(), |_| {})
             .is_some()
     );
-    let input = store.run_input(&id, Operation::Summary, true, WINDOW);
+    let input = store.run_input(&id, Operation::Summary, true, WINDOW, None);
     assert_eq!(input.previous.as_deref(), Some("S"));
     assert_eq!(input.utterances.len(), 1);
     assert_eq!((input.generation, input.more), (3, false));
     assert_eq!(
         store
-            .run_input(&id, Operation::Summary, false, WINDOW)
+            .run_input(&id, Operation::Summary, false, WINDOW, None)
             .utterances
             .len(),
         3
     );
     // The mind map has no result yet: it reads from the start.
-    let map = store.run_input(&id, Operation::MindMap, true, WINDOW);
+    let map = store.run_input(&id, Operation::MindMap, true, WINDOW, None);
     assert_eq!((map.utterances.len(), map.previous), (3, None));
     // An older result never replaces a newer one.
     let older = OpResult {

@@ -99,8 +99,13 @@ fn panel<'a>(title: String, theme: &Theme) -> Block<'a> {
 fn result_title(name: &str, result: Option<&OpResult>, generation: u64) -> String {
     match result {
         Some(r) => format!(
-            " {name} · covers {}/{generation} · {} · {} ",
+            " {name} · covers {}/{generation}{} · {} · {} ",
             r.covered_generation,
+            if r.truncated {
+                " · ✂ cut at the token limit"
+            } else {
+                ""
+            },
             format::duration(r.processing_time),
             r.model
         ),

@@ -78,6 +78,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if let Some(format) = backend.structured_output {
         first.push(label_value("maps", format.to_string(), t.base(), t));
     }
+    // The context window prompts are sized to, as learnt; one learnt from
+    // a refusal is worth a look (the server is smaller than was thought).
+    if let Some(context) = backend.context {
+        let style = match context.source {
+            crate::llm::context::Source::Refusal => t.warning(),
+            _ => t.base(),
+        };
+        first.push(label_value("ctx", context.tokens.to_string(), style, t));
+    }
     // Fewer calls at once than the cap, as learnt from the server: said.
     let (permits, permits_style) = match s.permits_limit {
         limit if limit > 0 && limit < s.permits_cap => (

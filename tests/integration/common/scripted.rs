@@ -243,3 +243,74 @@ pub fn sse_stream(pieces: &[&str], done: bool) -> Vec<Step> {
     }
     steps
 }
+
+/// A response head for a chunked body on a keep-alive connection, as
+/// uvicorn (llama-cpp-python) and llama.cpp's server send a stream. The
+/// scripted server still closes the connection when the script ends: the
+/// client's pooled connection is then gone before its next request, as
+/// seen with those servers.
+pub fn chunked_head(status: &str, content_type: &str) -> Step {
+    send(&format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ))
+}
+
+/// One chunk of a chunked body.
+pub fn chunk(data: &str) -> Step {
+    send(&format!("{:x}\r\n{data}\r\n", data.len()))
+}
+
+/// The end of a chunked body.
+pub fn last_chunk() -> Step {
+    send("0\r\n\r\n")
+}
+
+/// What a real OpenAI-compatible stream looks like on the wire: chunked,
+/// keep-alive, the first token after `first_token` (a model reading its
+/// prompt), every JSON line split across two chunks, and the last chunk
+/// carrying `finish_reason` and the usage together.
+pub fn realistic_sse(
+    pieces: &[&str],
+    first_token: Duration,
+    finish_reason: &str,
+    usage: (u64, u64),
+) -> Vec<Step> {
+    let mut steps = vec![chunked_head("200 OK", "text/event-stream; charset=utf-8")];
+    steps.push(Step::Sleep(first_token));
+    let mut events: Vec<String> = vec![
+        serde_json::json!({"model": "served-model", "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+            .to_string(),
+    ];
+    events.extend(pieces.iter().map(|piece| {
+        serde_json::json!({"model": "served-model", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})
+            .to_string()
+    }));
+    events.push(
+        serde_json::json!({
+            "model": "served-model",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1},
+        })
+        .to_string(),
+    );
+    for event in events {
+        let line = format!("data: {event}\r\n\r\n");
+        let (a, b) = line.split_at(line.len() / 2);
+        steps.push(chunk(a));
+        steps.push(chunk(b));
+    }
+    steps.push(chunk("data: [DONE]\r\n\r\n"));
+    steps.push(last_chunk());
+    steps
+}
+
+/// Characters of a chat request's messages.
+pub fn message_chars(body: &Value) -> usize {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_str())
+        .map(|c| c.chars().count())
+        .sum()
+}

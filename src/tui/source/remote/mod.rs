@@ -210,6 +210,8 @@ fn empty_snapshot() -> Snapshot {
             simulated: false,
             reachable: true,
             structured_output: None,
+            context: None,
+            slots: None,
         },
         permits_in_use: 0,
         permits_cap: 0,
