@@ -288,6 +288,17 @@ fn refusal_in_json(error: &serde_json::Value) -> Option<super::context::Refusal>
     })
 }
 
+/// A small JSON answer that a server may not give (an endpoint only some
+/// servers have): `None` on any failure, status or unreadable body.
+pub async fn optional_json(request: reqwest::RequestBuilder) -> Option<serde_json::Value> {
+    let response = request.timeout(MODEL_LIST_TIMEOUT).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let bytes = read_capped(response, MAX_MODEL_LIST_BYTES).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// The model names a server lists: `answer[list][*][field]` of the JSON
 /// answer to `request`. Errors name the server as `who` at `base`.
 pub async fn model_names(

@@ -88,18 +88,8 @@ impl OllamaBackend {
         let request = self
             .client
             .post(http::join(&self.base, "/api/show"))
-            .json(&json!({"model": self.model}))
-            .timeout(http::MODEL_LIST_TIMEOUT);
-        let Ok(response) = request.send().await else {
-            return;
-        };
-        if !response.status().is_success() {
-            return;
-        }
-        let Ok(bytes) = http::read_capped(response, http::MAX_MODEL_LIST_BYTES).await else {
-            return;
-        };
-        let Ok(card) = serde_json::from_slice::<Value>(&bytes) else {
+            .json(&json!({"model": self.model}));
+        let Some(card) = http::optional_json(request).await else {
             return;
         };
         let length = card

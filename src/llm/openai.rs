@@ -268,19 +268,8 @@ impl OpenAiBackend {
     /// window of one slot, and how many slots it has. Other servers answer
     /// 404, and say nothing.
     async fn read_props(&self) {
-        let request = self
-            .request(self.client.get(http::join(&self.base, "/props")))
-            .timeout(http::MODEL_LIST_TIMEOUT);
-        let Ok(response) = request.send().await else {
-            return;
-        };
-        if !response.status().is_success() {
-            return;
-        }
-        let Ok(bytes) = http::read_capped(response, http::MAX_MODEL_LIST_BYTES).await else {
-            return;
-        };
-        let Ok(props) = serde_json::from_slice::<Value>(&bytes) else {
+        let request = self.request(self.client.get(http::join(&self.base, "/props")));
+        let Some(props) = http::optional_json(request).await else {
             return;
         };
         let number = |pointer: &str| {
@@ -310,38 +299,29 @@ fn names_model(id: &str, model: &str) -> bool {
     file.ends_with(".gguf") && file.contains(&model.to_ascii_lowercase())
 }
 
-/// Characters of the prompt's messages.
-fn prompt_chars(body: &Value) -> usize {
+/// The text of each message of a request body.
+fn contents(body: &Value) -> impl Iterator<Item = &str> {
     body["messages"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|m| m["content"].as_str())
-        .map(|c| c.chars().count())
-        .sum()
+}
+
+/// Characters of the prompt's messages.
+fn prompt_chars(body: &Value) -> usize {
+    contents(body).map(|c| c.chars().count()).sum()
 }
 
 /// The messages as one text, for the server's tokenizer.
 fn prompt_text(body: &Value) -> String {
-    body["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["content"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
+    contents(body).collect::<Vec<_>>().join("\n")
 }
 
 /// The prompt's tokens, estimated from its messages, for a server that
 /// reports no usage.
 fn estimate_prompt(body: &Value) -> u64 {
-    body["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["content"].as_str())
-        .map(Usage::estimate)
-        .sum()
+    contents(body).map(Usage::estimate).sum()
 }
 
 /// An answer being assembled from SSE lines.

@@ -56,6 +56,20 @@ fn long_request(lines: usize) -> LlmRequest {
     )
 }
 
+/// Asks `backend` for a summary of `lines` lines.
+async fn ask(
+    backend: &dyn Backend,
+    lines: usize,
+) -> Result<inflight::llm::LlmResponse, inflight::llm::LlmError> {
+    backend
+        .generate(long_request(lines), &Progress::default())
+        .await
+}
+
+fn window(tokens: u32, source: Source) -> Option<ContextInfo> {
+    Some(ContextInfo { tokens, source })
+}
+
 fn chat_requests(server: &scripted::Scripted) -> Vec<Recorded> {
     server
         .requests
@@ -202,10 +216,7 @@ async fn a_backlog_on_a_small_window_is_covered_with_every_prompt_inside_it() {
     );
     assert_eq!(
         backend.info().context,
-        Some(ContextInfo {
-            tokens: 1024,
-            source: Source::Refusal
-        }),
+        window(1024, Source::Refusal),
         "learnt from the refusal"
     );
     assert_eq!(
@@ -252,19 +263,10 @@ async fn llama_server_says_its_window_and_slots_and_a_prompt_too_long_is_not_sen
         .with_limits(limits(512));
     backend.check().await.unwrap();
     let info = backend.info();
-    assert_eq!(
-        info.context,
-        Some(ContextInfo {
-            tokens: 2048,
-            source: Source::Server
-        })
-    );
+    assert_eq!(info.context, window(2048, Source::Server));
     assert_eq!(info.slots, Some(1));
     // About 1 000 tokens fit with a 512-token answer; 200 lines do not.
-    let error = backend
-        .generate(long_request(200), &Progress::default())
-        .await
-        .unwrap_err();
+    let error = ask(&backend, 200).await.unwrap_err();
     assert!(
         matches!(
             error.kind,
@@ -287,10 +289,7 @@ async fn llama_server_says_its_window_and_slots_and_a_prompt_too_long_is_not_sen
             .any(|r| r.path == "/tokenize")
     );
     // A prompt that fits goes, with the answer's tokens asked for.
-    let answer = backend
-        .generate(long_request(10), &Progress::default())
-        .await
-        .unwrap();
+    let answer = ask(&backend, 10).await.unwrap();
     assert_eq!(answer.text, "ok");
     assert_eq!(chat_requests(&server)[0].body["max_tokens"], 512);
 }
@@ -313,10 +312,7 @@ async fn llama_servers_refusal_teaches_the_window() {
     }))
     .await;
     let backend = OpenAiBackend::new(&server.url(), "qwen", None, Default::default()).unwrap();
-    let error = backend
-        .generate(long_request(40), &Progress::default())
-        .await
-        .unwrap_err();
+    let error = ask(&backend, 40).await.unwrap_err();
     assert_eq!(
         error.kind,
         LlmErrorKind::ContextExceeded {
@@ -324,13 +320,7 @@ async fn llama_servers_refusal_teaches_the_window() {
             requested: Some(3000)
         }
     );
-    assert_eq!(
-        backend.info().context,
-        Some(ContextInfo {
-            tokens: 1536,
-            source: Source::Refusal
-        })
-    );
+    assert_eq!(backend.info().context, window(1536, Source::Refusal));
     assert_eq!(
         chat_requests(&server).len(),
         1,
@@ -366,17 +356,11 @@ async fn vllm_says_its_window_in_the_model_list_and_counts_prompts() {
     backend.check().await.unwrap();
     assert_eq!(
         backend.info().context,
-        Some(ContextInfo {
-            tokens: 4096,
-            source: Source::Server
-        }),
+        window(4096, Source::Server),
         "the served model's window, not another's"
     );
     // By the estimate this fits; by the server's count it does not.
-    let error = backend
-        .generate(long_request(70), &Progress::default())
-        .await
-        .unwrap_err();
+    let error = ask(&backend, 70).await.unwrap_err();
     assert!(
         matches!(error.kind, LlmErrorKind::ContextExceeded { .. }),
         "{error:?}"
@@ -395,10 +379,7 @@ async fn a_refusal_in_openais_words_is_its_own_kind() {
     }))
     .await;
     let backend = OpenAiBackend::new(&server.url(), "qwen", None, Default::default()).unwrap();
-    let error = backend
-        .generate(long_request(5), &Progress::default())
-        .await
-        .unwrap_err();
+    let error = ask(&backend, 5).await.unwrap_err();
     assert_eq!(
         error.kind,
         LlmErrorKind::ContextExceeded {
@@ -439,17 +420,8 @@ async fn ollama_prompts_are_sized_to_the_models_window_and_num_ctx() {
         "what inflight asks for, known from the start"
     );
     backend.check().await.unwrap();
-    assert_eq!(
-        backend.info().context,
-        Some(ContextInfo {
-            tokens: 2048,
-            source: Source::Server
-        })
-    );
-    let answer = backend
-        .generate(long_request(3), &Progress::default())
-        .await
-        .unwrap();
+    assert_eq!(backend.info().context, window(2048, Source::Server));
+    let answer = ask(&backend, 3).await.unwrap();
     assert!(answer.truncated, "done_reason length: cut");
     let sent = &chat_requests(&server)[0].body;
     assert_eq!(sent["options"]["num_ctx"], 2048);
@@ -457,10 +429,7 @@ async fn ollama_prompts_are_sized_to_the_models_window_and_num_ctx() {
         sent["options"]["num_predict"], 1024,
         "half the window at most"
     );
-    let error = backend
-        .generate(long_request(120), &Progress::default())
-        .await
-        .unwrap_err();
+    let error = ask(&backend, 120).await.unwrap_err();
     assert!(
         matches!(
             error.kind,
@@ -521,10 +490,7 @@ async fn retry_after_as_an_http_date_is_honoured() {
     .await;
     let backend = OpenAiBackend::new(&server.url(), "qwen", None, Default::default()).unwrap();
     let started = std::time::Instant::now();
-    let answer = backend
-        .generate(long_request(1), &Progress::default())
-        .await
-        .unwrap();
+    let answer = ask(&backend, 1).await.unwrap();
     assert_eq!(answer.text, "ok");
     // The date has a one-second grain: at least one second was waited,
     // where the backoff alone waits a quarter of one.
