@@ -202,6 +202,11 @@ async fn pass(args: &Args, told: Option<u32>) -> Result<serde_json::Value, Strin
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
+    // The engine's log on stderr, as `serve` writes it (RUST_LOG=info).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     for told in [None, Some(args.context)] {
         println!("{}", pass(&args, told).await?);
     }

@@ -256,6 +256,20 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
                 ),
             },
         };
+        if first_start.is_none()
+            && lease.is_none()
+            && shared.config.incremental
+            && shared.store.covers_all(&session, op)
+        {
+            // Covered meanwhile: with several instances, a follow-up asked
+            // for a line while this one followed another's run, and that
+            // instance's next run covered it before this one had a permit.
+            // Nothing to send, and no lease to take for it.
+            guard.found_nothing_new();
+            read_generation = shared.store.generation(&session);
+            guard.mark_covered(read_generation);
+            return end(Ended::ok(), lease, first_start, read_generation);
+        }
         if let (Some(link), None) = (link, &lease) {
             // Listening before asking, so an end right after is not missed.
             let watching = link.watch((session.clone(), op));

@@ -148,6 +148,21 @@ impl OpenAiBackend {
                 break;
             }
         }
+        if !answer.any_data {
+            // A 200 with an empty body: llama-cpp-python's way of refusing
+            // a prompt too long for it once the 200 is out.
+            let nothing = LlmError::new(
+                LlmErrorKind::BadAnswer {
+                    answer: String::new(),
+                },
+                "the server answered 200 with an empty body",
+            );
+            let e = self.why_it_broke_off(&url, &body, nothing).await;
+            if matches!(e.kind, LlmErrorKind::ContextExceeded { .. }) {
+                self.learn_from_refusal(&e, prompt_chars);
+                return Err(e);
+            }
+        }
         if let Some(tokens) = answer.prompt_tokens {
             self.context.observe(prompt_chars, tokens);
         }
@@ -165,11 +180,12 @@ impl OpenAiBackend {
         })
     }
 
-    /// A stream that broke off before its first byte may be a refusal the
-    /// server could not send once it had said 200 (llama-cpp-python checks
-    /// the prompt's length only then): the same prompt is asked once more,
-    /// unstreamed and for one token, and a context-length refusal to that
-    /// is the answer. Anything else leaves `dropped` as it was.
+    /// A stream that broke off before its first byte, or ended with no
+    /// event at all, may be a refusal the server could not send once it
+    /// had said 200 (llama-cpp-python checks the prompt's length only then:
+    /// seen both ways): the same prompt is asked once more, unstreamed and
+    /// for one token, and a context-length refusal to that is the answer.
+    /// Anything else leaves `dropped` as it was.
     async fn why_it_broke_off(&self, url: &str, body: &Value, dropped: LlmError) -> LlmError {
         let mut probe = body.clone();
         probe["stream"] = json!(false);
@@ -336,6 +352,8 @@ pub struct Answer {
     pub model: Option<String>,
     /// Why the server ended the answer (`stop`, `length`), when it said.
     pub finish_reason: Option<String>,
+    /// Whether any `data:` line came at all.
+    pub any_data: bool,
 }
 
 impl Answer {
@@ -346,6 +364,7 @@ impl Answer {
             return Ok(false);
         };
         let data = data.trim();
+        self.any_data = true;
         if data == "[DONE]" {
             return Ok(true);
         }

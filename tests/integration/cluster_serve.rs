@@ -396,10 +396,12 @@ fn three_instances_on_one_mirrored_feed_never_run_an_operation_twice_at_once() {
         .iter()
         .map(|i| metric(&i.api, "inflight_nothing_new_runs_total"))
         .sum();
-    assert_eq!(
-        total as usize,
-        made + without_news as usize,
-        "every run counted by the instance that made it: a call, or none for nothing new"
+    // Every run that took a lease made a call, unless the line it was for
+    // was covered meanwhile: found nothing new, it made none. Most such
+    // runs find it out before they take a lease at all.
+    assert!(
+        made as u64 <= total && total <= made as u64 + without_news,
+        "runs with a lease {total}, calls {made}, runs without news {without_news}"
     );
     assert_eq!(
         calls.with_nothing_new, 0,

@@ -113,11 +113,11 @@ impl LlamaCppPython {
                     if streamed {
                         self.refused_streams.fetch_add(1, Ordering::SeqCst);
                         // The 200 went out before the check; then the
-                        // server raises and the connection drops.
-                        return vec![scripted::chunked_head(
-                            "200 OK",
-                            "text/event-stream; charset=utf-8",
-                        )];
+                        // server raises, and the body ends empty.
+                        return vec![
+                            scripted::chunked_head("200 OK", "text/event-stream; charset=utf-8"),
+                            scripted::last_chunk(),
+                        ];
                     }
                     self.probes.fetch_add(1, Ordering::SeqCst);
                     let asked = r.body["max_tokens"].as_u64().unwrap_or(0);
@@ -200,6 +200,7 @@ async fn a_backlog_on_a_small_window_is_covered_with_every_prompt_inside_it() {
         engine
             .result(&sid("s1"), Operation::Summary)
             .is_some_and(|r| r.covered_generation == 300)
+            && engine.is_idle()
     };
     wait_until(
         &mut events,
@@ -292,6 +293,42 @@ async fn llama_server_says_its_window_and_slots_and_a_prompt_too_long_is_not_sen
     let answer = ask(&backend, 10).await.unwrap();
     assert_eq!(answer.text, "ok");
     assert_eq!(chat_requests(&server)[0].body["max_tokens"], 512);
+}
+
+/// The other way llama-cpp-python was seen to refuse a streamed prompt:
+/// the 200, then the connection dropped with no body.
+#[tokio::test]
+async fn a_stream_dropped_after_its_200_is_asked_why_and_read_as_a_refusal() {
+    let server = scripted::start(Arc::new(|_, r| {
+        if r.body["stream"] == true {
+            vec![scripted::chunked_head("200 OK", "text/event-stream")]
+        } else {
+            json_response(
+                "400 Bad Request",
+                &json!({"error": {"message": "This model's maximum context length is 1024 tokens. However, you requested 3001 tokens (3000 in the messages, 1 in the completion).", "code": "context_length_exceeded"}}),
+            )
+        }
+    }))
+    .await;
+    let backend = OpenAiBackend::new(&server.url(), "qwen", None, Default::default())
+        .unwrap()
+        .with_limits(limits(256));
+    let error = ask(&backend, 40).await.unwrap_err();
+    assert_eq!(
+        error.kind,
+        LlmErrorKind::ContextExceeded {
+            window: Some(1024),
+            // The call's answer, not the probe's one token.
+            requested: Some(3000 + 256)
+        },
+        "{error}"
+    );
+    assert_eq!(backend.info().context, window(1024, Source::Refusal));
+    let probe = chat_requests(&server)
+        .into_iter()
+        .find(|r| r.body["stream"] == false)
+        .expect("the prompt was asked once more, unstreamed");
+    assert_eq!(probe.body["max_tokens"], 1);
 }
 
 /// llama.cpp's own refusal names its numbers as fields.

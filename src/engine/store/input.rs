@@ -120,6 +120,15 @@ impl SessionStore {
         }
     }
 
+    /// Whether a result of `op` covers everything the session said: a run
+    /// would find nothing new to send.
+    pub fn covers_all(&self, session: &SessionId, op: Operation) -> bool {
+        let shard = self.lock(session);
+        shard.held.get(session).is_some_and(|record| {
+            record.results[op.index()].is_some() && record.covered(op) >= record.generation
+        })
+    }
+
     /// The arrival number of the oldest transcript `op` has not covered, or
     /// the next arrival number when it is up to date: the run's place in
     /// the queue for a permit (lower goes first).
