@@ -7,7 +7,9 @@
 //! the waiter with the lowest number, so the session that has waited
 //! longest for fresh results goes first, whatever order the runs were
 //! admitted in; a follow-up does not queue behind newer work. Ties go to the
-//! earlier waiter.
+//! earlier waiter. A backlog's later steps (see `runner.rs`) name the next
+//! arrival number instead: they queue behind everything said so far, so a
+//! long catch-up takes turns with the live sessions.
 //!
 //! Waiting is cancel-safe: a waiter dropped before it is served leaves the
 //! queue; one dropped after it was handed a permit gives it back, and the

@@ -243,7 +243,13 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
     };
     let stopped = || Ended::new(Outcome::Cancelled, "stopped by the operator");
     loop {
-        let priority = shared.store.oldest_uncovered(&session, op);
+        // A backlog's later steps queue behind the work waiting now, so a
+        // long catch-up takes turns with the live sessions instead of
+        // holding the LLM until it is done.
+        let priority = match first_start {
+            None => shared.store.oldest_uncovered(&session, op),
+            Some(_) => shared.store.next_arrival(),
+        };
         let permit = tokio::select! {
             biased;
             _ = cancel.cancelled() => return end(stopped(), lease, first_start, read_generation),

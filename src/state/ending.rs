@@ -124,10 +124,11 @@ impl ProcessingStateManager {
             let (failures_before, covered) = {
                 let stats = &mut entry.stats[op.index()];
                 let before = stats.covered_generation.unwrap_or(0);
-                // Steps kept before a failure count as covered, and a run
-                // that got further than the last is no failure in a row.
+                // Steps kept before a failure count as covered (each kept
+                // step showed so at once), and a run that kept a result got
+                // further than the last: no failure in a row.
                 match kept {
-                    Some(kept) if kept > before || stats.covered_generation.is_none() => {
+                    Some(kept) => {
                         stats.covered_generation = Some(kept.max(before));
                         stats.consecutive_failures = 0;
                         (0, kept.max(before))

@@ -53,9 +53,9 @@ pub struct RunNotes {
     pub nothing_new: bool,
     /// Answers of its calls that the server cut at the token limit.
     pub truncated: u32,
-    /// The newest generation a result of one of its steps covers: kept
-    /// however the run ends (a backlog's later step may fail after earlier
-    /// ones were stored).
+    /// The newest generation a result of one of its steps covers: counted
+    /// covered however the run ends (a backlog's later step may fail after
+    /// earlier ones were stored).
     pub kept: Option<u64>,
 }
 
@@ -110,6 +110,8 @@ impl RunGuard {
     /// A step's result, covering `generation`, was stored.
     pub fn kept_step(&mut self, generation: u64) {
         self.notes.kept = Some(self.notes.kept.map_or(generation, |g| g.max(generation)));
+        self.manager
+            .advance_covered(&self.session, self.op, self.run_id, generation);
     }
 
     /// The run found nothing said since the result it would update: it

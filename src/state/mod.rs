@@ -412,6 +412,28 @@ impl ProcessingStateManager {
         }
     }
 
+    /// A step of the run `run_id` kept a result covering `generation`: the
+    /// operation shows covered that far at once, before the run ends (a
+    /// backlog's catch-up takes many steps).
+    fn advance_covered(&self, session: &SessionId, op: Operation, run_id: RunId, generation: u64) {
+        let mut tables = self.lock();
+        let Some(entry) = tables.sessions.get_mut(session) else {
+            return;
+        };
+        if entry
+            .slot_mut(op)
+            .is_none_or(|slot| slot.view.run_id != run_id)
+        {
+            return;
+        }
+        let stats = &mut entry.stats[op.index()];
+        stats.covered_generation = Some(
+            stats
+                .covered_generation
+                .map_or(generation, |g| g.max(generation)),
+        );
+    }
+
     /// Sessions that currently hold an in-flight entry.
     pub fn in_flight_sessions(&self) -> usize {
         self.lock().active

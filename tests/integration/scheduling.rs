@@ -234,6 +234,59 @@ async fn a_backlog_past_the_window_is_caught_up_in_steps_and_nothing_is_dropped(
 }
 
 #[tokio::test(start_paused = true)]
+async fn backlogs_take_turns_with_a_live_session_and_show_each_step_covered() {
+    let recorder = Recorder::new(Duration::from_secs(1));
+    let config = EngineConfig {
+        automatic_ops: vec![Operation::Summary],
+        llm_concurrency: 1,
+        ..Default::default()
+    };
+    let engine = engine(recorder.clone(), config);
+    let mut events = engine.subscribe();
+    // Two sessions each say three windows' worth at once, before anything
+    // else (two backlogs, or one backlog's two operations, pass the permit
+    // back and forth between their steps).
+    for name in ["long-a", "long-b"] {
+        for i in 1..=600 {
+            let text = format!("{name} line {i:04} {}", "x".repeat(90));
+            engine.ingest(final_line(name, i, &text), None);
+        }
+    }
+    // A live meeting speaks while the first step runs.
+    engine.ingest(final_line("live", 1, "Can we ship Friday?"), None);
+    let first_step = next_matching(&mut events, Duration::from_secs(60), |e| match e {
+        Event::ResultReady {
+            session,
+            covered_generation,
+            ..
+        } if session.as_str() == "long-a" => Some(*covered_generation),
+        _ => None,
+    })
+    .await;
+    // The row shows the step covered while the run goes on.
+    let row = engine.session_detail(&sid("long-a"), 0).unwrap().row;
+    let summary = &row.ops[Operation::Summary.index()];
+    assert!(summary.in_flight.is_some(), "the catch-up goes on");
+    assert_eq!(summary.covered_generation, Some(first_step));
+    wait_until(&mut events, Duration::from_secs(60), "all covered", || {
+        engine.is_idle()
+            && ["long-a", "long-b"].iter().all(|name| {
+                engine
+                    .result(&sid(name), Operation::Summary)
+                    .is_some_and(|r| r.covered_generation == 600)
+            })
+    })
+    .await;
+    let order: Vec<String> = recorder.calls().into_iter().map(|c| c.session).collect();
+    assert!(order.len() >= 7, "{order:?}");
+    assert_eq!(
+        &order[..3],
+        ["long-a", "long-b", "live"],
+        "the live session is served after one step of each backlog, not after all of them"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn follow_ups_wait_for_the_min_interval_after_the_previous_start() {
     let recorder = Recorder::new(Duration::from_secs(1));
     let config = EngineConfig {

@@ -120,6 +120,12 @@ impl SessionStore {
         }
     }
 
+    /// The arrival number the next transcript will get: a permit priority
+    /// behind everything said so far.
+    pub fn next_arrival(&self) -> u64 {
+        self.arrivals.load(Ordering::Relaxed)
+    }
+
     /// Whether a result of `op` covers everything the session said: a run
     /// would find nothing new to send.
     pub fn covers_all(&self, session: &SessionId, op: Operation) -> bool {
