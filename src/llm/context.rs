@@ -301,6 +301,17 @@ mod tests {
         window.learn_from_refusal(4096);
         assert_eq!(window.tokens(), Some(2048));
 
+        // A refusal naming a larger window than the flag's leaves the flag.
+        let told = ContextWindow::new(Some(2048));
+        told.learn_from_refusal(4096);
+        assert_eq!(
+            told.info(),
+            Some(ContextInfo {
+                tokens: 2048,
+                source: Source::Flag
+            })
+        );
+
         let unknown = ContextWindow::new(None);
         assert_eq!(unknown.info(), None);
         assert_eq!(unknown.prompt_chars(1024), None);
