@@ -120,7 +120,13 @@ fn summary_row(engine: &Engine, session: &str) -> inflight::engine::OpRow {
 async fn first_failure(engine: &Engine) -> tokio::sync::broadcast::Receiver<Event> {
     let mut events = engine.subscribe();
     engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
-    common::next_matching(&mut events, Duration::from_secs(60), |e| {
+    next_failure(&mut events).await;
+    events
+}
+
+/// Waits for the next run to end failed.
+async fn next_failure(events: &mut tokio::sync::broadcast::Receiver<Event>) {
+    common::next_matching(events, Duration::from_secs(60), |e| {
         matches!(
             e,
             Event::OpFinished {
@@ -131,7 +137,6 @@ async fn first_failure(engine: &Engine) -> tokio::sync::broadcast::Receiver<Even
         .then_some(())
     })
     .await;
-    events
 }
 
 /// The runs' ends, in order, until the engine is idle with `done`.
@@ -225,17 +230,7 @@ async fn steps_kept_before_a_failure_count_as_covered_and_the_retries_start_agai
         engine.ingest(final_line("s1", seq, &"x".repeat(1000)), None);
     }
     for _ in 0..2 {
-        common::next_matching(&mut events, Duration::from_secs(60), |e| {
-            matches!(
-                e,
-                Event::OpFinished {
-                    outcome: Outcome::Failed,
-                    ..
-                }
-            )
-            .then_some(())
-        })
-        .await;
+        next_failure(&mut events).await;
     }
     let row = summary_row(&engine, "s1");
     let kept = engine
