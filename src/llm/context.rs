@@ -13,8 +13,12 @@
 //! prompt may carry. Characters per token start at a cautious
 //! [`START_CHARS_PER_TOKEN`] and follow what the server counts (its usage
 //! figures, its tokenizer, its refusals), never above
-//! [`MAX_CHARS_PER_TOKEN`]. The answer keeps its `--max-tokens`, or half the
-//! window when the window is smaller than twice that.
+//! [`MAX_CHARS_PER_TOKEN`]. The answer keeps its `--max-tokens`, or a
+//! quarter of the window when the window is smaller than four times that:
+//! an incremental prompt carries the previous result, which may be as long
+//! as an answer, so a quarter for each leaves half the window for what was
+//! said since. (With half for the answer, a 2 048-token window read about
+//! seven lines a step, and a small model wrote until its budget was spent.)
 
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
@@ -25,6 +29,8 @@ pub const START_CHARS_PER_TOKEN: f64 = 3.0;
 pub const MAX_CHARS_PER_TOKEN: f64 = 4.5;
 /// Tokens kept free for the chat template's own markup around messages.
 pub const TEMPLATE_TOKENS: u32 = 64;
+/// The answer takes at most this fraction (one in N) of the window.
+pub const ANSWER_SHARE: u32 = 4;
 /// The share of the prompt's room filled, the rest left as a margin for the
 /// estimate's error.
 pub const FILL: f64 = 0.9;
@@ -152,10 +158,11 @@ impl ContextWindow {
         f64::from(self.chars_per_token.load(Ordering::Relaxed)) / 100.0
     }
 
-    /// Tokens the answer may take: `max_tokens`, or half a smaller window.
+    /// Tokens the answer may take: `max_tokens`, or a quarter of a smaller
+    /// window.
     pub fn answer_tokens(&self, max_tokens: u32) -> u32 {
         match self.tokens() {
-            Some(window) => max_tokens.min(window / 2).max(1),
+            Some(window) => max_tokens.min(window / ANSWER_SHARE).max(1),
             None => max_tokens,
         }
     }
@@ -322,13 +329,18 @@ mod tests {
     #[test]
     fn prompts_are_sized_inside_the_window_with_the_answer_kept_free() {
         let window = ContextWindow::new(Some(2048));
-        // The answer keeps half of a small window at most.
-        assert_eq!(window.answer_tokens(1024), 1024);
-        assert_eq!(window.answer_tokens(4000), 1024);
+        // The answer keeps a quarter of a small window at most.
+        assert_eq!(window.answer_tokens(256), 256);
+        assert_eq!(window.answer_tokens(512), 512);
+        assert_eq!(window.answer_tokens(1024), 512);
+        assert_eq!(window.answer_tokens(4000), 512);
         assert_eq!(
             window.prompt_tokens(1024),
-            Some(2048 - 1024 - TEMPLATE_TOKENS)
+            Some(2048 - 512 - TEMPLATE_TOKENS)
         );
+        // A window four times the answer or more leaves the answer as asked.
+        assert_eq!(ContextWindow::new(Some(4096)).answer_tokens(1024), 1024);
+        assert_eq!(ContextWindow::new(Some(32_768)).answer_tokens(1024), 1024);
         let chars = window.prompt_chars(1024).unwrap();
         // What fits, counted back at the assumed rate, leaves the margin.
         let tokens = window.estimate(chars);

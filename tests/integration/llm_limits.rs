@@ -46,7 +46,7 @@ fn limits(max_tokens: u32) -> AnswerLimits {
 fn long_request(lines: usize) -> LlmRequest {
     LlmRequest::new(
         sid("s1"),
-        Operation::Summary,
+        Operation::SUMMARY,
         (0..lines)
             .map(|i| Utterance {
                 speaker: Some("ana".into()),
@@ -183,7 +183,7 @@ async fn a_backlog_on_a_small_window_is_covered_with_every_prompt_inside_it() {
     backend.check().await.expect("the fake serves models");
     assert_eq!(backend.info().context, None, "this server does not say");
     let config = EngineConfig {
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         llm_concurrency: 1,
         ..Default::default()
     };
@@ -198,7 +198,7 @@ async fn a_backlog_on_a_small_window_is_covered_with_every_prompt_inside_it() {
     }
     let covered = || {
         engine
-            .result(&sid("s1"), Operation::Summary)
+            .result(&sid("s1"), Operation::SUMMARY)
             .is_some_and(|r| r.covered_generation == 300)
             && engine.is_idle()
     };
@@ -209,9 +209,9 @@ async fn a_backlog_on_a_small_window_is_covered_with_every_prompt_inside_it() {
         covered,
     )
     .await;
-    let result = engine.result(&sid("s1"), Operation::Summary).unwrap();
+    let result = engine.result(&sid("s1"), Operation::SUMMARY).unwrap();
     assert!(
-        matches!(&result.body, inflight::engine::ResultBody::Summary(t) if t.ends_with("0300")),
+        matches!(&result.body, inflight::engine::ResultBody::Text(t) if t.ends_with("0300")),
         "the last step read the last line: {:?}",
         result.body
     );
@@ -232,7 +232,7 @@ async fn a_backlog_on_a_small_window_is_covered_with_every_prompt_inside_it() {
         "every prompt with its answer fits the window: {largest}"
     );
     let row = engine.session_detail(&sid("s1"), 0).unwrap().row;
-    let summary = &row.ops[Operation::Summary.index()];
+    let summary = &row.ops[Operation::SUMMARY];
     assert_eq!(summary.counts.failed, 0, "no run failed: {summary:?}");
     assert_eq!(summary.covered_generation, Some(300));
     // Few steps wasted: the window's room is used, not a sliver of it.
@@ -463,8 +463,8 @@ async fn ollama_prompts_are_sized_to_the_models_window_and_num_ctx() {
     let sent = &chat_requests(&server)[0].body;
     assert_eq!(sent["options"]["num_ctx"], 2048);
     assert_eq!(
-        sent["options"]["num_predict"], 1024,
-        "half the window at most"
+        sent["options"]["num_predict"], 512,
+        "a quarter of the window at most"
     );
     let error = ask(&backend, 120).await.unwrap_err();
     assert!(
@@ -493,21 +493,21 @@ async fn an_answer_cut_at_the_token_limit_is_kept_marked_truncated() {
     let backend =
         Arc::new(OpenAiBackend::new(&server.url(), "qwen", None, Default::default()).unwrap());
     let config = EngineConfig {
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
     let engine = Engine::new(config, backend);
     let mut events = engine.subscribe();
     engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
     wait_until(&mut events, Duration::from_secs(20), "a summary", || {
-        engine.result(&sid("s1"), Operation::Summary).is_some() && engine.is_idle()
+        engine.result(&sid("s1"), Operation::SUMMARY).is_some() && engine.is_idle()
     })
     .await;
-    let result = engine.result(&sid("s1"), Operation::Summary).unwrap();
+    let result = engine.result(&sid("s1"), Operation::SUMMARY).unwrap();
     assert!(result.truncated);
     assert_eq!(result.covered_generation, 1);
     let row = engine.session_detail(&sid("s1"), 0).unwrap().row;
-    let counts = row.ops[Operation::Summary.index()].counts;
+    let counts = row.ops[Operation::SUMMARY].counts;
     assert_eq!((counts.ok, counts.truncated), (1, 1));
 }
 
