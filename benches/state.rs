@@ -38,7 +38,7 @@ fn pairs_on_threads(threads: usize, iters: u64) -> Duration {
                 // Each thread works its own half of the sessions.
                 for i in 0..(iters as usize / threads) {
                     let session = &sessions[(i * threads + t) % SESSIONS];
-                    pair(&manager, session, Operation::ALL[i & 1]);
+                    pair(&manager, session, inflight::ops::BUILT_IN[i & 1]);
                 }
             });
         }
@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
     let mut i = 0usize;
     group.bench_function("try_start+finish, 1 thread", |b| {
         b.iter(|| {
-            pair(&manager, &ids[i % SESSIONS], Operation::ALL[i & 1]);
+            pair(&manager, &ids[i % SESSIONS], inflight::ops::BUILT_IN[i & 1]);
             i += 1;
         })
     });
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
     let mut j = 0usize;
     group.bench_function("bare Mutex<HashMap> insert+remove", |b| {
         b.iter(|| {
-            let key = (ids[j % SESSIONS].clone(), Operation::ALL[j & 1]);
+            let key = (ids[j % SESSIONS].clone(), inflight::ops::BUILT_IN[j & 1]);
             let mut map = floor.lock().unwrap_or_else(|e| e.into_inner());
             map.insert(key.clone(), j as u64);
             black_box(map.remove(&key));

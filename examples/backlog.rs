@@ -157,7 +157,7 @@ async fn pass(args: &Args, told: Option<u32>) -> Result<serde_json::Value, Strin
     });
     backend.check().await?;
     let config = EngineConfig {
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
     let engine = Engine::new(config, backend.clone());
@@ -171,7 +171,7 @@ async fn pass(args: &Args, told: Option<u32>) -> Result<serde_json::Value, Strin
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.limit);
     let covered = || {
         engine
-            .result(&session, Operation::Summary)
+            .result(&session, Operation::SUMMARY)
             .is_some_and(|r| r.covered_generation == args.lines)
     };
     while !covered() {

@@ -89,7 +89,7 @@ fn local_admissions(n: u64) -> f64 {
     let started = Instant::now();
     for i in 0..n {
         let session = &sessions[(i % 1000) as usize];
-        if let Admission::Started(guard) = state.try_start(session, Operation::Summary) {
+        if let Admission::Started(guard) = state.try_start(session, Operation::SUMMARY) {
             guard.finish(Outcome::Ok, None, &|| 0);
         }
     }
@@ -107,7 +107,7 @@ async fn redis_admissions(clusters: &[Cluster], n: u64, concurrency: usize) -> f
                 let session = sid(format!("a{c}-{t}"));
                 while next.fetch_add(1, Ordering::Relaxed) < n {
                     let Ok(Start::Started(lease)) =
-                        cluster.try_start(&session, Operation::Summary, 1).await
+                        cluster.try_start(&session, Operation::SUMMARY, 1).await
                     else {
                         panic!("a fresh key was held");
                     };
@@ -188,7 +188,7 @@ async fn play(engines: &[Engine], args: &Args) -> Duration {
     let fresh = |engine: &Engine| {
         engine.is_idle()
             && sessions.iter().all(|s| {
-                Operation::ALL.iter().all(|op| {
+                inflight::ops::BUILT_IN.iter().all(|op| {
                     engine
                         .result(s, *op)
                         .is_some_and(|r| r.covered_generation == args.lines)
@@ -234,7 +234,7 @@ fn takeover(redis: &Redis, ttl: Duration, call: Duration, round: usize) -> Durat
     let holds = |name: &str| {
         other.runtime.block_on(async {
             let watch = cluster(redis, &prefix, "watch", ttl);
-            matches!(watch.look(&session, Operation::Summary).await, Ok(l) if l.holder.as_ref().is_some_and(|(h, _)| h.instance == name))
+            matches!(watch.look(&session, Operation::SUMMARY).await, Ok(l) if l.holder.as_ref().is_some_and(|(h, _)| h.instance == name))
         })
     };
     holder
@@ -250,7 +250,7 @@ fn takeover(redis: &Redis, ttl: Duration, call: Duration, round: usize) -> Durat
     std::thread::sleep(call / 4);
     let killed = Instant::now();
     holder.runtime.shutdown_background();
-    while other.engine.result(&session, Operation::Summary).is_none() {
+    while other.engine.result(&session, Operation::SUMMARY).is_none() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let took = killed.elapsed();

@@ -173,9 +173,10 @@ impl Backend for Sleeper {
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
         Box::pin(async move {
             tokio::time::sleep(self.0).await;
-            let text = match request.op {
-                Operation::Summary => "ok".to_string(),
-                Operation::MindMap => r#"{"root": {"label": "ok", "children": []}}"#.to_string(),
+            let text = if request.op == Operation::MIND_MAP {
+                r#"{"root": {"label": "ok", "children": []}}"#.to_string()
+            } else {
+                "ok".to_string()
             };
             Ok(LlmResponse {
                 text,
@@ -197,7 +198,7 @@ async fn engine_run(
     let probe = ConcurrencyProbe::new(Arc::new(Sleeper(latency)));
     let config = EngineConfig {
         state: StateConfig {
-            policy: [policy; 2],
+            policy: inflight::ops::OpMap::filled_with(|_| policy),
             op_timeout: Duration::from_secs(600),
             ..Default::default()
         },
@@ -274,7 +275,7 @@ async fn engine_run(
     let mut stale = 0;
     let mut lags = Vec::new();
     for row in &snapshot.sessions {
-        let result = engine.result(&row.id, Operation::Summary);
+        let result = engine.result(&row.id, Operation::SUMMARY);
         match result {
             Some(r) if r.covered_generation >= row.transcripts => {
                 let detail = engine.session_detail(&row.id, 1);
@@ -353,7 +354,7 @@ async fn longest_wait_for_cover(
             }) => arrived.entry(session).or_default().push(Instant::now()),
             Ok(Event::ResultReady {
                 session,
-                op: Operation::Summary,
+                op: Operation::SUMMARY,
                 covered_generation,
                 ..
             }) => {
@@ -509,7 +510,7 @@ async fn naive(url: &str, latency: Duration, cap: usize) -> Result<serde_json::V
             entry.latest_at = SystemTime::now();
             entry.latest
         };
-        for op in Operation::ALL {
+        for op in inflight::ops::BUILT_IN {
             let (sessions, permits, queued, max_queued, probe, session) = (
                 sessions.clone(),
                 permits.clone(),
@@ -527,7 +528,7 @@ async fn naive(url: &str, latency: Duration, cap: usize) -> Result<serde_json::V
                 queued.fetch_sub(1, Ordering::SeqCst);
                 let request = LlmRequest::new(session.clone(), op, Vec::new());
                 let _ = probe.generate(request, &Progress::default()).await;
-                if op == Operation::Summary {
+                if op == Operation::SUMMARY {
                     let mut all = sessions.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(s) = all.get_mut(&session)
                         && generation >= s.covered

@@ -118,7 +118,7 @@ async fn run(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::Error
             ..Default::default()
         },
         llm_concurrency: args.permits,
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
     let engine = Engine::new(config, backend.clone());
@@ -223,7 +223,7 @@ async fn run(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::Error
         .iter()
         .filter(|id| {
             engine
-                .result(id, Operation::Summary)
+                .result(id, Operation::SUMMARY)
                 .map_or(0, |r| r.covered_generation)
                 < engine.generation(id)
         })

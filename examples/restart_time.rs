@@ -66,7 +66,7 @@ fn fill(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 at: SystemTime::now(),
             });
         }
-        for op in Operation::ALL {
+        for op in inflight::ops::BUILT_IN {
             run_id += 1;
             db.write(Write::RunEnded {
                 run_id,
@@ -89,12 +89,11 @@ fn fill(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 op,
                 run_id,
                 covered_generation: args.transcripts,
-                body: match op {
-                    Operation::Summary => "Topics: budget, release.\n- ana: the release moves.".into(),
-                    Operation::MindMap => {
-                        r#"{"root":{"label":"budget","children":[{"label":"release","children":[]}]}}"#
-                            .into()
-                    }
+                body: if op == Operation::MIND_MAP {
+                    r#"{"root":{"label":"budget","children":[{"label":"release","children":[]}]}}"#
+                        .into()
+                } else {
+                    "Topics: budget, release.\n- ana: the release moves.".into()
                 },
                 model: "builtin".into(),
                 processing: Duration::from_millis(900),

@@ -132,7 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 text: t.text.clone(),
             })
             .collect();
-        for op in Operation::ALL {
+        for op in inflight::ops::BUILT_IN {
             let (mut full, mut incremental, mut sent) = (0u64, 0u64, 0usize);
             let mut previous: Option<String> = None;
             for i in 1..=said.len() {
@@ -153,21 +153,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             None
                         }
                     },
-                    None => Some(match op {
-                        Operation::Summary => {
-                            builtin::summarise(&step.utterances, previous.as_deref())
-                        }
-                        Operation::MindMap => serde_json::to_string(&builtin::mind_map_merged(
-                            &step.utterances,
-                            previous.as_deref(),
-                        ))?,
-                    }),
+                    None if op == Operation::MIND_MAP => Some(serde_json::to_string(
+                        &builtin::mind_map_merged(&step.utterances, previous.as_deref()),
+                    )?),
+                    None => Some(builtin::summarise(&step.utterances, previous.as_deref())),
                 };
-                let result = answer.and_then(|text| match op {
-                    Operation::Summary => Some(text),
-                    Operation::MindMap => mind_map::parse_lenient(&text)
-                        .ok()
-                        .map(|map| mind_map::to_outline(&map)),
+                let result = answer.and_then(|text| {
+                    if op == Operation::MIND_MAP {
+                        mind_map::parse_lenient(&text)
+                            .ok()
+                            .map(|map| mind_map::to_outline(&map))
+                    } else {
+                        Some(text)
+                    }
                 });
                 // A failed run keeps the previous result, as the engine does.
                 if result.is_some() {

@@ -317,7 +317,7 @@ mod tests {
     fn skipped(n: u64) -> Event {
         Event::OpSkipped {
             session: SessionId::parse("s").unwrap(),
-            op: Operation::Summary,
+            op: Operation::SUMMARY,
             running_run_id: n,
             since: SystemTime::UNIX_EPOCH,
             pending: false,

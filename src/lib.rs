@@ -17,7 +17,8 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`model`] | session ids, operations, transcripts, mind maps |
+//! | [`model`] | session ids, transcripts, mind maps |
+//! | [`ops`] | operations: their interned names and per-operation tables |
 //! | [`state`] | the processing state manager, run guards, lifetime counters, the original status JSON |
 //! | [`events`] | the event stream and its logging |
 //! | [`cluster`] | several instances through Redis: leases, fences, pending requests, the events stream, one Lua script a step |
@@ -49,6 +50,7 @@ pub mod logs;
 pub mod model;
 pub mod monotime;
 pub mod net;
+pub mod ops;
 pub mod signals;
 pub mod state;
 pub mod text;

@@ -99,52 +99,7 @@ impl<'de> Deserialize<'de> for SessionId {
     }
 }
 
-/// A kind of LLM work done on a session. The set is meant to grow: every
-/// table indexed by operation uses [`Operation::ALL`] and [`Operation::index`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Operation {
-    Summary,
-    MindMap,
-}
-
-/// How many operations there are; sizes the per-operation arrays.
-pub const OPERATION_COUNT: usize = Operation::ALL.len();
-
-impl Operation {
-    pub const ALL: [Operation; 2] = [Operation::Summary, Operation::MindMap];
-
-    /// The wire name (`summary`, `mind_map`), as in the status JSON and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Summary => "summary",
-            Operation::MindMap => "mind_map",
-        }
-    }
-
-    /// A short human label for narrow screens.
-    pub fn label(self) -> &'static str {
-        match self {
-            Operation::Summary => "summary",
-            Operation::MindMap => "mind map",
-        }
-    }
-
-    /// Position in per-operation arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|op| op.as_str() == raw)
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::ops::Operation;
 
 /// One utterance of a session, as every feed format is mapped to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,14 +176,5 @@ mod tests {
             SessionId::parse(&"a".repeat(129)),
             Err(SessionIdError::TooLong(129))
         );
-    }
-
-    #[test]
-    fn operations_round_trip_their_wire_names() {
-        for op in Operation::ALL {
-            assert_eq!(Operation::parse(op.as_str()), Some(op));
-            assert_eq!(Operation::ALL[op.index()], op);
-        }
-        assert_eq!(Operation::parse("translate"), None);
     }
 }

@@ -74,7 +74,7 @@ struct MindMapData<'a> {
 pub fn result_update(session: &SessionId, result: &OpResult, at: SystemTime) -> Option<String> {
     let processing_time = result.processing_time.as_secs_f64();
     match &result.body {
-        ResultBody::Summary(summary) => envelope(
+        ResultBody::Text(summary) => envelope(
             "summary_update",
             session,
             SummaryData {
@@ -86,7 +86,7 @@ pub fn result_update(session: &SessionId, result: &OpResult, at: SystemTime) -> 
             },
             at,
         ),
-        ResultBody::MindMap(mind_map) => envelope(
+        ResultBody::Tree(mind_map) => envelope(
             "mind_map_update",
             session,
             MindMapData {

@@ -92,7 +92,7 @@ fn housekeeping_says_what_it_did_and_only_then() {
         assert_eq!(engine.forget_ended(Duration::from_secs(1800)), 1);
         assert!(!engine.holds(&sid("quiet")));
         assert_eq!(
-            engine.state().op_view(&sid("quiet"), Operation::Summary),
+            engine.state().op_view(&sid("quiet"), Operation::SUMMARY),
             Default::default()
         );
     });

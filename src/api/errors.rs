@@ -40,8 +40,9 @@ pub(super) fn session_id(raw: &str) -> Result<SessionId, ApiError> {
 
 /// An operation from a path, or 400 naming the known ones.
 pub(super) fn operation(raw: &str) -> Result<Operation, ApiError> {
-    Operation::parse(raw).ok_or_else(|| {
-        let known: Vec<&str> = Operation::ALL.iter().map(|op| op.as_str()).collect();
+    let registry = crate::ops::registry();
+    registry.parse(raw).ok_or_else(|| {
+        let known = registry.names();
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("unknown operation {raw:?}; known: {}", known.join(", ")),

@@ -115,16 +115,8 @@ impl SessionJson {
                 .map(|t| now.saturating_duration_since(t).as_secs_f64()),
             lost_transcripts: row.lost,
             operations: OperationsJson {
-                summary: OperationJson::new(
-                    &row.ops[Operation::Summary.index()],
-                    row.transcripts,
-                    now,
-                ),
-                mind_map: OperationJson::new(
-                    &row.ops[Operation::MindMap.index()],
-                    row.transcripts,
-                    now,
-                ),
+                summary: OperationJson::new(&row.ops[Operation::SUMMARY], row.transcripts, now),
+                mind_map: OperationJson::new(&row.ops[Operation::MIND_MAP], row.transcripts, now),
             },
             attention: crate::engine::attention(row, now, op_timeout),
         }
@@ -183,10 +175,15 @@ pub struct RejectedJson {
 
 impl SessionDetailJson {
     pub fn new(detail: SessionDetail, now: Instant, op_timeout: std::time::Duration) -> Self {
-        let [rejected_summary, rejected_mind_map] = detail.content.rejected;
+        let rejected = |op| detail.content.rejected.get(op).cloned().flatten();
+        let (rejected_summary, rejected_mind_map) =
+            (rejected(Operation::SUMMARY), rejected(Operation::MIND_MAP));
         let mut summary = None;
         let mut mind_map = None;
-        for result in detail.content.results.into_iter().flatten() {
+        for (op, result) in detail.content.results.iter() {
+            let Some(result) = result.clone() else {
+                continue;
+            };
             let (covered_generation, model, processing_time, truncated) = (
                 result.covered_generation,
                 result.model,
@@ -194,7 +191,7 @@ impl SessionDetailJson {
                 result.truncated,
             );
             match result.body {
-                ResultBody::Summary(value) => {
+                ResultBody::Text(value) if op == Operation::SUMMARY => {
                     summary = Some(ResultJson {
                         value,
                         covered_generation,
@@ -203,7 +200,7 @@ impl SessionDetailJson {
                         truncated,
                     })
                 }
-                ResultBody::MindMap(value) => {
+                ResultBody::Tree(value) if op == Operation::MIND_MAP => {
                     mind_map = Some(ResultJson {
                         value,
                         covered_generation,
@@ -212,6 +209,7 @@ impl SessionDetailJson {
                         truncated,
                     })
                 }
+                _ => {}
             }
         }
         Self {

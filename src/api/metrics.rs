@@ -158,9 +158,12 @@ impl Collector for EngineCollector {
         // Counters come from the process's lifetime counts, not from the
         // sessions held: forgetting a session never makes them fall.
         let per_op = |f: &dyn Fn(&OpCounters) -> u64| -> Vec<(OpLabels, u64)> {
-            Operation::ALL
-                .iter()
-                .map(|op| (op_labels(*op), f(&snapshot.lifetime[op.index()])))
+            crate::ops::registry()
+                .ops()
+                .map(|op| {
+                    let counts = snapshot.lifetime.get(op).copied().unwrap_or_default();
+                    (op_labels(op), f(&counts))
+                })
                 .collect()
         };
         counter_family(
@@ -199,15 +202,15 @@ impl Collector for EngineCollector {
             "Runs started again after a failed one left transcripts uncovered",
             &per_op(&|o| o.retries),
         )?;
-        let stale: Vec<(OpLabels, i64)> = Operation::ALL
-            .iter()
+        let stale: Vec<(OpLabels, i64)> = crate::ops::registry()
+            .ops()
             .map(|op| {
                 let n = snapshot
                     .sessions
                     .iter()
-                    .filter(|row| row.ops[op.index()].is_stale(row.transcripts))
+                    .filter(|row| row.op(op).is_stale(row.transcripts))
                     .count();
-                (op_labels(*op), i64::try_from(n).unwrap_or(i64::MAX))
+                (op_labels(op), i64::try_from(n).unwrap_or(i64::MAX))
             })
             .collect();
         gauge_family(
@@ -217,8 +220,8 @@ impl Collector for EngineCollector {
             &stale,
         )?;
         let mut tokens = Vec::new();
-        for op in Operation::ALL {
-            let counts = &snapshot.lifetime[op.index()];
+        for op in crate::ops::registry().ops() {
+            let counts = &snapshot.lifetime[op];
             for (kind, n) in [
                 ("prompt", counts.prompt_tokens),
                 ("completion", counts.completion_tokens),
@@ -236,8 +239,8 @@ impl Collector for EngineCollector {
         )?;
         let mut session_tokens = Vec::new();
         for row in &snapshot.sessions {
-            for op in Operation::ALL {
-                let usage = row.ops[op.index()].counts.usage();
+            for op in crate::ops::registry().ops() {
+                let usage = row.ops[op].counts.usage();
                 for (kind, n) in [
                     ("prompt", usage.prompt_tokens),
                     ("completion", usage.completion_tokens),
@@ -266,20 +269,20 @@ impl Collector for EngineCollector {
                 None,
                 ConstCounter::new(0f64).metric_type(),
             )?;
-            for op in Operation::ALL {
-                let waited = snapshot.lifetime[op.index()].waited.as_secs_f64();
+            for op in crate::ops::registry().ops() {
+                let waited = snapshot.lifetime[op].waited.as_secs_f64();
                 ConstCounter::new(waited).encode(metric.encode_family(&op_labels(op))?)?;
             }
         }
         let mut finished = Vec::new();
-        for op in Operation::ALL {
+        for op in crate::ops::registry().ops() {
             for outcome in [
                 Outcome::Ok,
                 Outcome::Failed,
                 Outcome::TimedOut,
                 Outcome::Cancelled,
             ] {
-                let total = snapshot.lifetime[op.index()].finished(outcome);
+                let total = snapshot.lifetime[op].finished(outcome);
                 let mut labels = op_labels(op);
                 labels.push(("outcome".into(), outcome.as_str().into()));
                 finished.push((labels, total));
@@ -299,7 +302,7 @@ impl Collector for EngineCollector {
         )?;
 
         let mut in_flight = Vec::new();
-        for op in Operation::ALL {
+        for op in crate::ops::registry().ops() {
             for (phase, name) in [
                 (crate::state::Phase::Queued, "queued"),
                 (crate::state::Phase::Running, "running"),
@@ -308,7 +311,7 @@ impl Collector for EngineCollector {
                     .sessions
                     .iter()
                     .filter(|s| {
-                        s.ops[op.index()]
+                        s.ops[op]
                             .in_flight
                             .as_ref()
                             .is_some_and(|r| r.phase == phase)

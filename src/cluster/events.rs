@@ -63,7 +63,7 @@ impl ClusterEvent {
         Some(Self {
             instance: text("instance")?.to_string(),
             session: SessionId::parse(text("session")?).ok()?,
-            op: Operation::parse(text("op")?)?,
+            op: crate::ops::registry().parse(text("op")?)?,
             fence: text("fence")?.parse().ok()?,
             kind,
         })

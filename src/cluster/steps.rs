@@ -164,7 +164,10 @@ impl Cluster {
             .iter()
             .filter_map(|m| {
                 let (op, session) = m.split_once('|')?;
-                Some((SessionId::parse(session).ok()?, Operation::parse(op)?))
+                Some((
+                    SessionId::parse(session).ok()?,
+                    crate::ops::registry().parse(op)?,
+                ))
             })
             .collect())
     }

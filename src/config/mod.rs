@@ -581,7 +581,10 @@ mod tests {
             panic!("serve")
         };
         assert_eq!(args.feeds, ["ws://a/"]);
-        assert_eq!(args.engine_config().state.policy[0], Policy::Skip);
+        assert_eq!(
+            args.engine_config().state.policy[crate::model::Operation::SUMMARY],
+            Policy::Skip
+        );
         assert_eq!(args.op_timeout, Duration::from_secs(120));
         let cli = Cli::try_parse_from(["inflight", "--feed", "ws://b/", "--llm-concurrency", "2"])
             .unwrap();

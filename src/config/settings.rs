@@ -152,7 +152,7 @@ impl EngineArgs {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             state: StateConfig {
-                policy: [self.on_busy; crate::model::OPERATION_COUNT],
+                policy: crate::ops::OpMap::filled_with(|_| self.on_busy),
                 op_timeout: self.op_timeout,
                 retries: self.run_retries,
             },

@@ -78,8 +78,9 @@ pub(super) fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
 }
 
 pub(super) fn parse_operation(raw: &str) -> Result<Operation, String> {
-    Operation::parse(raw).ok_or_else(|| {
-        let known: Vec<&str> = Operation::ALL.iter().map(|op| op.as_str()).collect();
+    let registry = crate::ops::registry();
+    registry.parse(raw).ok_or_else(|| {
+        let known = registry.names();
         format!("unknown operation {raw:?}; known: {}", known.join(", "))
     })
 }

@@ -10,7 +10,8 @@ use super::{RestoreLimits, from_unix, unix};
 use crate::engine::store::MAX_KEPT_TRANSCRIPTS;
 use crate::events::{Outcome, RunId};
 use crate::llm::Usage;
-use crate::model::{OPERATION_COUNT, Operation, SessionId};
+use crate::model::{Operation, SessionId};
+use crate::ops::OpMap;
 use crate::state::stats::HISTORY_LEN;
 
 /// A final transcript as stored.
@@ -73,10 +74,10 @@ pub struct StoredSession {
     pub ended_at: Option<SystemTime>,
     /// Oldest first: the newest `MAX_KEPT_TRANSCRIPTS`.
     pub transcripts: Vec<StoredTranscript>,
-    pub results: [Option<StoredResult>; OPERATION_COUNT],
+    pub results: OpMap<Option<StoredResult>>,
     /// Oldest first: the newest `HISTORY_LEN` runs.
-    pub history: [Vec<StoredRun>; OPERATION_COUNT],
-    pub counts: [StoredCounts; OPERATION_COUNT],
+    pub history: OpMap<Vec<StoredRun>>,
+    pub counts: OpMap<StoredCounts>,
 }
 
 /// What the file held, for the engine to take back.
@@ -102,8 +103,10 @@ fn outcome(word: &str) -> Option<Outcome> {
     }
 }
 
-fn op_index(word: &str) -> Option<usize> {
-    Operation::parse(word).map(Operation::index)
+/// The defined operation a row names; rows of one no longer defined stay
+/// on disk and are not loaded.
+fn op_named(word: &str) -> Option<Operation> {
+    crate::ops::registry().parse(word)
 }
 
 /// Where a row whose first columns are `session, op` belongs: the loaded
@@ -112,9 +115,9 @@ fn op_index(word: &str) -> Option<usize> {
 fn locate(
     row: &rusqlite::Row<'_>,
     index: &HashMap<String, usize>,
-) -> Result<Option<(usize, usize)>, rusqlite::Error> {
+) -> Result<Option<(usize, Operation)>, rusqlite::Error> {
     let session = index.get(row.get_ref(0)?.as_str()?).copied();
-    let op = op_index(row.get_ref(1)?.as_str()?);
+    let op = op_named(row.get_ref(1)?.as_str()?);
     Ok(session.zip(op))
 }
 
@@ -327,7 +330,7 @@ fn fill(
             let Some((at, op)) = locate(row, index)? else {
                 continue;
             };
-            sessions[at].results[op] = Some(StoredResult {
+            *sessions[at].results.entry(op) = Some(StoredResult {
                 run_id: row.get::<_, i64>(2)? as RunId,
                 covered_generation: row.get::<_, i64>(3)? as u64,
                 body: row.get(4)?,
@@ -366,7 +369,7 @@ fn fill(
                 },
             };
             let session = &mut sessions[at];
-            let stored = &mut session.counts[op];
+            let stored = session.counts.entry(op);
             let counts = &mut stored.counts;
             counts.runs += 1;
             match run.outcome {
@@ -380,7 +383,7 @@ fn fill(
             counts.prompt_tokens += run.usage.prompt_tokens;
             counts.completion_tokens += run.usage.completion_tokens;
             stored.total_duration += run.duration;
-            let history = &mut session.history[op];
+            let history = session.history.entry(op);
             if history.len() == HISTORY_LEN {
                 history.remove(0);
             }
@@ -395,7 +398,7 @@ fn fill(
             let Some((at, op)) = locate(row, index)? else {
                 continue;
             };
-            sessions[at].counts[op].counts.skipped = row.get::<_, i64>(2)? as u64;
+            sessions[at].counts.entry(op).counts.skipped = row.get::<_, i64>(2)? as u64;
         }
     }
     Ok(())

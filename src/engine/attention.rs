@@ -65,8 +65,8 @@ impl Attention {
 /// What in `row` needs attention at `now`, under `op_timeout`.
 pub fn attention(row: &SessionRow, now: Instant, op_timeout: Duration) -> Vec<Attention> {
     let mut out = Vec::new();
-    for op in Operation::ALL {
-        let stats = &row.ops[op.index()];
+    for op in crate::ops::registry().ops() {
+        let stats = row.op(op);
         if let Some(run) = &stats.in_flight {
             // The deadline counts from the call's start; durations (and the
             // p95) from admission, as the original status does.

@@ -9,10 +9,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::store::{OpResult, ResultBody};
+use super::store::OpResult;
 use super::{Engine, Shared};
 use crate::db::{Db, Restored, StoredSession, Write};
-use crate::model::{OPERATION_COUNT, Operation, SessionId, Transcript};
+use crate::model::{Operation, SessionId, Transcript};
+use crate::ops::OpMap;
 use crate::state::{OpStats, RunRecord};
 
 impl Engine {
@@ -45,8 +46,10 @@ impl Engine {
         }
         for stored in restored.sessions.iter().take(back) {
             for op in &shared.config.automatic_ops {
-                let covered = stored.results[op.index()]
-                    .as_ref()
+                let covered = stored
+                    .results
+                    .get(*op)
+                    .and_then(Option::as_ref)
                     .map_or(0, |r| r.covered_generation);
                 if covered < stored.generation {
                     self.admit(&stored.id, *op);
@@ -75,7 +78,7 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
         ended: stored.ended_at.is_some(),
         has_partial: false,
         lost: 0,
-        ops: std::array::from_fn(|i| super::OpRow::new(None, &stats[i])),
+        ops: stats.map(|_, stats| super::OpRow::new(None, stats)),
     };
     let skip = stored.transcripts.len().saturating_sub(recent);
     let content = super::SessionContent {
@@ -93,15 +96,15 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
             })
             .collect(),
         partial: None,
-        results: std::array::from_fn(|i| {
-            OpResult::from_stored(Operation::ALL[i], stored.results[i].as_ref()?)
-        }),
+        results: stored
+            .results
+            .map(|op, stored| OpResult::from_stored(op, stored.as_ref()?)),
         rejected: Default::default(),
     };
     super::SessionDetail {
         row,
         content,
-        history: std::array::from_fn(|i| stats[i].history.iter().cloned().collect()),
+        history: stats.map(|_, stats| stats.history.iter().cloned().collect()),
     }
 }
 
@@ -154,13 +157,7 @@ pub(super) fn write_result(
     let Some(db) = shared.db.get() else {
         return;
     };
-    let body = match &result.body {
-        ResultBody::Summary(text) => text.clone(),
-        ResultBody::MindMap(map) => match serde_json::to_string(map) {
-            Ok(json) => json,
-            Err(_) => return,
-        },
-    };
+    let body = result.body.stored();
     db.write(Write::Result {
         session: session.clone(),
         op,
@@ -177,10 +174,10 @@ pub(super) fn write_result(
 
 /// A stored session's statistics: its history replayed, then the totals
 /// over every stored run (the history holds only the newest).
-fn stats_of(stored: &StoredSession) -> [OpStats; OPERATION_COUNT] {
-    std::array::from_fn(|i| {
+fn stats_of(stored: &StoredSession) -> OpMap<OpStats> {
+    OpMap::filled_with(|op| {
         let mut stats = OpStats::default();
-        for run in &stored.history[i] {
+        for run in stored.history.get(op).into_iter().flatten() {
             let interrupted = run.outcome.is_none();
             stats.record(
                 RunRecord {
@@ -200,9 +197,11 @@ fn stats_of(stored: &StoredSession) -> [OpStats; OPERATION_COUNT] {
                 },
             );
         }
-        stats.counts = stored.counts[i].counts;
-        stats.total_duration = stored.counts[i].total_duration;
-        if let Some(result) = &stored.results[i] {
+        if let Some(counts) = stored.counts.get(op) {
+            stats.counts = counts.counts;
+            stats.total_duration = counts.total_duration;
+        }
+        if let Some(Some(result)) = stored.results.get(op) {
             stats.covered_generation = Some(result.covered_generation);
         }
         stats

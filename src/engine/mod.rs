@@ -84,7 +84,7 @@ impl Default for EngineConfig {
             llm_concurrency: 4,
             incremental: true,
             min_interval: Duration::ZERO,
-            automatic_ops: Operation::ALL.to_vec(),
+            automatic_ops: crate::ops::registry().ops().collect(),
             sessions: SessionLimits::default(),
             retry_backoff: DEFAULT_RETRY_BACKOFF,
         }
@@ -239,7 +239,7 @@ impl Engine {
     pub fn end_session(&self, session: &SessionId, feed: Option<usize>) {
         if self.shared.store.end(session, feed) {
             durable::write_ended(&self.shared, session);
-            for op in Operation::ALL {
+            for op in crate::ops::registry().ops() {
                 self.admit(session, op);
             }
         }
@@ -370,7 +370,7 @@ impl Engine {
             permits_in_use: shared.permits.in_use(),
             permits_cap: shared.permits.capacity(),
             permits_limit: shared.permits.limit(),
-            policy: shared.config.state.policy,
+            policy: shared.config.state.policy.clone(),
             op_timeout: shared.config.state.op_timeout,
             feeds: shared.feeds.views(),
             totals: snapshot::totals(
@@ -396,10 +396,15 @@ impl Engine {
             rows,
             |row| &row.id,
             |row, views| {
-                row.ops = std::array::from_fn(|i| OpRow::new(views[i].0, views[i].1));
+                let mut ops = crate::ops::OpMap::new();
+                for op in crate::ops::registry().ops() {
+                    let (in_flight, stats) = views.get(op);
+                    *ops.entry(op) = OpRow::new(in_flight, stats);
+                }
+                row.ops = ops;
             },
         );
-        for op in rows.iter_mut().flat_map(|row| row.ops.iter_mut()) {
+        for op in rows.iter_mut().flat_map(|row| row.ops.values_mut()) {
             if let Some(run) = &op.in_flight {
                 op.tokens = self.shared.progress.rate(run.run_id);
             }
@@ -421,13 +426,8 @@ impl Engine {
         Some(SessionDetail {
             row,
             content,
-            history: std::array::from_fn(|i| {
-                shared
-                    .state
-                    .op_view(session, Operation::ALL[i])
-                    .stats
-                    .history
-                    .into()
+            history: crate::ops::OpMap::filled_with(|op| {
+                shared.state.op_view(session, op).stats.history.into()
             }),
         })
     }

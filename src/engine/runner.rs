@@ -36,7 +36,7 @@ use super::store::{OpResult, ResultBody, RunInput};
 use crate::cluster::{Ending, Finished, Lease, Start};
 use crate::events::{Event, Outcome};
 use crate::llm::{LlmErrorKind, LlmRequest, Progress, Usage, mind_map, prompts, structured};
-use crate::model::Operation;
+use crate::ops::OutputKind;
 use crate::state::{FinishOutcome, RunGuard};
 
 /// Times a step is asked again with less transcript after its prompt did
@@ -548,12 +548,12 @@ async fn call(
             "the LLM server cut the answer at the token limit; the result is kept, marked truncated"
         );
     }
-    let body = match op {
-        Operation::Summary => {
-            ResultBody::Summary(crate::text::strip_controls_keep_lines(&response.text).into_owned())
+    let body = match crate::ops::registry().output(op) {
+        OutputKind::Text => {
+            ResultBody::Text(crate::text::strip_controls_keep_lines(&response.text).into_owned())
         }
-        Operation::MindMap => match mind_map::parse_lenient(&response.text) {
-            Ok(map) => ResultBody::MindMap(clean_labels(map)),
+        OutputKind::Tree => match mind_map::parse_lenient(&response.text) {
+            Ok(map) => ResultBody::Tree(clean_labels(map)),
             Err(why) => {
                 let error = format!(
                     "{why}; the answer began: {:?}",

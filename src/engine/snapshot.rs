@@ -11,7 +11,8 @@ use super::feeds::FeedView;
 use super::store::SessionContent;
 use super::store::SessionFacts;
 use crate::llm::BackendInfo;
-use crate::model::{OPERATION_COUNT, SessionId};
+use crate::model::{Operation, SessionId};
+use crate::ops::OpMap;
 use crate::state::{InFlight, OpCounters, OpStats, Policy, RunRecord};
 
 /// One operation of one session, for tables.
@@ -80,7 +81,7 @@ pub struct SessionRow {
     pub has_partial: bool,
     /// Transcripts dropped before they were covered: never summarised.
     pub lost: u64,
-    pub ops: [OpRow; OPERATION_COUNT],
+    pub ops: OpMap<OpRow>,
 }
 
 impl SessionRow {
@@ -99,7 +100,14 @@ impl SessionRow {
     }
 
     pub fn any_in_flight(&self) -> bool {
-        self.ops.iter().any(|op| op.in_flight.is_some())
+        self.ops.values().any(|op| op.in_flight.is_some())
+    }
+
+    /// `op`'s row; an empty one for an operation this row does not hold (a
+    /// newer name than the row, from an attached server).
+    pub fn op(&self, op: Operation) -> &OpRow {
+        static EMPTY: std::sync::LazyLock<OpRow> = std::sync::LazyLock::new(OpRow::default);
+        self.ops.get(op).unwrap_or(&EMPTY)
     }
 }
 
@@ -127,14 +135,14 @@ pub struct Snapshot {
     /// cap; see `permits.rs`). 0 from a server that does not say.
     #[serde(default)]
     pub permits_limit: usize,
-    pub policy: [Policy; OPERATION_COUNT],
+    pub policy: OpMap<Policy>,
     pub op_timeout: Duration,
     pub feeds: Vec<FeedView>,
     /// Sorted by session id.
     pub sessions: Vec<SessionRow>,
     pub totals: Totals,
     /// Per operation, since the process started.
-    pub lifetime: [OpCounters; OPERATION_COUNT],
+    pub lifetime: OpMap<OpCounters>,
     /// The most sessions held at once (`--max-sessions`).
     pub max_sessions: usize,
     /// New sessions refused so far because that many were held.
@@ -191,17 +199,17 @@ pub struct ClusterView {
 pub struct SessionDetail {
     pub row: SessionRow,
     pub content: SessionContent,
-    pub history: [Vec<RunRecord>; OPERATION_COUNT],
+    pub history: OpMap<Vec<RunRecord>>,
 }
 
 /// The process's counters, and the runs in flight among `rows`.
 pub(super) fn totals(
     rows: &[SessionRow],
-    lifetime: &[OpCounters; OPERATION_COUNT],
+    lifetime: &OpMap<OpCounters>,
     transcripts: u64,
 ) -> Totals {
     let all = lifetime
-        .iter()
+        .values()
         .fold(OpCounters::default(), |sum, op| sum.plus(*op));
     let mut totals = Totals {
         transcripts,
@@ -210,7 +218,7 @@ pub(super) fn totals(
         running: 0,
     };
     for row in rows {
-        for op in &row.ops {
+        for op in row.ops.values() {
             match op.in_flight.as_ref().map(|r| r.phase) {
                 Some(crate::state::Phase::Queued) => totals.queued += 1,
                 Some(crate::state::Phase::Running) => totals.running += 1,

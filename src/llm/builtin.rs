@@ -19,7 +19,8 @@ use super::{
     Backend, BackendInfo, BoxFuture, LatencyRange, LlmError, LlmRequest, LlmResponse, Progress,
     Usage, Utterance,
 };
-use crate::model::{MindMap, MindMapNode, Operation};
+use crate::model::{MindMap, MindMapNode};
+use crate::ops::OutputKind;
 
 /// How often a simulated answer reports streamed tokens.
 const PROGRESS_STEP: Duration = Duration::from_millis(100);
@@ -61,9 +62,9 @@ impl Backend for BuiltinBackend {
         let latency = self.draw_latency();
         Box::pin(async move {
             let previous = request.previous.as_deref();
-            let text = match request.op {
-                Operation::Summary => summarise(&request.utterances, previous),
-                Operation::MindMap => {
+            let text = match crate::ops::registry().output(request.op) {
+                OutputKind::Text => summarise(&request.utterances, previous),
+                OutputKind::Tree => {
                     let map = mind_map_merged(&request.utterances, previous);
                     serde_json::to_string(&map).map_err(|e| LlmError::other(e.to_string()))?
                 }
@@ -423,7 +424,7 @@ mod tests {
         let progress = Progress::default();
         let request = LlmRequest::new(
             crate::model::SessionId::parse("s").unwrap(),
-            Operation::Summary,
+            crate::model::Operation::SUMMARY,
             meeting(),
         );
         let started = tokio::time::Instant::now();

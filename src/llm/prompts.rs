@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::{LlmRequest, Utterance};
 use crate::model::Operation;
+use crate::ops::OutputKind;
 
 /// The prompt window: most characters of transcript one prompt carries.
 pub const MAX_TRANSCRIPT_CHARS: usize = 24_000;
@@ -94,9 +95,9 @@ pub fn cut_previous(op: Operation, text: String, max_chars: usize) -> String {
     if text.chars().count() <= max_chars {
         return text;
     }
-    match op {
-        Operation::Summary => last_chars(&text, max_chars).to_string(),
-        Operation::MindMap => {
+    match crate::ops::registry().output(op) {
+        OutputKind::Text => last_chars(&text, max_chars).to_string(),
+        OutputKind::Tree => {
             let mut used = 0;
             text.lines()
                 .take_while(|line| {
@@ -122,12 +123,12 @@ impl Prompts {
     /// Characters a prompt of `op` takes besides its previous result and
     /// transcript: the system prompt and the longer of its templates.
     pub fn fixed_chars(&self, op: Operation) -> usize {
-        let (system, templates) = match op {
-            Operation::Summary => (
+        let (system, templates) = match crate::ops::registry().output(op) {
+            OutputKind::Text => (
                 &self.summary_system,
                 [&self.summary_full, &self.summary_incremental],
             ),
-            Operation::MindMap => (
+            OutputKind::Tree => (
                 &self.mind_map_system,
                 [&self.mind_map, &self.mind_map_incremental],
             ),
@@ -145,8 +146,8 @@ impl Prompts {
     pub fn messages(&self, request: &LlmRequest) -> Vec<ChatMessage> {
         let transcript = transcript_text(&request.utterances);
         let previous = request.previous.as_deref();
-        let (system, user) = match request.op {
-            Operation::Summary => {
+        let (system, user) = match crate::ops::registry().output(request.op) {
+            OutputKind::Text => {
                 let user = match previous {
                     Some(previous) => self
                         .summary_incremental
@@ -159,7 +160,7 @@ impl Prompts {
                 };
                 (&self.summary_system, user)
             }
-            Operation::MindMap => {
+            OutputKind::Tree => {
                 let user = match previous {
                     Some(previous) => self
                         .mind_map_incremental
@@ -243,17 +244,17 @@ mod tests {
     #[test]
     fn incremental_prompts_carry_the_previous_summary() {
         let prompts = Prompts::default();
-        let messages = prompts.messages(&request(Operation::Summary, Some("We chose Tuesday."), 2));
+        let messages = prompts.messages(&request(Operation::SUMMARY, Some("We chose Tuesday."), 2));
         assert_eq!(messages[0].role, "system");
         assert!(messages[1].content.contains("We chose Tuesday."));
         assert!(messages[1].content.contains("ana: line 1"));
-        let full = prompts.messages(&request(Operation::Summary, None, 2));
+        let full = prompts.messages(&request(Operation::SUMMARY, None, 2));
         assert!(full[1].content.starts_with("Transcript so far"));
     }
 
     #[test]
     fn prompts_carry_every_line_they_are_given_with_its_length_known() {
-        let request = request(Operation::MindMap, None, 50);
+        let request = request(Operation::MIND_MAP, None, 50);
         let messages = Prompts::default().messages(&request);
         let user = &messages[1].content;
         assert!(user.contains("ana: line 0 ") && user.contains("ana: line 49 "));
@@ -274,16 +275,16 @@ mod tests {
     fn incremental_mind_maps_carry_the_previous_map() {
         let prompts = Prompts::default();
         let map = r#"{"root":{"label":"Launch","children":[]}}"#;
-        let messages = prompts.messages(&request(Operation::MindMap, Some(map), 1));
+        let messages = prompts.messages(&request(Operation::MIND_MAP, Some(map), 1));
         assert!(messages[1].content.starts_with("Mind map so far"));
         assert!(messages[1].content.contains(map));
-        let first = prompts.messages(&request(Operation::MindMap, None, 1));
+        let first = prompts.messages(&request(Operation::MIND_MAP, None, 1));
         assert!(first[1].content.starts_with("Transcript:"));
     }
 
     #[test]
     fn a_repair_shows_the_answer_and_says_why() {
-        let mut request = request(Operation::MindMap, None, 1);
+        let mut request = request(Operation::MIND_MAP, None, 1);
         request.repair = Some(crate::llm::Repair {
             answer: "{\"root\": ".into(),
             why: "the JSON ends early".into(),

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use super::{LlmError, LlmErrorKind, LlmRequest, LlmResponse, Repair, Usage, mind_map};
 use crate::model::Operation;
+use crate::ops::OutputKind;
 
 /// How a request asks for JSON; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -156,9 +157,9 @@ pub fn unusable(op: Operation, text: &str) -> Option<String> {
     if text.trim().is_empty() {
         return Some("the answer was empty".into());
     }
-    match op {
-        Operation::Summary => None,
-        Operation::MindMap => mind_map::parse_lenient(text).err(),
+    match crate::ops::registry().output(op) {
+        OutputKind::Text => None,
+        OutputKind::Tree => mind_map::parse_lenient(text).err(),
     }
 }
 
@@ -182,9 +183,9 @@ where
     Fut: Future<Output = Result<LlmResponse, LlmError>>,
 {
     let op = request.op;
-    let start = match op {
-        Operation::MindMap => ladder.current(),
-        Operation::Summary => Rung::Plain,
+    let start = match crate::ops::registry().output(op) {
+        OutputKind::Tree => ladder.current(),
+        OutputKind::Text => Rung::Plain,
     };
     let mut spent = Usage::default();
     let (answer, rung) = first_answer(ladder, server, &request, start, &call, &mut spent).await?;
@@ -351,7 +352,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_schema_steps_down_and_is_remembered() {
         let ladder = Ladder::default();
-        let (result, calls) = play(&ladder, Operation::MindMap, |_, rung| match rung {
+        let (result, calls) = play(&ladder, Operation::MIND_MAP, |_, rung| match rung {
             Rung::JsonSchema => refused(500),
             _ => ok(MAP),
         })
@@ -362,14 +363,14 @@ mod tests {
             vec![(Rung::JsonSchema, false), (Rung::JsonObject, false)]
         );
         assert_eq!(ladder.current(), Rung::JsonObject);
-        let (_, calls) = play(&ladder, Operation::MindMap, |_, _| ok(MAP)).await;
+        let (_, calls) = play(&ladder, Operation::MIND_MAP, |_, _| ok(MAP)).await;
         assert_eq!(calls, vec![(Rung::JsonObject, false)], "remembered");
     }
 
     #[tokio::test]
     async fn refused_on_every_rung_is_not_the_format() {
         let ladder = Ladder::default();
-        let (result, calls) = play(&ladder, Operation::MindMap, |n, _| {
+        let (result, calls) = play(&ladder, Operation::MIND_MAP, |n, _| {
             refused([500, 400, 422][n])
         })
         .await;
@@ -382,17 +383,17 @@ mod tests {
         assert_eq!(calls.len(), 3);
         assert_eq!(ladder.current(), Rung::JsonSchema, "nothing learnt");
         // A 404 (no such model) or 401 is no reason to change format.
-        let (_, calls) = play(&ladder, Operation::MindMap, |_, _| refused(404)).await;
+        let (_, calls) = play(&ladder, Operation::MIND_MAP, |_, _| refused(404)).await;
         assert_eq!(calls.len(), 1);
         // Summaries are plain text: no ladder to go down.
-        let (_, calls) = play(&ladder, Operation::Summary, |_, _| refused(500)).await;
+        let (_, calls) = play(&ladder, Operation::SUMMARY, |_, _| refused(500)).await;
         assert_eq!(calls, vec![(Rung::Plain, false)]);
     }
 
     #[tokio::test]
     async fn after_a_refusal_another_kind_of_error_is_the_one_reported_and_all_usage_counts() {
         let ladder = Ladder::default();
-        let (result, _) = play(&ladder, Operation::MindMap, |n, _| match n {
+        let (result, _) = play(&ladder, Operation::MIND_MAP, |n, _| match n {
             0 => refused_after(500, 7),
             _ => Err(LlmError::new(
                 LlmErrorKind::Unreachable,
@@ -407,7 +408,7 @@ mod tests {
             "the newer, other cause"
         );
         assert_eq!(error.usage.prompt_tokens, 7);
-        let (result, _) = play(&ladder, Operation::MindMap, |n, _| match n {
+        let (result, _) = play(&ladder, Operation::MIND_MAP, |n, _| match n {
             0 => refused_after(400, 7),
             _ => ok(MAP),
         })
@@ -422,7 +423,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_answer_is_repaired_once_at_the_same_rung() {
         let ladder = Ladder::default();
-        let (result, calls) = play(&ladder, Operation::MindMap, |n, _| {
+        let (result, calls) = play(&ladder, Operation::MIND_MAP, |n, _| {
             ok(if n == 0 {
                 "{\"root\": {\"label\": "
             } else {
@@ -437,7 +438,7 @@ mod tests {
             calls,
             vec![(Rung::JsonSchema, false), (Rung::JsonSchema, true)]
         );
-        let (result, calls) = play(&ladder, Operation::MindMap, |_, _| ok("no map")).await;
+        let (result, calls) = play(&ladder, Operation::MIND_MAP, |_, _| ok("no map")).await;
         let error = result.unwrap_err();
         assert_eq!(calls.len(), 2, "one repair, no more");
         assert!(matches!(error.kind, LlmErrorKind::BadAnswer { ref answer } if answer == "no map"));
@@ -453,7 +454,7 @@ mod tests {
     async fn empty_answers_under_a_schema_are_repaired_lower_and_then_it_stays_lower() {
         let ladder = Ladder::default();
         for round in 1..=STEP_DOWN_AFTER {
-            let (result, calls) = play(&ladder, Operation::MindMap, |_, rung| match rung {
+            let (result, calls) = play(&ladder, Operation::MIND_MAP, |_, rung| match rung {
                 Rung::JsonSchema => ok(""),
                 _ => ok(MAP),
             })
@@ -474,7 +475,7 @@ mod tests {
         let ladder = Ladder::default();
         for n in 0..(2 * STEP_DOWN_AFTER) {
             let empty = n % 2 == 0;
-            let (result, _) = play(&ladder, Operation::MindMap, move |_, rung| match rung {
+            let (result, _) = play(&ladder, Operation::MIND_MAP, move |_, rung| match rung {
                 Rung::JsonSchema if empty => ok(""),
                 _ => ok(MAP),
             })
@@ -487,7 +488,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_summary_is_repaired() {
         let ladder = Ladder::default();
-        let (result, calls) = play(&ladder, Operation::Summary, |n, _| {
+        let (result, calls) = play(&ladder, Operation::SUMMARY, |n, _| {
             ok(if n == 0 { "  \n" } else { "We met." })
         })
         .await;

@@ -34,10 +34,10 @@ impl ProcessingStateManager {
                 .iter()
                 .filter_map(|(id, entry)| Some((id, entry.in_flight.as_ref()?)))
                 .flat_map(|(id, slots)| {
-                    Operation::ALL
-                        .into_iter()
-                        .filter(|op| slots[op.index()].is_some())
-                        .map(|op| (id.clone(), op))
+                    slots
+                        .iter()
+                        .filter(|(_, slot)| slot.is_some())
+                        .map(|(op, _)| (id.clone(), op))
                 })
                 .collect()
         };
@@ -63,7 +63,7 @@ impl ProcessingStateManager {
             let error = reason.to_string();
             record_end(
                 (entry, self.journal(), session),
-                &mut lifetime[op.index()],
+                lifetime.entry(op),
                 op,
                 &slot.view,
                 (now, duration, Usage::default()),
@@ -117,12 +117,12 @@ impl ProcessingStateManager {
                 active,
                 lifetime,
             } = &mut *tables;
-            let lifetime = &mut lifetime[op.index()];
+            let lifetime = lifetime.entry(op);
             let Some(entry) = sessions.get_mut(session) else {
                 return FinishOutcome::Stale;
             };
             let (failures_before, covered) = {
-                let stats = &mut entry.stats[op.index()];
+                let stats = entry.stats.entry(op);
                 let before = stats.covered_generation.unwrap_or(0);
                 // Steps kept before a failure count as covered (each kept
                 // step showed so at once), and a run that kept a result got
@@ -180,7 +180,7 @@ impl ProcessingStateManager {
                     follow_up: true,
                 });
                 let ended = std::mem::replace(slot, next);
-                let stats = &mut entry.stats[op.index()];
+                let stats = entry.stats.entry(op);
                 if wants_retry {
                     stats.counts.count_retry();
                     lifetime.count_retry();
@@ -196,10 +196,10 @@ impl ProcessingStateManager {
                 }
             };
             if nothing_new {
-                entry.stats[op.index()].counts.nothing_new += 1;
+                entry.stats.entry(op).counts.nothing_new += 1;
                 lifetime.nothing_new += 1;
             }
-            entry.stats[op.index()].counts.truncated += u64::from(truncated);
+            entry.stats.entry(op).counts.truncated += u64::from(truncated);
             lifetime.truncated += u64::from(truncated);
             record_end(
                 (entry, self.journal(), session),
@@ -229,8 +229,8 @@ fn take_slot(
     events: &mut Vec<Event>,
 ) -> Option<Slot> {
     let slots = entry.in_flight.as_mut()?;
-    let slot = slots[op.index()].take()?;
-    if slots.iter().all(Option::is_none) {
+    let slot = slots.get_mut(op)?.take()?;
+    if slots.values().all(Option::is_none) {
         entry.in_flight = None;
         *active -= 1;
         events.push(Event::SessionCleaned {
@@ -261,8 +261,8 @@ fn record_end(
     };
     lifetime.count_end(&record);
     if let Some(journal) = journal {
-        let skipped = entry.stats[op.index()].counts.skipped;
+        let skipped = entry.stats.entry(op).counts.skipped;
         journal.ended(session, op, &record, error.as_deref(), skipped);
     }
-    entry.stats[op.index()].record(record, error);
+    entry.stats.entry(op).record(record, error);
 }

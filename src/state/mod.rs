@@ -45,11 +45,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use guard::{FinishOutcome, RunGuard, RunNotes};
+pub use reads::SessionOps;
 pub use stats::{OpCounters, OpStats, RunRecord};
 pub use status::{ProcessingStatus, StatusResponse};
 
 use crate::events::{Event, EventBus, RunId};
-use crate::model::{OPERATION_COUNT, Operation, SessionId};
+use crate::model::{Operation, SessionId};
+use crate::ops::OpMap;
 
 /// Sessions visited per lock by [`ProcessingStateManager::visit_sessions`].
 pub const VISIT_CHUNK: usize = 512;
@@ -144,7 +146,7 @@ struct Slot {
     cancel: CancellationToken,
 }
 
-type Slots = [Option<Slot>; OPERATION_COUNT];
+type Slots = OpMap<Option<Slot>>;
 
 /// Everything the manager knows about one session.
 #[derive(Default)]
@@ -153,20 +155,20 @@ struct SessionEntry {
     /// removed when the last one ends (the original automatic cleanup).
     in_flight: Option<Slots>,
     /// Statistics, kept for as long as the process runs.
-    stats: [OpStats; OPERATION_COUNT],
+    stats: OpMap<OpStats>,
 }
 
 impl SessionEntry {
     fn slot(&self, op: Operation) -> Option<&Slot> {
         self.in_flight
             .as_ref()
-            .and_then(|slots| slots[op.index()].as_ref())
+            .and_then(|slots| slots.get(op)?.as_ref())
     }
 
     fn slot_mut(&mut self, op: Operation) -> Option<&mut Slot> {
         self.in_flight
             .as_mut()
-            .and_then(|slots| slots[op.index()].as_mut())
+            .and_then(|slots| slots.get_mut(op)?.as_mut())
     }
 }
 
@@ -177,13 +179,13 @@ struct Tables {
     /// Sessions whose in-flight entry is present.
     active: usize,
     /// Per operation, since the process started; outlives every session.
-    lifetime: [OpCounters; OPERATION_COUNT],
+    lifetime: OpMap<OpCounters>,
 }
 
 /// Settings of the manager.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
-    pub policy: [Policy; OPERATION_COUNT],
+    pub policy: OpMap<Policy>,
     /// How long one LLM call may take, from the moment it starts.
     pub op_timeout: Duration,
     /// Runs in a row that may fail (or time out) while the session has
@@ -198,7 +200,7 @@ pub const DEFAULT_RETRIES: u32 = 5;
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
-            policy: [Policy::Coalesce; OPERATION_COUNT],
+            policy: OpMap::new(),
             op_timeout: Duration::from_secs(300),
             retries: DEFAULT_RETRIES,
         }
@@ -253,7 +255,7 @@ impl ProcessingStateManager {
     }
 
     /// Puts back a session's statistics read from disk (before it runs).
-    pub fn restore_stats(&self, session: &SessionId, stats: [OpStats; OPERATION_COUNT]) {
+    pub fn restore_stats(&self, session: &SessionId, stats: OpMap<OpStats>) {
         let mut tables = self.lock();
         tables.sessions.entry(session.clone()).or_default().stats = stats;
     }
@@ -271,7 +273,7 @@ impl ProcessingStateManager {
     pub fn note_covered(&self, session: &SessionId, op: Operation, generation: u64) {
         let mut tables = self.lock();
         if let Some(entry) = tables.sessions.get_mut(session) {
-            let covered = &mut entry.stats[op.index()].covered_generation;
+            let covered = &mut entry.stats.entry(op).covered_generation;
             if covered.is_none_or(|c| c < generation) {
                 *covered = Some(generation);
             }
@@ -283,7 +285,7 @@ impl ProcessingStateManager {
     }
 
     pub fn policy(&self, op: Operation) -> Policy {
-        self.config.policy[op.index()]
+        self.config.policy.get(op).copied().unwrap_or_default()
     }
 
     pub fn op_timeout(&self) -> Duration {
@@ -328,19 +330,19 @@ impl ProcessingStateManager {
                 active,
                 lifetime,
             } = &mut *tables;
-            let lifetime = &mut lifetime[op.index()];
+            let lifetime = lifetime.entry(op);
             // Look up first so the common case clones no key.
             let entry = match sessions.get_mut(session) {
                 Some(entry) => entry,
                 None => sessions.entry(session.clone()).or_default(),
             };
             let SessionEntry { in_flight, stats } = entry;
-            let op_stats = &mut stats[op.index()];
+            let op_stats = stats.entry(op);
             let slots = in_flight.get_or_insert_with(|| {
                 *active += 1;
                 Default::default()
             });
-            match &mut slots[op.index()] {
+            match slots.entry(op) {
                 Some(slot) => {
                     if policy == Policy::Coalesce {
                         slot.view.pending = true;
@@ -426,7 +428,7 @@ impl ProcessingStateManager {
         {
             return;
         }
-        let stats = &mut entry.stats[op.index()];
+        let stats = entry.stats.entry(op);
         stats.covered_generation = Some(
             stats
                 .covered_generation

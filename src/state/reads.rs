@@ -4,10 +4,31 @@
 //! and forgetting a session.
 
 use super::{
-    InFlight, OPERATION_COUNT, OpCounters, OpStats, OpView, ProcessingStateManager,
-    ProcessingStatus, VISIT_CHUNK, status,
+    InFlight, OpCounters, OpStats, OpView, ProcessingStateManager, ProcessingStatus, VISIT_CHUNK,
+    status,
 };
 use crate::model::{Operation, SessionId};
+use crate::ops::OpMap;
+
+/// One session's operations as [`ProcessingStateManager::visit_sessions`]
+/// shows them, read under the manager's lock.
+pub struct SessionOps<'a> {
+    entry: Option<&'a super::SessionEntry>,
+    empty: &'a OpStats,
+}
+
+impl<'a> SessionOps<'a> {
+    /// `op`'s run in flight, if any, and its statistics.
+    pub fn get(&self, op: Operation) -> (Option<&'a InFlight>, &'a OpStats) {
+        match self.entry {
+            Some(entry) => (
+                entry.slot(op).map(|slot| &slot.view),
+                entry.stats.get(op).unwrap_or(self.empty),
+            ),
+            None => (None, self.empty),
+        }
+    }
+}
 
 impl ProcessingStateManager {
     /// The original `is_processing`: `None` asks about any operation.
@@ -20,8 +41,8 @@ impl ProcessingStateManager {
         {
             None => false,
             Some(slots) => match op {
-                Some(op) => slots[op.index()].is_some(),
-                None => slots.iter().any(Option::is_some),
+                Some(op) => slots.get(op).is_some_and(Option::is_some),
+                None => slots.values().any(Option::is_some),
             },
         }
     }
@@ -36,12 +57,13 @@ impl ProcessingStateManager {
             .and_then(|e| e.in_flight.as_ref())
         {
             let start = |op: Operation| {
-                slots[op.index()]
+                slots
+                    .get(op)?
                     .as_ref()
                     .map(|slot| status::unix_seconds(slot.view.since))
             };
-            status.summary_start_time = start(Operation::Summary);
-            status.mind_map_start_time = start(Operation::MindMap);
+            status.summary_start_time = start(Operation::SUMMARY);
+            status.mind_map_start_time = start(Operation::MIND_MAP);
             status.summary_processing = status.summary_start_time.is_some();
             status.mind_map_processing = status.mind_map_start_time.is_some();
             status.any_processing = status.summary_processing || status.mind_map_processing;
@@ -55,7 +77,7 @@ impl ProcessingStateManager {
         match tables.sessions.get(session) {
             Some(entry) => OpView {
                 in_flight: entry.slot(op).map(|slot| slot.view.clone()),
-                stats: entry.stats[op.index()].clone(),
+                stats: entry.stats.get(op).cloned().unwrap_or_default(),
             },
             None => OpView::default(),
         }
@@ -69,21 +91,20 @@ impl ProcessingStateManager {
         &self,
         items: &mut [T],
         session_of: impl Fn(&T) -> &SessionId,
-        mut visit: impl FnMut(&mut T, [(Option<&InFlight>, &OpStats); OPERATION_COUNT]),
+        mut visit: impl FnMut(&mut T, SessionOps<'_>),
     ) {
         let empty = OpStats::default();
         for chunk in items.chunks_mut(VISIT_CHUNK) {
             let tables = self.lock();
             for item in chunk.iter_mut() {
                 let entry = tables.sessions.get(session_of(item));
-                let view = std::array::from_fn(|i| match entry {
-                    Some(entry) => (
-                        entry.slot(Operation::ALL[i]).map(|slot| &slot.view),
-                        &entry.stats[i],
-                    ),
-                    None => (None, &empty),
-                });
-                visit(item, view);
+                visit(
+                    item,
+                    SessionOps {
+                        entry,
+                        empty: &empty,
+                    },
+                );
             }
         }
     }
@@ -108,7 +129,7 @@ impl ProcessingStateManager {
 
     /// Each operation's counts since the process started, forgotten
     /// sessions included: they only grow.
-    pub fn lifetime(&self) -> [OpCounters; OPERATION_COUNT] {
-        self.lock().lifetime
+    pub fn lifetime(&self) -> OpMap<OpCounters> {
+        self.lock().lifetime.clone()
     }
 }

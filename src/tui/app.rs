@@ -216,9 +216,11 @@ impl App {
                 let why = self.read_only.clone().unwrap_or_default();
                 self.say(&format!("{why}: triggers and cancels are off"), Tone::Warn);
             }
-            Action::TriggerSummary => return self.trigger(vec![Operation::Summary]),
-            Action::TriggerMindMap => return self.trigger(vec![Operation::MindMap]),
-            Action::TriggerBoth => return self.trigger(Operation::ALL.to_vec()),
+            Action::TriggerSummary => return self.trigger(vec![Operation::SUMMARY]),
+            Action::TriggerMindMap => return self.trigger(vec![Operation::MIND_MAP]),
+            Action::TriggerBoth => {
+                return self.trigger(crate::ops::registry().ops().collect::<Vec<_>>());
+            }
             Action::Cancel => {
                 if let Some(row) = self.selected_row() {
                     return vec![Command::Cancel {

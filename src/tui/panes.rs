@@ -113,10 +113,10 @@ impl SessionsTable {
             match sort {
                 SortColumn::Session => (0, 0),
                 SortColumn::Transcripts => (row.transcripts, 0),
-                SortColumn::Summary => op_rank(row, Operation::Summary, now),
-                SortColumn::MindMap => op_rank(row, Operation::MindMap, now),
-                SortColumn::Skipped => (row.ops.iter().map(|o| o.counts.skipped).sum(), 0),
-                SortColumn::Failures => (row.ops.iter().map(|o| o.failures()).sum(), 0),
+                SortColumn::Summary => op_rank(row, Operation::SUMMARY, now),
+                SortColumn::MindMap => op_rank(row, Operation::MIND_MAP, now),
+                SortColumn::Skipped => (row.ops.values().map(|o| o.counts.skipped).sum(), 0),
+                SortColumn::Failures => (row.ops.values().map(|o| o.failures()).sum(), 0),
                 // Sessions never heard from sort as the oldest.
                 SortColumn::Age => (
                     row.last_transcript_at.map_or(u64::MAX, |t| {
@@ -288,7 +288,7 @@ pub struct DetailPane {
 
 /// Sort key of an op's state: running before queued before idle, longer first.
 fn op_rank(row: &SessionRow, op: Operation, now: Instant) -> (u64, u64) {
-    let op = &row.ops[op.index()];
+    let op = &row.ops[op];
     match &op.in_flight {
         Some(run) => {
             let rank = if run.phase == Phase::Running { 3 } else { 2 };

@@ -194,7 +194,7 @@ async fn sessions_list_and_detail_carry_statistics_and_results() {
         None,
     );
     common::wait_until(&mut events, Duration::from_secs(10), "both results", || {
-        Operation::ALL
+        inflight::ops::BUILT_IN
             .iter()
             .all(|op| engine.result(&sid("standup"), *op).is_some())
             && engine.is_idle()
@@ -221,7 +221,7 @@ async fn sessions_list_and_detail_carry_statistics_and_results() {
     assert_eq!(first["operations"]["summary"]["call_seconds"], Value::Null);
     // Tokens: the builtin backend estimates them; the API, the engine and
     // /metrics all say the same.
-    let usage = engine.snapshot().sessions[0].ops[Operation::Summary.index()]
+    let usage = engine.snapshot().sessions[0].ops[Operation::SUMMARY]
         .counts
         .usage();
     assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
@@ -284,8 +284,8 @@ async fn ws_delivers_the_envelope_for_the_chosen_session() {
     // Events of another session are filtered out.
     common::open_session(&s.engine, "other");
     common::open_session(&s.engine, "wanted");
-    s.engine.request(&sid("other"), Operation::Summary);
-    s.engine.request(&sid("wanted"), Operation::Summary);
+    s.engine.request(&sid("other"), Operation::SUMMARY);
+    s.engine.request(&sid("wanted"), Operation::SUMMARY);
     let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .unwrap()
@@ -316,13 +316,13 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
         .await
         .unwrap();
     common::open_session(&s.engine, "busy");
-    s.engine.request(&sid("busy"), Operation::Summary);
+    s.engine.request(&sid("busy"), Operation::SUMMARY);
     // Every refused request is an event (about 260 bytes on the wire); the
     // laggard reads nothing meanwhile, so far more than the socket buffers
     // hold. Had the engine waited for it, this loop would never end.
     const REFUSED: u64 = 200_000;
     for i in 0..REFUSED {
-        s.engine.request(&sid("busy"), Operation::Summary);
+        s.engine.request(&sid("busy"), Operation::SUMMARY);
         if i % 5000 == 0 {
             tokio::task::yield_now().await;
         }
@@ -343,8 +343,8 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
     // The engine did not wait for the slow subscriber: every request was
     // answered and counted while it read nothing, and the run is untouched.
     let view = s.engine.session_detail(&sid("busy"), 0).unwrap().row;
-    assert_eq!(view.ops[Operation::Summary.index()].counts.skipped, REFUSED);
-    assert_eq!(view.ops[Operation::Summary.index()].counts.runs, 1);
+    assert_eq!(view.ops[Operation::SUMMARY].counts.skipped, REFUSED);
+    assert_eq!(view.ops[Operation::SUMMARY].counts.runs, 1);
     assert!(s.engine.status(&sid("busy")).summary_processing);
     // The server goes on serving: a new subscriber gets its events.
     let (mut reader, _) =
@@ -352,7 +352,7 @@ async fn a_subscriber_that_falls_behind_is_closed_with_a_reason() {
             .await
             .unwrap();
     common::open_session(&s.engine, "calm");
-    s.engine.request(&sid("calm"), Operation::Summary);
+    s.engine.request(&sid("calm"), Operation::SUMMARY);
     let message = tokio::time::timeout(Duration::from_secs(10), reader.next())
         .await
         .expect("the reading subscriber is served")
@@ -434,7 +434,7 @@ async fn the_token_is_required_and_checked() {
         .await
         .expect("/ws with the token");
     assert_eq!(response.status().as_u16(), 101);
-    s.engine.request(&sid("demo"), Operation::Summary);
+    s.engine.request(&sid("demo"), Operation::SUMMARY);
     let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("an event")
@@ -487,11 +487,11 @@ async fn metrics_parse_and_equal_the_engines_counters() {
     let s = server(Policy::Coalesce, None).await;
     for session in ["a", "b"] {
         common::open_session(&s.engine, session);
-        s.engine.request(&sid(session), Operation::Summary);
-        s.engine.request(&sid(session), Operation::Summary);
-        s.engine.request(&sid(session), Operation::MindMap);
+        s.engine.request(&sid(session), Operation::SUMMARY);
+        s.engine.request(&sid(session), Operation::SUMMARY);
+        s.engine.request(&sid(session), Operation::MIND_MAP);
     }
-    s.engine.cancel(&sid("a"), Operation::MindMap);
+    s.engine.cancel(&sid("a"), Operation::MIND_MAP);
     let (code, text) = get_text(&format!("{}/metrics", s.base)).await;
     assert_eq!(code, 200);
     let samples = parse_prometheus(&text);
@@ -504,19 +504,15 @@ async fn metrics_parse_and_equal_the_engines_counters() {
     };
     let totals = s.engine.snapshot();
     let by_op = |op: Operation, f: &dyn Fn(&inflight::engine::OpRow) -> u64| -> f64 {
-        totals
-            .sessions
-            .iter()
-            .map(|r| f(&r.ops[op.index()]))
-            .sum::<u64>() as f64
+        totals.sessions.iter().map(|r| f(&r.ops[op])).sum::<u64>() as f64
     };
     assert_eq!(
         value("inflight_runs_total", r#"op="summary""#),
-        by_op(Operation::Summary, &|o| o.counts.runs)
+        by_op(Operation::SUMMARY, &|o| o.counts.runs)
     );
     assert_eq!(
         value("inflight_runs_total", r#"op="mind_map""#),
-        by_op(Operation::MindMap, &|o| o.counts.runs)
+        by_op(Operation::MIND_MAP, &|o| o.counts.runs)
     );
     assert_eq!(value("inflight_skipped_total", r#"op="summary""#), 2.0);
     assert_eq!(
@@ -548,11 +544,11 @@ async fn counters_never_go_down_when_sessions_are_forgotten() {
     let s = server(Policy::Coalesce, None).await;
     for session in ["a", "b"] {
         s.engine.ingest(final_line(session, 1, "hello"), None);
-        s.engine.cancel(&sid(session), Operation::Summary);
-        s.engine.cancel(&sid(session), Operation::MindMap);
+        s.engine.cancel(&sid(session), Operation::SUMMARY);
+        s.engine.cancel(&sid(session), Operation::MIND_MAP);
         s.engine.end_session(&sid(session), None);
-        s.engine.cancel(&sid(session), Operation::Summary);
-        s.engine.cancel(&sid(session), Operation::MindMap);
+        s.engine.cancel(&sid(session), Operation::SUMMARY);
+        s.engine.cancel(&sid(session), Operation::MIND_MAP);
     }
     let before = counters(&get_text(&format!("{}/metrics", s.base)).await.1);
     assert_eq!(before[r#"inflight_runs_total{op="summary"}"#], 4.0);
@@ -676,7 +672,7 @@ async fn feeds_report_their_state_and_bad_frames_by_kind() {
 async fn the_status_command_prints_sessions_and_one_status() {
     let s = server(Policy::Coalesce, Some("tok")).await;
     common::open_session(&s.engine, "standup");
-    s.engine.request(&sid("standup"), Operation::Summary);
+    s.engine.request(&sid("standup"), Operation::SUMMARY);
     // The API keeps serving on the runtime's workers while this thread waits.
     let run = |args: &[&str], token: &str| {
         let output = crate::common::child::output(

@@ -197,7 +197,7 @@ async fn a_subscriber_that_never_answers_is_dropped() {
         .await
         .expect("the seat was given back");
     common::open_session(&s.engine, "s");
-    s.engine.request(&common::sid("s"), Operation::Summary);
+    s.engine.request(&common::sid("s"), Operation::SUMMARY);
     let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("an event")

@@ -166,7 +166,7 @@ async fn events_resume_after_the_last_seen_with_no_gap_and_no_duplicate() {
     // A second resumable client that never goes away: the witness.
     let mut witness = connect(&s.base, "?since=0").await;
     assert_eq!(next_json(&mut witness).await["type"], "resume");
-    s.engine.request(&session, Operation::Summary);
+    s.engine.request(&session, Operation::SUMMARY);
     let message = next_json(&mut plain).await;
     assert_eq!(message["type"], "processing_status");
     assert!(message.get("id").is_none(), "{message}");
@@ -183,13 +183,13 @@ async fn events_resume_after_the_last_seen_with_no_gap_and_no_duplicate() {
 
     // Away: a cancel and a new run happen.
     let mut events = s.engine.subscribe();
-    s.engine.cancel(&session, Operation::Summary);
-    s.engine.request(&session, Operation::MindMap);
+    s.engine.cancel(&session, Operation::SUMMARY);
+    s.engine.request(&session, Operation::MIND_MAP);
     common::next_matching(&mut events, std::time::Duration::from_secs(10), |e| {
         matches!(
             e,
             inflight::events::Event::OpFinished {
-                op: Operation::Summary,
+                op: Operation::SUMMARY,
                 ..
             }
         )
@@ -235,7 +235,7 @@ async fn events_resume_after_the_last_seen_with_no_gap_and_no_duplicate() {
         "the cancel and the mind map's admission: {got:?}"
     );
     // Live again: the next event follows on.
-    s.engine.cancel(&session, Operation::MindMap);
+    s.engine.cancel(&session, Operation::MIND_MAP);
     let live = next_json(&mut back).await;
     assert_eq!(live["id"].as_u64().unwrap(), seen + 1, "{live}");
 
@@ -381,7 +381,7 @@ impl inflight::llm::Backend for Failing {
 async fn the_api_and_status_show_the_engines_attention_value() {
     let engine = inflight::engine::Engine::new(
         inflight::engine::EngineConfig {
-            automatic_ops: vec![Operation::Summary],
+            automatic_ops: vec![Operation::SUMMARY],
             ..Default::default()
         },
         std::sync::Arc::new(Failing),

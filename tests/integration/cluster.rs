@@ -49,7 +49,7 @@ async fn one_run_per_session_and_operation_across_instances() {
     let a = instance(&redis.url(), "a", Duration::from_secs(30));
     let b = instance(&redis.url(), "b", Duration::from_secs(30));
     let s = sid("s1");
-    let summary = Operation::Summary;
+    let summary = Operation::SUMMARY;
 
     let first = started(a.try_start(&s, summary, 3).await.unwrap());
     // The other instance finds it held, and leaves a pending request.
@@ -63,7 +63,7 @@ async fn one_run_per_session_and_operation_across_instances() {
     );
     assert_eq!(b.pending().await.unwrap(), [(s.clone(), summary)]);
     // Another operation of the same session is free.
-    started(b.try_start(&s, Operation::MindMap, 3).await.unwrap());
+    started(b.try_start(&s, Operation::MIND_MAP, 3).await.unwrap());
     // While the lease is held, the request is nobody's to take.
     assert_eq!(b.abandoned(&s, summary).await.unwrap(), None);
 
@@ -138,17 +138,17 @@ async fn results_are_kept_only_from_the_current_run_and_reach_every_instance() {
     let b = instance(&redis.url(), "b", Duration::from_secs(30));
     let s = sid("s1");
     let head = b.events_head().await.unwrap();
-    let old = started(a.try_start(&s, Operation::Summary, 1).await.unwrap());
+    let old = started(a.try_start(&s, Operation::SUMMARY, 1).await.unwrap());
     assert!(a.put_result(&old, "one").await.unwrap());
     assert!(!a.put_result(&old, "one again").await.unwrap(), "not newer");
     assert_eq!(a.finish(&old, ending(1)).await.unwrap(), Finished::Released);
-    let new = started(b.try_start(&s, Operation::Summary, 2).await.unwrap());
+    let new = started(b.try_start(&s, Operation::SUMMARY, 2).await.unwrap());
     // A late result of a run a later one replaced is refused, wherever it
     // comes from, even before the later run has a result.
     assert!(!a.put_result(&old, "late").await.unwrap());
     assert!(b.put_result(&new, "two").await.unwrap());
     assert_eq!(
-        a.result(&s, Operation::Summary).await.unwrap(),
+        a.result(&s, Operation::SUMMARY).await.unwrap(),
         Some((new.fence, "b".into(), "two".into()))
     );
 
@@ -193,15 +193,15 @@ async fn a_dead_holders_lease_expires_and_its_pending_work_is_free() {
     let a = instance(&redis.url(), "a", ttl);
     let b = instance(&redis.url(), "b", ttl);
     let s = sid("s1");
-    let dead = started(a.try_start(&s, Operation::Summary, 1).await.unwrap());
+    let dead = started(a.try_start(&s, Operation::SUMMARY, 1).await.unwrap());
     assert!(matches!(
-        b.try_start(&s, Operation::Summary, 2).await.unwrap(),
+        b.try_start(&s, Operation::SUMMARY, 2).await.unwrap(),
         Start::HeldElsewhere(_)
     ));
     // While the lease lives, the work is not abandoned.
-    assert_eq!(b.abandoned(&s, Operation::Summary).await.unwrap(), None);
+    assert_eq!(b.abandoned(&s, Operation::SUMMARY).await.unwrap(), None);
     let (_, left) = b
-        .look(&s, Operation::Summary)
+        .look(&s, Operation::SUMMARY)
         .await
         .unwrap()
         .holder
@@ -209,18 +209,18 @@ async fn a_dead_holders_lease_expires_and_its_pending_work_is_free() {
     assert!(left <= ttl && left > Duration::ZERO, "{left:?}");
     // `a` stops renewing (it died): the lease expires on Redis's clock.
     let until = std::time::Instant::now() + Duration::from_secs(10);
-    while b.abandoned(&s, Operation::Summary).await.unwrap() != Some(2) {
+    while b.abandoned(&s, Operation::SUMMARY).await.unwrap() != Some(2) {
         assert!(std::time::Instant::now() < until, "the lease never expired");
         tokio::time::sleep(ttl / 3).await;
     }
     // A lapsed lease nobody took is taken back by its renewal.
     assert!(a.renew(&dead).await.unwrap());
-    assert_eq!(b.abandoned(&s, Operation::Summary).await.unwrap(), None);
+    assert_eq!(b.abandoned(&s, Operation::SUMMARY).await.unwrap(), None);
     // Once another run started, the old holder can neither renew, finish
     // nor keep a result.
     let until = std::time::Instant::now() + Duration::from_secs(10);
     let taken = loop {
-        match b.try_start(&s, Operation::Summary, 2).await.unwrap() {
+        match b.try_start(&s, Operation::SUMMARY, 2).await.unwrap() {
             Start::Started(lease) => break lease,
             Start::HeldElsewhere(_) => {
                 assert!(
@@ -248,11 +248,11 @@ async fn without_redis_nothing_starts_and_it_says_so_then_recovers() {
     let port = redis.port;
     let a = instance(&redis.url(), "a", Duration::from_secs(30));
     let s = sid("s1");
-    let lease = started(a.try_start(&s, Operation::Summary, 1).await.unwrap());
+    let lease = started(a.try_start(&s, Operation::SUMMARY, 1).await.unwrap());
     assert!(a.reachable());
 
     redis.kill();
-    let refused = a.try_start(&s, Operation::MindMap, 1).await;
+    let refused = a.try_start(&s, Operation::MIND_MAP, 1).await;
     assert!(
         matches!(refused, Err(ClusterError::Unreachable(_))),
         "{refused:?}"
@@ -274,7 +274,7 @@ async fn without_redis_nothing_starts_and_it_says_so_then_recovers() {
     }
     assert!(a.reachable());
     assert!(!a.renew(&lease).await.unwrap(), "the old lease is gone");
-    let again = started(a.try_start(&s, Operation::Summary, 1).await.unwrap());
+    let again = started(a.try_start(&s, Operation::SUMMARY, 1).await.unwrap());
     assert!(
         again.fence > lease.fence,
         "fences never repeat, even after Redis lost its counters"

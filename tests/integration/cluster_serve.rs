@@ -475,7 +475,7 @@ fn a_killed_holders_work_is_taken_over_by_another_instance() {
             .flatten()
             .find(|row| row["id"] == "s1")
             .and_then(|row| {
-                row["ops"][0]["in_flight"]["instance"]
+                row["ops"]["summary"]["in_flight"]["instance"]
                     .as_str()
                     .map(String::from)
             });

@@ -82,11 +82,11 @@ fn fixture(now: Instant) -> Snapshot {
         ended: false,
         has_partial: true,
         lost: 0,
-        ops: [op(7, 12, 4100), op(5, 9, 6200)],
+        ops: [op(7, 12, 4100), op(5, 9, 6200)].into(),
     };
-    standup.ops[0].in_flight = Some(running(now, 41, 12.4, Phase::Running, true));
-    standup.ops[0].tokens = Some((310, 25.0));
-    standup.ops[1].in_flight = Some(running(now, 42, 1.2, Phase::Queued, false));
+    standup.ops[Operation::SUMMARY].in_flight = Some(running(now, 41, 12.4, Phase::Running, true));
+    standup.ops[Operation::SUMMARY].tokens = Some((310, 25.0));
+    standup.ops[Operation::MIND_MAP].in_flight = Some(running(now, 42, 1.2, Phase::Queued, false));
 
     let mut retro = SessionRow {
         id: sid("incident-retro"),
@@ -96,12 +96,12 @@ fn fixture(now: Instant) -> Snapshot {
         ended: false,
         has_partial: false,
         lost: 0,
-        ops: [op(3, 1, 2500), op(3, 0, 3100)],
+        ops: [op(3, 1, 2500), op(3, 0, 3100)].into(),
     };
-    retro.ops[1].counts.failed = 2;
-    retro.ops[1].consecutive_failures = 2;
+    retro.ops[Operation::MIND_MAP].counts.failed = 2;
+    retro.ops[Operation::MIND_MAP].consecutive_failures = 2;
     // Its summary covers 15 of its 17 lines.
-    retro.ops[0].covered_generation = Some(15);
+    retro.ops[Operation::SUMMARY].covered_generation = Some(15);
 
     let mut planning = SessionRow {
         id: sid("planning"),
@@ -111,9 +111,9 @@ fn fixture(now: Instant) -> Snapshot {
         ended: true,
         has_partial: false,
         lost: 0,
-        ops: [op(9, 30, 1800), op(9, 28, 2200)],
+        ops: [op(9, 30, 1800), op(9, 28, 2200)].into(),
     };
-    for op in &mut planning.ops {
+    for op in planning.ops.values_mut() {
         op.covered_generation = Some(60);
     }
     let fresh = SessionRow {
@@ -124,7 +124,7 @@ fn fixture(now: Instant) -> Snapshot {
         ended: false,
         has_partial: false,
         lost: 0,
-        ops: [OpRow::default(), OpRow::default()],
+        ops: [OpRow::default(), OpRow::default()].into(),
     };
     let sessions = vec![retro, planning, standup, fresh];
     Snapshot {
@@ -142,7 +142,7 @@ fn fixture(now: Instant) -> Snapshot {
         permits_in_use: 1,
         permits_cap: 4,
         permits_limit: 4,
-        policy: [Policy::Coalesce; 2],
+        policy: inflight::ops::OpMap::filled_with(|_| Policy::Coalesce),
         op_timeout: Duration::from_secs(300),
         feeds: vec![
             FeedView {
@@ -455,7 +455,7 @@ fn keys_move_sort_filter_and_keep_the_selection() {
         app.handle_key(Key::Char('t')),
         vec![Command::Trigger {
             session: sid("standup"),
-            ops: Operation::ALL.to_vec()
+            ops: inflight::ops::BUILT_IN.to_vec()
         }]
     );
     app.handle_key(Key::Char('/'));
@@ -527,14 +527,14 @@ fn actions_become_commands_and_answers_become_messages() {
         app.handle_key(Key::Char('1')),
         vec![Command::Trigger {
             session: sid("incident-retro"),
-            ops: vec![Operation::Summary]
+            ops: vec![Operation::SUMMARY]
         }]
     );
     assert_eq!(
         app.handle_key(Key::Char('2')),
         vec![Command::Trigger {
             session: sid("incident-retro"),
-            ops: vec![Operation::MindMap]
+            ops: vec![Operation::MIND_MAP]
         }]
     );
     assert_eq!(
@@ -547,9 +547,9 @@ fn actions_become_commands_and_answers_become_messages() {
     app.show_triggered(
         &sid("incident-retro"),
         &[
-            (Operation::Summary, TriggerAnswer::Started { run_id: 7 }),
+            (Operation::SUMMARY, TriggerAnswer::Started { run_id: 7 }),
             (
-                Operation::MindMap,
+                Operation::MIND_MAP,
                 TriggerAnswer::Skipped {
                     running_run_id: 5,
                     since,
@@ -565,7 +565,7 @@ fn actions_become_commands_and_answers_become_messages() {
     );
     app.show_cancelled(
         &sid("incident-retro"),
-        &[(Operation::Summary, Some(7)), (Operation::MindMap, None)],
+        &[(Operation::SUMMARY, Some(7)), (Operation::MIND_MAP, None)],
     );
     assert_eq!(
         app.message.as_ref().unwrap().text,
@@ -662,7 +662,7 @@ fn a_running_call_shows_and_is_judged_by_its_own_time_not_its_wait() {
     let mut run = running(now, 7, 290.0, Phase::Running, false);
     run.started = Some(ago(now, 10.0));
     run.deadline = Some(ago(now, 10.0) + Duration::from_secs(300));
-    row.ops[0] = OpRow {
+    row.ops[Operation::SUMMARY] = OpRow {
         in_flight: Some(run.clone()),
         ..OpRow::default()
     };
@@ -687,7 +687,7 @@ fn a_running_call_shows_and_is_judged_by_its_own_time_not_its_wait() {
     );
     // 250 s into its call: near the deadline, whatever the wait was.
     run.started = Some(ago(now, 250.0));
-    row.ops[0].in_flight = Some(run);
+    row.ops[Operation::SUMMARY].in_flight = Some(run);
     let warnings: Vec<String> = inflight::engine::attention(&row, now, timeout)
         .iter()
         .map(|a| a.describe())
@@ -717,13 +717,13 @@ async fn details_show_tokens_per_run_and_in_all() {
     );
     common::wait_until(&mut events, Duration::from_secs(10), "both results", || {
         engine.is_idle()
-            && Operation::ALL
+            && inflight::ops::BUILT_IN
                 .iter()
                 .all(|op| engine.result(&sid("standup"), *op).is_some())
     })
     .await;
     let detail = engine.session_detail(&sid("standup"), 20).unwrap();
-    let usage = detail.row.ops[Operation::Summary.index()].counts.usage();
+    let usage = detail.row.ops[Operation::SUMMARY].counts.usage();
     let mut app = App::new(Theme::new(false), engine.snapshot());
     app.handle_key(Key::Enter);
     app.set_detail(Some(detail));
@@ -829,10 +829,10 @@ impl Backend for HostileBackend {
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
         Box::pin(async move {
             match request.op {
-                Operation::Summary => {
+                op if op != Operation::MIND_MAP => {
                     Err(LlmError::other(format!("server said {ESCAPES}boom\u{7}")))
                 }
-                Operation::MindMap => Ok(LlmResponse {
+                _ => Ok(LlmResponse {
                     text: serde_json::json!({"root": {
                         "label": format!("Budget{ESCAPES}"),
                         "children": [{"label": format!("Hiring{ESCAPES}\u{7}"), "children": []}]
@@ -950,7 +950,7 @@ fn failing(now: Instant) -> Snapshot {
     let mut snapshot = fixture(now);
     for row in &mut snapshot.sessions {
         let transcripts = row.transcripts;
-        let op = &mut row.ops[Operation::MindMap.index()];
+        let op = &mut row.ops[Operation::MIND_MAP];
         op.in_flight = None;
         op.covered_generation = Some(transcripts);
         op.counts.runs = 5;
@@ -992,7 +992,7 @@ fn a_failing_backends_cause_is_on_the_table_and_said_once() {
     // and the details say what is left and how to run it again.
     let mut snapshot = failing(now());
     for row in &mut snapshot.sessions {
-        row.ops[Operation::MindMap.index()].covered_generation = Some(1);
+        row.ops[Operation::MIND_MAP].covered_generation = Some(1);
     }
     let app = App::new(Theme::new(false), snapshot);
     let text = screen_text(&render(&app, 80, 24));
@@ -1024,10 +1024,10 @@ fn failing_detail(app: &App, rejected: Option<&str>) -> inflight::engine::Sessio
         content: inflight::engine::SessionContent {
             recent: Vec::new(),
             partial: None,
-            results: [None, None],
-            rejected: [None, rejected.map(str::to_string)],
+            results: [None, None].into(),
+            rejected: [None, rejected.map(str::to_string)].into(),
         },
-        history: [Vec::new(), Vec::new()],
+        history: [Vec::new(), Vec::new()].into(),
     }
 }
 
@@ -1155,7 +1155,7 @@ fn details_say_a_stale_operation_and_the_key_that_runs_it_again() {
     let mut detail = failing_detail(&app, None);
     let transcripts = detail.row.transcripts;
     assert!(transcripts > 1, "a fixture row with lines");
-    detail.row.ops[Operation::MindMap.index()].covered_generation = Some(1);
+    detail.row.ops[Operation::MIND_MAP].covered_generation = Some(1);
     app.set_detail(Some(detail));
     let text = screen_text(&render(&app, 160, 40));
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");

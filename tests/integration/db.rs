@@ -74,7 +74,7 @@ async fn say_and_end(engine: &Engine, session: &str, lines: u64) {
         "its final results",
         || {
             engine.is_idle()
-                && Operation::ALL.iter().all(|op| {
+                && inflight::ops::BUILT_IN.iter().all(|op| {
                     engine
                         .result(&sid(session), *op)
                         .is_some_and(|r| r.covered_generation == lines)
@@ -120,7 +120,12 @@ async fn what_an_engine_wrote_comes_back_after_a_restart() {
     second.use_db(reopened.db.clone());
     assert_eq!(second.restore(reopened.restored), 1);
     let after = second.session_detail(&sid("standup"), 10).unwrap();
-    for (is, was) in after.content.results.iter().zip(&before.content.results) {
+    for (is, was) in after
+        .content
+        .results
+        .values()
+        .zip(before.content.results.values())
+    {
         let (is, was) = (is.clone().unwrap(), was.clone().unwrap());
         assert_eq!(
             (&is.body, is.covered_generation, is.run_id, &is.model),
@@ -144,8 +149,8 @@ async fn what_an_engine_wrote_comes_back_after_a_restart() {
         }
         recent
     });
-    for op in Operation::ALL {
-        let (was, is) = (&before.row.ops[op.index()], &after.row.ops[op.index()]);
+    for op in inflight::ops::BUILT_IN {
+        let (was, is) = (&before.row.ops[op], &after.row.ops[op]);
         assert_eq!(
             (is.counts.runs, is.counts.ok, is.counts.skipped),
             (was.counts.runs, was.counts.ok, was.counts.skipped),
@@ -153,11 +158,11 @@ async fn what_an_engine_wrote_comes_back_after_a_restart() {
         );
         assert_eq!(is.counts.usage(), was.counts.usage());
         assert_eq!(
-            after.history[op.index()]
+            after.history[op]
                 .iter()
                 .map(|r| r.run_id)
                 .collect::<Vec<_>>(),
-            before.history[op.index()]
+            before.history[op]
                 .iter()
                 .map(|r| r.run_id)
                 .collect::<Vec<_>>()
@@ -171,13 +176,13 @@ async fn what_an_engine_wrote_comes_back_after_a_restart() {
     // Run ids go on from the stored ones.
     let max_before = before
         .history
-        .iter()
+        .values()
         .flatten()
         .map(|r| r.run_id)
         .max()
         .unwrap();
     let Some(inflight::engine::TriggerAnswer::Started { run_id }) =
-        second.request(&sid("standup"), Operation::Summary)
+        second.request(&sid("standup"), Operation::SUMMARY)
     else {
         panic!("a trigger on a restored session starts")
     };
@@ -206,10 +211,10 @@ async fn a_session_left_uncovered_gets_one_run_per_operation_at_start() {
             queued.push(op);
         }
     }
-    assert_eq!(queued, Operation::ALL, "one run of each, no more");
+    assert_eq!(queued, inflight::ops::BUILT_IN, "one run of each, no more");
     wait_until(&mut events, Duration::from_secs(10), "both covered", || {
         engine.is_idle()
-            && Operation::ALL.iter().all(|op| {
+            && inflight::ops::BUILT_IN.iter().all(|op| {
                 engine
                     .result(&sid("late"), *op)
                     .is_some_and(|r| r.covered_generation == 5)
@@ -222,7 +227,7 @@ async fn a_session_left_uncovered_gets_one_run_per_operation_at_start() {
 fn result(run_id: u64, covered: u64, body: &str) -> Write {
     Write::Result {
         session: sid("fenced"),
-        op: Operation::Summary,
+        op: Operation::SUMMARY,
         run_id,
         covered_generation: covered,
         body: body.into(),
@@ -244,7 +249,7 @@ fn stored_summary(path: &std::path::Path) -> (u64, u64, String) {
         .cloned()
         .unwrap();
     opened.db.close(Duration::from_secs(5));
-    let r = session.results[0].clone().unwrap();
+    let r = session.results[Operation::SUMMARY].clone().unwrap();
     (r.run_id, r.covered_generation, r.body)
 }
 
@@ -285,7 +290,7 @@ fn a_truncated_result_keeps_its_mark_and_a_version_1_file_is_brought_up() {
         let opened = db::open(path, limits()).unwrap();
         let session = opened.restored.sessions[0].clone();
         opened.db.close(Duration::from_secs(5));
-        session.results[0].clone().unwrap()
+        session.results[Operation::SUMMARY].clone().unwrap()
     };
     assert!(stored(&path).truncated);
 
@@ -313,7 +318,7 @@ async fn runs_in_flight_at_a_crash_come_back_interrupted() {
     opened.db.write(Write::RunAdmitted {
         run_id: 41,
         session: sid("cut"),
-        op: Operation::MindMap,
+        op: Operation::MIND_MAP,
         at: SystemTime::now(),
         follow_up: false,
     });
@@ -321,12 +326,9 @@ async fn runs_in_flight_at_a_crash_come_back_interrupted() {
     opened.db.close(Duration::from_secs(5));
     let reopened = db::open(&path, limits()).unwrap();
     let session = &reopened.restored.sessions[0];
-    let run = &session.history[Operation::MindMap.index()][0];
+    let run = &session.history[Operation::MIND_MAP][0];
     assert_eq!((run.run_id, run.outcome), (41, None), "interrupted");
-    assert_eq!(
-        session.counts[Operation::MindMap.index()].counts.cancelled,
-        1
-    );
+    assert_eq!(session.counts[Operation::MIND_MAP].counts.cancelled, 1);
     assert_eq!(reopened.restored.next_run_id, 42);
     let engine = Engine::new(
         EngineConfig {
@@ -336,7 +338,7 @@ async fn runs_in_flight_at_a_crash_come_back_interrupted() {
         Arc::new(BuiltinBackend::new(LatencyRange::ZERO)),
     );
     engine.restore(reopened.restored);
-    let stats = &engine.snapshot().sessions[0].ops[Operation::MindMap.index()];
+    let stats = &engine.snapshot().sessions[0].ops[Operation::MIND_MAP];
     assert!(
         stats
             .last_error
@@ -475,7 +477,7 @@ async fn the_api_pages_through_past_sessions_and_reads_forgotten_ones_from_disk(
     wait_until(&mut events, Duration::from_secs(10), "every result", || {
         engine.is_idle()
             && names.iter().all(|n| {
-                Operation::ALL
+                inflight::ops::BUILT_IN
                     .iter()
                     .all(|op| engine.result(&sid(n), *op).is_some())
             })
@@ -489,10 +491,9 @@ async fn the_api_pages_through_past_sessions_and_reads_forgotten_ones_from_disk(
     );
     // How many runs there were depends on whether the first ended before
     // the session did; whatever memory counted, the disk must say too.
-    let counted = engine.session_detail(&sid("b-two"), 0).unwrap().row.ops
-        [Operation::Summary.index()]
-    .counts
-    .ok;
+    let counted = engine.session_detail(&sid("b-two"), 0).unwrap().row.ops[Operation::SUMMARY]
+        .counts
+        .ok;
     assert_eq!(
         engine.forget_ended(Duration::ZERO),
         3,

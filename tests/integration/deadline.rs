@@ -22,7 +22,7 @@ fn slow_engine(latency: Duration, timeout: Duration) -> Engine {
             retries: 0,
             ..Default::default()
         },
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
     Engine::new(
@@ -61,11 +61,11 @@ async fn a_run_past_its_deadline_is_timed_out_and_frees_its_slot() {
         "nothing stays processing"
     );
     assert!(!engine.snapshot().sessions[0].any_in_flight());
-    let row = &engine.snapshot().sessions[0].ops[Operation::Summary.index()];
+    let row = &engine.snapshot().sessions[0].ops[Operation::SUMMARY];
     assert_eq!(row.counts.timed_out, 1);
     assert!(row.last_error.as_deref().unwrap_or("").contains("5s"));
     assert!(matches!(
-        engine.request(&s, Operation::Summary),
+        engine.request(&s, Operation::SUMMARY),
         Some(TriggerAnswer::Started { .. })
     ));
 }
@@ -87,15 +87,15 @@ async fn an_operator_cancel_frees_the_slot_at_once() {
         "one LLM call of four"
     );
 
-    let answer = engine.request(&s, Operation::Summary);
+    let answer = engine.request(&s, Operation::SUMMARY);
     assert!(
         matches!(answer, Some(TriggerAnswer::Pending { .. })),
         "coalesce answers pending, got {answer:?}"
     );
-    assert!(engine.cancel(&s, Operation::Summary).is_some());
+    assert!(engine.cancel(&s, Operation::SUMMARY).is_some());
     assert!(!engine.status(&s).any_processing);
     assert_eq!(
-        engine.cancel(&s, Operation::Summary),
+        engine.cancel(&s, Operation::SUMMARY),
         None,
         "nothing left to cancel"
     );
@@ -112,15 +112,20 @@ async fn an_operator_cancel_frees_the_slot_at_once() {
     })
     .await;
     assert!(more.is_err(), "no run after a cancel");
-    assert!(engine.result(&s, Operation::Summary).is_none());
-    assert_eq!(engine.snapshot().sessions[0].ops[0].counts.cancelled, 1);
+    assert!(engine.result(&s, Operation::SUMMARY).is_none());
+    assert_eq!(
+        engine.snapshot().sessions[0].ops[Operation::SUMMARY]
+            .counts
+            .cancelled,
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn llm_permits_cap_concurrent_calls_and_queue_the_rest() {
     let config = EngineConfig {
         llm_concurrency: 2,
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
     let engine = Engine::new(
@@ -178,9 +183,9 @@ async fn ended_sessions_are_forgotten_after_a_while_unless_busy() {
     engine.end_session(&sid("done"), None);
     engine.end_session(&sid("busy"), None);
     // end_session asks for last runs; let "done" finish, keep "busy" running.
-    engine.cancel(&sid("done"), Operation::Summary);
-    engine.cancel(&sid("done"), Operation::MindMap);
-    engine.cancel(&sid("busy"), Operation::MindMap);
+    engine.cancel(&sid("done"), Operation::SUMMARY);
+    engine.cancel(&sid("done"), Operation::MIND_MAP);
+    engine.cancel(&sid("busy"), Operation::MIND_MAP);
     assert!(engine.status(&sid("busy")).summary_processing);
 
     assert_eq!(
@@ -208,7 +213,7 @@ async fn ended_sessions_are_forgotten_after_a_while_unless_busy() {
 async fn a_drain_waits_for_runs_up_to_its_timeout_then_cancels_the_rest() {
     let config = EngineConfig {
         llm_concurrency: 1,
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
     let engine = Engine::new(
@@ -234,7 +239,7 @@ async fn a_drain_waits_for_runs_up_to_its_timeout_then_cancels_the_rest() {
         "one running, one queued: neither could finish in 10 s"
     );
     assert!(engine.is_idle());
-    let row = &engine.snapshot().sessions[0].ops[Operation::Summary.index()];
+    let row = &engine.snapshot().sessions[0].ops[Operation::SUMMARY];
     assert_eq!(row.last_error.as_deref(), Some("the process is stopping"));
 
     // Runs that can finish in time are waited for, not cancelled.

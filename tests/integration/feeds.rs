@@ -302,7 +302,7 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
     .await
     .unwrap();
     let (garbage, mut closes) = garbage_server().await;
-    let engine = engine(Operation::ALL.to_vec());
+    let engine = engine(inflight::ops::BUILT_IN.to_vec());
     let mut events = engine.subscribe();
     client::spawn(
         engine.clone(),
@@ -332,7 +332,7 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
                 && engine.is_idle()
                 && good_sessions.iter().all(|s| {
                     engine.generation(s) == 30
-                        && Operation::ALL.iter().all(|op| {
+                        && inflight::ops::BUILT_IN.iter().all(|op| {
                             engine
                                 .result(s, *op)
                                 .is_some_and(|r| r.covered_generation == 30)
@@ -348,7 +348,7 @@ async fn ten_thousand_garbage_frames_leave_the_other_feeds_sessions_untouched() 
         snapshot
             .sessions
             .iter()
-            .all(|s| s.transcripts == 30 && s.ops.iter().all(|o| o.counts.failed == 0))
+            .all(|s| s.transcripts == 30 && s.ops.values().all(|o| o.counts.failed == 0))
     );
     let status = engine.feeds();
     let views = status.views();
@@ -401,7 +401,7 @@ async fn statuses_and_results_go_back_up_the_feed() {
             }
         }
     });
-    let engine = engine(vec![Operation::Summary]);
+    let engine = engine(vec![Operation::SUMMARY]);
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let options = client::FeedOptions {
@@ -630,7 +630,7 @@ async fn no_upstream_status_keeps_the_feed_socket_quiet() {
     lines.push(json!({"type": "session_end", "session_id": "quiet-1"}));
     let (addr, mut received) =
         one_client_feed(lines.iter().map(|l| Message::text(l.to_string())).collect()).await;
-    let engine = engine(Operation::ALL.to_vec());
+    let engine = engine(inflight::ops::BUILT_IN.to_vec());
     let mut events = engine.subscribe();
     let shutdown = CancellationToken::new();
     let options = client::FeedOptions {
@@ -652,7 +652,7 @@ async fn no_upstream_status_keeps_the_feed_socket_quiet() {
                 .snapshot()
                 .sessions
                 .first()
-                .is_some_and(|s| s.ended && s.ops.iter().all(|o| o.counts.ok > 0))
+                .is_some_and(|s| s.ended && s.ops.values().all(|o| o.counts.ok > 0))
                 && engine.is_idle()
         },
     )
@@ -810,7 +810,7 @@ async fn statuses_go_only_up_the_feed_that_sent_the_session() {
     let (quiet, mut quiet_up) = one_client_feed(Vec::new()).await;
     let line = json!({"type": "transcript", "session_id": "mine", "seq": 1, "text": "Hello."});
     let (talking, mut talking_up) = one_client_feed(vec![Message::text(line.to_string())]).await;
-    let engine = engine(vec![Operation::Summary]);
+    let engine = engine(vec![Operation::SUMMARY]);
     let mut events = engine.subscribe();
     let shutdown = CancellationToken::new();
     for addr in [quiet, talking] {

@@ -36,7 +36,7 @@ fn engine(sessions: SessionLimits, automatic: Vec<Operation>) -> Engine {
 fn runs(engine: &Engine, session: &str) -> u64 {
     engine
         .session_detail(&sid(session), 0)
-        .map_or(0, |d| d.row.ops.iter().map(|o| o.counts.runs).sum())
+        .map_or(0, |d| d.row.ops.values().map(|o| o.counts.runs).sum())
 }
 
 /// Waits until no run is in flight.
@@ -85,7 +85,7 @@ async fn silence_ends_a_session_with_its_final_runs_and_then_it_is_forgotten() {
     assert!(row("quiet").ended, "silence ends a session");
     assert!(!row("chatty").ended, "chatty spoke 301 s ago");
     assert_eq!(runs(&engine, "quiet"), 2, "one final run of each operation");
-    assert!(Operation::ALL.iter().all(|op| {
+    assert!(inflight::ops::BUILT_IN.iter().all(|op| {
         engine
             .result(&sid("quiet"), *op)
             .is_some_and(|r| r.covered_generation == 1)
@@ -135,7 +135,7 @@ fn a_session_that_speaks_after_its_end_is_live_and_each_end_asks_for_final_runs(
         );
         assert_eq!(
             engine
-                .result(&sid("s"), Operation::Summary)
+                .result(&sid("s"), Operation::SUMMARY)
                 .map(|r| r.covered_generation),
             Some(2)
         );
@@ -144,7 +144,7 @@ fn a_session_that_speaks_after_its_end_is_live_and_each_end_asks_for_final_runs(
 
 #[tokio::test(start_paused = true)]
 async fn a_replay_cannot_bring_a_forgotten_session_back() {
-    let engine = engine(SessionLimits::default(), Operation::ALL.to_vec());
+    let engine = engine(SessionLimits::default(), inflight::ops::BUILT_IN.to_vec());
     let mut events = engine.subscribe();
     for seq in 1..=5 {
         engine.ingest(final_line("old", seq, "words"), None);
@@ -325,7 +325,7 @@ fn forgetting_is_atomic_with_ingest() {
         for i in 0..SESSIONS {
             let session = sid(&format!("w{w}-s{i}"));
             if !engine.holds(&session) {
-                for op in Operation::ALL {
+                for op in inflight::ops::BUILT_IN {
                     assert_eq!(
                         engine.state().op_view(&session, op),
                         Default::default(),

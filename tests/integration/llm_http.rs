@@ -63,10 +63,10 @@ async fn run_one(engine: &Engine, op: Operation) -> (Outcome, Option<String>) {
 
 fn summary_text(engine: &Engine) -> String {
     match engine
-        .result(&sid("s1"), Operation::Summary)
+        .result(&sid("s1"), Operation::SUMMARY)
         .map(|r| r.body)
     {
-        Some(ResultBody::Summary(text)) => text,
+        Some(ResultBody::Text(text)) => text,
         other => panic!("no summary: {other:?}"),
     }
 }
@@ -80,7 +80,7 @@ async fn ollama_streams_a_summary_and_asks_for_the_schema_on_mind_maps() {
     .await;
     let engine = engine(ollama(&server), Duration::from_secs(10), 4);
     assert_eq!(
-        run_one(&engine, Operation::Summary).await,
+        run_one(&engine, Operation::SUMMARY).await,
         (Outcome::Ok, None)
     );
     assert_eq!(summary_text(&engine), "We ship Friday.");
@@ -104,7 +104,7 @@ async fn ollama_streams_a_summary_and_asks_for_the_schema_on_mind_maps() {
     assert!(request.body.get("format").is_none());
 
     let mut events = engine.subscribe();
-    engine.request(&sid("s1"), Operation::MindMap);
+    engine.request(&sid("s1"), Operation::MIND_MAP);
     let outcome = next_matching(&mut events, Duration::from_secs(10), |e| match e {
         Event::OpFinished { outcome, .. } => Some(*outcome),
         _ => None,
@@ -115,8 +115,8 @@ async fn ollama_streams_a_summary_and_asks_for_the_schema_on_mind_maps() {
         server.request(1).body["format"]["required"],
         json!(["root"])
     );
-    let Some(ResultBody::MindMap(map)) = engine
-        .result(&sid("s1"), Operation::MindMap)
+    let Some(ResultBody::Tree(map)) = engine
+        .result(&sid("s1"), Operation::MIND_MAP)
         .map(|r| r.body)
     else {
         panic!("no mind map")
@@ -133,7 +133,7 @@ async fn openai_streams_over_sse_with_or_without_v1() {
         .await;
         let engine = engine(openai(&server, with_v1), Duration::from_secs(10), 4);
         assert_eq!(
-            run_one(&engine, Operation::Summary).await,
+            run_one(&engine, Operation::SUMMARY).await,
             (Outcome::Ok, None)
         );
         assert_eq!(summary_text(&engine), "Ship on Friday.");
@@ -148,7 +148,7 @@ async fn openai_streams_over_sse_with_or_without_v1() {
                 .any(|(k, v)| k == "authorization" && v == "Bearer sk-test")
         );
         assert_eq!(
-            engine.result(&sid("s1"), Operation::Summary).unwrap().model,
+            engine.result(&sid("s1"), Operation::SUMMARY).unwrap().model,
             "served-model"
         );
     }
@@ -166,16 +166,16 @@ async fn openai_without_done_or_usage_still_ends_well_and_mind_maps_use_response
     .await;
     let engine = engine(openai(&server, false), Duration::from_secs(10), 4);
     assert_eq!(
-        run_one(&engine, Operation::Summary).await,
+        run_one(&engine, Operation::SUMMARY).await,
         (Outcome::Ok, None)
     );
     assert_eq!(summary_text(&engine), "No DONE.");
     assert_eq!(
-        run_one(&engine, Operation::MindMap).await,
+        run_one(&engine, Operation::MIND_MAP).await,
         (Outcome::Ok, None)
     );
-    let Some(ResultBody::MindMap(map)) = engine
-        .result(&sid("s1"), Operation::MindMap)
+    let Some(ResultBody::Tree(map)) = engine
+        .result(&sid("s1"), Operation::MIND_MAP)
         .map(|r| r.body)
     else {
         panic!("no mind map")
@@ -195,14 +195,14 @@ async fn a_mid_stream_error_fails_the_run_with_its_message() {
     }))
     .await;
     let engine = engine(ollama(&server), Duration::from_secs(10), 4);
-    let (outcome, error) = run_one(&engine, Operation::Summary).await;
+    let (outcome, error) = run_one(&engine, Operation::SUMMARY).await;
     assert_eq!(outcome, Outcome::Failed);
     assert!(
         error
             .unwrap()
             .contains("model runner has unexpectedly stopped")
     );
-    assert!(engine.result(&sid("s1"), Operation::Summary).is_none());
+    assert!(engine.result(&sid("s1"), Operation::SUMMARY).is_none());
 }
 
 #[tokio::test]
@@ -218,7 +218,7 @@ async fn busy_servers_are_retried_honouring_retry_after() {
     let engine = engine(ollama(&server), Duration::from_secs(20), 4);
     let started = std::time::Instant::now();
     assert_eq!(
-        run_one(&engine, Operation::Summary).await,
+        run_one(&engine, Operation::SUMMARY).await,
         (Outcome::Ok, None)
     );
     assert_eq!(server.request_count(), 3);
@@ -236,7 +236,7 @@ async fn a_400_is_not_retried_and_says_why() {
     }))
     .await;
     let engine = engine(openai(&server, false), Duration::from_secs(10), 4);
-    let (outcome, error) = run_one(&engine, Operation::Summary).await;
+    let (outcome, error) = run_one(&engine, Operation::SUMMARY).await;
     assert_eq!(outcome, Outcome::Failed);
     let error = error.unwrap();
     assert!(
@@ -257,7 +257,7 @@ async fn a_server_that_hangs_after_its_headers_times_out_and_frees_the_slot() {
     }))
     .await;
     let engine = engine(ollama(&server), Duration::from_millis(500), 4);
-    let (outcome, _) = run_one(&engine, Operation::Summary).await;
+    let (outcome, _) = run_one(&engine, Operation::SUMMARY).await;
     assert_eq!(outcome, Outcome::TimedOut);
     assert!(!engine.status(&sid("s1")).any_processing);
     tokio::time::timeout(Duration::from_secs(5), server.disconnects.recv())
@@ -280,13 +280,13 @@ async fn an_operator_cancel_drops_a_slow_drip_at_once() {
     .await;
     let engine = engine(ollama(&server), Duration::from_secs(60), 4);
     engine.ingest(final_line("s1", 1, "hello"), None);
-    engine.request(&sid("s1"), Operation::Summary);
+    engine.request(&sid("s1"), Operation::SUMMARY);
     // The server has the request and is dripping its answer.
     tokio::time::timeout(Duration::from_secs(5), server.received.recv())
         .await
         .expect("the request arrives");
     // The slot is free as soon as the cancel returns, before the stream ends.
-    assert!(engine.cancel(&sid("s1"), Operation::Summary).is_some());
+    assert!(engine.cancel(&sid("s1"), Operation::SUMMARY).is_some());
     assert!(!engine.status(&sid("s1")).any_processing);
     tokio::time::timeout(Duration::from_secs(2), server.disconnects.recv())
         .await
@@ -308,7 +308,7 @@ async fn malformed_lines_are_skipped() {
     .await;
     let engine = engine(ollama(&server), Duration::from_secs(10), 4);
     assert_eq!(
-        run_one(&engine, Operation::Summary).await,
+        run_one(&engine, Operation::SUMMARY).await,
         (Outcome::Ok, None)
     );
     assert_eq!(summary_text(&engine), "Kept going.");
@@ -336,7 +336,7 @@ async fn an_answer_that_never_ends_is_cut_off_at_the_byte_cap() {
         .unwrap()
         .with_limits(limits);
     let engine = engine(Arc::new(backend), Duration::from_secs(60), 4);
-    let (outcome, error) = run_one(&engine, Operation::Summary).await;
+    let (outcome, error) = run_one(&engine, Operation::SUMMARY).await;
     assert_eq!(outcome, Outcome::Failed);
     let error = error.unwrap();
     assert!(error.contains("passed 65536 bytes"), "{error}");
@@ -348,7 +348,7 @@ async fn an_answer_that_never_ends_is_cut_off_at_the_byte_cap() {
     tokio::time::timeout(Duration::from_secs(5), server.disconnects.recv())
         .await
         .expect("the endless stream is dropped");
-    assert!(engine.result(&sid("s1"), Operation::Summary).is_none());
+    assert!(engine.result(&sid("s1"), Operation::SUMMARY).is_none());
 }
 
 #[tokio::test]
@@ -373,7 +373,7 @@ async fn a_huge_error_body_is_read_only_in_part_and_shown_clean() {
     }))
     .await;
     let engine = engine(openai(&server, false), Duration::from_secs(60), 4);
-    let (outcome, error) = run_one(&engine, Operation::Summary).await;
+    let (outcome, error) = run_one(&engine, Operation::SUMMARY).await;
     assert_eq!(outcome, Outcome::Failed);
     let error = error.unwrap();
     assert!(error.contains("500"), "{error}");
@@ -404,7 +404,7 @@ async fn an_error_in_the_middle_of_a_stream_is_shown_clean_and_cut() {
     }))
     .await;
     let engine = engine(ollama(&server), Duration::from_secs(10), 4);
-    let (outcome, error) = run_one(&engine, Operation::Summary).await;
+    let (outcome, error) = run_one(&engine, Operation::SUMMARY).await;
     assert_eq!(outcome, Outcome::Failed);
     let error = error.unwrap();
     assert!(error.starts_with("Ollama: model crashed"), "{error:?}");
@@ -418,11 +418,11 @@ async fn a_rejected_answer_is_kept_without_control_characters() {
     }))
     .await;
     let engine = engine(ollama(&server), Duration::from_secs(10), 4);
-    let (outcome, _) = run_one(&engine, Operation::MindMap).await;
+    let (outcome, _) = run_one(&engine, Operation::MIND_MAP).await;
     assert_eq!(outcome, Outcome::Failed);
     let detail = engine.session_detail(&sid("s1"), 5).unwrap();
     assert_eq!(
-        detail.content.rejected[Operation::MindMap.index()].as_deref(),
+        detail.content.rejected[Operation::MIND_MAP].as_deref(),
         Some("No map.\nSorry.")
     );
 }
@@ -434,7 +434,7 @@ async fn an_unreadable_mind_map_fails_and_keeps_the_raw_answer() {
     }))
     .await;
     let engine = engine(ollama(&server), Duration::from_secs(10), 4);
-    let (outcome, error) = run_one(&engine, Operation::MindMap).await;
+    let (outcome, error) = run_one(&engine, Operation::MIND_MAP).await;
     assert_eq!(outcome, Outcome::Failed);
     let error = error.unwrap();
     assert!(error.contains("no mind-map JSON"), "{error}");
@@ -444,7 +444,7 @@ async fn an_unreadable_mind_map_fails_and_keeps_the_raw_answer() {
     );
     let detail = engine.session_detail(&sid("s1"), 5).unwrap();
     assert_eq!(
-        detail.content.rejected[Operation::MindMap.index()].as_deref(),
+        detail.content.rejected[Operation::MIND_MAP].as_deref(),
         Some("I cannot draw maps, sorry.")
     );
 }
@@ -463,7 +463,7 @@ async fn the_llm_concurrency_cap_holds_at_the_server() {
     for i in 0..20 {
         let name = format!("busy-{i}");
         engine.ingest(final_line(&name, 1, "status update"), None);
-        engine.request(&sid(&name), Operation::Summary);
+        engine.request(&sid(&name), Operation::SUMMARY);
     }
     common::wait_until(&mut events, Duration::from_secs(30), "all 20 runs", || {
         engine.is_idle() && engine.snapshot().totals.counts.ok == 20
@@ -544,13 +544,13 @@ async fn errors_say_their_kind_for_callers_to_branch_on() {
         json_response("400 Bad Request", &json!({"error": "no such model"}))
     }))
     .await;
-    let error = failing_call(&openai(&refusing, false), Operation::Summary).await;
+    let error = failing_call(&openai(&refusing, false), Operation::SUMMARY).await;
     assert_eq!(error.kind, LlmErrorKind::Refused { status: 400 }, "{error}");
 
     // Accepts, then closes without a word, twice: the server was there
     // and dropped the request, which is not "unreachable".
     let closing = scripted::start(Arc::new(|_, _| Vec::new())).await;
-    let error = failing_call(&ollama(&closing), Operation::Summary).await;
+    let error = failing_call(&ollama(&closing), Operation::SUMMARY).await;
     assert_eq!(error.kind, LlmErrorKind::Dropped, "{error}");
     assert!(
         error
@@ -577,7 +577,7 @@ async fn errors_say_their_kind_for_callers_to_branch_on() {
     let backend = ollama(&once);
     let request = inflight::llm::LlmRequest::new(
         sid("s1"),
-        Operation::Summary,
+        Operation::SUMMARY,
         vec![inflight::llm::Utterance {
             speaker: None,
             text: "hello".into(),
@@ -597,12 +597,12 @@ async fn errors_say_their_kind_for_callers_to_branch_on() {
         ]
     }))
     .await;
-    let error = failing_call(&ollama(&stream_error), Operation::Summary).await;
+    let error = failing_call(&ollama(&stream_error), Operation::SUMMARY).await;
     assert_eq!(error.kind, LlmErrorKind::Other, "{error}");
 
     // A mind map that is no map, twice (the repair retry included).
     let mapless = scripted::start(Arc::new(|_, _| ollama_stream(&["I cannot draw maps."]))).await;
-    let error = failing_call(&ollama(&mapless), Operation::MindMap).await;
+    let error = failing_call(&ollama(&mapless), Operation::MIND_MAP).await;
     assert!(
         matches!(&error.kind, LlmErrorKind::BadAnswer { answer } if answer == "I cannot draw maps."),
         "{error:?}"

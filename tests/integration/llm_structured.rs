@@ -116,10 +116,10 @@ fn format_of(request: &Recorded) -> Value {
 
 fn mind_map_label(engine: &Engine) -> String {
     match engine
-        .result(&sid("s1"), Operation::MindMap)
+        .result(&sid("s1"), Operation::MIND_MAP)
         .map(|r| r.body)
     {
-        Some(ResultBody::MindMap(map)) => map.root.label,
+        Some(ResultBody::Tree(map)) => map.root.label,
         other => panic!("no mind map: {other:?}"),
     }
 }
@@ -139,7 +139,7 @@ async fn a_server_that_refuses_json_schema_gets_json_object_from_then_on() {
         "it starts at the top"
     );
     assert_eq!(
-        run(&engine, Operation::MindMap, 1).await,
+        run(&engine, Operation::MIND_MAP, 1).await,
         (Outcome::Ok, None)
     );
     assert_eq!(mind_map_label(&engine), "Launch");
@@ -152,14 +152,14 @@ async fn a_server_that_refuses_json_schema_gets_json_object_from_then_on() {
     assert_eq!(engine.backend_info().structured_output, Some("json_object"));
     // Remembered: the next mind map asks with json_object at once.
     assert_eq!(
-        run(&engine, Operation::MindMap, 2).await,
+        run(&engine, Operation::MIND_MAP, 2).await,
         (Outcome::Ok, None)
     );
     assert_eq!(server.request_count(), 3);
     assert_eq!(format_of(&server.request(2)), json!("json_object"));
     // Summaries never carried a format.
     assert_eq!(
-        run(&engine, Operation::Summary, 3).await,
+        run(&engine, Operation::SUMMARY, 3).await,
         (Outcome::Ok, None)
     );
     assert_eq!(format_of(&server.request(3)), Value::Null);
@@ -175,7 +175,7 @@ async fn an_error_on_every_rung_fails_with_the_first_and_learns_nothing() {
     }))
     .await;
     let engine = engine(openai(&server));
-    let (outcome, error) = run(&engine, Operation::MindMap, 1).await;
+    let (outcome, error) = run(&engine, Operation::MIND_MAP, 1).await;
     assert_eq!(outcome, Outcome::Failed);
     assert!(error.unwrap().contains("CUDA out of memory"));
     assert_eq!(server.request_count(), 3, "one try per rung");
@@ -195,7 +195,7 @@ async fn an_empty_stream_is_asked_again_once_then_fails_saying_so() {
     .await;
     let rescued = engine(openai(&server));
     assert_eq!(
-        run(&rescued, Operation::Summary, 1).await,
+        run(&rescued, Operation::SUMMARY, 1).await,
         (Outcome::Ok, None)
     );
     let repair = server.request(1);
@@ -216,7 +216,7 @@ async fn an_empty_stream_is_asked_again_once_then_fails_saying_so() {
     // Empty every time: one retry, then a failure that says why.
     let server = scripted::start(Arc::new(|_, _| empty_stream())).await;
     let silent = engine(openai(&server));
-    let (outcome, error) = run(&silent, Operation::Summary, 1).await;
+    let (outcome, error) = run(&silent, Operation::SUMMARY, 1).await;
     assert_eq!(outcome, Outcome::Failed);
     let error = error.unwrap();
     assert!(error.starts_with("the answer was empty"), "{error}");
@@ -237,7 +237,7 @@ async fn a_mind_map_cut_off_mid_json_is_repaired_with_the_cut_answer_shown() {
     .await;
     let engine = engine(openai(&server));
     assert_eq!(
-        run(&engine, Operation::MindMap, 1).await,
+        run(&engine, Operation::MIND_MAP, 1).await,
         (Outcome::Ok, None)
     );
     assert_eq!(mind_map_label(&engine), "Launch");
@@ -269,7 +269,7 @@ async fn ollama_silent_under_a_schema_is_repaired_in_json_mode_and_then_stays_th
     let engine = engine(ollama(&server));
     for seq in 1..=3 {
         assert_eq!(
-            run(&engine, Operation::MindMap, seq).await,
+            run(&engine, Operation::MIND_MAP, seq).await,
             (Outcome::Ok, None)
         );
     }
@@ -283,7 +283,7 @@ async fn ollama_silent_under_a_schema_is_repaired_in_json_mode_and_then_stays_th
     assert_eq!(formats, expected);
     assert_eq!(engine.backend_info().structured_output, Some("json_object"));
     assert_eq!(
-        run(&engine, Operation::MindMap, 4).await,
+        run(&engine, Operation::MIND_MAP, 4).await,
         (Outcome::Ok, None)
     );
     assert_eq!(server.request_count(), 7, "one call: json mode at once");
@@ -303,27 +303,27 @@ async fn tokens_are_counted_per_run_and_summed_per_session_and_operation() {
     .await;
     let engine = engine(openai(&server));
     assert_eq!(
-        run(&engine, Operation::Summary, 1).await,
+        run(&engine, Operation::SUMMARY, 1).await,
         (Outcome::Ok, None)
     );
     let first = engine.session_detail(&sid("s1"), 0).unwrap();
-    let estimated = first.row.ops[Operation::Summary.index()].counts.usage();
+    let estimated = first.row.ops[Operation::SUMMARY].counts.usage();
     assert!(estimated.prompt_tokens > 20, "{estimated:?}");
     assert_eq!(estimated.completion_tokens, 1, "one streamed piece");
     assert_eq!(
-        run(&engine, Operation::Summary, 2).await,
+        run(&engine, Operation::SUMMARY, 2).await,
         (Outcome::Ok, None)
     );
     let detail = engine.session_detail(&sid("s1"), 0).unwrap();
-    let usage = detail.row.ops[Operation::Summary.index()].counts.usage();
+    let usage = detail.row.ops[Operation::SUMMARY].counts.usage();
     assert_eq!(usage.prompt_tokens, estimated.prompt_tokens + 300);
     assert_eq!(usage.completion_tokens, 1 + 12);
-    let history = &detail.history[Operation::Summary.index()];
+    let history = &detail.history[Operation::SUMMARY];
     assert_eq!(history.last().unwrap().usage.prompt_tokens, 300);
-    let lifetime = engine.snapshot().lifetime[Operation::Summary.index()];
+    let lifetime = engine.snapshot().lifetime[Operation::SUMMARY];
     assert_eq!(lifetime.prompt_tokens, usage.prompt_tokens);
     assert_eq!(
-        engine.snapshot().lifetime[Operation::MindMap.index()].prompt_tokens,
+        engine.snapshot().lifetime[Operation::MIND_MAP].prompt_tokens,
         0
     );
 }

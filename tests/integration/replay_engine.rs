@@ -94,7 +94,7 @@ async fn run_load(policy: Policy) -> Outcome {
     }));
     let config = EngineConfig {
         state: StateConfig {
-            policy: [policy; 2],
+            policy: inflight::ops::OpMap::filled_with(|_| policy),
             // Far past anything here: the runs held at the gate wait
             // for the test's own steps, on a machine however loaded.
             op_timeout: Duration::from_secs(3600),
@@ -215,7 +215,7 @@ async fn coalesce_keeps_every_session_fresh_without_overlap() {
         "skipped requests come back as follow-ups"
     );
     for session in &sessions {
-        for op in Operation::ALL {
+        for op in inflight::ops::BUILT_IN {
             assert_eq!(
                 covered(&engine, session, op),
                 TRANSCRIPTS,
@@ -252,7 +252,7 @@ async fn skip_drops_requests_and_leaves_sessions_stale() {
     );
     let stale = sessions
         .iter()
-        .filter(|s| covered(&engine, s, Operation::Summary) < TRANSCRIPTS)
+        .filter(|s| covered(&engine, s, Operation::SUMMARY) < TRANSCRIPTS)
         .count();
     assert_eq!(
         stale, SESSIONS,
@@ -260,7 +260,7 @@ async fn skip_drops_requests_and_leaves_sessions_stale() {
     );
     for session in &sessions {
         assert_eq!(
-            covered(&engine, session, Operation::Summary),
+            covered(&engine, session, Operation::SUMMARY),
             TRANSCRIPTS - 1
         );
     }

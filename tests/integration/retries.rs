@@ -103,7 +103,7 @@ fn engine_with(backend: Arc<Flaky>, retries: u32, incremental: bool) -> Engine {
             retries,
             ..Default::default()
         },
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         retry_backoff: Duration::from_secs(2),
         ..Default::default()
     };
@@ -112,7 +112,7 @@ fn engine_with(backend: Arc<Flaky>, retries: u32, incremental: bool) -> Engine {
 
 fn summary_row(engine: &Engine, session: &str) -> inflight::engine::OpRow {
     let row = engine.session_detail(&sid(session), 0).unwrap().row;
-    row.ops[Operation::Summary.index()].clone()
+    row.ops[Operation::SUMMARY].clone()
 }
 
 /// Session `s1` says one line; waits for its run to fail. The events from
@@ -172,7 +172,7 @@ async fn a_failed_run_is_retried_with_a_doubling_backoff_until_it_covers_the_ses
     engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
     let ends = ends_until(&engine, &mut events, || {
         engine
-            .result(&sid("s1"), Operation::Summary)
+            .result(&sid("s1"), Operation::SUMMARY)
             .is_some_and(|r| r.covered_generation == 1)
     })
     .await;
@@ -203,7 +203,7 @@ async fn a_server_that_asks_for_a_longer_wait_is_left_alone_that_long() {
     let start = Instant::now();
     engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
     let ends = ends_until(&engine, &mut events, || {
-        engine.result(&sid("s1"), Operation::Summary).is_some()
+        engine.result(&sid("s1"), Operation::SUMMARY).is_some()
     })
     .await;
     assert_eq!(ends, [Outcome::Failed, Outcome::Ok]);
@@ -234,7 +234,7 @@ async fn steps_kept_before_a_failure_count_as_covered_and_the_retries_start_agai
     }
     let row = summary_row(&engine, "s1");
     let kept = engine
-        .result(&sid("s1"), Operation::Summary)
+        .result(&sid("s1"), Operation::SUMMARY)
         .expect("the first step's result was kept")
         .covered_generation;
     assert!(kept > 0 && kept < 60);
@@ -250,7 +250,7 @@ async fn steps_kept_before_a_failure_count_as_covered_and_the_retries_start_agai
     assert!(row.in_flight.is_some(), "and it is retried, not stale");
     let ends = ends_until(&engine, &mut events, || {
         engine
-            .result(&sid("s1"), Operation::Summary)
+            .result(&sid("s1"), Operation::SUMMARY)
             .is_some_and(|r| r.covered_generation == 60)
     })
     .await;
@@ -272,7 +272,7 @@ async fn while_a_retry_waits_its_slot_is_held_and_new_lines_leave_one_pending() 
     }
     let ends = ends_until(&engine, &mut events, || {
         engine
-            .result(&sid("s1"), Operation::Summary)
+            .result(&sid("s1"), Operation::SUMMARY)
             .is_some_and(|r| r.covered_generation == 4)
     })
     .await;
@@ -315,13 +315,13 @@ async fn a_failure_with_nothing_left_to_cover_is_not_retried() {
     let mut events = engine.subscribe();
     engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
     ends_until(&engine, &mut events, || {
-        engine.result(&sid("s1"), Operation::Summary).is_some()
+        engine.result(&sid("s1"), Operation::SUMMARY).is_some()
     })
     .await;
     // The operator runs it again on a covered session, and it fails.
     backend.failing.store(1, Ordering::SeqCst);
     assert!(matches!(
-        engine.request(&sid("s1"), Operation::Summary),
+        engine.request(&sid("s1"), Operation::SUMMARY),
         Some(TriggerAnswer::Started { .. })
     ));
     let ends = ends_until(&engine, &mut events, || true).await;
@@ -337,7 +337,7 @@ async fn a_cancel_ends_a_retry_waiting_for_its_backoff() {
     let backend = Flaky::new(usize::MAX);
     let engine = engine(backend.clone(), 5);
     let _events = first_failure(&engine).await;
-    assert!(engine.cancel(&sid("s1"), Operation::Summary).is_some());
+    assert!(engine.cancel(&sid("s1"), Operation::SUMMARY).is_some());
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(engine.is_idle());
     assert_eq!(
@@ -356,7 +356,7 @@ async fn a_stale_operation_is_said_in_the_api_the_metrics_and_the_status_command
             retries: 1,
             ..Default::default()
         },
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         retry_backoff: Duration::from_millis(10),
         ..Default::default()
     };
@@ -459,7 +459,7 @@ async fn a_server_that_takes_one_call_at_a_time_is_learnt_and_every_session_is_c
     });
     // The defaults: four calls at once, five retries.
     let config = EngineConfig {
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
     let engine = Engine::new(config, backend.clone());
@@ -471,7 +471,7 @@ async fn a_server_that_takes_one_call_at_a_time_is_learnt_and_every_session_is_c
     ends_until(&engine, &mut events, || {
         sessions.iter().all(|s| {
             engine
-                .result(&sid(s), Operation::Summary)
+                .result(&sid(s), Operation::SUMMARY)
                 .is_some_and(|r| r.covered_generation == 1)
         })
     })
@@ -488,7 +488,7 @@ async fn a_server_that_takes_one_call_at_a_time_is_learnt_and_every_session_is_c
         snapshot
             .sessions
             .iter()
-            .all(|row| !row.ops[Operation::Summary.index()].is_stale(row.transcripts))
+            .all(|row| !row.ops[Operation::SUMMARY].is_stale(row.transcripts))
     );
 }
 
@@ -499,13 +499,13 @@ async fn a_run_with_nothing_new_to_send_makes_no_call() {
     let mut events = engine.subscribe();
     engine.ingest(final_line("s1", 1, "We ship on Friday."), None);
     ends_until(&engine, &mut events, || {
-        engine.result(&sid("s1"), Operation::Summary).is_some()
+        engine.result(&sid("s1"), Operation::SUMMARY).is_some()
     })
     .await;
     assert_eq!(backend.calls.lock().unwrap().len(), 1);
     // Asked again with nothing said since: it ends ok, with no call.
     assert!(matches!(
-        engine.request(&sid("s1"), Operation::Summary),
+        engine.request(&sid("s1"), Operation::SUMMARY),
         Some(TriggerAnswer::Started { .. })
     ));
     let ends = ends_until(&engine, &mut events, || true).await;
@@ -518,7 +518,7 @@ async fn a_run_with_nothing_new_to_send_makes_no_call() {
     engine.ingest(final_line("s1", 2, "And the launch."), None);
     ends_until(&engine, &mut events, || {
         engine
-            .result(&sid("s1"), Operation::Summary)
+            .result(&sid("s1"), Operation::SUMMARY)
             .is_some_and(|r| r.covered_generation == 2)
     })
     .await;

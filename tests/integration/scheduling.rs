@@ -103,7 +103,7 @@ async fn waiting_for_a_permit_never_times_a_call_out() {
     let mut events = engine.subscribe();
     for name in ["a", "b", "c"] {
         engine.ingest(final_line(name, 1, "We ship on Thursday."), None);
-        engine.request(&sid(name), Operation::Summary);
+        engine.request(&sid(name), Operation::SUMMARY);
     }
     let mut ended = Vec::new();
     while ended.len() < 3 {
@@ -122,13 +122,13 @@ async fn waiting_for_a_permit_never_times_a_call_out() {
         [(Outcome::Ok, 8), (Outcome::Ok, 16), (Outcome::Ok, 24)],
         "durations run from admission (the original status), waits included"
     );
-    let history = &engine.session_detail(&sid("c"), 0).unwrap().history[0];
+    let history = &engine.session_detail(&sid("c"), 0).unwrap().history[Operation::SUMMARY];
     assert_eq!(
         history[0].waited,
         Duration::from_secs(16),
         "the wait is measured"
     );
-    let lifetime = engine.snapshot().lifetime[Operation::Summary.index()];
+    let lifetime = engine.snapshot().lifetime[Operation::SUMMARY];
     assert_eq!(lifetime.waited, Duration::from_secs(8 + 16));
 }
 
@@ -139,7 +139,7 @@ async fn a_call_past_its_deadline_still_times_out_from_its_start() {
     let mut events = engine.subscribe();
     for name in ["a", "b"] {
         engine.ingest(final_line(name, 1, "Long answer."), None);
-        engine.request(&sid(name), Operation::Summary);
+        engine.request(&sid(name), Operation::SUMMARY);
     }
     let mut ended = Vec::new();
     while ended.len() < 2 {
@@ -168,7 +168,7 @@ async fn a_free_permit_goes_to_the_session_that_waited_longest_for_fresh_results
     engine.ingest(final_line("new", 1, "said last"), None);
     // Admitted in the opposite order of need.
     for name in ["busy", "new", "mid", "old"] {
-        engine.request(&sid(name), Operation::Summary);
+        engine.request(&sid(name), Operation::SUMMARY);
     }
     let mut order = Vec::new();
     while order.len() < 4 {
@@ -186,7 +186,7 @@ async fn a_free_permit_goes_to_the_session_that_waited_longest_for_fresh_results
 async fn a_backlog_past_the_window_is_caught_up_in_steps_and_nothing_is_dropped() {
     let recorder = Recorder::new(Duration::from_secs(1));
     let config = EngineConfig {
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
     let engine = engine(recorder.clone(), config);
@@ -219,7 +219,7 @@ async fn a_backlog_past_the_window_is_caught_up_in_steps_and_nothing_is_dropped(
         );
     }
     let row = engine.session_detail(&sid("long"), 0).unwrap().row;
-    let summary = &row.ops[Operation::Summary.index()];
+    let summary = &row.ops[Operation::SUMMARY];
     assert_eq!(
         (summary.counts.runs, summary.counts.ok),
         (1, 1),
@@ -237,7 +237,7 @@ async fn a_backlog_past_the_window_is_caught_up_in_steps_and_nothing_is_dropped(
 async fn backlogs_take_turns_with_a_live_session_and_show_each_step_covered() {
     let recorder = Recorder::new(Duration::from_secs(1));
     let config = EngineConfig {
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         llm_concurrency: 1,
         ..Default::default()
     };
@@ -265,14 +265,14 @@ async fn backlogs_take_turns_with_a_live_session_and_show_each_step_covered() {
     .await;
     // The row shows the step covered while the run goes on.
     let row = engine.session_detail(&sid("long-a"), 0).unwrap().row;
-    let summary = &row.ops[Operation::Summary.index()];
+    let summary = &row.ops[Operation::SUMMARY];
     assert!(summary.in_flight.is_some(), "the catch-up goes on");
     assert_eq!(summary.covered_generation, Some(first_step));
     wait_until(&mut events, Duration::from_secs(60), "all covered", || {
         engine.is_idle()
             && ["long-a", "long-b"].iter().all(|name| {
                 engine
-                    .result(&sid(name), Operation::Summary)
+                    .result(&sid(name), Operation::SUMMARY)
                     .is_some_and(|r| r.covered_generation == 600)
             })
     })
@@ -290,7 +290,7 @@ async fn backlogs_take_turns_with_a_live_session_and_show_each_step_covered() {
 async fn follow_ups_wait_for_the_min_interval_after_the_previous_start() {
     let recorder = Recorder::new(Duration::from_secs(1));
     let config = EngineConfig {
-        automatic_ops: vec![Operation::Summary],
+        automatic_ops: vec![Operation::SUMMARY],
         min_interval: Duration::from_secs(5),
         ..Default::default()
     };
@@ -314,7 +314,7 @@ async fn follow_ups_wait_for_the_min_interval_after_the_previous_start() {
             engine.is_idle()
                 && [("paced", 20), ("other", 17)].iter().all(|(s, last)| {
                     engine
-                        .result(&sid(s), Operation::Summary)
+                        .result(&sid(s), Operation::SUMMARY)
                         .is_some_and(|r| r.covered_generation == *last)
                 })
         },
@@ -340,7 +340,7 @@ async fn follow_ups_wait_for_the_min_interval_after_the_previous_start() {
     let without = Recorder::new(Duration::from_secs(1));
     let eager = Engine::new(
         EngineConfig {
-            automatic_ops: vec![Operation::Summary],
+            automatic_ops: vec![Operation::SUMMARY],
             ..Default::default()
         },
         without.clone(),

@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime};
 use common::sid;
 use inflight::events::{Event, EventBus, Outcome};
 use inflight::model::Operation;
+use inflight::ops::BUILT_IN;
 use inflight::state::{Admission, FinishOutcome, Policy, ProcessingStateManager, StateConfig};
 
 fn manager(policy: Policy) -> (Arc<ProcessingStateManager>, EventBus) {
     let events = EventBus::new();
     let config = StateConfig {
-        policy: [policy; 2],
+        policy: inflight::ops::OpMap::filled_with(|_| policy),
         op_timeout: Duration::from_secs(300),
         ..Default::default()
     };
@@ -30,7 +31,7 @@ async fn sixty_four_racers_get_exactly_one_start() {
             let (manager, barrier) = (manager.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                manager.try_start(&sid("race"), Operation::Summary)
+                manager.try_start(&sid("race"), Operation::SUMMARY)
             })
         })
         .collect();
@@ -51,18 +52,18 @@ async fn sixty_four_racers_get_exactly_one_start() {
             assert_eq!(*run_id, started[0], "every refusal names the running run");
         }
     }
-    let view = manager.op_view(&sid("race"), Operation::Summary);
+    let view = manager.op_view(&sid("race"), Operation::SUMMARY);
     assert_eq!(view.stats.counts.skipped, 63);
     assert_eq!(view.stats.counts.runs, 1);
     // The other operation was never touched.
-    assert!(!manager.is_processing(&sid("race"), Some(Operation::MindMap)));
+    assert!(!manager.is_processing(&sid("race"), Some(Operation::MIND_MAP)));
 }
 
 #[tokio::test]
 async fn a_panicking_task_leaves_nothing_processing() {
     let (manager, events) = manager(Policy::Coalesce);
     let mut seen = events.subscribe();
-    let Admission::Started(guard) = manager.try_start(&sid("p"), Operation::Summary) else {
+    let Admission::Started(guard) = manager.try_start(&sid("p"), Operation::SUMMARY) else {
         panic!("idle slot must start")
     };
     assert_eq!(manager.in_flight_sessions(), 1);
@@ -86,7 +87,7 @@ async fn a_panicking_task_leaves_nothing_processing() {
     assert!(cleaned, "the cleanup is announced");
     assert_eq!(
         manager
-            .op_view(&sid("p"), Operation::Summary)
+            .op_view(&sid("p"), Operation::SUMMARY)
             .stats
             .counts
             .cancelled,
@@ -97,14 +98,14 @@ async fn a_panicking_task_leaves_nothing_processing() {
 #[tokio::test]
 async fn an_aborted_task_leaves_nothing_processing() {
     let (manager, _events) = manager(Policy::Coalesce);
-    let Admission::Started(guard) = manager.try_start(&sid("a"), Operation::MindMap) else {
+    let Admission::Started(guard) = manager.try_start(&sid("a"), Operation::MIND_MAP) else {
         panic!("idle slot must start")
     };
     let task = tokio::spawn(async move {
         let _guard = guard;
         std::future::pending::<()>().await;
     });
-    assert!(manager.is_processing(&sid("a"), Some(Operation::MindMap)));
+    assert!(manager.is_processing(&sid("a"), Some(Operation::MIND_MAP)));
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
     assert!(!manager.is_processing(&sid("a"), None));
@@ -114,11 +115,11 @@ async fn an_aborted_task_leaves_nothing_processing() {
 fn a_stale_finish_cannot_end_the_new_run() {
     let (manager, events) = manager(Policy::Coalesce);
     let s = sid("fence");
-    let Admission::Started(old) = manager.try_start(&s, Operation::Summary) else {
+    let Admission::Started(old) = manager.try_start(&s, Operation::SUMMARY) else {
         panic!("idle slot must start")
     };
     assert_eq!(
-        manager.stop_processing(&s, Operation::Summary),
+        manager.stop_processing(&s, Operation::SUMMARY),
         Some(old.run_id())
     );
     assert!(
@@ -126,7 +127,7 @@ fn a_stale_finish_cannot_end_the_new_run() {
         "the stopped run is told to stop"
     );
     assert!(!manager.is_processing(&s, None));
-    let Admission::Started(new) = manager.try_start(&s, Operation::Summary) else {
+    let Admission::Started(new) = manager.try_start(&s, Operation::SUMMARY) else {
         panic!("a stopped slot is free again")
     };
     assert!(new.run_id() > old.run_id());
@@ -134,10 +135,10 @@ fn a_stale_finish_cannot_end_the_new_run() {
     // A request while the new run works leaves a pending flag that a stale
     // finish, whatever it says, must neither consume nor clear.
     assert!(matches!(
-        manager.try_start(&s, Operation::Summary),
+        manager.try_start(&s, Operation::SUMMARY),
         Admission::Busy { pending: true, .. }
     ));
-    let before = manager.op_view(&s, Operation::Summary);
+    let before = manager.op_view(&s, Operation::SUMMARY);
     let mut seen = events.subscribe();
     assert!(
         old.mark_running(8).is_none(),
@@ -146,13 +147,13 @@ fn a_stale_finish_cannot_end_the_new_run() {
     let stale = old.finish(Outcome::Failed, Some("late".into()), &|| 9);
     assert!(matches!(stale, FinishOutcome::Stale));
     assert_eq!(
-        manager.op_view(&s, Operation::Summary),
+        manager.op_view(&s, Operation::SUMMARY),
         before,
         "a stale finish changes neither the run in flight nor the statistics"
     );
     assert!(seen.try_recv().is_err(), "a stale finish sends no event");
     assert!(
-        manager.is_processing(&s, Some(Operation::Summary)),
+        manager.is_processing(&s, Some(Operation::SUMMARY)),
         "the new run still holds the slot"
     );
     let FinishOutcome::FollowUp(new) = new.finish(Outcome::Ok, None, &|| 9) else {
@@ -163,21 +164,21 @@ fn a_stale_finish_cannot_end_the_new_run() {
         FinishOutcome::Ended
     ));
     assert!(!manager.is_processing(&s, None));
-    assert_eq!(manager.stop_processing(&s, Operation::Summary), None);
+    assert_eq!(manager.stop_processing(&s, Operation::SUMMARY), None);
 }
 
 #[test]
 fn coalesce_hands_over_to_one_follow_up_only_when_the_session_moved_on() {
     let (manager, _events) = manager(Policy::Coalesce);
     let s = sid("c");
-    let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
+    let Admission::Started(run) = manager.try_start(&s, Operation::SUMMARY) else {
         panic!("idle slot must start")
     };
     assert!(!run.is_follow_up(), "a requested run is not a follow-up");
     assert!(run.mark_running(3).is_some());
     for _ in 0..5 {
         assert!(matches!(
-            manager.try_start(&s, Operation::Summary),
+            manager.try_start(&s, Operation::SUMMARY),
             Admission::Busy { pending: true, .. }
         ));
     }
@@ -186,11 +187,11 @@ fn coalesce_hands_over_to_one_follow_up_only_when_the_session_moved_on() {
         panic!("a pending request and newer transcripts make a follow-up")
     };
     assert!(next.is_follow_up());
-    assert!(manager.is_processing(&s, Some(Operation::Summary)));
+    assert!(manager.is_processing(&s, Some(Operation::SUMMARY)));
     assert!(next.mark_running(7).is_some());
     // A pending flag without newer transcripts makes no follow-up.
     assert!(matches!(
-        manager.try_start(&s, Operation::Summary),
+        manager.try_start(&s, Operation::SUMMARY),
         Admission::Busy { pending: true, .. }
     ));
     assert!(matches!(
@@ -198,7 +199,7 @@ fn coalesce_hands_over_to_one_follow_up_only_when_the_session_moved_on() {
         FinishOutcome::Ended
     ));
     assert!(!manager.is_processing(&s, None));
-    let stats = manager.op_view(&s, Operation::Summary).stats;
+    let stats = manager.op_view(&s, Operation::SUMMARY).stats;
     assert_eq!(
         (
             stats.counts.runs,
@@ -215,12 +216,12 @@ fn coalesce_hands_over_to_one_follow_up_only_when_the_session_moved_on() {
 fn skip_never_follows_up() {
     let (manager, _events) = manager(Policy::Skip);
     let s = sid("s");
-    let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
+    let Admission::Started(run) = manager.try_start(&s, Operation::SUMMARY) else {
         panic!("idle slot must start")
     };
     run.mark_running(1);
     assert!(matches!(
-        manager.try_start(&s, Operation::Summary),
+        manager.try_start(&s, Operation::SUMMARY),
         Admission::Busy { pending: false, .. }
     ));
     assert!(matches!(
@@ -228,7 +229,7 @@ fn skip_never_follows_up() {
         FinishOutcome::Ended
     ));
     assert_eq!(
-        manager.op_view(&s, Operation::Summary).stats.counts.skipped,
+        manager.op_view(&s, Operation::SUMMARY).stats.counts.skipped,
         1
     );
 }
@@ -237,12 +238,12 @@ fn skip_never_follows_up() {
 fn statistics_outlast_the_cleanup() {
     let (manager, _events) = manager(Policy::Coalesce);
     let s = sid("keep");
-    let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
+    let Admission::Started(run) = manager.try_start(&s, Operation::SUMMARY) else {
         panic!("idle slot must start")
     };
     run.finish(Outcome::Failed, Some("model refused".into()), &|| 0);
     assert_eq!(manager.in_flight_sessions(), 0);
-    let stats = manager.op_view(&s, Operation::Summary).stats;
+    let stats = manager.op_view(&s, Operation::SUMMARY).stats;
     assert_eq!(stats.counts.failed, 1);
     assert_eq!(stats.last_error.as_deref(), Some("model refused"));
     assert_eq!(stats.history.len(), 1);
@@ -265,7 +266,7 @@ fn status_json_matches_the_original_field_for_field() {
     );
 
     let before = SystemTime::now();
-    let Admission::Started(mind_map) = manager.try_start(&s, Operation::MindMap) else {
+    let Admission::Started(mind_map) = manager.try_start(&s, Operation::MIND_MAP) else {
         panic!("idle slot must start")
     };
     let status = manager.status(&s);
@@ -292,7 +293,7 @@ fn status_json_matches_the_original_field_for_field() {
         )
     );
 
-    let Admission::Started(summary) = manager.try_start(&s, Operation::Summary) else {
+    let Admission::Started(summary) = manager.try_start(&s, Operation::SUMMARY) else {
         panic!("the other op is independent")
     };
     assert_eq!(manager.in_flight_sessions(), 1, "one session, two runs");
@@ -318,12 +319,12 @@ fn status_json_matches_the_original_field_for_field() {
 fn lifetime_counters_count_everything_and_outlast_forgetting() {
     let (manager, _events) = manager(Policy::Coalesce);
     let s = sid("counted");
-    let Admission::Started(run) = manager.try_start(&s, Operation::Summary) else {
+    let Admission::Started(run) = manager.try_start(&s, Operation::SUMMARY) else {
         panic!("idle slot must start")
     };
     assert!(run.mark_running(1).is_some());
     for _ in 0..3 {
-        manager.try_start(&s, Operation::Summary);
+        manager.try_start(&s, Operation::SUMMARY);
     }
     let FinishOutcome::FollowUp(next) = run.finish(Outcome::Failed, None, &|| 2) else {
         panic!("pending and newer: a follow-up")
@@ -332,12 +333,12 @@ fn lifetime_counters_count_everything_and_outlast_forgetting() {
         next.finish(Outcome::TimedOut, None, &|| 2),
         FinishOutcome::Ended
     ));
-    let Admission::Started(stopped) = manager.try_start(&s, Operation::MindMap) else {
+    let Admission::Started(stopped) = manager.try_start(&s, Operation::MIND_MAP) else {
         panic!("the other op is free")
     };
-    manager.stop_processing(&s, Operation::MindMap);
+    manager.stop_processing(&s, Operation::MIND_MAP);
     drop(stopped);
-    let Admission::Started(ok) = manager.try_start(&s, Operation::MindMap) else {
+    let Admission::Started(ok) = manager.try_start(&s, Operation::MIND_MAP) else {
         panic!("free again")
     };
     ok.finish(Outcome::Ok, None, &|| 2);
@@ -361,9 +362,10 @@ fn lifetime_counters_count_everything_and_outlast_forgetting() {
     // Permit waits are measured in real time here; a paused-clock test
     // checks them.
     let counted = |manager: &ProcessingStateManager| {
-        manager.lifetime().map(|c| inflight::state::OpCounters {
+        let lifetime = manager.lifetime();
+        BUILT_IN.map(|op| inflight::state::OpCounters {
             waited: Duration::ZERO,
-            ..c
+            ..lifetime[op]
         })
     };
     assert_eq!(counted(&manager), expected);
@@ -394,7 +396,7 @@ fn lifetime_counters_count_everything_and_outlast_forgetting() {
         (4, 1, 1, 1, 1, 3, 1)
     );
     assert!(manager.forget_if(&s, || true));
-    assert_eq!(manager.op_view(&s, Operation::Summary), Default::default());
+    assert_eq!(manager.op_view(&s, Operation::SUMMARY), Default::default());
     assert_eq!(counted(&manager), expected, "forgetting takes nothing back");
     assert!(manager.stop_all("stopping") == 0);
 }
@@ -404,9 +406,9 @@ fn stop_all_stops_every_run_in_flight_and_says_why() {
     let (manager, _events) = manager(Policy::Coalesce);
     let mut guards = Vec::new();
     for (name, op) in [
-        ("a", Operation::Summary),
-        ("a", Operation::MindMap),
-        ("b", Operation::Summary),
+        ("a", Operation::SUMMARY),
+        ("a", Operation::MIND_MAP),
+        ("b", Operation::SUMMARY),
     ] {
         let Admission::Started(guard) = manager.try_start(&sid(name), op) else {
             panic!("idle slot must start")
@@ -422,7 +424,7 @@ fn stop_all_stops_every_run_in_flight_and_says_why() {
             FinishOutcome::Stale
         ));
     }
-    let stats = manager.op_view(&sid("b"), Operation::Summary).stats;
+    let stats = manager.op_view(&sid("b"), Operation::SUMMARY).stats;
     assert_eq!(stats.counts.cancelled, 1);
     assert_eq!(stats.last_error.as_deref(), Some("the process is stopping"));
     assert_eq!(manager.stop_all("again"), 0);

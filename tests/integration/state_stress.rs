@@ -61,7 +61,7 @@ fn shared(policy: Policy) -> Arc<Shared> {
     Arc::new(Shared {
         manager: ProcessingStateManager::new(
             StateConfig {
-                policy: [policy; 2],
+                policy: inflight::ops::OpMap::filled_with(|_| policy),
                 ..Default::default()
             },
             EventBus::new(),
@@ -84,7 +84,7 @@ fn check_the_books(shared: &Shared) {
     );
     let mut skipped = 0;
     for session in &shared.sessions {
-        for op in Operation::ALL {
+        for op in inflight::ops::BUILT_IN {
             let stats = shared.manager.op_view(session, op).stats;
             assert_eq!(
                 stats.counts.runs,
@@ -113,7 +113,7 @@ fn hammer(policy: Policy) {
                 let mut mine: HashMap<usize, RunGuard> = HashMap::new();
                 for _ in 0..ROUNDS {
                     let s = rng.usize(..SESSIONS);
-                    let op = Operation::ALL[rng.usize(..2)];
+                    let op = inflight::ops::BUILT_IN[rng.usize(..2)];
                     let key = key_index(s, op);
                     match rng.u8(..10) {
                         0..=4 => {
@@ -170,7 +170,7 @@ type Model = Mutex<Option<RunId>>;
 /// Finishes a run and every follow-up it hands over, under the key's model
 /// lock, checking each answer against the model. Returns whether it was stale.
 fn finish_checked(shared: &Shared, model: &Model, mut guard: RunGuard, key: usize) -> bool {
-    let (session, op) = (&shared.sessions[key / 2], Operation::ALL[key % 2]);
+    let (session, op) = (&shared.sessions[key / 2], inflight::ops::BUILT_IN[key % 2]);
     let mut current = model.lock().unwrap();
     let mut stale = false;
     loop {
@@ -230,7 +230,7 @@ fn hammer_with_stops() {
                 };
                 for _ in 0..ROUNDS {
                     let s = rng.usize(..SESSIONS);
-                    let op = Operation::ALL[rng.usize(..2)];
+                    let op = inflight::ops::BUILT_IN[rng.usize(..2)];
                     let key = key_index(s, op);
                     let session = &shared.sessions[s];
                     match rng.u8(..10) {

@@ -77,10 +77,10 @@ impl SessionStore {
                 more: false,
             };
         }
-        let previous = record.results[op.index()].as_ref().map(|r| {
+        let previous = record.results.get(op).and_then(Option::as_ref).map(|r| {
             let text = match &r.body {
-                ResultBody::Summary(text) => text.clone(),
-                ResultBody::MindMap(map) => crate::llm::mind_map::to_outline(map),
+                ResultBody::Text(text) => text.clone(),
+                ResultBody::Tree(map) => crate::llm::mind_map::to_outline(map),
             };
             let text = match room {
                 Some(room) => crate::llm::prompts::cut_previous(op, text, room / 2),
@@ -131,7 +131,8 @@ impl SessionStore {
     pub fn covers_all(&self, session: &SessionId, op: Operation) -> bool {
         let shard = self.lock(session);
         shard.held.get(session).is_some_and(|record| {
-            record.results[op.index()].is_some() && record.covered(op) >= record.generation
+            record.results.get(op).is_some_and(Option::is_some)
+                && record.covered(op) >= record.generation
         })
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{OpResult, Operation, SessionId, SessionRecord, SessionStore, Shard, StoredTranscript};
+use super::{OpResult, SessionId, SessionRecord, SessionStore, Shard, StoredTranscript};
 
 impl SessionStore {
     /// Puts back a session read from disk at start. False when the store
@@ -40,9 +40,9 @@ impl SessionStore {
                 arrival: self.arrivals.fetch_add(1, Ordering::Relaxed),
             })
             .collect();
-        record.results = std::array::from_fn(|i| {
-            OpResult::from_stored(Operation::ALL[i], stored.results[i].as_ref()?)
-        });
+        record.results = stored
+            .results
+            .map(|op, stored| OpResult::from_stored(op, stored.as_ref()?));
         shard.held.insert(stored.id.clone(), record);
         true
     }

@@ -44,7 +44,8 @@ pub use views::{SessionContent, SessionFacts};
 
 use super::forgotten::Forgotten;
 use crate::events::RunId;
-use crate::model::{MindMap, OPERATION_COUNT, Operation, SessionId, Transcript};
+use crate::model::{MindMap, Operation, SessionId, Transcript};
+use crate::ops::{OpMap, OutputKind};
 
 /// Longest rejected answer kept per session and operation.
 pub const MAX_REJECTED_BYTES: usize = 32 * 1024;
@@ -69,11 +70,23 @@ pub struct StoredTranscript {
     pub arrival: u64,
 }
 
-/// What a finished run produced.
+/// What a finished run produced, by the operation's output kind.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ResultBody {
-    Summary(String),
-    MindMap(MindMap),
+    /// Prose: the summary.
+    Text(String),
+    /// A labelled tree: the mind map.
+    Tree(MindMap),
+}
+
+impl ResultBody {
+    /// The body as the database keeps it: text as it is, a tree as JSON.
+    pub fn stored(&self) -> String {
+        match self {
+            ResultBody::Text(text) => text.clone(),
+            ResultBody::Tree(map) => serde_json::to_string(map).unwrap_or_default(),
+        }
+    }
 }
 
 /// The latest result of one operation.
@@ -95,9 +108,9 @@ impl OpResult {
     /// A result as the database keeps it; `None` for a body this build
     /// cannot read (it is left out, not fatal).
     pub fn from_stored(op: Operation, stored: &crate::db::StoredResult) -> Option<Self> {
-        let body = match op {
-            Operation::Summary => ResultBody::Summary(stored.body.clone()),
-            Operation::MindMap => ResultBody::MindMap(serde_json::from_str(&stored.body).ok()?),
+        let body = match crate::ops::registry().output(op) {
+            OutputKind::Text => ResultBody::Text(stored.body.clone()),
+            OutputKind::Tree => ResultBody::Tree(serde_json::from_str(&stored.body).ok()?),
         };
         Some(Self {
             body,
@@ -150,8 +163,8 @@ struct SessionRecord {
     last_heard_at: Instant,
     ended: bool,
     ended_at: Option<Instant>,
-    results: [Option<OpResult>; OPERATION_COUNT],
-    rejected: [Option<String>; OPERATION_COUNT],
+    results: OpMap<Option<OpResult>>,
+    rejected: OpMap<Option<String>>,
     /// Transcripts dropped before every tracked operation covered them.
     lost: u64,
 }
@@ -176,8 +189,9 @@ impl SessionRecord {
 
     /// The generation `op`'s latest result covers (0 without one).
     fn covered(&self, op: Operation) -> u64 {
-        self.results[op.index()]
-            .as_ref()
+        self.results
+            .get(op)
+            .and_then(Option::as_ref)
             .map_or(0, |r| r.covered_generation)
     }
 }
@@ -238,7 +252,7 @@ impl SessionStore {
             hasher: std::hash::RandomState::new(),
             held: AtomicUsize::new(0),
             arrivals: AtomicU64::new(0),
-            tracked: Operation::ALL.to_vec(),
+            tracked: crate::ops::registry().ops().collect(),
         }
     }
 
@@ -404,7 +418,7 @@ impl SessionStore {
     ) -> Option<RunId> {
         let mut shard = self.lock(session);
         let record = shard.held.get_mut(session)?;
-        let slot = &mut record.results[op.index()];
+        let slot = record.results.entry(op);
         if slot
             .as_ref()
             .is_some_and(|old| old.covered_generation > result.covered_generation)
@@ -424,7 +438,7 @@ impl SessionStore {
         let mut raw = crate::text::strip_controls_keep_lines(&raw).into_owned();
         crate::text::cut_to(&mut raw, MAX_REJECTED_BYTES);
         if let Some(record) = self.lock(session).held.get_mut(session) {
-            record.rejected[op.index()] = Some(raw);
+            *record.rejected.entry(op) = Some(raw);
         }
     }
 

@@ -90,8 +90,8 @@ fn rejected_answers_are_cut_to_32_kib() {
     let store = SessionStore::default();
     store.append(said("a", None, "one", true), None);
     let id = SessionId::parse("a").unwrap();
-    store.put_rejected(&id, Operation::MindMap, "é".repeat(40_000));
-    let kept = store.content(&id, 0).unwrap().rejected[Operation::MindMap.index()]
+    store.put_rejected(&id, Operation::MIND_MAP, "é".repeat(40_000));
+    let kept = store.content(&id, 0).unwrap().rejected[Operation::MIND_MAP]
         .clone()
         .unwrap();
     assert!(
@@ -107,7 +107,7 @@ fn a_result_of_the_same_generation_replaces_the_older_one() {
     store.append(said("a", None, "one", true), None);
     let id = SessionId::parse("a").unwrap();
     let result = |text: &str, run_id| OpResult {
-        body: ResultBody::Summary(text.into()),
+        body: ResultBody::Text(text.into()),
         covered_generation: 1,
         run_id,
         model: "m".into(),
@@ -117,17 +117,17 @@ fn a_result_of_the_same_generation_replaces_the_older_one() {
     };
     assert!(
         store
-            .put_result(&id, Operation::Summary, result("first", 1), |_| {})
+            .put_result(&id, Operation::SUMMARY, result("first", 1), |_| {})
             .is_some()
     );
     // An operator's re-run reads the same transcripts: its result is newer.
     assert!(
         store
-            .put_result(&id, Operation::Summary, result("second", 2), |_| {})
+            .put_result(&id, Operation::SUMMARY, result("second", 2), |_| {})
             .is_some()
     );
     assert_eq!(
-        store.result(&id, Operation::Summary).map(|r| r.run_id),
+        store.result(&id, Operation::SUMMARY).map(|r| r.run_id),
         Some(2)
     );
 }
@@ -146,7 +146,7 @@ const WINDOW: usize = crate::llm::prompts::MAX_TRANSCRIPT_CHARS;
 
 fn result_covering(generation: u64, run_id: RunId) -> OpResult {
     OpResult {
-        body: ResultBody::Summary(format!("up to {generation}")),
+        body: ResultBody::Text(format!("up to {generation}")),
         covered_generation: generation,
         run_id,
         model: "m".into(),
@@ -167,14 +167,14 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     let mut covered = 0;
     let mut steps = Vec::new();
     loop {
-        let input = store.run_input(&id, Operation::Summary, true, 35, None);
+        let input = store.run_input(&id, Operation::SUMMARY, true, 35, None);
         let texts: Vec<String> = input.utterances.iter().map(|u| u.text.clone()).collect();
         steps.push(texts);
         assert!(input.generation > covered, "every step moves on");
         covered = input.generation;
         store.put_result(
             &id,
-            Operation::Summary,
+            Operation::SUMMARY,
             result_covering(covered, covered),
             |_| {},
         );
@@ -188,17 +188,17 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     assert_eq!(steps.len(), 4, "{steps:?}");
     // A line longer than the window still goes, alone.
     store.append(said("a", None, &"x".repeat(100), true), None);
-    let input = store.run_input(&id, Operation::Summary, true, 35, None);
+    let input = store.run_input(&id, Operation::SUMMARY, true, 35, None);
     assert_eq!((input.utterances.len(), input.more), (1, false));
     // Full mode reads the newest window.
-    let full = store.run_input(&id, Operation::Summary, false, 35, None);
+    let full = store.run_input(&id, Operation::SUMMARY, false, 35, None);
     assert_eq!(full.utterances.len(), 1);
     assert_eq!(full.generation, 11);
 }
 
 #[test]
 fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
-    let store = SessionStore::default().tracking(&[Operation::Summary]);
+    let store = SessionStore::default().tracking(&[Operation::SUMMARY]);
     let id = SessionId::parse("a").unwrap();
     let n = MAX_KEPT_TRANSCRIPTS + 100;
     for i in 0..n {
@@ -209,10 +209,10 @@ fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
         n,
         "none covered"
     );
-    assert_eq!(store.oldest_uncovered(&id, Operation::Summary), 0);
+    assert_eq!(store.oldest_uncovered(&id, Operation::SUMMARY), 0);
     store.put_result(
         &id,
-        Operation::Summary,
+        Operation::SUMMARY,
         result_covering(n as u64, 1),
         |_| {},
     );
@@ -222,7 +222,7 @@ fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
         "covered: back to the view limit"
     );
     assert_eq!(
-        store.oldest_uncovered(&id, Operation::Summary),
+        store.oldest_uncovered(&id, Operation::SUMMARY),
         n as u64,
         "up to date"
     );
@@ -234,7 +234,7 @@ fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
     assert_eq!(held, MAX_HELD_TRANSCRIPTS);
     assert_eq!(facts.lost, 5, "only uncovered lines count as lost");
     assert_eq!(
-        store.oldest_uncovered(&id, Operation::Summary),
+        store.oldest_uncovered(&id, Operation::SUMMARY),
         (n + 5) as u64
     );
 }
@@ -245,7 +245,7 @@ fn the_hard_cap_follows_its_setting() {
         max_held_transcripts: 450,
         ..Default::default()
     })
-    .tracking(&[Operation::Summary]);
+    .tracking(&[Operation::SUMMARY]);
     let id = SessionId::parse("a").unwrap();
     for i in 0..460 {
         store.append(said("a", None, &format!("{i}"), true), None);
@@ -262,7 +262,7 @@ fn incremental_input_reads_after_the_previous_summary() {
         store.append(said("a", None, text, true), None);
     }
     let result = OpResult {
-        body: ResultBody::Summary("S".into()),
+        body: ResultBody::Text("S".into()),
         covered_generation: 2,
         run_id: 1,
         model: "m".into(),
@@ -272,22 +272,22 @@ fn incremental_input_reads_after_the_previous_summary() {
     };
     assert!(
         store
-            .put_result(&id, Operation::Summary, result.clone(), |_| {})
+            .put_result(&id, Operation::SUMMARY, result.clone(), |_| {})
             .is_some()
     );
-    let input = store.run_input(&id, Operation::Summary, true, WINDOW, None);
+    let input = store.run_input(&id, Operation::SUMMARY, true, WINDOW, None);
     assert_eq!(input.previous.as_deref(), Some("S"));
     assert_eq!(input.utterances.len(), 1);
     assert_eq!((input.generation, input.more), (3, false));
     assert_eq!(
         store
-            .run_input(&id, Operation::Summary, false, WINDOW, None)
+            .run_input(&id, Operation::SUMMARY, false, WINDOW, None)
             .utterances
             .len(),
         3
     );
     // The mind map has no result yet: it reads from the start.
-    let map = store.run_input(&id, Operation::MindMap, true, WINDOW, None);
+    let map = store.run_input(&id, Operation::MIND_MAP, true, WINDOW, None);
     assert_eq!((map.utterances.len(), map.previous), (3, None));
     // An older result never replaces a newer one.
     let older = OpResult {
@@ -296,7 +296,7 @@ fn incremental_input_reads_after_the_previous_summary() {
     };
     assert!(
         store
-            .put_result(&id, Operation::Summary, older, |_| {})
+            .put_result(&id, Operation::SUMMARY, older, |_| {})
             .is_none()
     );
 }
@@ -307,16 +307,16 @@ fn a_result_is_stamped_only_when_it_is_kept() {
     let id = SessionId::parse("stamped").unwrap();
     store.append(said("stamped", Some(1), "one", true), None);
     store.append(said("stamped", Some(2), "two", true), None);
-    let kept = store.put_result(&id, Operation::Summary, result_covering(2, 7), |r| {
+    let kept = store.put_result(&id, Operation::SUMMARY, result_covering(2, 7), |r| {
         r.run_id = 40
     });
     assert_eq!(kept, Some(40), "the stamp is what is kept");
     assert_eq!(
-        store.result(&id, Operation::Summary).map(|r| r.run_id),
+        store.result(&id, Operation::SUMMARY).map(|r| r.run_id),
         Some(40)
     );
     let mut stamped = false;
-    let older = store.put_result(&id, Operation::Summary, result_covering(1, 8), |_| {
+    let older = store.put_result(&id, Operation::SUMMARY, result_covering(1, 8), |_| {
         stamped = true
     });
     assert_eq!(older, None);

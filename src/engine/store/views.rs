@@ -3,9 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{
-    OPERATION_COUNT, OpResult, Operation, SessionId, SessionRecord, SessionStore, StoredTranscript,
-};
+use super::{OpMap, OpResult, Operation, SessionId, SessionRecord, SessionStore, StoredTranscript};
 
 /// A light view of one session for tables.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +12,7 @@ pub struct SessionFacts {
     pub generation: u64,
     pub last_transcript_at: Option<Instant>,
     pub ended: bool,
-    pub covered: [Option<u64>; OPERATION_COUNT],
+    pub covered: OpMap<Option<u64>>,
     pub partial: bool,
     /// Transcripts dropped before they were covered (a backlog past
     /// [`MAX_HELD_TRANSCRIPTS`]): never sent to the model.
@@ -26,15 +24,20 @@ pub struct SessionFacts {
 pub struct SessionContent {
     pub recent: Vec<StoredTranscript>,
     pub partial: Option<String>,
-    pub results: [Option<OpResult>; OPERATION_COUNT],
+    pub results: OpMap<Option<OpResult>>,
     /// The last answer of each op that could not be read, kept for inspection.
-    pub rejected: [Option<String>; OPERATION_COUNT],
+    pub rejected: OpMap<Option<String>>,
 }
 
 impl SessionStore {
     /// The latest result of `op`.
     pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
-        self.lock(session).held.get(session)?.results[op.index()].clone()
+        self.lock(session)
+            .held
+            .get(session)?
+            .results
+            .get(op)?
+            .clone()
     }
 
     pub fn facts(&self, session: &SessionId) -> Option<SessionFacts> {
@@ -69,7 +72,9 @@ fn facts_of(record: &SessionRecord) -> SessionFacts {
         generation: record.generation,
         last_transcript_at: record.last_transcript_at,
         ended: record.ended,
-        covered: std::array::from_fn(|i| record.results[i].as_ref().map(|r| r.covered_generation)),
+        covered: record
+            .results
+            .map(|_, r| r.as_ref().map(|r| r.covered_generation)),
         partial: record.partial.is_some(),
         lost: record.lost,
     }

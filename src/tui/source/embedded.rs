@@ -10,7 +10,7 @@ use super::{Answer, Link, Source, Wake};
 use crate::engine::{Engine, SessionDetail, Snapshot};
 use crate::events::Event;
 use crate::logs::LogBuffer;
-use crate::model::{Operation, SessionId};
+use crate::model::SessionId;
 use crate::tui::app::Command;
 
 /// Transcripts shown in the detail view.
@@ -71,9 +71,9 @@ impl Source for Embedded {
                 }
             }
             Command::Cancel { session } => Answer::Cancelled {
-                stopped: Operation::ALL
-                    .iter()
-                    .map(|op| (*op, engine.cancel(&session, *op)))
+                stopped: crate::ops::registry()
+                    .ops()
+                    .map(|op| (op, engine.cancel(&session, op)))
                     .collect(),
                 session,
             },

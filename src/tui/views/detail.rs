@@ -32,10 +32,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if app.details.stored {
         title.push(Span::styled("· from the database ", t.warning()));
     }
-    for op in Operation::ALL {
+    for op in crate::ops::registry().ops() {
         title.push(Span::styled(format!("· {} ", op.label()), t.dim()));
         title.extend(super::table::state_spans(
-            &row.ops[op.index()],
+            &row.ops[op],
             row.transcripts,
             t,
             app.snapshot.taken_at,
@@ -43,7 +43,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         ));
         // In a cluster: where a run made elsewhere runs.
         let here = app.snapshot.cluster.as_ref().map(|c| c.instance.as_str());
-        if let Some(on) = row.ops[op.index()]
+        if let Some(on) = row.ops[op]
             .in_flight
             .as_ref()
             .and_then(|run| run.instance.as_deref())
@@ -116,7 +116,7 @@ fn result_title(name: &str, result: Option<&OpResult>, generation: u64) -> Strin
 /// What went wrong with `op`'s last run, whole: the error, when, how many
 /// runs in a row, and the start of an answer that could not be read.
 fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'static>> {
-    let stats = &detail.row.ops[op.index()];
+    let stats = &detail.row.ops[op];
     let Some(error) = stats
         .last_error
         .as_ref()
@@ -144,7 +144,7 @@ fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'
         let uncovered = detail.row.transcripts - stats.covered_generation.unwrap_or(0);
         let key = crate::tui::keymap::BINDINGS
             .iter()
-            .find(|b| b.action == trigger_action(op))
+            .find(|b| Some(b.action) == trigger_action(op))
             .map_or("", |b| b.label);
         lines.push(Line::styled(
             format!(
@@ -154,7 +154,7 @@ fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'
             t.warning(),
         ));
     }
-    if let Some(answer) = &detail.content.rejected[op.index()] {
+    if let Some(answer) = &detail.content.rejected[op] {
         let start: String = crate::text::strip_controls(answer)
             .chars()
             .take(300)
@@ -167,19 +167,22 @@ fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'
 }
 
 /// The keymap's action that triggers `op`.
-fn trigger_action(op: Operation) -> crate::tui::keymap::Action {
-    match op {
-        Operation::Summary => crate::tui::keymap::Action::TriggerSummary,
-        Operation::MindMap => crate::tui::keymap::Action::TriggerMindMap,
-    }
+fn trigger_action(op: Operation) -> Option<crate::tui::keymap::Action> {
+    use crate::tui::keymap::Action;
+    [
+        (Operation::SUMMARY, Action::TriggerSummary),
+        (Operation::MIND_MAP, Action::TriggerMindMap),
+    ]
+    .into_iter()
+    .find_map(|(o, action)| (o == op).then_some(action))
 }
 
 fn draw_summary(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
-    let result = detail.content.results[Operation::Summary.index()].as_ref();
+    let result = detail.content.results[Operation::SUMMARY].as_ref();
     let block = panel(result_title("Summary", result, detail.row.transcripts), t);
-    let mut text = failure_lines(detail, Operation::Summary, t);
+    let mut text = failure_lines(detail, Operation::SUMMARY, t);
     match result.map(|r| &r.body) {
-        Some(ResultBody::Summary(summary)) => {
+        Some(ResultBody::Text(summary)) => {
             text.extend(summary.lines().map(|l| Line::raw(l.to_string())))
         }
         _ => text.push(Line::styled("no summary yet", t.dim())),
@@ -191,11 +194,11 @@ fn draw_summary(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme
 }
 
 fn draw_mind_map(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
-    let result = detail.content.results[Operation::MindMap.index()].as_ref();
+    let result = detail.content.results[Operation::MIND_MAP].as_ref();
     let block = panel(result_title("Mind map", result, detail.row.transcripts), t);
-    let mut lines = failure_lines(detail, Operation::MindMap, t);
+    let mut lines = failure_lines(detail, Operation::MIND_MAP, t);
     match result.map(|r| &r.body) {
-        Some(ResultBody::MindMap(map)) => {
+        Some(ResultBody::Tree(map)) => {
             lines.push(Line::styled(map.root.label.clone(), t.title()));
             tree_lines(&map.root.children, "", &mut lines, t);
         }
@@ -276,9 +279,9 @@ fn draw_runs(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let halves = Layout::vertical([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).split(inner);
-    for (op, half) in Operation::ALL.iter().zip(halves.iter()) {
-        let history = &detail.history[op.index()];
-        let stats = &detail.row.ops[op.index()];
+    for (op, half) in crate::ops::registry().ops().zip(halves.iter()) {
+        let history = &detail.history[op];
+        let stats = &detail.row.ops[op];
         let [label, spark, list] = Layout::vertical([
             Constraint::Length(1),
             Constraint::Length(1),

@@ -122,7 +122,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let totals = &s.totals;
     let policy = s
         .policy
-        .first()
+        .values()
+        .next()
         .map(|p| format!("{p:?}").to_lowercase())
         .unwrap_or_default();
     let failures = totals.counts.failures();

@@ -75,14 +75,14 @@ fn columns(cluster: bool) -> Vec<Column> {
             width: STATE_WIDTH,
             priority: 0,
             sort: Some(SortColumn::Summary),
-            cell: |r, c| state_cell(r, Operation::Summary, c),
+            cell: |r, c| state_cell(r, Operation::SUMMARY, c),
         },
         Column {
             title: "Mind map",
             width: STATE_WIDTH,
             priority: 0,
             sort: Some(SortColumn::MindMap),
-            cell: |r, c| state_cell(r, Operation::MindMap, c),
+            cell: |r, c| state_cell(r, Operation::MIND_MAP, c),
         },
         Column {
             title: "Last S/M",
@@ -356,7 +356,7 @@ pub fn state_spans(
 
 fn state_cell(row: &SessionRow, op: Operation, ctx: &Ctx) -> Cell<'static> {
     Cell::from(Line::from(state_spans(
-        &row.ops[op.index()],
+        &row.ops[op],
         row.transcripts,
         ctx.theme,
         ctx.now,
@@ -368,7 +368,7 @@ fn state_cell(row: &SessionRow, op: Operation, ctx: &Ctx) -> Cell<'static> {
 /// instance's name, or both operations' (`summary/mind map`).
 fn instance_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
     let on = |op: Operation| {
-        let run = row.ops[op.index()].in_flight.as_ref()?;
+        let run = row.ops[op].in_flight.as_ref()?;
         let name = run.instance.as_deref()?;
         Some(if Some(name) == ctx.instance {
             "here".to_string()
@@ -376,7 +376,7 @@ fn instance_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
             name.to_string()
         })
     };
-    let text = match (on(Operation::Summary), on(Operation::MindMap)) {
+    let text = match (on(Operation::SUMMARY), on(Operation::MIND_MAP)) {
         (None, None) => "-".to_string(),
         (Some(a), Some(b)) if a == b => a,
         (Some(a), None) | (None, Some(a)) => a,
@@ -392,32 +392,32 @@ fn instance_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
 
 fn last_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
     let last = |op: Operation| {
-        row.ops[op.index()]
+        row.ops[op]
             .last_duration
             .map_or("-".to_string(), format::duration)
     };
     Cell::from(format!(
         "{}/{}",
-        last(Operation::Summary),
-        last(Operation::MindMap)
+        last(Operation::SUMMARY),
+        last(Operation::MIND_MAP)
     ))
 }
 
 fn skipped_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
-    let s = |op: Operation| format::count(row.ops[op.index()].counts.skipped);
+    let s = |op: Operation| format::count(row.ops[op].counts.skipped);
     Cell::from(format!(
         "{}/{}",
-        s(Operation::Summary),
-        s(Operation::MindMap)
+        s(Operation::SUMMARY),
+        s(Operation::MIND_MAP)
     ))
 }
 
 fn runs_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
-    Cell::from(format::count(row.ops.iter().map(|o| o.counts.runs).sum()))
+    Cell::from(format::count(row.ops.values().map(|o| o.counts.runs).sum()))
 }
 
 fn failures_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
-    let n: u64 = row.ops.iter().map(|o| o.failures()).sum();
+    let n: u64 = row.ops.values().map(|o| o.failures()).sum();
     let style = if n > 0 {
         ctx.theme.error()
     } else {

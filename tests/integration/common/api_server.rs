@@ -32,7 +32,7 @@ pub async fn server(policy: Policy, token: Option<&str>) -> Server {
 pub async fn server_with(policy: Policy, api: ApiConfig) -> Server {
     let config = EngineConfig {
         state: StateConfig {
-            policy: [policy; 2],
+            policy: inflight::ops::OpMap::filled_with(|_| policy),
             ..Default::default()
         },
         ..Default::default()

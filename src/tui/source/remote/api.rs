@@ -121,7 +121,7 @@ impl Api {
 
     pub(super) async fn cancel(&self, session: SessionId) -> Answer {
         let mut stopped = Vec::new();
-        for op in Operation::ALL {
+        for op in crate::ops::registry().ops() {
             let path = format!("/api/sessions/{session}/operations/{}", op.as_str());
             match self.send(reqwest::Method::DELETE, &path).await {
                 Ok((StatusCode::OK, body)) => {

@@ -216,7 +216,7 @@ fn empty_snapshot() -> Snapshot {
         permits_in_use: 0,
         permits_cap: 0,
         permits_limit: 0,
-        policy: [Policy::Coalesce; crate::model::OPERATION_COUNT],
+        policy: crate::ops::OpMap::filled_with(|_| Policy::Coalesce),
         op_timeout: Duration::ZERO,
         feeds: Vec::new(),
         sessions: Vec::new(),
