@@ -37,6 +37,7 @@ fn loaded_engine(runtime: &tokio::runtime::Runtime) -> Engine {
                     start: Some(0.0),
                     end: Some(2.0),
                     is_final: true,
+                    kind: None,
                 },
                 Some(0),
             );

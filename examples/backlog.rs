@@ -141,6 +141,7 @@ fn line(rng: &mut fastrand::Rng, seq: u64) -> Transcript {
         start: Some(seq as f64 * 3.0),
         end: Some(seq as f64 * 3.0 + 2.5),
         is_final: true,
+        kind: None,
     }
 }
 

@@ -160,6 +160,7 @@ fn line(session: &SessionId, seq: u64) -> Transcript {
         start: None,
         end: None,
         is_final: true,
+        kind: None,
     }
 }
 

@@ -113,6 +113,7 @@ fn own_meetings(args: &Args) -> Vec<Meeting> {
                     start: Some(seq as f64 * spacing),
                     end: Some(seq as f64 * spacing),
                     is_final: true,
+                    kind: None,
                 })
                 .collect();
             Meeting { session, lines }

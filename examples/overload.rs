@@ -161,6 +161,7 @@ async fn run(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::Error
                             start: None,
                             end: None,
                             is_final: true,
+                            kind: None,
                         },
                         None,
                     );

@@ -27,6 +27,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The operations that run (those `--ops` chooses of the defined
+    // ones), before anything reads them.
+    let chosen = loaded
+        .cli
+        .engine_args()
+        .map(|args| args.ops.clone())
+        .unwrap_or_default();
+    inflight::ops::install(loaded.operations.chosen(&chosen));
     if let Some(Command::Config(command)) = &loaded.cli.command {
         let answer = match command {
             ConfigCommand::Check { file } => layers::check(file),

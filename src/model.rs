@@ -114,6 +114,10 @@ pub struct Transcript {
     pub end: Option<f64>,
     /// Partial (live, still changing) or final (ingested, counted, triggers work).
     pub is_final: bool,
+    /// What kind of session this is (`standup`, `sales_call`), when the feed
+    /// says: operations may run for some kinds only. The first kind a
+    /// session is given stays.
+    pub kind: Option<String>,
 }
 
 /// A mind map: a labelled tree.

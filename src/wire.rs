@@ -6,7 +6,8 @@
 //! ```
 //!
 //! `processing_status` goes out on every start, finish and skip;
-//! `summary_update` and `mind_map_update` when a result is stored.
+//! `{op}_update` (`summary_update`, `mind_map_update`, `action_items_update`…)
+//! when a result is stored.
 
 use std::time::SystemTime;
 
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, OpResult, ResultBody};
 use crate::events::Event;
-use crate::model::{MindMap, Operation, SessionId};
+use crate::model::{Operation, SessionId};
 use crate::state::ProcessingStatus;
 
 #[derive(Serialize)]
@@ -52,53 +53,54 @@ pub fn processing_status(status: &ProcessingStatus, at: SystemTime) -> Option<St
     envelope("processing_status", &status.session_id, status, at)
 }
 
-#[derive(Serialize)]
-struct SummaryData<'a> {
-    session_id: &'a SessionId,
-    summary: &'a str,
-    covered_generation: u64,
-    model: &'a str,
-    processing_time: f64,
+/// A result's `data`: `{session_id, <op name>: body, covered_generation,
+/// model, processing_time}`, in that order (the original's for
+/// `summary_update` and `mind_map_update`).
+struct ResultData<'a> {
+    session: &'a SessionId,
+    op: Operation,
+    result: &'a OpResult,
 }
 
-#[derive(Serialize)]
-struct MindMapData<'a> {
-    session_id: &'a SessionId,
-    mind_map: &'a MindMap,
-    covered_generation: u64,
-    model: &'a str,
-    processing_time: f64,
-}
-
-/// `summary_update` or `mind_map_update` for a stored result.
-pub fn result_update(session: &SessionId, result: &OpResult, at: SystemTime) -> Option<String> {
-    let processing_time = result.processing_time.as_secs_f64();
-    match &result.body {
-        ResultBody::Text(summary) => envelope(
-            "summary_update",
-            session,
-            SummaryData {
-                session_id: session,
-                summary,
-                covered_generation: result.covered_generation,
-                model: &result.model,
-                processing_time,
-            },
-            at,
-        ),
-        ResultBody::Tree(mind_map) => envelope(
-            "mind_map_update",
-            session,
-            MindMapData {
-                session_id: session,
-                mind_map,
-                covered_generation: result.covered_generation,
-                model: &result.model,
-                processing_time,
-            },
-            at,
-        ),
+impl Serialize for ResultData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(5))?;
+        map.serialize_entry("session_id", self.session)?;
+        match &self.result.body {
+            ResultBody::Text(text) => map.serialize_entry(self.op.as_str(), text)?,
+            ResultBody::Tree(tree) => map.serialize_entry(self.op.as_str(), tree)?,
+            ResultBody::Json(value) => map.serialize_entry(self.op.as_str(), value)?,
+        }
+        map.serialize_entry("covered_generation", &self.result.covered_generation)?;
+        map.serialize_entry("model", &self.result.model)?;
+        map.serialize_entry(
+            "processing_time",
+            &self.result.processing_time.as_secs_f64(),
+        )?;
+        map.end()
     }
+}
+
+/// `{op}_update` for a stored result: `summary_update` and
+/// `mind_map_update` as the original sends them, and the same for every
+/// other operation.
+pub fn result_update(
+    session: &SessionId,
+    op: Operation,
+    result: &OpResult,
+    at: SystemTime,
+) -> Option<String> {
+    envelope(
+        &format!("{op}_update"),
+        session,
+        ResultData {
+            session,
+            op,
+            result,
+        },
+        at,
+    )
 }
 
 /// Which messages an event calls for.
@@ -124,7 +126,7 @@ pub fn message_for(engine: &Engine, session: &SessionId, wanted: Wanted) -> Opti
         Wanted::Status => processing_status(&engine.status(session), now),
         Wanted::Result(op) => engine
             .result(session, op)
-            .and_then(|r| result_update(session, &r, now)),
+            .and_then(|r| result_update(session, op, &r, now)),
     }
 }
 
@@ -132,6 +134,37 @@ pub fn message_for(engine: &Engine, session: &SessionId, wanted: Wanted) -> Opti
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn every_operation_has_its_update_message_named_after_it() {
+        let session = SessionId::parse("s").unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_704_110_400);
+        let result = |body| OpResult {
+            body,
+            covered_generation: 4,
+            run_id: 9,
+            model: "m".into(),
+            processing_time: Duration::from_millis(1500),
+            finished_at: at,
+            truncated: false,
+        };
+        assert_eq!(
+            result_update(
+                &session,
+                Operation::SUMMARY,
+                &result(ResultBody::Text("We ship.".into())),
+                at
+            )
+            .unwrap(),
+            r#"{"type":"summary_update","data":{"session_id":"s","summary":"We ship.","covered_generation":4,"model":"m","processing_time":1.5},"timestamp":"2024-01-01T12:00:00Z","sessionId":"s"}"#
+        );
+        let actions = Operation::named("wire_action_items").unwrap();
+        let body = ResultBody::Json(serde_json::json!({"items": [{"owner": "ana"}]}));
+        assert_eq!(
+            result_update(&session, actions, &result(body), at).unwrap(),
+            r#"{"type":"wire_action_items_update","data":{"session_id":"s","wire_action_items":{"items":[{"owner":"ana"}]},"covered_generation":4,"model":"m","processing_time":1.5},"timestamp":"2024-01-01T12:00:00Z","sessionId":"s"}"#
+        );
+    }
 
     #[test]
     fn envelopes_have_the_original_shape() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::engine::{OpRow, ResultBody, SessionDetail, SessionRow};
-use crate::model::{MindMap, Operation, SessionId};
+use crate::engine::{OpRow, SessionDetail, SessionRow};
+use crate::model::{Operation, SessionId};
 use crate::state::Phase;
 
 #[derive(Serialize)]
@@ -82,10 +82,27 @@ impl OperationJson {
     }
 }
 
-#[derive(Serialize)]
-pub struct OperationsJson {
-    pub summary: OperationJson,
-    pub mind_map: OperationJson,
+/// Values keyed by operation name, in the registry's order: an object
+/// whose keys are the defined operations (`summary`, `mind_map`, then the
+/// config file's).
+pub struct ByOperation<T>(pub Vec<(Operation, T)>);
+
+impl<T> ByOperation<T> {
+    /// One value per defined operation.
+    pub fn defined(mut f: impl FnMut(Operation) -> T) -> Self {
+        Self(crate::ops::registry().ops().map(|op| (op, f(op))).collect())
+    }
+}
+
+impl<T: Serialize> Serialize for ByOperation<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (op, value) in &self.0 {
+            map.serialize_entry(op.as_str(), value)?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -98,7 +115,7 @@ pub struct SessionJson {
     /// Transcripts dropped before any result covered them (a backlog past
     /// what a session holds): never sent to the model.
     pub lost_transcripts: u64,
-    pub operations: OperationsJson,
+    pub operations: ByOperation<OperationJson>,
     /// Why the session needs a look, if it does (the dashboard's `!`).
     pub attention: Vec<crate::engine::Attention>,
 }
@@ -114,10 +131,9 @@ impl SessionJson {
                 .last_transcript_at
                 .map(|t| now.saturating_duration_since(t).as_secs_f64()),
             lost_transcripts: row.lost,
-            operations: OperationsJson {
-                summary: OperationJson::new(&row.ops[Operation::SUMMARY], row.transcripts, now),
-                mind_map: OperationJson::new(&row.ops[Operation::MIND_MAP], row.transcripts, now),
-            },
+            operations: ByOperation::defined(|op| {
+                OperationJson::new(row.op(op), row.transcripts, now)
+            }),
             attention: crate::engine::attention(row, now, op_timeout),
         }
     }
@@ -138,8 +154,9 @@ pub struct SessionsJson {
 }
 
 #[derive(Serialize)]
-pub struct ResultJson<T: Serialize> {
-    pub value: T,
+pub struct ResultJson {
+    /// Text as a string, a tree or JSON as JSON.
+    pub value: crate::ops::output::Wire,
     pub covered_generation: u64,
     pub model: String,
     pub processing_time: f64,
@@ -159,63 +176,33 @@ pub struct TranscriptJson {
 pub struct SessionDetailJson {
     #[serde(flatten)]
     pub session: SessionJson,
-    pub summary: Option<ResultJson<String>>,
-    pub mind_map: Option<ResultJson<MindMap>>,
+    /// Each defined operation's latest result, under its name (`summary`,
+    /// `mind_map`, …), `null` before the first.
+    #[serde(flatten)]
+    pub results: ByOperation<Option<ResultJson>>,
     pub recent_transcripts: Vec<TranscriptJson>,
     pub partial: Option<String>,
     /// The last answers that could not be read, by operation.
-    pub rejected_answers: RejectedJson,
-}
-
-#[derive(Serialize)]
-pub struct RejectedJson {
-    pub summary: Option<String>,
-    pub mind_map: Option<String>,
+    pub rejected_answers: ByOperation<Option<String>>,
 }
 
 impl SessionDetailJson {
     pub fn new(detail: SessionDetail, now: Instant, op_timeout: std::time::Duration) -> Self {
-        let rejected = |op| detail.content.rejected.get(op).cloned().flatten();
-        let (rejected_summary, rejected_mind_map) =
-            (rejected(Operation::SUMMARY), rejected(Operation::MIND_MAP));
-        let mut summary = None;
-        let mut mind_map = None;
-        for (op, result) in detail.content.results.iter() {
-            let Some(result) = result.clone() else {
-                continue;
-            };
-            let (covered_generation, model, processing_time, truncated) = (
-                result.covered_generation,
-                result.model,
-                result.processing_time.as_secs_f64(),
-                result.truncated,
-            );
-            match result.body {
-                ResultBody::Text(value) if op == Operation::SUMMARY => {
-                    summary = Some(ResultJson {
-                        value,
-                        covered_generation,
-                        model,
-                        processing_time,
-                        truncated,
-                    })
-                }
-                ResultBody::Tree(value) if op == Operation::MIND_MAP => {
-                    mind_map = Some(ResultJson {
-                        value,
-                        covered_generation,
-                        model,
-                        processing_time,
-                        truncated,
-                    })
-                }
-                _ => {}
-            }
-        }
+        let rejected =
+            ByOperation::defined(|op| detail.content.rejected.get(op).cloned().flatten());
+        let results = ByOperation::defined(|op| {
+            let result = detail.content.results.get(op)?.as_ref()?;
+            Some(ResultJson {
+                value: result.body.wire(),
+                covered_generation: result.covered_generation,
+                model: result.model.clone(),
+                processing_time: result.processing_time.as_secs_f64(),
+                truncated: result.truncated,
+            })
+        });
         Self {
             session: SessionJson::new(&detail.row, now, op_timeout),
-            summary,
-            mind_map,
+            results,
             recent_transcripts: detail
                 .content
                 .recent
@@ -228,10 +215,7 @@ impl SessionDetailJson {
                 })
                 .collect(),
             partial: detail.content.partial,
-            rejected_answers: RejectedJson {
-                summary: rejected_summary,
-                mind_map: rejected_mind_map,
-            },
+            rejected_answers: rejected,
         }
     }
 }

@@ -240,7 +240,7 @@ impl Collector for EngineCollector {
         let mut session_tokens = Vec::new();
         for row in &snapshot.sessions {
             for op in crate::ops::registry().ops() {
-                let usage = row.ops[op].counts.usage();
+                let usage = row.op(op).counts.usage();
                 for (kind, n) in [
                     ("prompt", usage.prompt_tokens),
                     ("completion", usage.completion_tokens),
@@ -311,7 +311,7 @@ impl Collector for EngineCollector {
                     .sessions
                     .iter()
                     .filter(|s| {
-                        s.ops[op]
+                        s.op(op)
                             .in_flight
                             .as_ref()
                             .is_some_and(|r| r.phase == phase)

@@ -140,10 +140,12 @@ pub struct FileSetting {
 }
 
 /// What a config file holds.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FileConfig {
     pub prompts: Prompts,
     pub settings: Vec<FileSetting>,
+    /// The built-in operations and the file's `[[operations]]`.
+    pub operations: crate::ops::OpRegistry,
 }
 
 type Section = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -153,6 +155,7 @@ type Section = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 #[serde(default, deny_unknown_fields)]
 struct Raw {
     prompts: Prompts,
+    operations: Vec<super::operations::RawOperation>,
     feed: Section,
     llm: Section,
     runs: Section,
@@ -196,6 +199,9 @@ pub enum FileError {
          put it in a file of its own and name that file with `token_file`"
     )]
     Secret { line: usize, key: String },
+    /// A mistake in an `[[operations]]` table.
+    #[error("{0}")]
+    Operation(super::operations::OperationError),
     #[error("{line}: {section}.{key}: {why}")]
     BadValue {
         line: usize,
@@ -222,14 +228,21 @@ impl FileConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|error| FileError::In {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse_in(&text, dir).map_err(|error| FileError::In {
             path: path.to_path_buf(),
             error: Box::new(error),
         })
     }
 
-    /// Parses a file's text; an error says its line.
+    /// Parses a file's text; an error says its line. Schema files are
+    /// looked for in the current folder.
     pub fn parse(text: &str) -> Result<Self, FileError> {
+        Self::parse_in(text, Path::new("."))
+    }
+
+    /// Parses a file's text whose schema files are in `dir`.
+    pub fn parse_in(text: &str, dir: &Path) -> Result<Self, FileError> {
         let raw: Raw = toml::from_str(text).map_err(|e| FileError::Syntax {
             line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
             message: e.message().to_string(),
@@ -262,9 +275,12 @@ impl FileConfig {
             }
         }
         settings.sort_by_key(|s| s.line);
+        let operations =
+            super::operations::registry(text, raw.operations, dir).map_err(FileError::Operation)?;
         Ok(Self {
             prompts: raw.prompts,
             settings,
+            operations,
         })
     }
 }

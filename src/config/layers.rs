@@ -40,6 +40,8 @@ pub struct Loaded {
     pub sources: HashMap<String, Source>,
     /// The config file, when one was given.
     pub file: Option<PathBuf>,
+    /// The defined operations: the built-in ones and the file's.
+    pub operations: crate::ops::OpRegistry,
     /// The engine's flags as parsed at last, file settings included.
     matches: Option<ArgMatches>,
 }
@@ -67,13 +69,16 @@ fn load_matched(mut argv: Vec<OsString>, matches: &ArgMatches) -> Result<Loaded,
             cli,
             sources: HashMap::new(),
             file: None,
+            operations: crate::ops::OpRegistry::built_in(),
             matches: None,
         });
     };
     let mut sources = sources_of(&path, engine);
+    let mut operations = crate::ops::OpRegistry::built_in();
     let file = match engine.get_one::<PathBuf>("config") {
         Some(file) => {
             let config = FileConfig::load(file).map_err(|e| e.to_string())?;
+            operations = config.operations.clone();
             let command = command_at(&path);
             for setting in &config.settings {
                 check_values(&command, setting).map_err(|e| format!("{}:{e}", file.display()))?;
@@ -105,11 +110,18 @@ fn load_matched(mut argv: Vec<OsString>, matches: &ArgMatches) -> Result<Loaded,
     if let Some(engine) = cli.engine_args_mut() {
         engine.read_token_file()?;
     }
+    if let Some(engine) = cli.engine_args() {
+        engine.check_ops(&operations).map_err(|e| match &file {
+            Some(file) => format!("{}: {e}", file.display()),
+            None => e,
+        })?;
+    }
     let matches = engine_matches(&all).map(|(_, m)| m.clone());
     Ok(Loaded {
         cli,
         sources,
         file,
+        operations,
         matches,
     })
 }
@@ -261,6 +273,15 @@ impl Cli {
     pub fn engine_args_mut(&mut self) -> Option<&mut EngineArgs> {
         match &mut self.command {
             None => Some(&mut self.engine),
+            Some(Command::Serve(args)) => Some(args),
+            Some(Command::Config(ConfigCommand::Show(args))) => Some(args),
+            Some(_) => None,
+        }
+    }
+
+    pub fn engine_args(&self) -> Option<&EngineArgs> {
+        match &self.command {
+            None => Some(&self.engine),
             Some(Command::Serve(args)) => Some(args),
             Some(Command::Config(ConfigCommand::Show(args))) => Some(args),
             Some(_) => None,
@@ -432,9 +453,16 @@ pub fn check(file: &Path) -> Result<String, String> {
         .values()
         .filter(|s| matches!(s, Source::File { .. }))
         .count();
+    let operations: Vec<String> = loaded
+        .operations
+        .defs()
+        .iter()
+        .map(|d| format!("{} ({}, {})", d.op, d.output.as_str(), d.when.as_str()))
+        .collect();
     Ok(format!(
-        "{}: ok ({from_file} settings from the file)\n",
-        file.display()
+        "{}: ok ({from_file} settings from the file)\noperations: {}\n",
+        file.display(),
+        operations.join(", ")
     ))
 }
 

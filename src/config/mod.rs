@@ -14,6 +14,7 @@
 
 pub mod file;
 pub mod layers;
+pub mod operations;
 mod settings;
 mod values;
 
@@ -345,8 +346,9 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", default_value_t = 4_000, value_parser = clap::value_parser!(u32).range(400..), env = "INFLIGHT_MAX_HELD_TRANSCRIPTS")]
     pub max_held_transcripts: u32,
 
-    /// Operations each new final transcript requests (comma-separated).
-    #[arg(long, value_name = "OPS", value_delimiter = ',', default_value = "summary,mind_map", value_parser = parse_operation, env = "INFLIGHT_OPS")]
+    /// Defined operations that run by themselves (comma-separated; each as
+    /// its definition says when): all of them unless given.
+    #[arg(long, value_name = "OPS", value_delimiter = ',', value_parser = parse_operation, env = "INFLIGHT_OPS")]
     pub ops: Vec<Operation>,
 
     /// Serve the HTTP API on this address (the dashboard: off unless given;

@@ -149,10 +149,39 @@ impl EngineArgs {
         })
     }
 
+    /// Every operation `--ops` names is defined in `operations`.
+    pub fn check_ops(&self, operations: &crate::ops::OpRegistry) -> Result<(), String> {
+        match self.ops.iter().find(|op| !operations.is_defined(**op)) {
+            Some(op) => Err(format!(
+                "--ops: unknown operation {:?}; defined: {}",
+                op.as_str(),
+                operations.names().join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The defined operations `--ops` chooses (all, unless it is given;
+    /// the process's registry holds only those already).
+    fn chosen_ops(&self) -> Vec<&'static crate::ops::OpDef> {
+        crate::ops::registry()
+            .defs()
+            .iter()
+            .filter(|d| self.ops.is_empty() || self.ops.contains(&d.op))
+            .collect()
+    }
+
     pub fn engine_config(&self) -> EngineConfig {
+        let chosen = self.chosen_ops();
+        let registry = crate::ops::registry();
         EngineConfig {
             state: StateConfig {
-                policy: crate::ops::OpMap::filled_with(|_| self.on_busy),
+                policy: crate::ops::OpMap::filled_with(|op| {
+                    registry
+                        .def(op)
+                        .and_then(|d| d.on_busy)
+                        .unwrap_or(self.on_busy)
+                }),
                 op_timeout: self.op_timeout,
                 retries: self.run_retries,
             },
@@ -160,7 +189,16 @@ impl EngineArgs {
             llm_concurrency: self.llm_concurrency as usize,
             incremental: self.summary_mode == SummaryMode::Incremental,
             min_interval: self.min_interval,
-            automatic_ops: self.ops.clone(),
+            automatic_ops: chosen
+                .iter()
+                .filter(|d| d.when == crate::ops::When::Transcripts)
+                .map(|d| d.op)
+                .collect(),
+            end_ops: chosen
+                .iter()
+                .filter(|d| d.when != crate::ops::When::Manual)
+                .map(|d| d.op)
+                .collect(),
             sessions: crate::engine::SessionLimits {
                 max_sessions: self.max_sessions as usize,
                 idle_after: self.idle_after,

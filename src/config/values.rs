@@ -78,9 +78,7 @@ pub(super) fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
 }
 
 pub(super) fn parse_operation(raw: &str) -> Result<Operation, String> {
-    let registry = crate::ops::registry();
-    registry.parse(raw).ok_or_else(|| {
-        let known = registry.names();
-        format!("unknown operation {raw:?}; known: {}", known.join(", "))
-    })
+    // Only the name's form here: which names are defined is known once
+    // the config file is read (`EngineArgs::check_ops`).
+    Operation::named(raw).map_err(|e| e.to_string())
 }

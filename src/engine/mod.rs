@@ -64,6 +64,9 @@ pub struct EngineConfig {
     pub min_interval: Duration,
     /// Operations requested by every new final transcript.
     pub automatic_ops: Vec<Operation>,
+    /// Operations requested once more when a session ends (the automatic
+    /// ones and those that run only then).
+    pub end_ops: Vec<Operation>,
     /// How many sessions are held, and for how long.
     pub sessions: SessionLimits,
     /// The wait before the first retry of a failed run; it doubles each
@@ -85,6 +88,7 @@ impl Default for EngineConfig {
             incremental: true,
             min_interval: Duration::ZERO,
             automatic_ops: crate::ops::registry().ops().collect(),
+            end_ops: crate::ops::registry().ops().collect(),
             sessions: SessionLimits::default(),
             retry_backoff: DEFAULT_RETRY_BACKOFF,
         }
@@ -129,6 +133,9 @@ struct Shared {
     db: std::sync::OnceLock<crate::db::Db>,
     /// The other instances, when there is a cluster (`--redis`).
     cluster: std::sync::OnceLock<lease::ClusterLink>,
+    /// Some operation runs only for some kinds of session: admissions
+    /// look the session's kind up (none do, by default).
+    kinds_matter: bool,
 }
 
 /// A handle on the engine; clone it freely.
@@ -141,7 +148,12 @@ impl Engine {
     pub fn new(config: EngineConfig, backend: Arc<dyn Backend>) -> Self {
         let events = EventBus::new();
         let state = ProcessingStateManager::new(config.state.clone(), events.clone());
-        let store = SessionStore::new(config.sessions).tracking(&config.automatic_ops);
+        let store = SessionStore::new(config.sessions).tracking(&config.end_ops);
+        let registry = crate::ops::registry();
+        let kinds_matter = config
+            .end_ops
+            .iter()
+            .any(|op| registry.def(*op).is_some_and(|d| !d.kinds.is_empty()));
         Self {
             shared: Arc::new(Shared {
                 permits: Permits::new(config.llm_concurrency),
@@ -158,6 +170,7 @@ impl Engine {
                 runs: tokio_util::task::TaskTracker::new(),
                 db: std::sync::OnceLock::new(),
                 cluster: std::sync::OnceLock::new(),
+                kinds_matter,
             }),
         }
     }
@@ -203,13 +216,32 @@ impl Engine {
                     is_final,
                 });
                 if is_final {
+                    let kind = self.kind_of(&session);
                     for op in &self.shared.config.automatic_ops {
-                        self.admit(&session, *op);
+                        if self.runs_for(*op, kind.as_deref()) {
+                            self.admit(&session, *op);
+                        }
                     }
                 }
             }
         }
         appended
+    }
+
+    /// The session's kind, when some operation cares.
+    fn kind_of(&self, session: &SessionId) -> Option<String> {
+        self.shared
+            .kinds_matter
+            .then(|| self.shared.store.kind(session))
+            .flatten()
+    }
+
+    /// Whether `op` runs by itself for a session of `kind`.
+    fn runs_for(&self, op: Operation, kind: Option<&str>) -> bool {
+        !self.shared.kinds_matter
+            || crate::ops::registry()
+                .def(op)
+                .is_none_or(|d| d.runs_for(kind))
     }
 
     /// Counts a session refused for lack of room; logs the first few, then
@@ -239,8 +271,11 @@ impl Engine {
     pub fn end_session(&self, session: &SessionId, feed: Option<usize>) {
         if self.shared.store.end(session, feed) {
             durable::write_ended(&self.shared, session);
-            for op in crate::ops::registry().ops() {
-                self.admit(session, op);
+            let kind = self.kind_of(session);
+            for op in &self.shared.config.end_ops {
+                if self.runs_for(*op, kind.as_deref()) {
+                    self.admit(session, *op);
+                }
             }
         }
     }
@@ -371,6 +406,7 @@ impl Engine {
             permits_cap: shared.permits.capacity(),
             permits_limit: shared.permits.limit(),
             policy: shared.config.state.policy.clone(),
+            operations: crate::ops::registry().defs().to_vec(),
             op_timeout: shared.config.state.op_timeout,
             feeds: shared.feeds.views(),
             totals: snapshot::totals(

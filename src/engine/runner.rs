@@ -32,10 +32,10 @@ use tokio::time::Instant;
 use super::Shared;
 use super::lease::{self, Followed, LeaseKeeper, LostLease, RemoteEnd};
 use super::permits::CallEnd;
-use super::store::{OpResult, ResultBody, RunInput};
+use super::store::{OpResult, RunInput};
 use crate::cluster::{Ending, Finished, Lease, Start};
 use crate::events::{Event, Outcome};
-use crate::llm::{LlmErrorKind, LlmRequest, Progress, Usage, mind_map, prompts, structured};
+use crate::llm::{LlmErrorKind, LlmRequest, Progress, Usage, prompts, structured};
 use crate::ops::OutputKind;
 use crate::state::{FinishOutcome, RunGuard};
 
@@ -118,7 +118,11 @@ async fn cluster_finish(shared: &Shared, guard: &RunGuard, keeper: &LeaseKeeper,
 /// Waits until `--min-interval` after `previous_start` (the follow-up
 /// shows as queued meanwhile); an operator's cancel ends the wait.
 async fn keep_min_interval(shared: &Shared, guard: &RunGuard, previous_start: Instant) {
-    let not_before = previous_start + shared.config.min_interval;
+    let interval = crate::ops::registry()
+        .def(guard.op())
+        .and_then(|d| d.min_interval)
+        .unwrap_or(shared.config.min_interval);
+    let not_before = previous_start + interval;
     tokio::select! {
         _ = guard.cancel_token().cancelled() => {}
         _ = tokio::time::sleep_until(not_before) => {}
@@ -548,21 +552,20 @@ async fn call(
             "the LLM server cut the answer at the token limit; the result is kept, marked truncated"
         );
     }
-    let body = match crate::ops::registry().output(op) {
-        OutputKind::Text => {
-            ResultBody::Text(crate::text::strip_controls_keep_lines(&response.text).into_owned())
+    let read = match crate::ops::registry().def(op) {
+        Some(def) => OutputKind::read(def, &response.text),
+        None => Err(format!("{op} is no longer defined")),
+    };
+    let body = match read {
+        Ok(body) => body,
+        Err(why) => {
+            let error = format!(
+                "{why}; the answer began: {:?}",
+                structured::preview(&response.text)
+            );
+            shared.store.put_rejected(session, op, response.text);
+            return Err(CallFailed::other(error, usage));
         }
-        OutputKind::Tree => match mind_map::parse_lenient(&response.text) {
-            Ok(map) => ResultBody::Tree(clean_labels(map)),
-            Err(why) => {
-                let error = format!(
-                    "{why}; the answer began: {:?}",
-                    structured::preview(&response.text)
-                );
-                shared.store.put_rejected(session, op, response.text);
-                return Err(CallFailed::other(error, usage));
-            }
-        },
     };
     // Boxed: kept across the cluster's await, it would otherwise grow
     // every run's future.
@@ -615,14 +618,4 @@ fn crowded_or_not(kind: &LlmErrorKind) -> CallEnd {
         | LlmErrorKind::Dropped => CallEnd::Crowded,
         _ => CallEnd::Other,
     }
-}
-
-/// Labels come from a model: no control characters reach a view.
-fn clean_labels(mut map: crate::model::MindMap) -> crate::model::MindMap {
-    fn clean(node: &mut crate::model::MindMapNode) {
-        node.label = crate::text::strip_controls(&node.label).into_owned();
-        node.children.iter_mut().for_each(clean);
-    }
-    clean(&mut map.root);
-    map
 }

@@ -68,6 +68,10 @@ impl OpRow {
     }
 }
 
+fn built_in_defs() -> Vec<crate::ops::OpDef> {
+    crate::ops::OpRegistry::built_in().defs().to_vec()
+}
+
 /// One session, for tables.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRow {
@@ -136,6 +140,10 @@ pub struct Snapshot {
     #[serde(default)]
     pub permits_limit: usize,
     pub policy: OpMap<Policy>,
+    /// The operations that run, in order, as the views draw them (an
+    /// attached dashboard draws the server's).
+    #[serde(default = "built_in_defs")]
+    pub operations: Vec<crate::ops::OpDef>,
     pub op_timeout: Duration,
     pub feeds: Vec<FeedView>,
     /// Sorted by session id.

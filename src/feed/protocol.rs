@@ -53,6 +53,8 @@ pub enum FrameError {
     BadSessionId(String),
     MissingField(&'static str),
     SeqTooLarge(u64),
+    /// A session `kind` that is not `[a-z][a-z0-9_]{0,31}`.
+    BadKind(String),
 }
 
 impl FrameError {
@@ -62,6 +64,7 @@ impl FrameError {
             FrameError::UnknownType(_) => BadFrame::UnknownType,
             FrameError::BadSessionId(_) => BadFrame::BadSessionId,
             FrameError::SeqTooLarge(_) => BadFrame::BadSeq,
+            FrameError::BadKind(_) => BadFrame::InvalidJson,
         }
     }
 }
@@ -76,6 +79,10 @@ impl std::fmt::Display for FrameError {
             FrameError::BadSessionId(e) => write!(f, "bad session id: {e}"),
             FrameError::MissingField(name) => write!(f, "missing field {name:?}"),
             FrameError::SeqTooLarge(seq) => write!(f, "seq {seq} is above 2^53"),
+            FrameError::BadKind(kind) => write!(
+                f,
+                "bad session kind {kind:?}: a-z, 0-9 and _, starting with a letter, at most 32"
+            ),
         }
     }
 }
@@ -92,6 +99,8 @@ struct Frame {
     end: Option<f64>,
     #[serde(rename = "final")]
     is_final: Option<bool>,
+    #[serde(rename = "kind")]
+    session_kind: Option<String>,
     resume: Option<BTreeMap<String, u64>>,
 }
 
@@ -150,6 +159,15 @@ pub fn parse(frame: &str) -> Result<FeedMessage, FrameError> {
                     start: frame.start.filter(|s| s.is_finite()),
                     end: frame.end.filter(|s| s.is_finite()),
                     is_final: frame.is_final.unwrap_or(true),
+                    kind: match frame.session_kind {
+                        Some(kind) if crate::ops::well_formed(&kind) => Some(kind),
+                        Some(kind) => {
+                            let mut shown = text::strip_controls(&kind).into_owned();
+                            text::cut_to(&mut shown, 40);
+                            return Err(FrameError::BadKind(shown));
+                        }
+                        None => None,
+                    },
                 },
                 cut,
             })
@@ -195,6 +213,9 @@ pub fn transcript_frame(transcript: &Transcript) -> String {
     if let Some(speaker) = &transcript.speaker {
         frame["speaker"] = speaker.as_str().into();
     }
+    if let Some(kind) = &transcript.kind {
+        frame["kind"] = kind.as_str().into();
+    }
     if let Some(start) = transcript.start {
         frame["start"] = start.into();
     }
@@ -212,6 +233,24 @@ pub fn session_end_frame(session: &SessionId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_kind_is_read_and_a_malformed_one_refused() {
+        let msg = parse(r#"{"type":"transcript","session_id":"s","text":"hi","kind":"standup"}"#)
+            .unwrap();
+        let FeedMessage::Transcript { transcript, .. } = msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(transcript.kind.as_deref(), Some("standup"));
+        let bad =
+            parse(r#"{"type":"transcript","session_id":"s","text":"hi","kind":"Sales Call"}"#);
+        assert!(matches!(bad, Err(FrameError::BadKind(_))), "{bad:?}");
+        let none = parse(r#"{"type":"transcript","session_id":"s","text":"hi"}"#).unwrap();
+        let FeedMessage::Transcript { transcript, .. } = none else {
+            panic!()
+        };
+        assert_eq!(transcript.kind, None);
+    }
 
     #[test]
     fn a_seq_above_2_pow_53_is_refused() {

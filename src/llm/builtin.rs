@@ -62,13 +62,10 @@ impl Backend for BuiltinBackend {
         let latency = self.draw_latency();
         Box::pin(async move {
             let previous = request.previous.as_deref();
-            let text = match crate::ops::registry().output(request.op) {
-                OutputKind::Text => summarise(&request.utterances, previous),
-                OutputKind::Tree => {
-                    let map = mind_map_merged(&request.utterances, previous);
-                    serde_json::to_string(&map).map_err(|e| LlmError::other(e.to_string()))?
-                }
-            };
+            let def = crate::ops::registry()
+                .def(request.op)
+                .ok_or_else(|| LlmError::other(format!("{} is not defined", request.op)))?;
+            let text = OutputKind::stand_in(def, &request.utterances, previous);
             let usage = Usage {
                 prompt_tokens: Usage::estimate(&super::prompts::transcript_text(
                     &request.utterances,

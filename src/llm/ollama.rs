@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::context::ContextWindow;
 use super::http::{self, Lines};
-use super::prompts::{Prompts, mind_map_schema};
+use super::prompts::Prompts;
 use super::structured::{self, Ladder, Rung};
 use super::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
@@ -119,7 +119,11 @@ impl OllamaBackend {
             },
         });
         match rung {
-            Rung::JsonSchema => body["format"] = mind_map_schema(),
+            Rung::JsonSchema => {
+                if let Some((_, schema)) = structured::schema(request.op) {
+                    body["format"] = schema;
+                }
+            }
             Rung::JsonObject => body["format"] = json!("json"),
             Rung::Plain => {}
         }

@@ -22,13 +22,14 @@ use serde_json::{Value, json};
 
 use super::context::ContextWindow;
 use super::http::{self, Lines};
-use super::prompts::{Prompts, mind_map_schema};
+use super::prompts::Prompts;
 use super::structured::{self, Ladder, Rung};
 use super::tokenize::Tokenizer;
 use super::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
     Usage,
 };
+use crate::ops::OutputKind;
 
 pub struct OpenAiBackend {
     client: reqwest::Client,
@@ -97,10 +98,15 @@ impl OpenAiBackend {
         });
         match rung {
             Rung::JsonSchema => {
-                body["response_format"] = json!({
-                    "type": "json_schema",
-                    "json_schema": {"name": "mind_map", "schema": mind_map_schema(), "strict": true},
-                });
+                if let Some((name, schema)) = structured::schema(request.op) {
+                    // Strict only for the tree, whose schema is written to
+                    // strict mode's rules; a user's schema may not be.
+                    let strict = crate::ops::registry().output(request.op) == OutputKind::Tree;
+                    body["response_format"] = json!({
+                        "type": "json_schema",
+                        "json_schema": {"name": name, "schema": schema, "strict": strict},
+                    });
+                }
             }
             Rung::JsonObject => body["response_format"] = json!({"type": "json_object"}),
             Rung::Plain => {}

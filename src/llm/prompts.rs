@@ -88,26 +88,13 @@ pub fn transcript_text(utterances: &[Utterance]) -> String {
 }
 
 /// A previous result cut to at most `max_chars`, for a small context
-/// window: a summary keeps its end (the newest part, as the prompt already
-/// does past [`MAX_PREVIOUS_CHARS`]), a mind map's outline its first lines
-/// (the root and the first branches).
+/// window, as its output kind cuts it: text keeps its end (the newest
+/// part, as the prompt already does past [`MAX_PREVIOUS_CHARS`]), a tree's
+/// outline and JSON their start.
 pub fn cut_previous(op: Operation, text: String, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        return text;
-    }
-    match crate::ops::registry().output(op) {
-        OutputKind::Text => last_chars(&text, max_chars).to_string(),
-        OutputKind::Tree => {
-            let mut used = 0;
-            text.lines()
-                .take_while(|line| {
-                    used += line.chars().count() + 1;
-                    used <= max_chars
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-    }
+    crate::ops::registry()
+        .output(op)
+        .cut_previous(text, max_chars)
 }
 
 fn last_chars(text: &str, n: usize) -> &str {
@@ -119,62 +106,71 @@ fn last_chars(text: &str, n: usize) -> &str {
     &text[skip..]
 }
 
+/// The templates a prompt of one operation is built from.
+struct Templates<'a> {
+    system: &'a str,
+    full: &'a str,
+    incremental: &'a str,
+    kind: OutputKind,
+}
+
 impl Prompts {
+    /// The templates of `op`: its definition's own, or, for a built-in
+    /// operation, this table's for its output kind.
+    fn templates(&self, op: Operation) -> Templates<'_> {
+        let def = crate::ops::registry().def(op);
+        let kind = def.map_or(OutputKind::Text, |d| d.output);
+        if let Some(own) = def.and_then(|d| d.prompts.as_ref()) {
+            return Templates {
+                system: &own.system,
+                full: &own.full,
+                incremental: &own.incremental,
+                kind,
+            };
+        }
+        match kind {
+            OutputKind::Tree => Templates {
+                system: &self.mind_map_system,
+                full: &self.mind_map,
+                incremental: &self.mind_map_incremental,
+                kind,
+            },
+            OutputKind::Text | OutputKind::Json => Templates {
+                system: &self.summary_system,
+                full: &self.summary_full,
+                incremental: &self.summary_incremental,
+                kind,
+            },
+        }
+    }
+
     /// Characters a prompt of `op` takes besides its previous result and
     /// transcript: the system prompt and the longer of its templates.
     pub fn fixed_chars(&self, op: Operation) -> usize {
-        let (system, templates) = match crate::ops::registry().output(op) {
-            OutputKind::Text => (
-                &self.summary_system,
-                [&self.summary_full, &self.summary_incremental],
-            ),
-            OutputKind::Tree => (
-                &self.mind_map_system,
-                [&self.mind_map, &self.mind_map_incremental],
-            ),
-        };
-        system.chars().count()
-            + templates
-                .iter()
-                .map(|t| t.chars().count())
-                .max()
-                .unwrap_or(0)
+        let t = self.templates(op);
+        t.system.chars().count() + t.full.chars().count().max(t.incremental.chars().count())
     }
 
     /// The chat messages for a request: system, user, and for a repair
     /// the answer that could not be used and the repair prompt.
     pub fn messages(&self, request: &LlmRequest) -> Vec<ChatMessage> {
         let transcript = transcript_text(&request.utterances);
-        let previous = request.previous.as_deref();
-        let (system, user) = match crate::ops::registry().output(request.op) {
-            OutputKind::Text => {
-                let user = match previous {
-                    Some(previous) => self
-                        .summary_incremental
-                        .replace(
-                            "{previous_summary}",
-                            last_chars(previous, MAX_PREVIOUS_CHARS),
-                        )
-                        .replace("{transcript}", &transcript),
-                    None => self.summary_full.replace("{transcript}", &transcript),
+        let t = self.templates(request.op);
+        let user = match request.previous.as_deref() {
+            Some(previous) => {
+                let previous = match t.kind {
+                    OutputKind::Text => last_chars(previous, MAX_PREVIOUS_CHARS),
+                    OutputKind::Tree | OutputKind::Json => previous,
                 };
-                (&self.summary_system, user)
+                fill_previous(t.incremental, previous).replace("{transcript}", &transcript)
             }
-            OutputKind::Tree => {
-                let user = match previous {
-                    Some(previous) => self
-                        .mind_map_incremental
-                        .replace("{previous_mind_map}", previous)
-                        .replace("{transcript}", &transcript),
-                    None => self.mind_map.replace("{transcript}", &transcript),
-                };
-                (&self.mind_map_system, user)
-            }
+            None => t.full.replace("{transcript}", &transcript),
         };
+        let system = t.system.to_string();
         let mut messages = vec![
             ChatMessage {
                 role: "system",
-                content: system.clone(),
+                content: system,
             },
             ChatMessage {
                 role: "user",
@@ -198,28 +194,17 @@ impl Prompts {
     }
 }
 
-/// The JSON schema of a mind map, for servers that constrain output.
-pub fn mind_map_schema() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "properties": {
-            "root": {"$ref": "#/$defs/node"}
-        },
-        "required": ["root"],
-        "additionalProperties": false,
-        "$defs": {
-            "node": {
-                "type": "object",
-                "properties": {
-                    "label": {"type": "string"},
-                    "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}
-                },
-                "required": ["label", "children"],
-                "additionalProperties": false
-            }
-        }
-    })
+/// Puts the previous result in an incremental template: `{previous}`, or
+/// the built-in templates' `{previous_summary}` and `{previous_mind_map}`.
+fn fill_previous(template: &str, previous: &str) -> String {
+    ["{previous}", "{previous_summary}", "{previous_mind_map}"]
+        .iter()
+        .fold(template.to_string(), |t, p| t.replace(p, previous))
 }
+
+/// Placeholders an incremental template may carry the previous result in.
+pub const PREVIOUS_PLACEHOLDERS: [&str; 3] =
+    ["{previous}", "{previous_summary}", "{previous_mind_map}"];
 
 #[cfg(test)]
 mod tests {

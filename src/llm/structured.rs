@@ -28,9 +28,10 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
-use super::{LlmError, LlmErrorKind, LlmRequest, LlmResponse, Repair, Usage, mind_map};
+use super::{LlmError, LlmErrorKind, LlmRequest, LlmResponse, Repair, Usage};
 use crate::model::Operation;
 use crate::ops::OutputKind;
+use crate::ops::output::Format;
 
 /// How a request asks for JSON; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -157,9 +158,18 @@ pub fn unusable(op: Operation, text: &str) -> Option<String> {
     if text.trim().is_empty() {
         return Some("the answer was empty".into());
     }
-    match crate::ops::registry().output(op) {
-        OutputKind::Text => None,
-        OutputKind::Tree => mind_map::parse_lenient(text).err(),
+    match crate::ops::registry().def(op) {
+        Some(def) => OutputKind::read(def, text).err(),
+        None => Some(format!("{op} is no longer defined")),
+    }
+}
+
+/// The JSON Schema that `op`'s answers are asked for on the ladder's top
+/// rung, with its name: `None` for prose.
+pub fn schema(op: Operation) -> Option<(String, serde_json::Value)> {
+    match OutputKind::format(crate::ops::registry().def(op)?) {
+        Format::Prose => None,
+        Format::Json { name, schema } => Some((name, schema)),
     }
 }
 
@@ -183,9 +193,9 @@ where
     Fut: Future<Output = Result<LlmResponse, LlmError>>,
 {
     let op = request.op;
-    let start = match crate::ops::registry().output(op) {
-        OutputKind::Tree => ladder.current(),
-        OutputKind::Text => Rung::Plain,
+    let start = match schema(op) {
+        Some(_) => ladder.current(),
+        None => Rung::Plain,
     };
     let mut spent = Usage::default();
     let (answer, rung) = first_answer(ladder, server, &request, start, &call, &mut spent).await?;

@@ -18,21 +18,28 @@ pub struct OpRegistry {
 }
 
 impl OpRegistry {
+    /// A registry of `defs`, in order (checked by the config file's reader).
+    pub fn new(defs: Vec<OpDef>) -> Self {
+        Self { defs }
+    }
+
     /// The rolling summary and the mind map.
     pub fn built_in() -> Self {
         Self {
-            defs: vec![
-                OpDef {
-                    op: Operation::SUMMARY,
-                    label: "Summary".into(),
-                    output: OutputKind::Text,
-                },
-                OpDef {
-                    op: Operation::MIND_MAP,
-                    label: "Mind map".into(),
-                    output: OutputKind::Tree,
-                },
-            ],
+            defs: vec![OpDef::summary(), OpDef::mind_map()],
+        }
+    }
+
+    /// The operations of `chosen` (`--ops`), or all of them when it is
+    /// empty: what runs, shows and can be triggered.
+    pub fn chosen(&self, chosen: &[Operation]) -> Self {
+        Self {
+            defs: self
+                .defs
+                .iter()
+                .filter(|d| chosen.is_empty() || chosen.contains(&d.op))
+                .cloned()
+                .collect(),
         }
     }
 

@@ -66,7 +66,12 @@ impl ProcessingStateManager {
             status.mind_map_start_time = start(Operation::MIND_MAP);
             status.summary_processing = status.summary_start_time.is_some();
             status.mind_map_processing = status.mind_map_start_time.is_some();
-            status.any_processing = status.summary_processing || status.mind_map_processing;
+            for (op, started) in &mut status.others.0 {
+                *started = start(*op);
+            }
+            status.any_processing = status.summary_processing
+                || status.mind_map_processing
+                || status.others.0.iter().any(|(_, s)| s.is_some());
         }
         status
     }

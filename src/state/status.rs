@@ -18,6 +18,27 @@ pub struct ProcessingStatus {
     pub any_processing: bool,
     pub summary_start_time: Option<f64>,
     pub mind_map_start_time: Option<f64>,
+    /// Every other defined operation, after the original fields:
+    /// `{name}_processing` and `{name}_start_time`.
+    #[serde(flatten)]
+    pub others: OtherOperations,
+}
+
+/// The operations besides the original two, each with its start time
+/// (`None` when idle), in the registry's order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OtherOperations(pub Vec<(crate::model::Operation, Option<f64>)>);
+
+impl Serialize for OtherOperations {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len() * 2))?;
+        for (op, start) in &self.0 {
+            map.serialize_entry(&format!("{op}_processing"), &start.is_some())?;
+            map.serialize_entry(&format!("{op}_start_time"), start)?;
+        }
+        map.end()
+    }
 }
 
 /// The HTTP answer: `{"success": true, ...status}`.
@@ -38,6 +59,13 @@ impl ProcessingStatus {
             any_processing: false,
             summary_start_time: None,
             mind_map_start_time: None,
+            others: OtherOperations(
+                crate::ops::registry()
+                    .ops()
+                    .filter(|op| !crate::ops::BUILT_IN.contains(op))
+                    .map(|op| (op, None))
+                    .collect(),
+            ),
         }
     }
 

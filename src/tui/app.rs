@@ -42,8 +42,10 @@ pub enum Command {
         session: SessionId,
         ops: Vec<Operation>,
     },
+    /// Cancel the runs of these operations on the session.
     Cancel {
         session: SessionId,
+        ops: Vec<Operation>,
     },
     /// Read a session memory no longer holds from the database.
     OpenStored {
@@ -161,7 +163,7 @@ impl App {
     /// Applies a key; returns what the main loop must do.
     pub fn handle_key(&mut self, key: Key) -> Vec<Command> {
         let context = self.context();
-        match keymap::action_for(key, context) {
+        match keymap::action_for(key, context, &self.snapshot.operations) {
             Some(action) => self.apply(action),
             // Typing: any other printable key is text.
             None if context == Context::Input => self.edit_input(key),
@@ -216,15 +218,14 @@ impl App {
                 let why = self.read_only.clone().unwrap_or_default();
                 self.say(&format!("{why}: triggers and cancels are off"), Tone::Warn);
             }
-            Action::TriggerSummary => return self.trigger(vec![Operation::SUMMARY]),
-            Action::TriggerMindMap => return self.trigger(vec![Operation::MIND_MAP]),
-            Action::TriggerBoth => {
-                return self.trigger(crate::ops::registry().ops().collect::<Vec<_>>());
-            }
+            Action::Trigger(op) => return self.trigger(vec![op]),
+            Action::TriggerAll => return self.trigger(self.shown_ops()),
             Action::Cancel => {
+                let ops = self.shown_ops();
                 if let Some(row) = self.selected_row() {
                     return vec![Command::Cancel {
                         session: row.id.clone(),
+                        ops,
                     }];
                 }
                 self.say("no session selected", Tone::Warn);
@@ -238,7 +239,7 @@ impl App {
                 self.input = Some(Input { target, buffer });
             }
             Action::SortNext => {
-                self.table.sort = self.table.sort.next();
+                self.table.sort = self.table.sort.next(&self.shown_ops());
                 self.table.descending = !matches!(self.table.sort, SortColumn::Session);
                 self.table.reorder(&self.snapshot);
                 self.say(&format!("sorted by {}", self.table.sort.name()), Tone::Info);
@@ -284,6 +285,11 @@ impl App {
             }
         }
         Vec::new()
+    }
+
+    /// The operations the source runs (the server's, when attached).
+    pub fn shown_ops(&self) -> Vec<Operation> {
+        self.snapshot.operations.iter().map(|d| d.op).collect()
     }
 
     fn trigger(&mut self, ops: Vec<Operation>) -> Vec<Command> {

@@ -1,6 +1,7 @@
 //! The one keymap: the handlers, the help screen and the hint bar all read
 //! [`BINDINGS`], so what the screen says is what the keys do.
 
+use crate::ops::OpDef;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// Where the keyboard focus is; decides which bindings apply.
@@ -51,9 +52,10 @@ pub enum Action {
     Bottom,
     Open,
     Back,
-    TriggerSummary,
-    TriggerMindMap,
-    TriggerBoth,
+    /// Runs one operation now (its key comes from its definition).
+    Trigger(crate::model::Operation),
+    /// Runs every operation now.
+    TriggerAll,
     Cancel,
     Filter,
     SortNext,
@@ -82,7 +84,7 @@ impl Action {
     pub fn changes_the_engine(self) -> bool {
         matches!(
             self,
-            Action::TriggerSummary | Action::TriggerMindMap | Action::TriggerBoth | Action::Cancel
+            Action::Trigger(_) | Action::TriggerAll | Action::Cancel
         )
     }
 }
@@ -281,25 +283,9 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         keys: &[Key::Char('t')],
         label: "t",
-        action: Action::TriggerBoth,
-        hint: "run both",
+        action: Action::TriggerAll,
+        hint: "run all",
         in_bar: true,
-        contexts: SESSION,
-    },
-    Binding {
-        keys: &[Key::Char('1')],
-        label: "1",
-        action: Action::TriggerSummary,
-        hint: "run summary",
-        in_bar: false,
-        contexts: SESSION,
-    },
-    Binding {
-        keys: &[Key::Char('2')],
-        label: "2",
-        action: Action::TriggerMindMap,
-        hint: "run mind map",
-        in_bar: false,
         contexts: SESSION,
     },
     Binding {
@@ -384,12 +370,47 @@ pub const BINDINGS: &[Binding] = &[
     },
 ];
 
-/// The action `key` has in `context`, if any.
-pub fn action_for(key: Key, context: Context) -> Option<Action> {
+/// The action `key` has in `context`, if any: the fixed bindings first,
+/// then, on a session, the trigger keys of the operations shown (each
+/// operation's definition names its key).
+pub fn action_for(key: Key, context: Context, ops: &[OpDef]) -> Option<Action> {
     BINDINGS
         .iter()
         .find(|b| b.contexts.contains(&context) && b.keys.contains(&key))
         .map(|b| b.action)
+        .or_else(|| match key {
+            Key::Char(c) if SESSION.contains(&context) => ops
+                .iter()
+                .find(|d| d.key == Some(c))
+                .map(|d| Action::Trigger(d.op)),
+            _ => None,
+        })
+}
+
+/// The characters the fixed bindings take where a session is shown: an
+/// operation's trigger key must be another.
+pub fn taken_chars() -> Vec<char> {
+    BINDINGS
+        .iter()
+        .filter(|b| b.contexts.iter().any(|c| SESSION.contains(c)))
+        .flat_map(|b| b.keys.iter())
+        .filter_map(|k| match k {
+            Key::Char(c) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The trigger bindings of `ops`, as help lists them: key and hint.
+pub fn trigger_bindings(ops: &[OpDef]) -> Vec<(char, String)> {
+    ops.iter()
+        .filter_map(|d| Some((d.key?, format!("run {}", d.label.to_lowercase()))))
+        .collect()
+}
+
+/// The key that triggers `op` among `ops`, if it has one.
+pub fn trigger_key(ops: &[OpDef], op: crate::model::Operation) -> Option<char> {
+    ops.iter().find(|d| d.op == op).and_then(|d| d.key)
 }
 
 /// The bindings of the hint bar for `context`, in keymap order.
@@ -402,6 +423,33 @@ pub fn hints(context: Context) -> impl Iterator<Item = &'static Binding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_keys_trigger_their_operation_on_a_session_only() {
+        let ops = [crate::ops::OpDef::summary(), crate::ops::OpDef::mind_map()];
+        let summary = Some(Action::Trigger(crate::model::Operation::SUMMARY));
+        assert_eq!(action_for(Key::Char('1'), Context::Table, &ops), summary);
+        assert_eq!(action_for(Key::Char('1'), Context::Detail, &ops), summary);
+        assert_eq!(action_for(Key::Char('1'), Context::Log, &ops), None);
+        assert_eq!(action_for(Key::Char('1'), Context::Table, &[]), None);
+        assert_eq!(
+            trigger_bindings(&ops),
+            [
+                ('1', "run summary".to_string()),
+                ('2', "run mind map".to_string())
+            ]
+        );
+        // No operation's key is a fixed binding's in a session's contexts.
+        for (key, _) in trigger_bindings(&ops) {
+            for context in SESSION {
+                assert!(
+                    !BINDINGS
+                        .iter()
+                        .any(|b| b.contexts.contains(context) && b.keys.contains(&Key::Char(key)))
+                );
+            }
+        }
+    }
 
     #[test]
     fn no_key_means_two_things_in_one_context() {
@@ -420,7 +468,10 @@ mod tests {
     fn every_hint_names_a_key_that_does_it() {
         for context in Context::ALL {
             for binding in hints(context) {
-                assert_eq!(action_for(binding.keys[0], context), Some(binding.action));
+                assert_eq!(
+                    action_for(binding.keys[0], context, &[]),
+                    Some(binding.action)
+                );
             }
         }
     }
@@ -443,7 +494,7 @@ mod every_mode {
             );
         }
         // What the popups and typing offer is theirs alone.
-        assert!(!hints(Context::Help).any(|b| b.action == Action::TriggerBoth));
+        assert!(!hints(Context::Help).any(|b| b.action == Action::TriggerAll));
         assert!(!hints(Context::Input).any(|b| b.action == Action::Quit));
     }
 }

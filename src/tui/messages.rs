@@ -104,8 +104,8 @@ pub fn shared_failure(snapshot: &Snapshot) -> Option<String> {
     // messages, so the cause is read once each, not once a row a frame.
     let mut errors: std::collections::HashMap<(Operation, &str), usize> = Default::default();
     for row in &snapshot.sessions {
-        for op in crate::ops::registry().ops() {
-            let stats = &row.ops[op];
+        for op in snapshot.operations.iter().map(|d| d.op) {
+            let stats = row.op(op);
             if let Some(error) = stats.last_error.as_deref()
                 && stats.consecutive_failures > 0
                 && stats

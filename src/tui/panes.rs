@@ -16,39 +16,34 @@ use crate::state::Phase;
 pub enum SortColumn {
     Session,
     Transcripts,
-    Summary,
-    MindMap,
+    /// One operation's state.
+    Op(Operation),
     Skipped,
     Failures,
     Age,
 }
 
 impl SortColumn {
-    const ORDER: [SortColumn; 7] = [
-        SortColumn::Session,
-        SortColumn::Transcripts,
-        SortColumn::Summary,
-        SortColumn::MindMap,
-        SortColumn::Skipped,
-        SortColumn::Failures,
-        SortColumn::Age,
-    ];
-
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            SortColumn::Session => "session",
-            SortColumn::Transcripts => "transcripts",
-            SortColumn::Summary => "summary",
-            SortColumn::MindMap => "mind map",
-            SortColumn::Skipped => "skipped",
-            SortColumn::Failures => "failures",
-            SortColumn::Age => "age",
+            SortColumn::Session => "session".into(),
+            SortColumn::Transcripts => "transcripts".into(),
+            SortColumn::Op(op) => op.label(),
+            SortColumn::Skipped => "skipped".into(),
+            SortColumn::Failures => "failures".into(),
+            SortColumn::Age => "age".into(),
         }
     }
 
-    pub fn next(self) -> Self {
-        let i = Self::ORDER.iter().position(|c| *c == self).unwrap_or(0);
-        Self::ORDER[(i + 1) % Self::ORDER.len()]
+    /// The column after this one, where `ops` are the operations shown.
+    pub fn next(self, ops: &[Operation]) -> Self {
+        let order: Vec<SortColumn> = [SortColumn::Session, SortColumn::Transcripts]
+            .into_iter()
+            .chain(ops.iter().map(|op| SortColumn::Op(*op)))
+            .chain([SortColumn::Skipped, SortColumn::Failures, SortColumn::Age])
+            .collect();
+        let i = order.iter().position(|c| *c == self).unwrap_or(0);
+        order[(i + 1) % order.len()]
     }
 }
 
@@ -113,8 +108,7 @@ impl SessionsTable {
             match sort {
                 SortColumn::Session => (0, 0),
                 SortColumn::Transcripts => (row.transcripts, 0),
-                SortColumn::Summary => op_rank(row, Operation::SUMMARY, now),
-                SortColumn::MindMap => op_rank(row, Operation::MIND_MAP, now),
+                SortColumn::Op(op) => op_rank(row, op, now),
                 SortColumn::Skipped => (row.ops.values().map(|o| o.counts.skipped).sum(), 0),
                 SortColumn::Failures => (row.ops.values().map(|o| o.failures()).sum(), 0),
                 // Sessions never heard from sort as the oldest.
@@ -288,7 +282,7 @@ pub struct DetailPane {
 
 /// Sort key of an op's state: running before queued before idle, longer first.
 fn op_rank(row: &SessionRow, op: Operation, now: Instant) -> (u64, u64) {
-    let op = &row.ops[op];
+    let op = row.op(op);
     match &op.in_flight {
         Some(run) => {
             let rank = if run.phase == Phase::Running { 3 } else { 2 };

@@ -143,6 +143,7 @@ fn fixture(now: Instant) -> Snapshot {
         permits_cap: 4,
         permits_limit: 4,
         policy: inflight::ops::OpMap::filled_with(|_| Policy::Coalesce),
+        operations: inflight::ops::OpRegistry::built_in().defs().to_vec(),
         op_timeout: Duration::from_secs(300),
         feeds: vec![
             FeedView {
@@ -348,7 +349,7 @@ fn hint_bar(app: &App) -> String {
 #[test]
 fn the_hint_bar_is_true_in_popups_and_while_typing() {
     let mut app = app(false);
-    assert!(hint_bar(&app).contains("t run both"));
+    assert!(hint_bar(&app).contains("t run all"));
 
     app.handle_key(Key::Char('?'));
     let bar = hint_bar(&app);
@@ -540,7 +541,8 @@ fn actions_become_commands_and_answers_become_messages() {
     assert_eq!(
         app.handle_key(Key::Char('c')),
         vec![Command::Cancel {
-            session: sid("incident-retro")
+            session: sid("incident-retro"),
+            ops: vec![Operation::SUMMARY, Operation::MIND_MAP]
         }]
     );
     let since = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
@@ -886,6 +888,7 @@ async fn control_characters_never_reach_the_screen() {
             start: None,
             end: None,
             is_final: true,
+            kind: None,
         },
         None,
     );

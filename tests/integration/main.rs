@@ -26,6 +26,7 @@ mod lifecycle;
 mod llm_http;
 mod llm_limits;
 mod llm_structured;
+mod operations;
 mod pty;
 mod readiness;
 mod replay_engine;

@@ -303,11 +303,20 @@ fn a_panic_on_the_ui_thread_gives_the_terminal_back() {
 use crate::common::child;
 
 /// `inflight serve` on the demo at `port`, with an operator's and a viewer's
-/// token; summaries only, so a mind map asked for from the keyboard starts.
+/// token; mind maps only when triggered (its config file says so), so a
+/// mind map asked for from the keyboard starts.
 fn serve_on(port: u16) -> child::Logged {
+    let config =
+        std::env::temp_dir().join(format!("inflight-pty-{}-{port}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[operations]]\nname = \"mind_map\"\nwhen = \"manual\"\n",
+    )
+    .unwrap();
     let mut serve = child::Logged::spawn(
         std::process::Command::new(env!("CARGO_BIN_EXE_inflight"))
-            .args(["serve", "--no-db", "--ops", "summary", "--demo-speed", "4"])
+            .args(["serve", "--no-db", "--demo-speed", "4", "--config"])
+            .arg(&config)
             .args(["--simulate-latency", "30s"])
             .args(["--api", &format!("127.0.0.1:{port}")])
             .args(["--api-token", "op", "--api-read-token", "view"])

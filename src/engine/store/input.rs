@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Operation, ResultBody, SessionId, SessionStore, StoredTranscript};
+use super::{Operation, SessionId, SessionStore, StoredTranscript};
 use crate::llm::Utterance;
 
 /// What a run reads when it gets its permit.
@@ -78,10 +78,7 @@ impl SessionStore {
             };
         }
         let previous = record.results.get(op).and_then(Option::as_ref).map(|r| {
-            let text = match &r.body {
-                ResultBody::Text(text) => text.clone(),
-                ResultBody::Tree(map) => crate::llm::mind_map::to_outline(map),
-            };
+            let text = r.body.for_prompt();
             let text = match room {
                 Some(room) => crate::llm::prompts::cut_previous(op, text, room / 2),
                 None => text,

@@ -44,8 +44,8 @@ pub use views::{SessionContent, SessionFacts};
 
 use super::forgotten::Forgotten;
 use crate::events::RunId;
-use crate::model::{MindMap, Operation, SessionId, Transcript};
-use crate::ops::{OpMap, OutputKind};
+use crate::model::{Operation, SessionId, Transcript};
+use crate::ops::OpMap;
 
 /// Longest rejected answer kept per session and operation.
 pub const MAX_REJECTED_BYTES: usize = 32 * 1024;
@@ -70,24 +70,7 @@ pub struct StoredTranscript {
     pub arrival: u64,
 }
 
-/// What a finished run produced, by the operation's output kind.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum ResultBody {
-    /// Prose: the summary.
-    Text(String),
-    /// A labelled tree: the mind map.
-    Tree(MindMap),
-}
-
-impl ResultBody {
-    /// The body as the database keeps it: text as it is, a tree as JSON.
-    pub fn stored(&self) -> String {
-        match self {
-            ResultBody::Text(text) => text.clone(),
-            ResultBody::Tree(map) => serde_json::to_string(map).unwrap_or_default(),
-        }
-    }
-}
+pub use crate::ops::output::ResultBody;
 
 /// The latest result of one operation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -108,10 +91,7 @@ impl OpResult {
     /// A result as the database keeps it; `None` for a body this build
     /// cannot read (it is left out, not fatal).
     pub fn from_stored(op: Operation, stored: &crate::db::StoredResult) -> Option<Self> {
-        let body = match crate::ops::registry().output(op) {
-            OutputKind::Text => ResultBody::Text(stored.body.clone()),
-            OutputKind::Tree => ResultBody::Tree(serde_json::from_str(&stored.body).ok()?),
-        };
+        let body = ResultBody::from_stored(crate::ops::registry().output(op), &stored.body)?;
         Some(Self {
             body,
             covered_generation: stored.covered_generation,
@@ -167,6 +147,8 @@ struct SessionRecord {
     rejected: OpMap<Option<String>>,
     /// Transcripts dropped before every tracked operation covered them.
     lost: u64,
+    /// The session's kind, as its feed first gave it.
+    kind: Option<Box<str>>,
 }
 
 impl SessionRecord {
@@ -184,6 +166,7 @@ impl SessionRecord {
             results: Default::default(),
             rejected: Default::default(),
             lost: 0,
+            kind: None,
         }
     }
 
@@ -316,6 +299,11 @@ impl SessionStore {
         }
         if feed.is_some() {
             record.feed = feed;
+        }
+        if record.kind.is_none()
+            && let Some(kind) = &transcript.kind
+        {
+            record.kind = Some(kind.as_str().into());
         }
         record.last_heard_at = Instant::now();
         // Speaking again after an end: live again, and a later end asks

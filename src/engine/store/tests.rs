@@ -11,6 +11,7 @@ fn said(session: &str, seq: Option<u64>, text: &str, is_final: bool) -> Transcri
         start: None,
         end: None,
         is_final,
+        kind: None,
     }
 }
 

@@ -40,6 +40,12 @@ impl SessionStore {
             .clone()
     }
 
+    /// The session's kind, when its feed gave one.
+    pub fn kind(&self, session: &SessionId) -> Option<String> {
+        let shard = self.lock(session);
+        shard.held.get(session)?.kind.as_deref().map(String::from)
+    }
+
     pub fn facts(&self, session: &SessionId) -> Option<SessionFacts> {
         self.lock(session).held.get(session).map(facts_of)
     }

@@ -139,6 +139,7 @@ fn transcript(
             start: start.filter(|s| s.is_finite()),
             end: end.filter(|s| s.is_finite()),
             is_final,
+            kind: None,
         },
         cut,
     }

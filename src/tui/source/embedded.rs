@@ -70,9 +70,9 @@ impl Source for Embedded {
                     None => Answer::Refused(format!("{session} · no such session any more")),
                 }
             }
-            Command::Cancel { session } => Answer::Cancelled {
-                stopped: crate::ops::registry()
-                    .ops()
+            Command::Cancel { session, ops } => Answer::Cancelled {
+                stopped: ops
+                    .into_iter()
                     .map(|op| (op, engine.cancel(&session, op)))
                     .collect(),
                 session,

@@ -1,6 +1,7 @@
-//! One session in full: its latest summary, its mind map as a tree, the
-//! last transcripts with the live partial line, and each operation's run
-//! history with a duration sparkline.
+//! One session in full: each operation's latest result (text as text, a
+//! tree as a tree, JSON as a list), the last transcripts with the live
+//! partial line, and each operation's run history with a duration
+//! sparkline.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -32,10 +33,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if app.details.stored {
         title.push(Span::styled("· from the database ", t.warning()));
     }
-    for op in crate::ops::registry().ops() {
+    let ops = &app.snapshot.operations;
+    for op in ops.iter().map(|d| d.op) {
         title.push(Span::styled(format!("· {} ", op.label()), t.dim()));
         title.extend(super::table::state_spans(
-            &row.ops[op],
+            row.op(op),
             row.transcripts,
             t,
             app.snapshot.taken_at,
@@ -43,7 +45,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         ));
         // In a cluster: where a run made elsewhere runs.
         let here = app.snapshot.cluster.as_ref().map(|c| c.instance.as_str());
-        if let Some(on) = row.ops[op]
+        if let Some(on) = row
+            .op(op)
             .in_flight
             .as_ref()
             .and_then(|run| run.instance.as_deref())
@@ -79,14 +82,27 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
 
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(inner);
-    let [summary_area, map_area] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
+    // The results two abreast, in rows as many as they need.
+    let pairs: Vec<&[crate::ops::OpDef]> = ops.chunks(2).collect();
+    let rows = Layout::vertical(vec![
+        Constraint::Ratio(1, pairs.len().max(1) as u32);
+        pairs.len()
+    ])
+    .split(top);
+    for (pair, row_area) in pairs.iter().zip(rows.iter()) {
+        let widths = match pair.len() {
+            1 => vec![Constraint::Percentage(100)],
+            _ => vec![Constraint::Percentage(55), Constraint::Percentage(45)],
+        };
+        let areas = Layout::horizontal(widths).split(*row_area);
+        for (def, area) in pair.iter().zip(areas.iter()) {
+            draw_result(frame, *area, detail, def, ops, t);
+        }
+    }
     let [transcript_area, runs_area] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
-    draw_summary(frame, summary_area, detail, t);
-    draw_mind_map(frame, map_area, detail, t);
     draw_transcript(frame, transcript_area, detail, t);
-    draw_runs(frame, runs_area, detail, t);
+    draw_runs(frame, runs_area, detail, ops, t);
 }
 
 fn panel<'a>(title: String, theme: &Theme) -> Block<'a> {
@@ -115,8 +131,13 @@ fn result_title(name: &str, result: Option<&OpResult>, generation: u64) -> Strin
 
 /// What went wrong with `op`'s last run, whole: the error, when, how many
 /// runs in a row, and the start of an answer that could not be read.
-fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'static>> {
-    let stats = &detail.row.ops[op];
+fn failure_lines(
+    detail: &SessionDetail,
+    op: Operation,
+    ops: &[crate::ops::OpDef],
+    t: &Theme,
+) -> Vec<Line<'static>> {
+    let stats = detail.row.op(op);
     let Some(error) = stats
         .last_error
         .as_ref()
@@ -142,10 +163,7 @@ fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'
     ];
     if stats.is_stale(detail.row.transcripts) {
         let uncovered = detail.row.transcripts - stats.covered_generation.unwrap_or(0);
-        let key = crate::tui::keymap::BINDINGS
-            .iter()
-            .find(|b| Some(b.action) == trigger_action(op))
-            .map_or("", |b| b.label);
+        let key = crate::tui::keymap::trigger_key(ops, op).map_or(String::new(), |k| k.to_string());
         lines.push(Line::styled(
             format!(
                 "stale: {uncovered} lines no result covers, its retries spent; \
@@ -154,7 +172,7 @@ fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'
             t.warning(),
         ));
     }
-    if let Some(answer) = &detail.content.rejected[op] {
+    if let Some(Some(answer)) = detail.content.rejected.get(op) {
         let start: String = crate::text::strip_controls(answer)
             .chars()
             .take(300)
@@ -166,43 +184,32 @@ fn failure_lines(detail: &SessionDetail, op: Operation, t: &Theme) -> Vec<Line<'
     lines
 }
 
-/// The keymap's action that triggers `op`.
-fn trigger_action(op: Operation) -> Option<crate::tui::keymap::Action> {
-    use crate::tui::keymap::Action;
-    [
-        (Operation::SUMMARY, Action::TriggerSummary),
-        (Operation::MIND_MAP, Action::TriggerMindMap),
-    ]
-    .into_iter()
-    .find_map(|(o, action)| (o == op).then_some(action))
-}
-
-fn draw_summary(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
-    let result = detail.content.results[Operation::SUMMARY].as_ref();
-    let block = panel(result_title("Summary", result, detail.row.transcripts), t);
-    let mut text = failure_lines(detail, Operation::SUMMARY, t);
+/// One operation's latest result, drawn as its output kind reads: text
+/// as text, a tree with branches, JSON as a list.
+fn draw_result(
+    frame: &mut Frame,
+    area: Rect,
+    detail: &SessionDetail,
+    def: &crate::ops::OpDef,
+    ops: &[crate::ops::OpDef],
+    t: &Theme,
+) {
+    let result = detail.content.results.get(def.op).and_then(Option::as_ref);
+    let block = panel(result_title(&def.label, result, detail.row.transcripts), t);
+    let mut lines = failure_lines(detail, def.op, ops, t);
     match result.map(|r| &r.body) {
-        Some(ResultBody::Text(summary)) => {
-            text.extend(summary.lines().map(|l| Line::raw(l.to_string())))
+        Some(ResultBody::Text(text)) => {
+            lines.extend(text.lines().map(|l| Line::raw(l.to_string())))
         }
-        _ => text.push(Line::styled("no summary yet", t.dim())),
-    }
-    frame.render_widget(
-        Paragraph::new(text).block(block).wrap(Wrap { trim: false }),
-        area,
-    );
-}
-
-fn draw_mind_map(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
-    let result = detail.content.results[Operation::MIND_MAP].as_ref();
-    let block = panel(result_title("Mind map", result, detail.row.transcripts), t);
-    let mut lines = failure_lines(detail, Operation::MIND_MAP, t);
-    match result.map(|r| &r.body) {
         Some(ResultBody::Tree(map)) => {
             lines.push(Line::styled(map.root.label.clone(), t.title()));
             tree_lines(&map.root.children, "", &mut lines, t);
         }
-        _ => lines.push(Line::styled("no mind map yet", t.dim())),
+        Some(ResultBody::Json(value)) => json_lines(value, "", &mut lines, t),
+        None => lines.push(Line::styled(
+            format!("no {} yet", def.label.to_lowercase()),
+            t.dim(),
+        )),
     }
     frame.render_widget(
         Paragraph::new(lines)
@@ -210,6 +217,64 @@ fn draw_mind_map(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Them
             .wrap(Wrap { trim: false }),
         area,
     );
+}
+
+/// JSON as a list: an array's items as bullets, an object's fields as
+/// `name: value` (an item whose fields are all plain reads on one line:
+/// `owner: ana · task: ship the release`).
+fn json_lines(value: &serde_json::Value, indent: &str, out: &mut Vec<Line<'static>>, t: &Theme) {
+    use serde_json::Value;
+    let plain = |v: &Value| match v {
+        Value::String(s) => Some(crate::text::strip_controls(s).into_owned()),
+        Value::Null => Some("-".into()),
+        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+        _ => None,
+    };
+    match value {
+        Value::Array(items) if items.is_empty() => {
+            out.push(Line::styled(format!("{indent}(none)"), t.dim()))
+        }
+        Value::Array(items) => {
+            for item in items {
+                let one_line = match item {
+                    Value::Object(fields) => fields
+                        .iter()
+                        .map(|(k, v)| plain(v).map(|v| format!("{k}: {v}")))
+                        .collect::<Option<Vec<_>>>()
+                        .map(|parts| parts.join(" · ")),
+                    other => plain(other),
+                };
+                match one_line {
+                    Some(text) => out.push(Line::from(vec![
+                        Span::styled(format!("{indent}• "), t.key()),
+                        Span::raw(text),
+                    ])),
+                    None => {
+                        out.push(Line::styled(format!("{indent}•"), t.key()));
+                        json_lines(item, &format!("{indent}  "), out, t);
+                    }
+                }
+            }
+        }
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                match plain(field) {
+                    Some(text) => out.push(Line::from(vec![
+                        Span::styled(format!("{indent}{key}: "), t.header_cell()),
+                        Span::raw(text),
+                    ])),
+                    None => {
+                        out.push(Line::styled(format!("{indent}{key}"), t.header_cell()));
+                        json_lines(field, &format!("{indent}  "), out, t);
+                    }
+                }
+            }
+        }
+        other => out.push(Line::raw(format!(
+            "{indent}{}",
+            plain(other).unwrap_or_default()
+        ))),
+    }
 }
 
 /// Draws children with box-drawing branches.
@@ -274,20 +339,28 @@ fn draw_transcript(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Th
     );
 }
 
-fn draw_runs(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Theme) {
+fn draw_runs(
+    frame: &mut Frame,
+    area: Rect,
+    detail: &SessionDetail,
+    ops: &[crate::ops::OpDef],
+    t: &Theme,
+) {
     let block = panel(" Runs ".to_string(), t);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let halves = Layout::vertical([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).split(inner);
-    for (op, half) in crate::ops::registry().ops().zip(halves.iter()) {
-        let history = &detail.history[op];
-        let stats = &detail.row.ops[op];
+    let n = ops.len().max(1) as u32;
+    let parts = Layout::vertical(vec![Constraint::Ratio(1, n); ops.len()]).split(inner);
+    let none = Vec::new();
+    for (op, part) in ops.iter().map(|d| d.op).zip(parts.iter()) {
+        let history = detail.history.get(op).unwrap_or(&none);
+        let stats = detail.row.op(op);
         let [label, spark, list] = Layout::vertical([
             Constraint::Length(1),
             Constraint::Length(1),
             Constraint::Min(0),
         ])
-        .areas(*half);
+        .areas(*part);
         // Most telling first: what is cut at the right edge matters least.
         let summary = format!(
             "{}: {} runs {} ok {} skip · p95 {} · {}+{} tok · wait {} · mean {}",

@@ -1,11 +1,12 @@
-//! The help screen: every binding from the keymap, and what the glyphs mean.
+//! The help screen: every binding from the keymap, each operation's
+//! trigger key from its definition, and what the glyphs mean.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 
 use crate::tui::app::App;
-use crate::tui::keymap::BINDINGS;
+use crate::tui::keymap::{BINDINGS, trigger_bindings};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
@@ -16,6 +17,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Span::styled(format!("{:>7}  ", binding.label), t.key()),
             Span::raw(format!("{:<24}", binding.hint)),
             Span::styled(places.join(", "), t.dim()),
+        ]));
+    }
+    // Each operation's own key, from its definition.
+    for (key, hint) in trigger_bindings(&app.snapshot.operations) {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{key:>7}  "), t.key()),
+            Span::raw(format!("{hint:<24}")),
+            Span::styled("table, details", t.dim()),
         ]));
     }
     lines.push(Line::raw(""));

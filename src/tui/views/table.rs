@@ -27,117 +27,106 @@ struct Ctx<'a> {
 }
 
 struct Column {
-    title: &'static str,
+    title: String,
     width: u16,
     /// Lower is kept longer when space runs out.
     priority: u8,
     sort: Option<SortColumn>,
-    cell: fn(&SessionRow, &Ctx) -> Cell<'static>,
+    cell: CellOf,
+}
+
+/// What a column's cells show.
+#[derive(Clone, Copy)]
+enum CellOf {
+    Fixed(fn(&SessionRow, &Ctx) -> Cell<'static>),
+    /// One operation's state.
+    State(Operation),
+    /// Each operation's value, `a/b/c`.
+    PerOp(fn(&OpRow) -> String),
 }
 
 const STATE_WIDTH: u16 = 16;
 const WIDE_STATE_WIDTH: u16 = 21;
 const SESSION_MIN: u16 = 12;
 
-/// The table's columns; in a cluster, one more says where runs run.
-fn columns(cluster: bool) -> Vec<Column> {
+/// The table's columns: one state column per operation, in the order the
+/// operations are defined (the first two kept longest, the others giving
+/// way sooner on narrow screens); in a cluster, one more says where runs
+/// run.
+fn columns(ops: &[crate::ops::OpDef], cluster: bool) -> Vec<Column> {
+    let fixed = |title: &str, width, priority, sort, cell| Column {
+        title: title.to_string(),
+        width,
+        priority,
+        sort,
+        cell: CellOf::Fixed(cell),
+    };
+    // `S/M`: each operation's initial, as the pair cells read.
+    let initials: Vec<String> = ops
+        .iter()
+        .map(|d| {
+            d.label
+                .chars()
+                .next()
+                .unwrap_or('?')
+                .to_uppercase()
+                .to_string()
+        })
+        .collect();
+    let per_op = |title: &str, each: u16, priority, sort, cell| Column {
+        title: format!("{title} {}", initials.join("/")),
+        width: (each + 1) * ops.len().max(1) as u16 - 1,
+        priority,
+        sort,
+        cell: CellOf::PerOp(cell),
+    };
     let mut cols = vec![
-        Column {
-            title: "!",
-            width: 1,
-            priority: 0,
-            sort: None,
-            cell: warning_cell,
-        },
-        Column {
-            title: "Session",
-            width: SESSION_MIN,
-            priority: 0,
-            sort: Some(SortColumn::Session),
-            cell: session_cell,
-        },
-        Column {
-            title: "Feed",
-            width: 4,
-            priority: 6,
-            sort: None,
-            cell: feed_cell,
-        },
-        Column {
-            title: "Tx",
-            width: 5,
-            priority: 2,
-            sort: Some(SortColumn::Transcripts),
-            cell: transcripts_cell,
-        },
-        Column {
-            title: "Summary",
-            width: STATE_WIDTH,
-            priority: 0,
-            sort: Some(SortColumn::Summary),
-            cell: |r, c| state_cell(r, Operation::SUMMARY, c),
-        },
-        Column {
-            title: "Mind map",
-            width: STATE_WIDTH,
-            priority: 0,
-            sort: Some(SortColumn::MindMap),
-            cell: |r, c| state_cell(r, Operation::MIND_MAP, c),
-        },
-        Column {
-            title: "Last S/M",
-            width: 11,
-            priority: 4,
-            sort: None,
-            cell: last_cell,
-        },
-        Column {
-            title: "Skipped",
-            width: 9,
-            priority: 1,
-            sort: Some(SortColumn::Skipped),
-            cell: skipped_cell,
-        },
-        Column {
-            title: "Runs",
-            width: 5,
-            priority: 5,
-            sort: None,
-            cell: runs_cell,
-        },
-        Column {
-            title: "Fail",
-            width: 4,
-            priority: 3,
-            sort: Some(SortColumn::Failures),
-            cell: failures_cell,
-        },
-        Column {
-            title: "Age",
-            width: 5,
-            priority: 2,
-            sort: Some(SortColumn::Age),
-            cell: age_cell,
-        },
+        fixed("!", 1, 0, None, warning_cell),
+        fixed(
+            "Session",
+            SESSION_MIN,
+            0,
+            Some(SortColumn::Session),
+            session_cell,
+        ),
+        fixed("Feed", 4, 6, None, feed_cell),
+        fixed("Tx", 5, 2, Some(SortColumn::Transcripts), transcripts_cell),
     ];
+    for (i, def) in ops.iter().enumerate() {
+        cols.push(Column {
+            title: crate::format::fit(&def.label, STATE_WIDTH as usize),
+            width: STATE_WIDTH,
+            priority: if i < 2 { 0 } else { 1 },
+            sort: Some(SortColumn::Op(def.op)),
+            cell: CellOf::State(def.op),
+        });
+    }
+    cols.push(per_op("Last", 5, 4, None, |op| {
+        op.last_duration.map_or("-".to_string(), format::duration)
+    }));
+    let mut skipped = per_op("Skipped", 4, 1, Some(SortColumn::Skipped), |op| {
+        format::count(op.counts.skipped)
+    });
+    skipped.title = "Skipped".into();
+    cols.push(skipped);
+    cols.push(fixed("Runs", 5, 5, None, runs_cell));
+    cols.push(fixed(
+        "Fail",
+        4,
+        3,
+        Some(SortColumn::Failures),
+        failures_cell,
+    ));
+    cols.push(fixed("Age", 5, 2, Some(SortColumn::Age), age_cell));
     if cluster {
-        cols.insert(
-            6,
-            Column {
-                title: "On",
-                width: 12,
-                priority: 3,
-                sort: None,
-                cell: instance_cell,
-            },
-        );
+        cols.insert(4 + ops.len(), fixed("On", 12, 3, None, instance_cell));
     }
     cols
 }
 
 /// Picks the columns that fit `width`, dropping the least important first.
-fn fit_columns(width: u16, cluster: bool) -> (Vec<Column>, bool) {
-    let mut cols = columns(cluster);
+fn fit_columns(width: u16, ops: &[crate::ops::OpDef], cluster: bool) -> (Vec<Column>, bool) {
+    let mut cols = columns(ops, cluster);
     let spacing = |n: usize| n.saturating_sub(1) as u16;
     let total = |cols: &[Column]| cols.iter().map(|c| c.width).sum::<u16>() + spacing(cols.len());
     while total(&cols) > width {
@@ -152,9 +141,16 @@ fn fit_columns(width: u16, cluster: bool) -> (Vec<Column>, bool) {
         cols.remove(i);
     }
     // Room to spare: state cells get tokens per second.
-    let wide = total(&cols) + 2 * (WIDE_STATE_WIDTH - STATE_WIDTH) + 12 <= width;
+    let states = cols
+        .iter()
+        .filter(|c| matches!(c.cell, CellOf::State(_)))
+        .count() as u16;
+    let wide = total(&cols) + states * (WIDE_STATE_WIDTH - STATE_WIDTH) + 12 <= width;
     if wide {
-        for c in cols.iter_mut().filter(|c| c.width == STATE_WIDTH) {
+        for c in cols
+            .iter_mut()
+            .filter(|c| matches!(c.cell, CellOf::State(_)))
+        {
             c.width = WIDE_STATE_WIDTH;
         }
     }
@@ -181,7 +177,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let instance = app.snapshot.cluster.as_ref().map(|c| c.instance.as_str());
-    let (cols, wide) = fit_columns(inner.width, instance.is_some());
+    let (cols, wide) = fit_columns(inner.width, &app.snapshot.operations, instance.is_some());
     let visible = inner.height.saturating_sub(1) as usize;
     // The loop fitted the table to this screen before drawing; this only
     // makes sure of it (a test may draw without fitting).
@@ -222,7 +218,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         .take(visible)
         .map(|(pos, index)| {
             let row = &app.snapshot.sessions[*index];
-            let r = Row::new(cols.iter().map(|c| (c.cell)(row, &ctx)));
+            let r = Row::new(
+                cols.iter()
+                    .map(|c| cell(c, row, &ctx, &app.snapshot.operations)),
+            );
             if pos == app.table.selected {
                 r.style(t.selected())
             } else {
@@ -255,6 +254,19 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             };
             frame.render_widget(Line::styled(format!("  {empty}"), t.dim()), line);
         }
+    }
+}
+
+fn cell(column: &Column, row: &SessionRow, ctx: &Ctx, ops: &[crate::ops::OpDef]) -> Cell<'static> {
+    match column.cell {
+        CellOf::Fixed(cell) => cell(row, ctx),
+        CellOf::State(op) => state_cell(row, op, ctx),
+        CellOf::PerOp(value) => Cell::from(
+            ops.iter()
+                .map(|d| value(row.op(d.op)))
+                .collect::<Vec<_>>()
+                .join("/"),
+        ),
     }
 }
 
@@ -356,7 +368,7 @@ pub fn state_spans(
 
 fn state_cell(row: &SessionRow, op: Operation, ctx: &Ctx) -> Cell<'static> {
     Cell::from(Line::from(state_spans(
-        &row.ops[op],
+        row.op(op),
         row.transcripts,
         ctx.theme,
         ctx.now,
@@ -365,22 +377,26 @@ fn state_cell(row: &SessionRow, op: Operation, ctx: &Ctx) -> Cell<'static> {
 }
 
 /// Where the session's runs run, in a cluster: `here`, another
-/// instance's name, or both operations' (`summary/mind map`).
+/// instance's name, or each place runs run (`here/b`).
 fn instance_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
-    let on = |op: Operation| {
-        let run = row.ops[op].in_flight.as_ref()?;
-        let name = run.instance.as_deref()?;
-        Some(if Some(name) == ctx.instance {
+    let mut places: Vec<String> = Vec::new();
+    for op in row.ops.values() {
+        let Some(name) = op.in_flight.as_ref().and_then(|r| r.instance.as_deref()) else {
+            continue;
+        };
+        let place = if Some(name) == ctx.instance {
             "here".to_string()
         } else {
             name.to_string()
-        })
-    };
-    let text = match (on(Operation::SUMMARY), on(Operation::MIND_MAP)) {
-        (None, None) => "-".to_string(),
-        (Some(a), Some(b)) if a == b => a,
-        (Some(a), None) | (None, Some(a)) => a,
-        (Some(a), Some(b)) => format!("{a}/{b}"),
+        };
+        if !places.contains(&place) {
+            places.push(place);
+        }
+    }
+    let text = if places.is_empty() {
+        "-".to_string()
+    } else {
+        places.join("/")
     };
     let style = if text == "-" || text == "here" {
         ctx.theme.dim()
@@ -388,28 +404,6 @@ fn instance_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
         ctx.theme.base()
     };
     Cell::from(Span::styled(format::fit(&text, 12), style))
-}
-
-fn last_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
-    let last = |op: Operation| {
-        row.ops[op]
-            .last_duration
-            .map_or("-".to_string(), format::duration)
-    };
-    Cell::from(format!(
-        "{}/{}",
-        last(Operation::SUMMARY),
-        last(Operation::MIND_MAP)
-    ))
-}
-
-fn skipped_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
-    let s = |op: Operation| format::count(row.ops[op].counts.skipped);
-    Cell::from(format!(
-        "{}/{}",
-        s(Operation::SUMMARY),
-        s(Operation::MIND_MAP)
-    ))
 }
 
 fn runs_cell(row: &SessionRow, _: &Ctx) -> Cell<'static> {
@@ -453,16 +447,19 @@ mod tests {
 
     #[test]
     fn columns_collapse_by_priority() {
-        let (narrow, _) = fit_columns(78, false);
-        let titles: Vec<&str> = narrow.iter().map(|c| c.title).collect();
+        let ops = crate::ops::OpRegistry::built_in().defs().to_vec();
+        let (narrow, _) = fit_columns(78, &ops, false);
+        let titles: Vec<&str> = narrow.iter().map(|c| c.title.as_str()).collect();
         assert!(
             titles.contains(&"Summary")
                 && titles.contains(&"Mind map")
                 && titles.contains(&"Skipped")
         );
         assert!(!titles.contains(&"Feed"));
-        let (wide, wide_states) = fit_columns(138, false);
-        assert_eq!(wide.len(), columns(false).len());
+        let (wide, wide_states) = fit_columns(138, &ops, false);
+        assert_eq!(wide.len(), columns(&ops, false).len());
         assert!(wide_states);
+        let titles: Vec<String> = wide.iter().map(|c| c.title.clone()).collect();
+        assert!(titles.contains(&"Last S/M".to_string()), "{titles:?}");
     }
 }

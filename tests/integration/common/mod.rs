@@ -30,6 +30,7 @@ pub fn final_line(session: &str, seq: u64, text: &str) -> Transcript {
         start: Some(seq as f64 * 2.0),
         end: Some(seq as f64 * 2.0 + 1.5),
         is_final: true,
+        kind: None,
     }
 }
 
@@ -87,6 +88,7 @@ pub fn open_session(engine: &Engine, name: &str) -> SessionId {
             start: None,
             end: None,
             is_final: false,
+            kind: None,
         },
         None,
     );

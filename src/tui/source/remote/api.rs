@@ -119,9 +119,9 @@ impl Api {
         Answer::Triggered { session, answers }
     }
 
-    pub(super) async fn cancel(&self, session: SessionId) -> Answer {
+    pub(super) async fn cancel(&self, session: SessionId, ops: Vec<Operation>) -> Answer {
         let mut stopped = Vec::new();
-        for op in crate::ops::registry().ops() {
+        for op in ops {
             let path = format!("/api/sessions/{session}/operations/{}", op.as_str());
             match self.send(reqwest::Method::DELETE, &path).await {
                 Ok((StatusCode::OK, body)) => {

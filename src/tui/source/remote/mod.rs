@@ -217,6 +217,7 @@ fn empty_snapshot() -> Snapshot {
         permits_cap: 0,
         permits_limit: 0,
         policy: crate::ops::OpMap::filled_with(|_| Policy::Coalesce),
+        operations: Vec::new(),
         op_timeout: Duration::ZERO,
         feeds: Vec::new(),
         sessions: Vec::new(),
@@ -277,7 +278,7 @@ impl Source for Remote {
             let answer = match command {
                 Command::Quit => return,
                 Command::Trigger { session, ops } => api.trigger(session, ops).await,
-                Command::Cancel { session } => api.cancel(session).await,
+                Command::Cancel { session, ops } => api.cancel(session, ops).await,
                 Command::OpenStored { session } => match api.detail(&session).await {
                     Ok(detail) => Answer::Stored {
                         session,
