@@ -38,13 +38,14 @@ pub(super) fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(raw).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-/// An operation from a path, or 400 naming the known ones.
+/// An operation from a path, or 404 naming the defined ones (the path
+/// names no resource this server has).
 pub(super) fn operation(raw: &str) -> Result<Operation, ApiError> {
     let registry = crate::ops::registry();
     registry.parse(raw).ok_or_else(|| {
         let known = registry.names();
         ApiError(
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             format!("unknown operation {raw:?}; known: {}", known.join(", ")),
         )
     })

@@ -151,7 +151,15 @@ async fn bad_input_gets_clear_400s() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.status().as_u16(), 404, "no such operation");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown operation \"translate\"; known: summary, mind_map"),
+        "{body}"
+    );
     let big = vec![b'x'; 64 * 1024];
     let response = http()
         .post(format!("{}/api/sessions/ok/operations/summary", s.base))

@@ -387,7 +387,7 @@ fn operations_from_the_config_file_run_show_and_come_back_after_a_restart() {
         reqwest::Method::POST,
         &format!("{api}/api/sessions/m1/operations/mind_map"),
     );
-    assert_eq!(code, 400, "{body}");
+    assert_eq!(code, 404, "{body}");
     assert!(
         body.to_string()
             .contains("summary, action_items, decisions"),

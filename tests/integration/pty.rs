@@ -512,3 +512,119 @@ fn a_server_refusing_mind_maps_has_its_reason_on_the_screen() {
     assert!(dashboard.wait_exit());
     drop(server);
 }
+
+/// A config with action items (json, with a schema), decisions at the end,
+/// and the summary, without the mind map; its path.
+fn operations_config() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("inflight-pty-ops-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"
+[runs]
+ops = ["summary", "action_items", "decisions"]
+
+[[operations]]
+name = "action_items"
+label = "Actions"
+key = "3"
+schema = { type = "object", properties = { items = { type = "array", items = { type = "object", properties = { owner = { type = "string" }, task = { type = "string" } }, required = ["owner", "task"] } } }, required = ["items"] }
+
+[[operations]]
+name = "decisions"
+key = "4"
+when = "end"
+"#,
+    )
+    .unwrap();
+    path
+}
+
+/// The table's header line: the columns shown.
+fn header_of(screen: &str) -> String {
+    screen
+        .lines()
+        .find(|l| l.trim_start().starts_with("! Session"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn the_config_files_operations_have_their_columns_keys_and_details() {
+    let config = operations_config();
+    let config = config.to_str().unwrap();
+    let mut ui = Dashboard::run(
+        &[
+            "--demo-speed",
+            "8",
+            "--simulate-latency",
+            "200ms",
+            "--config",
+            config,
+        ],
+        &[],
+    );
+    ui.wait_for("an action item in a session's details", |s| {
+        s.contents().contains("garden-coop")
+    });
+    let header = header_of(&ui.screen());
+    assert!(
+        header.contains("Summary") && header.contains("Actions") && header.contains("Decisions"),
+        "{header}"
+    );
+    assert!(!header.contains("Mind map"), "not chosen: {header}");
+    // The operation's own key runs it.
+    ui.press("3");
+    ui.wait_for("the trigger's answer", |s| {
+        let text = s.contents();
+        text.contains("action items started") || text.contains("action items pending")
+    });
+    // Details: one pane per operation, the action items as a list.
+    ui.press("\r");
+    ui.wait_for("the action items listed", |s| {
+        let text = s.contents();
+        text.contains(" Actions · covers") && text.contains("• owner: ")
+    });
+    assert!(ui.screen().contains("no decisions yet"), "{}", ui.screen());
+    ui.press("?");
+    ui.wait_for("help with the operations' keys", |s| {
+        s.contents().contains("run actions") && s.contents().contains("run decisions")
+    });
+    ui.press("\x1b");
+    ui.press("q");
+    assert!(ui.wait_exit());
+}
+
+#[test]
+fn attach_draws_the_servers_operations_not_its_own() {
+    let config = operations_config();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = child::Logged::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_inflight"))
+            .args(["serve", "--no-db", "--demo-speed", "8", "--config"])
+            .arg(&config)
+            .args(["--simulate-latency", "200ms"])
+            .args(["--api", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info"),
+    );
+    serve.wait_for("API listening");
+    // The attaching process has no config file: the columns are the server's.
+    let mut attach = Dashboard::run(&["attach", &format!("http://127.0.0.1:{port}")], &[]);
+    attach.wait_for("the server's sessions", |s| {
+        s.contents().contains("connected") && s.contents().contains("garden-coop")
+    });
+    let header = header_of(&attach.screen());
+    assert!(
+        header.contains("Actions") && header.contains("Decisions") && !header.contains("Mind map"),
+        "{header}"
+    );
+    attach.press("\r");
+    attach.wait_for("the action items listed", |s| {
+        s.contents().contains(" Actions · covers") && s.contents().contains("• owner: ")
+    });
+    attach.press("q");
+    assert!(attach.wait_exit());
+}

@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 
 use crate::tui::app::App;
-use crate::tui::keymap::{BINDINGS, trigger_bindings};
+use crate::tui::keymap::{Action, BINDINGS, trigger_bindings};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
@@ -18,14 +18,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Span::raw(format!("{:<24}", binding.hint)),
             Span::styled(places.join(", "), t.dim()),
         ]));
-    }
-    // Each operation's own key, from its definition.
-    for (key, hint) in trigger_bindings(&app.snapshot.operations) {
-        lines.push(Line::from(vec![
-            Span::styled(format!("{key:>7}  "), t.key()),
-            Span::raw(format!("{hint:<24}")),
-            Span::styled("table, details", t.dim()),
-        ]));
+        // Each operation's own key, from its definition, beside `t`.
+        if binding.action == Action::TriggerAll {
+            for (key, hint) in trigger_bindings(&app.snapshot.operations) {
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{key:>7}  "), t.key()),
+                    Span::raw(format!("{hint:<24}")),
+                    Span::styled(places.join(", "), t.dim()),
+                ]));
+            }
+        }
     }
     lines.push(Line::raw(""));
     for (glyph, meaning) in [
