@@ -373,7 +373,7 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
         shared.permits.learn(&permit, call_end);
         drop(permit);
         match step {
-            Ok((usage, truncated)) => {
+            Ok(Called { usage, truncated }) => {
                 guard.spent(usage);
                 guard.kept_step(read_generation);
                 if truncated {
@@ -511,6 +511,14 @@ impl CallFailed {
     }
 }
 
+/// A call that gave a result, kept.
+struct Called {
+    /// The tokens it cost.
+    usage: Usage,
+    /// The server cut the answer at the token limit.
+    truncated: bool,
+}
+
 /// One LLM call and its result; the tokens it cost, also when it failed.
 /// With a cluster lease, the result is kept only if the lease's run is
 /// still the current one (its fence), and then reaches every instance.
@@ -519,7 +527,7 @@ async fn call(
     guard: &RunGuard,
     input: RunInput,
     lease: Option<&Lease>,
-) -> Result<(Usage, bool), CallFailed> {
+) -> Result<Called, CallFailed> {
     let (session, op) = (guard.session(), guard.op());
     let progress = Arc::new(Progress::default());
     let _tracked = shared.progress.track(guard.run_id(), progress.clone());
@@ -604,7 +612,7 @@ async fn call(
             covered_generation: input.generation,
         });
     }
-    Ok((usage, truncated))
+    Ok(Called { usage, truncated })
 }
 
 /// Whether a failure is one a server gives when it takes fewer calls at

@@ -12,6 +12,31 @@ use crate::model::{Operation, SessionId};
 
 use super::Api;
 
+/// Why an API call gave no answer to use. Callers branch on the kind (a
+/// 404 is "no such session", not a failure); the text is what the screen
+/// says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No answer: the server is down, unreachable or too slow.
+    #[error("{0}")]
+    NoAnswer(String),
+    /// The server answered with a status other than the one expected.
+    #[error("{} {why}", status.as_u16())]
+    Refused { status: StatusCode, why: String },
+    /// An answer that does not read as what was asked for.
+    #[error("unreadable answer{}: {why}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
+    Unreadable {
+        status: Option<StatusCode>,
+        why: String,
+    },
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        e.to_string()
+    }
+}
+
 impl Api {
     pub(super) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
@@ -25,21 +50,19 @@ impl Api {
         &self,
         method: reqwest::Method,
         path: &str,
-    ) -> Result<(StatusCode, Value), String> {
-        let response = self
-            .request(method, path)
-            .send()
-            .await
-            .map_err(|e| match e {
+    ) -> Result<(StatusCode, Value), CallError> {
+        let response = self.request(method, path).send().await.map_err(|e| {
+            CallError::NoAnswer(match e {
                 e if e.is_timeout() => "no answer".to_string(),
                 e if e.is_connect() => "cannot connect".to_string(),
                 e => e.to_string(),
-            })?;
+            })
+        })?;
         let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("unreadable answer ({status}): {e}"))?;
+        let body: Value = response.json().await.map_err(|e| CallError::Unreadable {
+            status: Some(status),
+            why: e.to_string(),
+        })?;
         Ok((status, body))
     }
 
@@ -47,12 +70,15 @@ impl Api {
     pub(super) async fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
-    ) -> Result<T, String> {
+    ) -> Result<T, CallError> {
         let (status, body) = self.send(reqwest::Method::GET, path).await?;
         if status != StatusCode::OK {
-            return Err(refusal(status, &body));
+            return Err(refused(status, &body));
         }
-        serde_json::from_value(body).map_err(|e| format!("unreadable answer: {e}"))
+        serde_json::from_value(body).map_err(|e| CallError::Unreadable {
+            status: None,
+            why: e.to_string(),
+        })
     }
 
     /// [`Api::get`] for an answer whose instants are on the server's clock
@@ -60,24 +86,34 @@ impl Api {
     pub(super) async fn get_timed<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
-    ) -> Result<T, String> {
+    ) -> Result<T, CallError> {
         let (status, body) = self.send(reqwest::Method::GET, path).await?;
         if status != StatusCode::OK {
-            return Err(refusal(status, &body));
+            return Err(refused(status, &body));
         }
         let now = body.get("now").and_then(Value::as_i64).unwrap_or(0);
-        crate::monotime::decoding_with(now, || serde_json::from_value(body))
-            .map_err(|e| format!("unreadable answer: {e}"))
+        crate::monotime::decoding_with(now, || serde_json::from_value(body)).map_err(|e| {
+            CallError::Unreadable {
+                status: None,
+                why: e.to_string(),
+            }
+        })
     }
 
     /// One session's details; `None` when the server has no such session.
-    pub(super) async fn detail(&self, session: &SessionId) -> Result<Option<DetailAnswer>, String> {
+    pub(super) async fn detail(
+        &self,
+        session: &SessionId,
+    ) -> Result<Option<DetailAnswer>, CallError> {
         match self
             .get_timed(&format!("/api/dashboard/sessions/{session}"))
             .await
         {
             Ok(answer) => Ok(Some(answer)),
-            Err(e) if e.starts_with("404") => Ok(None),
+            Err(CallError::Refused {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -139,10 +175,17 @@ impl Api {
 }
 
 /// A refused request in a few words: `403 a read-only token: …`.
-fn refusal(status: StatusCode, body: &Value) -> String {
+fn refused(status: StatusCode, body: &Value) -> CallError {
     let why = body
         .get("error")
         .and_then(Value::as_str)
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused"));
-    format!("{} {}", status.as_u16(), crate::text::strip_controls(why))
+    CallError::Refused {
+        status,
+        why: crate::text::strip_controls(why).into_owned(),
+    }
+}
+
+fn refusal(status: StatusCode, body: &Value) -> String {
+    refused(status, body).to_string()
 }
