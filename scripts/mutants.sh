@@ -34,6 +34,7 @@ case "$folder" in
   src/llm) tests=(--lib --test integration -- llm:: llm_http:: llm_structured:: scheduling::
                   replay_engine::) ;;
   src/db) tests=(--lib --test integration -- db:: restart::) ;;
+  src/ops) tests=(--lib --test integration -- ops:: operations:: config::) ;;
   *) tests=() ;;
 esac
 

@@ -372,7 +372,7 @@ fn flag_values(key: Key, value: &toml::Value) -> Result<Vec<String>, String> {
 }
 
 /// The 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
         .iter()

@@ -120,18 +120,9 @@ pub(super) fn registry(
         let op = Operation::named(&name).map_err(|e| fail("name", line, e.to_string()))?;
         seen.push((name.clone(), line));
         let base = defs.iter().find(|d| d.op == op).cloned();
-        let mut def = base.clone().unwrap_or_else(|| OpDef {
-            op,
-            label: default_label(&name),
-            key: None,
-            output: OutputKind::Text,
-            schema: None,
-            when: When::Transcripts,
-            on_busy: None,
-            min_interval: None,
-            prompts: None,
-            kinds: Vec::new(),
-        });
+        let mut def = base
+            .clone()
+            .unwrap_or_else(|| OpDef::new(op, &default_label(&name), OutputKind::Text));
         if let Some(label) = &table.label {
             let label = label.get_ref().trim();
             if label.is_empty() || label.chars().count() > 24 || label.chars().any(char::is_control)
@@ -362,14 +353,7 @@ fn line_at<T>(text: &str, spanned: &Spanned<T>) -> usize {
     line_of(text, spanned.span().start)
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
-}
+use super::file::line_of;
 
 #[cfg(test)]
 mod tests {

@@ -150,9 +150,13 @@ impl Permits {
     /// Learns from how the call under `permit` ended: a crowded failure
     /// with other calls in flight halves the limit; [`RAISE_AFTER`]
     /// successes in a row raise it by one.
-    pub fn learn(&self, permit: &Permit, end: CallEnd) {
+    /// Returns whether the call was crowded out: it failed the way an
+    /// overloaded server answers while other calls were in flight, so the
+    /// same call, made alone, may well succeed.
+    pub fn learn(&self, permit: &Permit, end: CallEnd) -> bool {
         let mut inner = self.lock();
         let before = inner.limit;
+        let crowded_out = end == CallEnd::Crowded && (permit.alongside > 1 || inner.out > 1);
         match end {
             CallEnd::Ok => {
                 inner.successes += 1;
@@ -185,6 +189,7 @@ impl Permits {
                 "the LLM server keeps up; one more call at once"
             );
         }
+        crowded_out
     }
 
     /// Calls in flight now.
@@ -387,7 +392,10 @@ mod tests {
         let mut fifth = Box::pin(permits.acquire(9));
         assert!(poll_once(fifth.as_mut()).is_pending());
         // An empty answer while three others ran: half as many at once.
-        permits.learn(&calls[0], CallEnd::Crowded);
+        assert!(
+            permits.learn(&calls[0], CallEnd::Crowded),
+            "crowded out: worth asking again"
+        );
         assert_eq!(permits.limit(), 2);
         let mut calls = calls.into_iter();
         // Ending calls retire their permits until two are out.
@@ -405,8 +413,11 @@ mod tests {
         let Poll::Ready(Ok(alone)) = poll_once(fifth.as_mut()) else {
             panic!("one at a time now");
         };
-        permits.learn(&alone, CallEnd::Crowded);
-        permits.learn(&alone, CallEnd::Other);
+        assert!(
+            !permits.learn(&alone, CallEnd::Crowded),
+            "alone, an empty answer is the server's own"
+        );
+        assert!(!permits.learn(&alone, CallEnd::Other));
         assert_eq!(permits.limit(), 1, "never below one");
         // A long run of successes makes room for one more, handed to the
         // waiter at once.

@@ -42,6 +42,9 @@ use crate::state::{FinishOutcome, RunGuard};
 /// Times a step is asked again with less transcript after its prompt did
 /// not fit the context window.
 pub const MAX_SHRINKS: u32 = 4;
+/// Times one run asks a step again after the server failed it for being
+/// made alongside other calls (the limit falls each time, so a few do).
+pub const MAX_CROWDED: u32 = 3;
 
 /// Starts the run on its own task.
 pub(super) fn spawn(shared: Arc<Shared>, guard: RunGuard) {
@@ -239,6 +242,8 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
     // Transcript characters a step may read, once a prompt did not fit.
     let mut shrunk: Option<usize> = None;
     let mut shrinks = 0;
+    // Calls of this run crowded out by others in flight, each asked again.
+    let mut crowded = 0;
     let end = |ended: Ended, lease: Option<Box<LeaseKeeper>>, first_start, read_generation| Ended {
         first_start,
         read_generation,
@@ -370,7 +375,7 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
             Ok(_) => CallEnd::Ok,
             Err(failed) => failed.end,
         };
-        shared.permits.learn(&permit, call_end);
+        let crowded_out = shared.permits.learn(&permit, call_end);
         drop(permit);
         match step {
             Ok(Called { usage, truncated }) => {
@@ -396,6 +401,23 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
                     run_id = guard.run_id(),
                     lines = lines_read,
                     "the prompt did not fit the LLM server's context window ({}); asking again with less transcript",
+                    failed.message
+                );
+                if !guard.mark_waiting() {
+                    return end(stopped(), lease, first_start, read_generation);
+                }
+            }
+            Err(failed) if crowded_out && crowded < MAX_CROWDED => {
+                // The server failed the call because others were in flight
+                // (an empty answer, 503, a dropped connection); the limit
+                // has fallen. The step is asked again, not the run failed.
+                guard.spent(failed.usage);
+                crowded += 1;
+                tracing::info!(
+                    session_id = %session,
+                    op = %op,
+                    run_id = guard.run_id(),
+                    "the LLM server failed a call made alongside others ({}); asking again",
                     failed.message
                 );
                 if !guard.mark_waiting() {

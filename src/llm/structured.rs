@@ -128,7 +128,7 @@ impl Ladder {
             tracing::warn!(
                 from = from.name(),
                 to = to.name(),
-                "{server} does not take {} mind maps ({why}); asking with {} from now on",
+                "{server} does not take {} answers ({why}); asking with {} from now on",
                 from.name(),
                 to.name()
             );

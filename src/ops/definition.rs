@@ -89,9 +89,19 @@ impl OpDef {
 
     fn built_in(op: Operation, label: &str, key: char, output: OutputKind) -> Self {
         Self {
+            key: Some(key),
+            ..Self::new(op, label, output)
+        }
+    }
+
+    /// An operation with everything else as by default: no key, no
+    /// schema, on transcripts, the flags' on_busy and min_interval, no
+    /// prompts of its own, every session kind.
+    pub fn new(op: Operation, label: &str, output: OutputKind) -> Self {
+        Self {
             op,
             label: label.into(),
-            key: Some(key),
+            key: None,
             output,
             schema: None,
             when: When::Transcripts,

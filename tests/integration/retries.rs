@@ -484,6 +484,9 @@ async fn a_server_that_takes_one_call_at_a_time_is_learnt_and_every_session_is_c
         empty <= 6,
         "after the limit fell, no call met another: {empty}"
     );
+    // The crowded-out calls were asked again within their runs: no run
+    // failed for them.
+    assert_eq!(snapshot.totals.counts.failed, 0, "{:?}", snapshot.totals);
     assert!(
         snapshot
             .sessions

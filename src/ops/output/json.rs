@@ -99,7 +99,24 @@ pub fn instructions(def: &OpDef) -> String {
         text.push_str(&described.join("; "));
         text.push('.');
     }
+    // The shape to fill in: a small model copies a shape more readily
+    // than it reads a schema.
+    text.push_str(&format!(" Its shape: {}", example(&schema)));
     text
+}
+
+/// A value of the schema's shape with `…` for every string and one item in
+/// every array: what an answer looks like, without content.
+pub fn example(schema: &Value) -> Value {
+    let placeholder = [Utterance {
+        speaker: Some("…".into()),
+        text: "…".into(),
+    }];
+    let mut lines = Lines {
+        utterances: &placeholder,
+        next: 0,
+    };
+    build(schema, schema, "", &mut lines, 0)
 }
 
 /// `path: description` for every described part of the schema.
@@ -383,5 +400,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\"required\""), "{text}");
+        assert!(
+            text.contains(
+                r#"Its shape: {"items":[{"due":"…","owner":"…","priority":"high","task":"…"}]}"#
+            ),
+            "{text}"
+        );
     }
 }
