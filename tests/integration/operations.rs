@@ -405,7 +405,7 @@ fn operations_from_the_config_file_run_show_and_come_back_after_a_restart() {
     wait_idle(&api);
     serve_process.stop();
     // The feed plays its meetings again: every line a duplicate by its seq.
-    let (_serve, api) = serve(&config, &feed, &llm, &db);
+    let (serve_process, api) = serve(&config, &feed, &llm, &db);
     for s in 1..=SESSIONS {
         let detail = get(&format!("{api}/api/sessions/m{s}"));
         assert!(
@@ -417,6 +417,34 @@ fn operations_from_the_config_file_run_show_and_come_back_after_a_restart() {
             format!("[m{s}] We ship on Friday.")
         );
     }
+
+    // An operation taken out of the file: the restart goes through, the
+    // others' results are back, and its rows stay in the database.
+    wait_idle(&api);
+    serve_process.stop();
+    let fewer = dir.join("fewer.toml");
+    std::fs::write(
+        &fewer,
+        "[runs]\nops = [\"summary\", \"action_items\"]\n\n[[operations]]\nname = \"action_items\"\nschema = \"actions.json\"\n",
+    )
+    .unwrap();
+    let (_serve, api) = serve(&fewer, &feed, &llm, &db);
+    let detail = get(&format!("{api}/api/sessions/m1"));
+    assert!(
+        validator.is_valid(&detail["action_items"]["value"]),
+        "{detail:#}"
+    );
+    assert_eq!(detail["summary"]["covered_generation"], LINES);
+    assert!(detail.get("decisions").is_none(), "{detail:#}");
+    let kept: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM results WHERE op = 'decisions'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, SESSIONS as i64, "its history stays on disk");
 }
 
 fn metrics_text(api: &str) -> String {
