@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::engine::{Engine, OpResult, ResultBody};
+use crate::engine::{Engine, OpResult};
 use crate::events::Event;
 use crate::model::{Operation, SessionId};
 use crate::state::ProcessingStatus;
@@ -67,11 +67,10 @@ impl Serialize for ResultData<'_> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(Some(5))?;
         map.serialize_entry("session_id", self.session)?;
-        match &self.result.body {
-            ResultBody::Text(text) => map.serialize_entry(self.op.as_str(), text)?,
-            ResultBody::Tree(tree) => map.serialize_entry(self.op.as_str(), tree)?,
-            ResultBody::Json(value) => map.serialize_entry(self.op.as_str(), value)?,
-        }
+        map.serialize_entry(
+            self.op.as_str(),
+            &crate::ops::output::WireRef(&self.result.body),
+        )?;
         map.serialize_entry("covered_generation", &self.result.covered_generation)?;
         map.serialize_entry("model", &self.result.model)?;
         map.serialize_entry(
@@ -133,6 +132,7 @@ pub fn message_for(engine: &Engine, session: &SessionId, wanted: Wanted) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ResultBody;
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]

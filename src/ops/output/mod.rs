@@ -177,7 +177,16 @@ pub struct Wire(pub ResultBody);
 
 impl serde::Serialize for Wire {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.0 {
+        WireRef(&self.0).serialize(s)
+    }
+}
+
+/// [`Wire`] for a body borrowed, not copied (the `/ws` updates).
+pub struct WireRef<'a>(pub &'a ResultBody);
+
+impl serde::Serialize for WireRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
             ResultBody::Text(text) => s.serialize_str(text),
             ResultBody::Tree(map) => map.serialize(s),
             ResultBody::Json(value) => value.serialize(s),
