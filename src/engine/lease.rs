@@ -1,19 +1,16 @@
-//! A run's part in a cluster: taking the lease, keeping it, or following
-//! the instance that holds it.
+//! The engine's side of a cluster: its link to Redis, the lease a run
+//! holds, and following the instance that holds it instead.
 //!
-//! With `--redis`, a run that got its LLM permit asks Redis for the lease
-//! of its `(session, op)` before calling the model:
+//! The Redis coordinator (`coordinator/redis.rs`) says when each is used:
 //!
-//! - **Started**: it holds the lease and calls the LLM; a [`LeaseKeeper`]
-//!   renews it every third of the TTL, and at once whenever a Redis call
-//!   failed. A renewal that fails stops the run.
-//! - **Held elsewhere**: another instance runs it. The run gives its permit
-//!   back and *follows* that run ([`follow`]): it shows as running there
-//!   until the stream says how it ended, and ends the same way, so every
-//!   instance shows the same runs. If the holder dies, its lease expires;
-//!   the follower then takes the work over.
-//! - **Redis unreachable**: nothing starts without a lease (fail closed);
-//!   the request is kept and asked again when Redis is back.
+//! - [`LeaseKeeper`] renews a held lease every third of the TTL, and at
+//!   once whenever a Redis call failed; a renewal that fails ends the run.
+//! - [`follow`]: another instance runs the work. The local run shows as
+//!   running there until the stream says how it ended, and ends the same
+//!   way, so every instance shows the same runs. If the holder dies, its
+//!   lease expires and the follower takes the work over.
+//! - [`ClusterLink`] keeps the requests refused while Redis was
+//!   unreachable, the local runs that follow others, and the counters.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::coordinator::Lost;
 use crate::cluster::{Cluster, Holder, Lease, Look, RunEnd};
 use crate::events::Outcome;
 use crate::model::{Operation, SessionId};
@@ -313,14 +311,14 @@ impl LeaseKeeper {
     /// Renews the lease on time (and at once after any failed Redis call);
     /// returns only when it is lost, with why. Cancel-safe: a renewal cut
     /// short is simply made again.
-    pub async fn lost(&mut self) -> LostLease {
+    pub async fn lost(&mut self) -> Lost {
         loop {
             tokio::select! {
                 _ = self.every.tick() => {}
                 changed = self.troubles.changed() => {
                     if changed.is_err() {
                         // The cluster handle is gone: so is the lease.
-                        return LostLease::Unreachable("the cluster connection closed".into());
+                        return Lost::Unreachable("the cluster connection closed".into());
                     }
                     self.troubles.borrow_and_update();
                 }
@@ -328,23 +326,15 @@ impl LeaseKeeper {
             match self.cluster.renew(&self.lease).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    return LostLease::Taken(format!(
+                    return Lost::Taken(format!(
                         "lost its lease (fence {}): a later run of this operation started",
                         self.lease.fence
                     ));
                 }
-                Err(e) => return LostLease::Unreachable(format!("could not renew its lease: {e}")),
+                Err(e) => return Lost::Unreachable(format!("could not renew its lease: {e}")),
             }
         }
     }
-}
-
-/// Why a run lost its lease.
-pub(super) enum LostLease {
-    /// A later run started (elsewhere): it covers this one's work.
-    Taken(String),
-    /// Redis could not be asked: the work is asked for again once it can.
-    Unreachable(String),
 }
 
 /// How following another instance's run turned out.

@@ -13,6 +13,7 @@
 //! admitted, the runner (`runner.rs`) carries the run on its own task.
 
 mod attention;
+mod coordinator;
 mod durable;
 mod failure;
 pub mod feeds;

@@ -17,12 +17,16 @@
 //! server refused it, or the backend counted it and did not send it) is
 //! asked again at once with a third less transcript, up to
 //! [`MAX_SHRINKS`] times; the backend keeps what it learnt of the window,
-//! so later runs are sized right from the start.
+//! so later runs are sized right from the start. A step the server failed
+//! for being made alongside other calls (see `permits.rs`) is asked again
+//! once a permit comes, up to [`MAX_CROWDED`] times.
 //!
-//! With several instances (`--redis`), a run takes its cluster lease once
-//! it has a permit, before its first call, and keeps it through its steps;
-//! one that finds the lease held follows the holder's run instead (see
-//! `lease.rs`).
+//! Whoever else must agree to a run is its coordinator's business
+//! (`coordinator/`): the run takes its `(session, op)` once it has a
+//! permit, before its first call, keeps each step's result through it, and
+//! finishes with it. Alone, each of those succeeds at once; in a cluster
+//! (`--redis`), they are the lease, its fence and its release, and a run
+//! whose lease is held elsewhere follows the holder's run instead.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -30,10 +34,9 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::lease::{self, Followed, LeaseKeeper, LostLease, RemoteEnd};
-use super::permits::CallEnd;
+use super::coordinator::{Alone, Coordinator, Ending, Lost, Redis, Taking};
+use super::permits::{CallEnd, Permit};
 use super::store::{OpResult, RunInput};
-use crate::cluster::{Ending, Finished, Lease, Start};
 use crate::events::{Event, Outcome};
 use crate::llm::{LlmErrorKind, LlmRequest, Progress, Usage, prompts, structured};
 use crate::ops::OutputKind;
@@ -49,14 +52,37 @@ pub const MAX_CROWDED: u32 = 3;
 /// Starts the run on its own task.
 pub(super) fn spawn(shared: Arc<Shared>, guard: RunGuard) {
     let runs = shared.runs.clone();
-    runs.spawn(run_until_settled(shared, guard));
+    runs.spawn(async move {
+        match shared.cluster.get() {
+            // Boxed: a run waiting for a permit (thousands at once under
+            // overload) must not carry the size of Redis calls it never
+            // makes without a cluster.
+            Some(link) => {
+                Box::pin(run_until_settled(
+                    &shared,
+                    guard,
+                    &Redis {
+                        shared: &shared,
+                        link,
+                    },
+                ))
+                .await
+            }
+            None => run_until_settled(&shared, guard, &Alone).await,
+        }
+    });
 }
 
-async fn run_until_settled(shared: Arc<Shared>, mut guard: RunGuard) {
+async fn run_until_settled<C: Coordinator>(shared: &Shared, mut guard: RunGuard, coordinator: &C) {
     loop {
-        let ended = execute(&shared, &mut guard).await;
-        if let Some(keeper) = &ended.lease {
-            Box::pin(cluster_finish(&shared, &guard, keeper, &ended)).await;
+        let (ended, claim) = execute(shared, &mut guard, coordinator).await;
+        if let Some(claim) = claim {
+            let ending = Ending {
+                outcome: ended.outcome,
+                error: ended.error.as_deref(),
+                covered_generation: ended.read_generation,
+            };
+            coordinator.finish(claim, &guard, ending).await;
         }
         let session = guard.session().clone();
         let latest = || shared.store.generation(&session);
@@ -72,49 +98,16 @@ async fn run_until_settled(shared: Arc<Shared>, mut guard: RunGuard) {
                         // it as cancelled).
                         return;
                     }
-                    back_off(&shared, &guard, attempt).await;
+                    back_off(shared, &guard, attempt).await;
                     if let Some(wait) = ended.retry_after {
-                        retry_after(&shared, &guard, wait).await;
+                        retry_after(shared, &guard, wait).await;
                     }
                 } else if let Some(started) = ended.first_start {
-                    keep_min_interval(&shared, &guard, started).await;
+                    keep_min_interval(shared, &guard, started).await;
                 }
             }
             FinishOutcome::Ended | FinishOutcome::Stale => return,
         }
-    }
-}
-
-/// Gives the lease back and tells the other instances how the run ended;
-/// when one of them asked for more than the run read, the run gets a
-/// follow-up as if the request had come here.
-async fn cluster_finish(shared: &Shared, guard: &RunGuard, keeper: &LeaseKeeper, ended: &Ended) {
-    let Some(link) = shared.cluster.get() else {
-        return;
-    };
-    let ending = Ending {
-        covered_generation: ended.read_generation,
-        outcome: ended.outcome.as_str(),
-        error: ended.error.as_deref(),
-    };
-    match link.cluster.finish(&keeper.lease, ending).await {
-        Ok(Finished::Released) => {}
-        Ok(Finished::MoreWanted) => {
-            guard.want_follow_up();
-        }
-        Ok(Finished::Lost) => tracing::info!(
-            session_id = %guard.session(),
-            op = %guard.op(),
-            fence = keeper.lease.fence,
-            "a later run had started elsewhere; this run's end changed nothing there"
-        ),
-        // The lease expires by itself; a pending request stays for the
-        // reconcile loop.
-        Err(e) => tracing::warn!(
-            session_id = %guard.session(),
-            op = %guard.op(),
-            "could not give the lease back: {e}"
-        ),
     }
 }
 
@@ -188,8 +181,6 @@ struct Ended {
     first_start: Option<Instant>,
     /// The generation its last call read (or the run it followed read).
     read_generation: u64,
-    /// The cluster lease it held, to give back.
-    lease: Option<Box<LeaseKeeper>>,
     /// It failed at its LLM call or timed out: a failure worth a retry.
     at_the_llm: bool,
     /// The server's `Retry-After` on the call that failed.
@@ -197,28 +188,27 @@ struct Ended {
 }
 
 impl Ended {
-    fn new(outcome: Outcome, error: impl Into<String>) -> Self {
+    fn new(outcome: Outcome, error: Option<String>) -> Self {
         Self {
             outcome,
-            error: Some(error.into()),
+            error,
             first_start: None,
             read_generation: 0,
-            lease: None,
             at_the_llm: false,
             retry_after: None,
         }
     }
 
     fn ok() -> Self {
-        Self {
-            outcome: Outcome::Ok,
-            error: None,
-            first_start: None,
-            read_generation: 0,
-            lease: None,
-            at_the_llm: false,
-            retry_after: None,
-        }
+        Self::new(Outcome::Ok, None)
+    }
+
+    fn failed(outcome: Outcome, error: impl Into<String>) -> Self {
+        Self::new(outcome, Some(error.into()))
+    }
+
+    fn stopped() -> Self {
+        Self::failed(Outcome::Cancelled, "stopped by the operator")
     }
 
     /// A failure of the LLM call (or its deadline).
@@ -230,146 +220,106 @@ impl Ended {
     }
 }
 
-/// Carries the run through its calls; see the module docs.
-async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
+/// Where a run is, from one step to the next.
+struct RunSoFar<Claim> {
+    /// What the coordinator gave the run when it took it.
+    claim: Option<Claim>,
+    /// When its first call started, if one did.
+    first_start: Option<Instant>,
+    /// The generation its last call read.
+    read_generation: u64,
+}
+
+impl<Claim> RunSoFar<Claim> {
+    /// The run ends `ended`, handing its claim back to be finished.
+    fn end(self, ended: Ended) -> (Ended, Option<Claim>) {
+        let ended = Ended {
+            first_start: self.first_start,
+            read_generation: self.read_generation,
+            ..ended
+        };
+        (ended, self.claim)
+    }
+}
+
+/// Carries the run through its calls; see the module docs. Returns how it
+/// ended and, when it took its work, the claim to finish.
+async fn execute<C: Coordinator>(
+    shared: &Shared,
+    guard: &mut RunGuard,
+    coordinator: &C,
+) -> (Ended, Option<C::Claim>) {
     let cancel = guard.cancel_token().clone();
     let (session, op) = (guard.session().clone(), guard.op());
-    let link = shared.cluster.get();
-    let mut lease: Option<Box<LeaseKeeper>> = None;
-    let mut first_start = None;
-    let mut read_generation = 0;
-    let mut takeover = false;
-    // Transcript characters a step may read, once a prompt did not fit.
-    let mut shrunk: Option<usize> = None;
-    let mut shrinks = 0;
-    // Calls of this run crowded out by others in flight, each asked again.
-    let mut crowded = 0;
-    let end = |ended: Ended, lease: Option<Box<LeaseKeeper>>, first_start, read_generation| Ended {
-        first_start,
-        read_generation,
-        lease,
-        ..ended
+    let mut at = RunSoFar {
+        claim: None,
+        first_start: None,
+        read_generation: 0,
     };
-    let stopped = || Ended::new(Outcome::Cancelled, "stopped by the operator");
+    let mut takeover = false;
+    let mut again = AskAgain::default();
     loop {
         // A backlog's later steps queue behind the work waiting now, so a
         // long catch-up takes turns with the live sessions instead of
         // holding the LLM until it is done.
-        let priority = match first_start {
+        let priority = match at.first_start {
             None => shared.store.oldest_uncovered(&session, op),
             Some(_) => shared.store.next_arrival(),
         };
         let permit = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return end(stopped(), lease, first_start, read_generation),
-            why = lost(&mut lease) => return lease_lost(shared, lease, why, first_start, read_generation),
+            _ = cancel.cancelled() => return at.end(Ended::stopped()),
+            why = lost::<C>(&mut at.claim) => return lost_claim(coordinator, at, why),
             permit = shared.permits.acquire(priority) => match permit {
                 Ok(permit) => permit,
-                Err(_) => return end(
-                    Ended::new(Outcome::Failed, "the engine is shutting down"),
-                    lease, first_start, read_generation,
-                ),
+                Err(_) => return at.end(Ended::failed(Outcome::Failed, "the engine is shutting down")),
             },
         };
-        if first_start.is_none()
-            && lease.is_none()
-            && shared.config.incremental
-            && shared.store.covers_all(&session, op)
-        {
-            // Covered meanwhile: with several instances, a follow-up asked
-            // for a line while this one followed another's run, and that
-            // instance's next run covered it before this one had a permit.
-            // Nothing to send, and no lease to take for it.
-            guard.found_nothing_new();
-            read_generation = shared.store.generation(&session);
-            guard.mark_covered(read_generation);
-            return end(Ended::ok(), lease, first_start, read_generation);
-        }
-        if let (Some(link), None) = (link, &lease) {
-            // Listening before asking, so an end right after is not missed.
-            let watching = link.watch((session.clone(), op));
-            let generation = shared.store.generation(&session);
-            match Box::pin(link.cluster.try_start(&session, op, generation)).await {
-                Ok(Start::Started(held)) => {
-                    link.counted_start(takeover);
-                    guard.mark_held(link.instance());
-                    lease = Some(Box::new(LeaseKeeper::new(link, held)));
+        let permit = match at.claim {
+            Some(_) => permit,
+            None => match take(shared, guard, coordinator, &mut at, permit, takeover).await {
+                Ok(Some(permit)) => permit,
+                Ok(None) => {
+                    takeover = true;
+                    continue;
                 }
-                Ok(Start::HeldElsewhere(holder)) => {
-                    drop(permit);
-                    match Box::pin(lease::follow(link, &watching, guard, holder)).await {
-                        Followed::Ended(remote) => {
-                            if remote.outcome == Outcome::Cancelled {
-                                // A cancelled end brings no follow-up; what
-                                // was asked meanwhile is asked again later.
-                                link.defer((session.clone(), op));
-                            }
-                            return followed_end(shared, guard, remote);
-                        }
-                        Followed::Stopped => return stopped(),
-                        Followed::Abandoned if shared.runs.is_closed() => {
-                            return Ended::new(
-                                Outcome::Cancelled,
-                                "the process is stopping: it takes no work over",
-                            );
-                        }
-                        Followed::Abandoned => {
-                            takeover = true;
-                            guard.mark_free();
-                            continue;
-                        }
-                    }
-                }
-                Err(e) => {
-                    link.counted_refused_start();
-                    link.defer((session.clone(), op));
-                    return Ended::new(
-                        Outcome::Failed,
-                        format!("not started: no run starts without its lease ({e})"),
-                    );
-                }
-            }
-        }
+                Err(ended) => return at.end(ended),
+            },
+        };
         let input = shared.store.run_input(
             &session,
             op,
             shared.config.incremental,
-            shrunk.unwrap_or(prompts::MAX_TRANSCRIPT_CHARS),
+            again.shrunk.unwrap_or(prompts::MAX_TRANSCRIPT_CHARS),
             shared.backend.prompt_room(op),
         );
         let more = input.more;
-        let lines_read = input.utterances.len();
-        let chars_read: usize = input
-            .utterances
-            .iter()
-            .map(|u| prompts::line_chars(u.speaker.as_deref(), &u.text))
-            .sum();
-        read_generation = input.generation;
-        if input.utterances.is_empty() && input.previous.is_some() && first_start.is_none() {
+        let read = Read::of(&input);
+        at.read_generation = input.generation;
+        if input.utterances.is_empty() && input.previous.is_some() && at.first_start.is_none() {
             // Nothing said since the result it would update (a follow-up
             // for what another instance or an earlier step covered): no
             // call to write the same result again.
             guard.found_nothing_new();
             guard.mark_covered(input.generation);
-            return end(Ended::ok(), lease, first_start, read_generation);
+            return at.end(Ended::ok());
         }
         let Some(deadline) = guard.mark_running(input.generation) else {
-            return end(stopped(), lease, first_start, read_generation);
+            return at.end(Ended::stopped());
         };
-        first_start.get_or_insert_with(Instant::now);
-        let held = lease.as_ref().map(|keeper| Box::new(keeper.lease.clone()));
+        at.first_start.get_or_insert_with(Instant::now);
+        let fence = at.claim.as_ref().map(C::fence);
         let step = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return end(stopped(), lease, first_start, read_generation),
-            why = lost(&mut lease) => return lease_lost(shared, lease, why, first_start, read_generation),
-            _ = tokio::time::sleep_until(deadline) => return end(
-                Ended::new(Outcome::TimedOut, format!(
+            _ = cancel.cancelled() => return at.end(Ended::stopped()),
+            why = lost::<C>(&mut at.claim) => return lost_claim(coordinator, at, why),
+            _ = tokio::time::sleep_until(deadline) => return at.end(
+                Ended::failed(Outcome::TimedOut, format!(
                     "no answer within {} of the call's start",
                     humantime::format_duration(shared.state.op_timeout())
                 )).at_the_llm(),
-                lease, first_start, read_generation,
             ),
-            step = call(shared, guard, input, held.as_deref()) => step,
+            step = call(shared, guard, input, coordinator, fence.as_ref()) => step,
         };
         let call_end = match &step {
             Ok(_) => CallEnd::Ok,
@@ -380,134 +330,166 @@ async fn execute(shared: &Shared, guard: &mut RunGuard) -> Ended {
         match step {
             Ok(Called { usage, truncated }) => {
                 guard.spent(usage);
-                guard.kept_step(read_generation);
+                guard.kept_step(at.read_generation);
                 if truncated {
                     guard.answer_truncated();
                 }
                 if !more {
-                    return end(Ended::ok(), lease, first_start, read_generation);
-                }
-                if !guard.mark_waiting() {
-                    return end(stopped(), lease, first_start, read_generation);
-                }
-            }
-            Err(failed) if failed.too_long && lines_read > 1 && shrinks < MAX_SHRINKS => {
-                guard.spent(failed.usage);
-                shrinks += 1;
-                shrunk = Some(chars_read * 2 / 3);
-                tracing::info!(
-                    session_id = %session,
-                    op = %op,
-                    run_id = guard.run_id(),
-                    lines = lines_read,
-                    "the prompt did not fit the LLM server's context window ({}); asking again with less transcript",
-                    failed.message
-                );
-                if !guard.mark_waiting() {
-                    return end(stopped(), lease, first_start, read_generation);
-                }
-            }
-            Err(failed) if crowded_out && crowded < MAX_CROWDED => {
-                // The server failed the call because others were in flight
-                // (an empty answer, 503, a dropped connection); the limit
-                // has fallen. The step is asked again, not the run failed.
-                guard.spent(failed.usage);
-                crowded += 1;
-                tracing::info!(
-                    session_id = %session,
-                    op = %op,
-                    run_id = guard.run_id(),
-                    "the LLM server failed a call made alongside others ({}); asking again",
-                    failed.message
-                );
-                if !guard.mark_waiting() {
-                    return end(stopped(), lease, first_start, read_generation);
+                    return at.end(Ended::ok());
                 }
             }
             Err(failed) => {
                 guard.spent(failed.usage);
-                let mut ended = Ended::new(Outcome::Failed, failed.message).at_the_llm();
-                ended.retry_after = failed.retry_after;
-                return end(ended, lease, first_start, read_generation);
+                let Some((why, how)) = again.asks(&failed, crowded_out, read) else {
+                    let mut ended = Ended::failed(Outcome::Failed, failed.message).at_the_llm();
+                    ended.retry_after = failed.retry_after;
+                    return at.end(ended);
+                };
+                tracing::info!(
+                    session_id = %session,
+                    op = %op,
+                    run_id = guard.run_id(),
+                    lines = read.lines,
+                    "{why} ({}); asking again{how}",
+                    failed.message
+                );
             }
+        }
+        if !guard.mark_waiting() {
+            return at.end(Ended::stopped());
         }
     }
 }
 
-/// Resolves with why the held lease was lost; never, without one.
-///
-/// Every cluster step a run awaits is boxed: a run's future is kept for as
-/// long as it waits for a permit (thousands at once under overload), and
-/// without a cluster it must not carry the size of Redis calls it never
-/// makes.
-async fn lost(lease: &mut Option<Box<LeaseKeeper>>) -> LostLease {
-    match lease {
-        Some(keeper) => Box::pin(keeper.lost()).await,
+/// Before the run's first call: ends it when nothing is left to cover,
+/// otherwise has the coordinator take it. `Ok(Some)` goes on with the
+/// permit, `Ok(None)` gets a permit again to take abandoned work over, and
+/// `Err` ends the run.
+async fn take<C: Coordinator>(
+    shared: &Shared,
+    guard: &mut RunGuard,
+    coordinator: &C,
+    at: &mut RunSoFar<C::Claim>,
+    permit: Permit,
+    takeover: bool,
+) -> Result<Option<Permit>, Ended> {
+    let (session, op) = (guard.session().clone(), guard.op());
+    if at.first_start.is_none()
+        && shared.config.incremental
+        && shared.store.covers_all(&session, op)
+    {
+        // Covered meanwhile: with several instances, a follow-up asked for
+        // a line while this one followed another's run, and that
+        // instance's next run covered it before this one had a permit.
+        // Nothing to send, and nothing to take for it.
+        guard.found_nothing_new();
+        at.read_generation = shared.store.generation(&session);
+        guard.mark_covered(at.read_generation);
+        return Err(Ended::ok());
+    }
+    match coordinator.take(guard, permit, takeover).await {
+        Taking::Taken(claim, permit) => {
+            at.claim = Some(claim);
+            Ok(Some(permit))
+        }
+        Taking::Abandoned => Ok(None),
+        Taking::Followed {
+            outcome,
+            error,
+            covered_generation,
+        } => {
+            at.read_generation = covered_generation;
+            Err(Ended::new(outcome, error))
+        }
+        Taking::Stopped => Err(Ended::stopped()),
+        Taking::Refused { outcome, error } => Err(Ended::failed(outcome, error)),
+    }
+}
+
+/// How much transcript a step read.
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    lines: usize,
+    chars: usize,
+}
+
+impl Read {
+    fn of(input: &RunInput) -> Self {
+        Self {
+            lines: input.utterances.len(),
+            chars: input
+                .utterances
+                .iter()
+                .map(|u| prompts::line_chars(u.speaker.as_deref(), &u.text))
+                .sum(),
+        }
+    }
+}
+
+/// When a failed step is asked again within its run, instead of the run
+/// failing.
+#[derive(Debug, Default)]
+struct AskAgain {
+    /// Transcript characters a step may read, once a prompt did not fit.
+    shrunk: Option<usize>,
+    /// Times the prompt was cut for not fitting.
+    shrinks: u32,
+    /// Calls crowded out by others in flight.
+    crowded: u32,
+}
+
+impl AskAgain {
+    /// Why `failed` is asked again, and how, or `None` when the run fails
+    /// with it:
+    ///
+    /// - the prompt did not fit the context window, and more than one line
+    ///   was read: a third less transcript, up to [`MAX_SHRINKS`] times;
+    /// - the server failed the call because others were in flight (an
+    ///   empty answer, 503, a dropped connection; the limit has fallen): up
+    ///   to [`MAX_CROWDED`] times.
+    fn asks(
+        &mut self,
+        failed: &CallFailed,
+        crowded_out: bool,
+        read: Read,
+    ) -> Option<(&'static str, &'static str)> {
+        if failed.too_long && read.lines > 1 && self.shrinks < MAX_SHRINKS {
+            self.shrinks += 1;
+            self.shrunk = Some(read.chars * 2 / 3);
+            return Some((
+                "the prompt did not fit the LLM server's context window",
+                " with less transcript",
+            ));
+        }
+        if crowded_out && self.crowded < MAX_CROWDED {
+            self.crowded += 1;
+            return Some(("the LLM server failed a call made alongside others", ""));
+        }
+        None
+    }
+}
+
+/// Resolves with why the run's claim was lost; never, without one.
+async fn lost<C: Coordinator>(claim: &mut Option<C::Claim>) -> Lost {
+    match claim {
+        Some(claim) => C::lost(claim).await,
         None => std::future::pending().await,
     }
 }
 
-/// The run's lease was lost: it stops at once, so no two runs overlap.
-/// Lost to an unreachable Redis, its work is asked for again once Redis
-/// answers.
-fn lease_lost(
-    shared: &Shared,
-    lease: Option<Box<LeaseKeeper>>,
-    why: LostLease,
-    first_start: Option<Instant>,
-    read_generation: u64,
-) -> Ended {
-    let why = match (why, shared.cluster.get(), &lease) {
-        (LostLease::Unreachable(why), Some(link), Some(keeper)) => {
-            link.defer((keeper.lease.session.clone(), keeper.lease.op));
-            why
-        }
-        (LostLease::Unreachable(why) | LostLease::Taken(why), _, _) => why,
-    };
-    if let Some(link) = shared.cluster.get() {
-        link.counted_lost_lease();
+/// The run's claim was lost: it stops at once, so no two runs overlap.
+fn lost_claim<C: Coordinator>(
+    coordinator: &C,
+    at: RunSoFar<C::Claim>,
+    why: Lost,
+) -> (Ended, Option<C::Claim>) {
+    if let Some(claim) = &at.claim {
+        coordinator.after_loss(claim, &why);
     }
-    if let Some(keeper) = &lease {
-        tracing::warn!(
-            session_id = %keeper.lease.session,
-            op = %keeper.lease.op,
-            "run stopped: {why}"
-        );
-    }
-    Ended {
-        outcome: Outcome::Cancelled,
-        error: Some(format!("stopped: {why}")),
-        first_start,
-        read_generation,
-        lease,
-        at_the_llm: false,
-        retry_after: None,
-    }
-}
-
-/// The run this one followed ended on another instance: so does this one.
-fn followed_end(shared: &Shared, guard: &RunGuard, remote: RemoteEnd) -> Ended {
-    let covered = match shared.cluster.get() {
-        Some(link) => link.generation_here(
-            guard.session(),
-            remote.covered_generation,
-            &remote.instance,
-            || shared.store.generation(guard.session()),
-        ),
-        None => remote.covered_generation,
-    };
-    guard.mark_covered(covered);
-    Ended {
-        outcome: remote.outcome,
-        error: remote
-            .error
-            .map(|error| format!("on {}: {error}", remote.instance)),
-        first_start: None,
-        read_generation: covered,
-        lease: None,
-        at_the_llm: false,
-        retry_after: None,
-    }
+    at.end(Ended::failed(
+        Outcome::Cancelled,
+        format!("stopped: {}", why.why()),
+    ))
 }
 
 /// A call that failed: why, what it cost, and what the permits and the run
@@ -542,13 +524,15 @@ struct Called {
 }
 
 /// One LLM call and its result; the tokens it cost, also when it failed.
-/// With a cluster lease, the result is kept only if the lease's run is
-/// still the current one (its fence), and then reaches every instance.
-async fn call(
+/// The result is kept only if the coordinator lets it (in a cluster: the
+/// lease's run is still the current one, and the result reaches every
+/// instance).
+async fn call<C: Coordinator>(
     shared: &Shared,
     guard: &RunGuard,
     input: RunInput,
-    lease: Option<&Lease>,
+    coordinator: &C,
+    fence: Option<&C::Fence>,
 ) -> Result<Called, CallFailed> {
     let (session, op) = (guard.session(), guard.op());
     let progress = Arc::new(Progress::default());
@@ -597,9 +581,7 @@ async fn call(
             return Err(CallFailed::other(error, usage));
         }
     };
-    // Boxed: kept across the cluster's await, it would otherwise grow
-    // every run's future.
-    let result = Box::new(OpResult {
+    let result = OpResult {
         body,
         covered_generation: input.generation,
         run_id: guard.run_id(),
@@ -607,18 +589,18 @@ async fn call(
         processing_time: started.elapsed(),
         finished_at: SystemTime::now(),
         truncated: response.truncated,
-    });
-    if let (Some(link), Some(lease)) = (shared.cluster.get(), lease) {
-        Box::pin(super::remote::share_result(link, lease, &result))
+    };
+    if let Some(fence) = fence {
+        coordinator
+            .keep(fence, &result)
             .await
             .map_err(|why| CallFailed::other(why, usage))?;
     }
     let mut write = shared.db.get().is_some().then(|| result.clone());
     // With several instances, results are numbered in the order they are
     // kept here, whoever made them (see `SessionStore::put_result`).
-    let clustered = shared.cluster.get().is_some();
-    let kept = shared.store.put_result(session, op, *result, |r| {
-        if clustered {
+    let kept = shared.store.put_result(session, op, result, |r| {
+        if C::NUMBERS_RESULTS {
             r.run_id = shared.state.take_run_id();
         }
     });
@@ -647,5 +629,84 @@ fn crowded_or_not(kind: &LlmErrorKind) -> CallEnd {
         | LlmErrorKind::Unreachable
         | LlmErrorKind::Dropped => CallEnd::Crowded,
         _ => CallEnd::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(too_long: bool) -> CallFailed {
+        CallFailed {
+            too_long,
+            ..CallFailed::other("refused".into(), Usage::default())
+        }
+    }
+
+    const READ: Read = Read {
+        lines: 30,
+        chars: 900,
+    };
+
+    #[test]
+    fn a_prompt_too_long_is_cut_by_a_third_a_few_times_then_fails() {
+        let mut again = AskAgain::default();
+        for _ in 0..MAX_SHRINKS {
+            assert!(again.asks(&failed(true), false, READ).is_some());
+            assert_eq!(again.shrunk, Some(600));
+        }
+        assert!(again.asks(&failed(true), false, READ).is_none());
+    }
+
+    #[test]
+    fn a_single_line_too_long_is_not_cut() {
+        let one = Read {
+            lines: 1,
+            chars: 900,
+        };
+        assert!(
+            AskAgain::default()
+                .asks(&failed(true), false, one)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_crowded_out_call_is_asked_again_a_few_times_and_any_other_failure_fails() {
+        let mut again = AskAgain::default();
+        assert!(again.asks(&failed(false), false, READ).is_none());
+        for _ in 0..MAX_CROWDED {
+            assert!(again.asks(&failed(false), true, READ).is_some());
+        }
+        assert!(again.asks(&failed(false), true, READ).is_none());
+        assert_eq!(again.shrunk, None, "crowding never cuts the transcript");
+    }
+
+    #[test]
+    fn retries_wait_twice_as_long_each_time_up_to_the_most() {
+        let first = std::time::Duration::from_secs(2);
+        let wait = |attempt| retry_wait(first, attempt, 0.0).as_secs();
+        assert_eq!([wait(1), wait(2), wait(3)], [2, 4, 8]);
+        assert_eq!(wait(30), super::super::MAX_RETRY_BACKOFF.as_secs());
+        assert_eq!(retry_wait(first, 1, 1.0).as_millis(), 2_500);
+    }
+
+    #[test]
+    fn the_failures_an_overloaded_server_gives_count_as_crowded() {
+        let empty = LlmErrorKind::BadAnswer { answer: " ".into() };
+        let bad = LlmErrorKind::BadAnswer {
+            answer: "no map".into(),
+        };
+        assert_eq!(crowded_or_not(&empty), CallEnd::Crowded);
+        assert_eq!(crowded_or_not(&LlmErrorKind::Dropped), CallEnd::Crowded);
+        assert_eq!(
+            crowded_or_not(&LlmErrorKind::Refused { status: 503 }),
+            CallEnd::Crowded
+        );
+        assert_eq!(crowded_or_not(&bad), CallEnd::Other);
+        assert_eq!(
+            crowded_or_not(&LlmErrorKind::Refused { status: 400 }),
+            CallEnd::Other
+        );
     }
 }

@@ -1,0 +1,155 @@
+//! The coordinator of a cluster (`--redis`): the lease, the fence, and the
+//! other instances' runs.
+//!
+//! - **Take**: ask Redis for the `(session, op)` lease. Held elsewhere, the
+//!   run gives its permit back and follows the holder's run until it ends
+//!   (`lease::follow`), then ends the same way; a holder that died leaves
+//!   the work to be taken over. Redis unreachable: nothing starts without a
+//!   lease (fail closed), and the request is asked again when Redis is back.
+//! - **Keep**: a step's result is kept in Redis under the lease's fence,
+//!   which also sends it to every instance; a later run's fence refuses it.
+//! - **Finish**: release the lease and tell the others how the run ended;
+//!   a request left meanwhile by another instance becomes a follow-up here.
+//!
+//! While a run holds the lease, a [`LeaseKeeper`] renews it; the run stops
+//! at once if it is lost, so no two runs of one `(session, op)` overlap.
+
+use super::{Coordinator, Ending, Lost, Taking};
+use crate::cluster::{Finished, Lease, Start};
+use crate::engine::Shared;
+use crate::engine::lease::{self, ClusterLink, Followed, LeaseKeeper, RemoteEnd};
+use crate::engine::permits::Permit;
+use crate::engine::store::OpResult;
+use crate::events::Outcome;
+use crate::state::RunGuard;
+
+/// Several instances sharing the work through Redis.
+pub(in crate::engine) struct Redis<'a> {
+    pub shared: &'a Shared,
+    pub link: &'a ClusterLink,
+}
+
+impl Coordinator for Redis<'_> {
+    type Claim = Box<LeaseKeeper>;
+    type Fence = Lease;
+
+    const NUMBERS_RESULTS: bool = true;
+
+    async fn take(&self, guard: &RunGuard, permit: Permit, takeover: bool) -> Taking<Self::Claim> {
+        let (link, session, op) = (self.link, guard.session(), guard.op());
+        // Listening before asking, so an end right after is not missed.
+        let watching = link.watch((session.clone(), op));
+        let generation = self.shared.store.generation(session);
+        match link.cluster.try_start(session, op, generation).await {
+            Ok(Start::Started(held)) => {
+                link.counted_start(takeover);
+                guard.mark_held(link.instance());
+                Taking::Taken(Box::new(LeaseKeeper::new(link, held)), permit)
+            }
+            Ok(Start::HeldElsewhere(holder)) => {
+                drop(permit);
+                match lease::follow(link, &watching, guard, holder).await {
+                    Followed::Ended(remote) => {
+                        if remote.outcome == Outcome::Cancelled {
+                            // A cancelled end brings no follow-up; what was
+                            // asked meanwhile is asked again later.
+                            link.defer((session.clone(), op));
+                        }
+                        self.followed(guard, remote)
+                    }
+                    Followed::Stopped => Taking::Stopped,
+                    Followed::Abandoned if self.shared.runs.is_closed() => Taking::Refused {
+                        outcome: Outcome::Cancelled,
+                        error: "the process is stopping: it takes no work over".into(),
+                    },
+                    Followed::Abandoned => {
+                        guard.mark_free();
+                        Taking::Abandoned
+                    }
+                }
+            }
+            Err(e) => {
+                link.counted_refused_start();
+                link.defer((session.clone(), op));
+                Taking::Refused {
+                    outcome: Outcome::Failed,
+                    error: format!("not started: no run starts without its lease ({e})"),
+                }
+            }
+        }
+    }
+
+    async fn lost(claim: &mut Self::Claim) -> Lost {
+        claim.lost().await
+    }
+
+    fn after_loss(&self, claim: &Self::Claim, why: &Lost) {
+        if let Lost::Unreachable(_) = why {
+            self.link
+                .defer((claim.lease.session.clone(), claim.lease.op));
+        }
+        self.link.counted_lost_lease();
+        tracing::warn!(
+            session_id = %claim.lease.session,
+            op = %claim.lease.op,
+            "run stopped: {}",
+            why.why()
+        );
+    }
+
+    fn fence(claim: &Self::Claim) -> Lease {
+        claim.lease.clone()
+    }
+
+    async fn keep(&self, lease: &Lease, result: &OpResult) -> Result<(), String> {
+        crate::engine::remote::share_result(self.link, lease, result).await
+    }
+
+    async fn finish(&self, claim: Self::Claim, guard: &RunGuard, ending: Ending<'_>) {
+        let told = crate::cluster::Ending {
+            covered_generation: ending.covered_generation,
+            outcome: ending.outcome.as_str(),
+            error: ending.error,
+        };
+        match self.link.cluster.finish(&claim.lease, told).await {
+            Ok(Finished::Released) => {}
+            Ok(Finished::MoreWanted) => {
+                guard.want_follow_up();
+            }
+            Ok(Finished::Lost) => tracing::info!(
+                session_id = %guard.session(),
+                op = %guard.op(),
+                fence = claim.lease.fence,
+                "a later run had started elsewhere; this run's end changed nothing there"
+            ),
+            // The lease expires by itself; a pending request stays for the
+            // reconcile loop.
+            Err(e) => tracing::warn!(
+                session_id = %guard.session(),
+                op = %guard.op(),
+                "could not give the lease back: {e}"
+            ),
+        }
+    }
+}
+
+impl Redis<'_> {
+    /// The run this one followed ended on another instance: so does this
+    /// one, covering what that one covered, as this instance counts it.
+    fn followed(&self, guard: &RunGuard, remote: RemoteEnd) -> Taking<Box<LeaseKeeper>> {
+        let covered_generation = self.link.generation_here(
+            guard.session(),
+            remote.covered_generation,
+            &remote.instance,
+            || self.shared.store.generation(guard.session()),
+        );
+        guard.mark_covered(covered_generation);
+        Taking::Followed {
+            outcome: remote.outcome,
+            error: remote
+                .error
+                .map(|error| format!("on {}: {error}", remote.instance)),
+            covered_generation,
+        }
+    }
+}
