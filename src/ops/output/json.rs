@@ -306,6 +306,74 @@ fn string_for(node: &Value, name: &str, lines: &Lines<'_>) -> String {
     text
 }
 
+/// JSON as a list: an array's items as bullets, an object's fields as
+/// `name: value` (an item whose fields are all plain reads on one line:
+/// `owner: ana · task: ship the release`).
+pub fn shown(value: &Value) -> Vec<super::ShownLine> {
+    let mut out = Vec::new();
+    list(value, "", &mut out);
+    out
+}
+
+/// A value with nothing inside it, as one line's text.
+fn plain(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(crate::text::strip_controls(s).into_owned()),
+        Value::Null => Some("-".into()),
+        Value::Bool(_) | Value::Number(_) => Some(value.to_string()),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+fn list(value: &Value, indent: &str, out: &mut Vec<super::ShownLine>) {
+    use super::Role;
+    match value {
+        Value::Array(items) if items.is_empty() => {
+            out.push(vec![(Role::Empty, format!("{indent}(none)"))])
+        }
+        Value::Array(items) => {
+            for item in items {
+                let one_line = match item {
+                    Value::Object(fields) => fields
+                        .iter()
+                        .map(|(k, v)| plain(v).map(|v| format!("{k}: {v}")))
+                        .collect::<Option<Vec<_>>>()
+                        .map(|parts| parts.join(" · ")),
+                    other => plain(other),
+                };
+                match one_line {
+                    Some(text) => out.push(vec![
+                        (Role::Bullet, format!("{indent}• ")),
+                        (Role::Plain, text),
+                    ]),
+                    None => {
+                        out.push(vec![(Role::Bullet, format!("{indent}•"))]);
+                        list(item, &format!("{indent}  "), out);
+                    }
+                }
+            }
+        }
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                match plain(field) {
+                    Some(text) => out.push(vec![
+                        (Role::Field, format!("{indent}{key}: ")),
+                        (Role::Plain, text),
+                    ]),
+                    None => {
+                        out.push(vec![(Role::Field, format!("{indent}{key}"))]);
+                        list(field, &format!("{indent}  "), out);
+                    }
+                }
+            }
+        }
+        other => out.push(vec![(
+            Role::Plain,
+            format!("{indent}{}", plain(other).unwrap_or_default()),
+        )]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,11 +468,36 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\"required\""), "{text}");
+        // The schema's own order, as its author wrote it.
         assert!(
             text.contains(
-                r#"Its shape: {"items":[{"due":"…","owner":"…","priority":"high","task":"…"}]}"#
+                r#"Its shape: {"items":[{"owner":"…","task":"…","due":"…","priority":"high"}]}"#
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_list_of_flat_items_shows_one_bullet_line_each_and_nested_values_indent() {
+        let value = json!([
+            {"owner": "ana", "task": "ship the release", "due": null},
+            {"task": "plan", "steps": ["draft", "review"]},
+        ]);
+        let text: Vec<String> = shown(&value)
+            .into_iter()
+            .map(|parts| parts.into_iter().map(|(_, t)| t).collect())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "• owner: ana · task: ship the release · due: -",
+                "•",
+                "  task: plan",
+                "  steps",
+                "    • draft",
+                "    • review",
+            ]
+        );
+        assert_eq!(shown(&json!([]))[0][0].0, super::super::Role::Empty);
     }
 }

@@ -1,5 +1,5 @@
 //! The output kinds: how an operation's answers are read, kept, shown to
-//! the model again, asked for, sent and stood in for. Each kind is one
+//! the model again, asked for, sent, drawn and stood in for. Each kind is one
 //! module; [`OutputKind`] and [`ResultBody`] dispatch to them, and nothing
 //! else in the crate branches on an operation's output.
 //!
@@ -168,6 +168,36 @@ impl ResultBody {
     pub fn wire(&self) -> Wire {
         Wire(self.clone())
     }
+
+    /// The body as a reader sees it: text as its lines, a tree with
+    /// branches, JSON as a list. The dashboard styles each part's role.
+    pub fn shown(&self) -> Vec<ShownLine> {
+        match self {
+            ResultBody::Text(text) => text::shown(text),
+            ResultBody::Tree(map) => tree::shown(map),
+            ResultBody::Json(value) => json::shown(value),
+        }
+    }
+}
+
+/// One line of a result as it is shown: its parts, each with its role.
+pub type ShownLine = Vec<(Role, String)>;
+
+/// What a part of a shown result is, for whoever draws it to style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// What the model said.
+    Plain,
+    /// A heading: a tree's root.
+    Heading,
+    /// A tree's branch lines.
+    Branch,
+    /// A list's bullet.
+    Bullet,
+    /// A field's name.
+    Field,
+    /// Standing for nothing: an empty list.
+    Empty,
 }
 
 /// A result body as the API and `/ws` send it: text as a string, a tree or
@@ -191,5 +221,51 @@ impl serde::Serialize for WireRef<'_> {
             ResultBody::Tree(map) => map.serialize(s),
             ResultBody::Json(value) => value.serialize(s),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MindMapNode;
+
+    fn node(label: &str, children: Vec<MindMapNode>) -> MindMapNode {
+        MindMapNode {
+            label: label.into(),
+            children,
+        }
+    }
+
+    #[test]
+    fn a_tree_shows_its_root_as_a_heading_and_its_children_on_branches() {
+        let map = MindMap {
+            root: node(
+                "Launch",
+                vec![
+                    node("Dates", vec![node("Tuesday", vec![])]),
+                    node("Risks", vec![]),
+                ],
+            ),
+        };
+        let shown = ResultBody::Tree(map).shown();
+        assert_eq!(shown[0], vec![(Role::Heading, "Launch".to_string())]);
+        let text: Vec<String> = shown[1..]
+            .iter()
+            .map(|parts| parts.iter().map(|(_, t)| t.as_str()).collect())
+            .collect();
+        assert_eq!(text, ["├─ Dates", "│  └─ Tuesday", "└─ Risks"]);
+        assert_eq!(shown[1][0].0, Role::Branch);
+    }
+
+    #[test]
+    fn text_shows_as_its_lines() {
+        let shown = ResultBody::Text("One.\nTwo.".into()).shown();
+        assert_eq!(
+            shown,
+            [
+                vec![(Role::Plain, "One.".to_string())],
+                vec![(Role::Plain, "Two.".to_string())]
+            ]
+        );
     }
 }

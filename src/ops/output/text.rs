@@ -28,3 +28,10 @@ pub fn instructions(label: &str) -> String {
         label.to_lowercase()
     )
 }
+
+/// Prose shown as its lines.
+pub fn shown(text: &str) -> Vec<super::ShownLine> {
+    text.lines()
+        .map(|line| vec![(super::Role::Plain, line.to_string())])
+        .collect()
+}

@@ -63,3 +63,23 @@ pub fn instructions(label: &str) -> String {
         label.to_lowercase()
     )
 }
+
+/// The root as a heading, its children below with box-drawing branches.
+pub fn shown(map: &MindMap) -> Vec<super::ShownLine> {
+    let mut out = vec![vec![(super::Role::Heading, map.root.label.clone())]];
+    branches(&map.root.children, "", &mut out);
+    out
+}
+
+fn branches(children: &[MindMapNode], prefix: &str, out: &mut Vec<super::ShownLine>) {
+    for (i, child) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
+        let branch = if last { "└─ " } else { "├─ " };
+        out.push(vec![
+            (super::Role::Branch, format!("{prefix}{branch}")),
+            (super::Role::Plain, child.label.clone()),
+        ]);
+        let deeper = format!("{prefix}{}", if last { "   " } else { "│  " });
+        branches(&child.children, &deeper, out);
+    }
+}

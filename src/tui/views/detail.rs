@@ -9,9 +9,10 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Sparkline, Wrap};
 
-use crate::engine::{OpResult, ResultBody, SessionDetail};
+use crate::engine::{OpResult, SessionDetail};
 use crate::format;
-use crate::model::{MindMapNode, Operation};
+use crate::model::Operation;
+use crate::ops::output::Role;
 use crate::state::RunRecord;
 use crate::tui::app::App;
 use crate::tui::theme::Theme;
@@ -184,8 +185,8 @@ fn failure_lines(
     lines
 }
 
-/// One operation's latest result, drawn as its output kind reads: text
-/// as text, a tree with branches, JSON as a list.
+/// One operation's latest result, drawn as its output kind shows it (see
+/// `ResultBody::shown`): text as text, a tree with branches, JSON as a list.
 fn draw_result(
     frame: &mut Frame,
     area: Rect,
@@ -197,15 +198,15 @@ fn draw_result(
     let result = detail.content.results.get(def.op).and_then(Option::as_ref);
     let block = panel(result_title(&def.label, result, detail.row.transcripts), t);
     let mut lines = failure_lines(detail, def.op, ops, t);
-    match result.map(|r| &r.body) {
-        Some(ResultBody::Text(text)) => {
-            lines.extend(text.lines().map(|l| Line::raw(l.to_string())))
-        }
-        Some(ResultBody::Tree(map)) => {
-            lines.push(Line::styled(map.root.label.clone(), t.title()));
-            tree_lines(&map.root.children, "", &mut lines, t);
-        }
-        Some(ResultBody::Json(value)) => json_lines(value, "", &mut lines, t),
+    match result {
+        Some(result) => lines.extend(result.body.shown().into_iter().map(|parts| {
+            Line::from(
+                parts
+                    .into_iter()
+                    .map(|(role, text)| Span::styled(text, role_style(role, t)))
+                    .collect::<Vec<_>>(),
+            )
+        })),
         None => lines.push(Line::styled(
             format!("no {} yet", def.label.to_lowercase()),
             t.dim(),
@@ -219,77 +220,14 @@ fn draw_result(
     );
 }
 
-/// JSON as a list: an array's items as bullets, an object's fields as
-/// `name: value` (an item whose fields are all plain reads on one line:
-/// `owner: ana · task: ship the release`).
-fn json_lines(value: &serde_json::Value, indent: &str, out: &mut Vec<Line<'static>>, t: &Theme) {
-    use serde_json::Value;
-    let plain = |v: &Value| match v {
-        Value::String(s) => Some(crate::text::strip_controls(s).into_owned()),
-        Value::Null => Some("-".into()),
-        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
-        _ => None,
-    };
-    match value {
-        Value::Array(items) if items.is_empty() => {
-            out.push(Line::styled(format!("{indent}(none)"), t.dim()))
-        }
-        Value::Array(items) => {
-            for item in items {
-                let one_line = match item {
-                    Value::Object(fields) => fields
-                        .iter()
-                        .map(|(k, v)| plain(v).map(|v| format!("{k}: {v}")))
-                        .collect::<Option<Vec<_>>>()
-                        .map(|parts| parts.join(" · ")),
-                    other => plain(other),
-                };
-                match one_line {
-                    Some(text) => out.push(Line::from(vec![
-                        Span::styled(format!("{indent}• "), t.key()),
-                        Span::raw(text),
-                    ])),
-                    None => {
-                        out.push(Line::styled(format!("{indent}•"), t.key()));
-                        json_lines(item, &format!("{indent}  "), out, t);
-                    }
-                }
-            }
-        }
-        Value::Object(fields) => {
-            for (key, field) in fields {
-                match plain(field) {
-                    Some(text) => out.push(Line::from(vec![
-                        Span::styled(format!("{indent}{key}: "), t.header_cell()),
-                        Span::raw(text),
-                    ])),
-                    None => {
-                        out.push(Line::styled(format!("{indent}{key}"), t.header_cell()));
-                        json_lines(field, &format!("{indent}  "), out, t);
-                    }
-                }
-            }
-        }
-        other => out.push(Line::raw(format!(
-            "{indent}{}",
-            plain(other).unwrap_or_default()
-        ))),
-    }
-}
-
-/// Draws children with box-drawing branches.
-fn tree_lines(children: &[MindMapNode], prefix: &str, out: &mut Vec<Line<'static>>, t: &Theme) {
-    for (i, child) in children.iter().enumerate() {
-        let last = i + 1 == children.len();
-        out.push(Line::from(vec![
-            Span::styled(
-                format!("{prefix}{}", if last { "└─ " } else { "├─ " }),
-                t.dim(),
-            ),
-            Span::raw(child.label.clone()),
-        ]));
-        let deeper = format!("{prefix}{}", if last { "   " } else { "│  " });
-        tree_lines(&child.children, &deeper, out, t);
+/// How a part of a result is styled, by its role (see `ops::output`).
+fn role_style(role: Role, t: &Theme) -> ratatui::style::Style {
+    match role {
+        Role::Plain => ratatui::style::Style::default(),
+        Role::Heading => t.title(),
+        Role::Branch | Role::Empty => t.dim(),
+        Role::Bullet => t.key(),
+        Role::Field => t.header_cell(),
     }
 }
 
