@@ -205,6 +205,23 @@ fn check_names_the_line_of_a_bad_value_and_of_a_token_in_the_file() {
 }
 
 #[test]
+fn a_file_defining_more_operations_than_a_process_knows_is_refused_at_the_first_too_many() {
+    // 2 built in, so the 63rd definition is the 65th name.
+    let file_text: String = (0..70)
+        .map(|i| format!("[[operations]]\nname = \"op{i}\"\noutput = \"text\"\n\n"))
+        .collect();
+    let file = write_file("many-ops.toml", &file_text);
+    let (code, _, err) = run(inflight().args(["config", "check"]).arg(&file));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            ":250: operations.op62.name: \"op62\" is one operation name too many: at most 64"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_example_file_checks_and_names_every_key() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/inflight.example.toml");
     let (code, out, err) = run(inflight().args(["config", "check"]).arg(&example));
