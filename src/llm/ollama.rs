@@ -25,6 +25,7 @@ use super::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
     Usage,
 };
+use crate::ops::output::Format;
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:11434";
 /// Context window asked for (tokens).
@@ -120,7 +121,7 @@ impl OllamaBackend {
         });
         match rung {
             Rung::JsonSchema => {
-                if let Some((_, schema)) = structured::schema(request.op) {
+                if let Some(Format::Json { schema, .. }) = structured::format(request.op) {
                     body["format"] = schema;
                 }
             }

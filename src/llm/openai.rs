@@ -29,7 +29,7 @@ use super::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
     Usage,
 };
-use crate::ops::OutputKind;
+use crate::ops::output::Format;
 
 pub struct OpenAiBackend {
     client: reqwest::Client,
@@ -98,10 +98,12 @@ impl OpenAiBackend {
         });
         match rung {
             Rung::JsonSchema => {
-                if let Some((name, schema)) = structured::schema(request.op) {
-                    // Strict only for the tree, whose schema is written to
-                    // strict mode's rules; a user's schema may not be.
-                    let strict = crate::ops::registry().output(request.op) == OutputKind::Tree;
+                if let Some(Format::Json {
+                    name,
+                    schema,
+                    strict,
+                }) = structured::format(request.op)
+                {
                     body["response_format"] = json!({
                         "type": "json_schema",
                         "json_schema": {"name": name, "schema": schema, "strict": strict},

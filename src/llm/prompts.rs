@@ -97,15 +97,6 @@ pub fn cut_previous(op: Operation, text: String, max_chars: usize) -> String {
         .cut_previous(text, max_chars)
 }
 
-fn last_chars(text: &str, n: usize) -> &str {
-    let count = text.chars().count();
-    if count <= n {
-        return text;
-    }
-    let skip = text.char_indices().nth(count - n).map_or(0, |(i, _)| i);
-    &text[skip..]
-}
-
 /// The templates a prompt of one operation is built from.
 struct Templates<'a> {
     system: &'a str,
@@ -158,10 +149,7 @@ impl Prompts {
         let t = self.templates(request.op);
         let user = match request.previous.as_deref() {
             Some(previous) => {
-                let previous = match t.kind {
-                    OutputKind::Text => last_chars(previous, MAX_PREVIOUS_CHARS),
-                    OutputKind::Tree | OutputKind::Json => previous,
-                };
+                let previous = t.kind.previous_in_prompt(previous, MAX_PREVIOUS_CHARS);
                 fill_previous(t.incremental, previous).replace("{transcript}", &transcript)
             }
             None => t.full.replace("{transcript}", &transcript),

@@ -164,13 +164,10 @@ pub fn unusable(op: Operation, text: &str) -> Option<String> {
     }
 }
 
-/// The JSON Schema that `op`'s answers are asked for on the ladder's top
-/// rung, with its name: `None` for prose.
-pub fn schema(op: Operation) -> Option<(String, serde_json::Value)> {
-    match OutputKind::format(crate::ops::registry().def(op)?) {
-        Format::Prose => None,
-        Format::Json { name, schema } => Some((name, schema)),
-    }
+/// How `op`'s answers are asked for on the ladder's top rung: `Prose`
+/// (`None` when it is no longer defined) sends no schema.
+pub fn format(op: Operation) -> Option<Format> {
+    crate::ops::registry().def(op).map(OutputKind::format)
 }
 
 /// The start of an answer, for error messages.
@@ -193,9 +190,9 @@ where
     Fut: Future<Output = Result<LlmResponse, LlmError>>,
 {
     let op = request.op;
-    let start = match schema(op) {
-        Some(_) => ladder.current(),
-        None => Rung::Plain,
+    let start = match format(op) {
+        Some(Format::Json { .. }) => ladder.current(),
+        Some(Format::Prose) | None => Rung::Plain,
     };
     let mut spent = Usage::default();
     let (answer, rung) = first_answer(ladder, server, &request, start, &call, &mut spent).await?;

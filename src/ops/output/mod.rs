@@ -48,6 +48,9 @@ pub enum Format {
     Json {
         name: String,
         schema: serde_json::Value,
+        /// Asked for in strict mode: only a schema written to its rules
+        /// (the tree's); a user's schema may not be.
+        strict: bool,
     },
 }
 
@@ -82,10 +85,12 @@ impl OutputKind {
             OutputKind::Tree => Format::Json {
                 name: def.op.as_str().into(),
                 schema: tree::schema(),
+                strict: true,
             },
             OutputKind::Json => Format::Json {
                 name: def.op.as_str().into(),
                 schema: json::schema_of(def),
+                strict: false,
             },
         }
     }
@@ -96,6 +101,16 @@ impl OutputKind {
         match self {
             OutputKind::Text => text::cut(text, max_chars),
             OutputKind::Tree | OutputKind::Json => tree::cut(text, max_chars),
+        }
+    }
+
+    /// The previous result as the prompt gives it back: text its last
+    /// `max_chars` (the newest part), a tree's outline or JSON whole (they
+    /// were cut to the window's room already, see [`Self::cut_previous`]).
+    pub fn previous_in_prompt(self, previous: &str, max_chars: usize) -> &str {
+        match self {
+            OutputKind::Text => text::last_chars(previous, max_chars),
+            OutputKind::Tree | OutputKind::Json => previous,
         }
     }
 
@@ -268,4 +283,25 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn only_the_trees_own_schema_is_asked_for_in_strict_mode() {
+        let strict = |def: &OpDef| match OutputKind::format(def) {
+            Format::Json { strict, .. } => Some(strict),
+            Format::Prose => None,
+        };
+        assert_eq!(strict(&OpDef::mind_map()), Some(true));
+        assert_eq!(strict(&OpDef::summary()), None, "prose sends no schema");
+        let mut user = OpDef::new(OpDef::summary().op, "Actions", OutputKind::Json);
+        user.schema = Some(serde_json::json!({"type": "array"}));
+        assert_eq!(strict(&user), Some(false));
+    }
+
+    #[test]
+    fn text_goes_back_into_a_prompt_as_its_newest_part_and_json_whole() {
+        let previous = "older. newer.";
+        assert_eq!(OutputKind::Text.previous_in_prompt(previous, 6), "newer.");
+        assert_eq!(OutputKind::Json.previous_in_prompt(previous, 6), previous);
+    }
 }
+

@@ -35,3 +35,13 @@ pub fn shown(text: &str) -> Vec<super::ShownLine> {
         .map(|line| vec![(super::Role::Plain, line.to_string())])
         .collect()
 }
+
+/// The last `n` characters of `text`.
+pub fn last_chars(text: &str, n: usize) -> &str {
+    let count = text.chars().count();
+    if count <= n {
+        return text;
+    }
+    let skip = text.char_indices().nth(count - n).map_or(0, |(i, _)| i);
+    &text[skip..]
+}
