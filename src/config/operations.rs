@@ -374,6 +374,19 @@ mod tests {
     }
 
     #[test]
+    fn an_inline_schema_keeps_its_fields_in_the_order_written() {
+        let registry = registry_of(
+            "[[operations]]\nname = \"actions\"\n\
+             schema = { type = \"object\", properties = { task = { type = \"string\" }, owner = { type = \"string\" }, due = { type = \"string\" } } }\n",
+        )
+        .unwrap();
+        let def = registry.def(Operation::named("actions").unwrap()).unwrap();
+        let schema = def.schema.as_ref().unwrap();
+        let fields: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["task", "owner", "due"]);
+    }
+
+    #[test]
     fn operations_follow_the_built_in_ones_in_the_files_order_with_defaults() {
         let registry = registry_of(
             "[[operations]]\nname = \"decisions\"\nwhen = \"end\"\nkey = \"4\"\n\n\

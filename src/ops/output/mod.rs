@@ -304,4 +304,3 @@ mod tests {
         assert_eq!(OutputKind::Json.previous_in_prompt(previous, 6), previous);
     }
 }
-
