@@ -581,7 +581,9 @@ async fn call<C: Coordinator>(
             return Err(CallFailed::other(error, usage));
         }
     };
-    let result = OpResult {
+    // Boxed: kept across the coordinator's await, it would otherwise grow
+    // every run's future, waiting for a permit or not.
+    let result = Box::new(OpResult {
         body,
         covered_generation: input.generation,
         run_id: guard.run_id(),
@@ -589,7 +591,7 @@ async fn call<C: Coordinator>(
         processing_time: started.elapsed(),
         finished_at: SystemTime::now(),
         truncated: response.truncated,
-    };
+    });
     if let Some(fence) = fence {
         coordinator
             .keep(fence, &result)
@@ -599,7 +601,7 @@ async fn call<C: Coordinator>(
     let mut write = shared.db.get().is_some().then(|| result.clone());
     // With several instances, results are numbered in the order they are
     // kept here, whoever made them (see `SessionStore::put_result`).
-    let kept = shared.store.put_result(session, op, result, |r| {
+    let kept = shared.store.put_result(session, op, *result, |r| {
         if C::NUMBERS_RESULTS {
             r.run_id = shared.state.take_run_id();
         }
