@@ -1,5 +1,7 @@
-//! Who may do what: the bearer tokens (the operator's, a viewer's) and the
-//! role each request gets from them, checked in constant time.
+//! Who may do what: the bearer tokens (the operator's, a viewer's, the
+//! ingest token) and the role each request gets from them, checked in
+//! constant time. The ingest token pushes transcripts and does nothing
+//! else; the others never push.
 
 use std::sync::Arc;
 
@@ -38,28 +40,24 @@ pub(super) async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = bearer(&headers);
     let matches = |token: &Option<Arc<str>>| {
         token
             .as_ref()
             .is_some_and(|t| same_secret(given.as_bytes(), t.as_bytes()))
     };
     let open = state.token.is_none() && state.read_token.is_none();
-    let role = if open || matches(&state.token) {
+    let role = if matches(&state.ingest_token) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the ingest token pushes transcripts and does nothing else",
+        );
+    } else if open || matches(&state.token) {
         Role::Operator
     } else if matches(&state.read_token) {
         Role::Viewer
     } else {
-        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return response;
+        return unauthorized();
     };
     let reads = matches!(
         *request.method(),
@@ -73,6 +71,56 @@ pub(super) async fn require_token(
     }
     request.extensions_mut().insert(role);
     next.run(request).await
+}
+
+/// Lets through only requests carrying the ingest token: pushing needs
+/// it, and no other token pushes.
+pub(super) async fn require_ingest_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = bearer(&headers);
+    let matches = |token: &Option<Arc<str>>| {
+        token
+            .as_ref()
+            .is_some_and(|t| same_secret(given.as_bytes(), t.as_bytes()))
+    };
+    if state.ingest_token.is_none() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "pushing is off: no ingest token is configured (--api-ingest-token)",
+        );
+    }
+    if matches(&state.ingest_token) {
+        return next.run(request).await;
+    }
+    if matches(&state.token) || matches(&state.read_token) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "pushing needs the ingest token; the operator's and viewers' tokens cannot push",
+        );
+    }
+    unauthorized()
+}
+
+/// The request's bearer token, or nothing.
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+fn unauthorized() -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 #[cfg(test)]

@@ -232,6 +232,8 @@ pub struct FeedJson {
     pub feed: usize,
     pub url: String,
     pub state: &'static str,
+    /// `out`: a feed inflight dials; `in`: transcripts pushed to it.
+    pub direction: &'static str,
     pub messages: u64,
     pub transcripts: u64,
     pub duplicates: u64,
@@ -247,6 +249,7 @@ impl FeedJson {
         Self {
             feed: view.index,
             url: view.url,
+            direction: if view.inbound { "in" } else { "out" },
             state: view.state.word(),
             messages: view.messages,
             transcripts: view.transcripts,

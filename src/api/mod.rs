@@ -11,12 +11,15 @@
 //! | `GET /api/dashboard/sessions/{id}` | one session's details in the same form |
 //! | `GET /api/logs?from&level&session` | the newest log lines, read as a stream |
 //! | `GET /ws?session=ID&since=ID` | `processing_status`, `summary_update`, `mind_map_update` envelopes; resumable |
+//! | `POST /api/transcripts` | a batch pushed in (JSON array or NDJSON): counts per session |
+//! | `GET /ingest?results=true` | a WebSocket pushing native messages in; statuses (and results) back |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness, never behind the token |
 //!
 //! Loopback by default; any other address needs a bearer token, checked in
 //! constant time on every route but `/healthz` and `/readyz`: the
-//! operator's (reads, triggers, cancels) or a viewer's (reads only). Web pages are kept out on
+//! operator's (reads, triggers, cancels) or a viewer's (reads only). The
+//! two push routes take only the ingest token, which opens nothing else. Web pages are kept out on
 //! every route (see `browsers.rs`): foreign `Origin`s, and on loopback foreign
 //! `Host`s, get 403.
 //!
@@ -31,6 +34,7 @@ pub mod client;
 pub mod dashboard;
 mod errors;
 mod history;
+pub mod ingest;
 mod json;
 pub mod logs;
 mod metrics;
@@ -68,6 +72,9 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// A viewer's token: may read only.
     pub read_token: Option<String>,
+    /// The ingest token: may push transcripts only. Without it, pushing
+    /// is off.
+    pub ingest_token: Option<String>,
     /// The process's log lines, for `/api/logs`.
     pub logs: Option<crate::logs::LogBuffer>,
     /// Origins whose web pages may call the API (none by default).
@@ -83,6 +90,7 @@ impl Default for ApiConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
             token: None,
             read_token: None,
+            ingest_token: None,
             logs: None,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -96,6 +104,16 @@ impl ApiConfig {
     pub fn check(&self) -> Result<(), String> {
         let no_token = self.token.as_deref().is_none_or(str::is_empty)
             && self.read_token.as_deref().is_none_or(str::is_empty);
+        if !self.addr.ip().is_loopback()
+            && no_token
+            && self.ingest_token.as_deref().is_some_and(|t| !t.is_empty())
+        {
+            return Err(format!(
+                "refusing to serve the API on {} with only an ingest token: its reads would be \
+                 open to anyone; set --api-token too",
+                self.addr
+            ));
+        }
         if !self.addr.ip().is_loopback() && no_token {
             return Err(format!(
                 "refusing to serve the API on {} without a token: set --api-token or INFLIGHT_API_TOKEN, or bind a loopback address",
@@ -111,6 +129,9 @@ struct ApiState {
     engine: Engine,
     token: Option<Arc<str>>,
     read_token: Option<Arc<str>>,
+    ingest_token: Option<Arc<str>>,
+    /// Pushing, when the ingest token is configured.
+    inbound: Option<Arc<ingest::Inbound>>,
     metrics: Arc<Metrics>,
     ws: Arc<ws::Subscribers>,
     rows: Arc<dashboard::RowJournal>,
@@ -127,11 +148,17 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         allowed_hosts: config.allowed_hosts.clone(),
     });
     let secret = |token: &Option<String>| token.clone().filter(|t| !t.is_empty()).map(Arc::from);
+    let ingest_token = secret(&config.ingest_token);
+    let inbound = ingest_token
+        .as_ref()
+        .map(|_| Arc::new(ingest::Inbound::new(&engine)));
     let state = ApiState {
         rows: Arc::new(dashboard::RowJournal::new(engine.snapshot())),
         engine,
         token: secret(&config.token),
         read_token: secret(&config.read_token),
+        ingest_token,
+        inbound,
         metrics,
         ws: Arc::new(ws::Subscribers::new(config.ws)),
         logs: config.logs.clone(),
@@ -161,10 +188,21 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
             state.clone(),
             auth::require_token,
         ));
+    let pushing = Router::new()
+        .route(
+            "/api/transcripts",
+            post(ingest::push_batch).layer(DefaultBodyLimit::max(ingest::MAX_BATCH_BYTES)),
+        )
+        .route("/ingest", get(ingest::upgrade))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_ingest_token,
+        ));
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .merge(protected)
+        .merge(pushing)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(refuse_large_bodies))
         .layer(middleware::from_fn_with_state(
@@ -215,10 +253,14 @@ async fn refuse_large_bodies(request: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    let limit = match request.uri().path() {
+        "/api/transcripts" => ingest::MAX_BATCH_BYTES,
+        _ => MAX_BODY_BYTES,
+    };
+    if announced.is_some_and(|n| n > limit as u64) {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            format!("request bodies here are limited to {limit} bytes"),
         );
     }
     next.run(request).await

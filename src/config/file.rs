@@ -109,6 +109,12 @@ pub const KEYS: &[Key] = &[
     key("api", "listen", "api", Kind::Text),
     key("api", "token_file", "api_token_file", Kind::Text),
     key("api", "read_token_file", "api_read_token_file", Kind::Text),
+    key(
+        "api",
+        "ingest_token_file",
+        "api_ingest_token_file",
+        Kind::Text,
+    ),
     key("api", "allow_origins", "api_allow_origins", Kind::List),
     key("api", "allow_hosts", "api_allow_hosts", Kind::List),
     key("api", "max_ws_clients", "api_max_ws_clients", Kind::Int),
@@ -196,7 +202,7 @@ pub enum FileError {
     /// A token written in the file itself.
     #[error(
         "{line}: unknown key `{key}` in [api]; a token does not belong in a config file: \
-         put it in a file of its own and name that file with `token_file`"
+         put it in a file of its own and name that file with `{key}_file`"
     )]
     Secret { line: usize, key: String },
     /// A mistake in an `[[operations]]` table.
@@ -312,7 +318,7 @@ fn find(section: &str, name: &str) -> Option<Key> {
 /// An unknown key: with the keys of that table, or, for a token, where
 /// tokens go instead.
 fn unknown(line: usize, section: &'static str, name: &str) -> FileError {
-    if section == "api" && (name == "token" || name == "read_token") {
+    if section == "api" && matches!(name, "token" | "read_token" | "ingest_token") {
         return FileError::Secret {
             line,
             key: name.to_string(),
@@ -425,7 +431,11 @@ upstream_status = false\nheaders = { Authorization = \"Bearer x\" }\n[database]\
         cli.build();
         let serve = cli.find_subcommand("serve").expect("serve");
         // The token itself stays out of files: `token_file` names a file.
-        let not_keys = [NOT_IN_FILE, &["help", "api_token", "api_read_token"]].concat();
+        let not_keys = [
+            NOT_IN_FILE,
+            &["help", "api_token", "api_read_token", "api_ingest_token"],
+        ]
+        .concat();
         let mut missing = Vec::new();
         for arg in serve.get_arguments() {
             let id = arg.get_id().as_str();
@@ -469,7 +479,7 @@ upstream_status = false\nheaders = { Authorization = \"Bearer x\" }\n[database]\
             matches!(&err, FileError::Syntax { line: 2, message } if message.contains("sumary_system")),
             "{err:?}"
         );
-        for name in ["token", "read_token"] {
+        for name in ["token", "read_token", "ingest_token"] {
             let err = FileConfig::parse(&format!("[api]\n{name} = \"secret\"\n")).unwrap_err();
             assert!(
                 matches!(&err, FileError::Secret { line: 2, key } if key == name),

@@ -290,14 +290,18 @@ impl Cli {
 }
 
 impl EngineArgs {
-    /// Reads `--api-token-file` and `--api-read-token-file` into the
-    /// tokens: each file's first line, trimmed.
+    /// Reads `--api-token-file`, `--api-read-token-file` and
+    /// `--api-ingest-token-file` into the tokens: each file's first line,
+    /// trimmed.
     pub fn read_token_file(&mut self) -> Result<(), String> {
         if let Some(path) = &self.api_token_file {
             self.api_token = Some(read_token(path)?);
         }
         if let Some(path) = &self.api_read_token_file {
             self.api_read_token = Some(read_token(path)?);
+        }
+        if let Some(path) = &self.api_ingest_token_file {
+            self.api_ingest_token = Some(read_token(path)?);
         }
         Ok(())
     }
@@ -352,6 +356,7 @@ pub fn show(loaded: &Loaded) -> Result<String, String> {
     for (id, what, flag) in [
         ("api_token", "the API token", "--api-token"),
         ("api_read_token", "the viewer's token", "--api-read-token"),
+        ("api_ingest_token", "the ingest token", "--api-ingest-token"),
     ] {
         if let Some(source) = loaded.sources.get(id)
             && *source != Source::Default

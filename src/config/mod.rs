@@ -394,6 +394,26 @@ pub struct EngineArgs {
     )]
     pub api_read_token_file: Option<PathBuf>,
 
+    /// The ingest token: it may push transcripts (`POST /api/transcripts`,
+    /// the `/ingest` WebSocket) and nothing else. Without one, pushing is
+    /// off; the operator's and viewers' tokens never push.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "INFLIGHT_API_INGEST_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_ingest_token: Option<String>,
+
+    /// A file whose first line is the ingest token.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "INFLIGHT_API_INGEST_TOKEN_FILE",
+        conflicts_with = "api_ingest_token"
+    )]
+    pub api_ingest_token_file: Option<PathBuf>,
+
     /// An origin (`https://host[:port]`) whose web pages may call the API;
     /// repeat for several. By default a request carrying any `Origin` is refused.
     #[arg(

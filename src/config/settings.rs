@@ -124,6 +124,7 @@ impl EngineArgs {
             addr,
             token: self.api_token.clone(),
             read_token: self.api_read_token.clone(),
+            ingest_token: self.api_ingest_token.clone(),
             logs: None,
             allowed_origins: self.api_allow_origins.clone(),
             allowed_hosts: self.api_allow_hosts.clone(),

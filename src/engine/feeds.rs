@@ -1,5 +1,6 @@
 //! Feed health as the engine sees it: one [`FeedStatus`] per `--feed`, updated
-//! by its client, read by snapshots.
+//! by its client, and one for the transcripts pushed in (`POST
+//! /api/transcripts`, `/ingest`) when pushing is on; read by snapshots.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,9 @@ use super::store::Appended;
 /// Where a feed's connection is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FeedState {
+    /// Pushed in: waiting for a pusher to connect to `/ingest` (batches
+    /// are taken meanwhile).
+    Listening,
     Connecting,
     Connected,
     /// Waiting before the next attempt.
@@ -27,6 +31,7 @@ pub enum FeedState {
 impl FeedState {
     pub fn word(&self) -> &'static str {
         match self {
+            FeedState::Listening => "listening",
             FeedState::Connecting => "connecting",
             FeedState::Connected => "connected",
             FeedState::BackingOff { .. } => "backing off",
@@ -81,6 +86,8 @@ pub struct FeedStatus {
     pub index: usize,
     /// The feed's URL with its secrets redacted: fit for views and logs.
     pub url: String,
+    /// Pushed in, not dialled: it never makes the engine unready.
+    pub inbound: bool,
     state: Mutex<FeedState>,
     last_message_at: Mutex<Option<Instant>>,
     pub messages: AtomicU64,
@@ -94,11 +101,16 @@ pub struct FeedStatus {
 }
 
 impl FeedStatus {
-    fn new(index: usize, url: String) -> Self {
+    fn new(index: usize, url: String, inbound: bool) -> Self {
         Self {
             index,
             url,
-            state: Mutex::new(FeedState::Connecting),
+            inbound,
+            state: Mutex::new(if inbound {
+                FeedState::Listening
+            } else {
+                FeedState::Connecting
+            }),
             last_message_at: Mutex::new(None),
             messages: AtomicU64::new(0),
             transcripts: AtomicU64::new(0),
@@ -147,6 +159,7 @@ impl FeedStatus {
         FeedView {
             index: self.index,
             url: self.url.clone(),
+            inbound: self.inbound,
             state: self.state(),
             last_message_at: *self
                 .last_message_at
@@ -167,6 +180,9 @@ impl FeedStatus {
 pub struct FeedView {
     pub index: usize,
     pub url: String,
+    /// Pushed in (`POST /api/transcripts`, `/ingest`), not dialled.
+    #[serde(default)]
+    pub inbound: bool,
     pub state: FeedState,
     #[serde(with = "crate::monotime::option")]
     pub last_message_at: Option<Instant>,
@@ -185,9 +201,20 @@ pub struct FeedRegistry {
 }
 
 impl FeedRegistry {
+    /// A feed inflight dials (`--feed`).
     pub fn register(&self, url: impl Into<String>) -> Arc<FeedStatus> {
+        self.add(url.into(), false)
+    }
+
+    /// The transcripts pushed in: one status for every batch and `/ingest`
+    /// socket, so a pusher that reconnects resumes its own sessions.
+    pub fn register_inbound(&self, name: impl Into<String>) -> Arc<FeedStatus> {
+        self.add(name.into(), true)
+    }
+
+    fn add(&self, url: String, inbound: bool) -> Arc<FeedStatus> {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        let status = Arc::new(FeedStatus::new(feeds.len(), url.into()));
+        let status = Arc::new(FeedStatus::new(feeds.len(), url, inbound));
         feeds.push(status.clone());
         status
     }
@@ -209,7 +236,7 @@ mod tests {
 
     #[test]
     fn counts_are_kept_per_kind_and_returned() {
-        let feed = FeedStatus::new(0, "ws://x/".into());
+        let feed = FeedStatus::new(0, "ws://x/".into(), false);
         assert_eq!(feed.count_bad(BadFrame::Binary), 1);
         assert_eq!(feed.count_bad(BadFrame::Binary), 2);
         assert_eq!(feed.count_bad(BadFrame::InvalidJson), 1);

@@ -25,7 +25,7 @@ pub struct Readiness {
 
 impl Readiness {
     /// Ready when the database is open (if there is one), at least one
-    /// feed is connected (or none is configured), and the LLM backend
+    /// feed is connected (or none is dialled), and the LLM backend
     /// answered its last check, and Redis answers (with `--redis`). A
     /// degraded database is said, not counted: the engine works on in
     /// memory while its writer retries.
@@ -45,8 +45,11 @@ impl Readiness {
             Some(_) => "open",
         };
         let mut not_ready = Vec::new();
-        if !feeds.is_empty() && connected == 0 {
-            not_ready.push(format!("feeds: none of {} connected", feeds.len()));
+        // Transcripts pushed in never make the engine unready: a pusher
+        // waits for readiness before it connects. A connected one counts.
+        let dialled = feeds.iter().filter(|f| !f.inbound).count();
+        if dialled > 0 && connected == 0 {
+            not_ready.push(format!("feeds: none of {dialled} connected"));
         }
         if !llm.reachable {
             not_ready.push(format!("llm: {} did not answer its last check", llm.kind));

@@ -270,7 +270,7 @@ async fn connect_and_read(
             _ = shutdown.cancelled() => {
                 // Stopping: the writer sends a Close frame (bounded) and
                 // ends; wait for it, so the feed hears goodbye.
-                writer.finish().await;
+                writer.finish(Closing::Normal).await;
                 return "shut down".into();
             }
             _ = prune.tick() => {
@@ -321,7 +321,9 @@ async fn connect_and_read(
     }
 }
 
-fn handle_text(engine: &Engine, status: &FeedStatus, decoder: &mut Decoder, text: &str) {
+/// Decodes one text frame and takes what it says in, counting it on the
+/// feed's status (also for `/ingest`, the feed that dialled inflight).
+pub(crate) fn handle_text(engine: &Engine, status: &FeedStatus, decoder: &mut Decoder, text: &str) {
     let messages = match decoder.decode(text) {
         Ok(messages) => messages,
         Err(e) => return note_bad(status, e.kind(), &e.to_string()),
@@ -342,7 +344,7 @@ fn handle_text(engine: &Engine, status: &FeedStatus, decoder: &mut Decoder, text
 }
 
 /// Counts a bad frame; logs the first few of each kind, then every power of ten.
-fn note_bad(status: &FeedStatus, kind: BadFrame, detail: &str) {
+pub(crate) fn note_bad(status: &FeedStatus, kind: BadFrame, detail: &str) {
     let n = status.count_bad(kind);
     if n <= 3 || crate::text::is_power_of_ten(n) {
         let detail: String = crate::text::strip_controls(detail)

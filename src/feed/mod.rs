@@ -6,4 +6,4 @@ pub mod client;
 pub mod meetings;
 pub mod protocol;
 pub mod replay;
-mod upstream;
+pub mod upstream;

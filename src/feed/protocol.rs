@@ -125,6 +125,18 @@ pub fn checked_seq(seq: Option<u64>) -> Result<Option<u64>, FrameError> {
 pub fn parse(frame: &str) -> Result<FeedMessage, FrameError> {
     let frame: Frame =
         serde_json::from_str(frame).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
+    understand(frame)
+}
+
+/// Parses one native message already read as JSON (an item of a pushed
+/// batch).
+pub fn parse_value(value: serde_json::Value) -> Result<FeedMessage, FrameError> {
+    let frame: Frame =
+        serde_json::from_value(value).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
+    understand(frame)
+}
+
+fn understand(frame: Frame) -> Result<FeedMessage, FrameError> {
     let session = || -> Result<SessionId, FrameError> {
         let raw = frame
             .session_id

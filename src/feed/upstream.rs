@@ -1,7 +1,9 @@
-//! What a feed client sends up its socket, on a task of its own: pings that
-//! keep the reader's idle check fed with pongs, the processing statuses
-//! (and, when asked, results) of the feed's sessions, and a polite Close
-//! frame at the end.
+//! What goes back up a feed's socket, on a task of its own: pings that keep
+//! the reader's idle check fed with pongs, the processing statuses (and,
+//! when asked, results) of the feed's sessions, and a polite Close frame at
+//! the end. The same writer serves a feed inflight dialled (`client.rs`)
+//! and one that dialled inflight (`/ingest`); [`UpFrame`] makes each
+//! socket's own message type.
 //!
 //! Writing up never holds up reading: a peer that does not read its
 //! statuses only makes the writer fall behind (statuses are current state;
@@ -9,24 +11,54 @@
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use futures_util::{Sink, SinkExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite;
 
 use crate::engine::Engine;
 use crate::wire;
 
-pub(super) type Sink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    Message,
->;
+/// The messages the writer sends, in a socket's own type.
+pub trait UpFrame: Send + 'static {
+    fn ping() -> Self;
+    fn text(text: String) -> Self;
+    fn close(code: u16, reason: &'static str) -> Self;
+}
+
+impl UpFrame for tungstenite::Message {
+    fn ping() -> Self {
+        tungstenite::Message::Ping(Default::default())
+    }
+    fn text(text: String) -> Self {
+        tungstenite::Message::text(text)
+    }
+    fn close(code: u16, reason: &'static str) -> Self {
+        tungstenite::Message::Close(Some(tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        }))
+    }
+}
+
+impl UpFrame for axum::extract::ws::Message {
+    fn ping() -> Self {
+        axum::extract::ws::Message::Ping(Default::default())
+    }
+    fn text(text: String) -> Self {
+        axum::extract::ws::Message::text(text)
+    }
+    fn close(code: u16, reason: &'static str) -> Self {
+        axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    }
+}
 
 /// What goes up a feed's socket.
-pub(super) struct Upstream {
+pub struct Upstream {
     pub feed: usize,
     pub statuses: bool,
     pub results: bool,
@@ -36,7 +68,7 @@ pub(super) struct Upstream {
 
 /// Why the socket closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Closing {
+pub enum Closing {
     /// Goodbye (1000).
     Normal,
     /// The feed sent a frame over the limit (1009).
@@ -45,13 +77,17 @@ pub(super) enum Closing {
 
 /// The writer's task, and the one way the reader tells it to close. When
 /// the handle is dropped the writer closes normally, on its own.
-pub(super) struct Writer {
+pub struct Writer {
     closing: watch::Sender<Option<Closing>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Writer {
-    pub fn spawn(sink: Sink, engine: Engine, upstream: Upstream) -> Self {
+    pub fn spawn<S, M>(sink: S, engine: Engine, upstream: Upstream) -> Self
+    where
+        S: Sink<M> + Unpin + Send + 'static,
+        M: UpFrame,
+    {
         let (closing, told) = watch::channel(None);
         let task = tokio::spawn(write(sink, engine, upstream, told));
         Self { closing, task }
@@ -62,10 +98,10 @@ impl Writer {
         self.closing.send_replace(Some(why));
     }
 
-    /// Closes the socket normally and waits until the Close frame is sent
-    /// (at most about a second).
-    pub async fn finish(self) {
-        self.closing.send_replace(Some(Closing::Normal));
+    /// Closes the socket with `why` and waits until the Close frame is
+    /// sent (at most about a second).
+    pub async fn finish(self, why: Closing) {
+        self.closing.send_replace(Some(why));
         let _ = self.task.await;
     }
 }
@@ -84,12 +120,15 @@ async fn told_to_close(told: &mut watch::Receiver<Option<Closing>>) -> Closing {
 
 /// Sends pings, and statuses (and results) of this feed's sessions, up its
 /// socket until told to close; then closes it politely.
-async fn write(
-    mut sink: Sink,
+async fn write<S, M>(
+    mut sink: S,
     engine: Engine,
     upstream: Upstream,
     mut told: watch::Receiver<Option<Closing>>,
-) {
+) where
+    S: Sink<M> + Unpin + Send + 'static,
+    M: UpFrame,
+{
     let Upstream {
         feed,
         statuses,
@@ -104,7 +143,7 @@ async fn write(
             _ = ping.tick() => {
                 tokio::select! {
                     why = told_to_close(&mut told) => break why,
-                    sent = sink.send(Message::Ping(Default::default())) => if sent.is_err() { return },
+                    sent = sink.send(M::ping()) => if sent.is_err() { return },
                 }
                 continue;
             }
@@ -130,22 +169,12 @@ async fn write(
         };
         tokio::select! {
             why = told_to_close(&mut told) => break why,
-            sent = sink.send(Message::text(message)) => if sent.is_err() { return },
+            sent = sink.send(M::text(message)) => if sent.is_err() { return },
         }
     };
     let close = match why {
-        Closing::TooBig => CloseFrame {
-            code: CloseCode::Size,
-            reason: "frame over 1 MiB".into(),
-        },
-        Closing::Normal => CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        },
+        Closing::TooBig => M::close(1009, "frame over 1 MiB"),
+        Closing::Normal => M::close(1000, ""),
     };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        sink.send(Message::Close(Some(close))),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
 }

@@ -147,6 +147,7 @@ fn fixture(now: Instant) -> Snapshot {
         op_timeout: Duration::from_secs(300),
         feeds: vec![
             FeedView {
+                inbound: false,
                 index: 0,
                 url: "ws://127.0.0.1:9100/a".into(),
                 state: FeedState::Connected,
@@ -159,6 +160,7 @@ fn fixture(now: Instant) -> Snapshot {
                 bad_frames: 0,
             },
             FeedView {
+                inbound: false,
                 index: 1,
                 url: "ws://127.0.0.1:9100/b".into(),
                 state: FeedState::Connecting,

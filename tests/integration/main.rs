@@ -22,6 +22,7 @@ mod docs;
 mod failures;
 mod feeds;
 mod frame_fuzz;
+mod ingest;
 mod lifecycle;
 mod llm_http;
 mod llm_limits;

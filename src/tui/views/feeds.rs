@@ -17,7 +17,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     }
     for feed in &app.snapshot.feeds {
         let (state, style) = match &feed.state {
+            FeedState::Connected if feed.inbound => ("● a pusher is connected".to_string(), t.ok()),
             FeedState::Connected => ("● connected".to_string(), t.ok()),
+            FeedState::Listening => ("○ listening: no pusher connected".to_string(), t.dim()),
             FeedState::Connecting => ("◷ connecting".to_string(), t.queued()),
             FeedState::BackingOff { until, attempt } => (
                 format!(
