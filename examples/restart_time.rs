@@ -103,6 +103,7 @@ fn fill(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     completion_tokens: 80,
                 },
                 truncated: false,
+                outbox: Vec::new(),
             });
         }
         // Never let the writer fall behind the channel.

@@ -28,6 +28,7 @@
 //! | [`feed`] | the feed protocol and other formats, the feed client and the replay server |
 //! | [`api`] | the HTTP and WebSocket API, its guards against web pages, metrics, the `status` client |
 //! | `wire` | the envelopes sent to `/ws` subscribers and up the feeds |
+//! | [`webhooks`] | results POSTed to the user's receivers: endpoints, signatures, the outbox, the sender |
 //! | [`config`] | command-line flags, their `INFLIGHT_*` variables, the config file and which wins |
 //! | [`net`] | TLS and HTTP client setup, URLs redacted for display |
 //! | [`signals`] | the signals that stop the process, and SIGHUP |
@@ -55,4 +56,5 @@ pub mod signals;
 pub mod state;
 pub mod text;
 pub mod tui;
+pub mod webhooks;
 pub(crate) mod wire;

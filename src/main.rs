@@ -2,6 +2,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -172,6 +173,16 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         tokio::spawn(inflight::llm::watch(backend.clone()));
     }
     let engine = Engine::new(args.engine_config(), backend);
+    let webhooks = (!args.webhooks.is_empty()).then(|| {
+        Arc::new(inflight::webhooks::Webhooks::new(
+            args.webhooks.clone(),
+            args.webhook_settings(),
+        ))
+    });
+    if let Some(webhooks) = &webhooks {
+        // Before the database gives back the deliveries still waiting.
+        engine.use_webhooks(webhooks.clone());
+    }
     let db = match args.db_path()? {
         Some(path) => {
             let limits = inflight::db::RestoreLimits {
@@ -201,6 +212,24 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         engine.join_cluster(cluster);
         tokio::spawn(engine.clone().run_cluster(shutdown.clone()));
         tracing::info!(%instance, %redis, "sharing the work through Redis");
+    }
+    if let Some(webhooks) = webhooks {
+        let record: Arc<dyn inflight::webhooks::sender::Record> = match engine.db() {
+            Some(db) => Arc::new(inflight::engine::DbRecord {
+                db: db.clone(),
+                webhooks: webhooks.clone(),
+            }),
+            None => Arc::new(inflight::engine::NoRecord),
+        };
+        tracing::info!(
+            endpoints = webhooks.endpoints.len(),
+            "delivering results to webhooks"
+        );
+        tokio::spawn(inflight::webhooks::sender::run(
+            webhooks,
+            record,
+            shutdown.clone(),
+        ));
     }
     tokio::spawn(engine.clone().housekeeping(shutdown.clone()));
     let mut feeds = args.feeds.clone();

@@ -119,6 +119,9 @@ pub const KEYS: &[Key] = &[
     key("api", "allow_hosts", "api_allow_hosts", Kind::List),
     key("api", "max_ws_clients", "api_max_ws_clients", Kind::Int),
     key("api", "ws_max_frame", "api_ws_max_frame", Kind::Int),
+    key("delivery", "max_age", "webhook_max_age", Kind::Text),
+    key("delivery", "max_pending", "webhook_max_pending", Kind::Int),
+    key("delivery", "timeout", "webhook_timeout", Kind::Text),
     key("api", "ws_timeout", "api_ws_timeout", Kind::Text),
     key("database", "path", "db", Kind::Text),
     key("database", "enabled", "no_db", Kind::NotSwitch),
@@ -152,6 +155,8 @@ pub struct FileConfig {
     pub settings: Vec<FileSetting>,
     /// The built-in operations and the file's `[[operations]]`.
     pub operations: crate::ops::OpRegistry,
+    /// The file's `[[webhooks]]`, their secrets read.
+    pub webhooks: Vec<crate::webhooks::Endpoint>,
 }
 
 type Section = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -162,6 +167,7 @@ type Section = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 struct Raw {
     prompts: Prompts,
     operations: Vec<super::operations::RawOperation>,
+    webhooks: Vec<super::webhooks::RawWebhook>,
     feed: Section,
     llm: Section,
     runs: Section,
@@ -171,6 +177,7 @@ struct Raw {
     cluster: Section,
     log: Section,
     demo: Section,
+    delivery: Section,
 }
 
 /// Why a config file was refused: its kind, and where (the line, the key).
@@ -205,6 +212,9 @@ pub enum FileError {
          put it in a file of its own and name that file with `{key}_file`"
     )]
     Secret { line: usize, key: String },
+    /// A mistake in a `[[webhooks]]` table.
+    #[error("{0}")]
+    Webhook(super::webhooks::WebhookError),
     /// A mistake in an `[[operations]]` table.
     #[error("{0}")]
     Operation(super::operations::OperationError),
@@ -263,6 +273,7 @@ impl FileConfig {
             ("cluster", raw.cluster),
             ("log", raw.log),
             ("demo", raw.demo),
+            ("delivery", raw.delivery),
         ];
         let mut settings = Vec::new();
         for (section, entries) in sections {
@@ -283,10 +294,13 @@ impl FileConfig {
         settings.sort_by_key(|s| s.line);
         let operations =
             super::operations::registry(text, raw.operations, dir).map_err(FileError::Operation)?;
+        let webhooks = super::webhooks::endpoints(text, raw.webhooks, dir, &operations)
+            .map_err(FileError::Webhook)?;
         Ok(Self {
             prompts: raw.prompts,
             settings,
             operations,
+            webhooks,
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod layers;
 pub mod operations;
 mod settings;
 mod values;
+pub mod webhooks;
 
 pub use file::FileConfig;
 use values::*;
@@ -447,6 +448,25 @@ pub struct EngineArgs {
     /// for this long is dropped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, env = "INFLIGHT_API_WS_TIMEOUT")]
     pub api_ws_timeout: Duration,
+
+    /// A webhook delivery not made within this long of its event is given
+    /// up and kept as a dead letter.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_positive_duration, env = "INFLIGHT_WEBHOOK_MAX_AGE")]
+    pub webhook_max_age: Duration,
+
+    /// Most webhook deliveries waiting at once; past it a new one is
+    /// dropped and counted (a receiver's newest result is always kept).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000), env = "INFLIGHT_WEBHOOK_MAX_PENDING")]
+    pub webhook_max_pending: u32,
+
+    /// One webhook attempt's limit, connect to answer; a slower one is
+    /// tried again later.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration, env = "INFLIGHT_WEBHOOK_TIMEOUT")]
+    pub webhook_timeout: Duration,
+
+    /// The receivers of results: the config file's `[[webhooks]]`.
+    #[arg(skip)]
+    pub webhooks: Vec<crate::webhooks::Endpoint>,
 
     /// On SIGTERM or Ctrl-C, `serve` stops reading feeds and lets the runs
     /// in flight finish for at most this long, then cancels the rest.

@@ -118,6 +118,16 @@ impl EngineArgs {
         )))
     }
 
+    /// The webhooks' settings.
+    pub fn webhook_settings(&self) -> crate::webhooks::Settings {
+        crate::webhooks::Settings {
+            max_age: self.webhook_max_age,
+            max_pending: self.webhook_max_pending as usize,
+            timeout: self.webhook_timeout,
+            ..Default::default()
+        }
+    }
+
     /// The API's settings, listening on `addr`.
     pub fn api_config(&self, addr: SocketAddr) -> crate::api::ApiConfig {
         crate::api::ApiConfig {

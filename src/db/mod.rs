@@ -138,6 +138,26 @@ pub enum Write {
         usage: Usage,
         /// The server cut the answer at the token limit.
         truncated: bool,
+        /// The webhook deliveries it makes, kept in the same transaction.
+        outbox: Vec<OutboxRow>,
+    },
+    /// Webhook deliveries of an event with no result (a session's end).
+    Outbox(Vec<OutboxRow>),
+    /// A delivery the receiver took: its row goes, unless a newer one
+    /// replaced it meanwhile.
+    Delivered {
+        endpoint: String,
+        session: SessionId,
+        op: Option<Operation>,
+        event: crate::webhooks::EventKind,
+        revision: u64,
+    },
+    /// A delivery given up: its row becomes a dead letter.
+    Dead {
+        row: OutboxRow,
+        attempts: u32,
+        error: String,
+        died_at: SystemTime,
     },
     RunAdmitted {
         run_id: RunId,
@@ -165,6 +185,20 @@ pub enum Write {
         op: Operation,
         total: u64,
     },
+}
+
+/// One webhook delivery waiting, as the database keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// The endpoint's URL: what names it across restarts.
+    pub endpoint: String,
+    pub session: SessionId,
+    pub op: Option<Operation>,
+    pub event: crate::webhooks::EventKind,
+    pub revision: u64,
+    pub id: String,
+    pub body: std::sync::Arc<str>,
+    pub created_at: SystemTime,
 }
 
 /// How the database is doing, for the header, the API and `/healthz`.

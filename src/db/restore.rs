@@ -91,6 +91,11 @@ pub struct Restored {
     /// Sessions left on disk only, with their last `seq`: memory
     /// remembers them as forgotten. Oldest first.
     pub forgotten: Vec<(SessionId, Option<u64>)>,
+    /// Webhook deliveries still waiting.
+    pub outbox: Vec<super::OutboxRow>,
+    /// The newest given-up deliveries, oldest first, with their endpoint's
+    /// URL.
+    pub dead_letters: Vec<(String, crate::webhooks::DeadLetter)>,
 }
 
 fn outcome(word: &str) -> Option<Outcome> {
@@ -128,9 +133,15 @@ fn millis(value: Option<i64>) -> Duration {
 /// Reads the sessions memory should hold: live ones and those ended less
 /// than `forget_after` ago, the newest `max_sessions` of them.
 pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqlite::Error> {
-    let next_run_id = conn.query_row("SELECT coalesce(max(run_id), 0) + 1 FROM runs", [], |r| {
-        r.get::<_, i64>(0)
-    })? as RunId;
+    // Results count too: a result is written before its run's end, and a
+    // process killed in between must not hand its id out again (webhook
+    // revisions and the results' own fence grow with it).
+    let next_run_id = conn.query_row(
+        "SELECT max(coalesce((SELECT max(run_id) FROM runs), 0),
+                    coalesce((SELECT max(run_id) FROM results), 0)) + 1",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as RunId;
     let cutoff = unix(SystemTime::now()) - limits.forget_after.as_secs_f64();
     let mut sessions = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -157,6 +168,8 @@ pub fn read(conn: &Connection, limits: RestoreLimits) -> Result<Restored, rusqli
         sessions,
         next_run_id,
         forgotten,
+        outbox: outbox(conn)?,
+        dead_letters: dead_letters(conn)?,
     })
 }
 
@@ -402,4 +415,76 @@ fn fill(
         }
     }
     Ok(())
+}
+
+/// The webhook deliveries still waiting; rows this build cannot read stay
+/// on disk.
+fn outbox(conn: &Connection) -> Result<Vec<super::OutboxRow>, rusqlite::Error> {
+    let mut stmt = conn.prepare(
+        "SELECT endpoint, session, op, event, revision, id, body, created_at FROM outbox
+         ORDER BY created_at",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let Ok(session) = SessionId::parse(row.get_ref(1)?.as_str()?) else {
+            continue;
+        };
+        let op = match row.get_ref(2)?.as_str()? {
+            "" => None,
+            name => match op_named(name) {
+                Some(op) => Some(op),
+                None => continue,
+            },
+        };
+        let Some(event) = crate::webhooks::EventKind::parse(row.get_ref(3)?.as_str()?) else {
+            continue;
+        };
+        out.push(super::OutboxRow {
+            endpoint: row.get(0)?,
+            session,
+            op,
+            event,
+            revision: row.get::<_, i64>(4)?.max(0) as u64,
+            id: row.get(5)?,
+            body: row.get::<_, String>(6)?.into(),
+            created_at: from_unix(row.get(7)?),
+        });
+    }
+    Ok(out)
+}
+
+/// The newest dead letters, oldest first.
+fn dead_letters(
+    conn: &Connection,
+) -> Result<Vec<(String, crate::webhooks::DeadLetter)>, rusqlite::Error> {
+    let mut stmt = conn.prepare(
+        "SELECT endpoint, id, event, session, op, revision, attempts, error, created_at, died_at
+         FROM dead_letters ORDER BY died_at DESC LIMIT ?1",
+    )?;
+    let mut rows = stmt.query([crate::webhooks::outbox::DEAD_KEPT as i64])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let Some(event) = crate::webhooks::EventKind::parse(row.get_ref(2)?.as_str()?) else {
+            continue;
+        };
+        let op: String = row.get(4)?;
+        out.push((
+            row.get(0)?,
+            crate::webhooks::DeadLetter {
+                endpoint: 0,
+                id: row.get(1)?,
+                event,
+                session_id: row.get(3)?,
+                operation: (!op.is_empty()).then_some(op),
+                revision: row.get::<_, i64>(5)?.max(0) as u64,
+                attempts: row.get::<_, i64>(6)?.max(0) as u32,
+                error: row.get(7)?,
+                created_at: row.get(8)?,
+                died_at: row.get(9)?,
+            },
+        ));
+    }
+    out.reverse();
+    Ok(out)
 }

@@ -10,10 +10,10 @@ use rusqlite::Connection;
 use super::DbError;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Each step takes the file from the version before it to its own.
-const STEPS: [&str; 2] = [
+const STEPS: [&str; 3] = [
     // 1: sessions, their final transcripts, the latest result per
     // operation, every run, and skip counters.
     "
@@ -75,6 +75,35 @@ const STEPS: [&str; 2] = [
     ",
     // 2: a result whose answer the server cut at the token limit says so.
     "ALTER TABLE results ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0;",
+    // 3: webhook deliveries waiting (the newest per endpoint and slot),
+    // and those given up.
+    "
+    CREATE TABLE outbox (
+        endpoint TEXT NOT NULL,
+        session TEXT NOT NULL,
+        op TEXT NOT NULL,
+        event TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (endpoint, session, op, event)
+    ) WITHOUT ROWID;
+    CREATE TABLE dead_letters (
+        endpoint TEXT NOT NULL,
+        id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        session TEXT NOT NULL,
+        op TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        died_at REAL NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX dead_letters_by_time ON dead_letters (died_at);
+    ",
 ];
 
 /// The file's schema version; fails on a file that is not a database.

@@ -316,7 +316,11 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             finished_at,
             usage,
             truncated,
+            outbox,
         } => {
+            for row in outbox {
+                put_outbox(tx, row)?;
+            }
             tx.prepare_cached(
                 "INSERT INTO results
                      (session, op, run_id, covered_generation, body, model, processing_ms, finished_at,
@@ -348,6 +352,66 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                 usage.prompt_tokens as i64,
                 usage.completion_tokens as i64,
                 *truncated
+            ])?;
+        }
+        Write::Outbox(rows) => {
+            for row in rows {
+                put_outbox(tx, row)?;
+            }
+        }
+        Write::Delivered {
+            endpoint,
+            session,
+            op,
+            event,
+            revision,
+        } => {
+            tx.prepare_cached(
+                "DELETE FROM outbox
+                 WHERE endpoint = ?1 AND session = ?2 AND op = ?3 AND event = ?4 AND revision = ?5",
+            )?
+            .execute(params![
+                endpoint,
+                session.as_str(),
+                op.map_or("", |op| op.as_str()),
+                event.as_str(),
+                *revision as i64
+            ])?;
+        }
+        Write::Dead {
+            row,
+            attempts,
+            error,
+            died_at,
+        } => {
+            tx.prepare_cached(
+                "DELETE FROM outbox
+                 WHERE endpoint = ?1 AND session = ?2 AND op = ?3 AND event = ?4 AND revision = ?5",
+            )?
+            .execute(params![
+                row.endpoint,
+                row.session.as_str(),
+                row.op.map_or("", |op| op.as_str()),
+                row.event.as_str(),
+                row.revision as i64
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO dead_letters
+                     (endpoint, id, event, session, op, revision, attempts, error, created_at, died_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                row.endpoint,
+                row.id,
+                row.event.as_str(),
+                row.session.as_str(),
+                row.op.map_or("", |op| op.as_str()),
+                row.revision as i64,
+                *attempts as i64,
+                error,
+                unix(row.created_at),
+                unix(*died_at),
+                &*row.body
             ])?;
         }
         Write::RunAdmitted {
@@ -418,5 +482,31 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             .execute(params![session.as_str(), op.as_str(), *total as i64])?;
         }
     }
+    Ok(())
+}
+
+/// Keeps a delivery waiting: the newest of its slot wins, an older one
+/// changes nothing.
+fn put_outbox(tx: &Transaction<'_>, row: &super::OutboxRow) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO outbox (endpoint, session, op, event, revision, id, body, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (endpoint, session, op, event) DO UPDATE SET
+             revision = excluded.revision,
+             id = excluded.id,
+             body = excluded.body,
+             created_at = excluded.created_at
+         WHERE excluded.revision > outbox.revision",
+    )?
+    .execute(params![
+        row.endpoint,
+        row.session.as_str(),
+        row.op.map_or("", |op| op.as_str()),
+        row.event.as_str(),
+        row.revision as i64,
+        row.id,
+        &*row.body,
+        unix(row.created_at)
+    ])?;
     Ok(())
 }

@@ -56,6 +56,7 @@ impl Engine {
                 }
             }
         }
+        super::deliveries::restore(shared, restored.outbox, restored.dead_letters);
         for (session, last_seq) in restored.forgotten {
             shared.store.remember_forgotten(session, last_seq);
         }
@@ -153,6 +154,7 @@ pub(super) fn write_result(
     op: Operation,
     result: &OpResult,
     usage: crate::llm::Usage,
+    outbox: Vec<crate::db::OutboxRow>,
 ) {
     let Some(db) = shared.db.get() else {
         return;
@@ -169,6 +171,7 @@ pub(super) fn write_result(
         finished_at: result.finished_at,
         usage,
         truncated: result.truncated,
+        outbox,
     });
 }
 

@@ -14,6 +14,7 @@
 
 mod attention;
 mod coordinator;
+mod deliveries;
 mod durable;
 mod failure;
 pub mod feeds;
@@ -35,6 +36,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 pub use attention::{Attention, SILENT_AFTER, attention};
+pub use deliveries::{DbRecord, NoRecord};
 pub use durable::detail_from_disk;
 pub use failure::short_cause;
 pub use feeds::{FeedRegistry, FeedState, FeedStatus, FeedView};
@@ -134,6 +136,8 @@ struct Shared {
     db: std::sync::OnceLock<crate::db::Db>,
     /// The other instances, when there is a cluster (`--redis`).
     cluster: std::sync::OnceLock<lease::ClusterLink>,
+    /// The user's receivers of results, when the config file has some.
+    webhooks: std::sync::OnceLock<Arc<crate::webhooks::Webhooks>>,
     /// Some operation runs only for some kinds of session: admissions
     /// look the session's kind up (none do, by default).
     kinds_matter: bool,
@@ -171,6 +175,7 @@ impl Engine {
                 runs: tokio_util::task::TaskTracker::new(),
                 db: std::sync::OnceLock::new(),
                 cluster: std::sync::OnceLock::new(),
+                webhooks: std::sync::OnceLock::new(),
                 kinds_matter,
             }),
         }
@@ -272,6 +277,7 @@ impl Engine {
     pub fn end_session(&self, session: &SessionId, feed: Option<usize>) {
         if self.shared.store.end(session, feed) {
             durable::write_ended(&self.shared, session);
+            deliveries::session_ended(&self.shared, session);
             let kind = self.kind_of(session);
             for op in &self.shared.config.end_ops {
                 if self.runs_for(*op, kind.as_deref()) {

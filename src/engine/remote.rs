@@ -179,7 +179,14 @@ fn apply(shared: &Shared, link: &ClusterLink, event: ClusterEvent) {
                 link.counted_result_from_others();
                 shared.state.note_covered(&session, op, covered_generation);
                 if let Some(result) = write {
-                    super::durable::write_result(shared, &session, op, &result, Default::default());
+                    super::durable::write_result(
+                        shared,
+                        &session,
+                        op,
+                        &result,
+                        Default::default(),
+                        Vec::new(),
+                    );
                 }
                 shared.events.emit(Event::ResultReady {
                     session,

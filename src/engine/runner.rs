@@ -52,28 +52,27 @@ pub const MAX_CROWDED: u32 = 3;
 /// Starts the run on its own task.
 pub(super) fn spawn(shared: Arc<Shared>, guard: RunGuard) {
     let runs = shared.runs.clone();
-    runs.spawn(async move {
-        match shared.cluster.get() {
-            // Boxed: a run waiting for a permit (thousands at once under
-            // overload) must not carry the size of Redis calls it never
-            // makes without a cluster.
-            Some(link) => {
-                Box::pin(run_until_settled(
-                    &shared,
-                    guard,
-                    &Redis {
-                        shared: &shared,
-                        link,
-                    },
-                ))
-                .await
-            }
-            None => run_until_settled(&shared, guard, &Alone).await,
-        }
-    });
+    // Spawned as they are, not from a wrapper future: a future that awaits
+    // another one it passed its arguments to keeps them twice, and a run
+    // waiting for a permit (thousands at once under overload) must stay
+    // small. Boxed with a cluster, so that a run without one does not carry
+    // the size of Redis calls it never makes.
+    if shared.cluster.get().is_some() {
+        let redis = Redis {
+            shared: shared.clone(),
+        };
+        runs.spawn(Box::pin(run_until_settled(shared, guard, redis)));
+    } else {
+        runs.spawn(run_until_settled(shared, guard, Alone));
+    }
 }
 
-async fn run_until_settled<C: Coordinator>(shared: &Shared, mut guard: RunGuard, coordinator: &C) {
+async fn run_until_settled<C: Coordinator>(
+    shared: Arc<Shared>,
+    mut guard: RunGuard,
+    coordinator: C,
+) {
+    let (shared, coordinator) = (&*shared, &coordinator);
     loop {
         let (ended, claim) = execute(shared, &mut guard, coordinator).await;
         if let Some(claim) = claim {
@@ -85,10 +84,12 @@ async fn run_until_settled<C: Coordinator>(shared: &Shared, mut guard: RunGuard,
             coordinator.finish(claim, &guard, ending).await;
         }
         let session = guard.session().clone();
+        let guard_op = guard.op();
         let latest = || shared.store.generation(&session);
         if ended.at_the_llm {
             guard.failed_at_the_llm();
         }
+        let why = shared.webhooks.get().and(ended.error.clone());
         match guard.finish(ended.outcome, ended.error, &latest) {
             FinishOutcome::FollowUp(next) => {
                 guard = next;
@@ -106,7 +107,14 @@ async fn run_until_settled<C: Coordinator>(shared: &Shared, mut guard: RunGuard,
                     keep_min_interval(shared, &guard, started).await;
                 }
             }
-            FinishOutcome::Ended | FinishOutcome::Stale => return,
+            FinishOutcome::Ended => {
+                let failed = matches!(ended.outcome, Outcome::Failed | Outcome::TimedOut);
+                if failed && !shared.store.covers_all(&session, guard_op) {
+                    super::deliveries::stale(shared, &session, guard_op, why.as_deref());
+                }
+                return;
+            }
+            FinishOutcome::Stale => return,
         }
     }
 }
@@ -598,7 +606,8 @@ async fn call<C: Coordinator>(
             .await
             .map_err(|why| CallFailed::other(why, usage))?;
     }
-    let mut write = shared.db.get().is_some().then(|| result.clone());
+    let wanted = shared.db.get().is_some() || shared.webhooks.get().is_some();
+    let mut write = wanted.then(|| result.clone());
     // With several instances, results are numbered in the order they are
     // kept here, whoever made them (see `SessionStore::put_result`).
     let kept = shared.store.put_result(session, op, *result, |r| {
@@ -609,7 +618,9 @@ async fn call<C: Coordinator>(
     if let Some(run_id) = kept {
         if let Some(mut result) = write.take() {
             result.run_id = run_id;
-            super::durable::write_result(shared, session, op, &result, usage);
+            let revision = C::revision(fence, run_id);
+            let outbox = super::deliveries::result_kept(shared, session, op, revision, &result);
+            super::durable::write_result(shared, session, op, &result, usage, outbox);
         }
         shared.events.emit(Event::ResultReady {
             session: session.clone(),

@@ -236,6 +236,7 @@ fn result(run_id: u64, covered: u64, body: &str) -> Write {
         finished_at: SystemTime::now(),
         usage: Default::default(),
         truncated: body.ends_with('…'),
+        outbox: Vec::new(),
     }
 }
 
@@ -297,8 +298,11 @@ fn a_truncated_result_keeps_its_mark_and_a_version_1_file_is_brought_up() {
     // The file as version 1 wrote it: no truncated column.
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("ALTER TABLE results DROP COLUMN truncated; PRAGMA user_version = 1;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE outbox; DROP TABLE dead_letters;
+             ALTER TABLE results DROP COLUMN truncated; PRAGMA user_version = 1;",
+        )
+        .unwrap();
     }
     let result = stored(&path);
     assert_eq!(result.body, "cut short…");

@@ -27,6 +27,11 @@ impl Coordinator for Alone {
 
     fn fence(_claim: &()) {}
 
+    /// Run ids grow across restarts (the database keeps the highest).
+    fn revision(_fence: Option<&()>, kept: crate::events::RunId) -> u64 {
+        kept
+    }
+
     async fn keep(&self, _fence: &(), _result: &OpResult) -> Result<(), String> {
         Ok(())
     }

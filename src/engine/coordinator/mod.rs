@@ -64,6 +64,10 @@ pub(super) trait Coordinator: Sync {
     /// it leaves (asked for again later, counted).
     fn after_loss(&self, claim: &Self::Claim, why: &Lost);
 
+    /// A kept result's revision for webhooks: grows per (session, op), and
+    /// every instance agrees on it. `kept` is the result's run id here.
+    fn revision(fence: Option<&Self::Fence>, kept: crate::events::RunId) -> u64;
+
     /// What the step about to call keeps its result under.
     fn fence(claim: &Self::Claim) -> Self::Fence;
 

@@ -22,21 +22,40 @@ use crate::engine::permits::Permit;
 use crate::engine::store::OpResult;
 use crate::events::Outcome;
 use crate::state::RunGuard;
+use std::sync::Arc;
 
 /// Several instances sharing the work through Redis.
-pub(in crate::engine) struct Redis<'a> {
-    pub shared: &'a Shared,
-    pub link: &'a ClusterLink,
+pub(in crate::engine) struct Redis {
+    pub shared: Arc<Shared>,
 }
 
-impl Coordinator for Redis<'_> {
+impl Redis {
+    /// The engine's link to the cluster: there is one whenever a `Redis`
+    /// coordinator runs (the engine joins before any run starts).
+    fn link(&self) -> Option<&ClusterLink> {
+        self.shared.cluster.get()
+    }
+}
+
+/// A cluster step asked of an engine that never joined one.
+fn no_cluster() -> String {
+    "no cluster: the engine never joined one".into()
+}
+
+impl Coordinator for Redis {
     type Claim = Box<LeaseKeeper>;
     type Fence = Lease;
 
     const NUMBERS_RESULTS: bool = true;
 
     async fn take(&self, guard: &RunGuard, permit: Permit, takeover: bool) -> Taking<Self::Claim> {
-        let (link, session, op) = (self.link, guard.session(), guard.op());
+        let Some(link) = self.link() else {
+            return Taking::Refused {
+                outcome: Outcome::Failed,
+                error: no_cluster(),
+            };
+        };
+        let (session, op) = (guard.session(), guard.op());
         // Listening before asking, so an end right after is not missed.
         let watching = link.watch((session.clone(), op));
         let generation = self.shared.store.generation(session);
@@ -55,7 +74,7 @@ impl Coordinator for Redis<'_> {
                             // asked meanwhile is asked again later.
                             link.defer((session.clone(), op));
                         }
-                        self.followed(guard, remote)
+                        self.followed(link, guard, remote)
                     }
                     Followed::Stopped => Taking::Stopped,
                     Followed::Abandoned if self.shared.runs.is_closed() => Taking::Refused {
@@ -84,11 +103,12 @@ impl Coordinator for Redis<'_> {
     }
 
     fn after_loss(&self, claim: &Self::Claim, why: &Lost) {
-        if let Lost::Unreachable(_) = why {
-            self.link
-                .defer((claim.lease.session.clone(), claim.lease.op));
+        if let Some(link) = self.link() {
+            if let Lost::Unreachable(_) = why {
+                link.defer((claim.lease.session.clone(), claim.lease.op));
+            }
+            link.counted_lost_lease();
         }
-        self.link.counted_lost_lease();
         tracing::warn!(
             session_id = %claim.lease.session,
             op = %claim.lease.op,
@@ -97,12 +117,19 @@ impl Coordinator for Redis<'_> {
         );
     }
 
+    /// The lease's fence: it grows with every run of the (session, op)
+    /// anywhere, so instances agree; run ids are each instance's own.
+    fn revision(fence: Option<&Lease>, kept: crate::events::RunId) -> u64 {
+        fence.map_or(kept, |lease| lease.fence)
+    }
+
     fn fence(claim: &Self::Claim) -> Lease {
         claim.lease.clone()
     }
 
     async fn keep(&self, lease: &Lease, result: &OpResult) -> Result<(), String> {
-        crate::engine::remote::share_result(self.link, lease, result).await
+        let link = self.link().ok_or_else(no_cluster)?;
+        crate::engine::remote::share_result(link, lease, result).await
     }
 
     async fn finish(&self, claim: Self::Claim, guard: &RunGuard, ending: Ending<'_>) {
@@ -111,7 +138,10 @@ impl Coordinator for Redis<'_> {
             outcome: ending.outcome.as_str(),
             error: ending.error,
         };
-        match self.link.cluster.finish(&claim.lease, told).await {
+        let Some(link) = self.link() else {
+            return;
+        };
+        match link.cluster.finish(&claim.lease, told).await {
             Ok(Finished::Released) => {}
             Ok(Finished::MoreWanted) => {
                 guard.want_follow_up();
@@ -133,11 +163,16 @@ impl Coordinator for Redis<'_> {
     }
 }
 
-impl Redis<'_> {
+impl Redis {
     /// The run this one followed ended on another instance: so does this
     /// one, covering what that one covered, as this instance counts it.
-    fn followed(&self, guard: &RunGuard, remote: RemoteEnd) -> Taking<Box<LeaseKeeper>> {
-        let covered_generation = self.link.generation_here(
+    fn followed(
+        &self,
+        link: &ClusterLink,
+        guard: &RunGuard,
+        remote: RemoteEnd,
+    ) -> Taking<Box<LeaseKeeper>> {
+        let covered_generation = link.generation_here(
             guard.session(),
             remote.covered_generation,
             &remote.instance,

@@ -227,6 +227,7 @@ impl serde::Serialize for Wire {
 }
 
 /// [`Wire`] for a body borrowed, not copied (the `/ws` updates).
+#[derive(Debug, Clone, Copy)]
 pub struct WireRef<'a>(pub &'a ResultBody);
 
 impl serde::Serialize for WireRef<'_> {
