@@ -157,6 +157,9 @@ pub struct SessionsJson {
 pub struct ResultJson {
     /// Text as a string, a tree or JSON as JSON.
     pub value: crate::ops::output::Wire,
+    /// The run it came from, numbered here (its webhook revision without
+    /// a cluster).
+    pub run_id: u64,
     pub covered_generation: u64,
     pub model: String,
     pub processing_time: f64,
@@ -194,6 +197,7 @@ impl SessionDetailJson {
             let result = detail.content.results.get(op)?.as_ref()?;
             Some(ResultJson {
                 value: result.body.wire(),
+                run_id: result.run_id,
                 covered_generation: result.covered_generation,
                 model: result.model.clone(),
                 processing_time: result.processing_time.as_secs_f64(),
@@ -323,4 +327,20 @@ pub struct StoredDetailJson {
     #[serde(flatten)]
     pub detail: SessionDetailJson,
     pub from_disk: bool,
+}
+
+/// `GET /api/deliveries`.
+#[derive(Serialize)]
+pub struct DeliveriesJson {
+    pub endpoints: Vec<crate::webhooks::EndpointView>,
+    /// Newest first.
+    pub dead_letters: Vec<DeadLetterJson>,
+}
+
+/// A given-up delivery, with its endpoint's URL (secrets hidden).
+#[derive(Serialize)]
+pub struct DeadLetterJson {
+    pub endpoint: String,
+    #[serde(flatten)]
+    pub letter: crate::webhooks::DeadLetter,
 }

@@ -5,6 +5,7 @@
 //! | `GET /api/llm/processing-status/{id}` | the original status JSON |
 //! | `GET /api/sessions`, `GET /api/sessions/{id}` | sessions with per-op statistics; one in full |
 //! | `GET /api/feeds` | each feed's state and counters, bad frames by kind |
+//! | `GET /api/deliveries` | each webhook endpoint's counters and backlog, the newest dead letters |
 //! | `POST /api/sessions/{id}/operations/{op}` | 202 started / pending, 409 skipped |
 //! | `DELETE /api/sessions/{id}/operations/{op}` | 200 cancelled, 404 when nothing runs |
 //! | `GET /api/dashboard?since&epoch` | the rows changed since a version, for `inflight attach` |
@@ -170,6 +171,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         )
         .route("/api/sessions", get(routes::list_sessions))
         .route("/api/feeds", get(routes::list_feeds))
+        .route("/api/deliveries", get(routes::list_deliveries))
         .route("/api/history", get(history::list))
         .route("/api/sessions/{session_id}", get(routes::session_detail))
         .route(

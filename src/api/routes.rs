@@ -48,6 +48,35 @@ pub(super) async fn list_feeds(State(state): State<ApiState>) -> Response {
     axum::Json(json::FeedsJson { feeds }).into_response()
 }
 
+/// `GET /api/deliveries`: each webhook endpoint's counters and what waits
+/// for it, and the newest dead letters.
+pub(super) async fn list_deliveries(State(state): State<ApiState>) -> Response {
+    let endpoints = state.engine.webhook_views();
+    let dead_letters = state
+        .engine
+        .webhooks()
+        .map(|w| {
+            w.outbox
+                .dead_letters()
+                .into_iter()
+                .rev()
+                .map(|letter| json::DeadLetterJson {
+                    endpoint: endpoints
+                        .get(letter.endpoint)
+                        .map(|e| e.url.clone())
+                        .unwrap_or_default(),
+                    letter,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    axum::Json(json::DeliveriesJson {
+        endpoints,
+        dead_letters,
+    })
+    .into_response()
+}
+
 /// Liveness: 200 while the process runs; the body says `degraded` when
 /// the database cannot write (the engine goes on in memory).
 pub(super) async fn healthz(State(state): State<ApiState>) -> String {

@@ -37,3 +37,4 @@ mod scheduling;
 mod serve;
 mod state;
 mod state_stress;
+mod webhooks;
