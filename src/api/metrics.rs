@@ -352,11 +352,16 @@ impl Collector for EngineCollector {
             "Sessions known",
             &[(Vec::new(), snapshot.sessions.len() as i64)],
         )?;
-        let mut states: HashMap<&'static str, i64> =
-            ["connecting", "connected", "backing off", "closed"]
-                .into_iter()
-                .map(|s| (s, 0))
-                .collect();
+        let mut states: HashMap<&'static str, i64> = [
+            "listening",
+            "connecting",
+            "connected",
+            "backing off",
+            "closed",
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
         for feed in &snapshot.feeds {
             *states.entry(feed.state.word()).or_insert(0) += 1;
         }
@@ -405,8 +410,74 @@ impl Collector for EngineCollector {
         if let Some(cluster) = &snapshot.cluster {
             cluster_families(&mut encoder, cluster)?;
         }
+        if !snapshot.webhooks.is_empty() {
+            webhook_families(&mut encoder, &snapshot.webhooks)?;
+        }
         Ok(())
     }
+}
+
+/// The webhooks' series, labelled by endpoint (its URL, secrets hidden).
+fn webhook_families(
+    encoder: &mut DescriptorEncoder,
+    endpoints: &[crate::webhooks::EndpointView],
+) -> Result<(), std::fmt::Error> {
+    type Pick = fn(&crate::webhooks::EndpointView) -> u64;
+    let counters: [(&str, &str, Pick); 6] = [
+        (
+            "webhook_delivered",
+            "Deliveries the receiver took (2xx)",
+            |e| e.delivered,
+        ),
+        (
+            "webhook_failed",
+            "Attempts that failed, each retry's too",
+            |e| e.failed,
+        ),
+        (
+            "webhook_retried",
+            "Failed attempts put back to be tried again",
+            |e| e.retried,
+        ),
+        (
+            "webhook_superseded",
+            "Deliveries dropped because a newer one of the same session and operation came first",
+            |e| e.superseded,
+        ),
+        ("webhook_dead", "Deliveries given up (dead letters)", |e| {
+            e.dead
+        }),
+        (
+            "webhook_overflow",
+            "Deliveries refused because the outbox was full",
+            |e| e.overflow,
+        ),
+    ];
+    let labels = |e: &crate::webhooks::EndpointView| vec![("endpoint".to_string(), e.url.clone())];
+    for (name, help, pick) in counters {
+        let series: Vec<(OpLabels, u64)> = endpoints.iter().map(|e| (labels(e), pick(e))).collect();
+        counter_family(encoder, name, help, &series)?;
+    }
+    let pending: Vec<(OpLabels, i64)> = endpoints
+        .iter()
+        .map(|e| (labels(e), e.pending as i64))
+        .collect();
+    gauge_family(
+        encoder,
+        "webhook_pending",
+        "Deliveries waiting or in flight",
+        &pending,
+    )?;
+    let oldest: Vec<(OpLabels, i64)> = endpoints
+        .iter()
+        .map(|e| (labels(e), e.oldest_pending_seconds.unwrap_or(0.0) as i64))
+        .collect();
+    gauge_family(
+        encoder,
+        "webhook_oldest_pending_seconds",
+        "Age of the oldest delivery waiting, in whole seconds (0: none)",
+        &oldest,
+    )
 }
 
 /// The cluster's series, with `--redis`: whether Redis answers, and what

@@ -429,6 +429,7 @@ impl Engine {
             refused_sessions: self.refused_sessions(),
             db: shared.db.get().map(snapshot::DbView::of),
             cluster: self.cluster_view(),
+            webhooks: self.webhook_views(),
         }
     }
 

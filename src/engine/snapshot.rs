@@ -160,6 +160,9 @@ pub struct Snapshot {
     /// The cluster, when this instance is in one (`--redis`).
     #[serde(default)]
     pub cluster: Option<ClusterView>,
+    /// The webhook endpoints, when the config file has some.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::EndpointView>,
 }
 
 /// How the database is doing.

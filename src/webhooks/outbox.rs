@@ -115,6 +115,9 @@ pub struct EndpointView {
     pub pending: u64,
     /// The age of the oldest of them, in seconds.
     pub oldest_pending_seconds: Option<f64>,
+    /// The newest dead letter's delivery and why it was given up.
+    #[serde(default)]
+    pub last_dead: Option<String>,
 }
 
 #[derive(Default)]
@@ -354,8 +357,14 @@ impl Outbox {
     pub fn views(&self, endpoints: &[super::Endpoint]) -> Vec<EndpointView> {
         let now = SystemTime::now();
         let mut pending = vec![(0u64, None::<SystemTime>); endpoints.len()];
+        let mut last_dead = vec![None; endpoints.len()];
         {
             let inner = self.lock();
+            for letter in &inner.dead {
+                if let Some(slot) = last_dead.get_mut(letter.endpoint) {
+                    *slot = Some(format!("{}: {}", letter.id, letter.error));
+                }
+            }
             for (key, slot) in &inner.slots {
                 let Some(entry) = pending.get_mut(key.endpoint) else {
                     continue;
@@ -377,7 +386,8 @@ impl Outbox {
             .iter()
             .zip(&self.counters)
             .zip(pending)
-            .map(|((endpoint, c), (pending, oldest))| {
+            .zip(last_dead)
+            .map(|(((endpoint, c), (pending, oldest)), last_dead)| {
                 let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
                 EndpointView {
                     url: endpoint.shown_url(),
@@ -391,6 +401,7 @@ impl Outbox {
                     pending,
                     oldest_pending_seconds: oldest
                         .map(|o| now.duration_since(o).map_or(0.0, |d| d.as_secs_f64())),
+                    last_dead,
                 }
             })
             .collect()

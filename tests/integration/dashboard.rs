@@ -191,6 +191,7 @@ fn fixture(now: Instant) -> Snapshot {
         refused_sessions: 0,
         db: None,
         cluster: None,
+        webhooks: Vec::new(),
     }
 }
 
@@ -939,6 +940,56 @@ fn the_feeds_overlay_shows_each_feed() {
     );
     app.handle_key(Key::Esc);
     assert!(!app.feeds);
+}
+
+#[test]
+fn the_feeds_overlay_shows_a_pusher_and_the_webhooks_with_their_dead_letters() {
+    let now = now();
+    let mut snapshot = fixture(now);
+    snapshot.feeds.push(FeedView {
+        inbound: true,
+        index: 2,
+        url: "pushed in: POST /api/transcripts, GET /ingest".into(),
+        state: FeedState::Connected,
+        last_message_at: Some(now),
+        messages: 7,
+        transcripts: 700,
+        duplicates: 3,
+        refused_sessions: 0,
+        connects: 2,
+        bad_frames: 0,
+    });
+    snapshot.webhooks = vec![inflight::webhooks::EndpointView {
+        url: "https://hooks.example.com/inflight".into(),
+        events: vec![inflight::webhooks::EventKind::Result],
+        delivered: 41,
+        failed: 9,
+        retried: 7,
+        superseded: 5,
+        dead: 2,
+        overflow: 0,
+        pending: 3,
+        oldest_pending_seconds: Some(12.0),
+        last_dead: Some("result:standup:summary:9: the receiver refused it with 404".into()),
+    }];
+    let mut app = App::new(Theme::new(false), snapshot);
+    app.handle_key(Key::Char('f'));
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(text.contains("● a pusher is connected"), "{text}");
+    assert!(
+        text.contains("→ https://hooks.example.com/inflight"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "41 delivered · 9 failed attempts · 7 retried · 5 superseded · 3 waiting, oldest 12s"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("2 dead letters"), "{text}");
+    assert!(text.contains("refused it with 404"), "{text}");
+    // The header counts the feeds inflight dials, and says a pusher is in.
+    assert!(text.contains("feeds 1/2 +in"), "{text}");
 }
 
 /// llama-cpp-python's answer to a `response_format` it does not take, as a

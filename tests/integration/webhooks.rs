@@ -290,6 +290,22 @@ async fn every_session_and_operation_ends_with_its_final_revision_through_failur
     assert!(endpoint["delivered"].as_u64().unwrap() > 0, "{metrics}");
     assert!(endpoint["retried"].as_u64().unwrap() > 0, "{metrics}");
     assert!(!endpoint["url"].as_str().unwrap().is_empty());
+    let metrics = http()
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "webhook_delivered",
+        "webhook_retried",
+        "webhook_dead",
+        "webhook_oldest_pending_seconds",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
     process.kill();
     feed.kill();
 }

@@ -1,4 +1,5 @@
-//! The feeds overlay (`f`): every feed's connection state and counters.
+//! The feeds overlay (`f`): every feed's connection state and counters,
+//! what comes in, and the webhooks' deliveries, what goes out.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -69,5 +70,56 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             ));
         }
     }
-    super::popup(frame, area, app, "Feeds · Esc or f closes", 100, lines);
+    if !app.snapshot.webhooks.is_empty() {
+        lines.push(Line::raw(""));
+        lines.push(Line::styled("Webhooks", t.title()));
+    }
+    for endpoint in &app.snapshot.webhooks {
+        lines.push(Line::from(vec![
+            Span::styled("→ ", t.key()),
+            Span::raw(format::fit(&endpoint.url, 60)),
+        ]));
+        let waiting = match endpoint.oldest_pending_seconds {
+            Some(age) if endpoint.pending > 0 => format!(
+                "{} waiting, oldest {}",
+                format::count(endpoint.pending),
+                format::age(std::time::Duration::from_secs_f64(age.max(0.0)))
+            ),
+            _ => "none waiting".to_string(),
+        };
+        lines.push(Line::styled(
+            format!(
+                "   {} delivered · {} failed attempts · {} retried · {} superseded · {waiting}",
+                format::count(endpoint.delivered),
+                format::count(endpoint.failed),
+                format::count(endpoint.retried),
+                format::count(endpoint.superseded),
+            ),
+            t.dim(),
+        ));
+        if endpoint.dead > 0 || endpoint.overflow > 0 {
+            lines.push(Line::styled(
+                format!(
+                    "   {} dead letters (GET /api/deliveries lists them) · {} refused, outbox full",
+                    format::count(endpoint.dead),
+                    format::count(endpoint.overflow),
+                ),
+                t.error(),
+            ));
+        }
+        if let Some(last) = &endpoint.last_dead {
+            lines.push(Line::styled(
+                format!("   last given up: {last}"),
+                t.warning(),
+            ));
+        }
+    }
+    super::popup(
+        frame,
+        area,
+        app,
+        "Feeds and webhooks · Esc or f closes",
+        100,
+        lines,
+    );
 }

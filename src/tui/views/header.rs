@@ -17,12 +17,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let s = &app.snapshot;
     let backend = &s.backend;
+    // The feeds inflight dials; a pusher's connection shows as `+in`.
+    let dialled = s.feeds.iter().filter(|f| !f.inbound).count();
     let connected = s
         .feeds
         .iter()
-        .filter(|f| f.state == FeedState::Connected)
+        .filter(|f| !f.inbound && f.state == FeedState::Connected)
         .count();
-    let feeds_style = if connected == s.feeds.len() {
+    let pushing = s
+        .feeds
+        .iter()
+        .any(|f| f.inbound && f.state == FeedState::Connected);
+    let feeds_style = if connected == dialled {
         t.base()
     } else {
         t.warning()
@@ -98,7 +104,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     first.push(label_value("LLM", permits, permits_style, t));
     first.push(label_value(
         "feeds",
-        format!("{connected}/{}", s.feeds.len()),
+        format!("{connected}/{dialled}{}", if pushing { " +in" } else { "" }),
         feeds_style,
         t,
     ));

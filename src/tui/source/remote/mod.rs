@@ -227,6 +227,7 @@ fn empty_snapshot() -> Snapshot {
         refused_sessions: 0,
         db: None,
         cluster: None,
+        webhooks: Vec::new(),
     }
 }
 
