@@ -226,3 +226,55 @@ impl Payload<'_> {
         format!("{}:{session}:{op}:{revision}", event.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_gets_only_the_events_operations_and_kinds_it_asked_for() {
+        let endpoint = Endpoint {
+            url: reqwest::Url::parse("http://127.0.0.1:9/h").unwrap(),
+            secret: Arc::from(&b"s"[..]),
+            events: vec![EventKind::Result, EventKind::SessionEnd],
+            operations: vec![Operation::SUMMARY],
+            kinds: vec!["standup".into()],
+        };
+        let summary = Some(Operation::SUMMARY);
+        assert!(endpoint.wants(EventKind::Result, summary, Some("standup")));
+        assert!(!endpoint.wants(
+            EventKind::Result,
+            Some(Operation::MIND_MAP),
+            Some("standup")
+        ));
+        assert!(!endpoint.wants(EventKind::Result, summary, Some("sales")));
+        assert!(
+            !endpoint.wants(EventKind::Result, summary, None),
+            "a session of no kind"
+        );
+        assert!(!endpoint.wants(EventKind::Stale, summary, Some("standup")));
+        assert!(
+            endpoint.wants(EventKind::SessionEnd, None, Some("standup")),
+            "a session's own event names no operation"
+        );
+        let all = Endpoint {
+            operations: Vec::new(),
+            kinds: Vec::new(),
+            ..endpoint
+        };
+        assert!(all.wants(EventKind::Result, Some(Operation::MIND_MAP), None));
+    }
+
+    #[test]
+    fn a_delivery_id_names_its_event_session_operation_and_revision() {
+        let session = SessionId::parse("standup-7").unwrap();
+        assert_eq!(
+            Payload::id_of(EventKind::Result, &session, Some(Operation::SUMMARY), 12),
+            "result:standup-7:summary:12"
+        );
+        assert_eq!(
+            Payload::id_of(EventKind::SessionEnd, &session, None, 40),
+            "session_end:standup-7::40"
+        );
+    }
+}

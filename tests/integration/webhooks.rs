@@ -269,6 +269,23 @@ async fn every_session_and_operation_ends_with_its_final_revision_through_failur
         "the receiver holds {held:?}, inflight's final results are {finals:?}"
     );
     assert_eq!(seen.bad_signatures.load(Ordering::SeqCst), 0);
+    let ends = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let ends = seen
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| *e == "session_end")
+                .count();
+            if ends >= 3 {
+                return ends;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(ends.is_ok(), "each meeting's end is delivered");
     assert_eq!(
         seen.older_after_newer.load(Ordering::SeqCst),
         0,
@@ -359,4 +376,102 @@ fn a_webhook_without_a_readable_secret_or_with_a_bad_url_stops_the_start_with_it
         "[[webhooks]]\nurl = \"http://h/x\"\nsecret_file = \"secret\"\nevents = [\"result\", \"stale\"]\n",
     );
     assert_eq!(code, Some(0));
+}
+
+/// A backend whose every call fails the way an unreachable server does.
+struct Down;
+
+impl inflight::llm::Backend for Down {
+    fn info(&self) -> inflight::llm::BackendInfo {
+        inflight::llm::BackendInfo::simulated("down", "m")
+    }
+
+    fn generate<'a>(
+        &'a self,
+        _request: inflight::llm::LlmRequest,
+        _: &'a inflight::llm::Progress,
+    ) -> inflight::llm::BoxFuture<'a, Result<inflight::llm::LlmResponse, inflight::llm::LlmError>>
+    {
+        Box::pin(async {
+            Err(inflight::llm::LlmError::new(
+                inflight::llm::LlmErrorKind::Unreachable,
+                "cannot reach the server: connection refused",
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_operation_left_stale_and_a_sessions_end_are_told_to_a_receiver_that_asked() {
+    let (url, seen) = receiver().await;
+    // Only what it asked for: no results.
+    seen.requests.store(4, Ordering::SeqCst);
+    let engine = inflight::engine::Engine::new(
+        inflight::engine::EngineConfig {
+            state: inflight::state::StateConfig {
+                retries: 1,
+                ..Default::default()
+            },
+            automatic_ops: vec![inflight::model::Operation::SUMMARY],
+            end_ops: Vec::new(),
+            retry_backoff: Duration::from_millis(20),
+            ..Default::default()
+        },
+        Arc::new(Down),
+    );
+    let webhooks = Arc::new(inflight::webhooks::Webhooks::new(
+        vec![inflight::webhooks::Endpoint {
+            url: reqwest::Url::parse(&url).unwrap(),
+            secret: Arc::from(SECRET.as_bytes()),
+            events: vec![
+                inflight::webhooks::EventKind::Stale,
+                inflight::webhooks::EventKind::SessionEnd,
+            ],
+            operations: Vec::new(),
+            kinds: Vec::new(),
+        }],
+        inflight::webhooks::Settings::default(),
+    ));
+    engine.use_webhooks(webhooks.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(inflight::webhooks::sender::run(
+        webhooks.clone(),
+        Arc::new(inflight::engine::NoRecord),
+        stop.clone(),
+    ));
+    let _stop = stop.drop_guard();
+    let session = crate::common::sid("retro");
+    engine.ingest(
+        crate::common::final_line("retro", 1, "the pipe leaked"),
+        None,
+    );
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let events = seen.events.lock().unwrap().clone();
+            if events.iter().any(|e| e == "stale") {
+                return;
+            }
+            drop(events);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a stale delivery after the retry failed");
+    engine.end_session(&session, None);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !seen
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e == "session_end")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the session's end delivered");
+    let events = seen.events.lock().unwrap().clone();
+    assert!(!events.iter().any(|e| e == "result"), "{events:?}");
+    assert_eq!(webhooks.outbox.views(&webhooks.endpoints)[0].delivered, 2);
 }
