@@ -193,6 +193,41 @@ fn start_llm(call_time: Duration) -> (String, Arc<Mutex<Calls>>) {
     (format!("http://{addr}"), calls)
 }
 
+/// A webhook receiver on a thread of its own that takes everything and
+/// keeps what it got, in order: (session, op, revision, covered).
+type Got = Arc<Mutex<Vec<(String, String, u64, u64)>>>;
+
+fn start_hooks() -> (String, Got) {
+    let got: Got = Arc::default();
+    let kept = got.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                post(move |Json(d): Json<Value>| {
+                    let kept = kept.clone();
+                    async move {
+                        kept.lock().unwrap().push((
+                            d["session_id"].as_str().unwrap_or("").to_string(),
+                            d["operation"].as_str().unwrap_or("").to_string(),
+                            d["revision"].as_u64().unwrap_or(0),
+                            d["covered_generation"].as_u64().unwrap_or(0),
+                        ));
+                        "ok"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("http://{addr}/hook"), got)
+}
+
 // --- the feed and the instances ----------------------------------------------
 
 /// A folder of `sessions` meetings of `lines` lines each, a line every
@@ -367,8 +402,25 @@ fn three_instances_on_one_mirrored_feed_never_run_an_operation_twice_at_once() {
     let (llm, calls) = start_llm(Duration::from_millis(300));
     let dir = meetings("mirrored", 4, 24);
     let (_feed, feed) = replay_feed(&dir);
+    // Every instance has the same webhook: each result is delivered once,
+    // by the instance that made it.
+    let (hook, got) = start_hooks();
+    std::fs::write(dir.join("secret"), "s\n").unwrap();
+    let config = dir.join("hooks.toml");
+    std::fs::write(
+        &config,
+        format!("[[webhooks]]\nurl = \"{hook}\"\nsecret_file = \"secret\"\n"),
+    )
+    .unwrap();
     // Leases that a loaded two-core machine renews in time (every 2 s).
-    let extra = ["--llm-concurrency", "2", "--lease-ttl", "6s"];
+    let extra = [
+        "--llm-concurrency",
+        "2",
+        "--lease-ttl",
+        "6s",
+        "--config",
+        config.to_str().unwrap(),
+    ];
     let a = instance("a", &feed, &redis.url(), &llm, &extra);
     let b = instance("b", &feed, &redis.url(), &llm, &extra);
     // One keeps a database: the results made elsewhere go in it too.
@@ -425,6 +477,27 @@ fn three_instances_on_one_mirrored_feed_never_run_an_operation_twice_at_once() {
         )
         .unwrap();
     assert_eq!(fresh, 8, "every (session, op)'s newest result is on disk");
+
+    // Each result went out once, from one instance, revisions growing.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().iter().filter(|d| d.3 == 24).count() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "final results delivered: {:?}",
+            got.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = got.lock().unwrap();
+    let mut newest: HashMap<(String, String), u64> = HashMap::new();
+    for (session, op, revision, _) in got.iter() {
+        let held = newest.entry((session.clone(), op.clone())).or_insert(0);
+        assert!(
+            *revision > *held,
+            "{session} {op}: {revision} after {held}: {got:?}"
+        );
+        *held = *revision;
+    }
 }
 
 #[test]
