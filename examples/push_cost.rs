@@ -11,8 +11,10 @@
 //! engine whose runs take 50 ms. *Dialled*: a local WebSocket server sends
 //! them to inflight's feed client. *Pushed*: a local client sends them to
 //! the API's `/ingest`. The time runs from the first frame sent to the last
-//! transcript held. The two alternate for `--rounds` rounds each; the
-//! medians are reported, and pushed as a share of dialled.
+//! transcript held. A third variant pushes with every result also to be
+//! delivered to a webhook receiver that refuses connections. The three
+//! alternate for `--rounds` rounds each; the medians are reported, pushed
+//! as a share of dialled, and with the dead receiver as a share of without.
 //!
 //! **Delivery lag.** `--rate` deliveries a second for `--seconds` seconds,
 //! each for a session of its own, offered to the outbox of one endpoint on
@@ -139,10 +141,40 @@ async fn dialled(args: &Args, frames: Arc<Vec<String>>) -> Result<Duration, Stri
     Ok(took)
 }
 
-/// The same frames pushed to the API's `/ingest`.
-async fn pushed(args: &Args, frames: Arc<Vec<String>>) -> Result<Duration, String> {
+/// The same frames pushed to the API's `/ingest`; with `dead_hook`, every
+/// result is also to be delivered to a receiver that refuses connections.
+async fn pushed(
+    args: &Args,
+    frames: Arc<Vec<String>>,
+    dead_hook: bool,
+) -> Result<Duration, String> {
     let engine = engine(args.sessions);
     let stop = CancellationToken::new();
+    if dead_hook {
+        // A port nobody listens on: every attempt is refused and retried.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let url = format!(
+            "http://{}/hook",
+            closed.local_addr().map_err(|e| e.to_string())?
+        );
+        drop(closed);
+        let webhooks = Arc::new(Webhooks::new(
+            vec![Endpoint {
+                url: reqwest::Url::parse(&url).map_err(|e| e.to_string())?,
+                secret: Arc::from(&b"bench-secret"[..]),
+                events: vec![EventKind::Result],
+                operations: Vec::new(),
+                kinds: Vec::new(),
+            }],
+            Settings::default(),
+        ));
+        engine.use_webhooks(webhooks.clone());
+        tokio::spawn(inflight::webhooks::sender::run(
+            webhooks,
+            Arc::new(inflight::engine::NoRecord),
+            stop.clone(),
+        ));
+    }
     let addr = inflight::api::serve(
         engine.clone(),
         ApiConfig {
@@ -278,14 +310,19 @@ fn unix_micros() -> u64 {
 async fn main() -> Result<(), String> {
     inflight::net::install_crypto();
     let args = Args::parse();
-    let frames = Arc::new(frames(&args));
-    let (mut out, mut back) = (Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        out.push(args.frames as f64 / dialled(&args, frames.clone()).await?.as_secs_f64());
-        back.push(args.frames as f64 / pushed(&args, frames.clone()).await?.as_secs_f64());
-    }
-    let (dialled, pushed) = (median(out), median(back));
+    // The lag first: the ingest rounds leave engines that catch up on
+    // their backlogs for seconds after (both cores busy), which would be
+    // measured instead.
     let (lags, sent) = delivery_lag(&args).await?;
+    let frames = Arc::new(frames(&args));
+    let (mut out, mut back, mut dead) = (Vec::new(), Vec::new(), Vec::new());
+    let rate = |took: Duration| args.frames as f64 / took.as_secs_f64();
+    for _ in 0..args.rounds {
+        out.push(rate(dialled(&args, frames.clone()).await?));
+        back.push(rate(pushed(&args, frames.clone(), false).await?));
+        dead.push(rate(pushed(&args, frames.clone(), true).await?));
+    }
+    let (dialled, pushed, with_dead_hook) = (median(out), median(back), median(dead));
     println!(
         "{}",
         json!({
@@ -295,6 +332,8 @@ async fn main() -> Result<(), String> {
             "dialled_transcripts_per_s": dialled.round(),
             "pushed_transcripts_per_s": pushed.round(),
             "pushed_vs_dialled": (pushed / dialled * 1000.0).round() / 1000.0,
+            "pushed_with_dead_webhook_per_s": with_dead_hook.round(),
+            "dead_webhook_vs_none": (with_dead_hook / pushed * 1000.0).round() / 1000.0,
             "deliveries_per_s": args.rate,
             "deliveries_sent": sent,
             "deliveries_received": lags.len(),

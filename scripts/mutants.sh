@@ -35,6 +35,7 @@ case "$folder" in
                   replay_engine::) ;;
   src/db) tests=(--lib --test integration -- db:: restart::) ;;
   src/ops) tests=(--lib --test integration -- ops:: operations:: config::) ;;
+  src/webhooks) tests=(--lib --test integration -- webhooks:: cluster_serve::three) ;;
   *) tests=() ;;
 esac
 

@@ -240,6 +240,11 @@ impl Outbox {
         now: Instant,
         most: usize,
     ) -> (Vec<Delivery>, Option<Instant>) {
+        if most == 0 {
+            // Nothing may go out now: the sender looks again when an
+            // attempt ends.
+            return (Vec::new(), None);
+        }
         let mut inner = self.lock();
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
@@ -255,14 +260,16 @@ impl Outbox {
                 next = Some(next.map_or(delivery.not_before, |n| n.min(delivery.not_before)));
                 continue;
             }
-            if due.len() >= most {
-                next = Some(now);
-                continue;
-            }
             if let Some(delivery) = slot.waiting.take() {
                 *waiting -= 1;
                 slot.in_flight = Some((delivery.revision, delivery.created));
                 due.push(delivery);
+            }
+            if due.len() >= most {
+                // Full: the rest is looked at when an attempt ends, so a
+                // long backlog is not scanned once per delivery.
+                next = None;
+                break;
             }
         }
         (due, next)
