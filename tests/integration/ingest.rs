@@ -157,6 +157,18 @@ async fn only_the_ingest_token_pushes_and_it_does_nothing_else() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 403);
 
+    // Web pages are kept out of pushing too.
+    let response = http()
+        .post(format!("{}/api/transcripts", s.base))
+        .bearer_auth(PUSH)
+        .header("origin", "https://evil.example")
+        .body(ndjson(&[line("web", 1)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    assert_eq!(s.engine.generation(&SessionId::parse("web").unwrap()), 0);
+
     assert_eq!(push(&s, body).await.taken, 1);
 
     // Without an ingest token, pushing is off, whatever the token.
