@@ -121,8 +121,17 @@ fn own_meetings(args: &Args) -> Vec<Meeting> {
         .collect()
 }
 
-#[tokio::main]
-async fn main() -> Result<(), String> {
+fn main() -> Result<(), String> {
+    // As the binary does, before the runtime's threads start.
+    inflight::memory::one_arena();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("no runtime: {e}"))?
+        .block_on(run())
+}
+
+async fn run() -> Result<(), String> {
     let args = Args::parse();
     let shutdown = CancellationToken::new();
     let url = match &args.feed {
