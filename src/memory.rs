@@ -5,10 +5,11 @@
 //! by another. inflight allocates on one thread (a feed's reader, the
 //! API) and frees on another (a run's task, housekeeping) all the time, so
 //! freed memory piles up in arenas that do not need it. One arena keeps it
-//! in one place: at 10 000 sessions × 20 transcripts the harness peaks
-//! 11 % lower and ingests no slower on two cores (docs/BENCHMARKS.md,
-//! "Memory"). mimalloc did about as well (−9 %) at the cost of a C
-//! dependency; two arenas gained nothing.
+//! in one place: at 10 000 sessions × 20 transcripts the load harness
+//! peaks 11 % lower and ingests no slower on two cores; `inflight serve`
+//! on the same feed peaked the same either way (docs/BENCHMARKS.md,
+//! "Memory"). mimalloc did about as well as one arena at the cost of a C
+//! dependency.
 
 /// Limits glibc's malloc to one arena, unless `MALLOC_ARENA_MAX` in the
 /// environment says otherwise. Call first thing in `main`, before any
