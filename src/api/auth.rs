@@ -41,11 +41,7 @@ pub(super) async fn require_token(
     next: Next,
 ) -> Response {
     let given = bearer(&headers);
-    let matches = |token: &Option<Arc<str>>| {
-        token
-            .as_ref()
-            .is_some_and(|t| same_secret(given.as_bytes(), t.as_bytes()))
-    };
+    let matches = |token: &Option<Arc<str>>| is(given, token);
     let open = state.token.is_none() && state.read_token.is_none();
     let role = if matches(&state.ingest_token) {
         return error(
@@ -82,11 +78,7 @@ pub(super) async fn require_ingest_token(
     next: Next,
 ) -> Response {
     let given = bearer(&headers);
-    let matches = |token: &Option<Arc<str>>| {
-        token
-            .as_ref()
-            .is_some_and(|t| same_secret(given.as_bytes(), t.as_bytes()))
-    };
+    let matches = |token: &Option<Arc<str>>| is(given, token);
     if state.ingest_token.is_none() {
         return error(
             StatusCode::FORBIDDEN,
@@ -103,6 +95,13 @@ pub(super) async fn require_ingest_token(
         );
     }
     unauthorized()
+}
+
+/// Whether `given` is the configured `token`.
+fn is(given: &str, token: &Option<Arc<str>>) -> bool {
+    token
+        .as_ref()
+        .is_some_and(|t| same_secret(given.as_bytes(), t.as_bytes()))
 }
 
 /// The request's bearer token, or nothing.

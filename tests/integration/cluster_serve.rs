@@ -6,6 +6,7 @@
 //! refused by its fence, and a Redis restart survived.
 
 use crate::common::child;
+use crate::common::child::field;
 use crate::common::redis_server;
 
 use std::collections::HashMap;
@@ -270,14 +271,6 @@ fn replay_feed(dir: &Path) -> (Logged, String) {
     let line = feed.wait_for("listening");
     let addr = field(&line, "addr");
     (feed, format!("ws://{addr}/"))
-}
-
-fn field(line: &str, name: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name}= in {line}"))
-        .trim_matches('"')
-        .to_string()
 }
 
 struct Instance {

@@ -3,6 +3,7 @@
 //! only at a session's end) and the summary, without the mind map, run by
 //! `serve` against a scripted OpenAI-compatible server.
 
+use crate::common::child::field;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -198,14 +199,6 @@ fn start_llm() -> (String, Arc<Mutex<Seen>>) {
         });
     });
     (format!("http://{}", rx.recv().unwrap()), seen)
-}
-
-fn field(line: &str, name: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name}= in {line}"))
-        .trim_matches('"')
-        .to_string()
 }
 
 fn logged(command: &mut Command) -> Logged {

@@ -3,6 +3,7 @@
 //! --drain-timeout, the rest are cancelled, exit 0 with a summary line), and
 //! SIGHUP does not stop it.
 
+use crate::common::child::field;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -77,13 +78,6 @@ fn summary(serve: &Logged) -> &str {
         .rev()
         .find(|l| l.contains(" stopped "))
         .unwrap_or_else(|| panic!("no summary line in:\n{}", serve.seen.join("\n")))
-}
-
-fn field(line: &str, name: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

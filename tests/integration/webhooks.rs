@@ -2,6 +2,7 @@
 //! half of what it is sent (500, or no answer within inflight's timeout),
 //! with the real binary killed with SIGKILL twice along the way.
 
+use crate::common::child::field;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -130,14 +131,6 @@ fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_inflight"));
     command.env("RUST_LOG", "info").env("NO_COLOR", "1");
     command
-}
-
-fn field(line: &str, name: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name}= in {line}"))
-        .trim_matches('"')
-        .to_string()
 }
 
 fn serve(dir: &Path, feed: &str) -> (Logged, String) {

@@ -206,3 +206,12 @@ pub fn output_within(command: &mut Command, limit: Duration) -> Output {
 pub fn output(command: &mut Command) -> Output {
     output_within(command, EXIT_LIMIT)
 }
+
+/// The value of `name=` in a log line (quotes taken off).
+pub fn field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {line}"))
+        .trim_matches('"')
+        .to_string()
+}
