@@ -101,10 +101,13 @@ fn split_for_log(body: Rect, app: &App) -> (Rect, Option<Rect>) {
     (main, Some(log))
 }
 
-/// Draws `lines` in a bordered box centred on `area`, over what is there.
+/// Draws `lines` in a bordered box centred on `area`, over what is there;
+/// a line wider than the box wraps (a narrow terminal loses nothing).
 fn popup(frame: &mut Frame, area: Rect, app: &App, title: &str, width: u16, lines: Vec<Line>) {
     let t = &app.theme;
-    let height = (lines.len() as u16 + 2).min(area.height);
+    let inner = width.min(area.width).saturating_sub(2).max(1) as usize;
+    let rows: usize = lines.iter().map(|l| l.width().max(1).div_ceil(inner)).sum();
+    let height = (rows as u16).saturating_add(2).min(area.height);
     let [vertical] = Layout::vertical([Constraint::Length(height)])
         .flex(Flex::Center)
         .areas(area);
@@ -116,5 +119,10 @@ fn popup(frame: &mut Frame, area: Rect, app: &App, title: &str, width: u16, line
         .borders(Borders::ALL)
         .title(Span::styled(format!(" {title} "), t.title()))
         .border_style(t.focused_border());
-    frame.render_widget(Paragraph::new(lines).block(block), popup);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(ratatui::widgets::Wrap { trim: false }),
+        popup,
+    );
 }
