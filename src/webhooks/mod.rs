@@ -54,7 +54,7 @@ impl EventKind {
 }
 
 /// One receiver, as the config file defines it.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Endpoint {
     pub url: reqwest::Url,
     /// The HMAC key, read from its file at start.
@@ -74,16 +74,6 @@ impl std::fmt::Debug for Endpoint {
             .field("operations", &self.operations)
             .field("kinds", &self.kinds)
             .finish_non_exhaustive()
-    }
-}
-
-impl PartialEq for Endpoint {
-    fn eq(&self, other: &Self) -> bool {
-        self.url == other.url
-            && self.secret == other.secret
-            && self.events == other.events
-            && self.operations == other.operations
-            && self.kinds == other.kinds
     }
 }
 
@@ -263,6 +253,26 @@ mod tests {
             ..endpoint
         };
         assert!(all.wants(EventKind::Result, Some(Operation::MIND_MAP), None));
+    }
+
+    #[test]
+    fn events_read_back_by_their_names_and_a_secret_never_shows() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventKind::parse("finished"), None);
+        let endpoint = Endpoint {
+            url: reqwest::Url::parse("https://user:pw@hooks.example.com/h?key=abc").unwrap(),
+            secret: Arc::from(&b"very-secret"[..]),
+            events: vec![EventKind::Result],
+            operations: Vec::new(),
+            kinds: Vec::new(),
+        };
+        let shown = format!("{endpoint:?}");
+        assert!(shown.contains("hooks.example.com"), "{shown}");
+        for secret in ["very-secret", "pw", "abc"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]
