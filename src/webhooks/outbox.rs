@@ -507,6 +507,8 @@ mod tests {
             panic!("given up")
         };
         assert_eq!((letter.revision, letter.attempts), (7, 2));
+        // Unix seconds, of today.
+        assert!(letter.created_at > 1.7e9 && letter.died_at >= letter.created_at);
         assert_eq!(outbox.dead_letters(), [letter]);
         let view = &outbox.views(&[endpoint()])[0];
         assert_eq!(
