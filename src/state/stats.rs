@@ -224,7 +224,13 @@ impl OpStats {
         }
         let us = micros(record.duration);
         let at = self.sorted_durations.partition_point(|d| *d <= us);
+        // Grown one at a time, not doubled: a session holds these for
+        // every operation, and doubling left up to half of them empty (a
+        // record is 96 bytes; 20 runs took room for 32). At most
+        // HISTORY_LEN, so the copies stay small.
+        self.sorted_durations.reserve_exact(1);
         self.sorted_durations.insert(at, us);
+        self.history.reserve_exact(1);
         self.history.push_back(record);
     }
 }
@@ -317,5 +323,22 @@ mod tests {
         }
         assert_eq!(stats.history.len(), HISTORY_LEN);
         assert_eq!(stats.counts.ended(), (HISTORY_LEN * 3) as u64);
+        assert_eq!(
+            stats.history.capacity(),
+            HISTORY_LEN,
+            "never more room than that"
+        );
+    }
+
+    #[test]
+    fn a_young_history_keeps_no_empty_room() {
+        // Every session keeps one per operation: room doubled ahead would
+        // be up to half empty (20 runs took room for 32).
+        let mut stats = OpStats::default();
+        for n in 1..=20 {
+            stats.record(run(n, Outcome::Ok), None);
+        }
+        assert_eq!(stats.history.capacity(), 20);
+        assert_eq!(stats.sorted_durations.capacity(), 20);
     }
 }

@@ -541,4 +541,68 @@ mod tests {
             kinds: Vec::new(),
         }
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delivery_made_frees_its_place_under_the_bound() {
+        let outbox = Outbox::new(1, 1);
+        assert!(outbox.offer(delivery("a", 1)));
+        assert!(!outbox.offer(delivery("b", 1)), "full");
+        let (mut out, _) = outbox.take_due(0, Instant::now(), 10);
+        // Out, not waiting: the bound counts what waits.
+        assert!(outbox.offer(delivery("b", 1)));
+        outbox.delivered(&out.pop().unwrap());
+        let view = &outbox.views(&[endpoint()])[0];
+        assert_eq!((view.delivered, view.pending, view.overflow), (1, 1, 1));
+        let (out, _) = outbox.take_due(0, Instant::now(), 10);
+        outbox.delivered(&out[0]);
+        assert!(outbox.offer(delivery("c", 1)), "room again");
+        assert_eq!(outbox.views(&[endpoint()])[0].delivered, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_the_newest_dead_letters_are_kept_in_memory() {
+        let outbox = Outbox::new(1, 1000);
+        let letter = |revision: u64| DeadLetter {
+            endpoint: 0,
+            id: format!("r{revision}"),
+            event: EventKind::Result,
+            session_id: "a".into(),
+            operation: Some("summary".into()),
+            revision,
+            attempts: 1,
+            error: "404".into(),
+            created_at: 1.8e9,
+            died_at: 1.8e9,
+        };
+        for revision in 0..DEAD_KEPT as u64 + 5 {
+            outbox.restore_dead(letter(revision));
+        }
+        let kept = outbox.dead_letters();
+        assert_eq!(kept.len(), DEAD_KEPT);
+        assert_eq!(kept[0].revision, 5, "the oldest go first");
+        // Given up now: one more, the oldest out.
+        outbox.offer(delivery("z", 1));
+        let (mut out, _) = outbox.take_due(0, Instant::now(), 10);
+        outbox.failed(out.pop().unwrap(), None, "gone".into());
+        let kept = outbox.dead_letters();
+        assert_eq!(kept.len(), DEAD_KEPT);
+        assert_eq!(
+            (kept[0].revision, kept[DEAD_KEPT - 1].id.as_str()),
+            (6, "z:1")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_set_of_attempts_takes_no_more_and_waits_for_one_to_end() {
+        let outbox = Outbox::new(1, 100);
+        for s in ["a", "b", "c"] {
+            outbox.offer(delivery(s, 1));
+        }
+        let (out, next) = outbox.take_due(0, Instant::now(), 2);
+        assert_eq!((out.len(), next), (2, None));
+        assert!(outbox.take_due(0, Instant::now(), 0).0.is_empty());
+        let (rest, _) = outbox.take_due(0, Instant::now(), 2);
+        assert_eq!(rest.len(), 1);
+        assert!(outbox.woken(0).is_some() && outbox.woken(1).is_none());
+    }
 }
