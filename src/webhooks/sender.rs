@@ -287,4 +287,91 @@ mod tests {
         headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&headers), None);
     }
+
+    /// Counts what the sender reports.
+    #[derive(Default)]
+    struct Counted {
+        delivered: std::sync::atomic::AtomicUsize,
+        dead: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Record for Counted {
+        fn delivered(&self, _: &Delivery) {
+            self.delivered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn dead(&self, _: &Delivery, _: &super::super::DeadLetter) {
+            self.dead.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn webhooks(max_age: Duration) -> Webhooks {
+        Webhooks::new(
+            vec![super::super::Endpoint {
+                url: reqwest::Url::parse("http://127.0.0.1:9/h").unwrap(),
+                secret: Arc::from(&b"s"[..]),
+                events: vec![super::super::EventKind::Result],
+                operations: Vec::new(),
+                kinds: Vec::new(),
+            }],
+            super::super::Settings {
+                max_age,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A delivery of `session` made `age` ago, taken out to be sent.
+    fn out(webhooks: &Webhooks, session: &str, age: Duration) -> Delivery {
+        let key = super::super::Key {
+            endpoint: 0,
+            session: crate::model::SessionId::parse(session).unwrap(),
+            op: None,
+            event: super::super::EventKind::SessionEnd,
+        };
+        let created = SystemTime::now() - age;
+        webhooks
+            .outbox
+            .offer(Delivery::new(key, 1, session.into(), "{}".into(), created));
+        let (mut due, _) = webhooks.outbox.take_due(0, Instant::now(), 10);
+        due.pop().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_tried_again_unless_the_next_try_falls_past_the_max_age() {
+        let webhooks = webhooks(Duration::from_secs(60));
+        let record = Counted::default();
+        let retry = || Attempt::Retry {
+            why: "503".into(),
+            after: None,
+        };
+        // Its next try (half a second to a second away) is within the age.
+        let young = out(&webhooks, "young", Duration::from_secs(30));
+        settle(&webhooks, &record, young, retry());
+        assert_eq!(webhooks.outbox.views(&webhooks.endpoints)[0].retried, 1);
+        // Its next try would fall past it: given up, and recorded so.
+        let old = out(&webhooks, "old", Duration::from_millis(59_400));
+        settle(&webhooks, &record, old, retry());
+        let letters = webhooks.outbox.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert!(
+            letters[0]
+                .error
+                .contains("given up: not delivered within 1m"),
+            "{}",
+            letters[0].error
+        );
+        assert_eq!(record.dead.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A refusal gives up at once, whatever the age; a 2xx is recorded.
+        let refused = out(&webhooks, "refused", Duration::ZERO);
+        settle(&webhooks, &record, refused, Attempt::Refused("404".into()));
+        assert_eq!(record.dead.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let made = out(&webhooks, "made", Duration::ZERO);
+        settle(&webhooks, &record, made, Attempt::Delivered);
+        assert_eq!(
+            record.delivered.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(webhooks.outbox.views(&webhooks.endpoints)[0].delivered, 1);
+    }
 }

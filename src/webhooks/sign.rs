@@ -109,6 +109,8 @@ mod tests {
             check(b"s3cret", b"{\"a\":1}", 1_700_001_000),
             Err(Refused::Stale(1000))
         );
+        // The tolerance itself is still fresh.
+        assert_eq!(check(b"s3cret", b"{\"a\":1}", 1_700_000_300), Ok(()));
         assert_eq!(
             verify(b"s3cret", "v1=00", b"", 0, 300),
             Err(Refused::Malformed)
