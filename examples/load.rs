@@ -122,8 +122,6 @@ fn own_meetings(args: &Args) -> Vec<Meeting> {
 }
 
 fn main() -> Result<(), String> {
-    // As the binary does, before the runtime's threads start.
-    inflight::memory::one_arena();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -34,7 +34,6 @@
 //! | [`signals`] | the signals that stop the process, and SIGHUP |
 //! | [`monotime`] | instants on the wire: milliseconds from the sender's anchor, mapped onto the reader's clock |
 //! | [`logs`] | the in-memory log the dashboard shows, capped log lines |
-//! | [`memory`] | how the process asks the system allocator for memory (one glibc arena) |
 //! | `format` | durations, ages, counts and times in a few fixed-width characters |
 //! | [`text`] | making outside text safe for a terminal |
 //! | [`tui`] | the operator dashboard |
@@ -49,7 +48,6 @@ pub mod feed;
 pub(crate) mod format;
 pub mod llm;
 pub mod logs;
-pub mod memory;
 pub mod model;
 pub mod monotime;
 pub mod net;

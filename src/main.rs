@@ -21,7 +21,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
-    inflight::memory::one_arena();
     let loaded = match layers::load(std::env::args_os().collect()) {
         Ok(loaded) => loaded,
         Err(e) => {
