@@ -82,7 +82,9 @@ pub fn mark_interrupted(conn: &Connection) -> Result<usize, rusqlite::Error> {
     Ok(n)
 }
 
-/// Deletes sessions whose last word is older than `retain`, with all they had.
+/// Deletes sessions whose last word is older than `retain`, with all they
+/// had (webhook deliveries still waiting among it), and dead letters given
+/// up longer ago than that: neither grows without end.
 pub fn prune(conn: &Connection, retain: Duration) -> Result<usize, rusqlite::Error> {
     let cutoff = unix(std::time::SystemTime::now()) - retain.as_secs_f64();
     let tx = conn.unchecked_transaction()?;
@@ -91,13 +93,21 @@ pub fn prune(conn: &Connection, retain: Duration) -> Result<usize, rusqlite::Err
         stmt.query_map([cutoff], |row| row.get(0))?
             .collect::<Result<_, _>>()?
     };
-    for table in ["transcripts", "results", "runs", "skips"] {
+    for table in [
+        "transcripts",
+        "results",
+        "runs",
+        "skips",
+        "outbox",
+        "dead_letters",
+    ] {
         let mut stmt = tx.prepare(&format!("DELETE FROM {table} WHERE session = ?1"))?;
         for id in &old {
             stmt.execute([id])?;
         }
     }
     tx.execute("DELETE FROM sessions WHERE last_seen < ?1", [cutoff])?;
+    tx.execute("DELETE FROM dead_letters WHERE died_at < ?1", [cutoff])?;
     tx.commit()?;
     if !old.is_empty() {
         tracing::info!(

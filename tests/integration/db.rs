@@ -434,6 +434,31 @@ fn sessions_past_retain_are_deleted_at_start_and_ended_ones_stay_on_disk_only() 
         session: sid("ended-yesterday"),
         at: SystemTime::now() - day,
     });
+    // A delivery still waiting for the old session, and two given up: one
+    // 40 days ago, one today.
+    let row = |session: &str, revision: u64| db::OutboxRow {
+        endpoint: "http://127.0.0.1:9/h".into(),
+        session: sid(session),
+        op: Some(Operation::SUMMARY),
+        event: inflight::webhooks::EventKind::Result,
+        revision,
+        id: format!("{session}:{revision}"),
+        body: "{}".into(),
+        created_at: SystemTime::now() - 40 * day,
+    };
+    opened.db.write(Write::Outbox(vec![row("old", 1)]));
+    for (session, died) in [
+        ("fresh", SystemTime::now() - 40 * day),
+        ("fresh", SystemTime::now()),
+    ] {
+        opened.db.write(Write::Outbox(vec![row(session, 1)]));
+        opened.db.write(Write::Dead {
+            row: row(session, 1),
+            attempts: 3,
+            error: "404".into(),
+            died_at: died,
+        });
+    }
     opened.db.close(Duration::from_secs(5));
     let reopened = db::open(&path, limits()).unwrap();
     let names: Vec<&str> = reopened
@@ -461,6 +486,17 @@ fn sessions_past_retain_are_deleted_at_start_and_ended_ones_stay_on_disk_only() 
         )
         .unwrap();
     assert_eq!(transcripts, 0);
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM outbox"),
+        0,
+        "the old session's delivery went with it"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM dead_letters"),
+        1,
+        "the letter given up 40 days ago is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
