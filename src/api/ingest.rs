@@ -37,10 +37,24 @@ use crate::feed::adapters::{Decoder, FeedFormat};
 use crate::feed::protocol::{self, FeedMessage, FrameError, MAX_FRAME_BYTES};
 use crate::feed::upstream::{Closing, Upstream, Writer};
 
-/// Largest batch body accepted by `POST /api/transcripts`.
-pub const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Most `/ingest` sockets open at once; more are refused with 503.
-pub const MAX_SOCKETS: usize = 64;
+/// How many pushers, and how large a batch (`--api-max-ingest-sockets`,
+/// `--api-max-batch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// `/ingest` sockets open at once; more are refused with 503.
+    pub max_sockets: usize,
+    /// Bytes of a `POST /api/transcripts` body; more are refused with 413.
+    pub max_batch: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_sockets: 64,
+            max_batch: 8 << 20,
+        }
+    }
+}
 /// An `/ingest` socket that brings no frame (not even a pong to inflight's
 /// pings, sent every third of this) for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,15 +66,17 @@ const UNREADABLE_LISTED: usize = 20;
 pub struct Inbound {
     status: Arc<FeedStatus>,
     sockets: AtomicUsize,
+    limits: IngestLimits,
 }
 
 impl Inbound {
-    pub fn new(engine: &Engine) -> Self {
+    pub fn new(engine: &Engine, limits: IngestLimits) -> Self {
         Self {
             status: engine
                 .feeds()
                 .register_inbound("pushed in: POST /api/transcripts, GET /ingest"),
             sockets: AtomicUsize::new(0),
+            limits,
         }
     }
 }
@@ -266,11 +282,12 @@ pub(super) async fn upgrade(
     let Some(inbound) = state.inbound.clone() else {
         return off();
     };
-    if inbound.sockets.fetch_add(1, Ordering::AcqRel) >= MAX_SOCKETS {
+    let most = inbound.limits.max_sockets;
+    if inbound.sockets.fetch_add(1, Ordering::AcqRel) >= most {
         inbound.sockets.fetch_sub(1, Ordering::AcqRel);
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("too many /ingest sockets ({MAX_SOCKETS})"),
+            format!("too many /ingest sockets ({most}); raise --api-max-ingest-sockets"),
         );
     }
     let open = Open(inbound.clone());

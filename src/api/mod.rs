@@ -76,6 +76,8 @@ pub struct ApiConfig {
     /// The ingest token: may push transcripts only. Without it, pushing
     /// is off.
     pub ingest_token: Option<String>,
+    /// How many pushers, and how large a batch.
+    pub ingest: ingest::IngestLimits,
     /// The process's log lines, for `/api/logs`.
     pub logs: Option<crate::logs::LogBuffer>,
     /// Origins whose web pages may call the API (none by default).
@@ -92,6 +94,7 @@ impl Default for ApiConfig {
             token: None,
             read_token: None,
             ingest_token: None,
+            ingest: ingest::IngestLimits::default(),
             logs: None,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -152,7 +155,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     let ingest_token = secret(&config.ingest_token);
     let inbound = ingest_token
         .as_ref()
-        .map(|_| Arc::new(ingest::Inbound::new(&engine)));
+        .map(|_| Arc::new(ingest::Inbound::new(&engine, config.ingest)));
     let state = ApiState {
         rows: Arc::new(dashboard::RowJournal::new(engine.snapshot())),
         engine,
@@ -193,7 +196,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
     let pushing = Router::new()
         .route(
             "/api/transcripts",
-            post(ingest::push_batch).layer(DefaultBodyLimit::max(ingest::MAX_BATCH_BYTES)),
+            post(ingest::push_batch).layer(DefaultBodyLimit::max(config.ingest.max_batch)),
         )
         .route("/ingest", get(ingest::upgrade))
         .route_layer(middleware::from_fn_with_state(
@@ -206,7 +209,10 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         .merge(protected)
         .merge(pushing)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(refuse_large_bodies))
+        .layer(middleware::from_fn_with_state(
+            config.ingest.max_batch,
+            refuse_large_bodies,
+        ))
         .layer(middleware::from_fn_with_state(
             browsers,
             browsers::refuse_web_pages,
@@ -249,14 +255,18 @@ pub async fn start(
 
 /// No route reads a large body; a request announcing one is refused before
 /// anything reads it (`DefaultBodyLimit` covers the extractors that do read).
-async fn refuse_large_bodies(request: Request, next: Next) -> Response {
+async fn refuse_large_bodies(
+    axum::extract::State(max_batch): axum::extract::State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
     let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let limit = match request.uri().path() {
-        "/api/transcripts" => ingest::MAX_BATCH_BYTES,
+        "/api/transcripts" => max_batch,
         _ => MAX_BODY_BYTES,
     };
     if announced.is_some_and(|n| n > limit as u64) {

@@ -119,6 +119,13 @@ pub const KEYS: &[Key] = &[
     key("api", "allow_hosts", "api_allow_hosts", Kind::List),
     key("api", "max_ws_clients", "api_max_ws_clients", Kind::Int),
     key("api", "ws_max_frame", "api_ws_max_frame", Kind::Int),
+    key(
+        "api",
+        "max_ingest_sockets",
+        "api_max_ingest_sockets",
+        Kind::Int,
+    ),
+    key("api", "max_batch", "api_max_batch", Kind::Int),
     key("delivery", "max_age", "webhook_max_age", Kind::Text),
     key("delivery", "max_pending", "webhook_max_pending", Kind::Int),
     key("delivery", "timeout", "webhook_timeout", Kind::Text),

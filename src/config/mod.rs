@@ -444,6 +444,14 @@ pub struct EngineArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(128..=(1 << 20)), env = "INFLIGHT_API_WS_MAX_FRAME")]
     pub api_ws_max_frame: u32,
 
+    /// Most `/ingest` sockets open at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "INFLIGHT_API_MAX_INGEST_SOCKETS")]
+    pub api_max_ingest_sockets: u32,
+
+    /// Largest batch `POST /api/transcripts` takes; a larger one is answered 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = clap::value_parser!(u32).range(1024..=(256 << 20)), env = "INFLIGHT_API_MAX_BATCH")]
+    pub api_max_batch: u32,
+
     /// A /ws subscriber that answers no ping, or whose socket takes no data,
     /// for this long is dropped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration, env = "INFLIGHT_API_WS_TIMEOUT")]

@@ -135,6 +135,10 @@ impl EngineArgs {
             token: self.api_token.clone(),
             read_token: self.api_read_token.clone(),
             ingest_token: self.api_ingest_token.clone(),
+            ingest: crate::api::ingest::IngestLimits {
+                max_sockets: self.api_max_ingest_sockets as usize,
+                max_batch: self.api_max_batch as usize,
+            },
             logs: None,
             allowed_origins: self.api_allow_origins.clone(),
             allowed_hosts: self.api_allow_hosts.clone(),

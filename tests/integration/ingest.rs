@@ -428,3 +428,34 @@ async fn a_pusher_hears_its_sessions_statuses_and_results_and_counts_as_a_feed()
     .expect("listening again once the pusher is gone");
     assert_eq!(feed_now.bad_frames, 1);
 }
+
+#[tokio::test]
+async fn pushers_and_batches_past_their_limits_are_refused() {
+    let s = serving(
+        engine(Duration::from_secs(30), 100),
+        ApiConfig {
+            ingest: inflight::api::ingest::IngestLimits {
+                max_sockets: 1,
+                max_batch: 2048,
+            },
+            ..api()
+        },
+    )
+    .await;
+    let (first, _) = connect(&s, "").await;
+    assert_eq!(open(&s, "", PUSH).await.err(), Some(503), "a second pusher");
+    drop(first);
+
+    let small: Vec<Value> = (1..=5).map(|seq| line("big", seq)).collect();
+    assert_eq!(push(&s, ndjson(&small)).await.taken, 5);
+    let large: Vec<Value> = (6..=60).map(|seq| line("big", seq)).collect();
+    let body = ndjson(&large);
+    assert!(body.len() > 2048);
+    let (code, text) = post(&s, Some(PUSH), body).await;
+    assert_eq!(code, 413, "{text}");
+    assert_eq!(
+        s.engine.generation(&SessionId::parse("big").unwrap()),
+        5,
+        "none of it taken"
+    );
+}
