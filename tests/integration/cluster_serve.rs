@@ -7,11 +7,11 @@
 
 use crate::common::child;
 use crate::common::child::field;
+use crate::common::child::inflight as bin;
 use crate::common::redis_server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -253,12 +253,6 @@ fn meetings(name: &str, sessions: usize, lines: usize) -> PathBuf {
         std::fs::write(dir.join(format!("s{s}.jsonl")), text).unwrap();
     }
     dir
-}
-
-fn bin() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_inflight"));
-    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    command
 }
 
 /// `inflight feed` playing `dir` in real time to every client; its URL.

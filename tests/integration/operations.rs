@@ -26,10 +26,7 @@ fn bin() -> &'static str {
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inflight-ops-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    child::fresh_dir("ops", name)
 }
 
 fn schema() -> Value {

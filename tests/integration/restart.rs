@@ -21,10 +21,7 @@ fn bin() -> &'static str {
 
 /// A fresh folder of its own.
 fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inflight-restart-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    child::fresh_dir("restart", name)
 }
 
 /// Meetings of `LINES` lines, 0.1 s apart: six seconds of replay each.

@@ -3,9 +3,9 @@
 //! with the real binary killed with SIGKILL twice along the way.
 
 use crate::common::child::field;
+use crate::common::child::inflight as bin;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,10 +102,7 @@ async fn take(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Bytes) ->
 }
 
 fn dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("inflight-webhooks-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::common::child::fresh_dir("webhooks", name)
 }
 
 /// `sessions` meetings of `lines` lines, one every 0.1 s, ending.
@@ -125,12 +122,6 @@ fn meetings(dir: &Path, sessions: usize, lines: usize) -> PathBuf {
         std::fs::write(meetings.join(format!("m{s}.jsonl")), text).unwrap();
     }
     meetings
-}
-
-fn bin() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_inflight"));
-    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    command
 }
 
 fn serve(dir: &Path, feed: &str) -> (Logged, String) {

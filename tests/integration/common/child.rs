@@ -215,3 +215,19 @@ pub fn field(line: &str, name: &str) -> String {
         .trim_matches('"')
         .to_string()
 }
+
+/// The real binary, logging at info without colour, for `Logged::spawn`.
+pub fn inflight() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_inflight"));
+    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    command
+}
+
+/// A fresh, empty folder of this process's own for a test.
+pub fn fresh_dir(subject: &str, name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("inflight-{subject}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
