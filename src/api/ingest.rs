@@ -34,6 +34,7 @@ use super::errors::error;
 use crate::engine::feeds::{BadFrame, FeedState, FeedStatus};
 use crate::engine::{Appended, Engine};
 use crate::feed::adapters::{Decoder, FeedFormat};
+use crate::feed::client::{Took, take_message};
 use crate::feed::protocol::{self, FeedMessage, FrameError, MAX_FRAME_BYTES};
 use crate::feed::upstream::{Closing, Upstream, Writer};
 
@@ -204,13 +205,20 @@ fn take(
             }
         }
     };
-    match parsed {
-        Ok(FeedMessage::Transcript { transcript, cut }) => {
-            if cut {
-                status.count_bad(BadFrame::TextCut);
-            }
-            let session = transcript.session_id.to_string();
-            match engine.ingest_from(transcript, status) {
+    let took = match parsed {
+        Ok(message) => take_message(engine, status, message),
+        Err(e) => {
+            let kind = e.kind();
+            status.count_bad(kind);
+            // A session id that is itself the trouble names no session.
+            let named = named.filter(|_| kind != BadFrame::BadSessionId);
+            return refuse(answer, named, kind.as_str(), e.to_string());
+        }
+    };
+    match took {
+        Took::Transcript(session, appended) => {
+            let session = session.to_string();
+            match appended {
                 Appended::Final { .. } => {
                     answer.taken += 1;
                     answer.sessions.entry(session).or_default().taken += 1;
@@ -230,15 +238,14 @@ fn take(
                 ),
             }
         }
-        Ok(FeedMessage::SessionEnd(session)) => {
-            engine.end_session(&session, Some(status.index));
+        Took::Ended(session) => {
             answer
                 .sessions
                 .entry(session.to_string())
                 .or_default()
                 .ended = true;
         }
-        Ok(FeedMessage::Hello { .. }) => {
+        Took::Hello => {
             status.count_bad(BadFrame::UnknownType);
             refuse(
                 answer,
@@ -246,13 +253,6 @@ fn take(
                 "unknown_type",
                 "a hello belongs on a socket".into(),
             );
-        }
-        Err(e) => {
-            let kind = e.kind();
-            status.count_bad(kind);
-            // A session id that is itself the trouble names no session.
-            let named = named.filter(|_| kind != BadFrame::BadSessionId);
-            refuse(answer, named, kind.as_str(), e.to_string());
         }
     }
 }

@@ -329,17 +329,37 @@ pub(crate) fn handle_text(engine: &Engine, status: &FeedStatus, decoder: &mut De
         Err(e) => return note_bad(status, e.kind(), &e.to_string()),
     };
     for message in messages {
-        match message {
-            FeedMessage::Transcript { transcript, cut } => {
-                if cut {
-                    note_bad(status, BadFrame::TextCut, "transcript text cut to 32 KiB");
-                }
-                // Counted on the feed's status, refusals logged by the engine.
-                engine.ingest_from(transcript, status);
+        take_message(engine, status, message);
+    }
+}
+
+/// What one message became.
+pub(crate) enum Took {
+    /// A transcript of this session, and what the store made of it.
+    Transcript(crate::model::SessionId, crate::engine::Appended),
+    /// This session ended.
+    Ended(crate::model::SessionId),
+    /// A `hello`: nothing to take.
+    Hello,
+}
+
+/// Takes one understood message in, counted on the feed's status: the one
+/// way a feed's messages reach the engine, dialled or pushed.
+pub(crate) fn take_message(engine: &Engine, status: &FeedStatus, message: FeedMessage) -> Took {
+    match message {
+        FeedMessage::Transcript { transcript, cut } => {
+            if cut {
+                note_bad(status, BadFrame::TextCut, "transcript text cut to 32 KiB");
             }
-            FeedMessage::SessionEnd(session) => engine.end_session(&session, Some(status.index)),
-            FeedMessage::Hello { .. } => {}
+            let session = transcript.session_id.clone();
+            // Counted on the feed's status, refusals logged by the engine.
+            Took::Transcript(session, engine.ingest_from(transcript, status))
         }
+        FeedMessage::SessionEnd(session) => {
+            engine.end_session(&session, Some(status.index));
+            Took::Ended(session)
+        }
+        FeedMessage::Hello { .. } => Took::Hello,
     }
 }
 
