@@ -349,8 +349,9 @@ mod tests {
         let young = out(&webhooks, "young", Duration::from_secs(30));
         settle(&webhooks, &record, young, retry());
         assert_eq!(webhooks.outbox.views(&webhooks.endpoints)[0].retried, 1);
-        // Its next try would fall past it: given up, and recorded so.
-        let old = out(&webhooks, "old", Duration::from_millis(59_400));
+        // Its next try (at least half a second away) would fall past it:
+        // given up, and recorded so.
+        let old = out(&webhooks, "old", Duration::from_millis(59_600));
         settle(&webhooks, &record, old, retry());
         let letters = webhooks.outbox.dead_letters();
         assert_eq!(letters.len(), 1);
