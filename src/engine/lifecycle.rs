@@ -111,6 +111,7 @@ impl Engine {
             };
         }
         let cancelled = self.shared.state.stop_all("the process is stopping");
+        self.shared.permits.forget_stopped();
         // A cancelled run ends at its next await; don't wait forever anyway.
         let _ = tokio::time::timeout(Duration::from_secs(5), runs.wait()).await;
         Drained {

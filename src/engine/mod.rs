@@ -325,9 +325,17 @@ impl Engine {
         }
     }
 
+    /// Runs waiting for an LLM permit now.
+    pub fn permits_waiting(&self) -> usize {
+        self.shared.permits.waiting()
+    }
+
     /// Stops the run of `op` on `session`; `None` when none was in flight.
     pub fn cancel(&self, session: &SessionId, op: Operation) -> Option<RunId> {
-        self.shared.state.stop_processing(session, op)
+        let stopped = self.shared.state.stop_processing(session, op)?;
+        // A run stopped while it waited for a permit leaves the queue now.
+        self.shared.permits.forget_stopped();
+        Some(stopped)
     }
 
     /// The original processing status of one session (`state::status`).

@@ -11,9 +11,18 @@
 //! arrival number instead: they queue behind everything said so far, so a
 //! long catch-up takes turns with the live sessions.
 //!
+//! A run waits in one of two ways. Its first wait is a [`QueuedRun`] in
+//! the queue ([`Permits::enter`]): a small record with no task of its own,
+//! given a task only once it holds a permit; under overload tens of
+//! thousands wait at once, and each costs its record, not a parked future.
+//! A backlog's later steps, which wait in the middle of a run, await
+//! [`Permits::acquire`] instead. Both kinds share one order.
+//!
 //! Waiting is cancel-safe: a waiter dropped before it is served leaves the
 //! queue; one dropped after it was handed a permit gives it back, and the
-//! permit goes to the next waiter.
+//! permit goes to the next waiter. A queued run that was stopped meanwhile
+//! is passed over when its turn comes, and the operator's stop takes it
+//! out at once ([`Permits::forget_stopped`]).
 //!
 //! The limit adapts to the server. Many servers take fewer calls at once
 //! than `--llm-concurrency` and answer the rest badly rather than refuse
@@ -46,8 +55,53 @@ struct Inner {
     out: usize,
     closed: bool,
     /// Waiters by (priority, ticket).
-    waiting: BTreeMap<(u64, u64), oneshot::Sender<Permit>>,
+    waiting: BTreeMap<(u64, u64), Entry>,
     next_ticket: u64,
+}
+
+/// Someone in the queue.
+enum Entry {
+    /// A task awaiting [`Permits::acquire`].
+    Task(oneshot::Sender<Permit>),
+    /// A run with no task yet, started when it is served.
+    Run(Box<dyn QueuedRun>),
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entry::Task(_) => "Task",
+            Entry::Run(_) => "Run",
+        })
+    }
+}
+
+/// A run waiting for its first permit without a task of its own.
+pub trait QueuedRun: Send {
+    /// It was stopped while it waited: it leaves the queue unserved.
+    fn is_stopped(&self) -> bool;
+    /// Its permit: it starts now (on a task of its own).
+    fn start(self: Box<Self>, permit: Permit);
+    /// The permits were closed before its turn.
+    fn refuse(self: Box<Self>);
+}
+
+/// What a section under the lock handed out or passed over, to be done
+/// once the lock is let go: a run started or dropped may take the lock
+/// again (its permit coming back).
+#[derive(Default)]
+struct AfterUnlock {
+    start: Vec<(Box<dyn QueuedRun>, Permit)>,
+    passed_over: Vec<Box<dyn QueuedRun>>,
+}
+
+impl AfterUnlock {
+    fn run(self) {
+        drop(self.passed_over);
+        for (run, permit) in self.start {
+            run.start(permit);
+        }
+    }
 }
 
 /// The permits; clone the handle freely.
@@ -122,7 +176,7 @@ impl Permits {
             let (sender, receiver) = oneshot::channel();
             let key = (priority, inner.next_ticket);
             inner.next_ticket += 1;
-            inner.waiting.insert(key, sender);
+            inner.waiting.insert(key, Entry::Task(sender));
             (key, receiver)
         };
         let mut waiter = Waiter {
@@ -133,6 +187,56 @@ impl Permits {
         let result = receiver.await;
         waiter.served = true;
         result.map_err(|_| Closed)
+    }
+
+    /// Puts `run` in the queue with `priority` (lower goes first), or
+    /// starts it at once when a permit is free and nobody waits.
+    pub fn enter(&self, priority: u64, run: Box<dyn QueuedRun>) {
+        let mut inner = self.lock();
+        if inner.closed {
+            drop(inner);
+            run.refuse();
+            return;
+        }
+        if inner.out < inner.limit && inner.waiting.is_empty() {
+            inner.out += 1;
+            let permit = self.permit(inner.out);
+            drop(inner);
+            run.start(permit);
+            return;
+        }
+        let key = (priority, inner.next_ticket);
+        inner.next_ticket += 1;
+        inner.waiting.insert(key, Entry::Run(run));
+    }
+
+    /// A permit now if one is free and nobody waits; never queues.
+    pub fn try_acquire(&self) -> Option<Permit> {
+        let mut inner = self.lock();
+        if inner.closed || inner.out >= inner.limit || !inner.waiting.is_empty() {
+            return None;
+        }
+        inner.out += 1;
+        Some(self.permit(inner.out))
+    }
+
+    /// Takes the queued runs that were stopped out of the queue now,
+    /// rather than when their turn comes; answers how many.
+    pub fn forget_stopped(&self) -> usize {
+        let mut stopped = Vec::new();
+        {
+            let mut inner = self.lock();
+            let keys: Vec<(u64, u64)> = inner
+                .waiting
+                .iter()
+                .filter(|(_, waiter)| matches!(waiter, Entry::Run(run) if run.is_stopped()))
+                .map(|(key, _)| *key)
+                .collect();
+            for key in keys {
+                stopped.extend(inner.waiting.remove(&key));
+            }
+        }
+        stopped.len()
     }
 
     fn permit(&self, alongside: usize) -> Permit {
@@ -154,6 +258,7 @@ impl Permits {
     /// overloaded server answers while other calls were in flight, so the
     /// same call, made alone, may well succeed.
     pub fn learn(&self, permit: &Permit, end: CallEnd) -> bool {
+        let mut later = AfterUnlock::default();
         let mut inner = self.lock();
         let before = inner.limit;
         let crowded_out = end == CallEnd::Crowded && (permit.alongside > 1 || inner.out > 1);
@@ -165,7 +270,7 @@ impl Permits {
                     inner.successes = 0;
                     // The new room goes to the best waiter at once.
                     if inner.out < inner.limit {
-                        self.hand_on(&mut inner, true);
+                        self.hand_on(&mut inner, true, &mut later);
                     }
                 }
             }
@@ -177,6 +282,7 @@ impl Permits {
         }
         let (after, cap) = (inner.limit, inner.capacity);
         drop(inner);
+        later.run();
         if after < before {
             tracing::warn!(
                 limit = after,
@@ -210,6 +316,7 @@ impl Permits {
     /// Fewer than the limit lower it at once; more let it grow back, as
     /// successes raise it.
     pub fn server_slots(&self, slots: Option<usize>) {
+        let mut later = AfterUnlock::default();
         let mut inner = self.lock();
         let slots = slots.filter(|n| *n > 0);
         if inner.server_slots == slots {
@@ -228,51 +335,77 @@ impl Permits {
             // The server said how many it takes: no need to learn it.
             inner.limit = ceiling;
             while inner.out < inner.limit && !inner.waiting.is_empty() {
-                self.hand_on(&mut inner, true);
+                self.hand_on(&mut inner, true, &mut later);
             }
+            drop(inner);
+            later.run();
         }
     }
 
     /// Refuses every waiter and every later acquire.
     pub fn close(&self) {
-        let mut inner = self.lock();
-        inner.closed = true;
-        inner.waiting.clear();
+        let waiting = {
+            let mut inner = self.lock();
+            inner.closed = true;
+            std::mem::take(&mut inner.waiting)
+        };
+        for waiter in waiting.into_values() {
+            if let Entry::Run(run) = waiter {
+                run.refuse();
+            }
+        }
     }
 
     /// A permit came back: hand it to the best waiter still waiting,
     /// unless the limit was lowered below the permits out.
     fn release(&self) {
+        let mut later = AfterUnlock::default();
         let mut inner = self.lock();
         if inner.out > inner.limit {
             inner.out -= 1;
             return;
         }
-        self.hand_on(&mut inner, false);
+        self.hand_on(&mut inner, false, &mut later);
+        drop(inner);
+        later.run();
     }
 
     /// Gives a permit to the best waiter still waiting: one coming back
     /// (`fresh` false: `out` stays) or a new one (`fresh`: `out` grows if
     /// someone takes it).
-    fn hand_on(&self, inner: &mut Inner, fresh: bool) {
-        while let Some((_, sender)) = inner.waiting.pop_first() {
+    fn hand_on(&self, inner: &mut Inner, fresh: bool, later: &mut AfterUnlock) {
+        while let Some((_, waiter)) = inner.waiting.pop_first() {
             let alongside = if fresh { inner.out + 1 } else { inner.out };
             // The permit moves to the waiter without passing through `out`.
             let permit = Permit {
                 permits: Some(self.clone()),
                 alongside,
             };
-            match sender.send(permit) {
-                Ok(()) => {
-                    if fresh {
-                        inner.out += 1;
+            let served = match waiter {
+                Entry::Task(sender) => match sender.send(permit) {
+                    Ok(()) => true,
+                    Err(mut unsent) => {
+                        // The waiter left: forget this permit, try the next one.
+                        unsent.permits = None;
+                        false
                     }
-                    return;
+                },
+                Entry::Run(run) if run.is_stopped() => {
+                    let mut unused = permit;
+                    unused.permits = None;
+                    later.passed_over.push(run);
+                    false
                 }
-                Err(mut unsent) => {
-                    // The waiter left: forget this permit, try the next one.
-                    unsent.permits = None;
+                Entry::Run(run) => {
+                    later.start.push((run, permit));
+                    true
                 }
+            };
+            if served {
+                if fresh {
+                    inner.out += 1;
+                }
+                return;
             }
         }
         if !fresh {
@@ -484,5 +617,163 @@ mod tests {
             Poll::Ready(Err(Closed))
         ));
         assert_eq!(permits.acquire(0).await.unwrap_err(), Closed);
+    }
+
+    /// A queued run that notes what happened to it.
+    struct Noted {
+        name: &'static str,
+        stopped: Arc<std::sync::atomic::AtomicBool>,
+        log: Arc<Mutex<Vec<String>>>,
+        /// Permits the started runs hold, as their tasks would.
+        held: Arc<Mutex<Vec<Permit>>>,
+        /// Started or refused: what a drop would not say.
+        settled: bool,
+    }
+
+    impl QueuedRun for Noted {
+        fn is_stopped(&self) -> bool {
+            self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn start(mut self: Box<Self>, permit: Permit) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("start {}", self.name));
+            self.held.lock().unwrap().push(permit);
+            self.settled = true;
+        }
+        fn refuse(mut self: Box<Self>) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("refuse {}", self.name));
+            self.settled = true;
+        }
+    }
+
+    impl Drop for Noted {
+        fn drop(&mut self) {
+            if !self.settled {
+                self.log.lock().unwrap().push(format!("drop {}", self.name));
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Runs {
+        log: Arc<Mutex<Vec<String>>>,
+        held: Arc<Mutex<Vec<Permit>>>,
+    }
+
+    impl Runs {
+        fn run(&self, name: &'static str) -> (Box<Noted>, Arc<std::sync::atomic::AtomicBool>) {
+            let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let run = Box::new(Noted {
+                name,
+                stopped: stopped.clone(),
+                log: self.log.clone(),
+                held: self.held.clone(),
+                settled: false,
+            });
+            (run, stopped)
+        }
+        fn log(&self) -> Vec<String> {
+            std::mem::take(&mut *self.log.lock().unwrap())
+        }
+        /// The oldest started run's call ends.
+        fn end_first(&self) {
+            let permit = self.held.lock().unwrap().remove(0);
+            drop(permit);
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_runs_start_in_the_same_order_as_waiting_tasks() {
+        let permits = Permits::new(1);
+        let runs = Runs::default();
+        permits.enter(5, runs.run("first").0);
+        assert_eq!(
+            runs.log(),
+            ["start first"],
+            "a free permit starts it at once"
+        );
+        assert_eq!(permits.in_use(), 1);
+        permits.enter(7, runs.run("late").0);
+        let mut task = pin!(permits.acquire(6));
+        assert!(poll_once(task.as_mut()).is_pending());
+        permits.enter(3, runs.run("old").0);
+        assert_eq!(permits.waiting(), 3);
+        assert!(runs.log().is_empty(), "nothing starts without a permit");
+        runs.end_first();
+        assert_eq!(runs.log(), ["start old"], "lowest priority first");
+        runs.end_first();
+        assert!(
+            runs.log().is_empty(),
+            "the task at 6 goes before the run at 7"
+        );
+        let Poll::Ready(Ok(task_permit)) = poll_once(task.as_mut()) else {
+            panic!("the task was served");
+        };
+        drop(task_permit);
+        assert_eq!(runs.log(), ["start late"]);
+        assert_eq!(permits.in_use(), 1);
+        assert_eq!(permits.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_run_is_passed_over_or_forgotten_at_once() {
+        let permits = Permits::new(1);
+        let runs = Runs::default();
+        permits.enter(0, runs.run("running").0);
+        let (run, stop_a) = runs.run("a");
+        permits.enter(1, run);
+        let (run, stop_b) = runs.run("b");
+        permits.enter(2, run);
+        permits.enter(3, runs.run("c").0);
+        runs.log();
+        // Stopped and still in the queue: passed over when its turn comes.
+        stop_a.store(true, std::sync::atomic::Ordering::SeqCst);
+        runs.end_first();
+        assert_eq!(runs.log(), ["drop a", "start b"]);
+        assert_eq!(permits.in_use(), 1, "the permit went to b, not to a");
+        // Stopped, then forgotten: out of the queue before any turn.
+        let (run, stop_d) = runs.run("d");
+        permits.enter(4, run);
+        stop_d.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(permits.forget_stopped(), 1);
+        assert_eq!(runs.log(), ["drop d"]);
+        assert_eq!(permits.waiting(), 1);
+        drop(stop_b);
+        runs.end_first();
+        assert_eq!(runs.log(), ["start c"]);
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_queued_runs_and_later_ones() {
+        let permits = Permits::new(1);
+        let runs = Runs::default();
+        permits.enter(0, runs.run("running").0);
+        permits.enter(1, runs.run("queued").0);
+        runs.log();
+        permits.close();
+        assert_eq!(runs.log(), ["refuse queued"]);
+        permits.enter(2, runs.run("late").0);
+        assert_eq!(runs.log(), ["refuse late"]);
+        assert!(permits.try_acquire().is_none());
+    }
+
+    #[tokio::test]
+    async fn try_acquire_never_jumps_the_queue() {
+        let permits = Permits::new(2);
+        let runs = Runs::default();
+        let first = permits.try_acquire().expect("a free permit");
+        permits.enter(0, runs.run("a").0);
+        assert_eq!(runs.log(), ["start a"]);
+        assert!(permits.try_acquire().is_none(), "both out");
+        permits.enter(1, runs.run("b").0);
+        drop(first);
+        assert_eq!(runs.log(), ["start b"]);
+        runs.end_first();
+        assert!(permits.try_acquire().is_some(), "free, with nobody waiting");
     }
 }

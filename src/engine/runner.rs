@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::coordinator::{Alone, Coordinator, Ending, Lost, Redis, Taking};
-use super::permits::{CallEnd, Permit};
+use super::permits::{CallEnd, Permit, QueuedRun};
 use super::store::{OpResult, RunInput};
 use crate::events::{Event, Outcome};
 use crate::llm::{LlmErrorKind, LlmRequest, Progress, Usage, prompts, structured};
@@ -49,32 +49,77 @@ pub const MAX_SHRINKS: u32 = 4;
 /// made alongside other calls (the limit falls each time, so a few do).
 pub const MAX_CROWDED: u32 = 3;
 
-/// Starts the run on its own task.
+/// Puts an admitted run in the permits' queue: it gets a task of its own
+/// only once it holds a permit (see `permits.rs`), so a run that waits
+/// costs a small record, not a parked future.
 pub(super) fn spawn(shared: Arc<Shared>, guard: RunGuard) {
+    let priority = shared.store.oldest_uncovered(guard.session(), guard.op());
+    let permits = shared.permits.clone();
+    permits.enter(priority, Box::new(Waiting { shared, guard }));
+}
+
+/// A run in the permits' queue.
+struct Waiting {
+    shared: Arc<Shared>,
+    guard: RunGuard,
+}
+
+impl QueuedRun for Waiting {
+    fn is_stopped(&self) -> bool {
+        self.guard.cancel_token().is_cancelled()
+    }
+
+    fn start(self: Box<Self>, permit: Permit) {
+        let Waiting { shared, guard } = *self;
+        start(shared, guard, permit);
+    }
+
+    fn refuse(self: Box<Self>) {
+        let Waiting { shared, guard } = *self;
+        let session = guard.session().clone();
+        let latest = || shared.store.generation(&session);
+        // Stopping: a follow-up handed back is dropped, which ends it too.
+        let _ = guard.finish(
+            Outcome::Failed,
+            Some("the engine is shutting down".into()),
+            &latest,
+        );
+    }
+}
+
+/// Starts a run that holds its first permit on a task of its own.
+fn start(shared: Arc<Shared>, guard: RunGuard, permit: Permit) {
+    // Served from wherever a permit came back; outside a runtime (it is
+    // going away) the run is dropped, which ends it as cancelled.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     let runs = shared.runs.clone();
     // Spawned as they are, not from a wrapper future: a future that awaits
-    // another one it passed its arguments to keeps them twice, and a run
-    // waiting for a permit (thousands at once under overload) must stay
-    // small. Boxed with a cluster, so that a run without one does not carry
-    // the size of Redis calls it never makes.
+    // another one it passed its arguments to keeps them twice. Boxed with
+    // a cluster, so that a run without one does not carry the size of
+    // Redis calls it never makes.
     if shared.cluster.get().is_some() {
         let redis = Redis {
             shared: shared.clone(),
         };
-        runs.spawn(Box::pin(run_until_settled(shared, guard, redis)));
+        let run = run_until_settled(shared, guard, redis, permit);
+        runs.spawn_on(Box::pin(run), &runtime);
     } else {
-        runs.spawn(run_until_settled(shared, guard, Alone));
+        runs.spawn_on(run_until_settled(shared, guard, Alone, permit), &runtime);
     }
 }
 
 async fn run_until_settled<C: Coordinator>(
-    shared: Arc<Shared>,
+    shared_handle: Arc<Shared>,
     mut guard: RunGuard,
     coordinator: C,
+    permit: Permit,
 ) {
-    let (shared, coordinator) = (&*shared, &coordinator);
+    let (shared, coordinator) = (&*shared_handle, &coordinator);
+    let mut permit = Some(permit);
     loop {
-        let (ended, claim) = execute(shared, &mut guard, coordinator).await;
+        let (ended, claim) = execute(shared, &mut guard, coordinator, permit.take()).await;
         if let Some(claim) = claim {
             let ending = Ending {
                 outcome: ended.outcome,
@@ -105,6 +150,13 @@ async fn run_until_settled<C: Coordinator>(
                     }
                 } else if let Some(started) = ended.first_start {
                     keep_min_interval(shared, &guard, started).await;
+                }
+                // The follow-up goes on here when a permit is free at once;
+                // otherwise it waits in the queue, and this task ends.
+                permit = shared.permits.try_acquire();
+                if permit.is_none() {
+                    spawn(shared_handle, guard);
+                    return;
                 }
             }
             FinishOutcome::Ended => {
@@ -256,6 +308,7 @@ async fn execute<C: Coordinator>(
     shared: &Shared,
     guard: &mut RunGuard,
     coordinator: &C,
+    mut first_permit: Option<Permit>,
 ) -> (Ended, Option<C::Claim>) {
     let cancel = guard.cancel_token().clone();
     let (session, op) = (guard.session().clone(), guard.op());
@@ -267,20 +320,25 @@ async fn execute<C: Coordinator>(
     let mut takeover = false;
     let mut again = AskAgain::default();
     loop {
-        // A backlog's later steps queue behind the work waiting now, so a
+        // The first step waited in the queue before this task existed. A
+        // backlog's later steps queue behind the work waiting now, so a
         // long catch-up takes turns with the live sessions instead of
         // holding the LLM until it is done.
-        let priority = match at.first_start {
+        let priority = || match at.first_start {
             None => shared.store.oldest_uncovered(&session, op),
             Some(_) => shared.store.next_arrival(),
         };
-        let permit = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return at.end(Ended::stopped()),
-            why = lost::<C>(&mut at.claim) => return lost_claim(coordinator, at, why),
-            permit = shared.permits.acquire(priority) => match permit {
-                Ok(permit) => permit,
-                Err(_) => return at.end(Ended::failed(Outcome::Failed, "the engine is shutting down")),
+        let permit = match first_permit.take() {
+            Some(_) if cancel.is_cancelled() => return at.end(Ended::stopped()),
+            Some(permit) => permit,
+            None => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return at.end(Ended::stopped()),
+                why = lost::<C>(&mut at.claim) => return lost_claim(coordinator, at, why),
+                permit = shared.permits.acquire(priority()) => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return at.end(Ended::failed(Outcome::Failed, "the engine is shutting down")),
+                },
             },
         };
         let permit = match at.claim {

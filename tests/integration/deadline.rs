@@ -162,6 +162,55 @@ async fn llm_permits_cap_concurrent_calls_and_queue_the_rest() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_cancelled_while_it_waits_for_a_permit_leaves_the_queue_and_never_starts() {
+    let config = EngineConfig {
+        llm_concurrency: 1,
+        automatic_ops: vec![Operation::SUMMARY],
+        ..Default::default()
+    };
+    let engine = Engine::new(
+        config,
+        Arc::new(BuiltinBackend::new(LatencyRange::fixed(
+            Duration::from_secs(10),
+        ))),
+    );
+    let mut events = engine.subscribe();
+    for name in ["first", "second", "third"] {
+        engine.ingest(final_line(name, 1, "hello there"), None);
+    }
+    assert_eq!(engine.permits_waiting(), 2, "one call at once, two wait");
+    assert!(engine.cancel(&sid("second"), Operation::SUMMARY).is_some());
+    assert_eq!(engine.permits_waiting(), 1, "out of the queue at once");
+    assert!(!engine.status(&sid("second")).any_processing);
+
+    let mut started = Vec::new();
+    while started.len() < 2 {
+        let session = next_matching(&mut events, Duration::from_secs(30), |e| match e {
+            Event::OpStarted { session, .. } => Some(session.to_string()),
+            _ => None,
+        })
+        .await;
+        started.push(session);
+    }
+    assert_eq!(
+        started,
+        ["first", "third"],
+        "the cancelled run never starts"
+    );
+    let finished = next_matching(&mut events, Duration::from_secs(30), |e| match e {
+        Event::OpFinished {
+            session, outcome, ..
+        } => Some((session.to_string(), *outcome)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(finished, ("third".to_string(), Outcome::Ok));
+    assert!(engine.result(&sid("third"), Operation::SUMMARY).is_some());
+    assert!(engine.result(&sid("second"), Operation::SUMMARY).is_none());
+    assert_eq!(engine.permits_waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn ended_sessions_are_forgotten_after_a_while_unless_busy() {
     let config = EngineConfig {
         state: StateConfig {
