@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Operation, SessionId, SessionStore, StoredTranscript};
+use super::{HeldLine, Operation, SessionId, SessionStore};
 use crate::llm::Utterance;
 
 /// What a run reads when it gets its permit.
@@ -50,14 +50,14 @@ impl SessionStore {
                 more: false,
             };
         };
-        let utterance = |t: &StoredTranscript| Utterance {
-            speaker: t.speaker.clone(),
-            text: t.text.clone(),
+        let utterance = |t: &HeldLine| Utterance {
+            speaker: t.speaker().map(str::to_string),
+            text: t.text().to_string(),
         };
         if !incremental {
             let window_chars = room.map_or(window_chars, |room| window_chars.min(room));
-            let fits = |used: &mut usize, t: &StoredTranscript| {
-                *used += crate::llm::prompts::line_chars(t.speaker.as_deref(), &t.text);
+            let fits = |used: &mut usize, t: &HeldLine| {
+                *used += crate::llm::prompts::line_chars(t.speaker(), t.text());
                 *used <= window_chars
             };
             let mut used = 0;
@@ -93,8 +93,8 @@ impl SessionStore {
             (Some(room), None) => window_chars.min(room),
             (None, _) => window_chars,
         };
-        let fits = |used: &mut usize, t: &StoredTranscript| {
-            *used += crate::llm::prompts::line_chars(t.speaker.as_deref(), &t.text);
+        let fits = |used: &mut usize, t: &HeldLine| {
+            *used += crate::llm::prompts::line_chars(t.speaker(), t.text());
             *used <= window_chars
         };
         let mut used = 0;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{OpResult, SessionId, SessionRecord, SessionStore, Shard, StoredTranscript};
+use super::{HeldLine, OpResult, SessionId, SessionRecord, SessionStore, Shard};
 
 impl SessionStore {
     /// Puts back a session read from disk at start. False when the store
@@ -31,13 +31,15 @@ impl SessionStore {
         record.transcripts = stored
             .transcripts
             .iter()
-            .map(|t| StoredTranscript {
-                generation: t.generation,
-                speaker: t.speaker.clone(),
-                text: t.text.clone(),
-                start: t.start,
-                received_at: t.received_at,
-                arrival: self.arrivals.fetch_add(1, Ordering::Relaxed),
+            .map(|t| {
+                HeldLine::new(
+                    t.generation,
+                    self.arrivals.fetch_add(1, Ordering::Relaxed),
+                    t.speaker.as_deref(),
+                    t.text.clone(),
+                    t.start,
+                    t.received_at,
+                )
             })
             .collect();
         record.results = stored

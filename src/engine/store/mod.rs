@@ -24,10 +24,11 @@
 //! |---|---|
 //! | `mod.rs` | the records, the shards, taking transcripts in, results |
 //! | `input.rs` | what a run reads, and which run waited longest |
+//! | `lines.rs` | the held transcripts, packed |
 //! | `views.rs` | rows and details for views |
 //! | `lifetime.rs` | restoring, ending and forgetting sessions |
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -37,11 +38,13 @@ use tokio::time::Instant;
 
 mod input;
 mod lifetime;
+mod lines;
 mod views;
 
 pub use input::RunInput;
 pub use views::{SessionContent, SessionFacts};
 
+use self::lines::{HeldLine, Lines};
 use super::forgotten::Forgotten;
 use crate::events::RunId;
 use crate::model::{Operation, SessionId, Transcript};
@@ -135,7 +138,7 @@ impl Default for SessionLimits {
 struct SessionRecord {
     feed: Option<usize>,
     generation: u64,
-    transcripts: VecDeque<StoredTranscript>,
+    transcripts: Lines,
     partial: Option<String>,
     last_seq: Option<u64>,
     last_transcript_at: Option<Instant>,
@@ -156,7 +159,7 @@ impl SessionRecord {
         Self {
             feed,
             generation: 0,
-            transcripts: VecDeque::new(),
+            transcripts: Lines::default(),
             partial: None,
             last_seq,
             last_transcript_at: None,
@@ -319,14 +322,14 @@ impl SessionStore {
         record.generation += 1;
         record.partial = None;
         record.last_transcript_at = Some(Instant::now());
-        record.transcripts.push_back(StoredTranscript {
-            generation: record.generation,
-            speaker: transcript.speaker,
-            text: transcript.text,
-            start: transcript.start,
-            received_at: SystemTime::now(),
-            arrival: self.arrivals.fetch_add(1, Ordering::Relaxed),
-        });
+        record.transcripts.push(HeldLine::new(
+            record.generation,
+            self.arrivals.fetch_add(1, Ordering::Relaxed),
+            transcript.speaker.as_deref(),
+            transcript.text,
+            transcript.start,
+            SystemTime::now(),
+        ));
         self.trim(record);
         Appended::Final {
             generation: record.generation,
@@ -379,7 +382,7 @@ impl SessionStore {
             .map(|op| record.covered(*op))
             .min()
             .unwrap_or(u64::MAX);
-        while let Some(oldest) = record.transcripts.front() {
+        while let Some(oldest) = record.transcripts.oldest() {
             let len = record.transcripts.len();
             let uncovered = oldest.generation > covered;
             if len > self.limits.max_held_transcripts.max(MAX_KEPT_TRANSCRIPTS) {
@@ -387,7 +390,7 @@ impl SessionStore {
             } else if len <= MAX_KEPT_TRANSCRIPTS || uncovered {
                 break;
             }
-            record.transcripts.pop_front();
+            record.transcripts.drop_oldest();
         }
     }
 

@@ -3,7 +3,9 @@
 
 use tokio::time::Instant;
 
-use super::{OpMap, OpResult, Operation, SessionId, SessionRecord, SessionStore, StoredTranscript};
+use super::{
+    HeldLine, OpMap, OpResult, Operation, SessionId, SessionRecord, SessionStore, StoredTranscript,
+};
 
 /// A light view of one session for tables.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +66,12 @@ impl SessionStore {
         let record = shard.held.get(session)?;
         let skip = record.transcripts.len().saturating_sub(recent);
         Some(SessionContent {
-            recent: record.transcripts.iter().skip(skip).cloned().collect(),
+            recent: record
+                .transcripts
+                .iter()
+                .skip(skip)
+                .map(HeldLine::to_stored)
+                .collect(),
             partial: record.partial.clone(),
             results: record.results.clone(),
             rejected: record.rejected.clone(),
