@@ -106,6 +106,12 @@ pub const KEYS: &[Key] = &[
         "max_held_transcripts",
         Kind::Int,
     ),
+    key(
+        "sessions",
+        "keep_transcripts",
+        "keep_transcripts",
+        Kind::Int,
+    ),
     key("api", "listen", "api", Kind::Text),
     key("api", "token_file", "api_token_file", Kind::Text),
     key("api", "read_token_file", "api_read_token_file", Kind::Text),

@@ -347,6 +347,12 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", default_value_t = 4_000, value_parser = clap::value_parser!(u32).range(400..), env = "INFLIGHT_MAX_HELD_TRANSCRIPTS")]
     pub max_held_transcripts: u32,
 
+    /// Covered final transcripts one session keeps in memory for views
+    /// (the details pane shows 40); older covered lines are released at
+    /// once. 0 keeps only what the operations have not covered yet.
+    #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=100_000), env = "INFLIGHT_KEEP_TRANSCRIPTS")]
+    pub keep_transcripts: u32,
+
     /// Defined operations that run by themselves (comma-separated; each as
     /// its definition says when): all of them unless given.
     #[arg(long, value_name = "OPS", value_delimiter = ',', value_parser = parse_operation, env = "INFLIGHT_OPS")]
@@ -647,8 +653,14 @@ mod tests {
         );
         assert!(
             Cli::try_parse_from(["inflight", "--max-held-transcripts", "10"]).is_err(),
-            "below the 400 kept for views"
+            "below the 400 a restart reads back"
         );
+        let kept = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            cli.engine.engine_config().sessions.kept_transcripts
+        };
+        assert_eq!(kept(&["inflight"]), 40, "what the details pane shows");
+        assert_eq!(kept(&["inflight", "--keep-transcripts", "0"]), 0);
         assert!(Cli::try_parse_from(["inflight", "--llm-concurrency", "0"]).is_err());
         assert!(Cli::try_parse_from(["inflight", "--simulate-latency", "6s..2s"]).is_err());
         let cli =

@@ -220,6 +220,7 @@ impl EngineArgs {
                 forget_after: self.forget_after,
                 remember_forgotten: self.remember_forgotten as usize,
                 max_held_transcripts: self.max_held_transcripts as usize,
+                kept_transcripts: self.keep_transcripts as usize,
             },
         }
     }

@@ -153,7 +153,10 @@ impl Engine {
     pub fn new(config: EngineConfig, backend: Arc<dyn Backend>) -> Self {
         let events = EventBus::new();
         let state = ProcessingStateManager::new(config.state.clone(), events.clone());
-        let store = SessionStore::new(config.sessions).tracking(&config.end_ops);
+        let mut store = SessionStore::new(config.sessions).tracking(&config.end_ops);
+        if !config.incremental {
+            store = store.rereading(crate::llm::prompts::MAX_TRANSCRIPT_CHARS);
+        }
         let registry = crate::ops::registry();
         let kinds_matter = config
             .end_ops

@@ -147,7 +147,16 @@ async fn a_replay_server_killed_five_times_loses_and_repeats_nothing() {
     const SESSIONS: usize = 10;
     const LINES: u64 = 60;
     let dir = meeting_dir(SESSIONS, LINES);
-    let engine = engine(Vec::new());
+    // Every line stays in memory, to be read back below.
+    let config = EngineConfig {
+        automatic_ops: Vec::new(),
+        sessions: inflight::engine::SessionLimits {
+            kept_transcripts: LINES as usize,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let engine = Engine::new(config, Arc::new(BuiltinBackend::new(LatencyRange::ZERO)));
     let mut events = engine.subscribe();
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();

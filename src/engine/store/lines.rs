@@ -83,6 +83,11 @@ impl HeldLine {
         SystemTime::UNIX_EPOCH + Duration::from_micros(self.received_us)
     }
 
+    /// What the line takes of a prompt window, in characters.
+    pub fn prompt_chars(&self) -> usize {
+        crate::llm::prompts::line_chars(self.speaker(), self.text())
+    }
+
     /// The line unpacked, as views and the database see it.
     pub fn to_stored(&self) -> StoredTranscript {
         StoredTranscript {
@@ -112,6 +117,8 @@ fn cut(s: &str, max: usize) -> &str {
 #[derive(Debug, Default)]
 pub(super) struct Lines {
     queue: VecDeque<HeldLine>,
+    /// The prompt characters of every line held (see `prompts::line_chars`).
+    chars: usize,
 }
 
 impl Lines {
@@ -122,6 +129,7 @@ impl Lines {
         if len == self.queue.capacity() {
             self.queue.reserve_exact((len / 4).max(4));
         }
+        self.chars += line.prompt_chars();
         self.queue.push_back(line);
     }
 
@@ -130,7 +138,15 @@ impl Lines {
     }
 
     pub fn drop_oldest(&mut self) {
-        self.queue.pop_front();
+        if let Some(line) = self.queue.pop_front() {
+            self.chars -= line.prompt_chars();
+        }
+    }
+
+    /// The prompt characters of every line held: a run that reads the
+    /// newest lines up to a window reaches the oldest while they fit.
+    pub fn chars(&self) -> usize {
+        self.chars
     }
 
     pub fn len(&self) -> usize {
@@ -151,7 +167,8 @@ impl FromIterator<HeldLine> for Lines {
     fn from_iter<I: IntoIterator<Item = HeldLine>>(lines: I) -> Self {
         let mut queue: VecDeque<HeldLine> = lines.into_iter().collect();
         queue.shrink_to_fit();
-        Self { queue }
+        let chars = queue.iter().map(HeldLine::prompt_chars).sum();
+        Self { queue, chars }
     }
 }
 

@@ -5,11 +5,13 @@
 //! result of each operation with the generation it covers.
 //!
 //! Transcripts are kept while a tracked operation has not covered them yet
-//! (up to [`SessionLimits::max_held_transcripts`]), and the newest [`MAX_KEPT_TRANSCRIPTS`]
-//! besides, for views. So after an LLM outage the runs catch up on the
-//! whole backlog, oldest first, one prompt window at a time
-//! ([`SessionStore::run_input`]). Only a backlog past the hard cap loses
-//! lines, and those are counted as never summarised.
+//! (up to [`SessionLimits::max_held_transcripts`]). So after an LLM outage
+//! the runs catch up on the whole backlog, oldest first, one prompt window
+//! at a time ([`SessionStore::run_input`]). Only a backlog past the hard
+//! cap loses lines, and those are counted as never summarised. Once
+//! covered, a line is released, except the newest
+//! [`SessionLimits::kept_transcripts`] (what the views show) and, when runs
+//! re-read the whole transcript, the newest prompt window's worth.
 //!
 //! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
 //! sessions (a new one beyond is refused), and a forgotten session's id and
@@ -53,9 +55,12 @@ use crate::ops::OpMap;
 /// Longest rejected answer kept per session and operation.
 pub const MAX_REJECTED_BYTES: usize = 32 * 1024;
 
-/// Final transcripts kept per session for views once every tracked
-/// operation has covered them.
+/// Final transcripts read back per session from the database at start.
 pub const MAX_KEPT_TRANSCRIPTS: usize = 400;
+
+/// Covered final transcripts kept per session for views, unless told
+/// otherwise (`--keep-transcripts`): the details pane shows 40.
+pub const KEPT_TRANSCRIPTS: usize = 40;
 
 /// Final transcripts held per session at most, covered or not, unless
 /// told otherwise (`--max-held-transcripts`).
@@ -120,6 +125,8 @@ pub struct SessionLimits {
     pub remember_forgotten: usize,
     /// Final transcripts one session holds at most, covered or not.
     pub max_held_transcripts: usize,
+    /// Covered final transcripts one session keeps for views.
+    pub kept_transcripts: usize,
 }
 
 impl Default for SessionLimits {
@@ -130,6 +137,7 @@ impl Default for SessionLimits {
             forget_after: Duration::from_secs(30 * 60),
             remember_forgotten: super::forgotten::DEFAULT_REMEMBERED,
             max_held_transcripts: MAX_HELD_TRANSCRIPTS,
+            kept_transcripts: KEPT_TRANSCRIPTS,
         }
     }
 }
@@ -214,6 +222,9 @@ pub struct SessionStore {
     arrivals: AtomicU64,
     /// Operations whose coverage keeps transcripts (the automatic ones).
     tracked: Vec<Operation>,
+    /// Runs re-read the newest transcript up to this many characters
+    /// (not incremental): covered lines within it are kept.
+    whole_window: Option<usize>,
 }
 
 impl Default for SessionStore {
@@ -239,6 +250,7 @@ impl SessionStore {
             held: AtomicUsize::new(0),
             arrivals: AtomicU64::new(0),
             tracked: crate::ops::registry().ops().collect(),
+            whole_window: None,
         }
     }
 
@@ -246,6 +258,13 @@ impl SessionStore {
     /// told otherwise).
     pub fn tracking(mut self, ops: &[Operation]) -> Self {
         self.tracked = ops.to_vec();
+        self
+    }
+
+    /// Runs re-read the newest `window` characters of transcript each time
+    /// (not incremental): covered lines they may still read are kept.
+    pub fn rereading(mut self, window: usize) -> Self {
+        self.whole_window = Some(window);
         self
     }
 
@@ -371,10 +390,11 @@ impl SessionStore {
             .map_or(0, |r| r.generation)
     }
 
-    /// Drops the oldest transcripts that nobody needs: past the newest
-    /// [`MAX_KEPT_TRANSCRIPTS`] and covered by every tracked operation, or
-    /// past [`MAX_HELD_TRANSCRIPTS`] whatever they are (counted as lost
-    /// when not covered).
+    /// Drops the oldest transcripts that nobody needs: covered by every
+    /// tracked operation, past the newest
+    /// [`SessionLimits::kept_transcripts`] and, when runs re-read the
+    /// whole transcript, past the newest window's worth; or past the hard
+    /// cap whatever they are (counted as lost when not covered).
     fn trim(&self, record: &mut SessionRecord) {
         let covered = self
             .tracked
@@ -382,12 +402,18 @@ impl SessionStore {
             .map(|op| record.covered(*op))
             .min()
             .unwrap_or(u64::MAX);
+        let kept = self.limits.kept_transcripts;
         while let Some(oldest) = record.transcripts.oldest() {
             let len = record.transcripts.len();
             let uncovered = oldest.generation > covered;
-            if len > self.limits.max_held_transcripts.max(MAX_KEPT_TRANSCRIPTS) {
+            if len > self.limits.max_held_transcripts.max(kept) {
                 record.lost += u64::from(uncovered);
-            } else if len <= MAX_KEPT_TRANSCRIPTS || uncovered {
+            } else if len <= kept || uncovered {
+                break;
+            } else if let Some(window) = self.whole_window
+                && record.transcripts.chars() <= window
+            {
+                // A full re-read may still reach it.
                 break;
             }
             record.transcripts.drop_oldest();

@@ -201,7 +201,7 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
 fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
     let store = SessionStore::default().tracking(&[Operation::SUMMARY]);
     let id = SessionId::parse("a").unwrap();
-    let n = MAX_KEPT_TRANSCRIPTS + 100;
+    let n = KEPT_TRANSCRIPTS + 100;
     for i in 0..n {
         store.append(said("a", None, &format!("{i}"), true), None);
     }
@@ -219,7 +219,7 @@ fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
     );
     assert_eq!(
         store.content(&id, usize::MAX).unwrap().recent.len(),
-        MAX_KEPT_TRANSCRIPTS,
+        KEPT_TRANSCRIPTS,
         "covered: back to the view limit"
     );
     assert_eq!(
@@ -238,6 +238,66 @@ fn uncovered_transcripts_are_kept_past_the_view_limit_up_to_the_hard_cap() {
         store.oldest_uncovered(&id, Operation::SUMMARY),
         (n + 5) as u64
     );
+}
+
+#[test]
+fn covered_lines_past_the_kept_ones_are_released_at_once() {
+    let store = SessionStore::new(SessionLimits {
+        kept_transcripts: 0,
+        ..Default::default()
+    })
+    .tracking(&[Operation::SUMMARY, Operation::MIND_MAP]);
+    let id = SessionId::parse("a").unwrap();
+    let held = || store.content(&id, usize::MAX).unwrap().recent.len();
+    for i in 0..5 {
+        store.append(said("a", None, &format!("{i}"), true), None);
+    }
+    store.put_result(&id, Operation::SUMMARY, result_covering(5, 1), |_| {});
+    assert_eq!(held(), 5, "the mind map has not covered them yet");
+    store.put_result(&id, Operation::MIND_MAP, result_covering(3, 2), |_| {});
+    assert_eq!(
+        held(),
+        2,
+        "covered by both: gone at once, not at the next line"
+    );
+    store.append(said("a", None, "5", true), None);
+    let texts: Vec<String> = store
+        .content(&id, usize::MAX)
+        .unwrap()
+        .recent
+        .into_iter()
+        .map(|t| t.text)
+        .collect();
+    assert_eq!(texts, ["3", "4", "5"]);
+}
+
+#[test]
+fn rereading_runs_keep_the_covered_lines_their_window_reaches() {
+    // Each line "lineNN" is 7 prompt characters (its newline counted).
+    let store = SessionStore::new(SessionLimits {
+        kept_transcripts: 2,
+        ..Default::default()
+    })
+    .tracking(&[Operation::SUMMARY])
+    .rereading(30);
+    let id = SessionId::parse("a").unwrap();
+    for i in 0..10 {
+        store.append(said("a", None, &format!("line{i:02}"), true), None);
+    }
+    store.put_result(&id, Operation::SUMMARY, result_covering(10, 1), |_| {});
+    let held = store.content(&id, usize::MAX).unwrap().recent;
+    assert_eq!(
+        held.len(),
+        4,
+        "four lines are 28 characters; five would be 35"
+    );
+    let input = store.run_input(&id, Operation::SUMMARY, false, 30, None);
+    assert_eq!(
+        input.utterances.len(),
+        4,
+        "a re-read of 30 characters takes four"
+    );
+    assert_eq!(input.utterances[0].text, "line06");
 }
 
 #[test]
