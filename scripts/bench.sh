@@ -93,6 +93,51 @@ fi
 start_feed 9313 --sessions 10000 --count 20 --rate 0
 measure "$OUT/memory.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url ws://127.0.0.1:9313 --latency 0.05
 measure "$OUT/memory.jsonl" "$LOAD" --feed ws://127.0.0.1:9313 --policy coalesce --latency 0.05
+# `inflight serve` itself on the same feed, as users run it (memory only, the
+# LLM simulated at the same 50 ms, 1 024 calls at once like the harness),
+# stopped once every transcript is in and no run is left; its peak RSS is
+# the kernel's high-water mark read just before. Then the same with covered
+# lines released at once.
+for keep in 40 0; do
+  python3 - "$OUT/memory.jsonl" $keep <<'PY'
+import json, re, signal, subprocess, sys, time, urllib.request
+out, keep = sys.argv[1], sys.argv[2]
+port = 9390
+serve = subprocess.Popen(["target/release/inflight", "serve", "--no-db", "--feed", "ws://127.0.0.1:9313",
+                          "--simulate-latency", "50ms..50ms", "--llm-concurrency", "1024",
+                          "--keep-transcripts", keep, "--api", f"127.0.0.1:{port}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def metric(text, name, label=""):
+    # The sum over every series of the family that has `label`.
+    series = re.findall(rf"^inflight_{name}(\{{[^}}]*\}})? (\S+)$", text, re.M)
+    return sum(float(v) for labels, v in series if label in labels)
+start = time.monotonic()
+last = None
+def get(path):
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read().decode()
+# The feed's count while it streams (a cheap read), then the runs left from
+# /metrics (a snapshot of every session) only once every line is in.
+while time.monotonic() - start < 300:
+    time.sleep(0.5)
+    try:
+        if last is None:
+            if sum(f["transcripts"] for f in json.loads(get("/api/feeds"))["feeds"]) >= 200000:
+                last = time.monotonic()
+        else:
+            text = get("/metrics")
+            if metric(text, "in_flight", 'phase="queued"') + metric(text, "in_flight", 'phase="running"') == 0:
+                break
+    except OSError:
+        continue
+hwm = next(int(l.split()[1]) for l in open(f"/proc/{serve.pid}/status") if l.startswith("VmHWM"))
+serve.send_signal(signal.SIGTERM)
+serve.wait(timeout=60)
+line = {"policy": f"serve --keep-transcripts {keep}", "sessions": 10000, "transcripts": 200000,
+        "covered_in_s": round(time.monotonic() - start, 1) if last else None,
+        "peak_rss_mb": round(hwm / 1024, 1)}
+open(out, "a").write(json.dumps(line) + "\n")
+PY
+done
 
 python3 "$BASELINES/seed_baseline.py" micro --sessions 1000 --iterations 200000 > "$OUT/micro.json"
 cargo bench --quiet --bench state -- --warm-up-time 1 --measurement-time 4 > /dev/null 2>&1

@@ -237,31 +237,36 @@ impl Collector for EngineCollector {
             "Tokens the LLM calls cost, as the servers counted them (estimated for builtin)",
             &tokens,
         )?;
-        let mut session_tokens = Vec::new();
-        for row in &snapshot.sessions {
-            for op in crate::ops::registry().ops() {
-                let usage = row.op(op).counts.usage();
-                for (kind, n) in [
-                    ("prompt", usage.prompt_tokens),
-                    ("completion", usage.completion_tokens),
-                ] {
-                    let labels = vec![
-                        ("session_id".to_string(), row.id.as_str().to_string()),
-                        ("op".to_string(), op.as_str().to_string()),
-                        ("kind".to_string(), kind.to_string()),
-                    ];
-                    session_tokens.push((labels, i64::try_from(n).unwrap_or(i64::MAX)));
+        // A gauge, not a counter: the series goes when the session is
+        // forgotten; the per-operation totals above never fall. Written
+        // straight from the snapshot with borrowed labels: a series per
+        // session, operation and kind is tens of thousands at scale, and
+        // owned labels for each made a scrape cost megabytes.
+        {
+            let mut metric = encoder.encode_descriptor(
+                "session_llm_tokens",
+                "Tokens each held session's operation has cost so far",
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            for row in &snapshot.sessions {
+                for op in crate::ops::registry().ops() {
+                    let usage = row.op(op).counts.usage();
+                    for (kind, n) in [
+                        ("prompt", usage.prompt_tokens),
+                        ("completion", usage.completion_tokens),
+                    ] {
+                        let labels = [
+                            ("session_id", row.id.as_str()),
+                            ("op", op.as_str()),
+                            ("kind", kind),
+                        ];
+                        ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                            .encode(metric.encode_family(&labels)?)?;
+                    }
                 }
             }
         }
-        // A gauge, not a counter: the series goes when the session is
-        // forgotten; the per-operation totals above never fall.
-        gauge_family(
-            &mut encoder,
-            "session_llm_tokens",
-            "Tokens each held session's operation has cost so far",
-            &session_tokens,
-        )?;
         {
             let mut metric = encoder.encode_descriptor(
                 "permit_wait_seconds",

@@ -42,10 +42,16 @@ fn from_value(value: &serde_json::Value) -> Option<MindMap> {
 fn node_from_value(value: &serde_json::Value, depth: usize) -> Option<MindMapNode> {
     let label = value.get("label")?.as_str()?;
     let children = match (depth + 1 < MAX_DEPTH, value.get("children")) {
-        (true, Some(serde_json::Value::Array(items))) => items
-            .iter()
-            .filter_map(|child| node_from_value(child, depth + 1))
-            .collect(),
+        (true, Some(serde_json::Value::Array(items))) => {
+            let mut children: Vec<MindMapNode> = items
+                .iter()
+                .filter_map(|child| node_from_value(child, depth + 1))
+                .collect();
+            // Held as a session's latest result, for as long as the session
+            // lives: without the room a filtered collect leaves.
+            children.shrink_to_fit();
+            children
+        }
         _ => Vec::new(),
     };
     Some(MindMapNode {

@@ -11,7 +11,9 @@ pub fn read(answer: &str) -> Result<MindMap, String> {
 
 /// Labels come from a model: no control characters reach a view.
 fn clean(node: &mut MindMapNode) {
-    node.label = crate::text::strip_controls(&node.label).into_owned();
+    if let std::borrow::Cow::Owned(stripped) = crate::text::strip_controls(&node.label) {
+        node.label = stripped;
+    }
     node.children.iter_mut().for_each(clean);
 }
 
