@@ -105,7 +105,7 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
     super::SessionDetail {
         row,
         content,
-        history: stats.map(|_, stats| stats.history.iter().cloned().collect()),
+        history: stats.map(|_, stats| stats.history.to_vec()),
     }
 }
 

@@ -482,7 +482,7 @@ impl Engine {
             row,
             content,
             history: crate::ops::OpMap::filled_with(|op| {
-                shared.state.op_view(session, op).stats.history.into()
+                shared.state.op_view(session, op).stats.history.to_vec()
             }),
         })
     }

@@ -32,6 +32,7 @@
 
 mod ending;
 mod guard;
+mod history;
 mod reads;
 pub(crate) mod stats;
 pub mod status;

@@ -1,7 +1,8 @@
 //! Per `(session, operation)` statistics that outlast the in-flight entries.
 
-use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
+
+pub use super::history::History;
 
 use crate::events::{Outcome, RunId};
 use crate::llm::Usage;
@@ -40,13 +41,8 @@ pub struct OpStats {
     pub covered_generation: Option<u64>,
     /// Failures in a row since the last success.
     pub consecutive_failures: u32,
-    pub history: VecDeque<RunRecord>,
-    /// The durations of `history`, kept sorted by every finish, so the p95
-    /// costs a lookup (snapshots read it for thousands of sessions many
-    /// times a second, and a finish must stay cheap).
-    /// In microseconds (saturating at about 71 minutes): four bytes a run
-    /// keep the window in two cache lines.
-    sorted_durations: Vec<u32>,
+    /// The newest runs, packed, with the durations for the p95.
+    pub history: History,
 }
 
 /// The counts of one operation, that only grow: the one type behind a
@@ -181,11 +177,7 @@ impl OpStats {
 
     /// The 95th percentile of the recent durations (nearest rank).
     pub fn p95_duration(&self) -> Option<Duration> {
-        let n = self.sorted_durations.len();
-        let rank = (n * 95).div_ceil(100).max(1);
-        self.sorted_durations
-            .get(rank - 1)
-            .map(|us| Duration::from_micros(u64::from(*us)))
+        self.history.p95()
     }
 
     pub(crate) fn record(&mut self, record: RunRecord, error: Option<String>) {
@@ -214,29 +206,8 @@ impl OpStats {
         }
         self.last_duration = Some(record.duration);
         self.total_duration += record.duration;
-        if self.history.len() == HISTORY_LEN
-            && let Some(evicted) = self.history.pop_front()
-            && let Ok(at) = self
-                .sorted_durations
-                .binary_search(&micros(evicted.duration))
-        {
-            self.sorted_durations.remove(at);
-        }
-        let us = micros(record.duration);
-        let at = self.sorted_durations.partition_point(|d| *d <= us);
-        // Grown one at a time, not doubled: a session holds these for
-        // every operation, and doubling left up to half of them empty (a
-        // record is 96 bytes; 20 runs took room for 32). At most
-        // HISTORY_LEN, so the copies stay small.
-        self.sorted_durations.reserve_exact(1);
-        self.sorted_durations.insert(at, us);
-        self.history.reserve_exact(1);
-        self.history.push_back(record);
+        self.history.push(&record);
     }
-}
-
-fn micros(d: Duration) -> u32 {
-    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -311,8 +282,8 @@ mod tests {
             stats.p95_duration(),
             Some(Duration::from_millis(window[30]))
         );
-        assert_eq!(stats.sorted_durations.len(), HISTORY_LEN);
-        assert!(stats.sorted_durations.is_sorted());
+        assert_eq!(stats.history.sorted_durations().len(), HISTORY_LEN);
+        assert!(stats.history.sorted_durations().is_sorted());
     }
 
     #[test]
@@ -324,8 +295,8 @@ mod tests {
         assert_eq!(stats.history.len(), HISTORY_LEN);
         assert_eq!(stats.counts.ended(), (HISTORY_LEN * 3) as u64);
         assert_eq!(
-            stats.history.capacity(),
-            HISTORY_LEN,
+            stats.history.room(),
+            (HISTORY_LEN, HISTORY_LEN),
             "never more room than that"
         );
     }
@@ -338,7 +309,6 @@ mod tests {
         for n in 1..=20 {
             stats.record(run(n, Outcome::Ok), None);
         }
-        assert_eq!(stats.history.capacity(), 20);
-        assert_eq!(stats.sorted_durations.capacity(), 20);
+        assert_eq!(stats.history.room(), (20, 20));
     }
 }

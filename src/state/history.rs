@@ -1,0 +1,183 @@
+//! The newest runs of one `(session, operation)`, packed, with their
+//! durations kept sorted for the p95.
+//!
+//! Every held session keeps one history per operation, up to
+//! [`HISTORY_LEN`] runs each (the details pane's sparkline draws them all),
+//! so a run's record is most of what a busy session costs: a
+//! [`RunRecord`] is 96 bytes, a packed [`PastRun`] 56. Records are unpacked
+//! only when a view or the database reads them. Both queues grow one run at
+//! a time: room doubled ahead would be up to half empty.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use super::stats::{HISTORY_LEN, RunRecord};
+use crate::events::Outcome;
+use crate::llm::Usage;
+
+/// A finished run, as a history holds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PastRun {
+    run_id: u64,
+    /// Microseconds since the Unix epoch.
+    started_us: u64,
+    duration_us: u64,
+    waited_us: u64,
+    /// [`NOT_COVERED`] when the run covered nothing.
+    covered: u64,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    outcome: Outcome,
+    follow_up: bool,
+}
+
+const NOT_COVERED: u64 = u64::MAX;
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn tokens(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl PastRun {
+    fn pack(run: &RunRecord) -> Self {
+        Self {
+            run_id: run.run_id,
+            started_us: run
+                .started_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, micros),
+            duration_us: micros(run.duration),
+            waited_us: micros(run.waited),
+            covered: run.covered_generation.unwrap_or(NOT_COVERED),
+            prompt_tokens: tokens(run.usage.prompt_tokens),
+            completion_tokens: tokens(run.usage.completion_tokens),
+            outcome: run.outcome,
+            follow_up: run.follow_up,
+        }
+    }
+
+    fn unpack(&self) -> RunRecord {
+        RunRecord {
+            run_id: self.run_id,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_micros(self.started_us),
+            duration: Duration::from_micros(self.duration_us),
+            outcome: self.outcome,
+            covered_generation: (self.covered != NOT_COVERED).then_some(self.covered),
+            follow_up: self.follow_up,
+            waited: Duration::from_micros(self.waited_us),
+            usage: Usage {
+                prompt_tokens: u64::from(self.prompt_tokens),
+                completion_tokens: u64::from(self.completion_tokens),
+            },
+        }
+    }
+}
+
+/// The newest [`HISTORY_LEN`] runs, oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    runs: VecDeque<PastRun>,
+    /// The durations of `runs`, kept sorted by every finish, so the p95
+    /// costs a lookup (snapshots read it for thousands of sessions many
+    /// times a second, and a finish must stay cheap). In microseconds
+    /// (saturating at about 71 minutes).
+    sorted_durations: Vec<u32>,
+}
+
+fn window_micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+impl History {
+    /// Adds the newest run, letting the oldest go past [`HISTORY_LEN`].
+    pub(super) fn push(&mut self, run: &RunRecord) {
+        if self.runs.len() == HISTORY_LEN
+            && let Some(evicted) = self.runs.pop_front()
+            && let Ok(at) = self
+                .sorted_durations
+                .binary_search(&window_micros(Duration::from_micros(evicted.duration_us)))
+        {
+            self.sorted_durations.remove(at);
+        }
+        let us = window_micros(run.duration);
+        let at = self.sorted_durations.partition_point(|d| *d <= us);
+        // At most HISTORY_LEN, so growing one at a time copies little.
+        self.sorted_durations.reserve_exact(1);
+        self.sorted_durations.insert(at, us);
+        self.runs.reserve_exact(1);
+        self.runs.push_back(PastRun::pack(run));
+    }
+
+    /// The 95th percentile of the durations held (nearest rank).
+    pub fn p95(&self) -> Option<Duration> {
+        let n = self.sorted_durations.len();
+        let rank = (n * 95).div_ceil(100).max(1);
+        self.sorted_durations
+            .get(rank - 1)
+            .map(|us| Duration::from_micros(u64::from(*us)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The runs, oldest first, unpacked.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = RunRecord> + '_ {
+        self.runs.iter().map(PastRun::unpack)
+    }
+
+    /// The runs, oldest first, unpacked.
+    pub fn to_vec(&self) -> Vec<RunRecord> {
+        self.iter().collect()
+    }
+
+    #[cfg(test)]
+    pub(super) fn room(&self) -> (usize, usize) {
+        (self.runs.capacity(), self.sorted_durations.capacity())
+    }
+
+    #[cfg(test)]
+    pub(super) fn sorted_durations(&self) -> &[u32] {
+        &self.sorted_durations
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_reads_back_as_it_was_recorded() {
+        let run = RunRecord {
+            run_id: 9,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_765_000_000_654_321),
+            duration: Duration::from_micros(1_500_250),
+            outcome: Outcome::TimedOut,
+            covered_generation: Some(12),
+            follow_up: true,
+            waited: Duration::from_millis(40),
+            usage: Usage {
+                prompt_tokens: 1234,
+                completion_tokens: 56,
+            },
+        };
+        let uncovered = RunRecord {
+            covered_generation: None,
+            outcome: Outcome::Cancelled,
+            follow_up: false,
+            ..run.clone()
+        };
+        let mut history = History::default();
+        history.push(&run);
+        history.push(&uncovered);
+        assert_eq!(history.to_vec(), [run, uncovered]);
+        assert_eq!(std::mem::size_of::<PastRun>(), 56, "not 96");
+    }
+}
