@@ -1,17 +1,22 @@
-//! The newest runs of one `(session, operation)`, packed, with their
-//! durations kept sorted for the p95.
+//! The newest runs of one `(session, operation)`, packed, with the
+//! durations of a longer window kept sorted for the p95.
 //!
-//! Every held session keeps one history per operation, up to
-//! [`HISTORY_LEN`] runs each (the details pane's sparkline draws them all),
-//! so a run's record is most of what a busy session costs: a
-//! [`RunRecord`] is 96 bytes, a packed [`PastRun`] 56. Records are unpacked
-//! only when a view or the database reads them. Both queues grow one run at
-//! a time: room doubled ahead would be up to half empty.
+//! Every held session keeps one history per operation, so a run's record
+//! is most of what a busy session costs. A history holds the newest
+//! [`RUNS_KEPT`] records (what the details pane lists and draws, and the
+//! API's session detail gives), each packed: a [`RunRecord`] is 96 bytes, a
+//! [`PastRun`] 56. The p95 is taken over the newest [`HISTORY_LEN`]
+//! durations, four bytes each. Records are unpacked only when a view or the
+//! database reads them. Every queue grows one run at a time: room doubled
+//! ahead would be up to half empty.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use super::stats::{HISTORY_LEN, RunRecord};
+
+/// Run records each history holds.
+pub const RUNS_KEPT: usize = 16;
 use crate::events::Outcome;
 use crate::llm::Usage;
 
@@ -76,11 +81,15 @@ impl PastRun {
     }
 }
 
-/// The newest [`HISTORY_LEN`] runs, oldest first.
+/// The newest [`RUNS_KEPT`] runs, oldest first, and the newest
+/// [`HISTORY_LEN`] durations.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     runs: VecDeque<PastRun>,
-    /// The durations of `runs`, kept sorted by every finish, so the p95
+    /// The newest durations in the order the runs ended, in microseconds
+    /// (saturating at about 71 minutes): what leaves the window next.
+    durations: VecDeque<u32>,
+    /// The same durations, kept sorted by every finish, so the p95
     /// costs a lookup (snapshots read it for thousands of sessions many
     /// times a second, and a finish must stay cheap). In microseconds
     /// (saturating at about 71 minutes).
@@ -92,13 +101,12 @@ fn window_micros(d: Duration) -> u32 {
 }
 
 impl History {
-    /// Adds the newest run, letting the oldest go past [`HISTORY_LEN`].
+    /// Adds the newest run, letting the oldest record go past
+    /// [`RUNS_KEPT`] and the oldest duration past [`HISTORY_LEN`].
     pub(super) fn push(&mut self, run: &RunRecord) {
-        if self.runs.len() == HISTORY_LEN
-            && let Some(evicted) = self.runs.pop_front()
-            && let Ok(at) = self
-                .sorted_durations
-                .binary_search(&window_micros(Duration::from_micros(evicted.duration_us)))
+        if self.durations.len() == HISTORY_LEN
+            && let Some(evicted) = self.durations.pop_front()
+            && let Ok(at) = self.sorted_durations.binary_search(&evicted)
         {
             self.sorted_durations.remove(at);
         }
@@ -107,6 +115,11 @@ impl History {
         // At most HISTORY_LEN, so growing one at a time copies little.
         self.sorted_durations.reserve_exact(1);
         self.sorted_durations.insert(at, us);
+        self.durations.reserve_exact(1);
+        self.durations.push_back(us);
+        if self.runs.len() == RUNS_KEPT {
+            self.runs.pop_front();
+        }
         self.runs.reserve_exact(1);
         self.runs.push_back(PastRun::pack(run));
     }
@@ -139,8 +152,12 @@ impl History {
     }
 
     #[cfg(test)]
-    pub(super) fn room(&self) -> (usize, usize) {
-        (self.runs.capacity(), self.sorted_durations.capacity())
+    pub(super) fn room(&self) -> (usize, usize, usize) {
+        (
+            self.runs.capacity(),
+            self.durations.capacity(),
+            self.sorted_durations.capacity(),
+        )
     }
 
     #[cfg(test)]

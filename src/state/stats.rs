@@ -7,8 +7,10 @@ pub use super::history::History;
 use crate::events::{Outcome, RunId};
 use crate::llm::Usage;
 
-/// How many past runs each `(session, op)` keeps for its history and p95.
+/// How many past runs' durations each `(session, op)` keeps for its p95
+/// (and how many runs a restart reads back).
 pub const HISTORY_LEN: usize = 32;
+
 
 /// One finished run, for the history view and the duration sparkline.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -212,6 +214,7 @@ impl OpStats {
 
 #[cfg(test)]
 mod tests {
+    use super::super::history::RUNS_KEPT;
     use super::*;
 
     fn run(ms: u64, outcome: Outcome) -> RunRecord {
@@ -287,16 +290,34 @@ mod tests {
     }
 
     #[test]
+    fn the_p95_looks_further_back_than_the_records_kept() {
+        let mut stats = OpStats::default();
+        for _ in 0..RUNS_KEPT {
+            stats.record(run(500, Outcome::Ok), None);
+        }
+        for _ in 0..RUNS_KEPT {
+            stats.record(run(1, Outcome::Ok), None);
+        }
+        assert!(stats.history.iter().all(|r| r.duration.as_millis() == 1));
+        assert_eq!(stats.p95_duration(), Some(Duration::from_millis(500)));
+        // Once the window has moved past them, the slow runs are gone.
+        for _ in 0..RUNS_KEPT {
+            stats.record(run(1, Outcome::Ok), None);
+        }
+        assert_eq!(stats.p95_duration(), Some(Duration::from_millis(1)));
+    }
+
+    #[test]
     fn history_is_bounded() {
         let mut stats = OpStats::default();
         for _ in 0..(HISTORY_LEN * 3) {
             stats.record(run(1, Outcome::Ok), None);
         }
-        assert_eq!(stats.history.len(), HISTORY_LEN);
+        assert_eq!(stats.history.len(), RUNS_KEPT);
         assert_eq!(stats.counts.ended(), (HISTORY_LEN * 3) as u64);
         assert_eq!(
             stats.history.room(),
-            (HISTORY_LEN, HISTORY_LEN),
+            (RUNS_KEPT, HISTORY_LEN, HISTORY_LEN),
             "never more room than that"
         );
     }
@@ -309,6 +330,6 @@ mod tests {
         for n in 1..=20 {
             stats.record(run(n, Outcome::Ok), None);
         }
-        assert_eq!(stats.history.room(), (20, 20));
+        assert_eq!(stats.history.room(), (RUNS_KEPT, 20, 20));
     }
 }
