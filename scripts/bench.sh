@@ -127,15 +127,17 @@ while time.monotonic() - start < 300:
             break
     except OSError:
         continue
-steady, rss = 0, status(pid, "VmRSS")
-while steady < 3 and time.monotonic() - start < 300:
-    time.sleep(1)
-    now = status(pid, "VmRSS")
-    steady, rss = (steady + 1, rss) if abs(now - rss) < 1024 else (0, now)
-hwm = status(pid, "VmHWM")
-text = get("/metrics")
-left = metric(text, "in_flight", 'phase="queued"') + metric(text, "in_flight", 'phase="running"')
-hwm_scraped = status(pid, "VmHWM")
+left = None
+while left != 0 and time.monotonic() - start < 300:
+    steady, rss = 0, status(pid, "VmRSS")
+    while steady < 3:
+        time.sleep(1)
+        now = status(pid, "VmRSS")
+        steady, rss = (steady + 1, rss) if abs(now - rss) < 1024 else (0, now)
+    hwm = status(pid, "VmHWM")
+    text = get("/metrics")
+    left = metric(text, "in_flight", 'phase="queued"') + metric(text, "in_flight", 'phase="running"')
+    hwm_scraped = status(pid, "VmHWM")
 serve.send_signal(signal.SIGTERM)
 serve.wait(timeout=60)
 line = {"policy": f"serve --keep-transcripts {keep}", "sessions": 10000, "transcripts": 200000,

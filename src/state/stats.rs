@@ -11,7 +11,6 @@ use crate::llm::Usage;
 /// (and how many runs a restart reads back).
 pub const HISTORY_LEN: usize = 32;
 
-
 /// One finished run, for the history view and the duration sparkline.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunRecord {

@@ -117,8 +117,10 @@ fn cut(s: &str, max: usize) -> &str {
 #[derive(Debug, Default)]
 pub(super) struct Lines {
     queue: VecDeque<HeldLine>,
-    /// The prompt characters of every line held (see `prompts::line_chars`).
-    chars: usize,
+    /// The prompt characters of every line held (see `prompts::line_chars`),
+    /// once [`Lines::count_chars`] asked for them (runs that re-read the
+    /// newest window need them; counting costs every line taken in).
+    chars: Option<usize>,
 }
 
 impl Lines {
@@ -129,7 +131,9 @@ impl Lines {
         if len == self.queue.capacity() {
             self.queue.reserve_exact((len / 4).max(4));
         }
-        self.chars += line.prompt_chars();
+        if let Some(chars) = &mut self.chars {
+            *chars += line.prompt_chars();
+        }
         self.queue.push_back(line);
     }
 
@@ -138,15 +142,23 @@ impl Lines {
     }
 
     pub fn drop_oldest(&mut self) {
-        if let Some(line) = self.queue.pop_front() {
-            self.chars -= line.prompt_chars();
+        if let (Some(line), Some(chars)) = (self.queue.pop_front(), &mut self.chars) {
+            *chars -= line.prompt_chars();
+        }
+    }
+
+    /// Counts the prompt characters held from now on (see [`Lines::chars`]).
+    pub fn count_chars(&mut self) {
+        if self.chars.is_none() {
+            self.chars = Some(self.queue.iter().map(HeldLine::prompt_chars).sum());
         }
     }
 
     /// The prompt characters of every line held: a run that reads the
-    /// newest lines up to a window reaches the oldest while they fit.
+    /// newest lines up to a window reaches the oldest while they fit. 0
+    /// until [`Lines::count_chars`].
     pub fn chars(&self) -> usize {
-        self.chars
+        self.chars.unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -167,8 +179,7 @@ impl FromIterator<HeldLine> for Lines {
     fn from_iter<I: IntoIterator<Item = HeldLine>>(lines: I) -> Self {
         let mut queue: VecDeque<HeldLine> = lines.into_iter().collect();
         queue.shrink_to_fit();
-        let chars = queue.iter().map(HeldLine::prompt_chars).sum();
-        Self { queue, chars }
+        Self { queue, chars: None }
     }
 }
 

@@ -403,6 +403,9 @@ impl SessionStore {
             .min()
             .unwrap_or(u64::MAX);
         let kept = self.limits.kept_transcripts;
+        if self.whole_window.is_some() {
+            record.transcripts.count_chars();
+        }
         while let Some(oldest) = record.transcripts.oldest() {
             let len = record.transcripts.len();
             let uncovered = oldest.generation > covered;
