@@ -327,9 +327,16 @@ async fn main() {
         feeds.push(start_feed(index, per_feed, sent.clone()).await);
     }
     let api = format!("127.0.0.1:{}", free_port());
+    // A database of its own, fresh each run: the user's default file would
+    // hand the service every session an earlier soak left there.
+    let db_dir = std::env::temp_dir().join(format!("inflight-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&db_dir).expect("a folder for the soak's database");
+    let db = db_dir.join("soak.db");
     let mut command = tokio::process::Command::new(&args.binary);
     command
         .args(["serve", "--api", &api, "--llm", "openai", "--model", "soak"])
+        .arg("--db")
+        .arg(&db)
         .args(["--llm-url", &format!("http://{llm}")])
         .args([
             "--idle-after",
@@ -438,6 +445,8 @@ async fn main() {
         previous = now;
     }
     let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&db_dir);
     let warm: Vec<f64> = rss
         .iter()
         .filter(|(t, _)| *t >= duration.as_secs_f64() / 5.0)
