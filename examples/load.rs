@@ -17,7 +17,7 @@
 //!
 //! Reported: transcripts/s ingested (first to last message), LLM calls,
 //! skipped requests, the most calls open at once for one (session, op), the
-//! most runs waiting for a permit at once (sampled every 10 ms), stale
+//! most runs waiting in the permits' queue at once (sampled every 10 ms), stale
 //! sessions at the end (newest transcript not covered by a summary),
 //! freshness lag (newest transcript to the summary covering it), peak RSS.
 
