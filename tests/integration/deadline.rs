@@ -121,19 +121,24 @@ async fn an_operator_cancel_frees_the_slot_at_once() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn llm_permits_cap_concurrent_calls_and_queue_the_rest() {
+/// An engine with `permits` LLM calls at once, each taking 10 s.
+fn capped_engine(permits: usize) -> Engine {
     let config = EngineConfig {
-        llm_concurrency: 2,
+        llm_concurrency: permits,
         automatic_ops: vec![Operation::SUMMARY],
         ..Default::default()
     };
-    let engine = Engine::new(
+    Engine::new(
         config,
         Arc::new(BuiltinBackend::new(LatencyRange::fixed(
             Duration::from_secs(10),
         ))),
-    );
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn llm_permits_cap_concurrent_calls_and_queue_the_rest() {
+    let engine = capped_engine(2);
     let mut events = engine.subscribe();
     for i in 0..5 {
         engine.ingest(final_line(&format!("s{i}"), 1, "hello there"), None);
@@ -163,17 +168,7 @@ async fn llm_permits_cap_concurrent_calls_and_queue_the_rest() {
 
 #[tokio::test(start_paused = true)]
 async fn a_run_cancelled_while_it_waits_for_a_permit_leaves_the_queue_and_never_starts() {
-    let config = EngineConfig {
-        llm_concurrency: 1,
-        automatic_ops: vec![Operation::SUMMARY],
-        ..Default::default()
-    };
-    let engine = Engine::new(
-        config,
-        Arc::new(BuiltinBackend::new(LatencyRange::fixed(
-            Duration::from_secs(10),
-        ))),
-    );
+    let engine = capped_engine(1);
     let mut events = engine.subscribe();
     for name in ["first", "second", "third"] {
         engine.ingest(final_line(name, 1, "hello there"), None);
