@@ -721,6 +721,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn queued_runs_of_the_same_priority_all_start_first_come_first() {
+        let permits = Permits::new(1);
+        let runs = Runs::default();
+        permits.enter(0, runs.run("running").0);
+        for name in ["a", "b", "c"] {
+            permits.enter(4, runs.run(name).0);
+        }
+        assert_eq!(permits.waiting(), 3, "none replaced another");
+        runs.log();
+        for _ in 0..3 {
+            runs.end_first();
+        }
+        assert_eq!(runs.log(), ["start a", "start b", "start c"]);
+    }
+
+    #[tokio::test]
     async fn a_stopped_run_is_passed_over_or_forgotten_at_once() {
         let permits = Permits::new(1);
         let runs = Runs::default();
