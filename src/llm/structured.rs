@@ -13,9 +13,14 @@
 //!    answer is read leniently.
 //!
 //! A server that refuses a request (400, 422, 500, 501) while a lower rung
-//! exists gets the same request one rung lower at once; when a lower rung is
-//! taken, the backend remembers it for every later call and says so in its
-//! [`super::BackendInfo`]. When even the plain rung is refused, the format
+//! exists gets the same request one rung lower at once. When the lower rung
+//! answers, the backend remembers it for every later call and says so in its
+//! [`super::BackendInfo`]: at once for a 400, 422 or 501, or a 500 whose
+//! words name the format (llama-cpp-python's do); a bare 500 is also how a
+//! server says its own trouble, so it must happen [`STEP_DOWN_AFTER`] times
+//! in a row at the current rung first (any answer there starts the count
+//! again). Otherwise a flaky server's errors would talk the ladder down to
+//! plain text for good. When even the plain rung is refused, the format
 //! was not the cause: the first error is the run's, and nothing is learnt.
 //!
 //! An answer that cannot be used (empty, or no mind map in it) is retried
@@ -76,8 +81,8 @@ impl Rung {
     }
 }
 
-/// Unreadable answers in a row at one rung, each rescued one rung lower,
-/// before the lower rung stays.
+/// Unreadable answers (or bare server errors) in a row at one rung, each
+/// rescued one rung lower, before the lower rung stays.
 pub const STEP_DOWN_AFTER: u32 = 3;
 
 /// The most of a bad answer shown back to the model in a repair prompt.
@@ -87,6 +92,26 @@ pub const MAX_REPAIR_ECHO_CHARS: usize = 2_000;
 /// (an unknown `response_format` among them).
 fn refuses_the_format(status: u16) -> bool {
     matches!(status, 400 | 422 | 500 | 501)
+}
+
+/// Whether a refusal surely is of the format: a client error, or a 500
+/// whose words name it. A bare 500 may be the server's own trouble.
+fn surely_the_format(refusal: &LlmError) -> bool {
+    match refusal.kind {
+        LlmErrorKind::Refused { status: 500 } => {
+            let words = refusal.message.to_lowercase();
+            [
+                "response_format",
+                "json_schema",
+                "json_object",
+                "schema",
+                "format",
+            ]
+            .iter()
+            .any(|named| words.contains(named))
+        }
+        _ => true,
+    }
 }
 
 /// What one server accepted, learnt as calls go. One per backend.
@@ -141,13 +166,15 @@ impl Ladder {
         }
     }
 
-    fn rescued_below(&self, rung: Rung, lower: Rung, server: &str) {
+    /// A call at `rung` failed as `what` says and was rescued at `lower`:
+    /// the lower rung stays after [`STEP_DOWN_AFTER`] in a row.
+    fn rescued_below(&self, rung: Rung, lower: Rung, server: &str, what: &str) {
         if rung != self.current() {
             return;
         }
         let n = self.rescued_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= STEP_DOWN_AFTER {
-            let why = format!("{n} answers in a row could not be read");
+            let why = format!("{n} {what} in a row");
             self.step_down(rung, lower, server, &why);
         }
     }
@@ -229,7 +256,7 @@ where
     match unusable(op, &second.text) {
         None => {
             if repair_rung != rung {
-                ladder.rescued_below(rung, repair_rung, server);
+                ladder.rescued_below(rung, repair_rung, server, "unreadable answers");
             }
             Ok(LlmResponse {
                 usage: spent,
@@ -268,8 +295,12 @@ where
     loop {
         match call(request.clone(), rung).await {
             Ok(answer) => {
-                if let Some(refusal) = &first_refusal {
-                    ladder.step_down(start, rung, server, &refusal.message);
+                match &first_refusal {
+                    Some(refusal) if surely_the_format(refusal) => {
+                        ladder.step_down(start, rung, server, &refusal.message);
+                    }
+                    Some(_) => ladder.rescued_below(start, rung, server, "server errors"),
+                    None => {}
                 }
                 return Ok((answer, rung));
             }
@@ -356,11 +387,19 @@ mod tests {
         (result, calls.into_inner().unwrap())
     }
 
+    /// llama-cpp-python's refusal of a schema: a 500 that names it.
+    fn schema_refused() -> Result<LlmResponse, LlmError> {
+        Err(LlmError::new(
+            LlmErrorKind::Refused { status: 500 },
+            "the server answered 500: response_format: Input should be 'text' or 'json_object'",
+        ))
+    }
+
     #[tokio::test]
     async fn a_refused_schema_steps_down_and_is_remembered() {
         let ladder = Ladder::default();
         let (result, calls) = play(&ladder, Operation::MIND_MAP, |_, rung| match rung {
-            Rung::JsonSchema => refused(500),
+            Rung::JsonSchema => schema_refused(),
             _ => ok(MAP),
         })
         .await;
@@ -372,6 +411,30 @@ mod tests {
         assert_eq!(ladder.current(), Rung::JsonObject);
         let (_, calls) = play(&ladder, Operation::MIND_MAP, |_, _| ok(MAP)).await;
         assert_eq!(calls, vec![(Rung::JsonObject, false)], "remembered");
+    }
+
+    #[tokio::test]
+    async fn a_bare_server_error_steps_down_only_when_it_repeats() {
+        let ladder = Ladder::default();
+        let flaky = |_: usize, rung: Rung| match rung {
+            Rung::JsonSchema => refused(500),
+            _ => ok(MAP),
+        };
+        // A flaky server: a 500, rescued one rung lower, then an answer at
+        // the top again. Nothing is learnt, however often that happens.
+        for _ in 0..10 {
+            let (result, calls) = play(&ladder, Operation::MIND_MAP, flaky).await;
+            assert!(result.is_ok());
+            assert_eq!(calls[1], (Rung::JsonObject, false), "rescued below");
+            let (_, calls) = play(&ladder, Operation::MIND_MAP, |_, _| ok(MAP)).await;
+            assert_eq!(calls, vec![(Rung::JsonSchema, false)]);
+        }
+        assert_eq!(ladder.current(), Rung::JsonSchema);
+        // A server that always fails the top rung: it stays one lower.
+        for _ in 0..STEP_DOWN_AFTER {
+            play(&ladder, Operation::MIND_MAP, flaky).await.0.unwrap();
+        }
+        assert_eq!(ladder.current(), Rung::JsonObject);
     }
 
     #[tokio::test]
