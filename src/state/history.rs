@@ -192,7 +192,9 @@ mod tests {
             ..run.clone()
         };
         let mut history = History::default();
+        assert!(history.is_empty());
         history.push(&run);
+        assert!(!history.is_empty());
         history.push(&uncovered);
         assert_eq!(history.to_vec(), [run, uncovered]);
         assert_eq!(std::mem::size_of::<PastRun>(), 56, "not 96");
