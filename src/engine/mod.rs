@@ -306,7 +306,7 @@ impl Engine {
         match self.shared.state.try_start(session, op) {
             Admission::Started(guard) => {
                 let run_id = guard.run_id();
-                runner::spawn(self.shared.clone(), guard);
+                runner::enqueue(self.shared.clone(), guard);
                 TriggerAnswer::Started { run_id }
             }
             Admission::Busy {

@@ -134,6 +134,15 @@ pub enum CallEnd {
 pub struct Closed;
 
 impl Inner {
+    /// Puts `entry` in the queue behind everyone of its priority; answers
+    /// its key.
+    fn queue(&mut self, priority: u64, entry: Entry) -> (u64, u64) {
+        let key = (priority, self.next_ticket);
+        self.next_ticket += 1;
+        self.waiting.insert(key, entry);
+        key
+    }
+
     /// The most calls at once: the cap, or the server's slots when fewer.
     fn ceiling(&self) -> usize {
         self.server_slots
@@ -169,15 +178,11 @@ impl Permits {
             if inner.closed {
                 return Err(Closed);
             }
-            if inner.out < inner.limit && inner.waiting.is_empty() {
-                inner.out += 1;
-                return Ok(self.permit(inner.out));
+            if let Some(permit) = self.free_permit(&mut inner) {
+                return Ok(permit);
             }
             let (sender, receiver) = oneshot::channel();
-            let key = (priority, inner.next_ticket);
-            inner.next_ticket += 1;
-            inner.waiting.insert(key, Entry::Task(sender));
-            (key, receiver)
+            (inner.queue(priority, Entry::Task(sender)), receiver)
         };
         let mut waiter = Waiter {
             permits: self,
@@ -198,22 +203,26 @@ impl Permits {
             run.refuse();
             return;
         }
-        if inner.out < inner.limit && inner.waiting.is_empty() {
-            inner.out += 1;
-            let permit = self.permit(inner.out);
+        if let Some(permit) = self.free_permit(&mut inner) {
             drop(inner);
             run.start(permit);
             return;
         }
-        let key = (priority, inner.next_ticket);
-        inner.next_ticket += 1;
-        inner.waiting.insert(key, Entry::Run(run));
+        inner.queue(priority, Entry::Run(run));
     }
 
     /// A permit now if one is free and nobody waits; never queues.
     pub fn try_acquire(&self) -> Option<Permit> {
         let mut inner = self.lock();
-        if inner.closed || inner.out >= inner.limit || !inner.waiting.is_empty() {
+        if inner.closed {
+            return None;
+        }
+        self.free_permit(&mut inner)
+    }
+
+    /// A permit, when one is free and nobody waits for it.
+    fn free_permit(&self, inner: &mut Inner) -> Option<Permit> {
+        if inner.out >= inner.limit || !inner.waiting.is_empty() {
             return None;
         }
         inner.out += 1;
@@ -223,18 +232,17 @@ impl Permits {
     /// Takes the queued runs that were stopped out of the queue now,
     /// rather than when their turn comes; answers how many.
     pub fn forget_stopped(&self) -> usize {
+        // Dropped once the lock is let go: a run's drop ends it.
         let mut stopped = Vec::new();
         {
             let mut inner = self.lock();
             let keys: Vec<(u64, u64)> = inner
                 .waiting
                 .iter()
-                .filter(|(_, waiter)| matches!(waiter, Entry::Run(run) if run.is_stopped()))
+                .filter(|(_, entry)| matches!(entry, Entry::Run(run) if run.is_stopped()))
                 .map(|(key, _)| *key)
                 .collect();
-            for key in keys {
-                stopped.extend(inner.waiting.remove(&key));
-            }
+            stopped.extend(keys.iter().filter_map(|key| inner.waiting.remove(key)));
         }
         stopped.len()
     }

@@ -52,7 +52,7 @@ pub const MAX_CROWDED: u32 = 3;
 /// Puts an admitted run in the permits' queue: it gets a task of its own
 /// only once it holds a permit (see `permits.rs`), so a run that waits
 /// costs a small record, not a parked future.
-pub(super) fn spawn(shared: Arc<Shared>, guard: RunGuard) {
+pub(super) fn enqueue(shared: Arc<Shared>, guard: RunGuard) {
     let priority = shared.store.oldest_uncovered(guard.session(), guard.op());
     let permits = shared.permits.clone();
     permits.enter(priority, Box::new(Waiting { shared, guard }));
@@ -155,7 +155,7 @@ async fn run_until_settled<C: Coordinator>(
                 // otherwise it waits in the queue, and this task ends.
                 permit = shared.permits.try_acquire();
                 if permit.is_none() {
-                    spawn(shared_handle, guard);
+                    enqueue(shared_handle, guard);
                     return;
                 }
             }
