@@ -121,7 +121,7 @@ async fn ollama_streams_a_summary_and_asks_for_the_schema_on_mind_maps() {
     else {
         panic!("no mind map")
     };
-    assert_eq!(map.root.label, "Release");
+    assert_eq!(map.to_tree().root.label, "Release");
 }
 
 #[tokio::test]
@@ -180,6 +180,7 @@ async fn openai_without_done_or_usage_still_ends_well_and_mind_maps_use_response
     else {
         panic!("no mind map")
     };
+    let map = map.to_tree();
     assert_eq!(map.root.label, "Budget");
     assert_eq!(map.root.children[0].label, "Q3");
 }

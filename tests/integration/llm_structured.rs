@@ -119,7 +119,7 @@ fn mind_map_label(engine: &Engine) -> String {
         .result(&sid("s1"), Operation::MIND_MAP)
         .map(|r| r.body)
     {
-        Some(ResultBody::Tree(map)) => map.root.label,
+        Some(ResultBody::Tree(map)) => map.to_tree().root.label,
         other => panic!("no mind map: {other:?}"),
     }
 }

@@ -6,15 +6,17 @@
 //! | kind | module | a result is |
 //! |---|---|---|
 //! | `text` | `text.rs` | prose, as the model wrote it, cleaned |
-//! | `tree` | `tree.rs` | a labelled tree (`{"root": {"label", "children"}}`), read leniently |
+//! | `tree` | `tree.rs` | a labelled tree (`{"root": {"label", "children"}}`), read leniently, kept packed (`held_tree.rs`) |
 //! | `json` | `json.rs` | a JSON value valid against the operation's schema |
 
+pub mod held_tree;
 pub mod json;
 pub mod text;
 pub mod tree;
 
 use crate::llm::Utterance;
-use crate::model::MindMap;
+
+pub use self::held_tree::HeldMindMap;
 
 use super::OpDef;
 
@@ -32,8 +34,8 @@ pub enum OutputKind {
 pub enum ResultBody {
     /// Prose: the summary.
     Text(String),
-    /// A labelled tree: the mind map.
-    Tree(MindMap),
+    /// A labelled tree: the mind map, packed.
+    Tree(HeldMindMap),
     /// A value valid against the operation's schema.
     Json(serde_json::Value),
 }
@@ -73,7 +75,7 @@ impl OutputKind {
     pub fn read(def: &OpDef, answer: &str) -> Result<ResultBody, String> {
         match def.output {
             OutputKind::Text => text::read(answer).map(ResultBody::Text),
-            OutputKind::Tree => tree::read(answer).map(ResultBody::Tree),
+            OutputKind::Tree => tree::read(answer).map(|map| ResultBody::Tree(map.into())),
             OutputKind::Json => json::read(def, answer).map(ResultBody::Json),
         }
     }
@@ -174,7 +176,7 @@ impl ResultBody {
     pub fn for_prompt(&self) -> String {
         match self {
             ResultBody::Text(text) => text.clone(),
-            ResultBody::Tree(map) => crate::llm::mind_map::to_outline(map),
+            ResultBody::Tree(map) => crate::llm::mind_map::to_outline(&map.to_tree()),
             ResultBody::Json(value) => value.to_string(),
         }
     }
@@ -189,7 +191,7 @@ impl ResultBody {
     pub fn shown(&self) -> Vec<ShownLine> {
         match self {
             ResultBody::Text(text) => text::shown(text),
-            ResultBody::Tree(map) => tree::shown(map),
+            ResultBody::Tree(map) => tree::shown(&map.to_tree()),
             ResultBody::Json(value) => json::shown(value),
         }
     }
@@ -243,7 +245,7 @@ impl serde::Serialize for WireRef<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MindMapNode;
+    use crate::model::{MindMap, MindMapNode};
 
     fn node(label: &str, children: Vec<MindMapNode>) -> MindMapNode {
         MindMapNode {
@@ -263,7 +265,7 @@ mod tests {
                 ],
             ),
         };
-        let shown = ResultBody::Tree(map).shown();
+        let shown = ResultBody::Tree(map.into()).shown();
         assert_eq!(shown[0], vec![(Role::Heading, "Launch".to_string())]);
         let text: Vec<String> = shown[1..]
             .iter()
