@@ -84,7 +84,8 @@ fn chat_requests(server: &scripted::Scripted) -> Vec<Recorded> {
 /// llama-cpp-python with `--n_ctx 1024`: no `/props`, a tokenizer at
 /// `/extras/tokenize/count`; a streamed prompt over the window gets a 200
 /// and then a dropped connection, the same prompt unstreamed a 400 in
-/// OpenAI's words. What it answered, and the largest prompt it took.
+/// OpenAI's words. What it answered, and the largest prompt it took once
+/// a refusal had taught the window.
 struct LlamaCppPython {
     window: u64,
     refused_streams: AtomicUsize,
@@ -141,8 +142,13 @@ impl LlamaCppPython {
                         &json!({"choices": [{"message": {"content": "A"}, "finish_reason": "length"}]}),
                     );
                 }
-                let mut largest = self.largest_answered.lock().unwrap();
-                *largest = (*largest).max(tokens + r.body["max_tokens"].as_u64().unwrap_or(0));
+                // Once the window is known (the first refusal taught it):
+                // before, the first prompt's size depends on how many
+                // lines came in before its run read them.
+                if self.refused_streams.load(Ordering::SeqCst) > 0 {
+                    let mut largest = self.largest_answered.lock().unwrap();
+                    *largest = (*largest).max(tokens + r.body["max_tokens"].as_u64().unwrap_or(0));
+                }
                 let last = r.body["messages"][1]["content"]
                     .as_str()
                     .unwrap_or_default()
