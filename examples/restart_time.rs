@@ -79,10 +79,7 @@ fn fill(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 waited: Duration::ZERO,
                 error: None,
                 covered_generation: Some(args.transcripts),
-                usage: Usage {
-                    prompt_tokens: 300,
-                    completion_tokens: 80,
-                },
+                usage: Usage::tokens(300, 80),
             });
             db.write(Write::Result {
                 session: session.clone(),
@@ -98,10 +95,7 @@ fn fill(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 model: "builtin".into(),
                 processing: Duration::from_millis(900),
                 finished_at: SystemTime::now(),
-                usage: Usage {
-                    prompt_tokens: 300,
-                    completion_tokens: 80,
-                },
+                usage: Usage::tokens(300, 80),
                 truncated: false,
                 outbox: Vec::new(),
             });

@@ -105,11 +105,15 @@ fn format_sessions(v: &Value) -> String {
             ""
         },
     );
+    // Spend, when the server has a price table.
+    let currency = v.get("currency").and_then(Value::as_str);
+    let cost_header = currency.map_or(String::new(), |c| format!("{:>10}  ", format!("COST {c}")));
     out += &format!(
-        "{:<28} {:>6}  {:<16} {:<16} {:>9}  {}\n",
+        "{:<28} {:>6}  {:<16} {:<16} {:>9}  {cost_header}{}\n",
         "SESSION", "TX", "SUMMARY", "MIND MAP", "SKIPPED", "ATTENTION"
     );
     let empty = Vec::new();
+    let mut total = crate::spend::Cost::ZERO;
     for s in v
         .get("sessions")
         .and_then(Value::as_array)
@@ -131,15 +135,32 @@ fn format_sessions(v: &Value) -> String {
             .filter_map(|a| serde_json::from_value::<crate::engine::Attention>(a.clone()).ok())
             .map(|a| a.describe())
             .collect();
+        let cost = match currency {
+            Some(_) => {
+                let cost = crate::spend::Cost::from_units(
+                    s.get("cost").and_then(Value::as_f64).unwrap_or(0.0),
+                );
+                total = total.plus(cost);
+                format!("{:>10}  ", cost.shown())
+            }
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "{:<28} {:>6}  {:<16} {:<16} {:>9}  {}",
+            "{:<28} {:>6}  {:<16} {:<16} {:>9}  {cost}{}",
             s.get("session_id").and_then(Value::as_str).unwrap_or("?"),
             s.get("transcripts").and_then(Value::as_u64).unwrap_or(0),
             op_state(&ops["summary"]),
             op_state(&ops["mind_map"]),
             format!("{}/{}", skipped("summary"), skipped("mind_map")),
             attention.join(" · "),
+        );
+    }
+    if let Some(currency) = currency {
+        let _ = writeln!(
+            out,
+            "spent by the sessions held: {} {currency}",
+            total.shown()
         );
     }
     out

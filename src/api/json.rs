@@ -116,6 +116,9 @@ pub struct SessionJson {
     /// what a session holds): never sent to the model.
     pub lost_transcripts: u64,
     pub operations: ByOperation<OperationJson>,
+    /// What every operation's calls cost, in the prices' currency.
+    #[serde(with = "crate::spend::units")]
+    pub cost: crate::spend::Cost,
     /// Why the session needs a look, if it does (the dashboard's `!`).
     pub attention: Vec<crate::engine::Attention>,
 }
@@ -134,6 +137,7 @@ impl SessionJson {
             operations: ByOperation::defined(|op| {
                 OperationJson::new(row.op(op), row.transcripts, now)
             }),
+            cost: row.cost(),
             attention: crate::engine::attention(row, now, op_timeout),
         }
     }
@@ -146,6 +150,8 @@ pub struct SessionsJson {
     /// The most sessions held at once, and new ones refused for that.
     pub max_sessions: usize,
     pub refused_sessions: u64,
+    /// The currency costs are in; `null` without a price table.
+    pub currency: Option<String>,
     /// The cluster, with `--redis`: this instance, Redis, and what the
     /// leases did here.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -245,11 +251,21 @@ pub struct FeedJson {
     pub connects: u64,
     pub last_message_age_seconds: Option<f64>,
     pub bad_frames: std::collections::BTreeMap<&'static str, u64>,
+    /// Tokens and cost of its sessions' LLM calls, in all and per
+    /// operation (`cost` in the prices' currency).
+    pub spend: crate::llm::Usage,
+    pub spend_by_op: std::collections::BTreeMap<&'static str, crate::llm::Usage>,
 }
 
 impl FeedJson {
     pub fn new(feed: &crate::engine::FeedStatus, now: Instant) -> Self {
         let view = feed.view();
+        let spend = view.spend();
+        let spend_by_op = view
+            .by_op
+            .iter()
+            .map(|(op, usage)| (op.as_str(), *usage))
+            .collect();
         Self {
             feed: view.index,
             url: view.url,
@@ -267,6 +283,8 @@ impl FeedJson {
                 .iter()
                 .map(|kind| (kind.as_str(), feed.bad(*kind)))
                 .collect(),
+            spend,
+            spend_by_op,
         }
     }
 }

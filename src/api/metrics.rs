@@ -225,6 +225,7 @@ impl Collector for EngineCollector {
             for (kind, n) in [
                 ("prompt", counts.prompt_tokens),
                 ("completion", counts.completion_tokens),
+                ("cached", counts.cached_tokens),
             ] {
                 let mut labels = op_labels(op);
                 labels.push(("kind".into(), kind.into()));
@@ -277,6 +278,35 @@ impl Collector for EngineCollector {
             for op in crate::ops::registry().ops() {
                 let waited = snapshot.lifetime[op].waited.as_secs_f64();
                 ConstCounter::new(waited).encode(metric.encode_family(&op_labels(op))?)?;
+            }
+        }
+        if !snapshot.currency.is_empty() {
+            let mut metric = encoder.encode_descriptor(
+                "llm_cost",
+                &format!(
+                    "What the LLM calls cost at the config file's prices, in {}, per operation \
+                     and feed (feed=\"none\": sessions no feed brought)",
+                    snapshot.currency
+                ),
+                None,
+                ConstCounter::new(0f64).metric_type(),
+            )?;
+            for op in crate::ops::registry().ops() {
+                let mut fed = crate::spend::Cost::ZERO;
+                for feed in &snapshot.feeds {
+                    let cost = feed
+                        .by_op
+                        .get(op)
+                        .map_or(crate::spend::Cost::ZERO, |u| u.cost);
+                    fed = fed.plus(cost);
+                    let feed = feed.index.to_string();
+                    let labels = [("op", op.as_str()), ("feed", feed.as_str())];
+                    ConstCounter::new(cost.units()).encode(metric.encode_family(&labels)?)?;
+                }
+                let rest = snapshot.lifetime[op].cost.0.saturating_sub(fed.0);
+                let labels = [("op", op.as_str()), ("feed", "none")];
+                ConstCounter::new(crate::spend::Cost(rest).units())
+                    .encode(metric.encode_family(&labels)?)?;
             }
         }
         let mut finished = Vec::new();

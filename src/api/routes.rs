@@ -26,6 +26,7 @@ pub(super) async fn list_sessions(State(state): State<ApiState>) -> Response {
         backend: snapshot.backend.clone(),
         max_sessions: snapshot.max_sessions,
         refused_sessions: snapshot.refused_sessions,
+        currency: Some(snapshot.currency.clone()).filter(|c| !c.is_empty()),
         cluster: snapshot.cluster.clone(),
         sessions: snapshot
             .sessions

@@ -170,6 +170,8 @@ pub struct FileConfig {
     pub operations: crate::ops::OpRegistry,
     /// The file's `[[webhooks]]`, their secrets read.
     pub webhooks: Vec<crate::webhooks::Endpoint>,
+    /// The file's `[[prices]]`.
+    pub prices: crate::spend::Prices,
 }
 
 type Section = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -181,6 +183,7 @@ struct Raw {
     prompts: Prompts,
     operations: Vec<super::operations::RawOperation>,
     webhooks: Vec<super::webhooks::RawWebhook>,
+    prices: Vec<super::prices::RawPrice>,
     feed: Section,
     llm: Section,
     runs: Section,
@@ -228,6 +231,9 @@ pub enum FileError {
     /// A mistake in a `[[webhooks]]` table.
     #[error("{0}")]
     Webhook(super::webhooks::WebhookError),
+    /// A mistake in a `[[prices]]` table.
+    #[error("{0}")]
+    Price(super::prices::PriceTableError),
     /// A mistake in an `[[operations]]` table.
     #[error("{0}")]
     Operation(super::operations::OperationError),
@@ -309,11 +315,13 @@ impl FileConfig {
             super::operations::registry(text, raw.operations, dir).map_err(FileError::Operation)?;
         let webhooks = super::webhooks::endpoints(text, raw.webhooks, dir, &operations)
             .map_err(FileError::Webhook)?;
+        let prices = super::prices::prices(text, raw.prices).map_err(FileError::Price)?;
         Ok(Self {
             prompts: raw.prompts,
             settings,
             operations,
             webhooks,
+            prices,
         })
     }
 }

@@ -76,11 +76,13 @@ fn load_matched(mut argv: Vec<OsString>, matches: &ArgMatches) -> Result<Loaded,
     let mut sources = sources_of(&path, engine);
     let mut operations = crate::ops::OpRegistry::built_in();
     let mut webhooks = Vec::new();
+    let mut prices = crate::spend::Prices::default();
     let file = match engine.get_one::<PathBuf>("config") {
         Some(file) => {
             let config = FileConfig::load(file).map_err(|e| e.to_string())?;
             operations = config.operations.clone();
             webhooks = config.webhooks.clone();
+            prices = config.prices.clone();
             let command = command_at(&path);
             for setting in &config.settings {
                 check_values(&command, setting).map_err(|e| format!("{}:{e}", file.display()))?;
@@ -112,6 +114,7 @@ fn load_matched(mut argv: Vec<OsString>, matches: &ArgMatches) -> Result<Loaded,
     if let Some(engine) = cli.engine_args_mut() {
         engine.read_token_file()?;
         engine.webhooks = webhooks;
+        engine.prices = prices;
     }
     if let Some(engine) = cli.engine_args() {
         engine.check_ops(&operations).map_err(|e| match &file {

@@ -15,6 +15,7 @@
 pub mod file;
 pub mod layers;
 pub mod operations;
+pub mod prices;
 mod settings;
 mod values;
 pub mod webhooks;
@@ -481,6 +482,10 @@ pub struct EngineArgs {
     /// The receivers of results: the config file's `[[webhooks]]`.
     #[arg(skip)]
     pub webhooks: Vec<crate::webhooks::Endpoint>,
+
+    /// What tokens cost, per model: the config file's `[[prices]]`.
+    #[arg(skip)]
+    pub prices: crate::spend::Prices,
 
     /// On SIGTERM or Ctrl-C, `serve` stops reading feeds and lets the runs
     /// in flight finish for at most this long, then cancels the rest.

@@ -201,6 +201,7 @@ impl EngineArgs {
                 retries: self.run_retries,
             },
             retry_backoff: self.retry_backoff,
+            prices: std::sync::Arc::new(self.prices.clone()),
             llm_concurrency: self.llm_concurrency as usize,
             incremental: self.summary_mode == SummaryMode::Incremental,
             min_interval: self.min_interval,

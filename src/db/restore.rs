@@ -359,7 +359,8 @@ fn fill(
         // newest HISTORY_LEN as history, in one pass along the index.
         let mut stmt = conn.prepare(
             "SELECT session, op, run_id, admitted_at, follow_up, outcome, duration_ms, waited_ms,
-                    error, covered_generation, prompt_tokens, completion_tokens
+                    error, covered_generation, prompt_tokens, completion_tokens,
+                    cached_tokens, cost_nanos
              FROM runs WHERE ?1 IS NULL OR session = ?1 ORDER BY session, op, run_id",
         )?;
         let mut rows = stmt.query([only])?;
@@ -379,6 +380,8 @@ fn fill(
                 usage: Usage {
                     prompt_tokens: row.get::<_, Option<i64>>(10)?.unwrap_or(0) as u64,
                     completion_tokens: row.get::<_, Option<i64>>(11)?.unwrap_or(0) as u64,
+                    cached_tokens: row.get::<_, i64>(12)?.max(0) as u64,
+                    cost: crate::spend::Cost(row.get::<_, i64>(13)?.max(0) as u64),
                 },
             };
             let session = &mut sessions[at];
@@ -395,6 +398,8 @@ fn fill(
             counts.waited += run.waited;
             counts.prompt_tokens += run.usage.prompt_tokens;
             counts.completion_tokens += run.usage.completion_tokens;
+            counts.cached_tokens += run.usage.cached_tokens;
+            counts.cost = counts.cost.plus(run.usage.cost);
             stored.total_duration += run.duration;
             let history = session.history.entry(op);
             if history.len() == HISTORY_LEN {

@@ -10,10 +10,10 @@ use rusqlite::Connection;
 use super::DbError;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Each step takes the file from the version before it to its own.
-const STEPS: [&str; 3] = [
+const STEPS: [&str; 4] = [
     // 1: sessions, their final transcripts, the latest result per
     // operation, every run, and skip counters.
     "
@@ -103,6 +103,15 @@ const STEPS: [&str; 3] = [
         body TEXT NOT NULL
     );
     CREATE INDEX dead_letters_by_time ON dead_letters (died_at);
+    ",
+    // 4: of a run's and a result's prompt tokens, those the server read
+    // from its cache; and what the tokens cost at the price table, in
+    // billionths of its currency.
+    "
+    ALTER TABLE runs ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cost_nanos INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE results ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE results ADD COLUMN cost_nanos INTEGER NOT NULL DEFAULT 0;
     ",
 ];
 

@@ -334,8 +334,8 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             tx.prepare_cached(
                 "INSERT INTO results
                      (session, op, run_id, covered_generation, body, model, processing_ms, finished_at,
-                      prompt_tokens, completion_tokens, truncated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                      prompt_tokens, completion_tokens, truncated, cached_tokens, cost_nanos)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (session, op) DO UPDATE SET
                      run_id = excluded.run_id,
                      covered_generation = excluded.covered_generation,
@@ -345,7 +345,9 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                      finished_at = excluded.finished_at,
                      prompt_tokens = excluded.prompt_tokens,
                      completion_tokens = excluded.completion_tokens,
-                     truncated = excluded.truncated
+                     truncated = excluded.truncated,
+                     cached_tokens = excluded.cached_tokens,
+                     cost_nanos = excluded.cost_nanos
                  WHERE excluded.run_id > results.run_id
                     OR (excluded.run_id = results.run_id
                         AND excluded.covered_generation > results.covered_generation)",
@@ -361,7 +363,9 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                 unix(*finished_at),
                 usage.prompt_tokens as i64,
                 usage.completion_tokens as i64,
-                *truncated
+                *truncated,
+                usage.cached_tokens as i64,
+                cost_nanos(usage.cost)
             ])?;
         }
         Write::Outbox(rows) => {
@@ -458,8 +462,9 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
         } => {
             tx.prepare_cached(
                 "INSERT INTO runs (run_id, session, op, admitted_at, follow_up, outcome, duration_ms,
-                                   waited_ms, error, covered_generation, prompt_tokens, completion_tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                                   waited_ms, error, covered_generation, prompt_tokens, completion_tokens,
+                                   cached_tokens, cost_nanos)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (run_id) DO UPDATE SET
                      outcome = excluded.outcome,
                      duration_ms = excluded.duration_ms,
@@ -467,7 +472,9 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                      error = excluded.error,
                      covered_generation = excluded.covered_generation,
                      prompt_tokens = excluded.prompt_tokens,
-                     completion_tokens = excluded.completion_tokens",
+                     completion_tokens = excluded.completion_tokens,
+                     cached_tokens = excluded.cached_tokens,
+                     cost_nanos = excluded.cost_nanos",
             )?
             .execute(params![
                 *run_id as i64,
@@ -481,7 +488,9 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
                 error,
                 covered_generation.map(|g| g as i64),
                 usage.prompt_tokens as i64,
-                usage.completion_tokens as i64
+                usage.completion_tokens as i64,
+                usage.cached_tokens as i64,
+                cost_nanos(usage.cost)
             ])?;
         }
         Write::Skipped { session, op, total } => {
@@ -519,4 +528,9 @@ fn put_outbox(tx: &Transaction<'_>, row: &super::OutboxRow) -> Result<(), rusqli
         unix(row.created_at)
     ])?;
     Ok(())
+}
+
+/// A cost as SQLite's integers hold it (saturating past nine billion units).
+fn cost_nanos(cost: crate::spend::Cost) -> i64 {
+    i64::try_from(cost.0).unwrap_or(i64::MAX)
 }

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use super::store::Appended;
+use crate::llm::Usage;
+use crate::ops::{OpMap, Operation};
 
 /// Where a feed's connection is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,6 +100,8 @@ pub struct FeedStatus {
     pub refused_sessions: AtomicU64,
     pub connects: AtomicU64,
     bad: [AtomicU64; BadFrame::ALL.len()],
+    /// Tokens and cost of its sessions' LLM calls, per operation.
+    spend: Mutex<OpMap<Usage>>,
 }
 
 impl FeedStatus {
@@ -118,6 +122,7 @@ impl FeedStatus {
             refused_sessions: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             bad: Default::default(),
+            spend: Mutex::default(),
         }
     }
 
@@ -151,6 +156,13 @@ impl FeedStatus {
         self.bad[kind as usize].fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Counts one call of `op` for one of its sessions.
+    pub fn spent(&self, op: Operation, usage: Usage) {
+        let mut spend = self.spend.lock().unwrap_or_else(|e| e.into_inner());
+        let total = spend.entry(op);
+        *total = total.plus(usage);
+    }
+
     pub fn bad(&self, kind: BadFrame) -> u64 {
         self.bad[kind as usize].load(Ordering::Relaxed)
     }
@@ -171,6 +183,7 @@ impl FeedStatus {
             refused_sessions: self.refused_sessions.load(Ordering::Relaxed),
             connects: self.connects.load(Ordering::Relaxed),
             bad_frames: BadFrame::ALL.iter().map(|k| self.bad(*k)).sum(),
+            by_op: self.spend.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }
@@ -192,6 +205,18 @@ pub struct FeedView {
     pub refused_sessions: u64,
     pub connects: u64,
     pub bad_frames: u64,
+    /// Tokens and cost of its sessions' LLM calls, per operation.
+    #[serde(default)]
+    pub by_op: OpMap<Usage>,
+}
+
+impl FeedView {
+    /// Tokens and cost of its sessions' LLM calls, all operations.
+    pub fn spend(&self) -> Usage {
+        self.by_op
+            .iter()
+            .fold(Usage::default(), |total, (_, usage)| total.plus(*usage))
+    }
 }
 
 /// All feeds, in the order they were given.
@@ -222,6 +247,19 @@ impl FeedRegistry {
     /// The live statuses themselves (per-kind counters and all).
     pub fn statuses(&self) -> Vec<Arc<FeedStatus>> {
         self.feeds.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Counts one call of `op` for a session of feed `index`.
+    pub fn spent(&self, index: usize, op: Operation, usage: Usage) {
+        let feed = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
+            .cloned();
+        if let Some(feed) = feed {
+            feed.spent(op, usage);
+        }
     }
 
     pub fn views(&self) -> Vec<FeedView> {

@@ -76,6 +76,8 @@ pub struct EngineConfig {
     /// retry after, up to [`MAX_RETRY_BACKOFF`], with up to a quarter more
     /// at random so that sessions failing together do not retry together.
     pub retry_backoff: Duration,
+    /// What tokens cost, per model (the config file's `[[prices]]`).
+    pub prices: Arc<crate::spend::Prices>,
 }
 
 /// The longest wait before a retry.
@@ -94,6 +96,7 @@ impl Default for EngineConfig {
             end_ops: crate::ops::registry().ops().collect(),
             sessions: SessionLimits::default(),
             retry_backoff: DEFAULT_RETRY_BACKOFF,
+            prices: Arc::default(),
         }
     }
 }
@@ -141,6 +144,8 @@ struct Shared {
     /// Some operation runs only for some kinds of session: admissions
     /// look the session's kind up (none do, by default).
     kinds_matter: bool,
+    /// Models that answered with no price in the table, each warned of once.
+    unpriced: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A handle on the engine; clone it freely.
@@ -180,6 +185,7 @@ impl Engine {
                 cluster: std::sync::OnceLock::new(),
                 webhooks: std::sync::OnceLock::new(),
                 kinds_matter,
+                unpriced: Default::default(),
             }),
         }
     }
@@ -441,6 +447,7 @@ impl Engine {
             db: shared.db.get().map(snapshot::DbView::of),
             cluster: self.cluster_view(),
             webhooks: self.webhook_views(),
+            currency: shared.config.prices.currency().to_string(),
         }
     }
 

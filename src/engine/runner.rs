@@ -395,7 +395,7 @@ async fn execute<C: Coordinator>(
         drop(permit);
         match step {
             Ok(Called { usage, truncated }) => {
-                guard.spent(usage);
+                spent(shared, guard, usage);
                 guard.kept_step(at.read_generation);
                 if truncated {
                     guard.answer_truncated();
@@ -405,7 +405,7 @@ async fn execute<C: Coordinator>(
                 }
             }
             Err(failed) => {
-                guard.spent(failed.usage);
+                spent(shared, guard, failed.usage);
                 let Some((why, how)) = again.asks(&failed, crowded_out, read) else {
                     let mut ended = Ended::failed(Outcome::Failed, failed.message).at_the_llm();
                     ended.retry_after = failed.retry_after;
@@ -614,15 +614,16 @@ async fn call<C: Coordinator>(
             if let LlmErrorKind::BadAnswer { answer } = error.kind {
                 shared.store.put_rejected(session, op, answer);
             }
+            let usage = priced(shared, &shared.backend.info().model, error.usage);
             return Err(CallFailed {
                 end,
                 too_long,
                 retry_after: error.retry_after,
-                ..CallFailed::other(error.message, error.usage)
+                ..CallFailed::other(error.message, usage)
             });
         }
     };
-    let usage = response.usage;
+    let usage = priced(shared, &response.model, response.usage);
     let truncated = response.truncated;
     if truncated {
         tracing::warn!(
@@ -701,6 +702,31 @@ fn crowded_or_not(kind: &LlmErrorKind) -> CallEnd {
         | LlmErrorKind::Dropped => CallEnd::Crowded,
         _ => CallEnd::Other,
     }
+}
+
+/// Counts a call's tokens and cost for its run, and for its session's feed.
+fn spent(shared: &Shared, guard: &mut RunGuard, usage: Usage) {
+    guard.spent(usage);
+    if let Some(feed) = shared.store.feed_of(guard.session()) {
+        shared.feeds.spent(feed, guard.op(), usage);
+    }
+}
+
+/// A call's tokens with their cost at the price table. A model that has
+/// no price costs nothing in the figures; that is logged once per model.
+fn priced(shared: &Shared, model: &str, usage: Usage) -> Usage {
+    let prices = &shared.config.prices;
+    if !prices.is_empty()
+        && prices.of(model).is_none()
+        && let Ok(mut unpriced) = shared.unpriced.lock()
+        && unpriced.insert(model.to_string())
+    {
+        tracing::warn!(
+            model,
+            "no price for this model in the config file's [[prices]]: its calls count no cost"
+        );
+    }
+    prices.priced(model, usage)
 }
 
 #[cfg(test)]

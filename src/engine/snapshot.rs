@@ -113,6 +113,11 @@ impl SessionRow {
         static EMPTY: std::sync::LazyLock<OpRow> = std::sync::LazyLock::new(OpRow::default);
         self.ops.get(op).unwrap_or(&EMPTY)
     }
+
+    /// What every operation's calls cost so far.
+    pub fn cost(&self) -> crate::spend::Cost {
+        self.ops.values().map(|op| op.counts.cost).sum()
+    }
 }
 
 /// Counters since the process started, forgotten sessions included (they
@@ -163,6 +168,10 @@ pub struct Snapshot {
     /// The webhook endpoints, when the config file has some.
     #[serde(default)]
     pub webhooks: Vec<crate::webhooks::EndpointView>,
+    /// The currency costs are in (`USD`); empty without a price table,
+    /// when views show no spend.
+    #[serde(default)]
+    pub currency: String,
 }
 
 /// How the database is doing.

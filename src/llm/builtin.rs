@@ -66,12 +66,11 @@ impl Backend for BuiltinBackend {
                 .def(request.op)
                 .ok_or_else(|| LlmError::other(format!("{} is not defined", request.op)))?;
             let text = OutputKind::stand_in(def, &request.utterances, previous);
-            let usage = Usage {
-                prompt_tokens: Usage::estimate(&super::prompts::transcript_text(
-                    &request.utterances,
-                )) + previous.map_or(0, Usage::estimate),
-                completion_tokens: Usage::estimate(&text).max(1),
-            };
+            let usage = Usage::tokens(
+                Usage::estimate(&super::prompts::transcript_text(&request.utterances))
+                    + previous.map_or(0, Usage::estimate),
+                Usage::estimate(&text).max(1),
+            );
             stream_slowly(latency, usage.completion_tokens, progress).await;
             Ok(LlmResponse {
                 text,

@@ -72,18 +72,38 @@ pub struct Repair {
 }
 
 /// Tokens a call cost, as the server counted them (or estimated, for a
-/// backend that has no tokenizer).
+/// backend that has no tokenizer), and what they cost at the price table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of the prompt tokens, those the server read from its cache, where
+    /// it says (OpenAI's `prompt_tokens_details.cached_tokens`, llama.cpp's
+    /// `timings.cache_n`).
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// The tokens priced when the call ended (`spend::Prices`); nothing
+    /// for a model without a price.
+    #[serde(default, with = "crate::spend::units")]
+    pub cost: crate::spend::Cost,
 }
 
 impl Usage {
+    /// Tokens counted by the server or estimated, not yet priced.
+    pub fn tokens(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            ..Usage::default()
+        }
+    }
+
     pub fn plus(self, other: Usage) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens + other.prompt_tokens,
             completion_tokens: self.completion_tokens + other.completion_tokens,
+            cached_tokens: self.cached_tokens + other.cached_tokens,
+            cost: self.cost.plus(other.cost),
         }
     }
 

@@ -222,10 +222,10 @@ impl OllamaBackend {
         Ok(LlmResponse {
             text,
             model: self.model.clone(),
-            usage: Usage {
-                prompt_tokens: prompt_tokens.unwrap_or_else(estimated_prompt),
-                completion_tokens: completion_tokens.unwrap_or(streamed),
-            },
+            usage: Usage::tokens(
+                prompt_tokens.unwrap_or_else(estimated_prompt),
+                completion_tokens.unwrap_or(streamed),
+            ),
             truncated,
         })
     }

@@ -175,10 +175,13 @@ impl OpenAiBackend {
             self.context.observe(prompt_chars, tokens);
         }
         let usage = Usage {
-            prompt_tokens: answer
-                .prompt_tokens
-                .unwrap_or_else(|| estimate_prompt(&body)),
-            completion_tokens: answer.usage.unwrap_or(answer.pieces),
+            cached_tokens: answer.cached_tokens.unwrap_or(0),
+            ..Usage::tokens(
+                answer
+                    .prompt_tokens
+                    .unwrap_or_else(|| estimate_prompt(&body)),
+                answer.usage.unwrap_or(answer.pieces),
+            )
         };
         Ok(LlmResponse {
             usage,
@@ -357,6 +360,8 @@ pub struct Answer {
     /// Completion tokens, as the server counted them.
     pub usage: Option<u64>,
     pub prompt_tokens: Option<u64>,
+    /// Prompt tokens read from the server's cache, where it says.
+    pub cached_tokens: Option<u64>,
     pub model: Option<String>,
     /// Why the server ended the answer (`stop`, `length`), when it said.
     pub finish_reason: Option<String>,
@@ -430,6 +435,14 @@ impl Answer {
             .and_then(Value::as_u64)
         {
             self.prompt_tokens = Some(tokens);
+        }
+        // OpenAI's name for them, then llama.cpp's.
+        if let Some(tokens) = value
+            .pointer("/usage/prompt_tokens_details/cached_tokens")
+            .or_else(|| value.pointer("/timings/cache_n"))
+            .and_then(Value::as_u64)
+        {
+            self.cached_tokens = Some(tokens);
         }
         Ok(false)
     }

@@ -341,10 +341,7 @@ mod tests {
         Ok(LlmResponse {
             text: text.into(),
             model: "m".into(),
-            usage: Usage {
-                prompt_tokens: 10,
-                completion_tokens: 1,
-            },
+            usage: Usage::tokens(10, 1),
             truncated: false,
         })
     }
@@ -356,10 +353,7 @@ mod tests {
     /// A refusal that still cost `prompt_tokens`.
     fn refused_after(status: u16, prompt_tokens: u64) -> Result<LlmResponse, LlmError> {
         Err(LlmError {
-            usage: Usage {
-                prompt_tokens,
-                completion_tokens: 0,
-            },
+            usage: Usage::tokens(prompt_tokens, 0),
             ..LlmError::new(LlmErrorKind::Refused { status }, "no schema")
         })
     }

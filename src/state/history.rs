@@ -5,7 +5,7 @@
 //! is most of what a busy session costs. A history holds the newest
 //! [`RUNS_KEPT`] records (what the details pane lists and draws, and the
 //! API's session detail gives), each packed: a [`RunRecord`] is 96 bytes, a
-//! [`PastRun`] 56. The p95 is taken over the newest [`HISTORY_LEN`]
+//! [`PastRun`] 64 (its cost included). The p95 is taken over the newest [`HISTORY_LEN`]
 //! durations, four bytes each. Records are unpacked only when a view or the
 //! database reads them. Every queue grows one run at a time: room doubled
 //! ahead would be up to half empty.
@@ -32,6 +32,9 @@ struct PastRun {
     covered: u64,
     prompt_tokens: u32,
     completion_tokens: u32,
+    cached_tokens: u32,
+    /// In billionths of the prices' currency.
+    cost: u64,
     outcome: Outcome,
     follow_up: bool,
 }
@@ -59,6 +62,8 @@ impl PastRun {
             covered: run.covered_generation.unwrap_or(NOT_COVERED),
             prompt_tokens: tokens(run.usage.prompt_tokens),
             completion_tokens: tokens(run.usage.completion_tokens),
+            cached_tokens: tokens(run.usage.cached_tokens),
+            cost: run.usage.cost.0,
             outcome: run.outcome,
             follow_up: run.follow_up,
         }
@@ -76,6 +81,8 @@ impl PastRun {
             usage: Usage {
                 prompt_tokens: u64::from(self.prompt_tokens),
                 completion_tokens: u64::from(self.completion_tokens),
+                cached_tokens: u64::from(self.cached_tokens),
+                cost: crate::spend::Cost(self.cost),
             },
         }
     }
@@ -183,6 +190,8 @@ mod tests {
             usage: Usage {
                 prompt_tokens: 1234,
                 completion_tokens: 56,
+                cached_tokens: 1000,
+                cost: crate::spend::Cost(987_654_321),
             },
         };
         let uncovered = RunRecord {
@@ -197,6 +206,6 @@ mod tests {
         assert!(!history.is_empty());
         history.push(&uncovered);
         assert_eq!(history.to_vec(), [run, uncovered]);
-        assert_eq!(std::mem::size_of::<PastRun>(), 56, "not 96");
+        assert_eq!(std::mem::size_of::<PastRun>(), 64, "not 96");
     }
 }

@@ -75,6 +75,13 @@ pub struct OpCounters {
     /// Tokens the runs cost, in all.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of the prompt tokens, those read from the server's cache.
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// What the tokens cost at the price table, in the prices' currency
+    /// (written as a number of it).
+    #[serde(default, with = "crate::spend::units")]
+    pub cost: crate::spend::Cost,
     /// Time runs spent waiting for an LLM permit, in all.
     #[serde(rename = "permit_wait_seconds", with = "seconds")]
     pub waited: Duration,
@@ -112,6 +119,8 @@ impl OpCounters {
         Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
+            cached_tokens: self.cached_tokens,
+            cost: self.cost,
         }
     }
 
@@ -147,6 +156,8 @@ impl OpCounters {
         }
         self.prompt_tokens += record.usage.prompt_tokens;
         self.completion_tokens += record.usage.completion_tokens;
+        self.cached_tokens += record.usage.cached_tokens;
+        self.cost = self.cost.plus(record.usage.cost);
         self.waited += record.waited;
     }
 
@@ -165,6 +176,8 @@ impl OpCounters {
             truncated: self.truncated + other.truncated,
             prompt_tokens: self.prompt_tokens + other.prompt_tokens,
             completion_tokens: self.completion_tokens + other.completion_tokens,
+            cached_tokens: self.cached_tokens + other.cached_tokens,
+            cost: self.cost.plus(other.cost),
             waited: self.waited + other.waited,
         }
     }
@@ -226,8 +239,9 @@ mod tests {
             follow_up: false,
             waited: Duration::from_millis(1),
             usage: Usage {
-                prompt_tokens: 100,
-                completion_tokens: 10,
+                cached_tokens: 30,
+                cost: crate::spend::Cost(1_500),
+                ..Usage::tokens(100, 10)
             },
         }
     }
@@ -246,6 +260,11 @@ mod tests {
         assert_eq!(
             (stats.counts.prompt_tokens, stats.counts.completion_tokens),
             (2000, 200)
+        );
+        assert_eq!(
+            (stats.counts.cached_tokens, stats.counts.cost),
+            (600, crate::spend::Cost(30_000)),
+            "cached tokens and costs add up as tokens do"
         );
 
         stats.record(run(5, Outcome::Failed), Some("boom".into()));

@@ -147,6 +147,7 @@ fn fixture(now: Instant) -> Snapshot {
         op_timeout: Duration::from_secs(300),
         feeds: vec![
             FeedView {
+                by_op: Default::default(),
                 inbound: false,
                 index: 0,
                 url: "ws://127.0.0.1:9100/a".into(),
@@ -160,6 +161,7 @@ fn fixture(now: Instant) -> Snapshot {
                 bad_frames: 0,
             },
             FeedView {
+                by_op: Default::default(),
                 inbound: false,
                 index: 1,
                 url: "ws://127.0.0.1:9100/b".into(),
@@ -192,6 +194,7 @@ fn fixture(now: Instant) -> Snapshot {
         db: None,
         cluster: None,
         webhooks: Vec::new(),
+        currency: String::new(),
     }
 }
 
@@ -947,6 +950,7 @@ fn the_feeds_overlay_shows_a_pusher_and_the_webhooks_with_their_dead_letters() {
     let now = now();
     let mut snapshot = fixture(now);
     snapshot.feeds.push(FeedView {
+        by_op: Default::default(),
         inbound: true,
         index: 2,
         url: "pushed in: POST /api/transcripts, GET /ingest".into(),

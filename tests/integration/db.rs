@@ -300,6 +300,8 @@ fn a_truncated_result_keeps_its_mark_and_a_version_1_file_is_brought_up() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE outbox; DROP TABLE dead_letters;
+             ALTER TABLE runs DROP COLUMN cached_tokens; ALTER TABLE runs DROP COLUMN cost_nanos;
+             ALTER TABLE results DROP COLUMN cached_tokens; ALTER TABLE results DROP COLUMN cost_nanos;
              ALTER TABLE results DROP COLUMN truncated; PRAGMA user_version = 1;",
         )
         .unwrap();

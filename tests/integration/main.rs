@@ -35,6 +35,7 @@ mod restart;
 mod retries;
 mod scheduling;
 mod serve;
+mod spend;
 mod state;
 mod state_stress;
 mod webhooks;

@@ -68,10 +68,7 @@ impl Backend for Recorder {
             Ok(LlmResponse {
                 text: format!("covered up to {last}"),
                 model: "m".into(),
-                usage: Usage {
-                    prompt_tokens: request.utterances.len() as u64,
-                    completion_tokens: 1,
-                },
+                usage: Usage::tokens(request.utterances.len() as u64, 1),
                 truncated: false,
             })
         })

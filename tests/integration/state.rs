@@ -446,6 +446,8 @@ fn counters_add_field_by_field() {
         truncated: 3,
         prompt_tokens: 8,
         completion_tokens: 9,
+        cached_tokens: 4,
+        cost: inflight::spend::Cost(5),
         waited: Duration::from_millis(10),
     };
     let b = OpCounters {
@@ -461,6 +463,8 @@ fn counters_add_field_by_field() {
         truncated: 30,
         prompt_tokens: 80,
         completion_tokens: 90,
+        cached_tokens: 40,
+        cost: inflight::spend::Cost(50),
         waited: Duration::from_millis(100),
     };
     assert_eq!(
@@ -478,6 +482,8 @@ fn counters_add_field_by_field() {
             truncated: 33,
             prompt_tokens: 88,
             completion_tokens: 99,
+            cached_tokens: 44,
+            cost: inflight::spend::Cost(55),
             waited: Duration::from_millis(110),
         }
     );

@@ -228,6 +228,7 @@ fn empty_snapshot() -> Snapshot {
         db: None,
         cluster: None,
         webhooks: Vec::new(),
+        currency: String::new(),
     }
 }
 
