@@ -169,10 +169,10 @@ completion_per_million = 0
             ..Usage::tokens(1000, 200)
         };
         assert_eq!(
-            prices.priced("gpt-4o-mini-2024-07-18", usage).cost,
+            prices.priced(&["gpt-4o-mini-2024-07-18"], usage).cost,
             Cost(240_000)
         );
-        assert_eq!(prices.priced("llama3:8b", usage).cost, Cost::ZERO);
+        assert_eq!(prices.priced(&["llama3:8b"], usage).cost, Cost::ZERO);
         assert!(parse("").unwrap().prices.is_empty(), "no table, no prices");
     }
 

@@ -614,7 +614,7 @@ async fn call<C: Coordinator>(
             if let LlmErrorKind::BadAnswer { answer } = error.kind {
                 shared.store.put_rejected(session, op, answer);
             }
-            let usage = priced(shared, &shared.backend.info().model, error.usage);
+            let usage = priced(shared, None, error.usage);
             return Err(CallFailed {
                 end,
                 too_long,
@@ -623,7 +623,7 @@ async fn call<C: Coordinator>(
             });
         }
     };
-    let usage = priced(shared, &response.model, response.usage);
+    let usage = priced(shared, Some(&response.model), response.usage);
     let truncated = response.truncated;
     if truncated {
         tracing::warn!(
@@ -712,21 +712,27 @@ fn spent(shared: &Shared, guard: &mut RunGuard, usage: Usage) {
     }
 }
 
-/// A call's tokens with their cost at the price table. A model that has
-/// no price costs nothing in the figures; that is logged once per model.
-fn priced(shared: &Shared, model: &str, usage: Usage) -> Usage {
+/// A call's tokens with their cost at the price table: the price of the
+/// model that answered, else of the model asked for (a local server may
+/// answer with its file's path). A call neither prices costs nothing in
+/// the figures; that is logged once per model.
+fn priced(shared: &Shared, answered: Option<&str>, usage: Usage) -> Usage {
     let prices = &shared.config.prices;
-    if !prices.is_empty()
-        && prices.of(model).is_none()
+    if prices.is_empty() {
+        return usage;
+    }
+    let asked = shared.backend.info().model;
+    let models: Vec<&str> = answered.into_iter().chain([asked.as_str()]).collect();
+    if models.iter().all(|model| prices.of(model).is_none())
         && let Ok(mut unpriced) = shared.unpriced.lock()
-        && unpriced.insert(model.to_string())
+        && unpriced.insert(models[0].to_string())
     {
         tracing::warn!(
-            model,
+            model = models[0],
             "no price for this model in the config file's [[prices]]: its calls count no cost"
         );
     }
-    prices.priced(model, usage)
+    prices.priced(&models, usage)
 }
 
 #[cfg(test)]

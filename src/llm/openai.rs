@@ -569,4 +569,25 @@ mod tests {
             .unwrap_err();
         assert!(err.message.contains("context too long"));
     }
+
+    #[test]
+    fn cached_prompt_tokens_are_read_in_openais_words_and_llama_cpps() {
+        let progress = Progress::default();
+        let mut openai = Answer::default();
+        let line = r#"data: {"choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":768,"audio_tokens":0}}}"#;
+        openai.feed(line, &progress).unwrap();
+        assert_eq!(openai.cached_tokens, Some(768));
+        let mut llama = Answer::default();
+        let line = r#"data: {"choices":[{"delta":{},"finish_reason":"stop"}],"timings":{"cache_n":236,"prompt_n":4,"predicted_n":9}}"#;
+        llama.feed(line, &progress).unwrap();
+        assert_eq!(llama.cached_tokens, Some(236));
+        let mut neither = Answer::default();
+        neither
+            .feed(
+                r#"data: {"choices":[],"usage":{"prompt_tokens":5}}"#,
+                &progress,
+            )
+            .unwrap();
+        assert_eq!(neither.cached_tokens, None);
+    }
 }

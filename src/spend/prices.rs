@@ -100,10 +100,12 @@ impl Prices {
             .max_by_key(|price| price.model.len())
     }
 
-    /// `usage` with its cost at `model`'s price; unchanged (costing
-    /// nothing) when the model has no price.
-    pub fn priced(&self, model: &str, usage: Usage) -> Usage {
-        match self.of(model) {
+    /// `usage` with its cost at the price of the first of `models` that
+    /// has one (the model that answered, then the one asked for: a local
+    /// server may answer with its file's path); unchanged (costing
+    /// nothing) when none has.
+    pub fn priced(&self, models: &[&str], usage: Usage) -> Usage {
+        match models.iter().find_map(|model| self.of(model)) {
             Some(price) => Usage {
                 cost: price.cost(&usage),
                 ..usage
@@ -194,9 +196,23 @@ mod tests {
         );
         assert_eq!(prices.of("llama3"), None);
         let call = usage(1000, 0, 100);
-        assert_eq!(prices.priced("llama3", call).cost, Cost::ZERO);
-        assert_eq!(prices.priced("gpt-4o-mini", call).cost, Cost(210_000));
-        assert_eq!(prices.priced("gpt-4o-mini", call).prompt_tokens, 1000);
+        assert_eq!(prices.priced(&["llama3"], call).cost, Cost::ZERO);
+        assert_eq!(prices.priced(&["gpt-4o-mini"], call).cost, Cost(210_000));
+        assert_eq!(prices.priced(&["gpt-4o-mini"], call).prompt_tokens, 1000);
+        assert_eq!(
+            prices
+                .priced(&["/models/mini.gguf", "gpt-4o-mini"], call)
+                .cost,
+            Cost(210_000),
+            "the model asked for, when the answering name has no price"
+        );
+        assert_eq!(
+            prices
+                .priced(&["gpt-4o-2024-08-06", "gpt-4o-mini"], call)
+                .cost,
+            Cost(3_500_000),
+            "the answering name first"
+        );
         assert!(!prices.is_empty() && Prices::default().is_empty());
         assert_eq!(prices.currency(), "USD");
     }
