@@ -135,6 +135,13 @@ async fn run_until_settled<C: Coordinator>(
             guard.failed_at_the_llm();
         }
         let why = shared.webhooks.get().and(ended.error.clone());
+        // The feed's spend grows when the run's does, as it ends: its
+        // calls' tokens and cost, all at once.
+        if guard.usage() != Usage::default()
+            && let Some(feed) = shared.store.feed_of(&session)
+        {
+            shared.feeds.spent(feed, guard_op, guard.usage());
+        }
         match guard.finish(ended.outcome, ended.error, &latest) {
             FinishOutcome::FollowUp(next) => {
                 guard = next;
@@ -395,7 +402,7 @@ async fn execute<C: Coordinator>(
         drop(permit);
         match step {
             Ok(Called { usage, truncated }) => {
-                spent(shared, guard, usage);
+                guard.spent(usage);
                 guard.kept_step(at.read_generation);
                 if truncated {
                     guard.answer_truncated();
@@ -405,7 +412,7 @@ async fn execute<C: Coordinator>(
                 }
             }
             Err(failed) => {
-                spent(shared, guard, failed.usage);
+                guard.spent(failed.usage);
                 let Some((why, how)) = again.asks(&failed, crowded_out, read) else {
                     let mut ended = Ended::failed(Outcome::Failed, failed.message).at_the_llm();
                     ended.retry_after = failed.retry_after;
@@ -701,14 +708,6 @@ fn crowded_or_not(kind: &LlmErrorKind) -> CallEnd {
         | LlmErrorKind::Unreachable
         | LlmErrorKind::Dropped => CallEnd::Crowded,
         _ => CallEnd::Other,
-    }
-}
-
-/// Counts a call's tokens and cost for its run, and for its session's feed.
-fn spent(shared: &Shared, guard: &mut RunGuard, usage: Usage) {
-    guard.spent(usage);
-    if let Some(feed) = shared.store.feed_of(guard.session()) {
-        shared.feeds.spent(feed, guard.op(), usage);
     }
 }
 

@@ -82,6 +82,22 @@ pub mod units {
     }
 }
 
+impl Cost {
+    /// The amount in at most eight characters, for a table cell: four
+    /// places below ten (`0.0123`), two below a thousand (`123.45`), whole
+    /// units above; `<0.0001` for less than shows.
+    pub fn short(self) -> String {
+        let units = self.units();
+        match units {
+            _ if self.0 == 0 => "0".into(),
+            u if u < 0.0001 => "<0.0001".into(),
+            u if u < 10.0 => format!("{u:.4}"),
+            u if u < 1000.0 => format!("{u:.2}"),
+            u => format!("{u:.0}"),
+        }
+    }
+}
+
 impl std::iter::Sum for Cost {
     fn sum<I: Iterator<Item = Cost>>(costs: I) -> Cost {
         costs.fold(Cost::ZERO, Cost::plus)
@@ -102,5 +118,19 @@ mod tests {
         assert_eq!(Cost(1_234_995_000_000).shown(), "1235.00");
         assert_eq!(Cost(u64::MAX).plus(Cost(1)), Cost(u64::MAX));
         assert_eq!([Cost(1), Cost(2)].into_iter().sum::<Cost>(), Cost(3));
+        let short: Vec<String> = [
+            0,
+            50_000,
+            12_345_678,
+            9_999_000_000,
+            123_456_000_000,
+            98_765_432_000_000,
+        ]
+        .map(|n| Cost(n).short())
+        .to_vec();
+        assert_eq!(
+            short,
+            ["0", "<0.0001", "0.0123", "9.9990", "123.46", "98765"]
+        );
     }
 }

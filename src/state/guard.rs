@@ -147,6 +147,11 @@ impl RunGuard {
         self.usage = self.usage.plus(usage);
     }
 
+    /// The tokens and cost of the run's calls so far.
+    pub fn usage(&self) -> crate::llm::Usage {
+        self.usage
+    }
+
     /// The run got its LLM permit and read the session up to `generation`:
     /// its call starts now. Returns the call's deadline (`--op-timeout`
     /// from now), or `None` when the run was stopped meanwhile.

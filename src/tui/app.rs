@@ -67,6 +67,10 @@ pub struct App {
     pub help: bool,
     /// The feeds overlay is up.
     pub feeds: bool,
+    /// The spend overlay is up.
+    pub spend: bool,
+    /// The table shows its cost column (when there are prices).
+    pub show_cost: bool,
     pub paused: bool,
     pub message: Option<Message>,
     /// One failure shared by several sessions, said once for them all.
@@ -88,6 +92,8 @@ impl App {
             screen: Screen::Table,
             help: false,
             feeds: false,
+            spend: false,
+            show_cost: true,
             paused: false,
             message: None,
             alert: None,
@@ -151,6 +157,8 @@ impl App {
             Context::Help
         } else if self.feeds {
             Context::Feeds
+        } else if self.spend {
+            Context::Spend
         } else if self.log.focused && self.log.visible {
             Context::Log
         } else if self.screen == Screen::Detail {
@@ -181,9 +189,20 @@ impl App {
             }
             Action::Help => self.help = true,
             Action::Feeds => self.feeds = true,
+            Action::Spend => self.spend = true,
+            Action::ToggleCost => {
+                self.show_cost = !self.show_cost;
+                let text = match (self.snapshot.currency.is_empty(), self.show_cost) {
+                    (true, _) => "no price table: the config file's [[prices]] gives costs",
+                    (false, true) => "cost column shown",
+                    (false, false) => "cost column hidden (x shows it)",
+                };
+                self.say(text, Tone::Info);
+            }
             Action::Close => {
                 self.help = false;
                 self.feeds = false;
+                self.spend = false;
             }
             Action::InputKeep | Action::InputClear | Action::InputErase => {
                 return self.finish_input(action);
@@ -239,7 +258,8 @@ impl App {
                 self.input = Some(Input { target, buffer });
             }
             Action::SortNext => {
-                self.table.sort = self.table.sort.next(&self.shown_ops());
+                let cost = self.show_cost && !self.snapshot.currency.is_empty();
+                self.table.sort = self.table.sort.next(&self.shown_ops(), cost);
                 self.table.descending = !matches!(self.table.sort, SortColumn::Session);
                 self.table.reorder(&self.snapshot);
                 self.say(&format!("sorted by {}", self.table.sort.name()), Tone::Info);

@@ -14,17 +14,20 @@ pub enum Context {
     Help,
     /// The feeds popup is up.
     Feeds,
+    /// The spend popup is up.
+    Spend,
     /// A line of text is being typed (filter, log search); other keys type.
     Input,
 }
 
 impl Context {
-    pub const ALL: [Context; 6] = [
+    pub const ALL: [Context; 7] = [
         Context::Table,
         Context::Detail,
         Context::Log,
         Context::Help,
         Context::Feeds,
+        Context::Spend,
         Context::Input,
     ];
 
@@ -36,6 +39,7 @@ impl Context {
             Context::Log => "log",
             Context::Help => "help",
             Context::Feeds => "feeds",
+            Context::Spend => "spend",
             Context::Input => "typing",
         }
     }
@@ -66,6 +70,10 @@ pub enum Action {
     LogScope,
     Freeze,
     Feeds,
+    /// The spend overlay: sessions and feeds ranked by what they cost.
+    Spend,
+    /// Shows or hides the table's cost column.
+    ToggleCost,
     Help,
     /// Closes the popup that is up.
     Close,
@@ -146,7 +154,7 @@ pub struct Binding {
     pub contexts: &'static [Context],
 }
 
-use Context::{Detail, Feeds, Help, Input, Log, Table};
+use Context::{Detail, Feeds, Help, Input, Log, Spend, Table};
 
 const EVERYWHERE: &[Context] = &[Table, Detail, Log];
 const SESSION: &[Context] = &[Table, Detail];
@@ -158,7 +166,7 @@ pub const BINDINGS: &[Binding] = &[
         action: Action::Quit,
         hint: "quit",
         in_bar: false,
-        contexts: &[Table, Detail, Log, Help, Feeds, Input],
+        contexts: &[Table, Detail, Log, Help, Feeds, Spend, Input],
     },
     Binding {
         keys: &[Key::Char('q')],
@@ -166,7 +174,7 @@ pub const BINDINGS: &[Binding] = &[
         action: Action::Quit,
         hint: "quit",
         in_bar: true,
-        contexts: &[Table, Detail, Log, Help, Feeds],
+        contexts: &[Table, Detail, Log, Help, Feeds, Spend],
     },
     Binding {
         keys: &[Key::Esc, Key::Char('?')],
@@ -183,6 +191,14 @@ pub const BINDINGS: &[Binding] = &[
         hint: "close feeds",
         in_bar: true,
         contexts: &[Feeds],
+    },
+    Binding {
+        keys: &[Key::Esc, Key::Char('$')],
+        label: "Esc",
+        action: Action::Close,
+        hint: "close spend",
+        in_bar: true,
+        contexts: &[Spend],
     },
     Binding {
         keys: &[Key::Enter],
@@ -367,6 +383,22 @@ pub const BINDINGS: &[Binding] = &[
         hint: "feeds",
         in_bar: false,
         contexts: SESSION,
+    },
+    Binding {
+        keys: &[Key::Char('$')],
+        label: "$",
+        action: Action::Spend,
+        hint: "spend",
+        in_bar: false,
+        contexts: SESSION,
+    },
+    Binding {
+        keys: &[Key::Char('x')],
+        label: "x",
+        action: Action::ToggleCost,
+        hint: "cost column",
+        in_bar: false,
+        contexts: &[Table],
     },
 ];
 

@@ -20,6 +20,8 @@ pub enum SortColumn {
     Op(Operation),
     Skipped,
     Failures,
+    /// What the session's calls cost (with a price table).
+    Cost,
     Age,
 }
 
@@ -31,16 +33,20 @@ impl SortColumn {
             SortColumn::Op(op) => op.label(),
             SortColumn::Skipped => "skipped".into(),
             SortColumn::Failures => "failures".into(),
+            SortColumn::Cost => "cost".into(),
             SortColumn::Age => "age".into(),
         }
     }
 
-    /// The column after this one, where `ops` are the operations shown.
-    pub fn next(self, ops: &[Operation]) -> Self {
+    /// The column after this one, where `ops` are the operations shown
+    /// and `cost` says whether the cost column is.
+    pub fn next(self, ops: &[Operation], cost: bool) -> Self {
         let order: Vec<SortColumn> = [SortColumn::Session, SortColumn::Transcripts]
             .into_iter()
             .chain(ops.iter().map(|op| SortColumn::Op(*op)))
-            .chain([SortColumn::Skipped, SortColumn::Failures, SortColumn::Age])
+            .chain([SortColumn::Skipped, SortColumn::Failures])
+            .chain(cost.then_some(SortColumn::Cost))
+            .chain([SortColumn::Age])
             .collect();
         let i = order.iter().position(|c| *c == self).unwrap_or(0);
         order[(i + 1) % order.len()]
@@ -111,6 +117,7 @@ impl SessionsTable {
                 SortColumn::Op(op) => op_rank(row, op, now),
                 SortColumn::Skipped => (row.ops.values().map(|o| o.counts.skipped).sum(), 0),
                 SortColumn::Failures => (row.ops.values().map(|o| o.failures()).sum(), 0),
+                SortColumn::Cost => (row.cost().0, 0),
                 // Sessions never heard from sort as the oldest.
                 SortColumn::Age => (
                     row.last_transcript_at.map_or(u64::MAX, |t| {

@@ -1248,3 +1248,101 @@ fn the_header_says_a_limit_learnt_below_the_cap() {
     let text = screen_text(&render(&App::new(Theme::new(false), snapshot), 120, 40));
     assert!(text.contains("LLM 1/1 of 4"), "{text}");
 }
+
+/// The fixture with a price table: the three sessions that ran cost
+/// 0.0123, 0.4567 and 1.25 USD, all brought by feed 0.
+fn priced_app() -> App {
+    use inflight::spend::Cost;
+    let mut snapshot = fixture(now());
+    snapshot.currency = "USD".into();
+    let costs = [
+        ("standup", 12_300_000),
+        ("incident-retro", 456_700_000),
+        ("planning", 1_250_000_000),
+    ];
+    for row in snapshot.sessions.iter_mut() {
+        if let Some((_, nanos)) = costs.iter().find(|(id, _)| row.id.as_str() == *id) {
+            row.ops[Operation::SUMMARY].counts.cost = Cost(*nanos);
+        }
+    }
+    snapshot.totals.counts.cost = Cost(costs.iter().map(|(_, n)| n).sum());
+    let mut feed = FeedView {
+        by_op: Default::default(),
+        index: 0,
+        url: "ws://127.0.0.1:9100/a".into(),
+        inbound: false,
+        state: FeedState::Connected,
+        last_message_at: None,
+        messages: 1,
+        transcripts: 1,
+        duplicates: 0,
+        refused_sessions: 0,
+        connects: 1,
+        bad_frames: 0,
+    };
+    feed.by_op.entry(Operation::SUMMARY).cost = snapshot.totals.counts.cost;
+    snapshot.feeds = vec![feed];
+    App::new(Theme::new(false), snapshot)
+}
+
+#[test]
+fn with_prices_the_table_has_a_cost_column_that_sorts_and_hides() {
+    let mut priced = priced_app();
+    let text = screen_text(&render(&priced, 140, 40));
+    assert!(text.contains("Cost"), "{text}");
+    let planning = text.lines().find(|l| l.contains("planning")).unwrap();
+    assert!(planning.contains("1.2500"), "{planning}");
+    let retro = text.lines().find(|l| l.contains("incident-retro")).unwrap();
+    assert!(retro.contains("0.4567"), "{retro}");
+    // `o` reaches the cost column after failures.
+    while priced.table.sort != SortColumn::Cost {
+        priced.handle_key(Key::Char('o'));
+        assert_ne!(priced.table.sort, SortColumn::Session, "cost never came");
+    }
+    let text = screen_text(&render(&priced, 140, 40));
+    let order: Vec<&str> = ["planning", "incident-retro", "standup", "zz-new"]
+        .into_iter()
+        .filter(|id| text.contains(id))
+        .collect();
+    let at = |id: &str| text.find(id).unwrap();
+    assert!(
+        order.windows(2).all(|w| at(w[0]) < at(w[1])),
+        "the costliest first: {text}"
+    );
+    priced.handle_key(Key::Char('x'));
+    let text = screen_text(&render(&priced, 140, 40));
+    assert!(!text.contains("Cost"), "x hides it: {text}");
+    assert!(text.contains("cost column hidden"), "{text}");
+    // Without prices there is no such column.
+    let text = screen_text(&render(&app(false), 140, 40));
+    assert!(!text.contains("Cost"), "{text}");
+}
+
+#[test]
+fn the_spend_overlay_ranks_feeds_and_sessions_by_cost() {
+    let mut priced = priced_app();
+    priced.handle_key(Key::Char('$'));
+    assert!(priced.spend);
+    let text = screen_text(&render(&priced, 140, 40));
+    assert!(text.contains("Spend in USD"), "{text}");
+    assert!(text.contains("since start 1.72 USD"), "{text}");
+    assert!(text.contains("1.72  #0 ws://127.0.0.1:9100/a"), "{text}");
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing: {text}"))
+    };
+    assert!(at("1.25  planning") < at("0.4567  incident-retro"));
+    assert!(at("0.4567  incident-retro") < at("0.01230  standup"));
+    assert!(
+        !text.contains("0  zz-new"),
+        "a session that spent nothing is not ranked"
+    );
+    assert!(text.contains("(4 held, 1.72 USD between them)"), "{text}");
+    priced.handle_key(Key::Char('$'));
+    assert!(!priced.spend, "$ closes it too");
+    // Without a price table it says how to get one.
+    let mut plain = app(false);
+    plain.handle_key(Key::Char('$'));
+    let text = screen_text(&render(&plain, 100, 30));
+    assert!(text.contains("no price table"), "{text}");
+}

@@ -103,7 +103,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let [transcript_area, runs_area] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
     draw_transcript(frame, transcript_area, detail, t);
-    draw_runs(frame, runs_area, detail, ops, t);
+    draw_runs(frame, runs_area, detail, ops, &app.snapshot.currency, t);
 }
 
 fn panel<'a>(title: String, theme: &Theme) -> Block<'a> {
@@ -277,11 +277,14 @@ fn draw_transcript(frame: &mut Frame, area: Rect, detail: &SessionDetail, t: &Th
     );
 }
 
+/// Each operation's runs: its totals, a sparkline of durations and the
+/// newest runs. `currency` is empty without a price table (no cost shown).
 fn draw_runs(
     frame: &mut Frame,
     area: Rect,
     detail: &SessionDetail,
     ops: &[crate::ops::OpDef],
+    currency: &str,
     t: &Theme,
 ) {
     let block = panel(" Runs ".to_string(), t);
@@ -300,8 +303,13 @@ fn draw_runs(
         ])
         .areas(*part);
         // Most telling first: what is cut at the right edge matters least.
+        let spent = if currency.is_empty() {
+            String::new()
+        } else {
+            format!(" · {} {currency}", stats.counts.cost.shown())
+        };
         let summary = format!(
-            "{}: {} runs {} ok {} skip · p95 {} · {}+{} tok · wait {} · mean {}",
+            "{}: {} runs {} ok {} skip · p95 {} · {}+{} tok{spent} · wait {} · mean {}",
             op.label(),
             stats.counts.runs,
             stats.counts.ok,
@@ -322,13 +330,13 @@ fn draw_runs(
             .iter()
             .rev()
             .take(list.height as usize)
-            .map(|r| run_line(r, t))
+            .map(|r| run_line(r, !currency.is_empty(), t))
             .collect();
         frame.render_widget(Paragraph::new(lines), list);
     }
 }
 
-fn run_line(run: &RunRecord, t: &Theme) -> Line<'static> {
+fn run_line(run: &RunRecord, priced: bool, t: &Theme) -> Line<'static> {
     let outcome_style = match run.outcome {
         crate::events::Outcome::Ok => t.ok(),
         crate::events::Outcome::Cancelled => t.dim(),
@@ -347,6 +355,14 @@ fn run_line(run: &RunRecord, t: &Theme) -> Line<'static> {
             match run.usage.prompt_tokens + run.usage.completion_tokens {
                 0 => String::new(),
                 tokens => format!(" {} tok", format::count(tokens)),
+            },
+            t.dim(),
+        ),
+        Span::styled(
+            if priced && run.usage.cost > crate::spend::Cost::ZERO {
+                format!(" {}", run.usage.cost.shown())
+            } else {
+                String::new()
             },
             t.dim(),
         ),

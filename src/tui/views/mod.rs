@@ -9,6 +9,7 @@ mod footer;
 mod header;
 mod help;
 mod log;
+mod spend;
 mod table;
 
 use ratatui::Frame;
@@ -40,6 +41,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
         help::draw(frame, area, app);
     } else if app.feeds {
         feeds::draw(frame, area, app);
+    } else if app.spend {
+        spend::draw(frame, area, app);
     }
 }
 

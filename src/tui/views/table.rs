@@ -53,7 +53,7 @@ const SESSION_MIN: u16 = 12;
 /// operations are defined (the first two kept longest, the others giving
 /// way sooner on narrow screens); in a cluster, one more says where runs
 /// run.
-fn columns(ops: &[crate::ops::OpDef], cluster: bool) -> Vec<Column> {
+fn columns(ops: &[crate::ops::OpDef], cluster: bool, cost: bool) -> Vec<Column> {
     let fixed = |title: &str, width, priority, sort, cell| Column {
         title: title.to_string(),
         width,
@@ -117,6 +117,9 @@ fn columns(ops: &[crate::ops::OpDef], cluster: bool) -> Vec<Column> {
         Some(SortColumn::Failures),
         failures_cell,
     ));
+    if cost {
+        cols.push(fixed("Cost", 8, 3, Some(SortColumn::Cost), cost_cell));
+    }
     cols.push(fixed("Age", 5, 2, Some(SortColumn::Age), age_cell));
     if cluster {
         cols.insert(4 + ops.len(), fixed("On", 12, 3, None, instance_cell));
@@ -125,8 +128,13 @@ fn columns(ops: &[crate::ops::OpDef], cluster: bool) -> Vec<Column> {
 }
 
 /// Picks the columns that fit `width`, dropping the least important first.
-fn fit_columns(width: u16, ops: &[crate::ops::OpDef], cluster: bool) -> (Vec<Column>, bool) {
-    let mut cols = columns(ops, cluster);
+fn fit_columns(
+    width: u16,
+    ops: &[crate::ops::OpDef],
+    cluster: bool,
+    cost: bool,
+) -> (Vec<Column>, bool) {
+    let mut cols = columns(ops, cluster, cost);
     let spacing = |n: usize| n.saturating_sub(1) as u16;
     let total = |cols: &[Column]| cols.iter().map(|c| c.width).sum::<u16>() + spacing(cols.len());
     while total(&cols) > width {
@@ -177,7 +185,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let instance = app.snapshot.cluster.as_ref().map(|c| c.instance.as_str());
-    let (cols, wide) = fit_columns(inner.width, &app.snapshot.operations, instance.is_some());
+    let cost = app.show_cost && !app.snapshot.currency.is_empty();
+    let (cols, wide) = fit_columns(
+        inner.width,
+        &app.snapshot.operations,
+        instance.is_some(),
+        cost,
+    );
     let visible = inner.height.saturating_sub(1) as usize;
     // The loop fitted the table to this screen before drawing; this only
     // makes sure of it (a test may draw without fitting).
@@ -420,6 +434,16 @@ fn failures_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
     Cell::from(Span::styled(format::count(n), style))
 }
 
+fn cost_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
+    let cost = row.cost();
+    let style = if cost == crate::spend::Cost::ZERO {
+        ctx.theme.dim()
+    } else {
+        ctx.theme.base()
+    };
+    Cell::from(Span::styled(cost.short(), style))
+}
+
 fn age_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
     Cell::from(row.last_transcript_at.map_or("-".to_string(), |t| {
         format::age(ctx.now.saturating_duration_since(t))
@@ -448,18 +472,21 @@ mod tests {
     #[test]
     fn columns_collapse_by_priority() {
         let ops = crate::ops::OpRegistry::built_in().defs().to_vec();
-        let (narrow, _) = fit_columns(78, &ops, false);
+        let (narrow, _) = fit_columns(78, &ops, false, true);
         let titles: Vec<&str> = narrow.iter().map(|c| c.title.as_str()).collect();
         assert!(
             titles.contains(&"Summary")
                 && titles.contains(&"Mind map")
                 && titles.contains(&"Skipped")
         );
-        assert!(!titles.contains(&"Feed"));
-        let (wide, wide_states) = fit_columns(138, &ops, false);
-        assert_eq!(wide.len(), columns(&ops, false).len());
+        assert!(!titles.contains(&"Feed") && !titles.contains(&"Cost"));
+        let (wide, wide_states) = fit_columns(138, &ops, false, true);
+        assert_eq!(wide.len(), columns(&ops, false, true).len());
         assert!(wide_states);
         let titles: Vec<String> = wide.iter().map(|c| c.title.clone()).collect();
         assert!(titles.contains(&"Last S/M".to_string()), "{titles:?}");
+        assert!(titles.contains(&"Cost".to_string()), "{titles:?}");
+        let (unpriced, _) = fit_columns(138, &ops, false, false);
+        assert!(unpriced.iter().all(|c| c.title != "Cost"));
     }
 }
