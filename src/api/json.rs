@@ -119,6 +119,9 @@ pub struct SessionJson {
     /// What every operation's calls cost, in the prices' currency.
     #[serde(with = "crate::spend::units")]
     pub cost: crate::spend::Cost,
+    /// The budget that stopped the session's runs (its config key), until
+    /// a run is admitted again; `null` when none did.
+    pub over_budget: Option<crate::spend::Budget>,
     /// Why the session needs a look, if it does (the dashboard's `!`).
     pub attention: Vec<crate::engine::Attention>,
 }
@@ -138,6 +141,7 @@ impl SessionJson {
                 OperationJson::new(row.op(op), row.transcripts, now)
             }),
             cost: row.cost(),
+            over_budget: row.over_budget,
             attention: crate::engine::attention(row, now, op_timeout),
         }
     }
@@ -305,6 +309,11 @@ pub enum TriggerJson {
         running_run_id: u64,
         running_since: f64,
     },
+    /// A budget that covers the session is spent (`budget`: its config
+    /// key): nothing started.
+    OverBudget {
+        budget: crate::spend::Budget,
+    },
 }
 
 impl From<crate::engine::TriggerAnswer> for TriggerJson {
@@ -327,6 +336,7 @@ impl From<crate::engine::TriggerAnswer> for TriggerJson {
                 running_run_id,
                 running_since: unix_seconds(since),
             },
+            TriggerAnswer::OverBudget { budget } => Self::OverBudget { budget },
         }
     }
 }

@@ -157,6 +157,7 @@ pub(super) async fn trigger(
     let body = json::TriggerJson::from(answer);
     let status = match answer {
         TriggerAnswer::Skipped { .. } => StatusCode::CONFLICT,
+        TriggerAnswer::OverBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::ACCEPTED,
     };
     Ok((status, axum::Json(body)).into_response())

@@ -115,6 +115,16 @@ fn load_matched(mut argv: Vec<OsString>, matches: &ArgMatches) -> Result<Loaded,
         engine.read_token_file()?;
         engine.webhooks = webhooks;
         engine.prices = prices;
+        if engine.prices.is_empty()
+            && (engine.budget_session_cost.is_some()
+                || engine.budget_feed_cost_per_hour.is_some()
+                || engine.budget_cost_per_hour.is_some())
+        {
+            return Err(
+                "a budget in money needs prices: add [[prices]] to the config file (docs/spend.md)"
+                    .into(),
+            );
+        }
     }
     if let Some(engine) = cli.engine_args() {
         engine.check_ops(&operations).map_err(|e| match &file {

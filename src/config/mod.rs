@@ -354,6 +354,34 @@ pub struct EngineArgs {
     #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=100_000), env = "INFLIGHT_KEEP_TRANSCRIPTS")]
     pub keep_transcripts: u32,
 
+    /// Most tokens one session may spend, all operations together; then
+    /// no run of it starts (`⊘ budget`). Unlimited unless given.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1..), env = "INFLIGHT_BUDGET_SESSION_TOKENS")]
+    pub budget_session_tokens: Option<u64>,
+
+    /// Most one session may cost, in the prices' currency (needs
+    /// `[[prices]]`).
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, env = "INFLIGHT_BUDGET_SESSION_COST")]
+    pub budget_session_cost: Option<crate::spend::Cost>,
+
+    /// Most tokens the sessions of one feed may spend in any hour.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1..), env = "INFLIGHT_BUDGET_FEED_TOKENS_PER_HOUR")]
+    pub budget_feed_tokens_per_hour: Option<u64>,
+
+    /// Most the sessions of one feed may cost in any hour (needs
+    /// `[[prices]]`).
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, env = "INFLIGHT_BUDGET_FEED_COST_PER_HOUR")]
+    pub budget_feed_cost_per_hour: Option<crate::spend::Cost>,
+
+    /// Most tokens all sessions together may spend in any hour.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1..), env = "INFLIGHT_BUDGET_TOKENS_PER_HOUR")]
+    pub budget_tokens_per_hour: Option<u64>,
+
+    /// Most all sessions together may cost in any hour (needs
+    /// `[[prices]]`).
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, env = "INFLIGHT_BUDGET_COST_PER_HOUR")]
+    pub budget_cost_per_hour: Option<crate::spend::Cost>,
+
     /// Defined operations that run by themselves (comma-separated; each as
     /// its definition says when): all of them unless given.
     #[arg(long, value_name = "OPS", value_delimiter = ',', value_parser = parse_operation, env = "INFLIGHT_OPS")]

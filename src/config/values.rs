@@ -77,6 +77,18 @@ pub(super) fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// An amount of the prices' currency, above zero (`0.50`).
+pub(super) fn parse_amount(raw: &str) -> Result<crate::spend::Cost, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(units) if units.is_finite() && units > 0.0 && units < 1e9 => {
+            Ok(crate::spend::Cost::from_units(units))
+        }
+        _ => Err(format!(
+            "{raw:?} is not an amount: a number above zero, in the prices' currency (e.g. 5.0)"
+        )),
+    }
+}
+
 pub(super) fn parse_operation(raw: &str) -> Result<Operation, String> {
     // Only the name's form here: which names are defined is known once
     // the config file is read (`EngineArgs::check_ops`).

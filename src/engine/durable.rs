@@ -80,6 +80,7 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
         has_partial: false,
         lost: 0,
         ops: stats.map(|_, stats| super::OpRow::new(None, stats)),
+        over_budget: None,
     };
     let skip = stored.transcripts.len().saturating_sub(recent);
     let content = super::SessionContent {

@@ -13,6 +13,7 @@
 //! admitted, the runner (`runner.rs`) carries the run on its own task.
 
 mod attention;
+mod budget;
 mod coordinator;
 mod deliveries;
 mod durable;
@@ -78,6 +79,8 @@ pub struct EngineConfig {
     pub retry_backoff: Duration,
     /// What tokens cost, per model (the config file's `[[prices]]`).
     pub prices: Arc<crate::spend::Prices>,
+    /// What the work may spend (`[budgets]`).
+    pub budgets: crate::spend::Budgets,
 }
 
 /// The longest wait before a retry.
@@ -97,6 +100,7 @@ impl Default for EngineConfig {
             sessions: SessionLimits::default(),
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             prices: Arc::default(),
+            budgets: Default::default(),
         }
     }
 }
@@ -116,6 +120,10 @@ pub enum TriggerAnswer {
     Skipped {
         running_run_id: RunId,
         since: SystemTime,
+    },
+    /// A budget that covers the session is spent: nothing started.
+    OverBudget {
+        budget: crate::spend::Budget,
     },
 }
 
@@ -146,6 +154,8 @@ struct Shared {
     kinds_matter: bool,
     /// Models that answered with no price in the table, each warned of once.
     unpriced: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The budgets and the hourly spending held against them.
+    ledger: crate::spend::Ledger,
 }
 
 /// A handle on the engine; clone it freely.
@@ -167,6 +177,7 @@ impl Engine {
             .end_ops
             .iter()
             .any(|op| registry.def(*op).is_some_and(|d| !d.kinds.is_empty()));
+        let ledger = crate::spend::Ledger::new(config.budgets);
         Self {
             shared: Arc::new(Shared {
                 permits: Permits::new(config.llm_concurrency),
@@ -186,6 +197,7 @@ impl Engine {
                 webhooks: std::sync::OnceLock::new(),
                 kinds_matter,
                 unpriced: Default::default(),
+                ledger,
             }),
         }
     }
@@ -307,8 +319,12 @@ impl Engine {
         Some(self.admit(session, op))
     }
 
-    /// Asks the state manager; starts the run when admitted.
+    /// Asks the state manager; starts the run when admitted. A spent
+    /// budget that covers the session admits nothing.
     fn admit(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
+        if let Some(budget) = budget::over(&self.shared, session, None) {
+            return TriggerAnswer::OverBudget { budget };
+        }
         match self.shared.state.try_start(session, op) {
             Admission::Started(guard) => {
                 let run_id = guard.run_id();

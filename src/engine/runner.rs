@@ -377,6 +377,20 @@ async fn execute<C: Coordinator>(
             guard.mark_covered(input.generation);
             return at.end(Ended::ok());
         }
+        if super::budget::any(shared) {
+            let call = super::budget::Call::of(
+                shared,
+                &input.utterances,
+                input.previous.as_deref(),
+                guard.usage(),
+            );
+            if let Some(budget) = super::budget::over(shared, &session, Some(call)) {
+                return at.end(Ended::failed(
+                    Outcome::Cancelled,
+                    format!("not started: the {} budget is spent", budget.as_str()),
+                ));
+            }
+        }
         let Some(deadline) = guard.mark_running(input.generation) else {
             return at.end(Ended::stopped());
         };
@@ -622,6 +636,7 @@ async fn call<C: Coordinator>(
                 shared.store.put_rejected(session, op, answer);
             }
             let usage = priced(shared, None, error.usage);
+            super::budget::record(shared, session, usage);
             return Err(CallFailed {
                 end,
                 too_long,
@@ -631,6 +646,7 @@ async fn call<C: Coordinator>(
         }
     };
     let usage = priced(shared, Some(&response.model), response.usage);
+    super::budget::record(shared, session, usage);
     let truncated = response.truncated;
     if truncated {
         tracing::warn!(

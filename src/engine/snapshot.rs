@@ -86,6 +86,10 @@ pub struct SessionRow {
     /// Transcripts dropped before they were covered: never summarised.
     pub lost: u64,
     pub ops: OpMap<OpRow>,
+    /// The budget that stopped its last run (`⊘ budget`), until a run is
+    /// admitted again.
+    #[serde(default)]
+    pub over_budget: Option<crate::spend::Budget>,
 }
 
 impl SessionRow {
@@ -100,6 +104,7 @@ impl SessionRow {
             has_partial: facts.partial,
             lost: facts.lost,
             ops: Default::default(),
+            over_budget: facts.over_budget,
         }
     }
 

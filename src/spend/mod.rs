@@ -1,4 +1,5 @@
-//! What LLM work costs in money: the price table and the cost of a call.
+//! What LLM work costs in money: the price table, the cost of a call,
+//! and the budgets it may spend ([`Ledger`]).
 //!
 //! Tokens are counted where calls end (`llm::Usage`); a call's cost is its
 //! tokens priced by the config file's `[[prices]]` ([`Prices`]) when it
@@ -7,8 +8,10 @@
 //! `/metrics`. Costs are whole billionths of the prices' currency, so sums
 //! are exact whatever the order they are added in.
 
+mod budgets;
 mod prices;
 
+pub use budgets::{Budget, Budgets, Ledger};
 pub use prices::{Price, PriceError, Prices};
 
 /// An amount of the prices' currency, in billionths of it.

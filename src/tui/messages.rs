@@ -69,6 +69,11 @@ impl App {
                     op.label(),
                     format::duration(now.duration_since(*since).unwrap_or_default())
                 ),
+                TriggerAnswer::OverBudget { budget } => format!(
+                    "{} not started: the {} budget is spent",
+                    op.label(),
+                    budget.as_str()
+                ),
             })
             .collect();
         let tone = if answers

@@ -283,3 +283,23 @@ fn the_unit_file_starts_serve_with_flags_that_parse_and_room_to_drain() {
         );
     }
 }
+
+#[test]
+fn a_budget_in_money_without_prices_is_refused_at_start_and_bad_amounts_are_named() {
+    let (code, _, err) = run(inflight().args([
+        "serve",
+        "--no-db",
+        "--api",
+        "127.0.0.1:0",
+        "--budget-session-cost",
+        "0.50",
+    ]));
+    assert_ne!(code, 0);
+    assert!(err.contains("a budget in money needs prices"), "{err}");
+    let (code, _, err) = run(inflight().args(["serve", "--no-db", "--budget-cost-per-hour=-1"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("is not an amount"), "{err}");
+    let (code, _, err) = run(inflight().args(["serve", "--no-db", "--budget-session-tokens", "0"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("budget-session-tokens"), "{err}");
+}

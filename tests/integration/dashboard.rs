@@ -83,6 +83,7 @@ fn fixture(now: Instant) -> Snapshot {
         has_partial: true,
         lost: 0,
         ops: [op(7, 12, 4100), op(5, 9, 6200)].into(),
+        over_budget: None,
     };
     standup.ops[Operation::SUMMARY].in_flight = Some(running(now, 41, 12.4, Phase::Running, true));
     standup.ops[Operation::SUMMARY].tokens = Some((310, 25.0));
@@ -97,6 +98,7 @@ fn fixture(now: Instant) -> Snapshot {
         has_partial: false,
         lost: 0,
         ops: [op(3, 1, 2500), op(3, 0, 3100)].into(),
+        over_budget: None,
     };
     retro.ops[Operation::MIND_MAP].counts.failed = 2;
     retro.ops[Operation::MIND_MAP].consecutive_failures = 2;
@@ -112,6 +114,7 @@ fn fixture(now: Instant) -> Snapshot {
         has_partial: false,
         lost: 0,
         ops: [op(9, 30, 1800), op(9, 28, 2200)].into(),
+        over_budget: None,
     };
     for op in planning.ops.values_mut() {
         op.covered_generation = Some(60);
@@ -125,6 +128,7 @@ fn fixture(now: Instant) -> Snapshot {
         has_partial: false,
         lost: 0,
         ops: [OpRow::default(), OpRow::default()].into(),
+        over_budget: None,
     };
     let sessions = vec![retro, planning, standup, fresh];
     Snapshot {

@@ -12,6 +12,7 @@ mod common;
 mod api;
 mod api_limits;
 mod attach_api;
+mod budgets;
 mod cluster;
 mod cluster_serve;
 mod config;

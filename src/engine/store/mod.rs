@@ -160,6 +160,8 @@ struct SessionRecord {
     lost: u64,
     /// The session's kind, as its feed first gave it.
     kind: Option<Box<str>>,
+    /// The budget that stopped its last run, until one is admitted again.
+    over_budget: Option<crate::spend::Budget>,
 }
 
 impl SessionRecord {
@@ -178,6 +180,7 @@ impl SessionRecord {
             rejected: Default::default(),
             lost: 0,
             kind: None,
+            over_budget: None,
         }
     }
 
@@ -353,6 +356,18 @@ impl SessionStore {
         Appended::Final {
             generation: record.generation,
         }
+    }
+
+    /// Marks the session stopped by `budget`, or (`None`) running again;
+    /// answers the mark it had.
+    pub fn set_over_budget(
+        &self,
+        session: &SessionId,
+        budget: Option<crate::spend::Budget>,
+    ) -> Option<crate::spend::Budget> {
+        let mut shard = self.lock(session);
+        let record = shard.held.get_mut(session)?;
+        std::mem::replace(&mut record.over_budget, budget)
     }
 
     /// Whether the store holds the session.

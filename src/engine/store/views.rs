@@ -19,6 +19,8 @@ pub struct SessionFacts {
     /// Transcripts dropped before they were covered (a backlog past
     /// [`MAX_HELD_TRANSCRIPTS`]): never sent to the model.
     pub lost: u64,
+    /// The budget that stopped its last run, if one did.
+    pub over_budget: Option<crate::spend::Budget>,
 }
 
 /// Everything about one session, for a detail view.
@@ -90,5 +92,6 @@ fn facts_of(record: &SessionRecord) -> SessionFacts {
             .map(|_, r| r.as_ref().map(|r| r.covered_generation)),
         partial: record.partial.is_some(),
         lost: record.lost,
+        over_budget: record.over_budget,
     }
 }

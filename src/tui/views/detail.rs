@@ -34,6 +34,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if app.details.stored {
         title.push(Span::styled("· from the database ", t.warning()));
     }
+    if let Some(budget) = row.over_budget {
+        title.push(Span::styled(
+            format!("· ⊘ budget {} spent ", budget.as_str()),
+            t.warning(),
+        ));
+    }
     let ops = &app.snapshot.operations;
     for op in ops.iter().map(|d| d.op) {
         title.push(Span::styled(format!("· {} ", op.label()), t.dim()));

@@ -381,6 +381,10 @@ pub fn state_spans(
 }
 
 fn state_cell(row: &SessionRow, op: Operation, ctx: &Ctx) -> Cell<'static> {
+    if row.over_budget.is_some() && row.op(op).in_flight.is_none() {
+        // Its budget is spent: nothing runs until there is room.
+        return Cell::from(Span::styled("⊘ budget", ctx.theme.warning()));
+    }
     Cell::from(Line::from(state_spans(
         row.op(op),
         row.transcripts,

@@ -146,6 +146,16 @@ impl Api {
                     running_run_id: run("running_run_id"),
                     since,
                 },
+                Some("over_budget") => match body
+                    .get("budget")
+                    .cloned()
+                    .and_then(|b| serde_json::from_value(b).ok())
+                {
+                    Some(budget) => TriggerAnswer::OverBudget { budget },
+                    None => {
+                        return Answer::Refused(format!("{session} · {}", refusal(status, &body)));
+                    }
+                },
                 _ => {
                     return Answer::Refused(format!("{session} · {}", refusal(status, &body)));
                 }

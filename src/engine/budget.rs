@@ -1,0 +1,89 @@
+//! Budgets, as the engine holds them: a spent budget admits no run of the
+//! sessions it covers, and a call that would overshoot one is not started
+//! (the rules are `spend::Ledger`'s). The session is marked with the
+//! budget (`⊘ budget` in the views) until a run of it is admitted again;
+//! its latest results stay, covering what they covered.
+
+use super::Shared;
+use crate::llm::{Usage, Utterance};
+use crate::model::SessionId;
+use crate::spend::Budget;
+
+/// What the session has spent so far: every operation's ended runs, and
+/// `running` (a run's calls so far, not yet in its counters).
+fn session_spent(shared: &Shared, session: &SessionId, running: Usage) -> Usage {
+    crate::ops::registry()
+        .ops()
+        .map(|op| shared.state.op_view(session, op).stats.counts.usage())
+        .fold(running, Usage::plus)
+}
+
+/// A call about to start: its prompt, estimated, and what its run has
+/// spent so far.
+pub(super) struct Call {
+    pub ahead: Usage,
+    pub running: Usage,
+}
+
+impl Call {
+    /// A call that sends `utterances` after `previous` (four characters a
+    /// token), priced as the model asked for would price it, for a run
+    /// that has spent `running`.
+    pub fn of(
+        shared: &Shared,
+        utterances: &[Utterance],
+        previous: Option<&str>,
+        running: Usage,
+    ) -> Self {
+        let text = crate::llm::prompts::transcript_text(utterances);
+        let tokens = (Usage::estimate(&text) + previous.map_or(0, Usage::estimate)).max(1);
+        let model = shared.backend.info().model;
+        let ahead = shared
+            .config
+            .prices
+            .priced(&[model.as_str()], Usage::tokens(tokens, 0));
+        Self { ahead, running }
+    }
+}
+
+/// Whether any budget is set.
+pub(super) fn any(shared: &Shared) -> bool {
+    shared.ledger.budgets().any()
+}
+
+/// The budget that stops a run of `session` now, if any: at admission
+/// (`call` is `None`), a budget already spent; before a call, one the
+/// call's prompt would overshoot. Marks the session with it (said once in
+/// the log), or clears the mark when there is room.
+pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> Option<Budget> {
+    if !any(shared) {
+        return None;
+    }
+    let call = call.unwrap_or(Call {
+        ahead: Usage::default(),
+        running: Usage::default(),
+    });
+    let spent = session_spent(shared, session, call.running);
+    let feed = shared.store.feed_of(session);
+    let budget = shared.ledger.over(spent, true, feed, call.ahead);
+    let before = shared.store.set_over_budget(session, budget);
+    if let Some(budget) = budget
+        && before != Some(budget)
+    {
+        tracing::warn!(
+            session_id = %session,
+            budget = budget.as_str(),
+            spent_tokens = spent.prompt_tokens + spent.completion_tokens,
+            spent_cost = %spent.cost.shown(),
+            "budget spent: no run of this session starts until there is room"
+        );
+    }
+    budget
+}
+
+/// Counts a call's spending against the hourly budgets.
+pub(super) fn record(shared: &Shared, session: &SessionId, usage: Usage) {
+    if any(shared) {
+        shared.ledger.record(shared.store.feed_of(session), usage);
+    }
+}

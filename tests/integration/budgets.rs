@@ -1,0 +1,212 @@
+//! Budgets that hold: a session's budget is never overshot by more than
+//! the calls in flight when it was reached, a feed's hourly budget holds
+//! and frees up as the hour rolls (on a paused clock), and a spent budget
+//! admits nothing and says which budget it was.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use inflight::engine::{Engine, EngineConfig, TriggerAnswer};
+use inflight::llm::{
+    Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress, Usage,
+};
+use inflight::model::Operation;
+use inflight::spend::{Budget, Budgets};
+
+use crate::common::{final_line, sid};
+
+/// Each call takes a second and reports 100 prompt and 50 answer tokens.
+struct Metered {
+    calls: AtomicU64,
+}
+
+impl Backend for Metered {
+    fn info(&self) -> BackendInfo {
+        BackendInfo::simulated("metered", "m")
+    }
+
+    fn generate<'a>(
+        &'a self,
+        _request: LlmRequest,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(LlmResponse {
+                text: "Ana ships the release.".into(),
+                model: "m".into(),
+                usage: Usage::tokens(100, 50),
+                truncated: false,
+            })
+        })
+    }
+}
+
+const PER_CALL: u64 = 150;
+
+fn engine(budgets: Budgets) -> (Engine, Arc<Metered>) {
+    let backend = Arc::new(Metered {
+        calls: AtomicU64::new(0),
+    });
+    let config = EngineConfig {
+        automatic_ops: vec![Operation::SUMMARY],
+        llm_concurrency: 4,
+        budgets,
+        ..Default::default()
+    };
+    (Engine::new(config, backend.clone()), backend)
+}
+
+fn spent(engine: &Engine, session: &str) -> u64 {
+    let usage = engine
+        .snapshot()
+        .sessions
+        .iter()
+        .find(|row| row.id.as_str() == session)
+        .map(|row| row.ops[Operation::SUMMARY].counts.usage())
+        .unwrap_or_default();
+    usage.prompt_tokens + usage.completion_tokens
+}
+
+/// Lets the paused clock run until every run has ended.
+async fn settle(engine: &Engine) {
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if engine.is_idle() {
+            return;
+        }
+    }
+    panic!("runs never settled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_budget_is_never_overshot_by_more_than_one_call() {
+    // 1 000 tokens: six calls of 150 fit (900), a seventh would overshoot.
+    let (engine, backend) = engine(Budgets {
+        session_tokens: Some(1000),
+        ..Budgets::default()
+    });
+    for seq in 1..=40 {
+        engine.ingest(
+            final_line("s1", seq, &format!("line {seq}: we ship on Friday.")),
+            None,
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    let total = spent(&engine, "s1");
+    assert!(
+        total <= 1000 + PER_CALL,
+        "spent {total} tokens against a 1 000 budget"
+    );
+    assert!(total >= 1000 - PER_CALL, "stopped early: {total}");
+    let calls = backend.calls.load(Ordering::SeqCst);
+    assert_eq!(total, calls * PER_CALL, "every call counted");
+    let row = engine
+        .snapshot()
+        .sessions
+        .into_iter()
+        .find(|r| r.id.as_str() == "s1")
+        .unwrap();
+    assert_eq!(row.over_budget, Some(Budget::SessionTokens));
+    // Nothing more is admitted, and the answer names the budget.
+    assert_eq!(
+        engine.request(&sid("s1"), Operation::SUMMARY),
+        Some(TriggerAnswer::OverBudget {
+            budget: Budget::SessionTokens
+        })
+    );
+    engine.ingest(final_line("s1", 41, "one more line"), None);
+    settle(&engine).await;
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        calls,
+        "no call after the budget"
+    );
+    // The latest result stays, covering up to where it stopped.
+    let result = engine.result(&sid("s1"), Operation::SUMMARY).unwrap();
+    assert!(result.covered_generation < 41);
+    // Another session has its own budget.
+    engine.ingest(final_line("s2", 1, "a fresh meeting"), None);
+    settle(&engine).await;
+    assert_eq!(spent(&engine, "s2"), PER_CALL);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_feeds_hourly_budget_holds_and_frees_up_as_the_hour_rolls() {
+    let (engine, backend) = engine(Budgets {
+        feed_tokens_per_hour: Some(600),
+        ..Budgets::default()
+    });
+    let feed = engine.feeds().register("ws://feed-a/");
+    let other = engine.feeds().register("ws://feed-b/");
+    // Ten sessions of feed A, one line each: four calls fit (600).
+    for n in 0..10 {
+        engine.ingest_from(final_line(&format!("a{n}"), 1, "hello"), &feed);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        4,
+        "600 tokens an hour: four calls"
+    );
+    let refused: Vec<_> = engine
+        .snapshot()
+        .sessions
+        .into_iter()
+        .filter(|r| r.over_budget == Some(Budget::FeedTokensPerHour))
+        .collect();
+    assert_eq!(refused.len(), 6);
+    // Feed B is not held back by feed A's spending.
+    engine.ingest_from(final_line("b0", 1, "hello"), &other);
+    settle(&engine).await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 5);
+    // An hour on, feed A has room again.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    engine.ingest_from(final_line("a9", 2, "back again"), &feed);
+    settle(&engine).await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 6);
+    let row = engine
+        .snapshot()
+        .sessions
+        .into_iter()
+        .find(|r| r.id.as_str() == "a9")
+        .unwrap();
+    assert_eq!(
+        row.over_budget, None,
+        "the mark goes once a run is admitted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_prompt_would_overshoot_the_budget_is_not_started() {
+    // Admitted at 900 of 1 000 spent, the seventh run's prompt (a line of
+    // some 500 characters: over 100 tokens) would overshoot: not sent.
+    let (engine, backend) = engine(Budgets {
+        session_tokens: Some(1000),
+        ..Budgets::default()
+    });
+    let long = "we ship on Friday, after the review. ".repeat(14);
+    for seq in 1..=7 {
+        engine.ingest(final_line("s1", seq, &long), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 6);
+    assert_eq!(spent(&engine, "s1"), 900, "not a token over");
+    let row = engine
+        .snapshot()
+        .sessions
+        .into_iter()
+        .find(|r| r.id.as_str() == "s1")
+        .unwrap();
+    assert_eq!(row.over_budget, Some(Budget::SessionTokens));
+    let summary = &row.ops[Operation::SUMMARY];
+    assert_eq!(
+        summary.last_error.as_deref(),
+        Some("not started: the session_tokens budget is spent")
+    );
+}
