@@ -59,6 +59,15 @@ pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> 
     if !any(shared) {
         return None;
     }
+    // A session's own budget, once it stopped a call, stays spent: what
+    // the session spent only grows, and so does its next prompt. Without
+    // this, every new line would admit a run only to stop it at its call.
+    if call.is_none()
+        && let Some(budget) = shared.store.over_budget(session)
+        && budget.per_session()
+    {
+        return Some(budget);
+    }
     let call = call.unwrap_or(Call {
         ahead: Usage::default(),
         running: Usage::default(),

@@ -58,6 +58,11 @@ pub enum Budget {
 }
 
 impl Budget {
+    /// A session's own budget (not an hourly one).
+    pub fn per_session(self) -> bool {
+        matches!(self, Budget::SessionTokens | Budget::SessionCost)
+    }
+
     /// Its config key (`session_tokens`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -210,3 +210,30 @@ async fn a_call_whose_prompt_would_overshoot_the_budget_is_not_started() {
         Some("not started: the session_tokens budget is spent")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn once_a_session_budget_stops_a_call_new_lines_admit_no_more_runs() {
+    let (engine, backend) = engine(Budgets {
+        session_tokens: Some(1000),
+        ..Budgets::default()
+    });
+    let long = "we ship on Friday, after the review. ".repeat(14);
+    for seq in 1..=7 {
+        engine.ingest(final_line("s1", seq, &long), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    let runs = |engine: &Engine| {
+        engine.snapshot().sessions[0].ops[Operation::SUMMARY]
+            .counts
+            .runs
+    };
+    let before = runs(&engine);
+    for seq in 8..=20 {
+        engine.ingest(final_line("s1", seq, "short"), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    assert_eq!(runs(&engine), before, "no run admitted only to be stopped");
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 6);
+}

@@ -358,6 +358,11 @@ impl SessionStore {
         }
     }
 
+    /// The budget that stopped the session's last run, if one did.
+    pub fn over_budget(&self, session: &SessionId) -> Option<crate::spend::Budget> {
+        self.lock(session).held.get(session)?.over_budget
+    }
+
     /// Marks the session stopped by `budget`, or (`None`) running again;
     /// answers the mark it had.
     pub fn set_over_budget(
