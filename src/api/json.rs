@@ -122,6 +122,8 @@ pub struct SessionJson {
     /// The budget that stopped the session's runs (its config key), until
     /// a run is admitted again; `null` when none did.
     pub over_budget: Option<crate::spend::Budget>,
+    /// An operator lifted the session's own budget.
+    pub budget_lifted: bool,
     /// Why the session needs a look, if it does (the dashboard's `!`).
     pub attention: Vec<crate::engine::Attention>,
 }
@@ -142,6 +144,7 @@ impl SessionJson {
             }),
             cost: row.cost(),
             over_budget: row.over_budget,
+            budget_lifted: row.budget_lifted,
             attention: crate::engine::attention(row, now, op_timeout),
         }
     }

@@ -181,6 +181,10 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
             "/api/sessions/{session_id}/operations/{op}",
             post(routes::trigger).delete(routes::cancel),
         )
+        .route(
+            "/api/sessions/{session_id}/budget/lift",
+            post(routes::lift_budget),
+        )
         .route("/api/dashboard", get(dashboard::delta))
         .route(
             "/api/dashboard/sessions/{session_id}",

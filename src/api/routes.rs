@@ -180,6 +180,26 @@ pub(super) async fn cancel(
     })
 }
 
+/// `POST /api/sessions/{id}/budget/lift`: the session's own budget no
+/// longer applies (operators only, as every write).
+pub(super) async fn lift_budget(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session_id(&raw)?;
+    match state.engine.lift_budget(&session) {
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {session}"),
+        )),
+        Some(false) => Err(ApiError(
+            StatusCode::CONFLICT,
+            "no budget is set per session (--budget-session-tokens, --budget-session-cost)".into(),
+        )),
+        Some(true) => Ok(axum::Json(serde_json::json!({"lifted": true})).into_response()),
+    }
+}
+
 pub(super) async fn render_metrics(State(state): State<ApiState>) -> Response {
     match state.metrics.render() {
         Ok(text) => (

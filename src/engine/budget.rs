@@ -62,7 +62,9 @@ pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> 
     // A session's own budget, once it stopped a call, stays spent: what
     // the session spent only grows, and so does its next prompt. Without
     // this, every new line would admit a run only to stop it at its call.
-    if call.is_none()
+    let own = !shared.store.budget_lifted(session);
+    if own
+        && call.is_none()
         && let Some(budget) = shared.store.over_budget(session)
         && budget.per_session()
     {
@@ -74,7 +76,7 @@ pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> 
     });
     let spent = session_spent(shared, session, call.running);
     let feed = shared.store.feed_of(session);
-    let budget = shared.ledger.over(spent, true, feed, call.ahead);
+    let budget = shared.ledger.over(spent, own, feed, call.ahead);
     let before = shared.store.set_over_budget(session, budget);
     if let Some(budget) = budget
         && before != Some(budget)

@@ -81,6 +81,7 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
         lost: 0,
         ops: stats.map(|_, stats| super::OpRow::new(None, stats)),
         over_budget: None,
+        budget_lifted: false,
     };
     let skip = stored.transcripts.len().saturating_sub(recent);
     let content = super::SessionContent {

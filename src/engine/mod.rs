@@ -319,6 +319,32 @@ impl Engine {
         Some(self.admit(session, op))
     }
 
+    /// Lifts the session's own budget, an operator's decision: its runs go
+    /// on past it (the hourly budgets still hold), starting now for what
+    /// it said meanwhile. `None` for a session the engine does not hold;
+    /// `Some(false)` when no budget is set per session.
+    pub fn lift_budget(&self, session: &SessionId) -> Option<bool> {
+        if !self.shared.store.contains(session) {
+            return None;
+        }
+        let budgets = self.shared.ledger.budgets();
+        if budgets.session_tokens.is_none() && budgets.session_cost.is_none() {
+            return Some(false);
+        }
+        self.shared.store.lift_budget(session);
+        tracing::warn!(
+            session_id = %session,
+            "the session's budget was lifted by the operator: its runs go on"
+        );
+        let kind = self.kind_of(session);
+        for op in &self.shared.config.automatic_ops {
+            if self.runs_for(*op, kind.as_deref()) {
+                self.admit(session, *op);
+            }
+        }
+        Some(true)
+    }
+
     /// Asks the state manager; starts the run when admitted. A spent
     /// budget that covers the session admits nothing.
     fn admit(&self, session: &SessionId, op: Operation) -> TriggerAnswer {

@@ -90,6 +90,9 @@ pub struct SessionRow {
     /// admitted again.
     #[serde(default)]
     pub over_budget: Option<crate::spend::Budget>,
+    /// An operator lifted the session's own budget.
+    #[serde(default)]
+    pub budget_lifted: bool,
 }
 
 impl SessionRow {
@@ -105,6 +108,7 @@ impl SessionRow {
             lost: facts.lost,
             ops: Default::default(),
             over_budget: facts.over_budget,
+            budget_lifted: facts.budget_lifted,
         }
     }
 

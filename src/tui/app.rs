@@ -51,6 +51,10 @@ pub enum Command {
     OpenStored {
         session: SessionId,
     },
+    /// Lift the session's own budget.
+    LiftBudget {
+        session: SessionId,
+    },
     Quit,
 }
 
@@ -239,6 +243,14 @@ impl App {
             }
             Action::Trigger(op) => return self.trigger(vec![op]),
             Action::TriggerAll => return self.trigger(self.shown_ops()),
+            Action::LiftBudget => {
+                if let Some(row) = self.selected_row() {
+                    return vec![Command::LiftBudget {
+                        session: row.id.clone(),
+                    }];
+                }
+                self.say("no session selected", Tone::Warn);
+            }
             Action::Cancel => {
                 let ops = self.shown_ops();
                 if let Some(row) = self.selected_row() {

@@ -74,6 +74,8 @@ pub enum Action {
     Spend,
     /// Shows or hides the table's cost column.
     ToggleCost,
+    /// Lifts the selected session's own budget.
+    LiftBudget,
     Help,
     /// Closes the popup that is up.
     Close,
@@ -92,7 +94,7 @@ impl Action {
     pub fn changes_the_engine(self) -> bool {
         matches!(
             self,
-            Action::Trigger(_) | Action::TriggerAll | Action::Cancel
+            Action::Trigger(_) | Action::TriggerAll | Action::Cancel | Action::LiftBudget
         )
     }
 }
@@ -389,6 +391,14 @@ pub const BINDINGS: &[Binding] = &[
         label: "$",
         action: Action::Spend,
         hint: "spend",
+        in_bar: false,
+        contexts: SESSION,
+    },
+    Binding {
+        keys: &[Key::Char('B')],
+        label: "B",
+        action: Action::LiftBudget,
+        hint: "lift budget",
         in_bar: false,
         contexts: SESSION,
     },

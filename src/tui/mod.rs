@@ -146,6 +146,10 @@ pub fn show(app: &mut App, answer: Answer) {
         }
         Answer::Cancelled { session, stopped } => app.show_cancelled(&session, &stopped),
         Answer::Stored { session, detail } => app.show_stored(&session, detail.map(|d| *d)),
+        Answer::BudgetLifted { session } => app.say(
+            &format!("{session} · budget lifted: its runs go on"),
+            app::Tone::Good,
+        ),
         Answer::Refused(why) => app.say(&why, app::Tone::Warn),
     }
 }

@@ -237,3 +237,89 @@ async fn once_a_session_budget_stops_a_call_new_lines_admit_no_more_runs() {
     assert_eq!(runs(&engine), before, "no run admitted only to be stopped");
     assert_eq!(backend.calls.load(Ordering::SeqCst), 6);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_lifts_a_sessions_budget_and_its_runs_go_on() {
+    let (engine, backend) = engine(Budgets {
+        session_tokens: Some(300),
+        ..Budgets::default()
+    });
+    for seq in 1..=4 {
+        engine.ingest(final_line("s1", seq, "we ship on Friday."), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        2,
+        "300 spent, then stopped"
+    );
+    assert_eq!(engine.lift_budget(&sid("nobody")), None);
+    assert_eq!(engine.lift_budget(&sid("s1")), Some(true));
+    settle(&engine).await;
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        3,
+        "lifted, it covers what it said meanwhile at once"
+    );
+    let row = engine
+        .snapshot()
+        .sessions
+        .into_iter()
+        .find(|r| r.id.as_str() == "s1")
+        .unwrap();
+    assert!(row.budget_lifted);
+    assert_eq!(row.over_budget, None);
+    let result = engine.result(&sid("s1"), Operation::SUMMARY).unwrap();
+    assert_eq!(result.covered_generation, 4);
+    engine.ingest(final_line("s1", 5, "and one more"), None);
+    settle(&engine).await;
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        4,
+        "its budget no longer applies"
+    );
+    // Without a budget per session there is nothing to lift.
+    let (plain, _) = self::engine(Budgets::default());
+    plain.ingest(final_line("s1", 1, "hello"), None);
+    assert_eq!(plain.lift_budget(&sid("s1")), Some(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifting_through_the_api_is_for_operators() {
+    use crate::common::api_server::{http, serving};
+    let (engine, _) = engine(Budgets {
+        session_tokens: Some(300),
+        ..Budgets::default()
+    });
+    engine.ingest(final_line("s1", 1, "hello"), None);
+    let api = inflight::api::ApiConfig {
+        token: Some("op-token".into()),
+        read_token: Some("viewer-token".into()),
+        ..Default::default()
+    };
+    let server = serving(engine, api).await;
+    let lift = |session: &str, token: &str| {
+        http()
+            .post(format!(
+                "{}/api/sessions/{session}/budget/lift",
+                server.base
+            ))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(lift("s1", "viewer-token").await.unwrap().status(), 403);
+    assert_eq!(lift("nobody", "op-token").await.unwrap().status(), 404);
+    let lifted = lift("s1", "op-token").await.unwrap();
+    assert_eq!(lifted.status(), 200);
+    let sessions: serde_json::Value = http()
+        .get(format!("{}/api/sessions", server.base))
+        .bearer_auth("viewer-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["sessions"][0]["budget_lifted"], true);
+}

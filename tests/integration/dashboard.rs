@@ -84,6 +84,7 @@ fn fixture(now: Instant) -> Snapshot {
         lost: 0,
         ops: [op(7, 12, 4100), op(5, 9, 6200)].into(),
         over_budget: None,
+        budget_lifted: false,
     };
     standup.ops[Operation::SUMMARY].in_flight = Some(running(now, 41, 12.4, Phase::Running, true));
     standup.ops[Operation::SUMMARY].tokens = Some((310, 25.0));
@@ -99,6 +100,7 @@ fn fixture(now: Instant) -> Snapshot {
         lost: 0,
         ops: [op(3, 1, 2500), op(3, 0, 3100)].into(),
         over_budget: None,
+        budget_lifted: false,
     };
     retro.ops[Operation::MIND_MAP].counts.failed = 2;
     retro.ops[Operation::MIND_MAP].consecutive_failures = 2;
@@ -115,6 +117,7 @@ fn fixture(now: Instant) -> Snapshot {
         lost: 0,
         ops: [op(9, 30, 1800), op(9, 28, 2200)].into(),
         over_budget: None,
+        budget_lifted: false,
     };
     for op in planning.ops.values_mut() {
         op.covered_generation = Some(60);
@@ -129,6 +132,7 @@ fn fixture(now: Instant) -> Snapshot {
         lost: 0,
         ops: [OpRow::default(), OpRow::default()].into(),
         over_budget: None,
+        budget_lifted: false,
     };
     let sessions = vec![retro, planning, standup, fresh];
     Snapshot {
@@ -1349,4 +1353,16 @@ fn the_spend_overlay_ranks_feeds_and_sessions_by_cost() {
     plain.handle_key(Key::Char('$'));
     let text = screen_text(&render(&plain, 100, 30));
     assert!(text.contains("no price table"), "{text}");
+}
+
+#[test]
+fn b_lifts_the_selected_sessions_budget_unless_read_only() {
+    let mut app = priced_app();
+    let selected = app.table.selected_id().cloned().unwrap();
+    assert_eq!(
+        app.handle_key(Key::Char('B')),
+        vec![Command::LiftBudget { session: selected }]
+    );
+    app.read_only = Some("attached with a viewer's token".into());
+    assert_eq!(app.handle_key(Key::Char('B')), vec![]);
 }

@@ -162,6 +162,8 @@ struct SessionRecord {
     kind: Option<Box<str>>,
     /// The budget that stopped its last run, until one is admitted again.
     over_budget: Option<crate::spend::Budget>,
+    /// An operator lifted the session's own budget: it no longer applies.
+    budget_lifted: bool,
 }
 
 impl SessionRecord {
@@ -181,6 +183,7 @@ impl SessionRecord {
             lost: 0,
             kind: None,
             over_budget: None,
+            budget_lifted: false,
         }
     }
 
@@ -356,6 +359,27 @@ impl SessionStore {
         Appended::Final {
             generation: record.generation,
         }
+    }
+
+    /// Lifts the session's own budget; false for a session not held.
+    pub fn lift_budget(&self, session: &SessionId) -> bool {
+        let mut shard = self.lock(session);
+        let Some(record) = shard.held.get_mut(session) else {
+            return false;
+        };
+        record.budget_lifted = true;
+        if record.over_budget.is_some_and(|b| b.per_session()) {
+            record.over_budget = None;
+        }
+        true
+    }
+
+    /// Whether an operator lifted the session's own budget.
+    pub fn budget_lifted(&self, session: &SessionId) -> bool {
+        self.lock(session)
+            .held
+            .get(session)
+            .is_some_and(|r| r.budget_lifted)
     }
 
     /// The budget that stopped the session's last run, if one did.

@@ -21,6 +21,8 @@ pub struct SessionFacts {
     pub lost: u64,
     /// The budget that stopped its last run, if one did.
     pub over_budget: Option<crate::spend::Budget>,
+    /// An operator lifted its own budget.
+    pub budget_lifted: bool,
 }
 
 /// Everything about one session, for a detail view.
@@ -93,5 +95,6 @@ fn facts_of(record: &SessionRecord) -> SessionFacts {
         partial: record.partial.is_some(),
         lost: record.lost,
         over_budget: record.over_budget,
+        budget_lifted: record.budget_lifted,
     }
 }

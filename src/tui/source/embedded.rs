@@ -70,6 +70,13 @@ impl Source for Embedded {
                     None => Answer::Refused(format!("{session} · no such session any more")),
                 }
             }
+            Command::LiftBudget { session } => match engine.lift_budget(&session) {
+                Some(true) => Answer::BudgetLifted { session },
+                Some(false) => Answer::Refused(format!(
+                    "{session} · no budget is set per session (--budget-session-tokens)"
+                )),
+                None => Answer::Refused(format!("{session} · no such session held")),
+            },
             Command::Cancel { session, ops } => Answer::Cancelled {
                 stopped: ops
                     .into_iter()

@@ -52,6 +52,8 @@ pub enum Answer {
         session: SessionId,
         detail: Option<Box<SessionDetail>>,
     },
+    /// The session's own budget was lifted.
+    BudgetLifted { session: SessionId },
     /// The command could not be carried out; says why.
     Refused(String),
 }

@@ -34,6 +34,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if app.details.stored {
         title.push(Span::styled("· from the database ", t.warning()));
     }
+    if row.budget_lifted {
+        title.push(Span::styled("· budget lifted ", t.dim()));
+    }
     if let Some(budget) = row.over_budget {
         title.push(Span::styled(
             format!("· ⊘ budget {} spent ", budget.as_str()),

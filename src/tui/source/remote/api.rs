@@ -165,6 +165,17 @@ impl Api {
         Answer::Triggered { session, answers }
     }
 
+    pub(super) async fn lift_budget(&self, session: SessionId) -> Answer {
+        let path = format!("/api/sessions/{session}/budget/lift");
+        match self.send(reqwest::Method::POST, &path).await {
+            Ok((status, _)) if status.is_success() => Answer::BudgetLifted { session },
+            Ok((status, body)) => {
+                Answer::Refused(format!("{session} · {}", refusal(status, &body)))
+            }
+            Err(e) => Answer::Refused(format!("{session} · {e}")),
+        }
+    }
+
     pub(super) async fn cancel(&self, session: SessionId, ops: Vec<Operation>) -> Answer {
         let mut stopped = Vec::new();
         for op in ops {

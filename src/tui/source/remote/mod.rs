@@ -281,6 +281,7 @@ impl Source for Remote {
                 Command::Quit => return,
                 Command::Trigger { session, ops } => api.trigger(session, ops).await,
                 Command::Cancel { session, ops } => api.cancel(session, ops).await,
+                Command::LiftBudget { session } => api.lift_budget(session).await,
                 Command::OpenStored { session } => match api.detail(&session).await {
                     Ok(detail) => Answer::Stored {
                         session,
