@@ -628,3 +628,69 @@ fn attach_draws_the_servers_operations_not_its_own() {
     attach.press("q");
     assert!(attach.wait_exit());
 }
+
+#[test]
+fn a_spent_budget_shows_the_spend_overlay_ranks_it_and_b_lifts_it() {
+    // The builtin backend prices as `extractive`; a meeting's budget of
+    // 400 tokens is spent within a few lines.
+    let config =
+        std::env::temp_dir().join(format!("inflight-pty-spend-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        r#"
+[[prices]]
+model = "extractive"
+prompt_per_million = 1000
+completion_per_million = 4000
+
+[budgets]
+session_tokens = 400
+"#,
+    )
+    .unwrap();
+    let mut ui = Dashboard::run(
+        &[
+            "--demo-speed",
+            "8",
+            "--simulate-latency",
+            "100ms",
+            "--no-db",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    ui.wait_for("a session past its budget", |s| {
+        s.contents().contains("⊘ budget")
+    });
+    assert!(header_of(&ui.screen()).contains("Cost"), "{}", ui.screen());
+    ui.press("$");
+    ui.wait_for("the spend overlay", |s| {
+        let text = s.contents();
+        text.contains("Spend in USD") && text.contains("by session")
+    });
+    ui.press("\x1b");
+    ui.wait_for("the overlay closed", |s| {
+        !s.contents().contains("Spend in USD")
+    });
+    // Select the first session that is past its budget, and lift it.
+    let first = ui
+        .screen()
+        .lines()
+        .position(|l| l.contains("⊘ budget"))
+        .expect("a row past its budget");
+    let top = ui
+        .screen()
+        .lines()
+        .position(|l| l.trim_start().starts_with("! Session"))
+        .expect("the header")
+        + 1;
+    ui.press(&"j".repeat(first - top));
+    ui.press("B");
+    ui.wait_for("the lift's answer", |s| {
+        s.contents().contains("budget lifted: its runs go on")
+    });
+    ui.press("q");
+    assert!(ui.wait_exit(), "q exits cleanly");
+    let _ = std::fs::remove_file(&config);
+}
