@@ -12,10 +12,7 @@ use crate::spend::Budget;
 /// What the session has spent so far: every operation's ended runs, and
 /// `running` (a run's calls so far, not yet in its counters).
 fn session_spent(shared: &Shared, session: &SessionId, running: Usage) -> Usage {
-    crate::ops::registry()
-        .ops()
-        .map(|op| shared.state.op_view(session, op).stats.counts.usage())
-        .fold(running, Usage::plus)
+    shared.state.session_usage(session).plus(running)
 }
 
 /// A call about to start: its prompt, estimated, and what its run has

@@ -88,6 +88,23 @@ impl ProcessingStateManager {
         }
     }
 
+    /// What every ended run of the session cost, all operations together:
+    /// what its budget is held against (no statistics copied).
+    pub fn session_usage(&self, session: &SessionId) -> crate::llm::Usage {
+        let tables = self.lock();
+        tables
+            .sessions
+            .get(session)
+            .map_or_else(Default::default, |entry| {
+                entry
+                    .stats
+                    .values()
+                    .fold(crate::llm::Usage::default(), |sum, stats| {
+                        sum.plus(stats.counts.usage())
+                    })
+            })
+    }
+
     /// Calls `visit` once per item of `items` with that session's in-flight
     /// runs and statistics; `visit` must be quick. The lock is taken for
     /// [`VISIT_CHUNK`] items at a time, so a snapshot of many sessions never
