@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use inflight::engine::{Engine, EngineConfig, TriggerAnswer};
+use inflight::engine::{Engine, EngineConfig, SessionRow, TriggerAnswer};
 use inflight::llm::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress, Usage,
 };
@@ -70,6 +70,33 @@ fn spent(engine: &Engine, session: &str) -> u64 {
     usage.prompt_tokens + usage.completion_tokens
 }
 
+/// The session's row in a snapshot.
+fn row(engine: &Engine, session: &str) -> SessionRow {
+    engine
+        .snapshot()
+        .sessions
+        .into_iter()
+        .find(|r| r.id.as_str() == session)
+        .unwrap_or_else(|| panic!("no session {session}"))
+}
+
+/// Session `s1` with a budget of 1 000 tokens and seven long lines: six
+/// calls spend 900, and the seventh run's prompt (some 500 characters,
+/// over 100 tokens) would overshoot.
+async fn stopped_at_900() -> (Engine, Arc<Metered>) {
+    let (engine, backend) = engine(Budgets {
+        session_tokens: Some(1000),
+        ..Budgets::default()
+    });
+    let long = "we ship on Friday, after the review. ".repeat(14);
+    for seq in 1..=7 {
+        engine.ingest(final_line("s1", seq, &long), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    (engine, backend)
+}
+
 /// Lets the paused clock run until every run has ended.
 async fn settle(engine: &Engine) {
     for _ in 0..600 {
@@ -104,12 +131,7 @@ async fn a_session_budget_is_never_overshot_by_more_than_one_call() {
     assert!(total >= 1000 - PER_CALL, "stopped early: {total}");
     let calls = backend.calls.load(Ordering::SeqCst);
     assert_eq!(total, calls * PER_CALL, "every call counted");
-    let row = engine
-        .snapshot()
-        .sessions
-        .into_iter()
-        .find(|r| r.id.as_str() == "s1")
-        .unwrap();
+    let row = row(&engine, "s1");
     assert_eq!(row.over_budget, Some(Budget::SessionTokens));
     // Nothing more is admitted, and the answer names the budget.
     assert_eq!(
@@ -169,12 +191,7 @@ async fn a_feeds_hourly_budget_holds_and_frees_up_as_the_hour_rolls() {
     engine.ingest_from(final_line("a9", 2, "back again"), &feed);
     settle(&engine).await;
     assert_eq!(backend.calls.load(Ordering::SeqCst), 6);
-    let row = engine
-        .snapshot()
-        .sessions
-        .into_iter()
-        .find(|r| r.id.as_str() == "a9")
-        .unwrap();
+    let row = row(&engine, "a9");
     assert_eq!(
         row.over_budget, None,
         "the mark goes once a run is admitted"
@@ -183,26 +200,11 @@ async fn a_feeds_hourly_budget_holds_and_frees_up_as_the_hour_rolls() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_whose_prompt_would_overshoot_the_budget_is_not_started() {
-    // Admitted at 900 of 1 000 spent, the seventh run's prompt (a line of
-    // some 500 characters: over 100 tokens) would overshoot: not sent.
-    let (engine, backend) = engine(Budgets {
-        session_tokens: Some(1000),
-        ..Budgets::default()
-    });
-    let long = "we ship on Friday, after the review. ".repeat(14);
-    for seq in 1..=7 {
-        engine.ingest(final_line("s1", seq, &long), None);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-    }
-    settle(&engine).await;
+    // Admitted at 900 of 1 000 spent, the seventh run is not sent.
+    let (engine, backend) = stopped_at_900().await;
     assert_eq!(backend.calls.load(Ordering::SeqCst), 6);
     assert_eq!(spent(&engine, "s1"), 900, "not a token over");
-    let row = engine
-        .snapshot()
-        .sessions
-        .into_iter()
-        .find(|r| r.id.as_str() == "s1")
-        .unwrap();
+    let row = row(&engine, "s1");
     assert_eq!(row.over_budget, Some(Budget::SessionTokens));
     let summary = &row.ops[Operation::SUMMARY];
     assert_eq!(
@@ -213,16 +215,7 @@ async fn a_call_whose_prompt_would_overshoot_the_budget_is_not_started() {
 
 #[tokio::test(start_paused = true)]
 async fn once_a_session_budget_stops_a_call_new_lines_admit_no_more_runs() {
-    let (engine, backend) = engine(Budgets {
-        session_tokens: Some(1000),
-        ..Budgets::default()
-    });
-    let long = "we ship on Friday, after the review. ".repeat(14);
-    for seq in 1..=7 {
-        engine.ingest(final_line("s1", seq, &long), None);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-    }
-    settle(&engine).await;
+    let (engine, backend) = stopped_at_900().await;
     let runs = |engine: &Engine| {
         engine.snapshot().sessions[0].ops[Operation::SUMMARY]
             .counts
@@ -262,12 +255,7 @@ async fn an_operator_lifts_a_sessions_budget_and_its_runs_go_on() {
         3,
         "lifted, it covers what it said meanwhile at once"
     );
-    let row = engine
-        .snapshot()
-        .sessions
-        .into_iter()
-        .find(|r| r.id.as_str() == "s1")
-        .unwrap();
+    let row = row(&engine, "s1");
     assert!(row.budget_lifted);
     assert_eq!(row.over_budget, None);
     let result = engine.result(&sid("s1"), Operation::SUMMARY).unwrap();

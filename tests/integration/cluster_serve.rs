@@ -296,20 +296,7 @@ fn instance(name: &str, feed: &str, redis: &str, llm: &str, extra: &[&str]) -> I
 }
 
 fn get_json(url: &str) -> Option<Value> {
-    inflight::net::install_crypto();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        response.json().await.ok()
-    })
+    crate::common::blocking::get_json(url)
 }
 
 fn metric(api: &str, name: &str) -> u64 {

@@ -178,24 +178,14 @@ async fn chat(State(llm): State<Llm>, Json(body): Json<Value>) -> impl IntoRespo
 
 fn start_llm() -> (String, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let llm = Llm(seen.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new()
-                .route(
-                    "/v1/models",
-                    axum::routing::get(|| async { Json(json!({"data": [{"id": "m"}]})) }),
-                )
-                .route("/v1/chat/completions", post(chat))
-                .with_state(llm);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (format!("http://{}", rx.recv().unwrap()), seen)
+    let app = axum::Router::new()
+        .route(
+            "/v1/models",
+            axum::routing::get(|| async { Json(json!({"data": [{"id": "m"}]})) }),
+        )
+        .route("/v1/chat/completions", post(chat))
+        .with_state(Llm(seen.clone()));
+    (crate::common::blocking::serve(app), seen)
 }
 
 fn logged(command: &mut Command) -> Logged {

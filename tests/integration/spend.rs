@@ -16,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use crate::common::blocking;
 use crate::common::child::{self, Logged, field};
 
 /// What each call reports: 1 000 prompt tokens (400 from the cache) and
@@ -49,24 +50,14 @@ async fn chat(State(calls): State<Arc<AtomicU64>>, Json(body): Json<Value>) -> i
 
 fn start_llm() -> (String, Arc<AtomicU64>) {
     let calls = Arc::new(AtomicU64::new(0));
-    let state = calls.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new()
-                .route(
-                    "/v1/models",
-                    axum::routing::get(|| async { Json(json!({"data": [{"id": "gpt-4o-mini"}]})) }),
-                )
-                .route("/v1/chat/completions", post(chat))
-                .with_state(state);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (format!("http://{}", rx.recv().unwrap()), calls)
+    let app = axum::Router::new()
+        .route(
+            "/v1/models",
+            axum::routing::get(|| async { Json(json!({"data": [{"id": "gpt-4o-mini"}]})) }),
+        )
+        .route("/v1/chat/completions", post(chat))
+        .with_state(calls.clone());
+    (blocking::serve(app), calls)
 }
 
 fn write_files(dir: &Path) -> (PathBuf, PathBuf) {
@@ -102,27 +93,11 @@ completion_per_million = 10.0
 }
 
 fn get(url: &str) -> (u16, String) {
-    inflight::net::install_crypto();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.text().await.unwrap_or_default(),
-        )
-    })
+    blocking::get(url).unwrap_or_else(|| panic!("{url} cannot be reached"))
 }
 
 fn json(url: &str) -> Value {
-    serde_json::from_str(&get(url).1).unwrap_or(Value::Null)
+    blocking::get_json(url).unwrap_or(Value::Null)
 }
 
 /// The value of the one series that starts with `series` in `metrics`.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod api_server;
+pub mod blocking;
 pub mod child;
 pub mod feed;
 pub mod redis_server;
