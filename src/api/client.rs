@@ -126,8 +126,9 @@ fn format_sessions(v: &Value) -> String {
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
         };
-        // The engine's own reasons, in the dashboard's words.
-        let attention: Vec<String> = s
+        // The engine's own reasons, in the dashboard's words, and a spent
+        // budget.
+        let mut attention: Vec<String> = s
             .get("attention")
             .and_then(Value::as_array)
             .unwrap_or(&empty)
@@ -135,6 +136,9 @@ fn format_sessions(v: &Value) -> String {
             .filter_map(|a| serde_json::from_value::<crate::engine::Attention>(a.clone()).ok())
             .map(|a| a.describe())
             .collect();
+        if let Some(budget) = s.get("over_budget").and_then(Value::as_str) {
+            attention.push(format!("⊘ budget {budget} spent"));
+        }
         let cost = match currency {
             Some(_) => {
                 let cost = crate::spend::Cost::from_units(

@@ -311,3 +311,41 @@ async fn lifting_through_the_api_is_for_operators() {
         .unwrap();
     assert_eq!(sessions["sessions"][0]["budget_lifted"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflight_status_names_a_spent_budget() {
+    use crate::common::api_server::serving;
+    let (engine, _) = engine(Budgets {
+        session_tokens: Some(100),
+        ..Budgets::default()
+    });
+    engine.ingest(final_line("s1", 1, "hello"), None);
+    // One call (150 tokens) spends it; the next line is refused.
+    let mut events = engine.subscribe();
+    crate::common::wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "the first call",
+        || engine.is_idle() && spent(&engine, "s1") == PER_CALL,
+    )
+    .await;
+    engine.ingest(final_line("s1", 2, "again"), None);
+    assert_eq!(row(&engine, "s1").over_budget, Some(Budget::SessionTokens));
+    let server = serving(engine, Default::default()).await;
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        crate::common::child::output(
+            std::process::Command::new(env!("CARGO_BIN_EXE_inflight"))
+                .args(["status", "--api", &base]),
+        )
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("s1"))
+        .unwrap_or_default();
+    assert!(line.contains("⊘ budget session_tokens spent"), "{text}");
+}
