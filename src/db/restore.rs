@@ -244,6 +244,9 @@ pub struct PastSession {
     pub transcripts: u64,
     pub summary_covered_generation: Option<u64>,
     pub mind_map_covered_generation: Option<u64>,
+    /// What every run of the session cost, as the runs were priced.
+    #[serde(with = "crate::spend::units")]
+    pub cost: crate::spend::Cost,
 }
 
 /// A page of past sessions, and where the next page starts.
@@ -268,7 +271,8 @@ pub fn history(
     let mut stmt = conn.prepare_cached(
         "SELECT s.id, s.first_seen, s.last_seen, s.ended_at, s.generation,
                 (SELECT covered_generation FROM results WHERE session = s.id AND op = 'summary'),
-                (SELECT covered_generation FROM results WHERE session = s.id AND op = 'mind_map')
+                (SELECT covered_generation FROM results WHERE session = s.id AND op = 'mind_map'),
+                (SELECT coalesce(sum(cost_nanos), 0) FROM runs WHERE session = s.id)
          FROM sessions s
          WHERE (?1 IS NULL OR s.last_seen >= ?1)
            AND (?2 IS NULL OR s.last_seen < ?2 OR (s.last_seen = ?2 AND s.id < ?3))
@@ -287,6 +291,7 @@ pub fn history(
                     transcripts: row.get::<_, i64>(4)? as u64,
                     summary_covered_generation: row.get::<_, Option<i64>>(5)?.map(|g| g as u64),
                     mind_map_covered_generation: row.get::<_, Option<i64>>(6)?.map(|g| g as u64),
+                    cost: crate::spend::Cost(row.get::<_, i64>(7)?.max(0) as u64),
                 })
             },
         )?

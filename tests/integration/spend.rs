@@ -232,6 +232,19 @@ fn spend_is_priced_by_the_table_and_agrees_in_the_api_metrics_status_and_databas
         "{text}"
     );
 
+    // The database, through the API: the past sessions' spend (once the
+    // writer has caught up with the last run).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let history = json(&format!("{api}/api/history"));
+        let past = history["sessions"][0]["cost"].as_f64().unwrap_or(0.0);
+        if close(past, expected) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{history} against {expected}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // The database: every run's cost, to the billionth.
     serve.signal(libc::SIGTERM);
     serve.wait_for(" stopped ");
