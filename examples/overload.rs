@@ -20,13 +20,18 @@
 //!   sessions: `latency × (sessions / permits + 1)`; `lag_ratio` compares;
 //! - `jain_fairness`: Jain's index of LLM time per session (1 is equal);
 //! - `stale_after_drain`: sessions whose newest transcript no summary covers
-//!   once the feed has ended and the runs have finished.
+//!   once the feed has ended and the runs have finished;
+//! - `freshness_error_median` (and p90): every second, each session's
+//!   estimate of when its summary will next cover what it has said ("fresh
+//!   in ~12s") is noted, then compared with when a result did: the error
+//!   as a share of the wait that really came.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use inflight::engine::freshness::Freshness;
 use inflight::engine::{Engine, EngineConfig};
 use inflight::events::{Event, Outcome};
 use inflight::llm::{
@@ -170,6 +175,11 @@ async fn run(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::Error
         })
     };
 
+    // Estimates noted: per session, (generation to cover, noted at, fresh
+    // by); and the errors once they came true.
+    let mut estimates: HashMap<SessionId, Vec<(u64, Instant, Instant)>> = HashMap::new();
+    let mut errors: Vec<f64> = Vec::new();
+    let mut sample = tokio::time::interval(Duration::from_secs(1));
     let mut covered: HashMap<SessionId, u64> = HashMap::new();
     let mut max_lag = Duration::ZERO;
     let mut killed = 0u64;
@@ -189,6 +199,15 @@ async fn run(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::Error
                 }
                 continue;
             }
+            _ = sample.tick() => {
+                let now = Instant::now();
+                for row in engine.snapshot().sessions {
+                    if let Freshness::In(wait) = row.op(Operation::SUMMARY).fresh {
+                        estimates.entry(row.id.clone()).or_default().push((row.transcripts, now, now + wait));
+                    }
+                }
+                continue;
+            }
         };
         match event {
             Ok(Event::ResultReady {
@@ -199,6 +218,22 @@ async fn run(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::Error
                 let before = covered
                     .insert(session.clone(), covered_generation)
                     .unwrap_or(0);
+                if let Some(noted) = estimates.get_mut(&session) {
+                    let now = Instant::now();
+                    noted.retain(|(generation, at, by)| {
+                        if *generation > covered_generation {
+                            return true;
+                        }
+                        let waited = now.saturating_duration_since(*at).as_secs_f64();
+                        if waited > 0.0 {
+                            let off = (now.saturating_duration_since(*by).as_secs_f64()
+                                - by.saturating_duration_since(now).as_secs_f64())
+                            .abs();
+                            errors.push(off / waited);
+                        }
+                        false
+                    });
+                }
                 let said = said.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(at) = said
                     .get(&session)
@@ -241,6 +276,12 @@ async fn run(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::Error
     } else {
         0.0
     };
+    errors.sort_by(f64::total_cmp);
+    let share = |q: f64| {
+        errors
+            .get(((errors.len() as f64 * q) as usize).min(errors.len().saturating_sub(1)))
+            .copied()
+    };
     let ideal = args.latency * (args.sessions as f64 / args.permits as f64 + 1.0);
     let demand = args.sessions as f64 / args.every;
     let capacity = args.permits as f64 / args.latency;
@@ -257,6 +298,9 @@ async fn run(args: &Args) -> Result<serde_json::Value, Box<dyn std::error::Error
         "lag_ratio": max_lag.as_secs_f64() / ideal,
         "jain_fairness": jain,
         "stale_after_drain": stale,
+        "freshness_estimates": errors.len(),
+        "freshness_error_median": share(0.5),
+        "freshness_error_p90": share(0.9),
         "simulated_seconds": start.elapsed().as_secs_f64(),
     }))
 }

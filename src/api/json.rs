@@ -45,6 +45,9 @@ pub struct OperationJson {
     /// Failed past its retries with transcripts no result covers: nothing
     /// more runs until a new transcript or a trigger.
     pub stale: bool,
+    /// About when its result will next cover every transcript: 0 when it
+    /// does, `null` when unknown or when nothing is coming.
+    pub fresh_in_seconds: Option<f64>,
 }
 
 fn secs(d: Option<Duration>) -> Option<f64> {
@@ -78,6 +81,7 @@ impl OperationJson {
             covered_generation: op.covered_generation,
             retry: run.and_then(|r| r.retry),
             stale: op.is_stale(transcripts),
+            fresh_in_seconds: op.fresh.seconds(),
         }
     }
 }

@@ -20,6 +20,7 @@ mod durable;
 mod failure;
 pub mod feeds;
 mod forgotten;
+pub mod freshness;
 mod lease;
 mod lifecycle;
 pub mod permits;
@@ -156,6 +157,8 @@ struct Shared {
     unpriced: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The budgets and the hourly spending held against them.
     ledger: crate::spend::Ledger,
+    /// How long each operation's calls have been taking.
+    call_times: freshness::CallTimes,
 }
 
 /// A handle on the engine; clone it freely.
@@ -198,6 +201,7 @@ impl Engine {
                 kinds_matter,
                 unpriced: Default::default(),
                 ledger,
+                call_times: Default::default(),
             }),
         }
     }
@@ -508,9 +512,32 @@ impl Engine {
                 row.ops = ops;
             },
         );
-        for op in rows.iter_mut().flat_map(|row| row.ops.values_mut()) {
-            if let Some(run) = &op.in_flight {
-                op.tokens = self.shared.progress.rate(run.run_id);
+        let places = self.shared.permits.places();
+        let waiting = self.shared.permits.waiting();
+        let now = Instant::now();
+        let permits = self.shared.permits.limit();
+        let calls: Vec<(Operation, Option<Duration>)> = crate::ops::registry()
+            .ops()
+            .map(|op| (op, self.shared.call_times.typical(op)))
+            .collect();
+        for row in rows.iter_mut() {
+            let (transcripts, over_budget) = (row.transcripts, row.over_budget.is_some());
+            for (op, row_op) in row.ops.iter_mut() {
+                if let Some(run) = &row_op.in_flight {
+                    row_op.tokens = self.shared.progress.rate(run.run_id);
+                }
+                let place = row_op
+                    .in_flight
+                    .as_ref()
+                    .and_then(|run| places.get(&run.run_id).copied());
+                let call = calls.iter().find(|(o, _)| *o == op).and_then(|(_, c)| *c);
+                let queue = freshness::Queue {
+                    permits,
+                    call,
+                    waiting,
+                    now,
+                };
+                row_op.fresh = freshness::estimate(row_op, transcripts, over_budget, place, queue);
             }
         }
     }

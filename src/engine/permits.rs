@@ -78,6 +78,8 @@ impl std::fmt::Debug for Entry {
 
 /// A run waiting for its first permit without a task of its own.
 pub trait QueuedRun: Send {
+    /// Which run it is.
+    fn run_id(&self) -> u64;
     /// It was stopped while it waited: it leaves the queue unserved.
     fn is_stopped(&self) -> bool;
     /// Its permit: it starts now (on a task of its own).
@@ -314,6 +316,20 @@ impl Permits {
     /// Runs waiting for a permit now.
     pub fn waiting(&self) -> usize {
         self.lock().waiting.len()
+    }
+
+    /// Each queued run's place in the queue (0: next served), by run id;
+    /// the waiting steps of runs under way count as places too.
+    pub fn places(&self) -> std::collections::HashMap<u64, usize> {
+        self.lock()
+            .waiting
+            .values()
+            .enumerate()
+            .filter_map(|(place, entry)| match entry {
+                Entry::Run(run) => Some((run.run_id(), place)),
+                Entry::Task(_) => None,
+            })
+            .collect()
     }
 
     pub fn capacity(&self) -> usize {
@@ -630,6 +646,8 @@ mod tests {
     /// A queued run that notes what happened to it.
     struct Noted {
         name: &'static str,
+        /// Its run id: its name's first letter.
+        id: u64,
         stopped: Arc<std::sync::atomic::AtomicBool>,
         log: Arc<Mutex<Vec<String>>>,
         /// Permits the started runs hold, as their tasks would.
@@ -639,6 +657,9 @@ mod tests {
     }
 
     impl QueuedRun for Noted {
+        fn run_id(&self) -> u64 {
+            self.id
+        }
         fn is_stopped(&self) -> bool {
             self.stopped.load(std::sync::atomic::Ordering::SeqCst)
         }
@@ -678,6 +699,7 @@ mod tests {
             let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let run = Box::new(Noted {
                 name,
+                id: u64::from(name.as_bytes()[0]),
                 stopped: stopped.clone(),
                 log: self.log.clone(),
                 held: self.held.clone(),
@@ -784,6 +806,30 @@ mod tests {
         permits.enter(2, runs.run("late").0);
         assert_eq!(runs.log(), ["refuse late"]);
         assert!(permits.try_acquire().is_none());
+    }
+
+    #[tokio::test]
+    async fn each_queued_run_knows_its_place() {
+        let permits = Permits::new(1);
+        let runs = Runs::default();
+        permits.enter(0, runs.run("running").0);
+        permits.enter(5, runs.run("b").0);
+        permits.enter(1, runs.run("a").0);
+        let waiting = permits.acquire(3);
+        let mut waiting = std::pin::pin!(waiting);
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        permits.enter(9, runs.run("c").0);
+        let places = permits.places();
+        assert_eq!(places.len(), 3, "the waiting task has a place, not an id");
+        assert_eq!(
+            (
+                places[&u64::from(b'a')],
+                places[&u64::from(b'b')],
+                places[&u64::from(b'c')]
+            ),
+            (0, 2, 3),
+            "in the order they will be served, the task's place counted"
+        );
     }
 
     #[tokio::test]

@@ -65,6 +65,10 @@ struct Waiting {
 }
 
 impl QueuedRun for Waiting {
+    fn run_id(&self) -> u64 {
+        self.guard.run_id()
+    }
+
     fn is_stopped(&self) -> bool {
         self.guard.cancel_token().is_cancelled()
     }
@@ -627,7 +631,9 @@ async fn call<C: Coordinator>(
     let started = Instant::now();
     let mut request = LlmRequest::new(session.clone(), op, input.utterances);
     request.previous = input.previous;
-    let response = match shared.backend.generate(request, &progress).await {
+    let answered = shared.backend.generate(request, &progress).await;
+    shared.call_times.record(op, started.elapsed());
+    let response = match answered {
         Ok(response) => response,
         Err(error) => {
             let end = crowded_or_not(&error.kind);

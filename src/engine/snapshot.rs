@@ -34,6 +34,10 @@ pub struct OpRow {
     pub consecutive_failures: u32,
     /// The generation the latest stored result covers.
     pub covered_generation: Option<u64>,
+    /// When its result will next cover every transcript (filled in by a
+    /// snapshot; see `freshness.rs`).
+    #[serde(default)]
+    pub fresh: super::freshness::Freshness,
 }
 
 impl OpRow {
@@ -50,6 +54,7 @@ impl OpRow {
             error_streak: stats.error_streak,
             consecutive_failures: stats.consecutive_failures,
             covered_generation: stats.covered_generation,
+            fresh: Default::default(),
         }
     }
 

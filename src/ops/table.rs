@@ -64,6 +64,13 @@ impl<T> OpMap<T> {
             .map(|(i, v)| (Operation::at(i), v))
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Operation, &mut T)> {
+        self.items
+            .iter_mut()
+            .enumerate()
+            .map(|(i, v)| (Operation::at(i), v))
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.items.iter()
     }

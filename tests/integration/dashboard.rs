@@ -1366,3 +1366,37 @@ fn b_lifts_the_selected_sessions_budget_unless_read_only() {
     app.read_only = Some("attached with a viewer's token".into());
     assert_eq!(app.handle_key(Key::Char('B')), vec![]);
 }
+
+#[test]
+fn the_fresh_column_says_when_a_session_is_next_fresh() {
+    use inflight::engine::freshness::Freshness;
+    let mut snapshot = fixture(now());
+    for row in snapshot.sessions.iter_mut() {
+        let (summary, mind_map) = match row.id.as_str() {
+            "standup" => (
+                Freshness::In(Duration::from_secs(12)),
+                Freshness::In(Duration::from_secs(4)),
+            ),
+            "planning" => (Freshness::Fresh, Freshness::Fresh),
+            "incident-retro" => (Freshness::Fresh, Freshness::Stopped),
+            _ => (Freshness::Unknown, Freshness::Fresh),
+        };
+        row.ops[Operation::SUMMARY].fresh = summary;
+        row.ops[Operation::MIND_MAP].fresh = mind_map;
+    }
+    let app = App::new(Theme::new(false), snapshot);
+    let text = screen_text(&render(&app, 140, 40));
+    assert!(text.contains("Fresh"), "{text}");
+    let cell = |id: &str| {
+        let line = text.lines().find(|l| l.contains(id)).unwrap().to_string();
+        line.split_whitespace()
+            .rev()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(cell("standup"), "~12s", "the stalest operation: {text}");
+    assert_eq!(cell("planning"), "now");
+    assert_eq!(cell("incident-retro"), "never");
+    assert_eq!(cell("zz-new"), "-");
+}

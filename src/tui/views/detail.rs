@@ -53,6 +53,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             app.snapshot.taken_at,
             true,
         ));
+        if let crate::engine::freshness::Freshness::In(_) = row.op(op).fresh {
+            title.push(Span::styled(
+                format!(" fresh in {}", row.op(op).fresh.short()),
+                t.dim(),
+            ));
+        }
         // In a cluster: where a run made elsewhere runs.
         let here = app.snapshot.cluster.as_ref().map(|c| c.instance.as_str());
         if let Some(on) = row

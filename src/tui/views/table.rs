@@ -45,6 +45,9 @@ enum CellOf {
     PerOp(fn(&OpRow) -> String),
 }
 
+/// A column of this priority also gives way to wide state cells: a
+/// failure's cause matters more than an estimate.
+const GIVES_WAY: u8 = 7;
 const STATE_WIDTH: u16 = 16;
 const WIDE_STATE_WIDTH: u16 = 21;
 const SESSION_MIN: u16 = 12;
@@ -120,6 +123,7 @@ fn columns(ops: &[crate::ops::OpDef], cluster: bool, cost: bool) -> Vec<Column> 
     if cost {
         cols.push(fixed("Cost", 8, 3, Some(SortColumn::Cost), cost_cell));
     }
+    cols.push(fixed("Fresh", 5, GIVES_WAY, None, fresh_cell));
     cols.push(fixed("Age", 5, 2, Some(SortColumn::Age), age_cell));
     if cluster {
         cols.insert(4 + ops.len(), fixed("On", 12, 3, None, instance_cell));
@@ -153,7 +157,16 @@ fn fit_columns(
         .iter()
         .filter(|c| matches!(c.cell, CellOf::State(_)))
         .count() as u16;
-    let wide = total(&cols) + states * (WIDE_STATE_WIDTH - STATE_WIDTH) + 12 <= width;
+    let fits_wide =
+        |cols: &[Column]| total(cols) + states * (WIDE_STATE_WIDTH - STATE_WIDTH) + 12 <= width;
+    let mut wide = fits_wide(&cols);
+    if !wide && let Some(i) = cols.iter().position(|c| c.priority >= GIVES_WAY) {
+        let giving_way = cols.remove(i);
+        wide = fits_wide(&cols);
+        if !wide {
+            cols.insert(i, giving_way);
+        }
+    }
     if wide {
         for c in cols
             .iter_mut()
@@ -436,6 +449,19 @@ fn failures_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
         Style::new()
     };
     Cell::from(Span::styled(format::count(n), style))
+}
+
+/// When every operation's result will next cover what was said.
+fn fresh_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
+    use crate::engine::freshness::Freshness;
+    let fresh = Freshness::of_all(row.ops.values().map(|op| op.fresh));
+    let style = match fresh {
+        Freshness::Fresh => ctx.theme.ok(),
+        Freshness::Stopped => ctx.theme.warning(),
+        Freshness::Unknown => ctx.theme.dim(),
+        Freshness::In(_) => ctx.theme.base(),
+    };
+    Cell::from(Span::styled(fresh.short(), style))
 }
 
 fn cost_cell(row: &SessionRow, ctx: &Ctx) -> Cell<'static> {
