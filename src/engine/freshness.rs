@@ -283,7 +283,12 @@ mod tests {
         );
         assert_eq!(secs(12).short(), "~12s");
         assert_eq!(secs(0).short(), "~1s");
+        assert_eq!(secs(59).short(), "~59s");
+        assert_eq!(secs(60).short(), "~1m");
         assert_eq!(secs(150).short(), "~3m");
+        assert_eq!(secs(3599).short(), "~60m");
+        assert_eq!(secs(3600).short(), "~1h");
+        assert_eq!(secs(7200).short(), "~2h");
         assert_eq!(Freshness::Fresh.short(), "now");
         assert_eq!(Freshness::Stopped.seconds(), None);
         assert_eq!(Freshness::Fresh.seconds(), Some(0.0));
@@ -293,12 +298,13 @@ mod tests {
     fn the_typical_call_is_the_median_of_the_newest() {
         let times = CallTimes::default();
         assert_eq!(times.typical(Operation::SUMMARY), None);
-        for ms in [100, 300, 200, 10_000, 250] {
+        for ms in [100, 300, 200, 10_000, 150] {
             times.record(Operation::SUMMARY, Duration::from_millis(ms));
         }
         assert_eq!(
             times.typical(Operation::SUMMARY),
-            Some(Duration::from_millis(250))
+            Some(Duration::from_millis(200)),
+            "the middle of all five, not the newest"
         );
         for _ in 0..KEPT {
             times.record(Operation::SUMMARY, Duration::from_secs(1));

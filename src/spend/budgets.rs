@@ -36,13 +36,6 @@ impl Budgets {
     pub fn any(&self) -> bool {
         *self != Budgets::default()
     }
-
-    /// Whether a budget is in money (it needs a price table).
-    pub fn in_money(&self) -> bool {
-        self.session_cost.is_some()
-            || self.feed_cost_per_hour.is_some()
-            || self.cost_per_hour.is_some()
-    }
 }
 
 /// Which budget stopped a run, by its config key.
@@ -280,6 +273,22 @@ mod tests {
             Some(Budget::SessionCost)
         );
         assert_eq!(money.over(costing(600), true, None, costing(400)), None);
+        assert_eq!(
+            money.over(costing(1_000), true, None, Usage::default()),
+            Some(Budget::SessionCost),
+            "spent to the billionth: nothing more is admitted"
+        );
+        assert_eq!(money.over(costing(999), true, None, Usage::default()), None);
+        // Prompt and answer tokens both count.
+        assert_eq!(
+            ledger.over(Usage::tokens(600, 300), true, None, used(101)),
+            Some(Budget::SessionTokens)
+        );
+        assert_eq!(
+            ledger.over(Usage::tokens(600, 300), true, None, used(100)),
+            None
+        );
+        assert_eq!(ledger.budgets().session_tokens, Some(1000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -327,6 +336,39 @@ mod tests {
             None,
             "an hour of nothing"
         );
+    }
+
+    #[test]
+    fn a_budget_is_named_by_its_config_key_and_knows_whose_it_is() {
+        let all = [
+            Budget::SessionTokens,
+            Budget::SessionCost,
+            Budget::FeedTokensPerHour,
+            Budget::FeedCostPerHour,
+            Budget::TokensPerHour,
+            Budget::CostPerHour,
+        ];
+        let names: Vec<&str> = all.iter().map(|b| b.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "session_tokens",
+                "session_cost",
+                "feed_tokens_per_hour",
+                "feed_cost_per_hour",
+                "tokens_per_hour",
+                "cost_per_hour"
+            ]
+        );
+        for budget in all {
+            assert_eq!(
+                serde_json::to_value(budget).unwrap(),
+                budget.as_str(),
+                "the API names it as the config file does"
+            );
+        }
+        let own: Vec<bool> = all.iter().map(|b| b.per_session()).collect();
+        assert_eq!(own, [true, true, false, false, false, false]);
     }
 
     #[test]
