@@ -154,7 +154,7 @@ struct Shared {
     /// look the session's kind up (none do, by default).
     kinds_matter: bool,
     /// Models that answered with no price in the table, each warned of once.
-    unpriced: std::sync::Mutex<std::collections::HashSet<String>>,
+    unpriced: crate::spend::Unpriced,
     /// The budgets and the hourly spending held against them.
     ledger: crate::spend::Ledger,
     /// How long each operation's calls have been taking.

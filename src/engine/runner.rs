@@ -744,14 +744,14 @@ fn priced(shared: &Shared, answered: Option<&str>, usage: Usage) -> Usage {
     }
     let asked = shared.backend.info().model;
     let models: Vec<&str> = answered.into_iter().chain([asked.as_str()]).collect();
-    if models.iter().all(|model| prices.of(model).is_none())
-        && let Ok(mut unpriced) = shared.unpriced.lock()
-        && unpriced.insert(models[0].to_string())
-    {
-        tracing::warn!(
-            model = models[0],
-            "no price for this model in the config file's [[prices]]: its calls count no cost"
-        );
+    if models.iter().all(|model| prices.of(model).is_none()) {
+        if shared.unpriced.first_time(models[0]) {
+            tracing::warn!(
+                model = models[0],
+                "no price for this model in the config file's [[prices]]: its calls count no cost"
+            );
+        }
+        return usage;
     }
     prices.priced(&models, usage)
 }

@@ -12,7 +12,7 @@ mod budgets;
 mod prices;
 
 pub use budgets::{Budget, Budgets, Ledger};
-pub use prices::{Price, PriceError, Prices};
+pub use prices::{MAX_UNPRICED_WARNED, Price, PriceError, Prices, Unpriced};
 
 /// An amount of the prices' currency, in billionths of it.
 #[derive(

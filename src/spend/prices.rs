@@ -65,6 +65,28 @@ impl Price {
     }
 }
 
+/// Most model names warned of as unpriced: a server names the model that
+/// answered, so the names come from outside and are not trusted to be few.
+pub const MAX_UNPRICED_WARNED: usize = 32;
+
+/// The models found without a price, each to be warned of once.
+#[derive(Debug, Default)]
+pub struct Unpriced {
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Unpriced {
+    /// True the first time `model` is seen, for the first
+    /// [`MAX_UNPRICED_WARNED`] names; false after (the set stops growing).
+    pub fn first_time(&self, model: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_UNPRICED_WARNED || seen.contains(model) {
+            return false;
+        }
+        seen.insert(model.to_string())
+    }
+}
+
 /// The config file's prices, in one currency.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prices {
@@ -156,6 +178,22 @@ mod tests {
             Cost(38),
             "37.5 billionths rounds once, to the nearest"
         );
+    }
+
+    #[test]
+    fn unpriced_models_are_warned_of_once_and_the_names_kept_are_bounded() {
+        let unpriced = Unpriced::default();
+        assert!(unpriced.first_time("llama3"));
+        assert!(!unpriced.first_time("llama3"), "once");
+        let new: usize = (0..1000)
+            .filter(|i| unpriced.first_time(&format!("model-{i}")))
+            .count();
+        assert_eq!(
+            new,
+            MAX_UNPRICED_WARNED - 1,
+            "a server naming a new model each call"
+        );
+        assert_eq!(unpriced.seen.lock().unwrap().len(), MAX_UNPRICED_WARNED);
     }
 
     #[test]
