@@ -231,8 +231,20 @@ async fn every_session_and_operation_ends_with_its_final_revision_through_failur
     }
     seen.down.store(false, Ordering::SeqCst);
     let (mut process, api) = serve(&dir, &feed_url);
+    // The API answers while the feed reconnects; once the restored sessions
+    // read as settled, they hold the very runs they held before the kill.
+    let restored = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(restored) = final_results(&api, 3, 60).await {
+                return restored;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .ok();
     assert_eq!(
-        final_results(&api, 3, 60).await.as_ref(),
+        restored.as_ref(),
         Some(&finals),
         "restarted with the same results, nothing to run"
     );
