@@ -4,8 +4,9 @@
 //! Each step of the protocol is one Lua script (see `scripts.rs`), one round
 //! trip: take the lease or leave a pending flag, renew, finish (or hand the
 //! lease to a follow-up), claim abandoned pending work, keep a result only
-//! when its fence is newer. The keys and scripts are written down for
-//! operators in `docs/cluster.md`.
+//! when its fence is newer. With budgets set, a call's spending is reserved
+//! and settled against budgets all instances share (`spend.rs`). The keys
+//! and scripts are written down for operators in `docs/cluster.md`.
 //!
 //! The connection is the `redis` crate's connection manager, which
 //! reconnects by itself; every call has a deadline. A call that fails marks
@@ -14,7 +15,10 @@
 
 pub mod events;
 pub(crate) mod scripts;
+mod spend;
 mod steps;
+
+pub use spend::{Reservation, Reserved};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -166,6 +170,8 @@ struct Inner {
     finish: Script,
     abandoned: Script,
     put_result: Script,
+    reserve: Script,
+    settle: Script,
     reachable: AtomicBool,
     last_error: Mutex<Option<String>>,
     /// Bumped on every call that could not reach Redis: the runs holding
@@ -220,6 +226,8 @@ impl Cluster {
                 finish: Script::new(scripts::FINISH),
                 abandoned: Script::new(scripts::ABANDONED),
                 put_result: Script::new(scripts::PUT_RESULT),
+                reserve: Script::new(scripts::RESERVE),
+                settle: Script::new(scripts::SETTLE),
                 reachable: AtomicBool::new(false),
                 last_error: Mutex::new(Some("not asked yet".into())),
                 trouble: tokio::sync::watch::channel(0).0,

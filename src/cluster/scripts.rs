@@ -137,3 +137,104 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
   'fence', ARGV[1], 'body', ARGV[3])
 return 1
 "#;
+
+/// How long a spending hash outlives its last write: a session's for the
+/// key TTL; an hour's buckets for two hours (an hour and its sweep).
+pub const HOUR_KEY_TTL_MS: u64 = 2 * 3600 * 1000;
+
+/// `reserve`: before a call, count its estimated prompt against the
+/// budgets every instance shares, if the run is still current and every
+/// budget has room; otherwise change nothing and name the budget.
+///
+/// Spending is kept in hashes: a session's in `t` (tokens) and `c` (cost,
+/// billionths); an hour's (one feed's, or everything's) in one field pair
+/// per minute, `t<minute>` and `c<minute>`, the minutes counted since
+/// 1970. Minutes older than the hour are swept once a minute.
+///
+/// KEYS: fence, session spending, feed spending, all spending, lifted.
+/// ARGV: fence, minute, tokens, cost, then the limits (`-1` for none):
+/// session tokens, session cost, feed tokens, feed cost, all tokens, all
+/// cost; then `1` when the session's budget was lifted here, `1` when the
+/// session has a feed, key TTL (ms), hour key TTL (ms).
+/// Returns `{0, ''}` when reserved, `{1, budget}` when a budget has no
+/// room, `{-1, ''}` when a later run has started.
+pub const RESERVE: &str = r#"
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then
+  return {-1, ''}
+end
+local minute = tonumber(ARGV[2])
+local tokens, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function over(spent, ahead, limit)
+  limit = tonumber(limit)
+  return limit >= 0 and spent + ahead > limit
+end
+local function hour(key)
+  local fields = {}
+  for i = 0, 59 do
+    fields[#fields + 1] = 't' .. (minute - i)
+    fields[#fields + 1] = 'c' .. (minute - i)
+  end
+  local values = redis.call('HMGET', key, unpack(fields))
+  local t, c = 0, 0
+  for i = 1, #values, 2 do
+    t = t + tonumber(values[i] or '0')
+    c = c + tonumber(values[i + 1] or '0')
+  end
+  return t, c
+end
+local lifted = ARGV[11] == '1' or redis.call('EXISTS', KEYS[5]) == 1
+if not lifted then
+  local spent = redis.call('HMGET', KEYS[2], 't', 'c')
+  if over(tonumber(spent[1] or '0'), tokens, ARGV[5]) then return {1, 'session_tokens'} end
+  if over(tonumber(spent[2] or '0'), cost, ARGV[6]) then return {1, 'session_cost'} end
+end
+local has_feed = ARGV[12] == '1'
+if has_feed then
+  local t, c = hour(KEYS[3])
+  if over(t, tokens, ARGV[7]) then return {1, 'feed_tokens_per_hour'} end
+  if over(c, cost, ARGV[8]) then return {1, 'feed_cost_per_hour'} end
+end
+local t, c = hour(KEYS[4])
+if over(t, tokens, ARGV[9]) then return {1, 'tokens_per_hour'} end
+if over(c, cost, ARGV[10]) then return {1, 'cost_per_hour'} end
+redis.call('HINCRBY', KEYS[2], 't', tokens)
+redis.call('HINCRBY', KEYS[2], 'c', cost)
+redis.call('PEXPIRE', KEYS[2], ARGV[13])
+local function count(key)
+  redis.call('HINCRBY', key, 't' .. minute, tokens)
+  redis.call('HINCRBY', key, 'c' .. minute, cost)
+  if tonumber(redis.call('HGET', key, 'swept') or '-1') ~= minute then
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      local at = tonumber(string.sub(field, 2))
+      if field ~= 'swept' and at and at <= minute - 60 then
+        redis.call('HDEL', key, field)
+      end
+    end
+    redis.call('HSET', key, 'swept', minute)
+  end
+  redis.call('PEXPIRE', key, ARGV[14])
+end
+if has_feed then count(KEYS[3]) end
+count(KEYS[4])
+return {0, ''}
+"#;
+
+/// `settle`: after a call, replace its estimate by what it spent (the
+/// difference, in the minute it was reserved). Not fenced: what was spent
+/// was spent, whichever run spent it.
+///
+/// KEYS: session spending, feed spending, all spending. ARGV: minute,
+/// tokens, cost (both may be negative), `1` when the session has a feed.
+pub const SETTLE: &str = r#"
+local minute = ARGV[1]
+local function add(key, t, c)
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HINCRBY', key, t, ARGV[2])
+    redis.call('HINCRBY', key, c, ARGV[3])
+  end
+end
+add(KEYS[1], 't', 'c')
+if ARGV[4] == '1' then add(KEYS[2], 't' .. minute, 'c' .. minute) end
+add(KEYS[3], 't' .. minute, 'c' .. minute)
+return 1
+"#;

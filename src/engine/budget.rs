@@ -89,6 +89,22 @@ pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> 
     budget
 }
 
+/// A budget shared with the other instances had no room for a call of
+/// `session`: the session is marked with it, and an hourly budget admits
+/// nothing it covers here until the next minute, when it is asked again.
+pub(super) fn spent_elsewhere(shared: &Shared, session: &SessionId, budget: Budget) {
+    let feed = shared.store.feed_of(session);
+    shared.ledger.spent_elsewhere(budget, feed);
+    let before = shared.store.set_over_budget(session, Some(budget));
+    if before != Some(budget) {
+        tracing::warn!(
+            session_id = %session,
+            budget = budget.as_str(),
+            "budget spent, counted by every instance: no run of this session starts until there is room"
+        );
+    }
+}
+
 /// Counts a call's spending against the hourly budgets.
 pub(super) fn record(shared: &Shared, session: &SessionId, usage: Usage) {
     if any(shared) {

@@ -249,6 +249,15 @@ impl FeedRegistry {
         self.feeds.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The URL (or, pushed in, the name) of feed `index`.
+    pub fn url_of(&self, index: usize) -> Option<String> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
+            .map(|feed| feed.url.clone())
+    }
+
     /// Counts one call of `op` for a session of feed `index`.
     pub fn spent(&self, index: usize, op: Operation, usage: Usage) {
         let feed = self

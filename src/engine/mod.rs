@@ -336,6 +336,18 @@ impl Engine {
             return Some(false);
         }
         self.shared.store.lift_budget(session);
+        if let Some(link) = self.shared.cluster.get()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // Budgets are shared: so is the lift, for the runs the other
+            // instances hold.
+            let (cluster, session) = (link.cluster.clone(), session.clone());
+            runtime.spawn(async move {
+                if let Err(e) = cluster.lift_budget(&session).await {
+                    tracing::warn!(session_id = %session, "the lift reached this instance only: {e}");
+                }
+            });
+        }
         tracing::warn!(
             session_id = %session,
             "the session's budget was lifted by the operator: its runs go on"

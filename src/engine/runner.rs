@@ -34,7 +34,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::coordinator::{Alone, Coordinator, Ending, Lost, Redis, Taking};
+use super::coordinator::{Alone, Coordinator, Ending, Lost, Redis, Reserve, Taking};
 use super::permits::{CallEnd, Permit, QueuedRun};
 use super::store::{OpResult, RunInput};
 use crate::events::{Event, Outcome};
@@ -381,6 +381,8 @@ async fn execute<C: Coordinator>(
             guard.mark_covered(input.generation);
             return at.end(Ended::ok());
         }
+        let fence = at.claim.as_ref().map(C::fence);
+        let mut reservation = None;
         if super::budget::any(shared) {
             let call = super::budget::Call::of(
                 shared,
@@ -388,7 +390,23 @@ async fn execute<C: Coordinator>(
                 input.previous.as_deref(),
                 guard.usage(),
             );
-            if let Some(budget) = super::budget::over(shared, &session, Some(call)) {
+            let ahead = call.ahead;
+            let mut spent = super::budget::over(shared, &session, Some(call));
+            if spent.is_none()
+                && let Some(fence) = fence.as_ref()
+            {
+                match coordinator.reserve(fence, guard, ahead).await {
+                    Reserve::Room(held) => reservation = Some(held),
+                    Reserve::Spent(budget) => {
+                        super::budget::spent_elsewhere(shared, &session, budget);
+                        spent = Some(budget);
+                    }
+                    Reserve::Refused { outcome, error } => {
+                        return at.end(Ended::failed(outcome, error));
+                    }
+                }
+            }
+            if let Some(budget) = spent {
                 return at.end(Ended::failed(
                     Outcome::Cancelled,
                     format!("not started: the {} budget is spent", budget.as_str()),
@@ -396,10 +414,12 @@ async fn execute<C: Coordinator>(
             }
         }
         let Some(deadline) = guard.mark_running(input.generation) else {
+            if let Some(held) = reservation {
+                coordinator.settle(held, Usage::default()).await;
+            }
             return at.end(Ended::stopped());
         };
         at.first_start.get_or_insert_with(Instant::now);
-        let fence = at.claim.as_ref().map(C::fence);
         let step = tokio::select! {
             biased;
             _ = cancel.cancelled() => return at.end(Ended::stopped()),
@@ -416,6 +436,13 @@ async fn execute<C: Coordinator>(
             Ok(_) => CallEnd::Ok,
             Err(failed) => failed.end,
         };
+        if let Some(held) = reservation {
+            let spent = match &step {
+                Ok(called) => called.usage,
+                Err(failed) => failed.usage,
+            };
+            coordinator.settle(held, spent).await;
+        }
         let crowded_out = shared.permits.learn(&permit, call_end);
         drop(permit);
         match step {

@@ -39,7 +39,7 @@ impl Budgets {
 }
 
 /// Which budget stopped a run, by its config key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Budget {
     SessionTokens,
@@ -54,6 +54,20 @@ impl Budget {
     /// A session's own budget (not an hourly one).
     pub fn per_session(self) -> bool {
         matches!(self, Budget::SessionTokens | Budget::SessionCost)
+    }
+
+    /// The budget a config key names.
+    pub fn parse(key: &str) -> Option<Self> {
+        [
+            Budget::SessionTokens,
+            Budget::SessionCost,
+            Budget::FeedTokensPerHour,
+            Budget::FeedCostPerHour,
+            Budget::TokensPerHour,
+            Budget::CostPerHour,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == key)
     }
 
     /// Its config key (`session_tokens`).
@@ -122,6 +136,10 @@ pub struct Ledger {
 struct Hours {
     all: Hour,
     feeds: HashMap<usize, Hour>,
+    /// Hourly budgets found spent by the other instances too (through
+    /// Redis), with the minute they were: they admit nothing they cover
+    /// until the next minute. `None` is everything's hour.
+    elsewhere: HashMap<(Budget, Option<usize>), u64>,
 }
 
 impl Ledger {
@@ -152,6 +170,21 @@ impl Ledger {
         if let Some(feed) = feed {
             hours.feeds.entry(feed).or_default().add(minute, usage);
         }
+    }
+
+    /// A budget shared with other instances was found spent (for a
+    /// session of `feed`): an hourly one admits nothing it covers here for
+    /// the rest of this minute. A session's own budget is the session's
+    /// mark (see the engine's `budget::over`).
+    pub fn spent_elsewhere(&self, budget: Budget, feed: Option<usize>) {
+        let scope = match budget {
+            Budget::FeedTokensPerHour | Budget::FeedCostPerHour => feed,
+            Budget::TokensPerHour | Budget::CostPerHour => None,
+            Budget::SessionTokens | Budget::SessionCost => return,
+        };
+        let minute = self.minute(Instant::now());
+        let mut hours = self.hours.lock().unwrap_or_else(|e| e.into_inner());
+        hours.elsewhere.insert((budget, scope), minute);
     }
 
     /// The first budget that `ahead` (a call about to start; nothing at
@@ -201,7 +234,17 @@ impl Ledger {
             }
         }
         let minute = self.minute(Instant::now());
-        let hours = self.hours.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hours = self.hours.lock().unwrap_or_else(|e| e.into_inner());
+        if admission && !hours.elsewhere.is_empty() {
+            hours.elsewhere.retain(|_, at| *at == minute);
+            let found = hours
+                .elsewhere
+                .keys()
+                .find(|(_, scope)| scope.is_none() || *scope == feed);
+            if let Some((budget, _)) = found {
+                return Some(*budget);
+            }
+        }
         if let Some(feed) = feed {
             let spent = hours
                 .feeds
@@ -367,8 +410,48 @@ mod tests {
                 "the API names it as the config file does"
             );
         }
+        for budget in all {
+            assert_eq!(Budget::parse(budget.as_str()), Some(budget));
+        }
+        assert_eq!(Budget::parse("session"), None);
         let own: Vec<bool> = all.iter().map(|b| b.per_session()).collect();
         assert_eq!(own, [true, true, false, false, false, false]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_other_instances_found_spent_admits_nothing_here_for_the_minute() {
+        let ledger = Ledger::new(Budgets {
+            feed_tokens_per_hour: Some(1000),
+            tokens_per_hour: Some(5000),
+            ..Budgets::default()
+        });
+        let none = Usage::default();
+        ledger.spent_elsewhere(Budget::FeedTokensPerHour, Some(1));
+        assert_eq!(
+            ledger.over(none, true, Some(1), none),
+            Some(Budget::FeedTokensPerHour)
+        );
+        assert_eq!(ledger.over(none, true, Some(0), none), None, "another feed");
+        assert_eq!(
+            ledger.over(none, true, Some(1), used(10)),
+            None,
+            "before a call the shared count decides"
+        );
+        ledger.spent_elsewhere(Budget::SessionTokens, Some(0));
+        assert_eq!(
+            ledger.over(none, true, Some(0), none),
+            None,
+            "a session's budget is the session's own mark"
+        );
+        ledger.spent_elsewhere(Budget::TokensPerHour, Some(0));
+        assert_eq!(
+            ledger.over(none, true, None, none),
+            Some(Budget::TokensPerHour),
+            "everything's hour covers every session"
+        );
+        tokio::time::advance(MINUTE).await;
+        assert_eq!(ledger.over(none, true, Some(1), none), None, "asked again");
+        assert_eq!(ledger.over(none, true, None, none), None);
     }
 
     #[test]

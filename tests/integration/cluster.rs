@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use inflight::cluster::events::EventKind;
 use inflight::cluster::{
-    Cluster, ClusterConfig, ClusterError, Ending, Finished, Holder, RunEnd, Start,
+    Cluster, ClusterConfig, ClusterError, Ending, Finished, Holder, Reserved, RunEnd, Start,
 };
+use inflight::llm::Usage;
 use inflight::model::{Operation, SessionId};
+use inflight::spend::{Budget, Budgets, Cost};
 use redis_server::RedisServer;
 
 fn instance(redis: &str, name: &str, ttl: Duration) -> Cluster {
@@ -41,6 +43,130 @@ fn ending(covered: u64) -> Ending<'static> {
         outcome: "ok",
         error: None,
     }
+}
+
+fn room(reserved: Reserved) -> inflight::cluster::Reservation {
+    match reserved {
+        Reserved::Room(reservation) => reservation,
+        other => panic!("expected room, got {other:?}"),
+    }
+}
+
+fn spent(reserved: Reserved) -> Budget {
+    match reserved {
+        Reserved::Spent(budget) => budget,
+        other => panic!("expected a spent budget, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn budgets_are_shared_checked_and_counted_in_one_step_and_fenced() {
+    let redis = RedisServer::start();
+    let a = instance(&redis.url(), "a", Duration::from_secs(30));
+    let b = instance(&redis.url(), "b", Duration::from_secs(30));
+    let budgets = Budgets {
+        session_tokens: Some(1_000),
+        feed_tokens_per_hour: Some(1_500),
+        cost_per_hour: Some(Cost(10_000)),
+        ..Budgets::default()
+    };
+    let (s1, s2, s3) = (sid("s1"), sid("s2"), sid("s3"));
+    let feed = Some("ws://feed/");
+    let priced = |tokens, nanos| Usage {
+        cost: Cost(nanos),
+        ..Usage::tokens(tokens, 0)
+    };
+    let on_a = started(a.try_start(&s1, Operation::SUMMARY, 1).await.unwrap());
+    let on_b = started(b.try_start(&s1, Operation::MIND_MAP, 1).await.unwrap());
+    // Two instances' calls of one session share its budget: 600 + 400 fit
+    // exactly, one token more does not.
+    let first = room(
+        a.reserve(&on_a, feed, priced(600, 1_000), &budgets, false)
+            .await
+            .unwrap(),
+    );
+    room(
+        b.reserve(&on_b, feed, priced(400, 1_000), &budgets, false)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        spent(
+            a.reserve(&on_a, feed, priced(1, 0), &budgets, false)
+                .await
+                .unwrap()
+        ),
+        Budget::SessionTokens
+    );
+    // A call that spent less than its estimate gives the rest back.
+    a.settle(&first, priced(500, 1_000)).await.unwrap();
+    assert_eq!(
+        redis.hget("test:spent:session:s1", "t").as_deref(),
+        Some("900")
+    );
+    room(
+        a.reserve(&on_a, feed, priced(100, 0), &budgets, false)
+            .await
+            .unwrap(),
+    );
+    // A lift on any instance holds on every one.
+    b.lift_budget(&s1).await.unwrap();
+    room(
+        a.reserve(&on_a, feed, priced(200, 0), &budgets, false)
+            .await
+            .unwrap(),
+    );
+    // The feed's hour: 1 200 counted so far; another session of that feed
+    // finds 300 left, one of another feed the whole hour.
+    let s2_lease = started(b.try_start(&s2, Operation::SUMMARY, 1).await.unwrap());
+    assert_eq!(
+        spent(
+            b.reserve(&s2_lease, feed, priced(301, 0), &budgets, false)
+                .await
+                .unwrap()
+        ),
+        Budget::FeedTokensPerHour
+    );
+    room(
+        b.reserve(
+            &s2_lease,
+            Some("ws://other/"),
+            priced(900, 0),
+            &budgets,
+            false,
+        )
+        .await
+        .unwrap(),
+    );
+    // Everything's hour, in money: 2 000 billionths spent of 10 000.
+    // An hour-old minute counts nothing, and is swept at the next count.
+    redis.hset("test:spent:all", "c1", "1000000");
+    redis.hset("test:spent:all", "swept", "1");
+    let s3_lease = started(a.try_start(&s3, Operation::SUMMARY, 1).await.unwrap());
+    assert_eq!(
+        spent(
+            a.reserve(&s3_lease, None, priced(1, 8_001), &budgets, false)
+                .await
+                .unwrap()
+        ),
+        Budget::CostPerHour
+    );
+    room(
+        a.reserve(&s3_lease, None, priced(1, 8_000), &budgets, false)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(redis.hget("test:spent:all", "c1"), None, "swept");
+    // A run a later run superseded counts nothing.
+    a.finish(&on_a, ending(1)).await.unwrap();
+    let later = started(b.try_start(&s1, Operation::SUMMARY, 2).await.unwrap());
+    assert!(matches!(
+        a.reserve(&on_a, feed, priced(1, 0), &budgets, false)
+            .await
+            .unwrap(),
+        Reserved::Superseded
+    ));
+    assert!(later.fence > on_a.fence);
 }
 
 #[tokio::test]

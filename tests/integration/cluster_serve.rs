@@ -36,6 +36,9 @@ struct Calls {
     /// Prompts whose "What was said since:" was followed by nothing: a
     /// call paid to write the same result again.
     with_nothing_new: usize,
+    /// The tokens every call reported spending, and the most one did.
+    tokens: u64,
+    most_tokens: u64,
 }
 
 impl Default for Calls {
@@ -47,6 +50,8 @@ impl Default for Calls {
             timeline: Vec::new(),
             started: Instant::now(),
             with_nothing_new: 0,
+            tokens: 0,
+            most_tokens: 0,
         }
     }
 }
@@ -129,6 +134,10 @@ async fn chat(State(llm): State<Llm>, Json(body): Json<Value>) -> impl IntoRespo
         "summary"
     };
     let key = (session.clone(), op.to_string());
+    // What it reports spending: a token for every four characters of the
+    // messages, and twenty for the answer.
+    let prompt_tokens = body["messages"].to_string().len() as u64 / 4;
+    let tokens = prompt_tokens + 20;
     let _open = {
         let mut calls = llm.calls.lock().unwrap();
         let n = calls.open.entry(key.clone()).or_default();
@@ -140,6 +149,8 @@ async fn chat(State(llm): State<Llm>, Json(body): Json<Value>) -> impl IntoRespo
         if prompt.contains("What was said since:\\n\\n\\n") {
             calls.with_nothing_new += 1;
         }
+        calls.tokens += tokens;
+        calls.most_tokens = calls.most_tokens.max(tokens);
         let opened_ms = calls.started.elapsed().as_millis();
         calls.timeline.push(Call {
             key: key.clone(),
@@ -160,9 +171,11 @@ async fn chat(State(llm): State<Llm>, Json(body): Json<Value>) -> impl IntoRespo
         _ => format!("Summary of [{session}]."),
     };
     let chunk = json!({"model": "m", "choices": [{"index": 0, "delta": {"content": content}}]});
+    let usage = json!({"model": "m", "choices": [],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 20}});
     (
         [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
-        format!("data: {chunk}\n\ndata: [DONE]\n\n"),
+        format!("data: {chunk}\n\ndata: {usage}\n\ndata: [DONE]\n\n"),
     )
 }
 
@@ -672,4 +685,109 @@ fn an_instance_that_joins_late_shows_the_others_results_as_covering_what_it_hold
     wait_all_fresh(&[&early], 1, 32, &["summary", "mind_map"]);
     assert!(metric(&late.api, "inflight_cluster_numbering_mismatches_total") >= 1);
     assert_never_two_at_once(&calls);
+}
+
+/// Every one of `sessions` sessions ended with all `lines` heard, and
+/// nothing in flight for any operation.
+fn all_settled(api: &str, sessions: usize, lines: u64) -> bool {
+    let Some(answer) = get_json(&format!("{api}/api/sessions")) else {
+        return false;
+    };
+    let Some(rows) = answer["sessions"].as_array() else {
+        return false;
+    };
+    rows.len() == sessions
+        && rows.iter().all(|row| {
+            row["ended"] == true
+                && row["transcripts"] == lines
+                && row["operations"]
+                    .as_object()
+                    .is_some_and(|ops| ops.values().all(|op| op["state"] == "idle"))
+        })
+}
+
+#[test]
+fn three_instances_hold_one_hourly_token_budget_between_them() {
+    let budget: u64 = 6_000;
+    let redis = RedisServer::start();
+    let (llm, calls) = start_llm(Duration::from_millis(200));
+    let dir = meetings("budget", 6, 30);
+    let (_feed, feed) = replay_feed(&dir);
+    let limit = budget.to_string();
+    let extra = [
+        "--llm-concurrency",
+        "2",
+        "--lease-ttl",
+        "6s",
+        "--ops",
+        "summary",
+        "--min-interval",
+        "0s",
+        "--budget-tokens-per-hour",
+        &limit,
+    ];
+    let all = [
+        instance("a", &feed, &redis.url(), &llm, &extra),
+        instance("b", &feed, &redis.url(), &llm, &extra),
+        instance("c", &feed, &redis.url(), &llm, &extra),
+    ];
+    let until = Instant::now() + Duration::from_secs(90);
+    for i in &all {
+        while !all_settled(&i.api, 6, 30) {
+            assert!(
+                Instant::now() < until,
+                "{} never settled: {}",
+                i.name,
+                get_json(&format!("{}/api/sessions", i.api)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let calls = calls.lock().unwrap();
+    // Each instance alone would spend up to the budget: together they
+    // stay within it, past it by at most the calls in flight when it was
+    // reached (three instances, two calls each).
+    let in_flight = 3 * 2 * calls.most_tokens;
+    assert!(
+        calls.tokens <= budget + in_flight,
+        "spent {} tokens in {} calls against a budget of {budget} (+{in_flight} in flight)",
+        calls.tokens,
+        calls.timeline.len()
+    );
+    assert!(
+        calls.tokens + calls.most_tokens > budget,
+        "the budget was reached: {} spent",
+        calls.tokens
+    );
+    // The instances say which budget stopped the work.
+    let stopped: usize = all
+        .iter()
+        .map(|i| {
+            let answer = get_json(&format!("{}/api/sessions", i.api)).unwrap();
+            answer["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|row| row["over_budget"] == "tokens_per_hour")
+                .count()
+        })
+        .sum();
+    assert!(stopped > 0, "no session shows the budget that stopped it");
+    // Redis counted what the calls reported, to the token.
+    let counted: u64 = (0..60)
+        .filter_map(|back| {
+            let minute = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                / 60
+                - back;
+            redis.hget("inflight:spent:all", &format!("t{minute}"))
+        })
+        .map(|t| t.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(
+        counted, calls.tokens,
+        "Redis counts what the server reported"
+    );
 }

@@ -1,8 +1,9 @@
 //! The coordinator of a single instance: there is nobody to agree with.
 
-use super::{Coordinator, Ending, Lost, Taking};
+use super::{Coordinator, Ending, Lost, Reserve, Taking};
 use crate::engine::permits::Permit;
 use crate::engine::store::OpResult;
+use crate::llm::Usage;
 use crate::state::RunGuard;
 
 /// One instance alone: the state manager's slot is the only claim a run
@@ -12,6 +13,7 @@ pub(in crate::engine) struct Alone;
 impl Coordinator for Alone {
     type Claim = ();
     type Fence = ();
+    type Reservation = ();
 
     const NUMBERS_RESULTS: bool = false;
 
@@ -35,6 +37,12 @@ impl Coordinator for Alone {
     async fn keep(&self, _fence: &(), _result: &OpResult) -> Result<(), String> {
         Ok(())
     }
+
+    async fn reserve(&self, _fence: &(), _guard: &RunGuard, _ahead: Usage) -> Reserve<()> {
+        Reserve::Room(())
+    }
+
+    async fn settle(&self, _reservation: (), _spent: Usage) {}
 
     async fn finish(&self, _claim: (), _guard: &RunGuard, _ending: Ending<'_>) {}
 }

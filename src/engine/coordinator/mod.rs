@@ -8,12 +8,13 @@
 //!
 //! - [`Alone`] (`alone.rs`): one instance. The state manager's slot already
 //!   makes the run the only one of its `(session, op)`, so taking always
-//!   succeeds, a result is always kept, and finishing has nothing to give
-//!   back.
+//!   succeeds, a result is always kept, budgets are the engine's own, and
+//!   finishing has nothing to give back.
 //! - [`Redis`] (`redis.rs`): several instances (`--redis`). Taking is the
 //!   cluster lease, or following the instance that holds it; keeping is
-//!   the result's fence check; finishing releases the lease and tells the
-//!   others how the run ended.
+//!   the result's fence check; a call's spending is reserved in Redis
+//!   against budgets every instance shares; finishing releases the lease
+//!   and tells the others how the run ended.
 //!
 //! The runner is generic over the coordinator, so a run without a cluster
 //! carries none of the cluster's state, and a new coordinator is one new
@@ -30,6 +31,8 @@ pub(super) use redis::Redis;
 use super::permits::Permit;
 use super::store::OpResult;
 use crate::events::Outcome;
+use crate::llm::Usage;
+use crate::spend::Budget;
 use crate::state::RunGuard;
 
 /// How a run agrees with the others doing the same work.
@@ -40,6 +43,8 @@ pub(super) trait Coordinator: Sync {
     /// What a step's result is kept under, taken from the claim for the
     /// step's call (the claim itself stays with the run, which watches it).
     type Fence: Send + Sync;
+    /// A call's estimate, counted with the others until it is settled.
+    type Reservation: Send;
 
     /// Results are numbered here as they are kept, whoever made them, so
     /// that every instance's results arrive in one order.
@@ -78,6 +83,23 @@ pub(super) trait Coordinator: Sync {
         result: &OpResult,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// Before a call: counts its estimated spending `ahead` against the
+    /// budgets shared with the others, if they have room. Alone there are
+    /// none to share (the engine's ledger holds the budgets).
+    fn reserve(
+        &self,
+        fence: &Self::Fence,
+        guard: &RunGuard,
+        ahead: Usage,
+    ) -> impl Future<Output = Reserve<Self::Reservation>> + Send;
+
+    /// After the call: what it spent replaces its estimate.
+    fn settle(
+        &self,
+        reservation: Self::Reservation,
+        spent: Usage,
+    ) -> impl Future<Output = ()> + Send;
+
     /// Gives the claim back, saying how the run ended; asks the guard for
     /// a follow-up when more was wanted meanwhile.
     fn finish(
@@ -106,6 +128,16 @@ pub(super) enum Taking<C> {
     Stopped,
     /// It cannot be taken now: the run ends so (the work is asked for
     /// again once it can be).
+    Refused { outcome: Outcome, error: String },
+}
+
+/// What reserving a call's spending found.
+pub(super) enum Reserve<R> {
+    /// Counted: the call may start.
+    Room(R),
+    /// This budget, shared with the others, has no room for it.
+    Spent(Budget),
+    /// The call must not start, and why.
     Refused { outcome: Outcome, error: String },
 }
 

@@ -14,13 +14,14 @@
 //! While a run holds the lease, a [`LeaseKeeper`] renews it; the run stops
 //! at once if it is lost, so no two runs of one `(session, op)` overlap.
 
-use super::{Coordinator, Ending, Lost, Taking};
-use crate::cluster::{Finished, Lease, Start};
+use super::{Coordinator, Ending, Lost, Reserve, Taking};
+use crate::cluster::{Finished, Lease, Reservation, Reserved, Start};
 use crate::engine::Shared;
 use crate::engine::lease::{self, ClusterLink, Followed, LeaseKeeper, RemoteEnd};
 use crate::engine::permits::Permit;
 use crate::engine::store::OpResult;
 use crate::events::Outcome;
+use crate::llm::Usage;
 use crate::state::RunGuard;
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ fn no_cluster() -> String {
 impl Coordinator for Redis {
     type Claim = Box<LeaseKeeper>;
     type Fence = Lease;
+    type Reservation = Option<Reservation>;
 
     const NUMBERS_RESULTS: bool = true;
 
@@ -130,6 +132,63 @@ impl Coordinator for Redis {
     async fn keep(&self, lease: &Lease, result: &OpResult) -> Result<(), String> {
         let link = self.link().ok_or_else(no_cluster)?;
         crate::engine::remote::share_result(link, lease, result).await
+    }
+
+    async fn reserve(
+        &self,
+        lease: &Lease,
+        guard: &RunGuard,
+        ahead: Usage,
+    ) -> Reserve<Option<Reservation>> {
+        let budgets = self.shared.ledger.budgets();
+        if !budgets.any() {
+            return Reserve::Room(None);
+        }
+        let Some(link) = self.link() else {
+            return Reserve::Refused {
+                outcome: Outcome::Failed,
+                error: no_cluster(),
+            };
+        };
+        let session = guard.session();
+        let feed = self
+            .shared
+            .store
+            .feed_of(session)
+            .and_then(|index| self.shared.feeds.url_of(index));
+        let lifted = self.shared.store.budget_lifted(session);
+        match link
+            .cluster
+            .reserve(lease, feed.as_deref(), ahead, &budgets, lifted)
+            .await
+        {
+            Ok(Reserved::Room(reservation)) => Reserve::Room(Some(reservation)),
+            Ok(Reserved::Spent(budget)) => Reserve::Spent(budget),
+            Ok(Reserved::Superseded) => Reserve::Refused {
+                outcome: Outcome::Cancelled,
+                error: "not started: a later run started elsewhere".into(),
+            },
+            Err(e) => {
+                // Nothing is spent unchecked (fail closed); the work is
+                // asked for again once Redis answers.
+                link.counted_refused_start();
+                link.defer((session.clone(), guard.op()));
+                Reserve::Refused {
+                    outcome: Outcome::Failed,
+                    error: format!("not started: the shared budgets cannot be checked ({e})"),
+                }
+            }
+        }
+    }
+
+    async fn settle(&self, reservation: Option<Reservation>, spent: Usage) {
+        let (Some(reservation), Some(link)) = (reservation, self.link()) else {
+            return;
+        };
+        if let Err(e) = link.cluster.settle(&reservation, spent).await {
+            // The estimate stays counted: the budget errs on the safe side.
+            tracing::warn!("could not count a call's spending in Redis: {e}");
+        }
     }
 
     async fn finish(&self, claim: Self::Claim, guard: &RunGuard, ending: Ending<'_>) {

@@ -122,4 +122,14 @@ impl RedisServer {
             .query(&mut self.connection())
             .expect("HGET")
     }
+
+    /// `HSET key field value`.
+    pub fn hset(&self, key: &str, field: &str, value: &str) {
+        redis::cmd("HSET")
+            .arg(key)
+            .arg(field)
+            .arg(value)
+            .query::<()>(&mut self.connection())
+            .expect("HSET")
+    }
 }
