@@ -379,3 +379,12 @@ pub struct DeadLetterJson {
     #[serde(flatten)]
     pub letter: crate::webhooks::DeadLetter,
 }
+
+/// `POST /api/sessions/{id}/budget/raise`: what the session's own budget
+/// was raised by in all.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BudgetRaisedJson {
+    pub raised_tokens: u64,
+    /// In the prices' currency.
+    pub raised_cost: f64,
+}

@@ -56,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use errors::{ApiError, error, session_id};
+pub use json::BudgetRaisedJson;
 pub use metrics::Metrics;
 
 /// Largest request body accepted.
@@ -184,6 +185,10 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         .route(
             "/api/sessions/{session_id}/budget/lift",
             post(routes::lift_budget),
+        )
+        .route(
+            "/api/sessions/{session_id}/budget/raise",
+            post(routes::raise_budget),
         )
         .route("/api/dashboard", get(dashboard::delta))
         .route(

@@ -9,7 +9,10 @@ use tokio::time::Instant;
 
 use super::errors::{ApiError, error, operation, session_id};
 use super::{ApiState, history, json};
-use crate::engine::TriggerAnswer;
+use crate::engine::{BudgetChange, TriggerAnswer};
+use crate::llm::Usage;
+use crate::model::SessionId;
+use crate::spend::Cost;
 
 pub(super) async fn processing_status(
     State(state): State<ApiState>,
@@ -180,6 +183,17 @@ pub(super) async fn cancel(
     })
 }
 
+/// The answer to an operator's change the engine refused.
+fn budget_refused(session: &SessionId, why: BudgetChange) -> ApiError {
+    match why {
+        BudgetChange::NoSession => ApiError(StatusCode::NOT_FOUND, format!("no session {session}")),
+        BudgetChange::NoSessionBudget => ApiError(
+            StatusCode::CONFLICT,
+            "no budget is set per session (--budget-session-tokens, --budget-session-cost)".into(),
+        ),
+    }
+}
+
 /// `POST /api/sessions/{id}/budget/lift`: the session's own budget no
 /// longer applies (operators only, as every write).
 pub(super) async fn lift_budget(
@@ -187,17 +201,62 @@ pub(super) async fn lift_budget(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let session = session_id(&raw)?;
-    match state.engine.lift_budget(&session) {
-        None => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no session {session}"),
-        )),
-        Some(false) => Err(ApiError(
-            StatusCode::CONFLICT,
-            "no budget is set per session (--budget-session-tokens, --budget-session-cost)".into(),
-        )),
-        Some(true) => Ok(axum::Json(serde_json::json!({"lifted": true})).into_response()),
+    state
+        .engine
+        .lift_budget(&session)
+        .map_err(|why| budget_refused(&session, why))?;
+    Ok(axum::Json(serde_json::json!({"lifted": true})).into_response())
+}
+
+/// What a raise asks for: tokens, money, or (neither) one more of each
+/// session budget set.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RaiseBody {
+    tokens: Option<u64>,
+    cost: Option<f64>,
+}
+
+/// `POST /api/sessions/{id}/budget/raise`: the session's own budget grows
+/// by `{"tokens": N}` and/or `{"cost": X}` (in the prices' currency), or,
+/// with no body, by one more of itself.
+pub(super) async fn raise_budget(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let session = session_id(&raw)?;
+    let asked: RaiseBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RaiseBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a raise ({{\"tokens\": N, \"cost\": X}}): {e}"),
+            )
+        })?
+    };
+    if let Some(cost) = asked.cost
+        && !(cost.is_finite() && cost >= 0.0)
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("a raise's cost is a sum of money, not {cost}"),
+        ));
     }
+    let by = (asked.tokens.is_some() || asked.cost.is_some()).then(|| Usage {
+        cost: asked.cost.map(Cost::from_units).unwrap_or_default(),
+        ..Usage::tokens(asked.tokens.unwrap_or(0), 0)
+    });
+    let raised = state
+        .engine
+        .raise_budget(&session, by)
+        .map_err(|why| budget_refused(&session, why))?;
+    Ok(axum::Json(json::BudgetRaisedJson {
+        raised_tokens: raised.prompt_tokens,
+        raised_cost: raised.cost.units(),
+    })
+    .into_response())
 }
 
 pub(super) async fn render_metrics(State(state): State<ApiState>) -> Response {

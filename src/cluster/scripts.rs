@@ -151,7 +151,8 @@ pub const HOUR_KEY_TTL_MS: u64 = 2 * 3600 * 1000;
 /// per minute, `t<minute>` and `c<minute>`, the minutes counted since
 /// 1970. Minutes older than the hour are swept once a minute.
 ///
-/// KEYS: fence, session spending, feed spending, all spending, lifted.
+/// KEYS: fence, session spending, feed spending, all spending, the
+/// session's budget (`lifted`, and `t` and `c` an operator raised it by).
 /// ARGV: fence, minute, tokens, cost, then the limits (`-1` for none):
 /// session tokens, session cost, feed tokens, feed cost, all tokens, all
 /// cost; then `1` when the session's budget was lifted here, `1` when the
@@ -182,11 +183,13 @@ local function hour(key)
   end
   return t, c
 end
-local lifted = ARGV[11] == '1' or redis.call('EXISTS', KEYS[5]) == 1
+local own = redis.call('HMGET', KEYS[5], 'lifted', 't', 'c')
+local lifted = ARGV[11] == '1' or tonumber(own[1] or '0') > 0
 if not lifted then
   local spent = redis.call('HMGET', KEYS[2], 't', 'c')
-  if over(tonumber(spent[1] or '0'), tokens, ARGV[5]) then return {1, 'session_tokens'} end
-  if over(tonumber(spent[2] or '0'), cost, ARGV[6]) then return {1, 'session_cost'} end
+  local raised_t, raised_c = tonumber(own[2] or '0'), tonumber(own[3] or '0')
+  if over(tonumber(spent[1] or '0') - raised_t, tokens, ARGV[5]) then return {1, 'session_tokens'} end
+  if over(tonumber(spent[2] or '0') - raised_c, cost, ARGV[6]) then return {1, 'session_cost'} end
 end
 local has_feed = ARGV[12] == '1'
 if has_feed then

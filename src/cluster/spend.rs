@@ -66,18 +66,14 @@ impl Cluster {
         format!("{}spent:{what}", self.inner.config.prefix)
     }
 
-    fn lifted_key(&self, session: &SessionId) -> String {
-        format!(
-            "{}budget-lifted:{}",
-            self.inner.config.prefix,
-            session.as_str()
-        )
+    fn budget_key(&self, session: &SessionId) -> String {
+        format!("{}budget:{}", self.inner.config.prefix, session.as_str())
     }
 
     /// Counts `ahead` (a call's estimate) for `lease`'s session, of feed
     /// `feed` (its URL), if every one of `budgets` has room.
     /// `lifted_here` says an operator lifted the session's own budget on
-    /// this instance (a lift on any instance counts).
+    /// this instance (a lift or a raise on any instance counts).
     pub async fn reserve(
         &self,
         lease: &Lease,
@@ -101,7 +97,7 @@ impl Cluster {
             .key(&reservation.session)
             .key(reservation.feed.as_deref().unwrap_or(&reservation.all))
             .key(&reservation.all)
-            .key(self.lifted_key(&lease.session))
+            .key(self.budget_key(&lease.session))
             .arg(lease.fence)
             .arg(reservation.minute)
             .arg(tokens(&ahead))
@@ -157,17 +153,33 @@ impl Cluster {
 
     /// Lifts the session's own budget on every instance.
     pub async fn lift_budget(&self, session: &SessionId) -> Result<(), ClusterError> {
-        let key = self.lifted_key(session);
+        self.change_budget(session, &[("lifted", 1)]).await
+    }
+
+    /// Raises the session's own budget by `by` on every instance.
+    pub async fn raise_budget(&self, session: &SessionId, by: Usage) -> Result<(), ClusterError> {
+        self.change_budget(session, &[("t", tokens(&by)), ("c", cost(&by))])
+            .await
+    }
+
+    /// Adds to the fields of the session's budget hash, in one step.
+    async fn change_budget(
+        &self,
+        session: &SessionId,
+        fields: &[(&str, i64)],
+    ) -> Result<(), ClusterError> {
+        let key = self.budget_key(session);
         let mut connection = self.inner.connection.clone();
-        self.call(async {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(1)
-                .arg("PX")
-                .arg(scripts::KEY_TTL_MS)
-                .query_async::<()>(&mut connection)
-                .await
-        })
-        .await
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (field, by) in fields {
+            pipe.cmd("HINCRBY").arg(&key).arg(*field).arg(*by).ignore();
+        }
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(scripts::KEY_TTL_MS)
+            .ignore();
+        self.call(async { pipe.query_async::<()>(&mut connection).await })
+            .await
     }
 }

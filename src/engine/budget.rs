@@ -4,10 +4,120 @@
 //! budget (`⊘ budget` in the views) until a run of it is admitted again;
 //! its latest results stay, covering what they covered.
 
-use super::Shared;
+use super::{Engine, Shared};
 use crate::llm::{Usage, Utterance};
 use crate::model::SessionId;
 use crate::spend::Budget;
+
+/// Why an operator's change to a session's budget was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetChange {
+    /// The engine does not hold the session.
+    NoSession,
+    /// No budget per session is set: there is nothing to lift or raise.
+    NoSessionBudget,
+}
+
+impl Engine {
+    /// Lifts the session's own budget, an operator's decision: its runs go
+    /// on past it (the hourly budgets still hold), starting now for what
+    /// it said meanwhile.
+    pub fn lift_budget(&self, session: &SessionId) -> Result<(), BudgetChange> {
+        self.session_budget_set(session)?;
+        self.shared.store.lift_budget(session);
+        self.in_cluster(session, |cluster, session| async move {
+            cluster.lift_budget(&session).await
+        });
+        tracing::warn!(
+            session_id = %session,
+            "the session's budget was lifted by the operator: its runs go on"
+        );
+        self.admit_automatic(session);
+        Ok(())
+    }
+
+    /// Raises the session's own budget by `by` (by one more of each
+    /// session budget set, when `None`), an operator's decision: its runs
+    /// go on until the raised budget is spent. Answers what the session's
+    /// budget was raised by in all.
+    pub fn raise_budget(
+        &self,
+        session: &SessionId,
+        by: Option<Usage>,
+    ) -> Result<Usage, BudgetChange> {
+        let budgets = self.session_budget_set(session)?;
+        let by = by.unwrap_or(Usage {
+            cost: budgets.session_cost.unwrap_or_default(),
+            ..Usage::tokens(budgets.session_tokens.unwrap_or(0), 0)
+        });
+        let raised = self
+            .shared
+            .store
+            .raise_budget(session, by)
+            .ok_or(BudgetChange::NoSession)?;
+        self.in_cluster(session, move |cluster, session| async move {
+            cluster.raise_budget(&session, by).await
+        });
+        tracing::warn!(
+            session_id = %session,
+            raised_tokens = by.prompt_tokens,
+            raised_cost = %by.cost.shown(),
+            "the session's budget was raised by the operator: its runs go on"
+        );
+        self.admit_automatic(session);
+        Ok(raised)
+    }
+
+    /// The budgets, when the session is held and a budget per session is
+    /// set.
+    fn session_budget_set(
+        &self,
+        session: &SessionId,
+    ) -> Result<crate::spend::Budgets, BudgetChange> {
+        if !self.shared.store.contains(session) {
+            return Err(BudgetChange::NoSession);
+        }
+        let budgets = self.shared.ledger.budgets();
+        if budgets.session_tokens.is_none() && budgets.session_cost.is_none() {
+            return Err(BudgetChange::NoSessionBudget);
+        }
+        Ok(budgets)
+    }
+
+    /// Budgets are shared in a cluster: so is an operator's change, for
+    /// the runs the other instances hold.
+    fn in_cluster<F, Fut>(&self, session: &SessionId, change: F)
+    where
+        F: FnOnce(crate::cluster::Cluster, SessionId) -> Fut,
+        Fut:
+            std::future::Future<Output = Result<(), crate::cluster::ClusterError>> + Send + 'static,
+    {
+        let (Some(link), Ok(runtime)) = (
+            self.shared.cluster.get(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let changing = change(link.cluster.clone(), session.clone());
+        let session = session.clone();
+        runtime.spawn(async move {
+            if let Err(e) = changing.await {
+                tracing::warn!(session_id = %session, "the budget changed on this instance only: {e}");
+            }
+        });
+    }
+
+    /// Admits the session's automatic operations, for what it said while
+    /// its budget stopped it.
+    fn admit_automatic(&self, session: &SessionId) {
+        let kind = self.kind_of(session);
+        for op in &self.shared.config.automatic_ops {
+            if self.runs_for(*op, kind.as_deref()) {
+                self.admit(session, *op);
+            }
+        }
+    }
+}
 
 /// What the session has spent so far: every operation's ended runs, and
 /// `running` (a run's calls so far, not yet in its counters).
@@ -73,7 +183,16 @@ pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> 
     });
     let spent = session_spent(shared, session, call.running);
     let feed = shared.store.feed_of(session);
-    let budget = shared.ledger.over(spent, own, feed, call.ahead);
+    // What an operator raised the session's budget by is spending
+    // forgiven.
+    let raised = shared.store.budget_raised(session);
+    let counted = Usage {
+        prompt_tokens: (spent.prompt_tokens + spent.completion_tokens)
+            .saturating_sub(raised.prompt_tokens + raised.completion_tokens),
+        cost: crate::spend::Cost(spent.cost.0.saturating_sub(raised.cost.0)),
+        ..Usage::default()
+    };
+    let budget = shared.ledger.over(counted, own, feed, call.ahead);
     let before = shared.store.set_over_budget(session, budget);
     if let Some(budget) = budget
         && before != Some(budget)

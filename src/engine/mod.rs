@@ -38,6 +38,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 pub use attention::{Attention, SILENT_AFTER, attention};
+pub use budget::BudgetChange;
 pub use deliveries::{DbRecord, NoRecord};
 pub use durable::detail_from_disk;
 pub use failure::short_cause;
@@ -321,44 +322,6 @@ impl Engine {
             return None;
         }
         Some(self.admit(session, op))
-    }
-
-    /// Lifts the session's own budget, an operator's decision: its runs go
-    /// on past it (the hourly budgets still hold), starting now for what
-    /// it said meanwhile. `None` for a session the engine does not hold;
-    /// `Some(false)` when no budget is set per session.
-    pub fn lift_budget(&self, session: &SessionId) -> Option<bool> {
-        if !self.shared.store.contains(session) {
-            return None;
-        }
-        let budgets = self.shared.ledger.budgets();
-        if budgets.session_tokens.is_none() && budgets.session_cost.is_none() {
-            return Some(false);
-        }
-        self.shared.store.lift_budget(session);
-        if let Some(link) = self.shared.cluster.get()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            // Budgets are shared: so is the lift, for the runs the other
-            // instances hold.
-            let (cluster, session) = (link.cluster.clone(), session.clone());
-            runtime.spawn(async move {
-                if let Err(e) = cluster.lift_budget(&session).await {
-                    tracing::warn!(session_id = %session, "the lift reached this instance only: {e}");
-                }
-            });
-        }
-        tracing::warn!(
-            session_id = %session,
-            "the session's budget was lifted by the operator: its runs go on"
-        );
-        let kind = self.kind_of(session);
-        for op in &self.shared.config.automatic_ops {
-            if self.runs_for(*op, kind.as_deref()) {
-                self.admit(session, *op);
-            }
-        }
-        Some(true)
     }
 
     /// Asks the state manager; starts the run when admitted. A spent

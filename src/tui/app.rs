@@ -55,6 +55,10 @@ pub enum Command {
     LiftBudget {
         session: SessionId,
     },
+    /// Raise the session's own budget by one more of itself.
+    RaiseBudget {
+        session: SessionId,
+    },
     Quit,
 }
 
@@ -243,10 +247,13 @@ impl App {
             }
             Action::Trigger(op) => return self.trigger(vec![op]),
             Action::TriggerAll => return self.trigger(self.shown_ops()),
-            Action::LiftBudget => {
+            Action::LiftBudget | Action::RaiseBudget => {
                 if let Some(row) = self.selected_row() {
-                    return vec![Command::LiftBudget {
-                        session: row.id.clone(),
+                    let session = row.id.clone();
+                    return vec![if action == Action::LiftBudget {
+                        Command::LiftBudget { session }
+                    } else {
+                        Command::RaiseBudget { session }
                     }];
                 }
                 self.say("no session selected", Tone::Warn);

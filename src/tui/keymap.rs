@@ -76,6 +76,8 @@ pub enum Action {
     ToggleCost,
     /// Lifts the selected session's own budget.
     LiftBudget,
+    /// Raises the selected session's own budget by one more of itself.
+    RaiseBudget,
     Help,
     /// Closes the popup that is up.
     Close,
@@ -94,7 +96,11 @@ impl Action {
     pub fn changes_the_engine(self) -> bool {
         matches!(
             self,
-            Action::Trigger(_) | Action::TriggerAll | Action::Cancel | Action::LiftBudget
+            Action::Trigger(_)
+                | Action::TriggerAll
+                | Action::Cancel
+                | Action::LiftBudget
+                | Action::RaiseBudget
         )
     }
 }
@@ -399,6 +405,14 @@ pub const BINDINGS: &[Binding] = &[
         label: "B",
         action: Action::LiftBudget,
         hint: "lift budget",
+        in_bar: false,
+        contexts: SESSION,
+    },
+    Binding {
+        keys: &[Key::Char('+')],
+        label: "+",
+        action: Action::RaiseBudget,
+        hint: "raise budget",
         in_bar: false,
         contexts: SESSION,
     },

@@ -150,6 +150,23 @@ pub fn show(app: &mut App, answer: Answer) {
             &format!("{session} · budget lifted: its runs go on"),
             app::Tone::Good,
         ),
+        Answer::BudgetRaised {
+            session,
+            tokens,
+            cost,
+        } => {
+            let mut by = Vec::new();
+            if tokens > 0 {
+                by.push(format!("{tokens} tokens"));
+            }
+            if cost.0 > 0 {
+                by.push(cost.shown());
+            }
+            app.say(
+                &format!("{session} · budget raised by {} in all", by.join(" and ")),
+                app::Tone::Good,
+            )
+        }
         Answer::Refused(why) => app.say(&why, app::Tone::Warn),
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use inflight::engine::{Engine, EngineConfig, SessionRow, TriggerAnswer};
+use inflight::engine::{BudgetChange, Engine, EngineConfig, SessionRow, TriggerAnswer};
 use inflight::llm::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress, Usage,
 };
@@ -247,8 +247,11 @@ async fn an_operator_lifts_a_sessions_budget_and_its_runs_go_on() {
         2,
         "300 spent, then stopped"
     );
-    assert_eq!(engine.lift_budget(&sid("nobody")), None);
-    assert_eq!(engine.lift_budget(&sid("s1")), Some(true));
+    assert_eq!(
+        engine.lift_budget(&sid("nobody")),
+        Err(BudgetChange::NoSession)
+    );
+    assert_eq!(engine.lift_budget(&sid("s1")), Ok(()));
     settle(&engine).await;
     assert_eq!(
         backend.calls.load(Ordering::SeqCst),
@@ -270,7 +273,61 @@ async fn an_operator_lifts_a_sessions_budget_and_its_runs_go_on() {
     // Without a budget per session there is nothing to lift.
     let (plain, _) = self::engine(Budgets::default());
     plain.ingest(final_line("s1", 1, "hello"), None);
-    assert_eq!(plain.lift_budget(&sid("s1")), Some(false));
+    assert_eq!(
+        plain.lift_budget(&sid("s1")),
+        Err(BudgetChange::NoSessionBudget)
+    );
+    assert_eq!(
+        plain.raise_budget(&sid("s1"), None),
+        Err(BudgetChange::NoSessionBudget)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_raises_a_sessions_budget_and_it_holds_at_the_new_height() {
+    let (engine, backend) = engine(Budgets {
+        session_tokens: Some(300),
+        ..Budgets::default()
+    });
+    for seq in 1..=4 {
+        engine.ingest(final_line("s1", seq, "we ship on Friday."), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 2, "300 spent");
+    // By one more of itself: 300 more tokens, two more calls.
+    let raised = engine.raise_budget(&sid("s1"), None).unwrap();
+    assert_eq!(raised.prompt_tokens, 300);
+    settle(&engine).await;
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        3,
+        "raised, it covers what it said meanwhile at once"
+    );
+    assert_eq!(row(&engine, "s1").over_budget, None);
+    for seq in 5..=10 {
+        engine.ingest(final_line("s1", seq, "and more."), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        4,
+        "600 spent: the raised budget holds"
+    );
+    assert_eq!(row(&engine, "s1").over_budget, Some(Budget::SessionTokens));
+    // By an amount: 150 more, one more call.
+    let raised = engine
+        .raise_budget(&sid("s1"), Some(Usage::tokens(150, 0)))
+        .unwrap();
+    assert_eq!(raised.prompt_tokens, 450, "raises add up");
+    settle(&engine).await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 5);
+    assert!(!row(&engine, "s1").budget_lifted, "raised, not lifted");
+    assert_eq!(
+        engine.raise_budget(&sid("nobody"), None),
+        Err(BudgetChange::NoSession)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,6 +367,46 @@ async fn lifting_through_the_api_is_for_operators() {
         .await
         .unwrap();
     assert_eq!(sessions["sessions"][0]["budget_lifted"], true);
+    let raise = |session: &str, token: &str, body: &str| {
+        http()
+            .post(format!(
+                "{}/api/sessions/{session}/budget/raise",
+                server.base
+            ))
+            .bearer_auth(token)
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(raise("s1", "viewer-token", "").await.unwrap().status(), 403);
+    assert_eq!(raise("nobody", "op-token", "").await.unwrap().status(), 404);
+    for bad in [
+        "{\"tokens\": -5}",
+        "{\"coins\": 5}",
+        "{\"cost\": -1.0}",
+        "[1]",
+    ] {
+        let answer = raise("s1", "op-token", bad).await.unwrap();
+        assert_eq!(answer.status(), 400, "{bad}");
+        let why: serde_json::Value = answer.json().await.unwrap();
+        assert!(
+            why["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{why}"
+        );
+    }
+    let raised: serde_json::Value = raise("s1", "op-token", "")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raised["raised_tokens"], 300, "one more of itself");
+    let raised: serde_json::Value = raise("s1", "op-token", "{\"tokens\": 1000}")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raised["raised_tokens"], 1300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

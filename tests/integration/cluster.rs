@@ -109,6 +109,21 @@ async fn budgets_are_shared_checked_and_counted_in_one_step_and_fenced() {
             .await
             .unwrap(),
     );
+    // A raise on any instance holds on every one: 1 000 spent, 50 more.
+    b.raise_budget(&s1, Usage::tokens(50, 0)).await.unwrap();
+    assert_eq!(
+        spent(
+            a.reserve(&on_a, feed, priced(51, 0), &budgets, false)
+                .await
+                .unwrap()
+        ),
+        Budget::SessionTokens
+    );
+    room(
+        a.reserve(&on_a, feed, priced(50, 0), &budgets, false)
+            .await
+            .unwrap(),
+    );
     // A lift on any instance holds on every one.
     b.lift_budget(&s1).await.unwrap();
     room(
@@ -116,12 +131,12 @@ async fn budgets_are_shared_checked_and_counted_in_one_step_and_fenced() {
             .await
             .unwrap(),
     );
-    // The feed's hour: 1 200 counted so far; another session of that feed
-    // finds 300 left, one of another feed the whole hour.
+    // The feed's hour: 1 250 counted so far; another session of that feed
+    // finds 250 left, one of another feed the whole hour.
     let s2_lease = started(b.try_start(&s2, Operation::SUMMARY, 1).await.unwrap());
     assert_eq!(
         spent(
-            b.reserve(&s2_lease, feed, priced(301, 0), &budgets, false)
+            b.reserve(&s2_lease, feed, priced(251, 0), &budgets, false)
                 .await
                 .unwrap()
         ),

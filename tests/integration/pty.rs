@@ -630,7 +630,7 @@ fn attach_draws_the_servers_operations_not_its_own() {
 }
 
 #[test]
-fn a_spent_budget_shows_the_spend_overlay_ranks_it_and_b_lifts_it() {
+fn a_spent_budget_shows_the_spend_overlay_ranks_it_and_plus_raises_it_and_b_lifts_it() {
     // The builtin backend prices as `extractive`; a meeting's budget of
     // 400 tokens is spent within a few lines.
     let config =
@@ -686,6 +686,10 @@ session_tokens = 400
         .expect("the header")
         + 1;
     ui.press(&"j".repeat(first - top));
+    ui.press("+");
+    ui.wait_for("the raise's answer", |s| {
+        s.contents().contains("budget raised by 400 tokens in all")
+    });
     ui.press("B");
     ui.wait_for("the lift's answer", |s| {
         s.contents().contains("budget lifted: its runs go on")

@@ -54,7 +54,9 @@ impl SessionStore {
     /// duplicate. Does nothing for a session held.
     pub fn remember_forgotten(&self, session: SessionId, last_seq: Option<u64>) {
         let mut guard = self.lock(&session);
-        let Shard { held, forgotten } = &mut *guard;
+        let Shard {
+            held, forgotten, ..
+        } = &mut *guard;
         if !held.contains_key(&session) {
             forgotten.remember(session, last_seq);
         }
@@ -110,11 +112,16 @@ impl SessionStore {
     /// its last `seq`. Returns whether it went.
     pub fn forget_if_ended_before(&self, session: &SessionId, after: Duration) -> bool {
         let mut guard = self.lock(session);
-        let Shard { held, forgotten } = &mut *guard;
+        let Shard {
+            held,
+            forgotten,
+            raised,
+        } = &mut *guard;
         match held.get(session) {
             Some(record) if ended_before(record, after) => {
                 let last_seq = record.last_seq;
                 held.remove(session);
+                raised.remove(session);
                 self.held.fetch_sub(1, Ordering::AcqRel);
                 forgotten.remember(session.clone(), last_seq);
                 true

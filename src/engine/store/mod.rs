@@ -216,6 +216,9 @@ pub const SHARDS: usize = 64;
 struct Shard {
     held: HashMap<SessionId, SessionRecord>,
     forgotten: Forgotten,
+    /// What an operator added to a held session's own budget: kept apart,
+    /// since few sessions are ever raised.
+    raised: HashMap<SessionId, crate::llm::Usage>,
 }
 
 pub struct SessionStore {
@@ -249,6 +252,7 @@ impl SessionStore {
                     Mutex::new(Shard {
                         held: HashMap::new(),
                         forgotten: Forgotten::new(remembered_per_shard),
+                        raised: HashMap::new(),
                     })
                 })
                 .collect(),
@@ -301,7 +305,9 @@ impl SessionStore {
     /// A session that had ended is live again.
     pub fn append(&self, transcript: Transcript, feed: Option<usize>) -> Appended {
         let mut guard = self.lock(&transcript.session_id);
-        let Shard { held, forgotten } = &mut *guard;
+        let Shard {
+            held, forgotten, ..
+        } = &mut *guard;
         let record = match held.get_mut(&transcript.session_id) {
             Some(record) => record,
             None => {
@@ -372,6 +378,34 @@ impl SessionStore {
             record.over_budget = None;
         }
         true
+    }
+
+    /// Adds `by` to the session's own budget; what it was raised by in
+    /// all, or `None` for a session not held. A session stopped by its own
+    /// budget is no longer marked.
+    pub fn raise_budget(
+        &self,
+        session: &SessionId,
+        by: crate::llm::Usage,
+    ) -> Option<crate::llm::Usage> {
+        let mut guard = self.lock(session);
+        let Shard { held, raised, .. } = &mut *guard;
+        let record = held.get_mut(session)?;
+        if record.over_budget.is_some_and(|b| b.per_session()) {
+            record.over_budget = None;
+        }
+        let total = raised.entry(session.clone()).or_default();
+        *total = total.plus(by);
+        Some(*total)
+    }
+
+    /// What an operator added to the session's own budget.
+    pub fn budget_raised(&self, session: &SessionId) -> crate::llm::Usage {
+        self.lock(session)
+            .raised
+            .get(session)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Whether an operator lifted the session's own budget.

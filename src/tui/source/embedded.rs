@@ -71,11 +71,16 @@ impl Source for Embedded {
                 }
             }
             Command::LiftBudget { session } => match engine.lift_budget(&session) {
-                Some(true) => Answer::BudgetLifted { session },
-                Some(false) => Answer::Refused(format!(
-                    "{session} · no budget is set per session (--budget-session-tokens)"
-                )),
-                None => Answer::Refused(format!("{session} · no such session held")),
+                Ok(()) => Answer::BudgetLifted { session },
+                Err(why) => Answer::Refused(budget_refused(&session, why)),
+            },
+            Command::RaiseBudget { session } => match engine.raise_budget(&session, None) {
+                Ok(raised) => Answer::BudgetRaised {
+                    session,
+                    tokens: raised.prompt_tokens,
+                    cost: raised.cost,
+                },
+                Err(why) => Answer::Refused(budget_refused(&session, why)),
             },
             Command::Cancel { session, ops } => Answer::Cancelled {
                 stopped: ops
@@ -113,5 +118,15 @@ impl Source for Embedded {
             // The engine outlives this source; nothing more will come.
             Err(RecvError::Closed) => std::future::pending().await,
         }
+    }
+}
+
+/// Why the engine refused an operator's change to a session's budget.
+fn budget_refused(session: &SessionId, why: crate::engine::BudgetChange) -> String {
+    match why {
+        crate::engine::BudgetChange::NoSession => format!("{session} · no such session held"),
+        crate::engine::BudgetChange::NoSessionBudget => format!(
+            "{session} · no budget is set per session (--budget-session-tokens, --budget-session-cost)"
+        ),
     }
 }

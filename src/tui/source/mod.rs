@@ -54,6 +54,12 @@ pub enum Answer {
     },
     /// The session's own budget was lifted.
     BudgetLifted { session: SessionId },
+    /// The session's own budget was raised: by this much in all.
+    BudgetRaised {
+        session: SessionId,
+        tokens: u64,
+        cost: crate::spend::Cost,
+    },
     /// The command could not be carried out; says why.
     Refused(String),
 }

@@ -176,6 +176,26 @@ impl Api {
         }
     }
 
+    pub(super) async fn raise_budget(&self, session: SessionId) -> Answer {
+        let path = format!("/api/sessions/{session}/budget/raise");
+        match self.send(reqwest::Method::POST, &path).await {
+            Ok((status, body)) if status.is_success() => {
+                match serde_json::from_value::<crate::api::BudgetRaisedJson>(body) {
+                    Ok(raised) => Answer::BudgetRaised {
+                        session,
+                        tokens: raised.raised_tokens,
+                        cost: crate::spend::Cost::from_units(raised.raised_cost),
+                    },
+                    Err(e) => Answer::Refused(format!("{session} · a raise answered {e}")),
+                }
+            }
+            Ok((status, body)) => {
+                Answer::Refused(format!("{session} · {}", refusal(status, &body)))
+            }
+            Err(e) => Answer::Refused(format!("{session} · {e}")),
+        }
+    }
+
     pub(super) async fn cancel(&self, session: SessionId, ops: Vec<Operation>) -> Answer {
         let mut stopped = Vec::new();
         for op in ops {

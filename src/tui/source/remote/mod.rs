@@ -282,6 +282,7 @@ impl Source for Remote {
                 Command::Trigger { session, ops } => api.trigger(session, ops).await,
                 Command::Cancel { session, ops } => api.cancel(session, ops).await,
                 Command::LiftBudget { session } => api.lift_budget(session).await,
+                Command::RaiseBudget { session } => api.raise_budget(session).await,
                 Command::OpenStored { session } => match api.detail(&session).await {
                     Ok(detail) => Answer::Stored {
                         session,
