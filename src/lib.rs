@@ -33,6 +33,7 @@
 //! | [`net`] | TLS and HTTP client setup, URLs redacted for display |
 //! | [`signals`] | the signals that stop the process, and SIGHUP |
 //! | [`spend`] | what LLM work costs: the price table, a call's cost |
+//! | [`record`] | recordings of what crossed the engine's edges, and replaying them through the engine |
 //! | [`monotime`] | instants on the wire: milliseconds from the sender's anchor, mapped onto the reader's clock |
 //! | [`logs`] | the in-memory log the dashboard shows, capped log lines |
 //! | `format` | durations, ages, counts and times in a few fixed-width characters |
@@ -53,6 +54,7 @@ pub mod model;
 pub mod monotime;
 pub mod net;
 pub mod ops;
+pub mod record;
 pub mod signals;
 pub mod spend;
 pub mod state;

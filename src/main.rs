@@ -53,6 +53,15 @@ fn main() -> ExitCode {
         };
     }
     let cli = loaded.cli;
+    if let Some(Command::Replay(args)) = &cli.command {
+        return match run_replay(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("inflight: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,6 +89,7 @@ fn main() -> ExitCode {
             Some(Command::Serve(engine)) => run_headless(*engine).await,
             Some(Command::Config(_)) => Ok(()),
             Some(Command::Attach(args)) => run_attach(args).await,
+            Some(Command::Replay(_)) => Ok(()),
             None => run_dashboard(cli.engine, cli.no_color).await,
         }
     });
@@ -162,6 +172,18 @@ struct Running {
     stop_feeds: CancellationToken,
     /// Closed last, once the runs have drained.
     db: Option<DbFile>,
+    /// The recording (`--record`): flushed and closed when dropped.
+    recording: Option<RecordingFile>,
+}
+
+/// A recording being written: what is waiting is written and flushed when
+/// dropped.
+struct RecordingFile(inflight::record::Recorder);
+
+impl Drop for RecordingFile {
+    fn drop(&mut self) {
+        self.0.close(Duration::from_secs(5));
+    }
 }
 
 /// Builds the engine and connects its feeds: the given ones, or the embedded
@@ -172,7 +194,31 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
     if args.llm != LlmKind::Builtin {
         tokio::spawn(inflight::llm::watch(backend.clone()));
     }
-    let engine = Engine::new(args.engine_config(), backend);
+    let config = args.engine_config();
+    let recorder = match args.record_options() {
+        Some(options) => {
+            let bound = options.bound();
+            let path = options.path.clone();
+            let recorder = inflight::record::Recorder::start(
+                options,
+                inflight::record::Settings::of(&config),
+            )?;
+            tracing::info!(path = %path.display(), bound_bytes = bound, "recording");
+            Some(recorder)
+        }
+        None => None,
+    };
+    let backend: Arc<dyn inflight::llm::Backend> = match &recorder {
+        Some(recorder) => Arc::new(inflight::record::RecordingBackend::new(
+            backend,
+            recorder.clone(),
+        )),
+        None => backend,
+    };
+    let engine = Engine::new(config, backend);
+    if let Some(recorder) = &recorder {
+        engine.events().record_to(recorder.clone())?;
+    }
     let webhooks = (!args.webhooks.is_empty()).then(|| {
         Arc::new(inflight::webhooks::Webhooks::new(
             args.webhooks.clone(),
@@ -268,6 +314,7 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         feeds: tracker,
         stop_feeds,
         db,
+        recording: recorder.map(RecordingFile),
     })
 }
 
@@ -301,6 +348,7 @@ async fn run_dashboard(args: EngineArgs, no_color: bool) -> Result<(), String> {
     let _stop_feeds = shutdown.clone().drop_guard();
     let running = start_engine(&args, &shutdown).await?;
     let _db = running.db;
+    let _recording = running.recording;
     let engine = running.engine;
     if let Some(addr) = args.api {
         let mut config = args.api_config(addr);
@@ -341,6 +389,7 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
         feeds,
         stop_feeds,
         db,
+        recording,
     } = start_engine(&args, &shutdown).await?;
     let (bound, api) = api::start(engine.clone(), api_config, shutdown.clone()).await?;
     tracing::info!(%bound, "API listening");
@@ -364,6 +413,7 @@ async fn run_headless(args: EngineArgs) -> Result<(), String> {
     let drained = engine.drain(args.drain_timeout).await;
     // The runs' last results and records are in: commit them.
     drop(db);
+    drop(recording);
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     let totals = engine.snapshot().totals;
@@ -401,4 +451,42 @@ async fn run_feed_server(args: FeedArgs) -> Result<(), String> {
     stop.recv().await;
     shutdown.cancel();
     Ok(())
+}
+
+/// `inflight replay FILE --engine`: the recording through the engine on a
+/// paused clock, and the comparison printed. Exits 0 when the replay is
+/// identical to the recording, 1 when it differs.
+fn run_replay(args: &inflight::config::ReplayArgs) -> Result<ExitCode, String> {
+    use inflight::config::ReportFormat;
+    use inflight::record::{ReplaySettings, read, replay, report};
+    if !args.engine {
+        return Err(
+            "replaying into the dashboard is not built yet: give --engine to replay through the engine and compare"
+                .into(),
+        );
+    }
+    let reading = read(&args.file)?;
+    if let Some(damage) = &reading.damage {
+        eprintln!("inflight: {} was {damage}", args.file.display());
+    }
+    let changes = ReplaySettings {
+        llm_concurrency: args.llm_concurrency.map(|n| n as usize),
+        min_interval: args.min_interval,
+        on_busy: args.on_busy,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("cannot start the replay's runtime: {e}"))?;
+    let comparison = runtime.block_on(replay(&reading, &changes));
+    match args.report {
+        ReportFormat::Table => print!("{}", report::table(&comparison)),
+        ReportFormat::Json => println!("{}", report::json(&comparison)),
+    }
+    Ok(if comparison.identical {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

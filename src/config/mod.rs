@@ -70,6 +70,45 @@ pub enum Command {
     /// The dashboard of an inflight running elsewhere (`inflight serve`),
     /// over its API: closing it stops nothing there.
     Attach(AttachArgs),
+    /// Replay a recording (`--record`) through the engine and compare.
+    Replay(ReplayArgs),
+}
+
+/// How `inflight replay` prints its comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording: a file `--record` wrote.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Feed the recorded transcripts and LLM answers, with their recorded
+    /// times, through today's engine on a paused clock, and compare the
+    /// outcome with the recording.
+    #[arg(long)]
+    pub engine: bool,
+
+    /// Print the comparison as a table or as one JSON object.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "table", num_args = 0..=1, default_missing_value = "table")]
+    pub report: ReportFormat,
+
+    /// Replay with this many LLM calls at once instead of the recorded
+    /// setting.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub llm_concurrency: Option<u32>,
+
+    /// Replay with this --min-interval instead of the recorded one.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_interval: Option<Duration>,
+
+    /// Replay with this --on-busy for every operation.
+    #[arg(long, value_enum)]
+    pub on_busy: Option<Policy>,
 }
 
 #[derive(Debug, Args)]
@@ -381,6 +420,25 @@ pub struct EngineArgs {
     /// `[[prices]]`).
     #[arg(long, value_name = "AMOUNT", value_parser = parse_amount, env = "INFLIGHT_BUDGET_COST_PER_HOUR")]
     pub budget_cost_per_hour: Option<crate::spend::Cost>,
+
+    /// Record what arrives and what the engine and the LLM do to this
+    /// file (JSON lines, appended to), for `inflight replay`.
+    #[arg(long, value_name = "FILE", env = "INFLIGHT_RECORD")]
+    pub record: Option<PathBuf>,
+
+    /// Rotate the recording when its file passes this size (`64MiB`,
+    /// `1GB`, bytes without a unit).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size, env = "INFLIGHT_RECORD_MAX_SIZE")]
+    pub record_max_size: u64,
+
+    /// Recording files kept in all, the one written included: the
+    /// recording takes at most this many times --record-max-size.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000), env = "INFLIGHT_RECORD_KEEP")]
+    pub record_keep: u32,
+
+    /// Rotate the recording when its file is this old, too.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "INFLIGHT_RECORD_MAX_AGE")]
+    pub record_max_age: Option<Duration>,
 
     /// Defined operations that run by themselves (comma-separated; each as
     /// its definition says when): all of them unless given.

@@ -17,6 +17,18 @@ impl EngineArgs {
         self.feeds.is_empty()
     }
 
+    /// Where and how much to record (`--record`), when asked.
+    pub fn record_options(&self) -> Option<crate::record::RecordOptions> {
+        self.record
+            .as_ref()
+            .map(|path| crate::record::RecordOptions {
+                path: path.clone(),
+                max_bytes: self.record_max_size,
+                keep: self.record_keep,
+                max_age: self.record_max_age,
+            })
+    }
+
     /// Where the database lives: `None` with `--no-db`. The demo gets a
     /// file of its own (in the temp folder, one per process) unless `--db`
     /// names one.

@@ -94,3 +94,35 @@ pub(super) fn parse_operation(raw: &str) -> Result<Operation, String> {
     // the config file is read (`EngineArgs::check_ops`).
     Operation::named(raw).map_err(|e| e.to_string())
 }
+
+/// A size in bytes: a whole number with an optional unit (`KB`, `MB`,
+/// `GB` are powers of 1000; `KiB`, `MiB`, `GiB` of 1024).
+pub(super) fn parse_size(raw: &str) -> Result<u64, String> {
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000 * 1000,
+        "GB" => 1000 * 1000 * 1000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{raw:?}: {other:?} is not a unit; write e.g. 64MiB, 500MB or 1048576"
+            ));
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a size; write e.g. 64MiB, 500MB or 1048576"))?;
+    match n.checked_mul(unit_bytes) {
+        Some(bytes) if bytes >= 4096 => Ok(bytes),
+        Some(_) => Err(format!("{raw:?} is too small: at least 4096 bytes")),
+        None => Err(format!("{raw:?} is too large")),
+    }
+}

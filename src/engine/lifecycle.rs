@@ -100,6 +100,12 @@ impl Engine {
     /// rest as cancelled ("the process is stopping") and waits for their
     /// tasks to end. Feeds should be stopped first, so no new work comes.
     pub async fn drain(&self, within: Duration) -> Drained {
+        if let Some(recorder) = self.shared.events.recorder() {
+            recorder.record(crate::record::Record::Stop {
+                at: recorder.now(),
+                drain_ms: within.as_millis() as u64,
+            });
+        }
         let runs = &self.shared.runs;
         let in_flight = self.snapshot().totals;
         let in_flight = (in_flight.running + in_flight.queued) as usize;

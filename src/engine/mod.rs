@@ -226,6 +226,13 @@ impl Engine {
         status: Option<&FeedStatus>,
     ) -> Appended {
         let session = transcript.session_id.clone();
+        if let Some(recorder) = self.shared.events.recorder() {
+            recorder.record(crate::record::Record::Transcript {
+                at: recorder.now(),
+                feed,
+                line: crate::record::Line::of(&transcript),
+            });
+        }
         let kept = durable::keep_for_db(&self.shared, &transcript);
         let appended = self.shared.store.append(transcript, feed);
         if let Some(status) = status {
@@ -301,6 +308,13 @@ impl Engine {
 
     /// The session ended: one last run of every operation.
     pub fn end_session(&self, session: &SessionId, feed: Option<usize>) {
+        if let Some(recorder) = self.shared.events.recorder() {
+            recorder.record(crate::record::Record::End {
+                at: recorder.now(),
+                feed,
+                session: session.clone(),
+            });
+        }
         if self.shared.store.end(session, feed) {
             durable::write_ended(&self.shared, session);
             deliveries::session_ended(&self.shared, session);

@@ -1,0 +1,293 @@
+//! The two LLM backends of recordings: one writes every call down as it
+//! passes to the real backend, the other answers a replay's calls with
+//! what was written.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Answer, Record, Recorder};
+use crate::llm::{
+    Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
+    Usage,
+};
+use crate::model::{Operation, SessionId};
+
+/// Passes every call to `inner` and records its answer (or error) and
+/// when it was sent and ended.
+pub struct RecordingBackend {
+    inner: Arc<dyn Backend>,
+    recorder: Recorder,
+}
+
+impl RecordingBackend {
+    pub fn new(inner: Arc<dyn Backend>, recorder: Recorder) -> Self {
+        Self { inner, recorder }
+    }
+}
+
+fn answer_of(result: &Result<LlmResponse, LlmError>) -> (Answer, Usage) {
+    match result {
+        Ok(response) => (
+            Answer::Text {
+                text: response.text.clone(),
+                model: response.model.clone(),
+                truncated: response.truncated,
+            },
+            response.usage,
+        ),
+        Err(error) => {
+            let (kind, status) = match &error.kind {
+                LlmErrorKind::Unreachable => ("unreachable", None),
+                LlmErrorKind::Dropped => ("dropped", None),
+                LlmErrorKind::TimedOut => ("timed_out", None),
+                LlmErrorKind::Refused { status } => ("refused", Some(*status)),
+                LlmErrorKind::ContextExceeded { .. } => ("context_exceeded", None),
+                LlmErrorKind::BadAnswer { .. } => ("bad_answer", None),
+                LlmErrorKind::Other => ("other", None),
+            };
+            (
+                Answer::Error {
+                    kind: kind.into(),
+                    status,
+                    message: error.message.clone(),
+                },
+                error.usage,
+            )
+        }
+    }
+}
+
+impl Backend for RecordingBackend {
+    fn info(&self) -> BackendInfo {
+        self.inner.info()
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async move {
+            let mut call = InFlight {
+                recorder: &self.recorder,
+                sent: self.recorder.now(),
+                session: Some(request.session.clone()),
+                op: request.op,
+            };
+            let result = self.inner.generate(request, progress).await;
+            let (answer, usage) = answer_of(&result);
+            call.ended(answer, usage);
+            result
+        })
+    }
+
+    fn prompt_room(&self, op: Operation) -> Option<usize> {
+        self.inner.prompt_room(op)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        self.inner.check()
+    }
+}
+
+/// A call on its way: recorded when it ends, or, dropped first (its run
+/// was stopped), as never answered.
+struct InFlight<'a> {
+    recorder: &'a Recorder,
+    sent: u64,
+    /// Taken when the call is recorded.
+    session: Option<SessionId>,
+    op: Operation,
+}
+
+impl InFlight<'_> {
+    fn ended(&mut self, answer: Answer, usage: Usage) {
+        if let Some(session) = self.session.take() {
+            self.recorder.record(Record::Llm {
+                at: self.sent,
+                session,
+                op: self.op,
+                end: self.recorder.now(),
+                answer,
+                usage,
+            });
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.ended(Answer::Unanswered, Usage::default());
+    }
+}
+
+/// A recorded call: how long it took and what it answered.
+#[derive(Debug, Clone)]
+struct Call {
+    took: Duration,
+    answer: Answer,
+    usage: Usage,
+}
+
+/// Answers each call of a (session, operation) with that pair's next
+/// recorded call, after as long as it took. A replay that calls more
+/// often than the recording did gets the pair's last answer again (or the
+/// operation's latest from any session) after the operation's median
+/// call time; those calls are counted as made up.
+pub struct ReplayBackend {
+    model: String,
+    calls: Mutex<Calls>,
+}
+
+#[derive(Default)]
+struct Calls {
+    recorded: HashMap<(SessionId, Operation), VecDeque<Call>>,
+    last: HashMap<(SessionId, Operation), Call>,
+    latest_of_op: HashMap<Operation, Call>,
+    median_of_op: HashMap<Operation, Duration>,
+    made_up: u64,
+}
+
+impl ReplayBackend {
+    /// From a recording's records.
+    pub fn new<'a>(records: impl IntoIterator<Item = &'a Record>) -> Self {
+        let mut calls = Calls::default();
+        let mut took_by_op: HashMap<Operation, Vec<Duration>> = HashMap::new();
+        let mut model = String::from("recorded");
+        for record in records {
+            if let Record::Llm {
+                at,
+                session,
+                op,
+                end,
+                answer,
+                usage,
+            } = record
+            {
+                if let Answer::Text { model: m, .. } = answer {
+                    model.clone_from(m);
+                }
+                let call = Call {
+                    took: Duration::from_micros(end.saturating_sub(*at)),
+                    answer: answer.clone(),
+                    usage: *usage,
+                };
+                took_by_op.entry(*op).or_default().push(call.took);
+                if matches!(call.answer, Answer::Text { .. }) {
+                    calls.latest_of_op.insert(*op, call.clone());
+                }
+                calls
+                    .recorded
+                    .entry((session.clone(), *op))
+                    .or_default()
+                    .push_back(call);
+            }
+        }
+        for (op, mut took) in took_by_op {
+            took.sort();
+            calls.median_of_op.insert(op, took[took.len() / 2]);
+        }
+        Self {
+            model,
+            calls: Mutex::new(calls),
+        }
+    }
+
+    /// Calls answered with no recorded call of their own.
+    pub fn made_up(&self) -> u64 {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).made_up
+    }
+
+    fn next(&self, session: &SessionId, op: Operation) -> Call {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (session.clone(), op);
+        if let Some(call) = calls.recorded.get_mut(&key).and_then(VecDeque::pop_front) {
+            calls.last.insert(key, call.clone());
+            return call;
+        }
+        calls.made_up += 1;
+        let took = calls
+            .median_of_op
+            .get(&op)
+            .copied()
+            .unwrap_or(Duration::from_secs(1));
+        let answer = calls
+            .last
+            .get(&key)
+            .filter(|c| matches!(c.answer, Answer::Text { .. }))
+            .or_else(|| calls.latest_of_op.get(&op))
+            .map(|c| c.answer.clone())
+            .unwrap_or(Answer::Error {
+                kind: "other".into(),
+                status: None,
+                message: "the recording has no answer of this operation".into(),
+            });
+        Call {
+            took,
+            answer,
+            usage: Usage::default(),
+        }
+    }
+}
+
+impl Backend for ReplayBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo::simulated("replay", &self.model)
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: LlmRequest,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        let call = self.next(&request.session, request.op);
+        Box::pin(async move {
+            if call.answer == Answer::Unanswered {
+                // Its run was stopped before it answered: so it is here,
+                // unless the replay's engine lets it run on (then its
+                // deadline ends it).
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(call.took).await;
+            match call.answer {
+                Answer::Unanswered => std::future::pending().await,
+                Answer::Text {
+                    text,
+                    model,
+                    truncated,
+                } => Ok(LlmResponse {
+                    text,
+                    model,
+                    usage: call.usage,
+                    truncated,
+                }),
+                Answer::Error {
+                    kind,
+                    status,
+                    message,
+                } => {
+                    let kind = match kind.as_str() {
+                        "unreachable" => LlmErrorKind::Unreachable,
+                        "dropped" => LlmErrorKind::Dropped,
+                        "timed_out" => LlmErrorKind::TimedOut,
+                        "refused" => LlmErrorKind::Refused {
+                            status: status.unwrap_or(500),
+                        },
+                        "context_exceeded" => LlmErrorKind::ContextExceeded {
+                            window: None,
+                            requested: None,
+                        },
+                        _ => LlmErrorKind::Other,
+                    };
+                    Err(LlmError {
+                        kind,
+                        message,
+                        usage: call.usage,
+                        retry_after: None,
+                    })
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! Reading a recording back: every record up to the first damage, with
+//! its time on one clock.
+//!
+//! A file appended to holds several segments, each opened by a header with
+//! the wall-clock time it started; records are read on the first
+//! segment's clock, so the segments follow each other as they happened.
+//! A line that is cut short (a crash mid-write) or does not read ends the
+//! reading there, and [`Damage`] says where and why: what came before is
+//! kept. A recording of a later format version is refused with the
+//! version it has.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use super::{FORMAT_VERSION, HEADER_KIND, Record, Settings};
+
+/// Where a recording stops being readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damage {
+    /// The line, from 1.
+    pub line: u64,
+    /// Its first byte's offset in the file.
+    pub offset: u64,
+    pub why: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "read up to line {} (byte {}), where it is damaged: {}",
+            self.line, self.offset, self.why
+        )
+    }
+}
+
+/// What a recording holds.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// The first header's settings.
+    pub settings: Settings,
+    /// The first header's start, in microseconds since 1970.
+    pub started_unix_us: u64,
+    /// Every record but the headers, with its time in microseconds since
+    /// the first header's start, in the order written.
+    pub records: Vec<(u64, Record)>,
+    /// Where each segment after the first begins: the index of its first
+    /// record in `records`.
+    pub segment_starts: Vec<usize>,
+    /// Where reading stopped early, if it did.
+    pub damage: Option<Damage>,
+}
+
+impl Reading {
+    /// The time of the last record, in microseconds.
+    pub fn length_us(&self) -> u64 {
+        self.records.last().map_or(0, |(at, _)| *at)
+    }
+
+    /// The records of one process's life: up to the end of the segment
+    /// where the first `stop` is (what follows is a process started
+    /// again), or all of them.
+    pub fn first_run(&self) -> &[(u64, Record)] {
+        let Some(stop) = self
+            .records
+            .iter()
+            .position(|(_, r)| matches!(r, Record::Stop { .. }))
+        else {
+            return &self.records;
+        };
+        let end = self
+            .segment_starts
+            .iter()
+            .copied()
+            .find(|start| *start > stop)
+            .unwrap_or(self.records.len());
+        &self.records[..end]
+    }
+}
+
+/// Reads `path`. An error for a file that cannot be opened, is not a
+/// recording, or is of a later format version; damage further on is in
+/// [`Reading::damage`].
+pub fn read(path: &Path) -> Result<Reading, String> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open the recording {}: {e}", path.display()))?;
+    read_from(BufReader::new(file), &path.display().to_string())
+}
+
+fn header_of(record: &Record, name: &str) -> Result<(u64, Settings), String> {
+    match record {
+        Record::Header {
+            version,
+            inflight,
+            started_unix_us,
+            settings,
+        } => {
+            if *version > FORMAT_VERSION {
+                return Err(format!(
+                    "{name} is a recording of format version {version} (written by inflight \
+                     {inflight}); this inflight reads versions up to {FORMAT_VERSION}: \
+                     replay it with a newer inflight"
+                ));
+            }
+            Ok((*started_unix_us, settings.clone()))
+        }
+        _ => Err(format!(
+            "{name} does not start with a recording's header (`\"k\": \"{HEADER_KIND}\"`)"
+        )),
+    }
+}
+
+pub(super) fn read_from(mut input: impl BufRead, name: &str) -> Result<Reading, String> {
+    let mut bytes = Vec::new();
+    let mut offset = 0u64;
+    let mut line_no = 0u64;
+    let mut reading: Option<Reading> = None;
+    let mut segment_start = 0u64;
+    loop {
+        bytes.clear();
+        let n = input
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| format!("cannot read {name}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let at_offset = offset;
+        offset += n as u64;
+        let damage = |why: String| Damage {
+            line: line_no,
+            offset: at_offset,
+            why,
+        };
+        let parsed = if bytes.last() != Some(&b'\n') {
+            Err(damage("the line is cut short (no end of line)".into()))
+        } else if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        } else {
+            serde_json::from_slice::<Record>(&bytes).map_err(|e| damage(e.to_string()))
+        };
+        let Some(so_far) = reading.as_mut() else {
+            // The first line decides whether this is a recording at all:
+            // its version is read before the rest of it.
+            let record = match parsed {
+                Ok(record) => record,
+                Err(bad) => {
+                    if let Some(version) = version_of(&bytes)
+                        && version > u64::from(FORMAT_VERSION)
+                    {
+                        return Err(format!(
+                            "{name} is a recording of format version {version}; this inflight \
+                             reads versions up to {FORMAT_VERSION}: replay it with a newer inflight"
+                        ));
+                    }
+                    return Err(format!("{name} is not a readable recording: {}", bad.why));
+                }
+            };
+            let (started, settings) = header_of(&record, name)?;
+            segment_start = started;
+            reading = Some(Reading {
+                settings,
+                started_unix_us: started,
+                records: Vec::new(),
+                segment_starts: Vec::new(),
+                damage: None,
+            });
+            continue;
+        };
+        let record = match parsed {
+            Ok(record) => record,
+            Err(bad) => {
+                so_far.damage = Some(match version_of(&bytes) {
+                    Some(version) if version > u64::from(FORMAT_VERSION) => Damage {
+                        why: format!(
+                            "a segment of format version {version}, later than this inflight reads ({FORMAT_VERSION})"
+                        ),
+                        ..bad
+                    },
+                    _ => bad,
+                });
+                break;
+            }
+        };
+        if let Record::Header { .. } = record {
+            match header_of(&record, name) {
+                Ok((started, _)) => {
+                    segment_start = started;
+                    so_far.segment_starts.push(so_far.records.len());
+                }
+                Err(why) => {
+                    so_far.damage = Some(damage(why));
+                    break;
+                }
+            }
+            continue;
+        }
+        let at = record.at().unwrap_or(0);
+        let time = (segment_start + at).saturating_sub(so_far.started_unix_us);
+        so_far.records.push((time, record));
+    }
+    reading.ok_or_else(|| format!("{name} is empty: not a recording"))
+}
+
+/// The `version` of a line that looks like a header, read loosely.
+fn version_of(bytes: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    (value.get("k")?.as_str()? == HEADER_KIND)
+        .then(|| value.get("version")?.as_u64())
+        .flatten()
+}

@@ -1,0 +1,365 @@
+//! A recording fed through today's engine, and the two outcomes compared.
+//!
+//! The engine runs on a paused clock: the recorded transcripts and session
+//! ends arrive at their recorded times, and each LLM call is answered with
+//! the recorded answer after as long as it took ([`ReplayBackend`]). Time
+//! jumps from one thing to the next, so minutes replay in well under a
+//! second. Run with the recorded settings, the engine makes the same runs;
+//! run with others (`--llm-concurrency`, `--min-interval`, `--on-busy`),
+//! it shows what they would have done.
+//!
+//! Both sides are counted by one [`Tally`]: per session and operation, the
+//! runs that ended, the requests skipped, and the generation the newest
+//! result covers. A recording that goes on past a `stop` (a process
+//! started again, appending) is replayed up to the stop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{Reading, Record, ReplayBackend, Settings};
+use crate::engine::{Engine, EngineConfig};
+use crate::model::{Operation, SessionId};
+use crate::state::{Policy, StateConfig};
+
+/// What a replay changes from the recorded settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplaySettings {
+    pub llm_concurrency: Option<usize>,
+    pub min_interval: Option<Duration>,
+    pub on_busy: Option<Policy>,
+}
+
+/// One (session, operation)'s outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// Runs that ended, however they ended.
+    pub runs: u64,
+    /// Runs that ended failed or timed out.
+    pub failed: u64,
+    /// Requests that met a run in flight.
+    pub skips: u64,
+    /// The generation the newest result covers.
+    pub covered: u64,
+}
+
+/// Outcomes per session and operation, and each session's final lines.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tally {
+    pub ops: BTreeMap<(SessionId, Operation), Outcome>,
+    pub lines: BTreeMap<SessionId, u64>,
+}
+
+impl Tally {
+    /// Counts one record.
+    pub fn add(&mut self, record: &Record) {
+        use crate::events::Outcome as Ended;
+        match record {
+            Record::Transcript { line, .. } if line.is_final => {
+                *self.lines.entry(line.session.clone()).or_default() += 1;
+            }
+            Record::Finished {
+                session,
+                op,
+                outcome,
+                ..
+            } => {
+                let o = self.ops.entry((session.clone(), *op)).or_default();
+                o.runs += 1;
+                if matches!(outcome, Ended::Failed | Ended::TimedOut) {
+                    o.failed += 1;
+                }
+            }
+            Record::Skipped { session, op, .. } => {
+                self.ops.entry((session.clone(), *op)).or_default().skips += 1;
+            }
+            Record::Result {
+                session,
+                op,
+                covered,
+                ..
+            } => {
+                let o = self.ops.entry((session.clone(), *op)).or_default();
+                o.covered = o.covered.max(*covered);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sessions whose newest result of some operation does not cover all
+    /// their lines at the end.
+    pub fn stale(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|(session, lines)| {
+                self.ops
+                    .iter()
+                    .filter(|((s, _), _)| s == *session)
+                    .any(|(_, o)| o.covered < **lines)
+            })
+            .count()
+    }
+
+    fn sum(&self, of: impl Fn(&Outcome) -> u64) -> u64 {
+        self.ops.values().map(of).sum()
+    }
+}
+
+/// Something the replay did differently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    pub session: SessionId,
+    pub op: Operation,
+    /// `runs`, `failed`, `skips` or `covered`.
+    pub what: &'static str,
+    pub recorded: u64,
+    pub replayed: u64,
+}
+
+/// The two outcomes side by side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub identical: bool,
+    pub differences: Vec<Difference>,
+    /// The settings the replay ran with, and what it changed.
+    pub settings: Settings,
+    pub changed: Vec<String>,
+    pub recorded_seconds: f64,
+    pub wall_seconds: f64,
+    /// Recorded seconds replayed per wall second.
+    pub speed: f64,
+    /// Replayed calls the recording had no call for (answered with the
+    /// pair's last answer).
+    pub made_up_calls: u64,
+    /// Events the tally missed because it fell behind (0 unless the
+    /// replay was too big for the event buffer).
+    pub missed_events: u64,
+    /// Where the recording stopped being readable, if it did.
+    pub damage: Option<String>,
+    pub recorded: Totals,
+    pub replayed: Totals,
+    #[serde(skip)]
+    pub recorded_tally: Tally,
+    #[serde(skip)]
+    pub replayed_tally: Tally,
+}
+
+/// One side's sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub sessions: usize,
+    pub runs: u64,
+    pub failed: u64,
+    pub skips: u64,
+    pub stale_sessions: usize,
+}
+
+impl Totals {
+    fn of(tally: &Tally) -> Self {
+        Self {
+            sessions: tally.lines.len(),
+            runs: tally.sum(|o| o.runs),
+            failed: tally.sum(|o| o.failed),
+            skips: tally.sum(|o| o.skips),
+            stale_sessions: tally.stale(),
+        }
+    }
+}
+
+fn config_of(settings: &Settings) -> EngineConfig {
+    let mut policy = crate::ops::OpMap::new();
+    for (op, name) in &settings.on_busy {
+        *policy.entry(*op) = if name == "skip" {
+            Policy::Skip
+        } else {
+            Policy::Coalesce
+        };
+    }
+    EngineConfig {
+        state: StateConfig {
+            policy,
+            op_timeout: Duration::from_millis(settings.op_timeout_ms),
+            retries: settings.retries,
+        },
+        llm_concurrency: settings.llm_concurrency.max(1),
+        incremental: settings.incremental,
+        min_interval: Duration::from_millis(settings.min_interval_ms),
+        automatic_ops: settings.automatic_ops.clone(),
+        end_ops: settings.end_ops.clone(),
+        retry_backoff: Duration::from_millis(settings.retry_backoff_ms),
+        ..EngineConfig::default()
+    }
+}
+
+/// The recorded settings with the replay's changes, and the changes in
+/// words.
+fn apply(recorded: &Settings, changes: &ReplaySettings) -> (Settings, Vec<String>) {
+    let mut settings = recorded.clone();
+    let mut changed = Vec::new();
+    if let Some(n) = changes.llm_concurrency
+        && n != settings.llm_concurrency
+    {
+        changed.push(format!(
+            "llm_concurrency {} → {n}",
+            settings.llm_concurrency
+        ));
+        settings.llm_concurrency = n;
+    }
+    if let Some(d) = changes.min_interval {
+        let ms = d.as_millis() as u64;
+        if ms != settings.min_interval_ms {
+            changed.push(format!(
+                "min_interval {}ms → {ms}ms",
+                settings.min_interval_ms
+            ));
+            settings.min_interval_ms = ms;
+        }
+    }
+    if let Some(policy) = changes.on_busy {
+        let name = match policy {
+            Policy::Skip => "skip",
+            Policy::Coalesce => "coalesce",
+        };
+        for (op, was) in &mut settings.on_busy {
+            if was != name {
+                changed.push(format!("on_busy {op} {was} → {name}"));
+                *was = name.to_string();
+            }
+        }
+    }
+    (settings, changed)
+}
+
+/// Replays `reading` through the engine with `changes`. Call it on a
+/// runtime whose clock is paused (`inflight replay` makes one), or it
+/// takes as long as the recording did.
+pub async fn replay(reading: &Reading, changes: &ReplaySettings) -> Comparison {
+    let wall = std::time::Instant::now();
+    let (settings, changed) = apply(&reading.settings, changes);
+    let backend = Arc::new(ReplayBackend::new(
+        reading.first_run().iter().map(|(_, r)| r),
+    ));
+    let engine = Engine::new(config_of(&settings), backend.clone());
+    let mut events = engine.subscribe();
+    let mut replayed = Tally::default();
+    let mut missed_events = 0u64;
+    let start = Instant::now();
+    let mut recorded = Tally::default();
+    let records = reading.first_run();
+    for (at, record) in records {
+        recorded.add(record);
+        match record {
+            Record::Transcript { feed, line, .. } => {
+                tokio::time::sleep_until(start + Duration::from_micros(*at)).await;
+                replayed.add(record);
+                engine.ingest(line.transcript(), *feed);
+            }
+            Record::End { feed, session, .. } => {
+                tokio::time::sleep_until(start + Duration::from_micros(*at)).await;
+                engine.end_session(session, *feed);
+            }
+            Record::Stop { drain_ms, .. } => {
+                // The process stopped as recorded; what a later segment
+                // holds is another process's.
+                tokio::time::sleep_until(start + Duration::from_micros(*at)).await;
+                engine.drain(Duration::from_millis(*drain_ms)).await;
+            }
+            _ => continue,
+        }
+        missed_events += drain(&mut events, &mut replayed);
+    }
+    // Everything in flight ends; a day of the paused clock at most.
+    let until = Instant::now() + Duration::from_secs(24 * 3600);
+    while !engine.is_idle() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        missed_events += drain(&mut events, &mut replayed);
+    }
+    missed_events += drain(&mut events, &mut replayed);
+    compare(
+        reading,
+        recorded,
+        replayed,
+        settings,
+        changed,
+        backend.made_up(),
+        missed_events,
+        wall.elapsed(),
+    )
+}
+
+/// Counts the engine's events so far; answers how many it missed.
+fn drain(
+    events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>,
+    tally: &mut Tally,
+) -> u64 {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut missed = 0;
+    loop {
+        match events.try_recv() {
+            Ok(event) => {
+                if let Some(record) = Record::of_event(0, &event) {
+                    tally.add(&record);
+                }
+            }
+            Err(TryRecvError::Lagged(n)) => missed += n,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return missed,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    reading: &Reading,
+    recorded: Tally,
+    replayed: Tally,
+    settings: Settings,
+    changed: Vec<String>,
+    made_up_calls: u64,
+    missed_events: u64,
+    wall: Duration,
+) -> Comparison {
+    let mut differences = Vec::new();
+    let keys: std::collections::BTreeSet<_> =
+        recorded.ops.keys().chain(replayed.ops.keys()).collect();
+    for key in keys {
+        let a = recorded.ops.get(key).copied().unwrap_or_default();
+        let b = replayed.ops.get(key).copied().unwrap_or_default();
+        for (what, x, y) in [
+            ("runs", a.runs, b.runs),
+            ("failed", a.failed, b.failed),
+            ("skips", a.skips, b.skips),
+            ("covered", a.covered, b.covered),
+        ] {
+            if x != y {
+                differences.push(Difference {
+                    session: key.0.clone(),
+                    op: key.1,
+                    what,
+                    recorded: x,
+                    replayed: y,
+                });
+            }
+        }
+    }
+    let recorded_seconds = reading.length_us() as f64 / 1e6;
+    let wall_seconds = wall.as_secs_f64();
+    Comparison {
+        identical: differences.is_empty(),
+        differences,
+        settings,
+        changed,
+        recorded_seconds,
+        wall_seconds,
+        speed: recorded_seconds / wall_seconds.max(1e-6),
+        made_up_calls,
+        missed_events,
+        damage: reading.damage.as_ref().map(ToString::to_string),
+        recorded: Totals::of(&recorded),
+        replayed: Totals::of(&replayed),
+        recorded_tally: recorded,
+        replayed_tally: replayed,
+    }
+}
