@@ -84,6 +84,9 @@ struct Args {
     /// does; reports the bytes it took.
     #[arg(long)]
     db: Option<std::path::PathBuf>,
+    /// Record everything to this file (deleted first), as `--record` does.
+    #[arg(long)]
+    record: Option<std::path::PathBuf>,
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -224,7 +227,33 @@ async fn engine_run(
         },
         ..Default::default()
     };
-    let engine = Engine::new(config, probe.clone());
+    let recorder = args.record.as_ref().map(|path| {
+        let _ = std::fs::remove_file(path);
+        inflight::record::Recorder::start(
+            inflight::record::RecordOptions {
+                path: path.clone(),
+                max_bytes: 1 << 34,
+                keep: 1,
+                max_age: None,
+            },
+            inflight::record::Settings::of(&config),
+        )
+        .expect("the recording opens")
+    });
+    let backend: Arc<dyn inflight::llm::Backend> = match &recorder {
+        Some(recorder) => Arc::new(inflight::record::RecordingBackend::new(
+            probe.clone(),
+            recorder.clone(),
+        )),
+        None => probe.clone(),
+    };
+    let engine = Engine::new(config, backend);
+    if let Some(recorder) = &recorder {
+        engine
+            .events()
+            .record_to(recorder.clone())
+            .expect("recorded once");
+    }
     let db = args.db.as_ref().map(|path| {
         for suffix in ["", "-wal", "-shm", ".lock"] {
             let mut file = path.as_os_str().to_owned();
@@ -318,6 +347,13 @@ async fn engine_run(
         &lags,
     );
     out["min_interval_s"] = json!(args.min_interval);
+    if let Some(recorder) = &recorder {
+        let lost = recorder.lost();
+        recorder.close(Duration::from_secs(60));
+        out["policy"] = json!("coalesce+record");
+        out["recorded"] = json!(recorder.written());
+        out["record_dropped"] = json!(lost);
+    }
     if let (Some(db), Some(path)) = (db, &args.db) {
         db.close(Duration::from_secs(60));
         let bytes: u64 = ["", "-wal"]

@@ -163,6 +163,14 @@ pub enum Answer {
     Unanswered,
 }
 
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
 /// One line of a recording. `at` is microseconds since the recording's
 /// start (its header's `started_unix_us`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +214,9 @@ pub enum Record {
         run: u64,
         covered: u64,
     },
+    /// `n` requests (one unless said) met run `running` in flight; the
+    /// writer counts the skips of one run that reach it together in one
+    /// record, at the first one's time.
     Skipped {
         at: u64,
         session: SessionId,
@@ -213,6 +224,8 @@ pub enum Record {
         running: u64,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         pending: bool,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        n: u64,
     },
     Finished {
         at: u64,
@@ -307,6 +320,7 @@ impl Record {
                 op: *op,
                 running: *running_run_id,
                 pending: *pending,
+                n: 1,
             },
             Event::OpFinished {
                 session,

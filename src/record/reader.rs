@@ -209,3 +209,79 @@ fn version_of(bytes: &[u8]) -> Option<u64> {
         .then(|| value.get("version")?.as_u64())
         .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Settings;
+
+    fn header(version: u32, started: u64) -> String {
+        let header = Record::Header {
+            version,
+            inflight: "test".into(),
+            started_unix_us: started,
+            settings: Settings::of(&crate::engine::EngineConfig::default()),
+        };
+        serde_json::to_string(&header).unwrap()
+    }
+
+    const END: &str = r#"{"k":"end","at":5000000,"session":"s1"}"#;
+
+    #[test]
+    fn segments_are_read_on_the_first_ones_clock() {
+        let text = format!(
+            "{}\n{END}\n\n{}\n{END}\n",
+            header(1, 1_000_000_000),
+            header(1, 1_060_000_000)
+        );
+        let reading = read_from(text.as_bytes(), "rec").unwrap();
+        assert_eq!(reading.damage, None);
+        let times: Vec<u64> = reading.records.iter().map(|(at, _)| *at).collect();
+        assert_eq!(times, [5_000_000, 65_000_000], "a minute later, plus 5 s");
+        assert_eq!(reading.segment_starts, [1]);
+        assert_eq!(reading.length_us(), 65_000_000);
+    }
+
+    #[test]
+    fn damage_stops_the_reading_where_it_is_and_says_so() {
+        let first = header(1, 0);
+        let text = format!("{first}\n{END}\nnot json\n{END}\n");
+        let reading = read_from(text.as_bytes(), "rec").unwrap();
+        assert_eq!(reading.records.len(), 1, "what came before is kept");
+        let damage = reading.damage.unwrap();
+        assert_eq!(damage.line, 3);
+        assert_eq!(damage.offset, (first.len() + 1 + END.len() + 1) as u64);
+        assert!(
+            damage.to_string().starts_with(&format!(
+                "read up to line 3 (byte {}), where it is damaged: ",
+                damage.offset
+            )),
+            "{damage}"
+        );
+        // A later segment of a newer version is damage too, named so.
+        let text = format!("{first}\n{END}\n{}\n{END}\n", header(9, 0));
+        let reading = read_from(text.as_bytes(), "rec").unwrap();
+        assert!(
+            reading.damage.unwrap().why.contains("format version 9"),
+            "named"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_recording_of_this_version_is_refused() {
+        let newer = format!("{}\n", header(2, 0));
+        let error = read_from(newer.as_bytes(), "rec").unwrap_err();
+        assert!(error.contains("format version 2"), "{error}");
+        // Fields of a later version this build does not know: still named.
+        let odd = "{\"k\":\"recording\",\"version\":3,\"shape\":\"new\"}\n";
+        let error = read_from(odd.as_bytes(), "rec").unwrap_err();
+        assert!(error.contains("format version 3"), "{error}");
+        let error = read_from(&b""[..], "rec").unwrap_err();
+        assert!(error.contains("empty"), "{error}");
+        let error = read_from(format!("{END}\n").as_bytes(), "rec").unwrap_err();
+        assert!(
+            error.contains("does not start with a recording's header"),
+            "{error}"
+        );
+    }
+}

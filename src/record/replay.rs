@@ -73,8 +73,8 @@ impl Tally {
                     o.failed += 1;
                 }
             }
-            Record::Skipped { session, op, .. } => {
-                self.ops.entry((session.clone(), *op)).or_default().skips += 1;
+            Record::Skipped { session, op, n, .. } => {
+                self.ops.entry((session.clone(), *op)).or_default().skips += n;
             }
             Record::Result {
                 session,

@@ -1,11 +1,14 @@
 //! The recorder: the engine hands it records without waiting, and a
 //! thread of its own writes them.
 //!
-//! Handing a record over is a `try_send` on a bounded channel: the engine
-//! never blocks on the disk. When the channel is full, the record is
+//! Handing a record over is a push onto a list behind a mutex held for
+//! that push: the engine never waits for the disk, and never wakes the
+//! writer. Every 10 ms the writer takes the whole list, writes it and
+//! flushes, so a crash loses at most the last few milliseconds. When the
+//! list is full (the disk is behind by 262 144 records), a record is
 //! dropped and counted, and the writer says so in the file (`gap`). The
-//! writer drains what is waiting, writes it, and flushes whenever the
-//! channel runs dry, so a crash loses at most what had not been drained.
+//! skips of one run that arrive in one batch are written as one record
+//! with their count (`n`): under load they are most of what happens.
 //!
 //! The file rotates when it passes `max_bytes`, or when it is older than
 //! `max_age`: `FILE` becomes `FILE.1`, `FILE.1` becomes `FILE.2`, and so on
@@ -16,17 +19,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use super::{FORMAT_VERSION, Record, Settings};
-
-/// Records waiting for the writer at most; past this they are dropped
-/// (and counted).
-const CHANNEL: usize = 65_536;
 
 /// Where and how much to record.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,11 +45,6 @@ impl RecordOptions {
     }
 }
 
-enum Message {
-    Record(Record),
-    Close,
-}
-
 /// Hands records to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
@@ -59,12 +52,18 @@ pub struct Recorder {
 }
 
 struct Inner {
-    sender: SyncSender<Message>,
+    /// Records handed over and not yet taken by the writer.
+    waiting: Mutex<Vec<Record>>,
     started: Instant,
+    /// Dropped (the writer was behind) and not yet said in the file.
     lost: AtomicU64,
     written: Arc<AtomicU64>,
+    closing: std::sync::atomic::AtomicBool,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
+
+/// How often the writer takes what is waiting.
+const EVERY: Duration = Duration::from_millis(10);
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +88,6 @@ impl Recorder {
             started_unix_us,
             settings,
         };
-        let (sender, receiver) = std::sync::mpsc::sync_channel(CHANNEL);
         let written = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             size: file.metadata().map(|m| m.len()).unwrap_or(0),
@@ -98,25 +96,28 @@ impl Recorder {
             options,
             header,
             written: written.clone(),
+            line: Vec::new(),
         };
         if writer.due() {
             writer.rotate()?;
         } else {
             writer.write_header()?;
         }
+        let inner = Arc::new(Inner {
+            waiting: Mutex::new(Vec::with_capacity(1024)),
+            started,
+            lost: AtomicU64::new(0),
+            written,
+            closing: std::sync::atomic::AtomicBool::new(false),
+            thread: Mutex::new(None),
+        });
+        let shared = inner.clone();
         let thread = std::thread::Builder::new()
             .name("inflight-record".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || writer.run(&shared))
             .map_err(|e| format!("cannot start the recording's writer: {e}"))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                sender,
-                started,
-                lost: AtomicU64::new(0),
-                written,
-                thread: Mutex::new(Some(thread)),
-            }),
-        })
+        *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(Self { inner })
     }
 
     /// Microseconds since the recording started.
@@ -124,23 +125,13 @@ impl Recorder {
         self.inner.started.elapsed().as_micros() as u64
     }
 
-    /// Hands a record over; never waits.
+    /// Hands a record over; never waits for the disk.
     pub fn record(&self, record: Record) {
-        match self.inner.sender.try_send(Message::Record(record)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.inner.lost.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let lost = self.inner.lost.swap(0, Ordering::Relaxed);
-        if lost > 0 {
-            let gap = Record::Gap {
-                at: self.now(),
-                lost,
-            };
-            if self.inner.sender.try_send(Message::Record(gap)).is_err() {
-                self.inner.lost.fetch_add(lost, Ordering::Relaxed);
-            }
+        let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.len() < WAITING_AT_MOST {
+            waiting.push(record);
+        } else {
+            self.inner.lost.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -164,7 +155,7 @@ impl Recorder {
     /// Writes what is waiting, flushes, and stops the writer; waits for it
     /// at most `within`.
     pub fn close(&self, within: Duration) {
-        let _ = self.inner.sender.send(Message::Close);
+        self.inner.closing.store(true, Ordering::Release);
         let thread = self
             .inner
             .thread
@@ -172,15 +163,56 @@ impl Recorder {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(thread) = thread {
+            thread.thread().unpark();
             let deadline = std::time::Instant::now() + within;
             while !thread.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(2));
             }
             if thread.is_finished() {
                 let _ = thread.join();
             }
         }
     }
+}
+
+/// Records waiting for the writer at most; past this they are dropped
+/// (and counted).
+const WAITING_AT_MOST: usize = 262_144;
+
+/// Where a run's skips are counted in a batch.
+type SkipsOf =
+    std::collections::HashMap<(crate::model::SessionId, crate::model::Operation, u64, bool), usize>;
+
+/// Counts the skips of one run in a batch in the first one's record:
+/// under load most records are skips, and what matters of them is how
+/// many there were.
+fn merge_skips(batch: &mut Vec<Record>, skips: &mut SkipsOf) {
+    skips.clear();
+    let mut kept = 0;
+    for i in 0..batch.len() {
+        if let Record::Skipped {
+            session,
+            op,
+            running,
+            pending,
+            n,
+            ..
+        } = &batch[i]
+        {
+            let key = (session.clone(), *op, *running, *pending);
+            let more = *n;
+            if let Some(&first) = skips.get(&key) {
+                if let Record::Skipped { n, .. } = &mut batch[first] {
+                    *n += more;
+                }
+                continue;
+            }
+            skips.insert(key, kept);
+        }
+        batch.swap(kept, i);
+        kept += 1;
+    }
+    batch.truncate(kept);
 }
 
 fn open(path: &Path) -> Result<File, String> {
@@ -199,29 +231,36 @@ struct Writer {
     options: RecordOptions,
     header: Record,
     written: Arc<AtomicU64>,
+    /// One record's line, reused.
+    line: Vec<u8>,
 }
 
 impl Writer {
-    fn run(mut self, receiver: Receiver<Message>) {
+    /// Takes what is waiting every few milliseconds, writes it and
+    /// flushes; at close, the rest.
+    fn run(mut self, shared: &Inner) {
+        let mut taken = Vec::with_capacity(1024);
+        let mut skips = std::collections::HashMap::new();
         let mut failed = false;
-        while let Ok(first) = receiver.recv() {
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Close => {
-                        let _ = self.out.flush();
-                        return;
-                    }
-                    Message::Record(record) => {
-                        if let Err(e) = self.write(&record) {
-                            if !failed {
-                                tracing::error!("the recording stopped: {e}");
-                            }
-                            failed = true;
-                        }
-                    }
+        loop {
+            let closing = shared.closing.load(Ordering::Acquire);
+            std::mem::swap(
+                &mut taken,
+                &mut *shared.waiting.lock().unwrap_or_else(|e| e.into_inner()),
+            );
+            let lost = shared.lost.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                let at = shared.started.elapsed().as_micros() as u64;
+                taken.push(Record::Gap { at, lost });
+            }
+            merge_skips(&mut taken, &mut skips);
+            for record in taken.drain(..) {
+                if let Err(e) = self.write(&record)
+                    && !failed
+                {
+                    tracing::error!("the recording stopped: {e}");
+                    failed = true;
                 }
-                next = receiver.try_recv().ok();
             }
             if let Err(e) = self.out.flush()
                 && !failed
@@ -229,20 +268,24 @@ impl Writer {
                 tracing::error!("the recording stopped: {e}");
                 failed = true;
             }
+            if closing {
+                return;
+            }
+            std::thread::park_timeout(EVERY);
         }
-        let _ = self.out.flush();
     }
 
     fn write(&mut self, record: &Record) -> Result<(), String> {
         if self.due() {
             self.rotate()?;
         }
-        let mut line = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-        line.push(b'\n');
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record).map_err(|e| e.to_string())?;
+        self.line.push(b'\n');
         self.out
-            .write_all(&line)
+            .write_all(&self.line)
             .map_err(|e| format!("cannot write {}: {e}", self.options.path.display()))?;
-        self.size += line.len() as u64;
+        self.size += self.line.len() as u64;
         self.written.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -293,5 +336,151 @@ impl Writer {
             .map_err(|e| format!("cannot write {}: {e}", self.options.path.display()))?;
         self.size += line.len() as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Line, Settings};
+
+    fn settings() -> Settings {
+        Settings::of(&crate::engine::EngineConfig::default())
+    }
+
+    fn line(n: usize) -> Record {
+        Record::Transcript {
+            at: n as u64,
+            feed: Some(0),
+            line: Line {
+                session: crate::model::SessionId::parse("s1").unwrap(),
+                seq: Some(n as u64),
+                text: format!("line {n}: the quarterly numbers look fine"),
+                speaker: None,
+                start: None,
+                end: None,
+                is_final: true,
+                kind: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_file_rotates_by_size_and_keeps_a_bounded_number_of_files() {
+        let dir = std::env::temp_dir().join(format!("inflight-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rec.jsonl");
+        let options = RecordOptions {
+            path: path.clone(),
+            max_bytes: 4096,
+            keep: 3,
+            max_age: None,
+        };
+        assert_eq!(options.bound(), 3 * 4096);
+        let recorder = Recorder::start(options, settings()).unwrap();
+        for n in 0..1000 {
+            recorder.record(line(n));
+        }
+        recorder.close(Duration::from_secs(10));
+        assert_eq!(recorder.lost(), 0);
+        let numbered = |n: u32| dir.join(format!("rec.jsonl.{n}"));
+        assert!(path.exists() && numbered(1).exists() && numbered(2).exists());
+        assert!(!numbered(3).exists(), "three files in all");
+        let mut last_seq = None;
+        for file in [numbered(2), numbered(1), path.clone()] {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let longest = text.lines().map(str::len).max().unwrap() as u64 + 1;
+            assert!(
+                (text.len() as u64) < 4096 + longest,
+                "{} holds {} bytes",
+                file.display(),
+                text.len()
+            );
+            // Each file reads on its own, and they follow each other.
+            let reading = crate::record::read(&file).unwrap();
+            assert_eq!(reading.damage, None);
+            for (_, record) in &reading.records {
+                if let Record::Transcript { line, .. } = record {
+                    if let Some(last) = last_seq {
+                        assert_eq!(line.seq, Some(last + 1));
+                    }
+                    last_seq = line.seq;
+                }
+            }
+        }
+        assert_eq!(
+            last_seq,
+            Some(999),
+            "the newest file ends with the last line"
+        );
+        // Started again on the same file: a new segment after the old.
+        let recorder = Recorder::start(
+            RecordOptions {
+                path: path.clone(),
+                max_bytes: 1 << 20,
+                keep: 3,
+                max_age: None,
+            },
+            settings(),
+        )
+        .unwrap();
+        recorder.record(line(1000));
+        recorder.close(Duration::from_secs(10));
+        let reading = crate::record::read(&path).unwrap();
+        assert_eq!(reading.segment_starts.len(), 1);
+        assert!(matches!(
+            reading.records.last(),
+            Some((_, Record::Transcript { line, .. })) if line.seq == Some(1000)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_skips_of_one_run_in_a_batch_are_one_record_with_their_count() {
+        let skip = |session: &str, running: u64, at: u64| Record::Skipped {
+            at,
+            session: crate::model::SessionId::parse(session).unwrap(),
+            op: crate::model::Operation::SUMMARY,
+            running,
+            pending: true,
+            n: 1,
+        };
+        let mut batch = vec![
+            skip("a", 1, 10),
+            line(1),
+            skip("b", 2, 11),
+            skip("a", 1, 12),
+            skip("a", 3, 13),
+            skip("a", 1, 14),
+        ];
+        merge_skips(&mut batch, &mut SkipsOf::new());
+        let counted = |r: &Record| match r {
+            Record::Skipped {
+                session,
+                running,
+                n,
+                at,
+                ..
+            } => format!("{session}/{running}x{n}@{at}"),
+            _ => "line".into(),
+        };
+        let got: Vec<String> = batch.iter().map(counted).collect();
+        assert_eq!(got, ["a/1x3@10", "line", "b/2x1@11", "a/3x1@13"]);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_a_clear_error() {
+        let options = RecordOptions {
+            path: "/nonexistent-dir/rec.jsonl".into(),
+            max_bytes: 4096,
+            keep: 1,
+            max_age: None,
+        };
+        let error = Recorder::start(options, settings()).unwrap_err();
+        assert!(
+            error.starts_with("cannot write the recording /nonexistent-dir/rec.jsonl"),
+            "{error}"
+        );
     }
 }

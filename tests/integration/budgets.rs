@@ -12,7 +12,7 @@ use inflight::llm::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmRequest, LlmResponse, Progress, Usage,
 };
 use inflight::model::Operation;
-use inflight::spend::{Budget, Budgets};
+use inflight::spend::{Budget, Budgets, Cost};
 
 use crate::common::{final_line, sid};
 
@@ -328,6 +328,14 @@ async fn an_operator_raises_a_sessions_budget_and_it_holds_at_the_new_height() {
         engine.raise_budget(&sid("nobody"), None),
         Err(BudgetChange::NoSession)
     );
+    // A budget in money is raised by one more of itself in money.
+    let (money, _) = self::engine(Budgets {
+        session_cost: Some(Cost(1_000)),
+        ..Budgets::default()
+    });
+    money.ingest(final_line("s1", 1, "hello"), None);
+    let raised = money.raise_budget(&sid("s1"), None).unwrap();
+    assert_eq!((raised.prompt_tokens, raised.cost), (0, Cost(1_000)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

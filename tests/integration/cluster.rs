@@ -124,12 +124,49 @@ async fn budgets_are_shared_checked_and_counted_in_one_step_and_fenced() {
             .await
             .unwrap(),
     );
-    // A lift on any instance holds on every one.
+    // A lift on any instance holds on every one, for that session only.
     b.lift_budget(&s1).await.unwrap();
     room(
         a.reserve(&on_a, feed, priced(200, 0), &budgets, false)
             .await
             .unwrap(),
+    );
+    let s4_lease = started(
+        a.try_start(&sid("s4"), Operation::SUMMARY, 1)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        spent(
+            a.reserve(
+                &s4_lease,
+                Some("ws://fourth/"),
+                priced(1_001, 0),
+                &budgets,
+                false
+            )
+            .await
+            .unwrap()
+        ),
+        Budget::SessionTokens,
+        "another session's budget still holds"
+    );
+    // A call whose tokens were as estimated but whose price was not.
+    let priced_call = room(
+        a.reserve(
+            &s4_lease,
+            Some("ws://fourth/"),
+            priced(10, 100),
+            &budgets,
+            false,
+        )
+        .await
+        .unwrap(),
+    );
+    a.settle(&priced_call, priced(10, 300)).await.unwrap();
+    assert_eq!(
+        redis.hget("test:spent:session:s4", "c").as_deref(),
+        Some("300")
     );
     // The feed's hour: 1 250 counted so far; another session of that feed
     // finds 250 left, one of another feed the whole hour.
@@ -153,21 +190,21 @@ async fn budgets_are_shared_checked_and_counted_in_one_step_and_fenced() {
         .await
         .unwrap(),
     );
-    // Everything's hour, in money: 2 000 billionths spent of 10 000.
+    // Everything's hour, in money: 2 300 billionths spent of 10 000.
     // An hour-old minute counts nothing, and is swept at the next count.
     redis.hset("test:spent:all", "c1", "1000000");
     redis.hset("test:spent:all", "swept", "1");
     let s3_lease = started(a.try_start(&s3, Operation::SUMMARY, 1).await.unwrap());
     assert_eq!(
         spent(
-            a.reserve(&s3_lease, None, priced(1, 8_001), &budgets, false)
+            a.reserve(&s3_lease, None, priced(1, 7_701), &budgets, false)
                 .await
                 .unwrap()
         ),
         Budget::CostPerHour
     );
     room(
-        a.reserve(&s3_lease, None, priced(1, 8_000), &budgets, false)
+        a.reserve(&s3_lease, None, priced(1, 7_700), &budgets, false)
             .await
             .unwrap(),
     );

@@ -31,6 +31,7 @@ mod llm_structured;
 mod operations;
 mod pty;
 mod readiness;
+mod recording;
 mod replay_engine;
 mod restart;
 mod retries;
