@@ -99,6 +99,13 @@ impl LogBuffer {
         page
     }
 
+    /// Drops every line; the numbers go on, so views read the buffer again.
+    pub fn clear(&self) {
+        let mut lines = self.lock();
+        lines.lines.clear();
+        lines.next_number += 1;
+    }
+
     /// Adds a line read from elsewhere (another process's log), numbered here.
     pub fn push_line(&self, line: LogLine) {
         self.push(line.at, line.level, line.session, line.text);

@@ -459,15 +459,13 @@ async fn run_feed_server(args: FeedArgs) -> Result<(), String> {
 fn run_replay(args: &inflight::config::ReplayArgs) -> Result<ExitCode, String> {
     use inflight::config::ReportFormat;
     use inflight::record::{ReplaySettings, read, replay, report};
-    if !args.engine {
-        return Err(
-            "replaying into the dashboard is not built yet: give --engine to replay through the engine and compare"
-                .into(),
-        );
-    }
     let reading = read(&args.file)?;
     if let Some(damage) = &reading.damage {
         eprintln!("inflight: {} was {damage}", args.file.display());
+    }
+    if !args.engine {
+        replay_dashboard(&reading, args)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let changes = ReplaySettings {
         llm_concurrency: args.llm_concurrency.map(|n| n as usize),
@@ -488,5 +486,27 @@ fn run_replay(args: &inflight::config::ReplayArgs) -> Result<ExitCode, String> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `inflight replay FILE`: the dashboard on the recording.
+fn replay_dashboard(
+    reading: &inflight::record::Reading,
+    args: &inflight::config::ReplayArgs,
+) -> Result<(), String> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(
+            "the replay's dashboard needs a terminal; `--engine --report json` replays for scripts"
+                .into(),
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let color = !args.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    runtime.block_on(async {
+        let source = tui::source::replayed::Replayed::start(reading, args.speed).await?;
+        tui::run(source, tui::TuiOptions { color }).await
     })
 }

@@ -70,7 +70,8 @@ pub enum Command {
     /// The dashboard of an inflight running elsewhere (`inflight serve`),
     /// over its API: closing it stops nothing there.
     Attach(AttachArgs),
-    /// Replay a recording (`--record`) through the engine and compare.
+    /// Play a recording (`--record`) in the dashboard, or, with --engine,
+    /// through the engine to compare.
     Replay(ReplayArgs),
 }
 
@@ -109,6 +110,22 @@ pub struct ReplayArgs {
     /// Replay with this --on-busy for every operation.
     #[arg(long, value_enum)]
     pub on_busy: Option<Policy>,
+
+    /// In the dashboard, play at this speed (1 is as recorded; `[` and
+    /// `]` change it).
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = parse_speed)]
+    pub speed: f64,
+
+    /// Draw the dashboard without colour (also: the NO_COLOR variable).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+fn parse_speed(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(speed) if (0.25..=100.0).contains(&speed) => Ok(speed),
+        _ => Err(format!("{raw:?} is not a speed from 0.25 to 100")),
+    }
 }
 
 #[derive(Debug, Args)]

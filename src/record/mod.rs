@@ -24,18 +24,22 @@
 //! - `backend.rs`: the LLM backend that records every call, and the one
 //!   that answers a replay's calls as they were recorded;
 //! - `replay.rs`: the recorded transcripts fed through today's engine on a
-//!   paused clock, and the comparison of the two outcomes;
+//!   paused clock ([`Sim`]), and the comparison of the two outcomes;
+//! - `player.rs`: the dashboard's replay, the same engine played at a
+//!   speed, paused, stepped and sought, in a thread of its own;
 //! - `report.rs`: that comparison as a table or as JSON.
 
 mod backend;
+mod player;
 mod reader;
 mod replay;
 pub mod report;
 mod writer;
 
 pub use backend::{RecordingBackend, ReplayBackend};
+pub use player::{Control, Frame, Player, SPEEDS};
 pub use reader::{Damage, Reading, read};
-pub use replay::{Comparison, Difference, Outcome, ReplaySettings, Tally, Totals, replay};
+pub use replay::{Comparison, Difference, Outcome, ReplaySettings, Sim, Tally, Totals, replay};
 pub use writer::{RecordOptions, Recorder};
 
 use serde::{Deserialize, Serialize};

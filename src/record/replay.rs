@@ -233,59 +233,133 @@ fn apply(recorded: &Settings, changes: &ReplaySettings) -> (Settings, Vec<String
     (settings, changed)
 }
 
+/// The engine driven by a recording on a paused clock: it takes each
+/// recorded transcript, session end and stop at its recorded time, as far
+/// as it is asked to go. Both the comparison and the dashboard's replay
+/// drive one.
+pub struct Sim {
+    records: Arc<[(u64, Record)]>,
+    next: usize,
+    engine: Engine,
+    backend: Arc<ReplayBackend>,
+    start: Instant,
+    at: u64,
+    events: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    /// The replay's own outcome so far.
+    pub tally: Tally,
+    pub missed_events: u64,
+}
+
+impl Sim {
+    /// An engine with `settings`, at the recording's start; call it on a
+    /// runtime whose clock is paused.
+    pub fn new(records: Arc<[(u64, Record)]>, settings: &Settings) -> Self {
+        let backend = Arc::new(ReplayBackend::new(records.iter().map(|(_, r)| r)));
+        let engine = Engine::new(config_of(settings), backend.clone());
+        let events = engine.subscribe();
+        Self {
+            records,
+            next: 0,
+            engine,
+            backend,
+            start: Instant::now(),
+            at: 0,
+            events,
+            tally: Tally::default(),
+            missed_events: 0,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Where it is, in microseconds of the recording.
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// The time of the next record after where it is, if any.
+    pub fn next_at(&self) -> Option<u64> {
+        self.records[self.next..]
+            .iter()
+            .map(|(at, _)| *at)
+            .find(|at| *at > self.at)
+    }
+
+    /// Plays the recording up to `to` microseconds (never back).
+    pub async fn advance_to(&mut self, to: u64) {
+        while let Some((at, record)) = self.records.get(self.next) {
+            if *at > to {
+                break;
+            }
+            self.next += 1;
+            let when = self.start + Duration::from_micros(*at);
+            match record {
+                Record::Transcript { feed, line, .. } => {
+                    tokio::time::sleep_until(when).await;
+                    self.tally.add(record);
+                    self.engine.ingest(line.transcript(), *feed);
+                }
+                Record::End { feed, session, .. } => {
+                    tokio::time::sleep_until(when).await;
+                    self.engine.end_session(session, *feed);
+                }
+                Record::Stop { drain_ms, .. } => {
+                    tokio::time::sleep_until(when).await;
+                    self.engine.drain(Duration::from_millis(*drain_ms)).await;
+                }
+                _ => continue,
+            }
+            self.missed_events += drain(&mut self.events, &mut self.tally);
+        }
+        if to > self.at {
+            tokio::time::sleep_until(self.start + Duration::from_micros(to)).await;
+            self.at = to;
+        }
+        self.missed_events += drain(&mut self.events, &mut self.tally);
+    }
+
+    /// Lets every run in flight end (a day of the paused clock at most).
+    pub async fn settle(&mut self) {
+        let until = Instant::now() + Duration::from_secs(24 * 3600);
+        while !self.engine.is_idle() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.missed_events += drain(&mut self.events, &mut self.tally);
+        }
+        self.missed_events += drain(&mut self.events, &mut self.tally);
+    }
+
+    /// Stops what still runs: a replay left for another.
+    pub async fn stop(&self) {
+        self.engine.drain(Duration::ZERO).await;
+    }
+}
+
 /// Replays `reading` through the engine with `changes`. Call it on a
 /// runtime whose clock is paused (`inflight replay` makes one), or it
 /// takes as long as the recording did.
 pub async fn replay(reading: &Reading, changes: &ReplaySettings) -> Comparison {
     let wall = std::time::Instant::now();
     let (settings, changed) = apply(&reading.settings, changes);
-    let backend = Arc::new(ReplayBackend::new(
-        reading.first_run().iter().map(|(_, r)| r),
-    ));
-    let engine = Engine::new(config_of(&settings), backend.clone());
-    let mut events = engine.subscribe();
-    let mut replayed = Tally::default();
-    let mut missed_events = 0u64;
-    let start = Instant::now();
+    let records: Arc<[(u64, Record)]> = reading.first_run().into();
     let mut recorded = Tally::default();
-    let records = reading.first_run();
-    for (at, record) in records {
+    for (_, record) in records.iter() {
         recorded.add(record);
-        match record {
-            Record::Transcript { feed, line, .. } => {
-                tokio::time::sleep_until(start + Duration::from_micros(*at)).await;
-                replayed.add(record);
-                engine.ingest(line.transcript(), *feed);
-            }
-            Record::End { feed, session, .. } => {
-                tokio::time::sleep_until(start + Duration::from_micros(*at)).await;
-                engine.end_session(session, *feed);
-            }
-            Record::Stop { drain_ms, .. } => {
-                // The process stopped as recorded; what a later segment
-                // holds is another process's.
-                tokio::time::sleep_until(start + Duration::from_micros(*at)).await;
-                engine.drain(Duration::from_millis(*drain_ms)).await;
-            }
-            _ => continue,
-        }
-        missed_events += drain(&mut events, &mut replayed);
     }
-    // Everything in flight ends; a day of the paused clock at most.
-    let until = Instant::now() + Duration::from_secs(24 * 3600);
-    while !engine.is_idle() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        missed_events += drain(&mut events, &mut replayed);
-    }
-    missed_events += drain(&mut events, &mut replayed);
+    let mut sim = Sim::new(records.clone(), &settings);
+    sim.advance_to(records.last().map_or(0, |(at, _)| *at))
+        .await;
+    sim.settle().await;
+    let made_up = sim.backend.made_up();
     compare(
         reading,
         recorded,
-        replayed,
+        std::mem::take(&mut sim.tally),
         settings,
         changed,
-        backend.made_up(),
-        missed_events,
+        made_up,
+        sim.missed_events,
         wall.elapsed(),
     )
 }

@@ -14,6 +14,7 @@ use super::theme::Theme;
 use crate::engine::{SessionDetail, SessionRow, Snapshot};
 use crate::logs::LogBuffer;
 use crate::model::{Operation, SessionId};
+use crate::tui::source::Link;
 
 /// Which screen is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum Screen {
 pub enum InputTarget {
     SessionFilter,
     LogSearch,
+    /// A time for the replay to go to.
+    ReplayTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub enum Command {
     RaiseBudget {
         session: SessionId,
     },
+    /// Move the replay.
+    Replay(crate::record::Control),
     Quit,
 }
 
@@ -313,6 +318,13 @@ impl App {
                 };
                 self.say(&scope, Tone::Info);
             }
+            Action::ReplayToggle
+            | Action::ReplayStep
+            | Action::ReplayBack
+            | Action::ReplayForward
+            | Action::ReplaySlower
+            | Action::ReplayFaster
+            | Action::ReplaySeek => return self.move_replay(action),
             Action::Freeze => {
                 self.paused = !self.paused;
                 let text = if self.paused {
@@ -379,6 +391,34 @@ impl App {
 
     /// Enter keeps the line, Esc clears it (both stop typing), Backspace
     /// erases a character.
+    /// A key that moves a replay: the command for it, or why not.
+    fn move_replay(&mut self, action: Action) -> Vec<Command> {
+        use crate::record::Control;
+        let Link::Replay(_) = &self.link else {
+            self.say(
+                "not a replay: `inflight replay FILE` plays a recording",
+                Tone::Warn,
+            );
+            return Vec::new();
+        };
+        let control = match action {
+            Action::ReplayToggle => Control::Toggle,
+            Action::ReplayStep => Control::Step,
+            Action::ReplayBack => Control::SeekBy(-10),
+            Action::ReplayForward => Control::SeekBy(10),
+            Action::ReplaySlower => Control::Slower,
+            Action::ReplayFaster => Control::Faster,
+            _ => {
+                self.input = Some(Input {
+                    target: InputTarget::ReplayTime,
+                    buffer: String::new(),
+                });
+                return Vec::new();
+            }
+        };
+        vec![Command::Replay(control)]
+    }
+
     fn finish_input(&mut self, action: Action) -> Vec<Command> {
         let Some(input) = self.input.as_mut() else {
             return Vec::new();
@@ -397,6 +437,9 @@ impl App {
             _ => {
                 let buffer = input.buffer.clone();
                 self.input = None;
+                if target == InputTarget::ReplayTime {
+                    return self.seek_to(&buffer);
+                }
                 self.apply_input(target, buffer.clone());
                 // A session id that no row matches: look for it on disk.
                 if target == InputTarget::SessionFilter
@@ -410,8 +453,27 @@ impl App {
         Vec::new()
     }
 
+    /// The replay goes to `text`: seconds or `m:ss` into the recording,
+    /// or `HH:MM:SS` on its clock (UTC, as the header shows it).
+    fn seek_to(&mut self, text: &str) -> Vec<Command> {
+        let Link::Replay(at) = &self.link else {
+            return Vec::new();
+        };
+        match replay_time(text.trim(), at) {
+            Some(to) => vec![Command::Replay(crate::record::Control::SeekTo(to))],
+            None => {
+                self.say(
+                    &format!("{text:?} is not a time: write 90, 1:30 (into the recording) or 14:03:27 (its clock)"),
+                    Tone::Warn,
+                );
+                Vec::new()
+            }
+        }
+    }
+
     fn apply_input(&mut self, target: InputTarget, text: String) {
         match target {
+            InputTarget::ReplayTime => {}
             InputTarget::SessionFilter => {
                 self.table.filter = text;
                 self.table.reorder(&self.snapshot);
@@ -422,4 +484,25 @@ impl App {
             }
         }
     }
+}
+
+/// Microseconds into the replay for `text`: `90` or `1:30` from its start,
+/// or `14:03:27` on its clock (UTC), the day of the replay's moment.
+fn replay_time(text: &str, at: &crate::tui::source::ReplayAt) -> Option<u64> {
+    let parts: Vec<u64> = text
+        .split(':')
+        .map(|p| p.parse::<u64>().ok())
+        .collect::<Option<_>>()?;
+    let into = match parts[..] {
+        [s] => s * 1_000_000,
+        [m, s] if s < 60 => (m * 60 + s) * 1_000_000,
+        [h, m, s] if h < 24 && m < 60 && s < 60 => {
+            let now_us = at.started_unix_us + at.at_us;
+            let day = now_us / 86_400_000_000 * 86_400_000_000;
+            let wanted = day + (h * 3600 + m * 60 + s) * 1_000_000;
+            wanted.checked_sub(at.started_unix_us)?
+        }
+        _ => return None,
+    };
+    Some(into.min(at.length_us))
 }

@@ -78,6 +78,18 @@ pub enum Action {
     LiftBudget,
     /// Raises the selected session's own budget by one more of itself.
     RaiseBudget,
+    /// A replay: plays or pauses.
+    ReplayToggle,
+    /// A replay: pauses and moves on to the next recorded moment.
+    ReplayStep,
+    /// A replay: ten seconds back.
+    ReplayBack,
+    /// A replay: ten seconds on.
+    ReplayForward,
+    ReplaySlower,
+    ReplayFaster,
+    /// A replay: asks for a time to go to.
+    ReplaySeek,
     Help,
     /// Closes the popup that is up.
     Close,
@@ -91,6 +103,20 @@ pub enum Action {
 }
 
 impl Action {
+    /// True for the keys that move a replay.
+    pub fn moves_a_replay(self) -> bool {
+        matches!(
+            self,
+            Action::ReplayToggle
+                | Action::ReplayStep
+                | Action::ReplayBack
+                | Action::ReplayForward
+                | Action::ReplaySlower
+                | Action::ReplayFaster
+                | Action::ReplaySeek
+        )
+    }
+
     /// True for the actions that ask the engine to do something (a viewer
     /// may not).
     pub fn changes_the_engine(self) -> bool {
@@ -417,6 +443,62 @@ pub const BINDINGS: &[Binding] = &[
         contexts: SESSION,
     },
     Binding {
+        keys: &[Key::Char('p')],
+        label: "p",
+        action: Action::ReplayToggle,
+        hint: "play/pause",
+        in_bar: false,
+        contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Char('.')],
+        label: ".",
+        action: Action::ReplayStep,
+        hint: "step",
+        in_bar: false,
+        contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Char('<')],
+        label: "<",
+        action: Action::ReplayBack,
+        hint: "-10s",
+        in_bar: false,
+        contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Char('>')],
+        label: ">",
+        action: Action::ReplayForward,
+        hint: "+10s",
+        in_bar: false,
+        contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Char('[')],
+        label: "[",
+        action: Action::ReplaySlower,
+        hint: "slower",
+        in_bar: false,
+        contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Char(']')],
+        label: "]",
+        action: Action::ReplayFaster,
+        hint: "faster",
+        in_bar: false,
+        contexts: EVERYWHERE,
+    },
+    Binding {
+        keys: &[Key::Char('T')],
+        label: "T",
+        action: Action::ReplaySeek,
+        hint: "go to time",
+        in_bar: false,
+        contexts: EVERYWHERE,
+    },
+    Binding {
         keys: &[Key::Char('x')],
         label: "x",
         action: Action::ToggleCost,
@@ -470,6 +552,13 @@ pub fn trigger_key(ops: &[OpDef], op: crate::model::Operation) -> Option<char> {
 }
 
 /// The bindings of the hint bar for `context`, in keymap order.
+/// The keys that move a replay, for the hint bar of a replay.
+pub fn replay_hints(context: Context) -> impl Iterator<Item = &'static Binding> {
+    BINDINGS
+        .iter()
+        .filter(move |b| b.action.moves_a_replay() && b.contexts.contains(&context))
+}
+
 pub fn hints(context: Context) -> impl Iterator<Item = &'static Binding> {
     BINDINGS
         .iter()

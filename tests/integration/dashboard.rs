@@ -348,10 +348,35 @@ fn help_lists_every_binding_from_the_keymap() {
     app.handle_key(Key::Char('?'));
     let text = screen_text(&render(&app, 140, 40));
     for binding in inflight::tui::keymap::BINDINGS {
-        assert!(text.contains(binding.hint), "help lacks {:?}", binding.hint);
+        if binding.action.moves_a_replay() {
+            assert!(
+                !text.contains(binding.hint),
+                "not a replay: {:?}",
+                binding.hint
+            );
+        } else {
+            assert!(text.contains(binding.hint), "help lacks {:?}", binding.hint);
+        }
     }
     app.handle_key(Key::Esc);
     assert!(!app.help);
+    // In a replay, the keys that move it are there too.
+    app.link = inflight::tui::source::Link::Replay(inflight::tui::source::ReplayAt {
+        at_us: 5_000_000,
+        length_us: 60_000_000,
+        started_unix_us: 0,
+        playing: true,
+        speed: 10.0,
+    });
+    app.handle_key(Key::Char('?'));
+    let text = screen_text(&render(&app, 140, 60));
+    for binding in inflight::tui::keymap::BINDINGS {
+        assert!(
+            text.contains(binding.hint),
+            "replay help lacks {:?}",
+            binding.hint
+        );
+    }
 }
 
 /// The hint bar: the screen's last line.

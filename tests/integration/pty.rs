@@ -698,3 +698,118 @@ session_tokens = 400
     assert!(ui.wait_exit(), "q exits cleanly");
     let _ = std::fs::remove_file(&config);
 }
+
+/// A recording of two meetings, built with the recording's own types:
+/// `early` speaks from the start, `late` from 40 s in; each line's summary
+/// call takes a second. It starts at 12:00:00 UTC.
+fn two_meeting_recording(path: &std::path::Path) {
+    use inflight::model::{Operation, SessionId};
+    use inflight::record::{Answer, Line, Record, Settings};
+    let config = inflight::engine::EngineConfig {
+        automatic_ops: vec![Operation::SUMMARY],
+        ..Default::default()
+    };
+    let started_unix_us = 1_796_472_000_000_000; // a day at 12:00:00 UTC
+    let mut records = vec![Record::Header {
+        version: inflight::record::FORMAT_VERSION,
+        inflight: "test".into(),
+        started_unix_us,
+        settings: Settings::of(&config),
+    }];
+    for (name, from) in [("early-meeting", 0u64), ("late-meeting", 40)] {
+        let session = SessionId::parse(name).unwrap();
+        for n in 0..10u64 {
+            let at = (from + 2 * n + 1) * 1_000_000;
+            records.push(Record::Transcript {
+                at,
+                feed: Some(0),
+                line: Line {
+                    session: session.clone(),
+                    seq: Some(n + 1),
+                    text: format!("{name} line {n}"),
+                    speaker: None,
+                    start: None,
+                    end: None,
+                    is_final: true,
+                    kind: None,
+                },
+            });
+            records.push(Record::Llm {
+                at,
+                session: session.clone(),
+                op: Operation::SUMMARY,
+                end: at + 1_000_000,
+                answer: Answer::Text {
+                    text: format!("{name} so far"),
+                    model: "m".into(),
+                    truncated: false,
+                },
+                usage: Default::default(),
+            });
+        }
+    }
+    records.sort_by_key(|r| r.at().unwrap_or(0));
+    let text: String = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_replay_plays_pauses_steps_and_seeks_showing_the_recorded_clock_and_its_sessions() {
+    let dir = crate::common::child::fresh_dir("pty", "replay");
+    let file = dir.join("two.jsonl");
+    two_meeting_recording(&file);
+    let mut ui = Dashboard::run(&["replay", file.to_str().unwrap(), "--speed", "10"], &[]);
+    // Playing at 10×: the early meeting, then the late one as its time comes.
+    ui.wait_for("the replay's clock and the early meeting", |s| {
+        let text = s.contents();
+        text.contains("replay 12:00:") && text.contains("▶ 10×") && text.contains("early-meeting")
+    });
+    assert!(
+        ui.screen().contains("p play/pause"),
+        "the keys are in the hint bar"
+    );
+    ui.wait_for("the late meeting, forty seconds in", |s| {
+        s.contents().contains("late-meeting")
+    });
+    // Paused: the clock stands.
+    ui.press("p");
+    ui.wait_for("paused", |s| s.contents().contains("⏸ paused"));
+    let clock = |screen: &str| {
+        let at = screen.find("replay 12:").expect("the recorded clock");
+        screen[at + 7..at + 15].to_string()
+    };
+    let paused_at = clock(&ui.screen());
+    // Back to the fifth second: the late meeting has not begun.
+    ui.press("T");
+    ui.press("5\r");
+    ui.wait_for("the moment five seconds in", |s| {
+        let text = s.contents();
+        text.contains("replay 12:00:05 UTC") && !text.contains("late-meeting")
+    });
+    assert!(ui.screen().contains("early-meeting"), "{}", ui.screen());
+    assert!(paused_at.as_str() > "12:00:05", "{paused_at}");
+    // A step moves to the next recorded moment (the line at 7 s) and
+    // stays paused.
+    ui.press(".");
+    ui.wait_for("a step on", |s| {
+        let text = s.contents();
+        text.contains("replay 12:00:07 UTC") && text.contains("⏸ paused")
+    });
+    // Ten seconds on, and back.
+    ui.press(">");
+    ui.wait_for("ten seconds on", |s| {
+        s.contents().contains("replay 12:00:17 UTC")
+    });
+    ui.press("<");
+    ui.wait_for("ten seconds back", |s| {
+        s.contents().contains("replay 12:00:07 UTC")
+    });
+    // Nothing recorded can be changed.
+    ui.press("t");
+    ui.wait_for("the refusal", |s| s.contents().contains("a replay"));
+    ui.press("q");
+    assert!(ui.wait_exit(), "q exits cleanly");
+}

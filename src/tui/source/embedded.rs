@@ -60,6 +60,7 @@ impl Source for Embedded {
         let engine = &self.engine;
         let answer = match command {
             Command::Quit => return,
+            Command::Replay(_) => Answer::Refused("not a replay".into()),
             Command::Trigger { session, ops } => {
                 let answers: Option<Vec<_>> = ops
                     .iter()

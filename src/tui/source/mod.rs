@@ -1,13 +1,15 @@
 //! What the dashboard reads: one interface, two sources.
 //!
 //! [`embedded::Embedded`] is the engine in this process; [`remote::Remote`]
-//! is an engine elsewhere, read over its API by `inflight attach`. The main
+//! is an engine elsewhere, read over its API by `inflight attach`;
+//! [`replayed::Replayed`] is a recording played back (`inflight replay`). The main
 //! loop and every view work on either, through [`Source`]: the latest
 //! snapshot, one session's details, the log lines, the link to the engine,
 //! and the app's commands carried out with their answers coming back.
 
 pub mod embedded;
 pub mod remote;
+pub mod replayed;
 
 use std::future::Future;
 
@@ -20,7 +22,7 @@ use crate::model::{Operation, SessionId};
 use crate::tui::app::Command;
 
 /// How the dashboard is tied to its engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Link {
     /// The engine runs in this process.
     Embedded,
@@ -34,6 +36,28 @@ pub enum Link {
         attempt: u32,
         error: String,
     },
+    /// A recording played back (`inflight replay`).
+    Replay(ReplayAt),
+}
+
+/// Where a replay is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayAt {
+    /// Microseconds into the recording, and its length.
+    pub at_us: u64,
+    pub length_us: u64,
+    /// The recording's start on the wall clock.
+    pub started_unix_us: u64,
+    pub playing: bool,
+    pub speed: f64,
+}
+
+impl ReplayAt {
+    /// The replay's time on the recording's wall clock.
+    pub fn recorded_time(&self) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_micros(self.started_unix_us + self.at_us)
+    }
 }
 
 /// The answer to a command, for the message line.

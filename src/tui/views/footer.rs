@@ -21,6 +21,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             let what = match input.target {
                 InputTarget::SessionFilter => "filter sessions",
                 InputTarget::LogSearch => "search log",
+                InputTarget::ReplayTime => "go to (90, 1:30 or 14:03:27 UTC)",
             };
             Line::from(vec![
                 Span::styled(format!("/{what}: "), t.key()),
@@ -63,7 +64,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         used += text.chars().count();
         hints.push(Span::styled(text, t.warning()));
     }
-    for binding in keymap::hints(app.context()) {
+    let replaying = matches!(app.link, crate::tui::source::Link::Replay(_));
+    let replay_keys = keymap::replay_hints(app.context()).filter(move |_| replaying);
+    for binding in replay_keys.chain(keymap::hints(app.context())) {
         let text = format!(" {}  ", binding.hint);
         let w = binding.label.chars().count() + text.chars().count();
         if used + w > area.width as usize {

@@ -37,6 +37,32 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let mut first: Vec<Vec<Span>> = vec![vec![Span::styled("inflight", t.title())]];
     match &app.link {
         Link::Embedded => {}
+        Link::Replay(at) => {
+            let state = if at.playing {
+                format!("▶ {}×", speed(at.speed))
+            } else {
+                "⏸ paused".to_string()
+            };
+            first.push(vec![
+                Span::styled("replay ", t.title()),
+                Span::styled(
+                    format!("{} UTC", format::clock(at.recorded_time())),
+                    t.base(),
+                ),
+            ]);
+            first.push(vec![Span::styled(
+                state,
+                if at.playing { t.ok() } else { t.paused() },
+            )]);
+            first.push(vec![Span::styled(
+                format!(
+                    "{} / {}",
+                    format::duration(std::time::Duration::from_micros(at.at_us)),
+                    format::duration(std::time::Duration::from_micros(at.length_us))
+                ),
+                t.dim(),
+            )]);
+        }
         Link::Connected { server } => first.push(vec![
             Span::styled(format!("⇄ {server}"), t.base()),
             Span::styled(" connected", t.ok()),
@@ -207,4 +233,13 @@ fn fit(groups: Vec<Vec<Span<'static>>>, width: usize) -> Line<'static> {
         used += w;
     }
     Line::from(spans)
+}
+
+/// A replay's speed as the header writes it: `10`, `0.5`.
+fn speed(speed: f64) -> String {
+    if speed.fract() == 0.0 {
+        format!("{speed:.0}")
+    } else {
+        format!("{speed}")
+    }
 }

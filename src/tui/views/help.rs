@@ -1,5 +1,6 @@
-//! The help screen: every binding from the keymap, each operation's
-//! trigger key from its definition, and what the glyphs mean.
+//! The help screen: every binding from the keymap (those that move a
+//! replay only in one), each operation's trigger key from its definition,
+//! and what the glyphs mean.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -11,7 +12,12 @@ use crate::tui::keymap::{Action, BINDINGS, trigger_bindings};
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let mut lines = Vec::new();
+    // The keys that move a replay, only in one.
+    let replaying = matches!(app.link, crate::tui::source::Link::Replay(_));
     for binding in BINDINGS {
+        if binding.action.moves_a_replay() && !replaying {
+            continue;
+        }
         let places: Vec<&str> = binding.contexts.iter().map(|c| c.name()).collect();
         lines.push(Line::from(vec![
             Span::styled(format!("{:>7}  ", binding.label), t.key()),

@@ -279,6 +279,7 @@ impl Source for Remote {
         tokio::spawn(async move {
             let answer = match command {
                 Command::Quit => return,
+                Command::Replay(_) => Answer::Refused("not a replay".into()),
                 Command::Trigger { session, ops } => api.trigger(session, ops).await,
                 Command::Cancel { session, ops } => api.cancel(session, ops).await,
                 Command::LiftBudget { session } => api.lift_budget(session).await,
