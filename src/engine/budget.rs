@@ -187,8 +187,9 @@ pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> 
     // forgiven.
     let raised = shared.store.budget_raised(session);
     let counted = Usage {
+        // A raise is counted in prompt tokens (`raise_budget`).
         prompt_tokens: (spent.prompt_tokens + spent.completion_tokens)
-            .saturating_sub(raised.prompt_tokens + raised.completion_tokens),
+            .saturating_sub(raised.prompt_tokens),
         cost: crate::spend::Cost(spent.cost.0.saturating_sub(raised.cost.0)),
         ..Usage::default()
     };

@@ -328,14 +328,52 @@ async fn an_operator_raises_a_sessions_budget_and_it_holds_at_the_new_height() {
         engine.raise_budget(&sid("nobody"), None),
         Err(BudgetChange::NoSession)
     );
-    // A budget in money is raised by one more of itself in money.
-    let (money, _) = self::engine(Budgets {
-        session_cost: Some(Cost(1_000)),
-        ..Budgets::default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_in_money_is_raised_in_money() {
+    // At 1 a million prompt tokens and 2 a million answer tokens, a call
+    // (100 + 50) costs 0.0002: two calls spend the session's 0.0004.
+    let backend = Arc::new(Metered {
+        calls: AtomicU64::new(0),
     });
-    money.ingest(final_line("s1", 1, "hello"), None);
-    let raised = money.raise_budget(&sid("s1"), None).unwrap();
-    assert_eq!((raised.prompt_tokens, raised.cost), (0, Cost(1_000)));
+    let prices = inflight::spend::Prices::new(
+        "USD",
+        vec![inflight::spend::Price::per_million("m", 1.0, 2.0, None).unwrap()],
+    );
+    let engine = Engine::new(
+        EngineConfig {
+            automatic_ops: vec![Operation::SUMMARY],
+            llm_concurrency: 4,
+            budgets: Budgets {
+                session_cost: Some(Cost(400_000)),
+                ..Budgets::default()
+            },
+            prices: Arc::new(prices),
+            ..Default::default()
+        },
+        backend.clone(),
+    );
+    for seq in 1..=4 {
+        engine.ingest(final_line("s1", seq, "we ship on Friday."), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 2, "0.0004 spent");
+    assert_eq!(row(&engine, "s1").over_budget, Some(Budget::SessionCost));
+    let raised = engine.raise_budget(&sid("s1"), None).unwrap();
+    assert_eq!((raised.prompt_tokens, raised.cost), (0, Cost(400_000)));
+    settle(&engine).await;
+    for seq in 5..=8 {
+        engine.ingest(final_line("s1", seq, "and more."), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    settle(&engine).await;
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        4,
+        "0.0008 spent: the raised budget holds"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -725,6 +725,9 @@ fn three_instances_hold_one_hourly_token_budget_between_them() {
         "0s",
         "--budget-tokens-per-hour",
         &limit,
+        // Out of reach: there so that an operator can raise it.
+        "--budget-session-tokens",
+        "1000000",
     ];
     let all = [
         instance("a", &feed, &redis.url(), &llm, &extra),
@@ -790,4 +793,17 @@ fn three_instances_hold_one_hourly_token_budget_between_them() {
         counted, calls.tokens,
         "Redis counts what the server reported"
     );
+    drop(calls);
+    // An operator's raise on one instance is kept in Redis for all.
+    let raised = crate::common::blocking::post_json(
+        &format!("{}/api/sessions/s1/budget/raise", all[0].api),
+        r#"{"tokens": 5}"#,
+    )
+    .expect("the raise answers");
+    assert_eq!(raised["raised_tokens"], 5, "{raised}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while redis.hget("inflight:budget:s1", "t").as_deref() != Some("5") {
+        assert!(Instant::now() < until, "the raise never reached Redis");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -23,6 +23,25 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     })
 }
 
+/// POSTs `body` to `url`; its answer as JSON, when it gives some.
+pub fn post_json(url: &str, body: &str) -> Option<serde_json::Value> {
+    inflight::net::install_crypto();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(url)
+            .body(body.to_string())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    })
+}
+
 /// `url`'s body as JSON, when it answers with some.
 pub fn get_json(url: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&get(url)?.1).ok()
