@@ -227,33 +227,23 @@ async fn engine_run(
         },
         ..Default::default()
     };
+    let engine = Engine::new(config, probe.clone());
     let recorder = args.record.as_ref().map(|path| {
         let _ = std::fs::remove_file(path);
-        inflight::record::Recorder::start(
+        let tap = engine.events().tap();
+        let recorder = inflight::record::Recorder::start(
             inflight::record::RecordOptions {
                 path: path.clone(),
                 max_bytes: 1 << 34,
                 keep: 1,
                 max_age: None,
             },
-            inflight::record::Settings::of(&config),
+            tap.header(),
         )
-        .expect("the recording opens")
+        .expect("the recording opens");
+        tap.record_to(recorder.clone()).expect("recorded once");
+        recorder
     });
-    let backend: Arc<dyn inflight::llm::Backend> = match &recorder {
-        Some(recorder) => Arc::new(inflight::record::RecordingBackend::new(
-            probe.clone(),
-            recorder.clone(),
-        )),
-        None => probe.clone(),
-    };
-    let engine = Engine::new(config, backend);
-    if let Some(recorder) = &recorder {
-        engine
-            .events()
-            .record_to(recorder.clone())
-            .expect("recorded once");
-    }
     let db = args.db.as_ref().map(|path| {
         for suffix in ["", "-wal", "-shm", ".lock"] {
             let mut file = path.as_os_str().to_owned();

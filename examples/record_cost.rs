@@ -24,9 +24,7 @@ use inflight::engine::{Engine, EngineConfig, SessionLimits};
 use inflight::llm::LatencyRange;
 use inflight::llm::builtin::BuiltinBackend;
 use inflight::model::{SessionId, Transcript};
-use inflight::record::{
-    RecordOptions, Recorder, RecordingBackend, ReplaySettings, Settings, read, replay,
-};
+use inflight::record::{RecordOptions, Recorder, ReplaySettings, read, replay};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -68,29 +66,26 @@ fn transcript(i: usize, sessions: usize) -> Transcript {
 /// dropped (recording only).
 async fn ingest_round(args: &Args, record: Option<&std::path::Path>) -> (f64, u64, u64) {
     let config = config(args.sessions);
-    let mut backend: Arc<dyn inflight::llm::Backend> = Arc::new(BuiltinBackend::new(
-        LatencyRange::fixed(Duration::from_millis(50)),
-    ));
+    let backend = Arc::new(BuiltinBackend::new(LatencyRange::fixed(
+        Duration::from_millis(50),
+    )));
+    let engine = Engine::new(config, backend);
     let recorder = record.map(|path| {
         let _ = std::fs::remove_file(path);
-        Recorder::start(
+        let tap = engine.events().tap();
+        let recorder = Recorder::start(
             RecordOptions {
                 path: path.to_path_buf(),
                 max_bytes: 1 << 30,
                 keep: 1,
                 max_age: None,
             },
-            Settings::of(&config),
+            tap.header(),
         )
-        .expect("a recording in the temp folder")
+        .expect("a recording in the temp folder");
+        tap.record_to(recorder.clone()).unwrap();
+        recorder
     });
-    if let Some(recorder) = &recorder {
-        backend = Arc::new(RecordingBackend::new(backend, recorder.clone()));
-    }
-    let engine = Engine::new(config, backend);
-    if let Some(recorder) = &recorder {
-        engine.events().record_to(recorder.clone()).unwrap();
-    }
     let lines: Vec<Transcript> = (0..args.transcripts)
         .map(|i| transcript(i, args.sessions))
         .collect();
@@ -119,7 +114,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Records `minutes` of the demo on a paused clock; the file.
 async fn record_demo(minutes: u64, path: &std::path::Path) {
     let _ = std::fs::remove_file(path);
-    let config = EngineConfig::default();
+    let engine = Engine::new(
+        EngineConfig::default(),
+        Arc::new(BuiltinBackend::new(LatencyRange {
+            min: Duration::from_secs(2),
+            max: Duration::from_secs(6),
+        })),
+    );
+    let tap = engine.events().tap();
     let recorder = Recorder::start(
         RecordOptions {
             path: path.to_path_buf(),
@@ -127,18 +129,10 @@ async fn record_demo(minutes: u64, path: &std::path::Path) {
             keep: 1,
             max_age: None,
         },
-        Settings::of(&config),
+        tap.header(),
     )
     .unwrap();
-    let backend = Arc::new(RecordingBackend::new(
-        Arc::new(BuiltinBackend::new(LatencyRange {
-            min: Duration::from_secs(2),
-            max: Duration::from_secs(6),
-        })),
-        recorder.clone(),
-    ));
-    let engine = Engine::new(config, backend);
-    engine.events().record_to(recorder.clone()).unwrap();
+    tap.record_to(recorder.clone()).unwrap();
     let meetings = inflight::feed::meetings::embedded();
     let start = tokio::time::Instant::now();
     let end = start + Duration::from_secs(minutes * 60);

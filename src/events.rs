@@ -145,8 +145,8 @@ pub type EventId = u64;
 pub struct EventBus {
     sender: broadcast::Sender<Event>,
     journal: Arc<Mutex<Journal>>,
-    /// Where events are recorded (`--record`), once set.
-    recorder: Arc<std::sync::OnceLock<crate::record::Recorder>>,
+    /// Where records go (`--record`, clients recording over the API).
+    tap: Arc<crate::record::Tap>,
 }
 
 /// Numbers the events `/ws` subscribers see and keeps the newest, so one
@@ -188,21 +188,18 @@ impl EventBus {
                 ring: VecDeque::new(),
                 evicted_through: 0,
             })),
-            recorder: Arc::default(),
+            tap: Arc::default(),
         }
     }
 
-    /// Records every event from now on, and lets the engine record what
-    /// arrives (`--record`); set once.
-    pub fn record_to(&self, recorder: crate::record::Recorder) -> Result<(), String> {
-        self.recorder
-            .set(recorder)
-            .map_err(|_| "the engine records already".to_string())
+    /// Where the engine's records go.
+    pub fn tap(&self) -> &Arc<crate::record::Tap> {
+        &self.tap
     }
 
-    /// The recorder, when the engine records.
-    pub fn recorder(&self) -> Option<&crate::record::Recorder> {
-        self.recorder.get()
+    /// The tap, while something records.
+    pub fn recording(&self) -> Option<&crate::record::Tap> {
+        self.tap.active().then_some(&*self.tap)
     }
 
     fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -238,9 +235,7 @@ impl EventBus {
     /// blocks.
     pub fn emit(&self, event: Event) {
         log(&event);
-        if let Some(recorder) = self.recorder.get() {
-            recorder.event(&event);
-        }
+        self.tap.event(&event);
         let mut journal = self.journal();
         if event.for_subscribers() {
             let id = journal.next_id;

@@ -90,6 +90,7 @@ fn main() -> ExitCode {
             Some(Command::Config(_)) => Ok(()),
             Some(Command::Attach(args)) => run_attach(args).await,
             Some(Command::Replay(_)) => Ok(()),
+            Some(Command::Record(args)) => run_record(args).await,
             None => run_dashboard(cli.engine, cli.no_color).await,
         }
     });
@@ -194,31 +195,19 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
     if args.llm != LlmKind::Builtin {
         tokio::spawn(inflight::llm::watch(backend.clone()));
     }
-    let config = args.engine_config();
+    let engine = Engine::new(args.engine_config(), backend);
     let recorder = match args.record_options() {
         Some(options) => {
             let bound = options.bound();
             let path = options.path.clone();
-            let recorder = inflight::record::Recorder::start(
-                options,
-                inflight::record::Settings::of(&config),
-            )?;
+            let tap = engine.events().tap();
+            let recorder = inflight::record::Recorder::start(options, tap.header())?;
+            tap.record_to(recorder.clone())?;
             tracing::info!(path = %path.display(), bound_bytes = bound, "recording");
             Some(recorder)
         }
         None => None,
     };
-    let backend: Arc<dyn inflight::llm::Backend> = match &recorder {
-        Some(recorder) => Arc::new(inflight::record::RecordingBackend::new(
-            backend,
-            recorder.clone(),
-        )),
-        None => backend,
-    };
-    let engine = Engine::new(config, backend);
-    if let Some(recorder) = &recorder {
-        engine.events().record_to(recorder.clone())?;
-    }
     let webhooks = (!args.webhooks.is_empty()).then(|| {
         Arc::new(inflight::webhooks::Webhooks::new(
             args.webhooks.clone(),
@@ -509,4 +498,46 @@ fn replay_dashboard(
         let source = tui::source::replayed::Replayed::start(reading, args.speed).await?;
         tui::run(source, tui::TuiOptions { color }).await
     })
+}
+
+/// `inflight record --from URL --out FILE`: a server recorded from outside
+/// until SIGTERM or Ctrl-C.
+async fn run_record(args: inflight::config::RecordArgs) -> Result<(), String> {
+    let mut stop = StopSignals::install(Hangup::Stops);
+    init_logs(LogFormat::Text, None)?;
+    let options = inflight::record::RecordOptions {
+        path: args.out.clone(),
+        max_bytes: args.max_size,
+        keep: args.keep,
+        max_age: args.max_age,
+    };
+    let stopping = CancellationToken::new();
+    let recording = tokio::spawn({
+        let stopping = stopping.clone();
+        let from = args.from.clone();
+        let token = args.token.clone();
+        async move { inflight::record::record_from(&from, token.as_deref(), options, stopping).await }
+    });
+    tracing::info!(server = %inflight::net::redact_url(&args.from), out = %args.out.display(), "recording from outside; SIGTERM or Ctrl-C stops it");
+    let mut recording = recording;
+    // It ends by itself only when the file cannot be written.
+    let ended = tokio::select! {
+        _ = stop.recv() => None,
+        ended = &mut recording => Some(ended),
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            stopping.cancel();
+            recording.await
+        }
+    };
+    let done = ended.map_err(|e| format!("the recording stopped: {e}"))??;
+    tracing::info!(
+        records = done.records,
+        connections = done.connections,
+        unreadable = done.unreadable,
+        "recording stopped"
+    );
+    Ok(())
 }

@@ -39,6 +39,7 @@ pub mod ingest;
 mod json;
 pub mod logs;
 mod metrics;
+mod recording;
 mod routes;
 mod ws;
 
@@ -197,6 +198,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         )
         .route("/api/logs", get(logs::lines))
         .route("/ws", get(ws::upgrade))
+        .route("/api/recording", get(recording::upgrade))
         .route("/metrics", get(routes::render_metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -59,8 +59,8 @@ impl Default for WsLimits {
 
 /// The subscribers' seats.
 pub struct Subscribers {
-    limits: WsLimits,
-    seats: Arc<Semaphore>,
+    pub(super) limits: WsLimits,
+    pub(super) seats: Arc<Semaphore>,
 }
 
 impl Subscribers {

@@ -73,6 +73,40 @@ pub enum Command {
     /// Play a recording (`--record`) in the dashboard, or, with --engine,
     /// through the engine to compare.
     Replay(ReplayArgs),
+    /// Record a running server from outside, over its API.
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The server's API.
+    #[arg(long, value_name = "URL", env = "INFLIGHT_API_URL")]
+    pub from: String,
+
+    /// The file to write (appended to), as `--record` writes one.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Bearer token: a viewer's is enough.
+    #[arg(
+        long = "api-token",
+        value_name = "TOKEN",
+        env = "INFLIGHT_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Rotate the file when it passes this size.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_size: u64,
+
+    /// Files kept in all, the one written included.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub keep: u32,
+
+    /// Rotate the file when it is this old, too.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
 }
 
 /// How `inflight replay` prints its comparison.

@@ -100,9 +100,9 @@ impl Engine {
     /// rest as cancelled ("the process is stopping") and waits for their
     /// tasks to end. Feeds should be stopped first, so no new work comes.
     pub async fn drain(&self, within: Duration) -> Drained {
-        if let Some(recorder) = self.shared.events.recorder() {
-            recorder.record(crate::record::Record::Stop {
-                at: recorder.now(),
+        if let Some(tap) = self.shared.events.recording() {
+            tap.record(crate::record::Record::Stop {
+                at: tap.now(),
                 drain_ms: within.as_millis() as u64,
             });
         }

@@ -171,6 +171,15 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: EngineConfig, backend: Arc<dyn Backend>) -> Self {
         let events = EventBus::new();
+        events
+            .tap()
+            .set_settings(crate::record::Settings::of(&config));
+        // Every call passes the tap, which records it while something
+        // records.
+        let backend: Arc<dyn Backend> = Arc::new(crate::record::RecordingBackend::new(
+            backend,
+            events.tap().clone(),
+        ));
         let state = ProcessingStateManager::new(config.state.clone(), events.clone());
         let mut store = SessionStore::new(config.sessions).tracking(&config.end_ops);
         if !config.incremental {
@@ -226,9 +235,9 @@ impl Engine {
         status: Option<&FeedStatus>,
     ) -> Appended {
         let session = transcript.session_id.clone();
-        if let Some(recorder) = self.shared.events.recorder() {
-            recorder.record(crate::record::Record::Transcript {
-                at: recorder.now(),
+        if let Some(tap) = self.shared.events.recording() {
+            tap.record(crate::record::Record::Transcript {
+                at: tap.now(),
                 feed,
                 line: crate::record::Line::of(&transcript),
             });
@@ -308,9 +317,9 @@ impl Engine {
 
     /// The session ended: one last run of every operation.
     pub fn end_session(&self, session: &SessionId, feed: Option<usize>) {
-        if let Some(recorder) = self.shared.events.recorder() {
-            recorder.record(crate::record::Record::End {
-                at: recorder.now(),
+        if let Some(tap) = self.shared.events.recording() {
+            tap.record(crate::record::Record::End {
+                at: tap.now(),
                 feed,
                 session: session.clone(),
             });

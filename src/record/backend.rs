@@ -6,23 +6,23 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Answer, Record, Recorder};
+use super::{Answer, Record, Tap};
 use crate::llm::{
     Backend, BackendInfo, BoxFuture, LlmError, LlmErrorKind, LlmRequest, LlmResponse, Progress,
     Usage,
 };
 use crate::model::{Operation, SessionId};
 
-/// Passes every call to `inner` and records its answer (or error) and
-/// when it was sent and ended.
+/// Passes every call to `inner` and, while something records, records
+/// its answer (or error) and when it was sent and ended.
 pub struct RecordingBackend {
     inner: Arc<dyn Backend>,
-    recorder: Recorder,
+    tap: Arc<Tap>,
 }
 
 impl RecordingBackend {
-    pub fn new(inner: Arc<dyn Backend>, recorder: Recorder) -> Self {
-        Self { inner, recorder }
+    pub fn new(inner: Arc<dyn Backend>, tap: Arc<Tap>) -> Self {
+        Self { inner, tap }
     }
 }
 
@@ -68,10 +68,13 @@ impl Backend for RecordingBackend {
         request: LlmRequest,
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        if !self.tap.active() {
+            return self.inner.generate(request, progress);
+        }
         Box::pin(async move {
             let mut call = InFlight {
-                recorder: &self.recorder,
-                sent: self.recorder.now(),
+                tap: &self.tap,
+                sent: self.tap.now(),
                 session: Some(request.session.clone()),
                 op: request.op,
             };
@@ -94,7 +97,7 @@ impl Backend for RecordingBackend {
 /// A call on its way: recorded when it ends, or, dropped first (its run
 /// was stopped), as never answered.
 struct InFlight<'a> {
-    recorder: &'a Recorder,
+    tap: &'a Tap,
     sent: u64,
     /// Taken when the call is recorded.
     session: Option<SessionId>,
@@ -104,11 +107,11 @@ struct InFlight<'a> {
 impl InFlight<'_> {
     fn ended(&mut self, answer: Answer, usage: Usage) {
         if let Some(session) = self.session.take() {
-            self.recorder.record(Record::Llm {
+            self.tap.record(Record::Llm {
                 at: self.sent,
                 session,
                 op: self.op,
-                end: self.recorder.now(),
+                end: self.tap.now(),
                 answer,
                 usage,
             });

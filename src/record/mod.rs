@@ -16,7 +16,11 @@
 //!   dropped records (it says how many).
 //!
 //! Where each part lives:
-//! - `writer.rs`: the [`Recorder`] the engine hands records to, and the
+//! - `client.rs`: `inflight record --from`, a server recorded from outside
+//!   over its API's live stream of records;
+//! - `tap.rs`: the [`Tap`] on the engine's event bus, where every record
+//!   starts: to the file, to clients recording over the API, or nowhere;
+//! - `writer.rs`: the [`Recorder`] the tap hands records to, and the
 //!   thread that writes them, rotates the file by size or age and keeps a
 //!   bounded number of old files;
 //! - `reader.rs`: reading a recording back, up to the first damage, and
@@ -30,16 +34,20 @@
 //! - `report.rs`: that comparison as a table or as JSON.
 
 mod backend;
+mod client;
 mod player;
 mod reader;
 mod replay;
 pub mod report;
+mod tap;
 mod writer;
 
 pub use backend::{RecordingBackend, ReplayBackend};
+pub use client::{Recorded, record_from};
 pub use player::{Control, Frame, Player, SPEEDS};
-pub use reader::{Damage, Reading, read};
+pub use reader::{Damage, Reading, length, read};
 pub use replay::{Comparison, Difference, Outcome, ReplaySettings, Sim, Tally, Totals, replay};
+pub use tap::{LIVE_BUFFER, Live, Tap};
 pub use writer::{RecordOptions, Recorder};
 
 use serde::{Deserialize, Serialize};

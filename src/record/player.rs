@@ -128,7 +128,7 @@ impl Playing {
         controls: std::sync::mpsc::Receiver<Control>,
         frames: tokio::sync::mpsc::Sender<Frame>,
     ) {
-        let length = self.records.last().map_or(0, |(at, _)| *at);
+        let length = super::length(&self.records);
         let mut sim = Sim::new(self.records.clone(), &self.settings);
         let mut playing = true;
         let mut speed = self.speed;

@@ -52,9 +52,9 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// The time of the last record, in microseconds.
+    /// The time of the last record, in microseconds (see [`length`]).
     pub fn length_us(&self) -> u64 {
-        self.records.last().map_or(0, |(at, _)| *at)
+        length(&self.records)
     }
 
     /// The records of one process's life: up to the end of the segment
@@ -76,6 +76,15 @@ impl Reading {
             .unwrap_or(self.records.len());
         &self.records[..end]
     }
+}
+
+/// The time of the last record, in microseconds on their clock. Records
+/// are written as things end, not quite in time order (an LLM call's
+/// comes at its end, stamped with when it was sent), so this is the
+/// latest stamp, not the last one. A call still out then is not counted
+/// as answered: the recording did not see it end.
+pub fn length(records: &[(u64, Record)]) -> u64 {
+    records.iter().map(|(at, _)| *at).max().unwrap_or(0)
 }
 
 /// Reads `path`. An error for a file that cannot be opened, is not a

@@ -4,13 +4,16 @@
 //! ends arrive at their recorded times, and each LLM call is answered with
 //! the recorded answer after as long as it took ([`ReplayBackend`]). Time
 //! jumps from one thing to the next, so minutes replay in well under a
-//! second. Run with the recorded settings, the engine makes the same runs;
-//! run with others (`--llm-concurrency`, `--min-interval`, `--on-busy`),
-//! it shows what they would have done.
+//! second. Run with the recorded settings, the engine makes the same runs
+//! (a recording made in real time does not hold the engine's own
+//! milliseconds around a call, so a line that came that close to a run's
+//! end may meet it differently); run with others (`--llm-concurrency`,
+//! `--min-interval`, `--on-busy`), it shows what they would have done.
 //!
 //! Both sides are counted by one [`Tally`]: per session and operation, the
 //! runs that ended, the requests skipped, and the generation the newest
-//! result covers. A recording that goes on past a `stop` (a process
+//! result covers, up to the recording's last moment or to just before the
+//! process began to stop. A recording that goes on past a `stop` (a process
 //! started again, appending) is replayed up to the stop.
 
 use std::collections::BTreeMap;
@@ -320,16 +323,6 @@ impl Sim {
         self.missed_events += drain(&mut self.events, &mut self.tally);
     }
 
-    /// Lets every run in flight end (a day of the paused clock at most).
-    pub async fn settle(&mut self) {
-        let until = Instant::now() + Duration::from_secs(24 * 3600);
-        while !self.engine.is_idle() && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            self.missed_events += drain(&mut self.events, &mut self.tally);
-        }
-        self.missed_events += drain(&mut self.events, &mut self.tally);
-    }
-
     /// Stops what still runs: a replay left for another.
     pub async fn stop(&self) {
         self.engine.drain(Duration::ZERO).await;
@@ -343,14 +336,23 @@ pub async fn replay(reading: &Reading, changes: &ReplaySettings) -> Comparison {
     let wall = std::time::Instant::now();
     let (settings, changed) = apply(&reading.settings, changes);
     let records: Arc<[(u64, Record)]> = reading.first_run().into();
+    // Both sides are counted up to the recording's last moment (a run it
+    // saw start but not end is not counted as ended in the replay either),
+    // or, when the process stopped, to just before it began to: what runs
+    // while a process drains depends on how long its feeds took to close.
+    let stop = records.iter().find_map(|(at, r)| match r {
+        Record::Stop { .. } => Some(at.saturating_sub(1)),
+        _ => None,
+    });
+    let until = stop.unwrap_or_else(|| super::length(&records));
     let mut recorded = Tally::default();
-    for (_, record) in records.iter() {
-        recorded.add(record);
+    for (at, record) in records.iter() {
+        if *at <= until {
+            recorded.add(record);
+        }
     }
     let mut sim = Sim::new(records.clone(), &settings);
-    sim.advance_to(records.last().map_or(0, |(at, _)| *at))
-        .await;
-    sim.settle().await;
+    sim.advance_to(until).await;
     let made_up = sim.backend.made_up();
     compare(
         reading,

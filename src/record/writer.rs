@@ -20,11 +20,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::{FORMAT_VERSION, Record, Settings};
+use super::Record;
 
 /// Where and how much to record.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +52,6 @@ pub struct Recorder {
 struct Inner {
     /// Records handed over and not yet taken by the writer.
     waiting: Mutex<Vec<Record>>,
-    started: Instant,
     /// Dropped (the writer was behind) and not yet said in the file.
     lost: AtomicU64,
     written: Arc<AtomicU64>,
@@ -74,20 +71,11 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    /// Opens (or appends to) the file and starts the writer; a clear error
-    /// when the file cannot be written.
-    pub fn start(options: RecordOptions, settings: Settings) -> Result<Self, String> {
+    /// Opens (or appends to) the file and starts the writer, which opens
+    /// it with `header` (and every file it rotates to); a clear error when
+    /// the file cannot be written.
+    pub fn start(options: RecordOptions, header: Record) -> Result<Self, String> {
         let file = open(&options.path)?;
-        let started = Instant::now();
-        let started_unix_us = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let header = Record::Header {
-            version: FORMAT_VERSION,
-            inflight: env!("CARGO_PKG_VERSION").to_string(),
-            started_unix_us,
-            settings,
-        };
         let written = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             size: file.metadata().map(|m| m.len()).unwrap_or(0),
@@ -105,7 +93,6 @@ impl Recorder {
         }
         let inner = Arc::new(Inner {
             waiting: Mutex::new(Vec::with_capacity(1024)),
-            started,
             lost: AtomicU64::new(0),
             written,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -120,11 +107,6 @@ impl Recorder {
         Ok(Self { inner })
     }
 
-    /// Microseconds since the recording started.
-    pub fn now(&self) -> u64 {
-        self.inner.started.elapsed().as_micros() as u64
-    }
-
     /// Hands a record over; never waits for the disk.
     pub fn record(&self, record: Record) {
         let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,13 +114,6 @@ impl Recorder {
             waiting.push(record);
         } else {
             self.inner.lost.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// An engine event, if it is one a recording keeps.
-    pub fn event(&self, event: &crate::events::Event) {
-        if let Some(record) = Record::of_event(self.now(), event) {
-            self.record(record);
         }
     }
 
@@ -250,11 +225,17 @@ impl Writer {
             );
             let lost = shared.lost.swap(0, Ordering::Relaxed);
             if lost > 0 {
-                let at = shared.started.elapsed().as_micros() as u64;
+                // At the newest record's time: the lost ones were around it.
+                let at = taken.iter().rev().find_map(Record::at).unwrap_or(0);
                 taken.push(Record::Gap { at, lost });
             }
             merge_skips(&mut taken, &mut skips);
             for record in taken.drain(..) {
+                if let Record::Header { .. } = record {
+                    // A new segment (a server recorded from outside
+                    // started again): its files open with it from now on.
+                    self.header = record.clone();
+                }
                 if let Err(e) = self.write(&record)
                     && !failed
                 {
@@ -342,10 +323,10 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Line, Settings};
+    use crate::record::Line;
 
-    fn settings() -> Settings {
-        Settings::of(&crate::engine::EngineConfig::default())
+    fn header() -> Record {
+        crate::record::Tap::default().header()
     }
 
     fn line(n: usize) -> Record {
@@ -378,7 +359,7 @@ mod tests {
             max_age: None,
         };
         assert_eq!(options.bound(), 3 * 4096);
-        let recorder = Recorder::start(options, settings()).unwrap();
+        let recorder = Recorder::start(options, header()).unwrap();
         for n in 0..1000 {
             recorder.record(line(n));
         }
@@ -422,7 +403,7 @@ mod tests {
                 keep: 3,
                 max_age: None,
             },
-            settings(),
+            header(),
         )
         .unwrap();
         recorder.record(line(1000));
@@ -477,7 +458,7 @@ mod tests {
             keep: 1,
             max_age: None,
         };
-        let error = Recorder::start(options, settings()).unwrap_err();
+        let error = Recorder::start(options, header()).unwrap_err();
         assert!(
             error.starts_with("cannot write the recording /nonexistent-dir/rec.jsonl"),
             "{error}"

@@ -33,23 +33,104 @@ fn replay(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, Strin
     )
 }
 
+/// Sixty seconds of the demo's meetings through an engine on a paused
+/// clock, recorded by the engine's own tap; the file.
+async fn record_demo_on_a_paused_clock(path: &std::path::Path) {
+    use inflight::engine::{Engine, EngineConfig};
+    use inflight::llm::LatencyRange;
+    use inflight::llm::builtin::BuiltinBackend;
+    use inflight::record::{RecordOptions, Recorder};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let engine = Engine::new(
+        EngineConfig::default(),
+        Arc::new(BuiltinBackend::new(LatencyRange {
+            min: Duration::from_secs(2),
+            max: Duration::from_secs(6),
+        })),
+    );
+    let tap = engine.events().tap();
+    let recorder = Recorder::start(
+        RecordOptions {
+            path: path.to_path_buf(),
+            max_bytes: 1 << 30,
+            keep: 1,
+            max_age: None,
+        },
+        tap.header(),
+    )
+    .unwrap();
+    tap.record_to(recorder.clone()).unwrap();
+    let start = tokio::time::Instant::now();
+    let mut plays = Vec::new();
+    for meeting in inflight::feed::meetings::embedded() {
+        let engine = engine.clone();
+        plays.push(tokio::spawn(async move {
+            for line in meeting.lines {
+                let offset = line.start.unwrap_or(0.0);
+                if offset > 60.0 {
+                    return;
+                }
+                tokio::time::sleep_until(start + Duration::from_secs_f64(offset)).await;
+                engine.ingest(line, Some(0));
+            }
+        }));
+    }
+    for play in plays {
+        play.await.unwrap();
+    }
+    engine.drain(Duration::from_secs(30)).await;
+    recorder.close(Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sixty_seconds_of_the_demo_replay_identical_and_one_call_at_a_time_differs() {
+    let dir = fresh_dir("recording", "paused");
+    let file = dir.join("demo.jsonl");
+    record_demo_on_a_paused_clock(&file).await;
+    let reading = inflight::record::read(&file).unwrap();
+    assert_eq!(reading.damage, None);
+    let same = inflight::record::replay(&reading, &Default::default()).await;
+    assert!(same.identical, "{:?}", same.differences);
+    assert!(same.recorded.runs >= 30, "{:?}", same.recorded);
+    assert!(same.recorded.skips > 0, "the demo meets busy runs");
+    assert_eq!(same.recorded, same.replayed);
+    assert_eq!(same.made_up_calls, 0);
+    let one = inflight::record::replay(
+        &reading,
+        &inflight::record::ReplaySettings {
+            llm_concurrency: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(!one.identical);
+    assert!(one.replayed.runs < one.recorded.runs, "{:?}", one.replayed);
+    assert!(one.differences.iter().all(|d| d.recorded != d.replayed));
+}
+
+/// The real binary, recording in real time: the replay gives the same
+/// outcome but where a line and a run's end came within the engine's own
+/// processing time of each other (milliseconds), which the recording does
+/// not hold; those are few.
 #[test]
-fn a_recorded_demo_replays_identical_and_a_changed_setting_names_its_differences() {
+fn a_recorded_demo_replays_as_it_ran_and_a_changed_setting_names_its_differences() {
     let file = record_demo("identical", 40);
 
     let (code, stdout, stderr) = replay(&file, &["--report", "json"]);
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
         panic!("{e}: {stdout}\n{stderr}");
     });
-    assert_eq!(report["identical"], true, "{stdout}");
-    assert_eq!(code, Some(0));
-    assert_eq!(report["differences"].as_array().map(Vec::len), Some(0));
+    let differences = report["differences"].as_array().unwrap().len();
+    assert_eq!(code, Some(if differences == 0 { 0 } else { 1 }));
+    assert_eq!(report["identical"], differences == 0);
+    let runs = |side: &str| report[side]["runs"].as_u64().unwrap();
+    assert!(runs("recorded") >= 40, "{stdout}");
     assert!(
-        report["recorded"]["runs"].as_u64().unwrap() >= 40,
+        runs("recorded").abs_diff(runs("replayed")) <= runs("recorded") / 10,
         "{stdout}"
     );
-    assert_eq!(report["recorded"], report["replayed"]);
-    assert_eq!(report["made_up_calls"], 0, "every call was recorded");
+    assert!(differences <= 8, "{stdout}");
     assert!(
         report["speed"].as_f64().unwrap() > 10.0,
         "minutes in well under their length: {stdout}"
@@ -85,9 +166,11 @@ fn a_recorded_demo_replays_identical_and_a_changed_setting_names_its_differences
     assert!(table.contains("settings: llm_concurrency 4 → 1"), "{table}");
     assert!(table.contains("SESSION"), "{table}");
     assert!(table.contains("not identical:"), "{table}");
-    let (code, table, _) = replay(&file, &[]);
-    assert_eq!(code, Some(0));
-    assert!(table.contains("identical: every session's runs"), "{table}");
+    let (_, table, _) = replay(&file, &[]);
+    assert!(
+        table.contains("recorded") && table.contains("replayed"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -142,4 +225,58 @@ fn a_damaged_recording_is_read_up_to_the_damage_and_a_newer_one_is_refused() {
     let (code, _, stderr) = replay(&other, &[]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("not a readable recording"), "{stderr}");
+}
+
+#[test]
+fn a_server_recorded_from_outside_over_its_api_replays_as_it_ran() {
+    let dir = fresh_dir("recording", "outside");
+    let file = dir.join("outside.jsonl");
+    // The feed comes up only once the recorder listens, so the recording
+    // holds every line.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = Logged::spawn(
+        bin()
+            .args(["serve", "--no-db", "--api", "127.0.0.1:0"])
+            .args(["--feed", &format!("ws://127.0.0.1:{port}/")])
+            .args(["--simulate-latency", "300ms..1500ms"]),
+    );
+    let api = format!(
+        "http://{}",
+        crate::common::child::field(&serve.wait_for("API listening"), "bound")
+    );
+    let mut recorder = Logged::spawn(bin().args(["record", "--from", &api, "--out"]).arg(&file));
+    recorder.wait_for("recording server=");
+    let mut feed = Logged::spawn(bin().args([
+        "feed",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--speed",
+        "4",
+    ]));
+    feed.wait_for("listening");
+    serve.wait_for_nth("processing finished", 30);
+    recorder.signal(libc::SIGTERM);
+    assert_eq!(recorder.exit_code(), Some(0));
+    serve.stop();
+
+    let (code, stdout, stderr) = replay(&file, &["--report", "json"]);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("{e}: {stdout}\n{stderr}");
+    });
+    let runs = |side: &str| report[side]["runs"].as_u64().unwrap();
+    assert!(runs("recorded") >= 20, "{stdout}");
+    assert!(
+        report["recorded"]["sessions"].as_u64().unwrap() >= 2,
+        "{stdout}"
+    );
+    // As from a file: the same, but for near-ties (see above).
+    assert!(
+        runs("recorded").abs_diff(runs("replayed")) <= runs("recorded") / 10,
+        "{stdout}"
+    );
+    assert!(matches!(code, Some(0 | 1)));
 }
