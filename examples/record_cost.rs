@@ -111,66 +111,6 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Records `minutes` of the demo on a paused clock; the file.
-async fn record_demo(minutes: u64, path: &std::path::Path) {
-    let _ = std::fs::remove_file(path);
-    let engine = Engine::new(
-        EngineConfig::default(),
-        Arc::new(BuiltinBackend::new(LatencyRange {
-            min: Duration::from_secs(2),
-            max: Duration::from_secs(6),
-        })),
-    );
-    let tap = engine.events().tap();
-    let recorder = Recorder::start(
-        RecordOptions {
-            path: path.to_path_buf(),
-            max_bytes: 1 << 30,
-            keep: 1,
-            max_age: None,
-        },
-        tap.header(),
-    )
-    .unwrap();
-    tap.record_to(recorder.clone()).unwrap();
-    let meetings = inflight::feed::meetings::embedded();
-    let start = tokio::time::Instant::now();
-    let end = start + Duration::from_secs(minutes * 60);
-    let mut plays = Vec::new();
-    for (n, meeting) in meetings.into_iter().enumerate() {
-        let engine = engine.clone();
-        plays.push(tokio::spawn(async move {
-            let mut round = 0;
-            // Each meeting starts a little after the one before, and again
-            // under a new id when it ends, as the demo's feed plays them.
-            let mut at = start + Duration::from_secs(n as u64 * 3);
-            while at < end {
-                let id = SessionId::parse(&format!("{}-{round}", meeting.session)).unwrap();
-                let mut last = 0.0;
-                for line in &meeting.lines {
-                    let offset = line.start.unwrap_or(last);
-                    last = offset;
-                    tokio::time::sleep_until(at + Duration::from_secs_f64(offset)).await;
-                    if tokio::time::Instant::now() >= end {
-                        return;
-                    }
-                    let mut line = line.clone();
-                    line.session_id = id.clone();
-                    engine.ingest(line, Some(0));
-                }
-                engine.end_session(&id, Some(0));
-                at = tokio::time::Instant::now() + Duration::from_secs(5);
-                round += 1;
-            }
-        }));
-    }
-    for play in plays {
-        let _ = play.await;
-    }
-    engine.drain(Duration::from_secs(30)).await;
-    recorder.close(Duration::from_secs(30));
-}
-
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -210,7 +150,12 @@ fn main() {
         .start_paused(true)
         .build()
         .unwrap();
-    paused.block_on(record_demo(args.minutes, &demo));
+    paused
+        .block_on(inflight::record::sample::record_demo(
+            &demo,
+            args.minutes * 60,
+        ))
+        .unwrap();
     let reading = read(&demo).unwrap();
     let bytes = std::fs::metadata(&demo).map(|m| m.len()).unwrap_or(0);
     let replaying = tokio::runtime::Builder::new_current_thread()

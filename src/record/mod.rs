@@ -31,7 +31,9 @@
 //!   paused clock ([`Sim`]), and the comparison of the two outcomes;
 //! - `player.rs`: the dashboard's replay, the same engine played at a
 //!   speed, paused, stepped and sought, in a thread of its own;
-//! - `report.rs`: that comparison as a table or as JSON.
+//! - `report.rs`: that comparison as a table or as JSON;
+//! - `sample.rs`: the demo recorded on a paused clock, for tests and
+//!   benchmarks.
 
 mod backend;
 mod client;
@@ -39,6 +41,7 @@ mod player;
 mod reader;
 mod replay;
 pub mod report;
+pub mod sample;
 mod tap;
 mod writer;
 

@@ -277,6 +277,50 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_takes_the_first_process_up_to_the_end_of_its_stop() {
+        let stop = r#"{"k":"stop","at":6000000,"drain_ms":100}"#;
+        let after = r#"{"k":"end","at":7000000,"session":"s2"}"#;
+        let text = format!(
+            "{}\n{END}\n{stop}\n{after}\n{}\n{END}\n",
+            header(1, 0),
+            header(1, 60_000_000)
+        );
+        let reading = read_from(text.as_bytes(), "rec").unwrap();
+        assert_eq!(reading.records.len(), 4);
+        assert_eq!(
+            reading.first_run().len(),
+            3,
+            "what the stopping process still wrote, not the next process"
+        );
+        // No stop: all of it.
+        let text = format!("{}\n{END}\n{}\n{END}\n", header(1, 0), header(1, 1));
+        let reading = read_from(text.as_bytes(), "rec").unwrap();
+        assert_eq!(reading.first_run().len(), 2);
+        // A stop in the last segment: to the end.
+        let text = format!("{}\n{END}\n{stop}\n{after}\n", header(1, 0));
+        let reading = read_from(text.as_bytes(), "rec").unwrap();
+        assert_eq!(reading.first_run().len(), 3);
+    }
+
+    #[test]
+    fn a_damaged_header_of_this_version_is_not_called_a_later_one() {
+        let broken = r#"{"k":"recording","version":1,"inflight":"x"}"#;
+        let text = format!("{}\n{END}\n{broken}\n", header(1, 0));
+        let damage = read_from(text.as_bytes(), "rec").unwrap().damage.unwrap();
+        assert!(!damage.why.contains("later"), "{}", damage.why);
+        // The first line of this version, broken: not a readable recording.
+        let error = read_from(format!("{broken}\n").as_bytes(), "rec").unwrap_err();
+        assert!(error.contains("not a readable recording"), "{error}");
+        // Of the next version: named.
+        let next = broken.replace(
+            "\"version\":1",
+            &format!("\"version\":{}", FORMAT_VERSION + 1),
+        );
+        let error = read_from(format!("{next}\n").as_bytes(), "rec").unwrap_err();
+        assert!(error.contains("format version 2"), "{error}");
+    }
+
+    #[test]
     fn what_is_not_a_recording_of_this_version_is_refused() {
         let newer = format!("{}\n", header(2, 0));
         let error = read_from(newer.as_bytes(), "rec").unwrap_err();

@@ -33,61 +33,13 @@ fn replay(file: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, Strin
     )
 }
 
-/// Sixty seconds of the demo's meetings through an engine on a paused
-/// clock, recorded by the engine's own tap; the file.
-async fn record_demo_on_a_paused_clock(path: &std::path::Path) {
-    use inflight::engine::{Engine, EngineConfig};
-    use inflight::llm::LatencyRange;
-    use inflight::llm::builtin::BuiltinBackend;
-    use inflight::record::{RecordOptions, Recorder};
-    use std::sync::Arc;
-    use std::time::Duration;
-    let engine = Engine::new(
-        EngineConfig::default(),
-        Arc::new(BuiltinBackend::new(LatencyRange {
-            min: Duration::from_secs(2),
-            max: Duration::from_secs(6),
-        })),
-    );
-    let tap = engine.events().tap();
-    let recorder = Recorder::start(
-        RecordOptions {
-            path: path.to_path_buf(),
-            max_bytes: 1 << 30,
-            keep: 1,
-            max_age: None,
-        },
-        tap.header(),
-    )
-    .unwrap();
-    tap.record_to(recorder.clone()).unwrap();
-    let start = tokio::time::Instant::now();
-    let mut plays = Vec::new();
-    for meeting in inflight::feed::meetings::embedded() {
-        let engine = engine.clone();
-        plays.push(tokio::spawn(async move {
-            for line in meeting.lines {
-                let offset = line.start.unwrap_or(0.0);
-                if offset > 60.0 {
-                    return;
-                }
-                tokio::time::sleep_until(start + Duration::from_secs_f64(offset)).await;
-                engine.ingest(line, Some(0));
-            }
-        }));
-    }
-    for play in plays {
-        play.await.unwrap();
-    }
-    engine.drain(Duration::from_secs(30)).await;
-    recorder.close(Duration::from_secs(10));
-}
-
 #[tokio::test(start_paused = true)]
 async fn sixty_seconds_of_the_demo_replay_identical_and_one_call_at_a_time_differs() {
     let dir = fresh_dir("recording", "paused");
     let file = dir.join("demo.jsonl");
-    record_demo_on_a_paused_clock(&file).await;
+    inflight::record::sample::record_demo(&file, 60)
+        .await
+        .unwrap();
     let reading = inflight::record::read(&file).unwrap();
     assert_eq!(reading.damage, None);
     let same = inflight::record::replay(&reading, &Default::default()).await;
