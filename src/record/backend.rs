@@ -75,10 +75,28 @@ impl Backend for RecordingBackend {
             let mut call = InFlight {
                 tap: &self.tap,
                 sent: self.tap.now(),
+                first: None,
                 session: Some(request.session.clone()),
                 op: request.op,
             };
-            let result = self.inner.generate(request, progress).await;
+            let answering = self.inner.generate(request, progress);
+            tokio::pin!(answering);
+            // The first answer token is seen by looking at the call's
+            // progress every few milliseconds: its time is that close.
+            let mut look = tokio::time::interval(FIRST_TOKEN_EVERY);
+            let result = loop {
+                tokio::select! {
+                    result = &mut answering => break result,
+                    _ = look.tick(), if call.first.is_none() => {
+                        if progress.tokens() > 0 {
+                            call.first = Some(self.tap.now());
+                        }
+                    }
+                }
+            };
+            if call.first.is_none() && progress.tokens() > 0 {
+                call.first = Some(self.tap.now());
+            }
             let (answer, usage) = answer_of(&result);
             call.ended(answer, usage);
             result
@@ -94,11 +112,16 @@ impl Backend for RecordingBackend {
     }
 }
 
+/// How often a recorded call's progress is looked at for its first token.
+const FIRST_TOKEN_EVERY: Duration = Duration::from_millis(10);
+
 /// A call on its way: recorded when it ends, or, dropped first (its run
 /// was stopped), as never answered.
 struct InFlight<'a> {
     tap: &'a Tap,
     sent: u64,
+    /// When the first answer token was seen.
+    first: Option<u64>,
     /// Taken when the call is recorded.
     session: Option<SessionId>,
     op: Operation,
@@ -111,6 +134,7 @@ impl InFlight<'_> {
                 at: self.sent,
                 session,
                 op: self.op,
+                first: self.first,
                 end: self.tap.now(),
                 answer,
                 usage,
@@ -166,6 +190,7 @@ impl ReplayBackend {
                 end,
                 answer,
                 usage,
+                ..
             } = record
             {
                 if let Answer::Text { model: m, .. } = answer {

@@ -259,11 +259,14 @@ pub enum Record {
         run: u64,
         covered: u64,
     },
-    /// One LLM call: sent at `at`, ended at `end`.
+    /// One LLM call: sent at `at`, its first answer token seen at `first`
+    /// (to within 10 ms; none when it sent none), ended at `end`.
     Llm {
         at: u64,
         session: SessionId,
         op: Operation,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first: Option<u64>,
         end: u64,
         answer: Answer,
         #[serde(default)]

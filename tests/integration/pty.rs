@@ -738,6 +738,7 @@ fn two_meeting_recording(path: &std::path::Path) {
                 at,
                 session: session.clone(),
                 op: Operation::SUMMARY,
+                first: Some(at + 200_000),
                 end: at + 1_000_000,
                 answer: Answer::Text {
                     text: format!("{name} so far"),

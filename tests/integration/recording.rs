@@ -68,6 +68,23 @@ async fn sixty_seconds_of_the_demo_replay_identical_and_one_call_at_a_time_diffe
 #[test]
 fn a_recorded_demo_replays_as_it_ran_and_a_changed_setting_names_its_differences() {
     let file = record_demo("identical", 40);
+    // Each call says when it was sent, when its first token came, and
+    // when it ended, in that order.
+    let reading = inflight::record::read(&file).unwrap();
+    let mut timed = 0;
+    for (_, record) in &reading.records {
+        if let inflight::record::Record::Llm {
+            at,
+            first: Some(first),
+            end,
+            ..
+        } = record
+        {
+            assert!(at <= first && first <= end, "{record:?}");
+            timed += 1;
+        }
+    }
+    assert!(timed >= 30, "{timed} calls with their first token");
 
     let (code, stdout, stderr) = replay(&file, &["--report", "json"]);
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
