@@ -230,19 +230,16 @@ async fn engine_run(
     let engine = Engine::new(config, probe.clone());
     let recorder = args.record.as_ref().map(|path| {
         let _ = std::fs::remove_file(path);
-        let tap = engine.events().tap();
-        let recorder = inflight::record::Recorder::start(
-            inflight::record::RecordOptions {
+        engine
+            .events()
+            .tap()
+            .record_into(inflight::record::RecordOptions {
                 path: path.clone(),
                 max_bytes: 1 << 34,
                 keep: 1,
                 max_age: None,
-            },
-            tap.header(),
-        )
-        .expect("the recording opens");
-        tap.record_to(recorder.clone()).expect("recorded once");
-        recorder
+            })
+            .expect("the recording opens")
     });
     let db = args.db.as_ref().map(|path| {
         for suffix in ["", "-wal", "-shm", ".lock"] {

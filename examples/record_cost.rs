@@ -24,7 +24,7 @@ use inflight::engine::{Engine, EngineConfig, SessionLimits};
 use inflight::llm::LatencyRange;
 use inflight::llm::builtin::BuiltinBackend;
 use inflight::model::{SessionId, Transcript};
-use inflight::record::{RecordOptions, Recorder, ReplaySettings, read, replay};
+use inflight::record::{RecordOptions, ReplaySettings, read, replay};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -72,19 +72,16 @@ async fn ingest_round(args: &Args, record: Option<&std::path::Path>) -> (f64, u6
     let engine = Engine::new(config, backend);
     let recorder = record.map(|path| {
         let _ = std::fs::remove_file(path);
-        let tap = engine.events().tap();
-        let recorder = Recorder::start(
-            RecordOptions {
+        engine
+            .events()
+            .tap()
+            .record_into(RecordOptions {
                 path: path.to_path_buf(),
                 max_bytes: 1 << 30,
                 keep: 1,
                 max_age: None,
-            },
-            tap.header(),
-        )
-        .expect("a recording in the temp folder");
-        tap.record_to(recorder.clone()).unwrap();
-        recorder
+            })
+            .expect("a recording in the temp folder")
     });
     let lines: Vec<Transcript> = (0..args.transcripts)
         .map(|i| transcript(i, args.sessions))

@@ -200,9 +200,7 @@ async fn start_engine(args: &EngineArgs, shutdown: &CancellationToken) -> Result
         Some(options) => {
             let bound = options.bound();
             let path = options.path.clone();
-            let tap = engine.events().tap();
-            let recorder = inflight::record::Recorder::start(options, tap.header())?;
-            tap.record_to(recorder.clone())?;
+            let recorder = engine.events().tap().record_into(options)?;
             tracing::info!(path = %path.display(), bound_bytes = bound, "recording");
             Some(recorder)
         }

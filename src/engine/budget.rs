@@ -194,13 +194,10 @@ pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> 
         ..Usage::default()
     };
     let budget = shared.ledger.over(counted, own, feed, call.ahead);
-    let before = shared.store.set_over_budget(session, budget);
-    if let Some(budget) = budget
-        && before != Some(budget)
-    {
+    if mark(shared, session, budget) {
         tracing::warn!(
             session_id = %session,
-            budget = budget.as_str(),
+            budget = budget.map(Budget::as_str),
             spent_tokens = spent.prompt_tokens + spent.completion_tokens,
             spent_cost = %spent.cost.shown(),
             "budget spent: no run of this session starts until there is room"
@@ -209,14 +206,20 @@ pub(super) fn over(shared: &Shared, session: &SessionId, call: Option<Call>) -> 
     budget
 }
 
+/// Marks the session with `budget` (or clears the mark); true when a
+/// budget is newly marked, to be said once in the log.
+fn mark(shared: &Shared, session: &SessionId, budget: Option<Budget>) -> bool {
+    let before = shared.store.set_over_budget(session, budget);
+    budget.is_some() && before != budget
+}
+
 /// A budget shared with the other instances had no room for a call of
 /// `session`: the session is marked with it, and an hourly budget admits
 /// nothing it covers here until the next minute, when it is asked again.
 pub(super) fn spent_elsewhere(shared: &Shared, session: &SessionId, budget: Budget) {
     let feed = shared.store.feed_of(session);
     shared.ledger.spent_elsewhere(budget, feed);
-    let before = shared.store.set_over_budget(session, Some(budget));
-    if before != Some(budget) {
+    if mark(shared, session, Some(budget)) {
         tracing::warn!(
             session_id = %session,
             budget = budget.as_str(),

@@ -40,14 +40,13 @@ pub async fn record_from(
     stop: CancellationToken,
 ) -> Result<Recorded, String> {
     let mut recorder: Option<Recorder> = None;
-    let mut options = Some(options);
     let mut header: Option<Record> = None;
     let mut done = Recorded::default();
     let mut failures = 0u32;
     loop {
         let session = tokio::select! {
             _ = stop.cancelled() => break,
-            ended = listen(base, token, &mut recorder, &mut options, &mut header, &mut done) => ended,
+            ended = listen(base, token, &mut recorder, &options, &mut header, &mut done) => ended,
         };
         match session {
             Ok(()) => failures = 0,
@@ -91,7 +90,7 @@ async fn listen(
     base: &str,
     token: Option<&str>,
     recorder: &mut Option<Recorder>,
-    options: &mut Option<RecordOptions>,
+    options: &RecordOptions,
     header: &mut Option<Record>,
     done: &mut Recorded,
 ) -> Result<(), Ending> {
@@ -132,10 +131,7 @@ async fn listen(
         };
         if let Record::Header { .. } = record {
             if recorder.is_none() {
-                let Some(options) = options.take() else {
-                    return Err(Fatal("the recording was set up twice".into()));
-                };
-                *recorder = Some(Recorder::start(options, record.clone()).map_err(Fatal)?);
+                *recorder = Some(Recorder::start(options.clone(), record.clone()).map_err(Fatal)?);
             } else if header.as_ref() != Some(&record) {
                 // A server started again: a new segment.
                 if let Some(recorder) = recorder.as_ref() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{RecordOptions, Recorder};
+use super::RecordOptions;
 use crate::engine::{Engine, EngineConfig};
 use crate::llm::LatencyRange;
 use crate::llm::builtin::BuiltinBackend;
@@ -25,17 +25,12 @@ pub async fn record_demo(path: &Path, seconds: u64) -> Result<(), String> {
             max: Duration::from_secs(6),
         })),
     );
-    let tap = engine.events().tap();
-    let recorder = Recorder::start(
-        RecordOptions {
-            path: path.to_path_buf(),
-            max_bytes: 1 << 30,
-            keep: 1,
-            max_age: None,
-        },
-        tap.header(),
-    )?;
-    tap.record_to(recorder.clone())?;
+    let recorder = engine.events().tap().record_into(RecordOptions {
+        path: path.to_path_buf(),
+        max_bytes: 1 << 30,
+        keep: 1,
+        max_age: None,
+    })?;
     let start = tokio::time::Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut plays = Vec::new();

@@ -85,11 +85,17 @@ impl Tap {
         }
     }
 
-    /// Writes every record to `recorder` from now on; set once.
-    pub fn record_to(&self, recorder: Recorder) -> Result<(), String> {
+    /// Writes every record from now on to the file `options` names (its
+    /// header this tap's); once. The recorder, to close at the end.
+    pub fn record_into(&self, options: super::RecordOptions) -> Result<Recorder, String> {
+        if self.file.get().is_some() {
+            return Err("the engine records already".into());
+        }
+        let recorder = Recorder::start(options, self.header())?;
         self.file
-            .set(recorder)
-            .map_err(|_| "the engine records already".to_string())
+            .set(recorder.clone())
+            .map_err(|_| "the engine records already".to_string())?;
+        Ok(recorder)
     }
 
     /// A live client from now on.

@@ -155,7 +155,9 @@ impl Coordinator for Redis {
             .shared
             .store
             .feed_of(session)
-            .and_then(|index| self.shared.feeds.url_of(index));
+            .and_then(|index| self.shared.feeds.url_of(index))
+            // A feed's credentials stay out of Redis's key names.
+            .map(|url| crate::net::redact_url(&url));
         let lifted = self.shared.store.budget_lifted(session);
         match link
             .cluster
