@@ -322,7 +322,8 @@ pub struct EngineArgs {
     #[arg(long, value_enum, default_value = "builtin", env = "INFLIGHT_LLM")]
     pub llm: LlmKind,
 
-    /// The model to ask (ollama, openai); an Ollama name without a tag means `:latest`.
+    /// The model to ask (ollama, openai); an Ollama name without a tag means
+    /// `:latest`. For openai, the one model the server lists when not given.
     #[arg(long, value_name = "NAME", env = "INFLIGHT_MODEL")]
     pub model: Option<String>,
 

@@ -90,8 +90,11 @@ impl EngineArgs {
                     "--llm openai needs --llm-url URL (for example http://127.0.0.1:8080)",
                 )?;
                 let key = std::env::var(&self.llm_api_key_env).ok();
+                // Without --model, the one the server serves (learnt at
+                // its first check).
+                let model = self.model.clone().unwrap_or_default();
                 std::sync::Arc::new(
-                    OpenAiBackend::new(url, &model()?, key, prompts)?
+                    OpenAiBackend::new(url, &model, key, prompts)?
                         .with_limits(self.answer_limits()),
                 )
             }

@@ -35,7 +35,9 @@ pub struct OpenAiBackend {
     client: reqwest::Client,
     /// The base URL without a trailing `/v1`.
     base: String,
-    model: String,
+    /// The model asked for; empty until the server's list names the one
+    /// it serves, when none was given.
+    model: std::sync::RwLock<String>,
     api_key: Option<String>,
     prompts: Prompts,
     limits: http::AnswerLimits,
@@ -63,7 +65,7 @@ impl OpenAiBackend {
         Ok(Self {
             client: http::client()?,
             base: normalise_base(base),
-            model: model.to_string(),
+            model: std::sync::RwLock::new(model.to_string()),
             api_key: api_key.filter(|k| !k.is_empty()),
             prompts,
             limits: http::AnswerLimits::default(),
@@ -88,9 +90,14 @@ impl OpenAiBackend {
         }
     }
 
+    /// The model asked for (empty: none named yet).
+    fn model(&self) -> String {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn body(&self, request: &LlmRequest, rung: Rung) -> Value {
         let mut body = json!({
-            "model": self.model,
+            "model": self.model(),
             "messages": self.prompts.messages(request),
             "stream": true,
             "stream_options": {"include_usage": true},
@@ -185,7 +192,7 @@ impl OpenAiBackend {
         };
         Ok(LlmResponse {
             usage,
-            model: answer.model.unwrap_or_else(|| self.model.clone()),
+            model: answer.model.unwrap_or_else(|| self.model()),
             truncated: answer.finish_reason.as_deref() == Some("length"),
             text: answer.text,
         })
@@ -244,7 +251,7 @@ impl OpenAiBackend {
         }
         let counted = self
             .tokenizer
-            .count(&self.client, &self.base, &self.model, &prompt_text(body))
+            .count(&self.client, &self.base, &self.model(), &prompt_text(body))
             .await;
         if let Some(tokens) = counted {
             self.context.observe(prompt_chars, tokens);
@@ -452,7 +459,7 @@ impl Backend for OpenAiBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             kind: "openai".into(),
-            model: self.model.clone(),
+            model: self.model(),
             simulated: false,
             reachable: self.reachable.load(Ordering::Relaxed),
             structured_output: Some(self.ladder.current().name()),
@@ -485,6 +492,7 @@ impl Backend for OpenAiBackend {
             let server = format!("the server at {}", self.base);
             self.read_props().await;
             let request = self.request(self.client.get(http::join(&self.base, "/v1/models")));
+            let model = self.model();
             let result = http::model_list(request, ("the server", &self.base), "data")
                 .await
                 .map(|models| {
@@ -492,7 +500,7 @@ impl Backend for OpenAiBackend {
                     // vLLM names the window of each model it serves.
                     if let Some(len) = models
                         .iter()
-                        .filter(|m| name(m).as_deref() == Some(&self.model) || models.len() == 1)
+                        .filter(|m| name(m).as_deref() == Some(&model) || models.len() == 1)
                         .find_map(|m| m.get("max_model_len").and_then(Value::as_u64))
                         .and_then(|n| u32::try_from(n).ok())
                     {
@@ -501,13 +509,28 @@ impl Backend for OpenAiBackend {
                     models.iter().filter_map(name).collect::<Vec<_>>()
                 })
                 .and_then(|ids| {
+                    if model.is_empty() {
+                        // No --model: the one model the server serves.
+                        return match &ids[..] {
+                            [] => Ok(()),
+                            [only] => {
+                                only.clone_into(
+                                    &mut self.model.write().unwrap_or_else(|e| e.into_inner()),
+                                );
+                                Ok(())
+                            }
+                            several => Err(format!(
+                                "{server} serves several models ({}): choose one with --model",
+                                several.join(", ")
+                            )),
+                        };
+                    }
                     // Some servers list nothing and serve whatever they loaded.
-                    if ids.is_empty() || ids.iter().any(|id| names_model(id, &self.model)) {
+                    if ids.is_empty() || ids.iter().any(|id| names_model(id, &model)) {
                         return Ok(());
                     }
                     Err(format!(
-                        "{server} does not serve model {} (it serves: {})",
-                        self.model,
+                        "{server} does not serve model {model} (it serves: {})",
                         ids.join(", ")
                     ))
                 });

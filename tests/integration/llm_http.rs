@@ -609,3 +609,56 @@ async fn errors_say_their_kind_for_callers_to_branch_on() {
         "{error:?}"
     );
 }
+
+/// No `--model`: the one model the server lists is the one asked for, as
+/// llama-cpp-python lists the file it loaded; a server listing several
+/// asks to be told which.
+#[tokio::test]
+async fn without_a_model_the_one_the_server_lists_is_asked_for() {
+    let one = scripted::start(Arc::new(|_, request| {
+        if request.path.ends_with("/v1/models") {
+            json_response(
+                "200 OK",
+                &json!({"data": [{"id": "/models/SmolLM2-135M-Instruct.Q4_1.gguf"}]}),
+            )
+        } else {
+            sse_stream(&["We ship."], true)
+        }
+    }))
+    .await;
+    let backend: Arc<dyn Backend> =
+        Arc::new(OpenAiBackend::new(&one.url(), "", None, Default::default()).unwrap());
+    backend.check().await.unwrap();
+    assert_eq!(
+        backend.info().model,
+        "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    );
+    let request = inflight::llm::LlmRequest::new(
+        sid("s1"),
+        Operation::SUMMARY,
+        vec![inflight::llm::Utterance {
+            speaker: None,
+            text: "We ship on Friday.".into(),
+        }],
+    );
+    backend
+        .generate(request, &inflight::llm::Progress::default())
+        .await
+        .unwrap();
+    let asked = one.request(one.request_count() - 1);
+    assert_eq!(
+        asked.body["model"],
+        "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    );
+
+    let several = scripted::start(Arc::new(|_, _| {
+        json_response("200 OK", &json!({"data": [{"id": "a"}, {"id": "b"}]}))
+    }))
+    .await;
+    let backend = OpenAiBackend::new(&several.url(), "", None, Default::default()).unwrap();
+    let error = backend.check().await.unwrap_err();
+    assert!(
+        error.contains("serves several models (a, b): choose one with --model"),
+        "{error}"
+    );
+}
