@@ -46,11 +46,16 @@ fn answer_of(result: &Result<LlmResponse, LlmError>) -> (Answer, Usage) {
                 LlmErrorKind::BadAnswer { .. } => ("bad_answer", None),
                 LlmErrorKind::Other => ("other", None),
             };
+            let answer = match &error.kind {
+                LlmErrorKind::BadAnswer { answer } => Some(answer.clone()),
+                _ => None,
+            };
             (
                 Answer::Error {
                     kind: kind.into(),
                     status,
                     message: error.message.clone(),
+                    answer,
                 },
                 error.usage,
             )
@@ -250,6 +255,7 @@ impl ReplayBackend {
                 kind: "other".into(),
                 status: None,
                 message: "the recording has no answer of this operation".into(),
+                answer: None,
             });
         Call {
             took,
@@ -294,8 +300,12 @@ impl Backend for ReplayBackend {
                     kind,
                     status,
                     message,
+                    answer,
                 } => {
                     let kind = match kind.as_str() {
+                        "bad_answer" => LlmErrorKind::BadAnswer {
+                            answer: answer.unwrap_or_default(),
+                        },
                         "unreachable" => LlmErrorKind::Unreachable,
                         "dropped" => LlmErrorKind::Dropped,
                         "timed_out" => LlmErrorKind::TimedOut,
@@ -317,5 +327,51 @@ impl Backend for ReplayBackend {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded empty answer comes back as one, so the replay's engine
+    /// lowers its calls at once as the recorded one did.
+    #[tokio::test(start_paused = true)]
+    async fn a_recorded_error_comes_back_of_its_kind_with_its_answer() {
+        let session = SessionId::parse("s1").unwrap();
+        let error = |kind: &str, status, answer: Option<&str>| Record::Llm {
+            at: 0,
+            session: session.clone(),
+            op: Operation::SUMMARY,
+            first: None,
+            end: 1_000,
+            answer: Answer::Error {
+                kind: kind.into(),
+                status,
+                message: "m".into(),
+                answer: answer.map(str::to_string),
+            },
+            usage: Usage::default(),
+        };
+        let records = [
+            error("bad_answer", None, Some("")),
+            error("refused", Some(503), None),
+        ];
+        let backend = ReplayBackend::new(records.iter());
+        let call = || crate::llm::LlmRequest::new(session.clone(), Operation::SUMMARY, Vec::new());
+        let progress = Progress::default();
+        let first = backend.generate(call(), &progress).await.unwrap_err();
+        assert_eq!(
+            first.kind,
+            LlmErrorKind::BadAnswer {
+                answer: String::new()
+            }
+        );
+        let second = backend.generate(call(), &progress).await.unwrap_err();
+        assert_eq!(second.kind, LlmErrorKind::Refused { status: 503 });
+        // Past the recording: the last answer again, not a text.
+        assert_eq!(backend.made_up(), 0);
+        let _ = backend.generate(call(), &progress).await;
+        assert_eq!(backend.made_up(), 1);
     }
 }

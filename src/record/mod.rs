@@ -173,6 +173,10 @@ pub enum Answer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<u16>,
         message: String,
+        /// What a `bad_answer` said (empty when it said nothing): the
+        /// engine reads an empty one as a server taking too many calls.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer: Option<String>,
     },
     /// The run was stopped while the call was out: no answer came.
     Unanswered,
