@@ -247,3 +247,63 @@ async fn a_subscriber_that_sends_one_byte_past_the_frame_limit_is_dropped() {
         "one byte more ends the connection (1009 when a code is sent): {past:?}"
     );
 }
+
+/// `/api/recording` shares `/ws`'s seats: a client beyond them is refused,
+/// one that leaves gives its seat back, and while none listens the engine
+/// records nothing.
+#[tokio::test]
+async fn recording_clients_take_the_websocket_seats_and_hear_what_arrives() {
+    let s = server_with(
+        Policy::Coalesce,
+        ApiConfig {
+            ws: WsLimits {
+                max_clients: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let url = format!("ws://{}/api/recording", s.addr);
+    let (mut client, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let first = |message: Option<Result<Message, tungstenite::Error>>| -> serde_json::Value {
+        let Some(Ok(Message::Text(text))) = message else {
+            panic!("expected a record, got {message:?}");
+        };
+        serde_json::from_str(&text).unwrap()
+    };
+    let header = first(client.next().await);
+    assert_eq!(header["k"], "recording");
+    assert_eq!(header["version"], inflight::record::FORMAT_VERSION);
+    assert!(s.engine.events().recording().is_some());
+    // Beyond the seats, for either WebSocket.
+    assert_eq!(ws_status(tokio_tungstenite::connect_async(&url).await), 503);
+    assert_eq!(
+        ws_status(tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr)).await),
+        503
+    );
+    s.engine
+        .ingest(common::final_line("s1", 1, "we ship"), None);
+    let transcript = loop {
+        let record = first(client.next().await);
+        if record["k"] == "transcript" {
+            break record;
+        }
+    };
+    assert_eq!(transcript["line"]["text"], "we ship");
+    client.close(None).await.unwrap();
+    drop(client);
+    // Once the server sees it gone, nothing records, and its seat is free.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.engine.events().recording().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client's subscription outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (again, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("the seat was given back");
+    drop(again);
+}
