@@ -154,12 +154,21 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// How much later than the recorded call a replayed one may be sent and
+/// still answer when the recorded one did: a few of the clock's ticks.
+const ON_TIME: Duration = Duration::from_millis(5);
+
 /// A recorded call: how long it took and what it answered.
 #[derive(Debug, Clone)]
 struct Call {
     took: Duration,
     answer: Answer,
     usage: Usage,
+    /// When it answered, in microseconds of the recording.
+    ended: u64,
+    /// When following the recording: the time (microseconds of the
+    /// recording) before which it must not answer.
+    not_before: Option<u64>,
 }
 
 /// Answers each call of a (session, operation) with that pair's next
@@ -170,6 +179,9 @@ struct Call {
 pub struct ReplayBackend {
     model: String,
     calls: Mutex<Calls>,
+    /// The replay's clock at the recording's start, once it follows the
+    /// recording's near-ties.
+    origin: Option<tokio::time::Instant>,
 }
 
 #[derive(Default)]
@@ -179,6 +191,14 @@ struct Calls {
     latest_of_op: HashMap<Operation, Call>,
     median_of_op: HashMap<Operation, Duration>,
     made_up: u64,
+}
+
+impl Call {
+    /// When it was sent, in microseconds of the recording.
+    fn sent(&self) -> u64 {
+        self.ended
+            .saturating_sub(u64::try_from(self.took.as_micros()).unwrap_or(u64::MAX))
+    }
 }
 
 impl ReplayBackend {
@@ -205,6 +225,8 @@ impl ReplayBackend {
                     took: Duration::from_micros(end.saturating_sub(*at)),
                     answer: answer.clone(),
                     usage: *usage,
+                    ended: *end,
+                    not_before: None,
                 };
                 took_by_op.entry(*op).or_default().push(call.took);
                 if matches!(call.answer, Answer::Text { .. }) {
@@ -224,7 +246,32 @@ impl ReplayBackend {
         Self {
             model,
             calls: Mutex::new(calls),
+            origin: None,
         }
+    }
+
+    /// Follows the recording, on a clock that was at `origin` when the
+    /// recording began: no call answers before it did in the recording,
+    /// and a run's last call answers after the last line that met the run
+    /// (see `ties`). A replay's engine takes none of the live engine's own
+    /// milliseconds, so without this its runs would end a little earlier,
+    /// more so down a chain of runs, and a line that came that close to a
+    /// run's end would meet it differently. Only a replay with the
+    /// recorded settings should follow: with others, calls are made at
+    /// times of their own.
+    pub fn following(mut self, holds: super::ties::Holds, origin: tokio::time::Instant) -> Self {
+        let calls = self.calls.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (pair, recorded) in calls.recorded.iter_mut() {
+            let held = holds.get(pair);
+            for (index, call) in recorded.iter_mut().enumerate() {
+                let tie = held.and_then(|held| held.get(&index));
+                // A millisecond (a tick of the clock) after the line, so
+                // the engine has taken it in before the answer comes.
+                call.not_before = Some(tie.map_or(call.ended, |at| call.ended.max(at + 1_000)));
+            }
+        }
+        self.origin = Some(origin);
+        self
     }
 
     /// Calls answered with no recorded call of their own.
@@ -261,6 +308,8 @@ impl ReplayBackend {
             took,
             answer,
             usage: Usage::default(),
+            ended: 0,
+            not_before: None,
         }
     }
 }
@@ -283,7 +332,23 @@ impl Backend for ReplayBackend {
                 // deadline ends it).
                 return std::future::pending().await;
             }
-            tokio::time::sleep(call.took).await;
+            let sent = tokio::time::Instant::now();
+            match (self.origin, call.not_before) {
+                // Sent when the recorded call was, within the clock's
+                // ticks: it answers when that one did (or after the line
+                // that met its run), not a took later, so ticks rounded up
+                // do not add up down a chain of runs.
+                (Some(origin), Some(at))
+                    if sent <= origin + Duration::from_micros(call.sent()) + ON_TIME =>
+                {
+                    tokio::time::sleep_until(origin + Duration::from_micros(at)).await;
+                }
+                (Some(origin), Some(at)) => {
+                    tokio::time::sleep(call.took).await;
+                    tokio::time::sleep_until(origin + Duration::from_micros(at)).await;
+                }
+                _ => tokio::time::sleep(call.took).await,
+            }
             match call.answer {
                 Answer::Unanswered => std::future::pending().await,
                 Answer::Text {

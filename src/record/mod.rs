@@ -43,6 +43,7 @@ mod replay;
 pub mod report;
 pub mod sample;
 mod tap;
+mod ties;
 mod writer;
 
 pub use backend::{RecordingBackend, ReplayBackend};

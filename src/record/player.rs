@@ -129,7 +129,7 @@ impl Playing {
         frames: tokio::sync::mpsc::Sender<Frame>,
     ) {
         let length = super::length(&self.records);
-        let mut sim = Sim::new(self.records.clone(), &self.settings);
+        let mut sim = Sim::new(self.records.clone(), &self.settings, true);
         let mut playing = true;
         let mut speed = self.speed;
         let mut watched: Option<SessionId> = None;
@@ -176,7 +176,7 @@ impl Playing {
             if target < sim.at() {
                 // Back: the engine starts again and plays up to there.
                 sim.stop().await;
-                sim = Sim::new(self.records.clone(), &self.settings);
+                sim = Sim::new(self.records.clone(), &self.settings, true);
                 logs.clear();
                 logs_reset = true;
                 logged = 0;

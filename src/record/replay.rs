@@ -4,11 +4,12 @@
 //! ends arrive at their recorded times, and each LLM call is answered with
 //! the recorded answer after as long as it took ([`ReplayBackend`]). Time
 //! jumps from one thing to the next, so minutes replay in well under a
-//! second. Run with the recorded settings, the engine makes the same runs
-//! (a recording made in real time does not hold the engine's own
-//! milliseconds around a call, so a line that came that close to a run's
-//! end may meet it differently); run with others (`--llm-concurrency`,
-//! `--min-interval`, `--on-busy`), it shows what they would have done.
+//! second. Run with the recorded settings, the engine makes the same runs:
+//! where the recording's timing leaves a tie the replay's engine would
+//! break its own way (a line within a millisecond of a run's start or
+//! end), it follows the recording (see [`ReplayBackend::following`] and
+//! `ties`). Run with others (`--llm-concurrency`, `--min-interval`,
+//! `--on-busy`), it shows what they would have done.
 //!
 //! Both sides are counted by one [`Tally`]: per session and operation, the
 //! runs that ended, the requests skipped, and the generation the newest
@@ -236,6 +237,14 @@ fn apply(recorded: &Settings, changes: &ReplaySettings) -> (Settings, Vec<String
     (settings, changed)
 }
 
+/// The clock's tick, in microseconds: timers fire on whole milliseconds.
+const TICK_US: u64 = 1_000;
+
+/// Turns given to the engine's tasks woken in the same tick as a line (so
+/// a run starting then reads what it read in the recording), or as the
+/// moment a replay is counted to.
+const YIELDS: usize = 16;
+
 /// The engine driven by a recording on a paused clock: it takes each
 /// recorded transcript, session end and stop at its recorded time, as far
 /// as it is asked to go. Both the comparison and the dashboard's replay
@@ -245,6 +254,8 @@ pub struct Sim {
     next: usize,
     engine: Engine,
     backend: Arc<ReplayBackend>,
+    /// Follows the recording where its timing leaves a tie.
+    as_recorded: bool,
     start: Instant,
     at: u64,
     events: tokio::sync::broadcast::Receiver<crate::events::Event>,
@@ -255,9 +266,17 @@ pub struct Sim {
 
 impl Sim {
     /// An engine with `settings`, at the recording's start; call it on a
-    /// runtime whose clock is paused.
-    pub fn new(records: Arc<[(u64, Record)]>, settings: &Settings) -> Self {
-        let backend = Arc::new(ReplayBackend::new(records.iter().map(|(_, r)| r)));
+    /// runtime whose clock is paused. With the recorded settings (`as_recorded`),
+    /// runs meet lines at near-ties as they did in the recording (see
+    /// `ties`).
+    pub fn new(records: Arc<[(u64, Record)]>, settings: &Settings, as_recorded: bool) -> Self {
+        let start = Instant::now();
+        let mut backend = ReplayBackend::new(records.iter().map(|(_, r)| r));
+        if as_recorded {
+            let holds = super::ties::holds(records.iter().map(|(_, r)| r), settings);
+            backend = backend.following(holds, start);
+        }
+        let backend = Arc::new(backend);
         let engine = Engine::new(config_of(settings), backend.clone());
         let events = engine.subscribe();
         Self {
@@ -265,7 +284,8 @@ impl Sim {
             next: 0,
             engine,
             backend,
-            start: Instant::now(),
+            as_recorded,
+            start,
             at: 0,
             events,
             tally: Tally::default(),
@@ -301,6 +321,14 @@ impl Sim {
             match record {
                 Record::Transcript { feed, line, .. } => {
                     tokio::time::sleep_until(when).await;
+                    if self.as_recorded && self.started_just_before(self.next - 1) {
+                        // The line came a moment after a run of its session
+                        // started, and the run did not read it: within the
+                        // clock's tick here, so the run goes first.
+                        for _ in 0..YIELDS {
+                            tokio::task::yield_now().await;
+                        }
+                    }
                     self.tally.add(record);
                     self.engine.ingest(line.transcript(), *feed);
                 }
@@ -320,7 +348,28 @@ impl Sim {
             tokio::time::sleep_until(self.start + Duration::from_micros(to)).await;
             self.at = to;
         }
+        if self.as_recorded {
+            // What else is due on this tick happens before it is counted.
+            for _ in 0..YIELDS {
+                tokio::task::yield_now().await;
+            }
+        }
         self.missed_events += drain(&mut self.events, &mut self.tally);
+    }
+
+    /// Whether, in the recording, a run of the session of the line at
+    /// `index` started less than a tick of the clock before the line came.
+    fn started_just_before(&self, index: usize) -> bool {
+        let (at, Record::Transcript { line, .. }) = &self.records[index] else {
+            return false;
+        };
+        self.records[..index]
+            .iter()
+            .rev()
+            .take_while(|(earlier, _)| at.saturating_sub(*earlier) < TICK_US)
+            .any(|(_, record)| {
+                matches!(record, Record::Started { session, .. } if *session == line.session)
+            })
     }
 
     /// Stops what still runs: a replay left for another.
@@ -340,18 +389,21 @@ pub async fn replay(reading: &Reading, changes: &ReplaySettings) -> Comparison {
     // saw start but not end is not counted as ended in the replay either),
     // or, when the process stopped, to just before it began to: what runs
     // while a process drains depends on how long its feeds took to close.
+    // Both ends are on a tick of the clock: the replay's events land on
+    // ticks (a recorded moment rounded up), so each side then counts the
+    // same moments.
     let stop = records.iter().find_map(|(at, r)| match r {
-        Record::Stop { .. } => Some(at.saturating_sub(1)),
+        Record::Stop { .. } => Some(at.saturating_sub(1) / TICK_US * TICK_US),
         _ => None,
     });
-    let until = stop.unwrap_or_else(|| super::length(&records));
+    let until = stop.unwrap_or_else(|| super::length(&records).div_ceil(TICK_US) * TICK_US);
     let mut recorded = Tally::default();
     for (at, record) in records.iter() {
         if *at <= until {
             recorded.add(record);
         }
     }
-    let mut sim = Sim::new(records.clone(), &settings);
+    let mut sim = Sim::new(records.clone(), &settings, changed.is_empty());
     sim.advance_to(until).await;
     let made_up = sim.backend.made_up();
     compare(

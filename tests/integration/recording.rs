@@ -62,9 +62,9 @@ async fn sixty_seconds_of_the_demo_replay_identical_and_one_call_at_a_time_diffe
 }
 
 /// The real binary, recording in real time: the replay gives the same
-/// outcome but where a line and a run's end came within the engine's own
-/// processing time of each other (milliseconds), which the recording does
-/// not hold; those are few.
+/// outcome, though the live engine took milliseconds of its own around
+/// every call that the replay's does not, and lines came within them of a
+/// run's start or end: the replay follows the recording there.
 #[test]
 fn a_recorded_demo_replays_as_it_ran_and_a_changed_setting_names_its_differences() {
     let file = record_demo("identical", 40);
@@ -90,16 +90,19 @@ fn a_recorded_demo_replays_as_it_ran_and_a_changed_setting_names_its_differences
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
         panic!("{e}: {stdout}\n{stderr}");
     });
-    let differences = report["differences"].as_array().unwrap().len();
-    assert_eq!(code, Some(if differences == 0 { 0 } else { 1 }));
-    assert_eq!(report["identical"], differences == 0);
-    let runs = |side: &str| report[side]["runs"].as_u64().unwrap();
-    assert!(runs("recorded") >= 40, "{stdout}");
+    assert_eq!(report["identical"], true, "{stdout}");
+    assert_eq!(report["differences"], serde_json::json!([]), "{stdout}");
+    assert_eq!(code, Some(0), "identical exits 0");
+    assert_eq!(report["recorded"], report["replayed"], "{stdout}");
     assert!(
-        runs("recorded").abs_diff(runs("replayed")) <= runs("recorded") / 10,
+        report["recorded"]["runs"].as_u64().unwrap() >= 40,
         "{stdout}"
     );
-    assert!(differences <= 8, "{stdout}");
+    assert!(
+        report["recorded"]["skips"].as_u64().unwrap() > 0,
+        "{stdout}"
+    );
+    assert_eq!(report["made_up_calls"], 0, "{stdout}");
     assert!(
         report["speed"].as_f64().unwrap() > 10.0,
         "minutes in well under their length: {stdout}"
@@ -242,7 +245,8 @@ fn a_server_recorded_from_outside_over_its_api_replays_as_it_ran() {
         report["recorded"]["sessions"].as_u64().unwrap() >= 2,
         "{stdout}"
     );
-    // As from a file: the same, but for near-ties (see above).
+    // The recorder stops while the server runs on, so the recording ends
+    // mid-stream: its totals, not every session, are held to the replay.
     assert!(
         runs("recorded").abs_diff(runs("replayed")) <= runs("recorded") / 10,
         "{stdout}"
