@@ -2,7 +2,7 @@
 //! real `inflight serve` binary.
 //!
 //! ```sh
-//! cargo build --release && cargo run --release --example soak -- --minutes 10 --sessions 1000000
+//! cargo build --release && cargo run --release --example soak -- --minutes 10
 //! ```
 //!
 //! It starts, on loopback:
@@ -11,8 +11,9 @@
 //!   Deepgram and crashed feeds do). Every `--chaos-every` one feed's
 //!   connection is frozen (no byte moves either way, the socket stays open)
 //!   or killed, in turn. Recovery is the time until inflight's next `hello`.
-//! - an OpenAI-compatible LLM that answers most calls in 20–80 ms, and else
-//!   hangs, answers 503, streams forever or sends a 5 MB error.
+//! - an OpenAI-compatible LLM that serves `--llm-slots` calls at once and
+//!   answers 503 past them, as real servers do; it answers most calls in
+//!   20–80 ms, and else hangs, streams forever or sends a 5 MB error.
 //! - `target/release/inflight serve` with short lifetimes and timeouts.
 //!
 //! Every `--sample-every` it reads the child's RSS and scrapes `/metrics`,
@@ -44,8 +45,10 @@ use tokio_tungstenite::tungstenite::Message;
 struct Args {
     #[arg(long, default_value_t = 10.0)]
     minutes: f64,
-    /// Sessions churned over the whole run.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Sessions churned over the whole run (50 a second over ten minutes:
+    /// what `--llm-slots` calls at once serve, with a sixth of the calls
+    /// held to the 5 s deadline).
+    #[arg(long, default_value_t = 30_000)]
     sessions: u64,
     #[arg(long, default_value_t = 4)]
     feeds: usize,
@@ -55,6 +58,17 @@ struct Args {
     /// Seconds between two samples.
     #[arg(long, default_value_t = 5.0)]
     sample_every: f64,
+    /// LLM calls the service makes at once (`--llm-concurrency`).
+    #[arg(long, default_value_t = 1024)]
+    llm_concurrency: usize,
+    /// The service's wait before a failed run's first retry
+    /// (`--retry-backoff`), compressed as its other lifetimes are: a
+    /// session lives seconds here, and five retries from 2 s wait a minute.
+    #[arg(long, default_value = "250ms")]
+    retry_backoff: String,
+    /// Calls the soak's LLM serves at once; past them it answers 503.
+    #[arg(long, default_value_t = 1024)]
+    llm_slots: u64,
     /// The binary under test.
     #[arg(long, default_value = "target/release/inflight")]
     binary: String,
@@ -62,7 +76,7 @@ struct Args {
 
 // ---------------------------------------------------------------- the LLM
 
-/// What the chaotic LLM did, by kind.
+/// What the chaotic LLM did, by kind, and the calls it is serving now.
 #[derive(Default)]
 struct LlmCounts {
     ok: AtomicU64,
@@ -70,12 +84,34 @@ struct LlmCounts {
     busy: AtomicU64,
     endless: AtomicU64,
     huge: AtomicU64,
+    serving: AtomicU64,
 }
 
-async fn chat(counts: Arc<LlmCounts>, body: Bytes) -> Response<Body> {
+/// One call the LLM serves, counted until its answer (or its hang, or its
+/// endless stream) is dropped.
+struct Serving(Arc<LlmCounts>);
+
+impl Serving {
+    fn new(counts: &Arc<LlmCounts>) -> Self {
+        counts.serving.fetch_add(1, Ordering::Relaxed);
+        Self(counts.clone())
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers as a server with `slots` calls at once does: past them, 503
+/// (as llama.cpp's and vLLM's servers refuse a full queue). Within them,
+/// most calls in 20–80 ms; else it hangs, streams forever or sends a 5 MB
+/// error.
+async fn chat(counts: Arc<LlmCounts>, slots: u64, body: Bytes) -> Response<Body> {
+    let serving = Serving::new(&counts);
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mind_map = request.get("response_format").is_some();
-    let roll = fastrand::u32(..100);
     let sse = |status: StatusCode, body: Body| {
         Response::builder()
             .status(status)
@@ -83,8 +119,16 @@ async fn chat(counts: Arc<LlmCounts>, body: Bytes) -> Response<Body> {
             .body(body)
             .unwrap_or_default()
     };
-    match roll {
-        0..=69 => {
+    if counts.serving.load(Ordering::Relaxed) > slots {
+        counts.busy.fetch_add(1, Ordering::Relaxed);
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("retry-after", "1")
+            .body(Body::from(r#"{"error": "busy"}"#))
+            .unwrap_or_default();
+    }
+    match fastrand::u32(..100) {
+        0..=77 => {
             counts.ok.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(fastrand::u64(20..80))).await;
             let content = if mind_map {
@@ -99,18 +143,10 @@ async fn chat(counts: Arc<LlmCounts>, body: Bytes) -> Response<Body> {
             );
             sse(StatusCode::OK, Body::from(events))
         }
-        70..=77 => {
+        78..=85 => {
             counts.hang.fetch_add(1, Ordering::Relaxed);
             std::future::pending::<()>().await;
             unreachable!()
-        }
-        78..=85 => {
-            counts.busy.fetch_add(1, Ordering::Relaxed);
-            Response::builder()
-                .status(StatusCode::SERVICE_UNAVAILABLE)
-                .header("retry-after", "1")
-                .body(Body::from(r#"{"error": "busy"}"#))
-                .unwrap_or_default()
         }
         86..=92 => {
             counts.endless.fetch_add(1, Ordering::Relaxed);
@@ -118,9 +154,10 @@ async fn chat(counts: Arc<LlmCounts>, body: Bytes) -> Response<Body> {
                 "data: {}\n\n",
                 json!({"choices": [{"delta": {"content": "and so on, "}}]})
             );
-            let stream = futures_util::stream::unfold(piece, |piece| async move {
+            // The stream holds the slot for as long as it is read.
+            let stream = futures_util::stream::unfold((piece, serving), |state| async move {
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                Some((Ok::<_, Infallible>(Bytes::from(piece.clone())), piece))
+                Some((Ok::<_, Infallible>(Bytes::from(state.0.clone())), state))
             });
             sse(StatusCode::OK, Body::from_stream(stream))
         }
@@ -135,7 +172,7 @@ async fn chat(counts: Arc<LlmCounts>, body: Bytes) -> Response<Body> {
     }
 }
 
-async fn start_llm(counts: Arc<LlmCounts>) -> SocketAddr {
+async fn start_llm(counts: Arc<LlmCounts>, slots: u64) -> SocketAddr {
     let app = Router::new()
         .route(
             "/v1/models",
@@ -143,7 +180,7 @@ async fn start_llm(counts: Arc<LlmCounts>) -> SocketAddr {
         )
         .route(
             "/v1/chat/completions",
-            post(move |body: Bytes| chat(counts.clone(), body)),
+            post(move |body: Bytes| chat(counts.clone(), slots, body)),
         );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("LLM binds");
     let addr = listener.local_addr().expect("LLM address");
@@ -320,7 +357,7 @@ async fn main() {
     let duration = Duration::from_secs_f64(args.minutes * 60.0);
     let per_feed = args.sessions as f64 / duration.as_secs_f64() / args.feeds as f64;
     let llm_counts = Arc::new(LlmCounts::default());
-    let llm = start_llm(llm_counts.clone()).await;
+    let llm = start_llm(llm_counts.clone(), args.llm_slots).await;
     let sent = Arc::new(AtomicU64::new(0));
     let mut feeds = Vec::new();
     for index in 0..args.feeds {
@@ -346,7 +383,9 @@ async fn main() {
             "--op-timeout",
             "5s",
         ])
-        .args(["--feed-idle-timeout", "3s", "--llm-concurrency", "16"])
+        .args(["--feed-idle-timeout", "3s"])
+        .args(["--llm-concurrency", &args.llm_concurrency.to_string()])
+        .args(["--retry-backoff", &args.retry_backoff])
         .args(["--max-sessions", "50000", "--max-answer-bytes", "65536"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -418,11 +457,14 @@ async fn main() {
                 fell.push(format!("{series}: {} -> {value}", previous[series]));
             }
         }
-        let sessions: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("inflight_sessions "))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1.0);
+        let gauge = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1.0)
+        };
+        let sessions = gauge("inflight_sessions");
         let get = |name: &str| {
             now.iter()
                 .filter(|(s, _)| s.starts_with(name))
@@ -435,6 +477,15 @@ async fn main() {
                 "t": elapsed.as_secs(),
                 "rss_mib": kib as f64 / 1024.0,
                 "sessions_held": sessions,
+                // The calls at once the service learnt the LLM takes, and
+                // the runs waiting for one: a service that cannot keep up
+                // holds its sessions until they are served.
+                "llm_limit": gauge("inflight_llm_permits_limit"),
+                "queued_runs": metrics
+                    .lines()
+                    .filter(|l| l.starts_with("inflight_in_flight{") && l.contains("phase=\"queued\""))
+                    .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                    .sum::<f64>(),
                 "transcripts": get("inflight_transcripts_total"),
                 "runs": get("inflight_runs_total"),
                 "refused": get("inflight_feed_sessions_refused_total"),
@@ -453,6 +504,19 @@ async fn main() {
         .map(|(_, r)| *r)
         .collect();
     let median = spread(&warm)["median"].as_f64().unwrap_or(0.0);
+    // From minute 1: how far any sample strays from their median.
+    let settled: Vec<f64> = rss
+        .iter()
+        .filter(|(t, _)| *t >= 60.0)
+        .map(|(_, r)| *r)
+        .collect();
+    let settled_median = spread(&settled)["median"].as_f64().unwrap_or(0.0);
+    let stray = |samples: &[f64], median: f64| {
+        samples
+            .iter()
+            .map(|r| (r - median).abs() / median * 100.0)
+            .fold(0.0, f64::max)
+    };
     let recoveries: Vec<f64> = feeds
         .iter()
         .flat_map(|f| f.recoveries.lock().unwrap().1.clone())
@@ -466,7 +530,9 @@ async fn main() {
                 "sessions_started": feeds.len() as f64 * per_feed * started.elapsed().as_secs_f64(),
                 "frames_sent": sent.load(Ordering::Relaxed),
                 "rss_mib_after_warmup": spread(&warm),
-                "rss_spread_percent": warm.iter().map(|r| (r - median).abs() / median * 100.0).fold(0.0, f64::max),
+                "rss_spread_percent": stray(&warm, median),
+                "rss_from_minute_1": spread(&settled),
+                "rss_spread_from_minute_1_percent": stray(&settled, settled_median),
                 "feed_faults": chaos,
                 "recovery_seconds": spread(&recoveries),
                 "panics": panics.load(Ordering::Relaxed),
