@@ -110,8 +110,10 @@ pub fn holds<'a>(records: impl IntoIterator<Item = &'a Record>, settings: &Setti
                     .ok()
                     .and_then(|met| run.arrivals_before.checked_add(met - 1))
                     .and_then(|i| arrivals.get(&run.session)?.get(i).copied());
+                // A line in the same microsecond as the answer met the run
+                // too: on a replay's tick the two would race.
                 if let Some(last_met) = last_met
-                    && last_met > end
+                    && last_met >= end
                 {
                     holds
                         .entry((run.session, run.op))
@@ -207,6 +209,22 @@ mod tests {
         }
     }
 
+    fn partial(at: u64) -> Record {
+        let Record::Transcript { feed, mut line, .. } = line(at) else {
+            unreachable!()
+        };
+        line.is_final = false;
+        Record::Transcript { at, feed, line }
+    }
+
+    fn end(at: u64) -> Record {
+        Record::End {
+            at,
+            feed: None,
+            session: session(),
+        }
+    }
+
     fn settings() -> Settings {
         let mut settings = Settings::of(&crate::engine::EngineConfig::default());
         settings.automatic_ops = vec![Operation::SUMMARY];
@@ -236,6 +254,49 @@ mod tests {
         let holds = holds(records.iter(), &settings());
         let pair = (session(), Operation::SUMMARY);
         assert_eq!(holds[&pair], HashMap::from([(0, 3_000)]));
+    }
+
+    #[test]
+    fn a_line_as_the_answer_came_holds_it_and_partial_lines_make_no_request() {
+        let records = [
+            line(0),
+            queued(0, 1),
+            started(0, 1),
+            // Partial lines ask for no run: the one request that met the
+            // run is the final line, in the answer's microsecond.
+            partial(200),
+            partial(900),
+            call(0, 1_000),
+            line(1_000),
+            skipped(1_000, 1, 1),
+            finished(1_100, 1),
+        ];
+        let holds = holds(records.iter(), &settings());
+        let pair = (session(), Operation::SUMMARY);
+        assert_eq!(holds[&pair], HashMap::from([(0, 1_000)]));
+    }
+
+    #[test]
+    fn a_run_at_the_end_is_met_by_the_session_ending_again() {
+        let mut settings = settings();
+        settings.automatic_ops = vec![];
+        settings.end_ops = vec![Operation::SUMMARY];
+        let records = [
+            line(0),
+            end(100),
+            queued(100, 1),
+            started(100, 1),
+            // More was said, and the session ended again, after the answer
+            // and before the run ended: that end met the run.
+            line(1_100),
+            call(100, 1_000),
+            end(1_200),
+            skipped(1_200, 1, 1),
+            finished(1_300, 1),
+        ];
+        let holds = holds(records.iter(), &settings);
+        let pair = (session(), Operation::SUMMARY);
+        assert_eq!(holds[&pair], HashMap::from([(0, 1_200)]));
     }
 
     #[test]
