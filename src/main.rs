@@ -20,6 +20,41 @@ use inflight::tui;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// `inflight man`: the page on stdout, or every command's page in `dir`
+/// and their paths on stdout.
+fn print_man(dir: Option<&std::path::Path>) -> ExitCode {
+    match dir {
+        None => print_out(&inflight::config::manuals::man_page()),
+        Some(dir) => match inflight::config::manuals::man_pages(dir) {
+            Ok(pages) => {
+                let list: String = pages.iter().map(|p| format!("{}\n", p.display())).collect();
+                print_out(list.as_bytes())
+            }
+            Err(e) => {
+                eprintln!(
+                    "inflight: cannot write the man pages into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is no error.
+fn print_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("inflight: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let loaded = match layers::load(std::env::args_os().collect()) {
         Ok(loaded) => loaded,
@@ -51,6 +86,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    match &loaded.cli.command {
+        Some(Command::Completions(args)) => {
+            return print_out(&inflight::config::manuals::completions(args.shell));
+        }
+        Some(Command::Man(args)) => return print_man(args.dir.as_deref()),
+        _ => {}
     }
     let cli = loaded.cli;
     if let Some(Command::Replay(args)) = &cli.command {
@@ -89,7 +131,7 @@ fn main() -> ExitCode {
             Some(Command::Serve(engine)) => run_headless(*engine).await,
             Some(Command::Config(_)) => Ok(()),
             Some(Command::Attach(args)) => run_attach(args).await,
-            Some(Command::Replay(_)) => Ok(()),
+            Some(Command::Replay(_) | Command::Completions(_) | Command::Man(_)) => Ok(()),
             Some(Command::Record(args)) => run_record(args).await,
             None => run_dashboard(cli.engine, cli.no_color).await,
         }

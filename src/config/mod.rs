@@ -14,6 +14,7 @@
 
 pub mod file;
 pub mod layers;
+pub mod manuals;
 pub mod operations;
 pub mod prices;
 mod settings;
@@ -36,10 +37,21 @@ use crate::state::Policy;
 /// Where `inflight serve` listens unless told otherwise.
 pub const DEFAULT_API_PORT: u16 = 8787;
 
+/// What `inflight --version` says: the version, the commit it was built
+/// from, and what is built in.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("INFLIGHT_GIT_COMMIT"),
+    "\nbuilt in: terminal dashboard, HTTP API with /ws and /metrics, SQLite (bundled), \
+Redis cluster, TLS (rustls), OpenAI-compatible and llama.cpp servers, recording and replay",
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "inflight",
     version,
+    long_version = LONG_VERSION,
     about = "Keeps slow LLM work on live transcripts from piling up, and shows it live.",
     long_about = "Keeps slow LLM work on live transcripts from piling up, and shows it live.\n\n\
 Without a command, opens the dashboard; without --feed, on the embedded demo \
@@ -75,6 +87,25 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Record a running server from outside, over its API.
     Record(RecordArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one page per command into a folder.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell, e.g. `bash`: `inflight completions bash > /etc/bash_completion.d/inflight`.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `inflight.1` and a page for each command (`inflight-serve.1`,
+    /// …) into this folder instead of printing `inflight.1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

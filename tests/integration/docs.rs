@@ -89,13 +89,18 @@ fn the_readmes_inflight_commands_parse_with_the_current_cli() {
         if !in_block {
             continue;
         }
-        // The command, wherever it starts on the line (`ssh -t host inflight …`),
-        // without its comment.
+        // The command, wherever it starts on the line (`ssh -t host inflight …`,
+        // `sudo inflight …`), without its comment.
         let command = line.split(" #").next().unwrap_or_default();
         let Some(at) = command.split_whitespace().position(|w| w == "inflight") else {
             continue;
         };
-        let words: Vec<&str> = command.split_whitespace().skip(at).collect();
+        // Up to a pipe, a redirection or the next command.
+        let words: Vec<&str> = command
+            .split_whitespace()
+            .skip(at)
+            .take_while(|w| !["|", ">", ">>", "<", "&&", "||", ";"].contains(w))
+            .collect();
         if let Err(e) = inflight::config::Cli::try_parse_from(&words) {
             panic!("README: {line:?} does not parse: {e}");
         }

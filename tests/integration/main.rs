@@ -28,6 +28,7 @@ mod lifecycle;
 mod llm_http;
 mod llm_limits;
 mod llm_structured;
+mod manuals;
 mod operations;
 mod pty;
 mod readiness;
