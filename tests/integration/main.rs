@@ -30,6 +30,7 @@ mod llm_limits;
 mod llm_structured;
 mod manuals;
 mod operations;
+mod prometheus;
 mod pty;
 mod readiness;
 mod recording;

@@ -1,13 +1,15 @@
 //! Helpers shared by the integration tests: waiting on the engine's
 //! events, test transcripts and sessions, log capture; and, one module
 //! each, the peers a test starts (a feed, an API server, a scripted HTTP
-//! server, the real binary as a child, a real redis-server).
+//! server, the real binary as a child, a real redis-server, Prometheus'
+//! promtool).
 #![allow(dead_code)]
 
 pub mod api_server;
 pub mod blocking;
 pub mod child;
 pub mod feed;
+pub mod promtool;
 pub mod redis_server;
 pub mod scripted;
 

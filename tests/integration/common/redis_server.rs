@@ -21,6 +21,7 @@ fn installed() -> bool {
         // Its own words go to the terminal; no password prompt without one.
         Command::new("bash")
             .arg(script)
+            .arg("redis-server")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()
