@@ -219,6 +219,27 @@ impl Collector for EngineCollector {
             "Held sessions whose operation failed past its retries with transcripts uncovered",
             &stale,
         )?;
+        // Every budget has its series, 0 when none stops a session.
+        let over_budget: Vec<(OpLabels, i64)> = crate::spend::Budget::ALL
+            .iter()
+            .map(|budget| {
+                let n = snapshot
+                    .sessions
+                    .iter()
+                    .filter(|row| row.over_budget == Some(*budget))
+                    .count();
+                (
+                    vec![("budget".into(), budget.as_str().into())],
+                    i64::try_from(n).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+        gauge_family(
+            &mut encoder,
+            "sessions_over_budget",
+            "Held sessions whose last run a budget stopped, by budget",
+            &over_budget,
+        )?;
         let mut tokens = Vec::new();
         for op in crate::ops::registry().ops() {
             let counts = &snapshot.lifetime[op];

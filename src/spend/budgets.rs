@@ -56,18 +56,19 @@ impl Budget {
         matches!(self, Budget::SessionTokens | Budget::SessionCost)
     }
 
+    /// Every budget there is.
+    pub const ALL: [Budget; 6] = [
+        Budget::SessionTokens,
+        Budget::SessionCost,
+        Budget::FeedTokensPerHour,
+        Budget::FeedCostPerHour,
+        Budget::TokensPerHour,
+        Budget::CostPerHour,
+    ];
+
     /// The budget a config key names.
     pub fn parse(key: &str) -> Option<Self> {
-        [
-            Budget::SessionTokens,
-            Budget::SessionCost,
-            Budget::FeedTokensPerHour,
-            Budget::FeedCostPerHour,
-            Budget::TokensPerHour,
-            Budget::CostPerHour,
-        ]
-        .into_iter()
-        .find(|b| b.as_str() == key)
+        Self::ALL.into_iter().find(|b| b.as_str() == key)
     }
 
     /// Its config key (`session_tokens`).
