@@ -219,20 +219,19 @@ impl Collector for EngineCollector {
             "Held sessions whose operation failed past its retries with transcripts uncovered",
             &stale,
         )?;
-        // Every budget has its series, 0 when none stops a session.
-        let over_budget: Vec<(OpLabels, i64)> = crate::spend::Budget::ALL
+        // Every budget has its series, 0 when none stops a session; one
+        // pass over the sessions.
+        let budgets = crate::spend::Budget::ALL;
+        let mut stopped = [0i64; crate::spend::Budget::ALL.len()];
+        for budget in snapshot.sessions.iter().filter_map(|row| row.over_budget) {
+            if let Some(i) = budgets.iter().position(|b| *b == budget) {
+                stopped[i] += 1;
+            }
+        }
+        let over_budget: Vec<(OpLabels, i64)> = budgets
             .iter()
-            .map(|budget| {
-                let n = snapshot
-                    .sessions
-                    .iter()
-                    .filter(|row| row.over_budget == Some(*budget))
-                    .count();
-                (
-                    vec![("budget".into(), budget.as_str().into())],
-                    i64::try_from(n).unwrap_or(i64::MAX),
-                )
-            })
+            .zip(stopped)
+            .map(|(budget, n)| (vec![("budget".into(), budget.as_str().into())], n))
             .collect();
         gauge_family(
             &mut encoder,

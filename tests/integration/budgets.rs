@@ -491,4 +491,25 @@ async fn inflight_status_names_a_spent_budget() {
         .find(|l| l.starts_with("s1"))
         .unwrap_or_default();
     assert!(line.contains("⊘ budget session_tokens spent"), "{text}");
+
+    // /metrics counts it under its budget, and every other budget at 0.
+    let metrics = crate::common::api_server::http()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("inflight_sessions_over_budget{budget=\"session_tokens\"} 1\n"),
+        "{metrics}"
+    );
+    for other in Budget::ALL.iter().filter(|b| **b != Budget::SessionTokens) {
+        let series = format!(
+            "inflight_sessions_over_budget{{budget=\"{}\"}} 0\n",
+            other.as_str()
+        );
+        assert!(metrics.contains(&series), "no {series} in {metrics}");
+    }
 }
