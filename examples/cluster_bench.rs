@@ -61,9 +61,11 @@ struct Args {
 }
 
 /// The tests' own `redis-server` starter: a free loopback port,
-/// persistence off, stopped when dropped.
+/// persistence off, stopped when dropped; installed first when missing.
 #[path = "../tests/integration/common/redis_server.rs"]
 mod redis_server;
+#[path = "../tests/integration/common/test_deps.rs"]
+mod test_deps;
 
 use redis_server::RedisServer as Redis;
 

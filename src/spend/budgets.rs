@@ -384,14 +384,7 @@ mod tests {
 
     #[test]
     fn a_budget_is_named_by_its_config_key_and_knows_whose_it_is() {
-        let all = [
-            Budget::SessionTokens,
-            Budget::SessionCost,
-            Budget::FeedTokensPerHour,
-            Budget::FeedCostPerHour,
-            Budget::TokensPerHour,
-            Budget::CostPerHour,
-        ];
+        let all = Budget::ALL;
         let names: Vec<&str> = all.iter().map(|b| b.as_str()).collect();
         assert_eq!(
             names,

@@ -12,6 +12,7 @@ pub mod feed;
 pub mod promtool;
 pub mod redis_server;
 pub mod scripted;
+pub mod test_deps;
 
 use std::time::Duration;
 

@@ -11,17 +11,7 @@ const MISSING: &str = "promtool is not installed and could not be: install Debia
                        prometheus (sudo apt-get install prometheus)";
 
 fn installed() -> bool {
-    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *INSTALLED.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test-deps.sh");
-        Command::new("bash")
-            .arg(script)
-            .arg("promtool")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    })
+    super::test_deps::installed("promtool")
 }
 
 /// `promtool check metrics` on `text`: its exit status and what it said.

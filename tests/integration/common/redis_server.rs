@@ -12,21 +12,8 @@ use std::time::{Duration, Instant};
 const MISSING: &str = "redis-server is not installed and could not be: install Debian's package \
                        redis-server (sudo apt-get install redis-server)";
 
-/// Installs redis-server when it is missing, once for the whole test
-/// process (the other tests wait for the first); whether it is there.
 fn installed() -> bool {
-    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *INSTALLED.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test-deps.sh");
-        // Its own words go to the terminal; no password prompt without one.
-        Command::new("bash")
-            .arg(script)
-            .arg("redis-server")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    })
+    super::test_deps::installed("redis-server")
 }
 
 pub struct RedisServer {
