@@ -108,24 +108,36 @@ fn format_sessions(v: &Value) -> String {
     // Spend, when the server has a price table.
     let currency = v.get("currency").and_then(Value::as_str);
     let cost_header = currency.map_or(String::new(), |c| format!("{:>10}  ", format!("COST {c}")));
-    out += &format!(
-        "{:<28} {:>6}  {:<16} {:<16} {:>9}  {cost_header}{}\n",
-        "SESSION", "TX", "SUMMARY", "MIND MAP", "SKIPPED", "ATTENTION"
-    );
     let empty = Vec::new();
-    let mut total = crate::spend::Cost::ZERO;
-    for s in v
+    let sessions = v
         .get("sessions")
         .and_then(Value::as_array)
-        .unwrap_or(&empty)
-    {
+        .unwrap_or(&empty);
+    // A column for each operation the server runs (its config file's too),
+    // in the server's order; the built-in two when no session says.
+    let names: Vec<String> = sessions
+        .first()
+        .and_then(|s| s.get("operations")?.as_object())
+        .map(|ops| ops.keys().cloned().collect())
+        .unwrap_or_else(|| vec!["summary".into(), "mind_map".into()]);
+    let mut header = format!("{:<28} {:>6}  ", "SESSION", "TX");
+    for name in &names {
+        header += &format!("{:<16} ", name.replace('_', " ").to_uppercase());
+    }
+    out += &format!("{header}{:>9}  {cost_header}ATTENTION\n", "SKIPPED");
+    let mut total = crate::spend::Cost::ZERO;
+    for s in sessions {
         let ops = s.get("operations").cloned().unwrap_or(Value::Null);
-        let skipped = |name: &str| {
-            ops[name]
-                .get("skipped")
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-        };
+        let skipped: Vec<String> = names
+            .iter()
+            .map(|name| {
+                ops[name.as_str()]
+                    .get("skipped")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                    .to_string()
+            })
+            .collect();
         // The engine's own reasons, in the dashboard's words, and a spent
         // budget.
         let mut attention: Vec<String> = s
@@ -149,14 +161,18 @@ fn format_sessions(v: &Value) -> String {
             }
             None => String::new(),
         };
-        let _ = writeln!(
-            out,
-            "{:<28} {:>6}  {:<16} {:<16} {:>9}  {cost}{}",
+        let mut line = format!(
+            "{:<28} {:>6}  ",
             s.get("session_id").and_then(Value::as_str).unwrap_or("?"),
             s.get("transcripts").and_then(Value::as_u64).unwrap_or(0),
-            op_state(&ops["summary"]),
-            op_state(&ops["mind_map"]),
-            format!("{}/{}", skipped("summary"), skipped("mind_map")),
+        );
+        for name in &names {
+            line += &format!("{:<16} ", op_state(&ops[name.as_str()]));
+        }
+        let _ = writeln!(
+            out,
+            "{line}{:>9}  {cost}{}",
+            skipped.join("/"),
             attention.join(" · "),
         );
     }
@@ -168,4 +184,63 @@ fn format_sessions(v: &Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(ops: serde_json::Value) -> Value {
+        serde_json::json!({
+            "backend": {"kind": "builtin", "model": "m", "simulated": true},
+            "currency": null,
+            "sessions": [{
+                "session_id": "s1", "transcripts": 3, "operations": ops,
+                "attention": [], "over_budget": null, "cost": 0.0
+            }]
+        })
+    }
+
+    #[test]
+    fn the_table_has_a_column_for_every_operation_the_server_runs() {
+        let idle = |skipped: u64| serde_json::json!({"state": "idle", "skipped": skipped, "pending": false});
+        let running = serde_json::json!({"state": "running", "in_flight_seconds": 2.0, "skipped": 4, "pending": true});
+        let text = format_sessions(&sessions(serde_json::json!({
+            "summary": idle(1), "mind_map": idle(2), "action_items": running
+        })));
+        let mut lines = text.lines().skip(1);
+        let header = lines.next().unwrap();
+        assert!(
+            header.contains("SUMMARY") && header.contains("MIND MAP"),
+            "{text}"
+        );
+        assert!(header.contains("ACTION ITEMS"), "{text}");
+        let row = lines.next().unwrap();
+        assert!(row.contains("running 2.0s +1"), "{text}");
+        assert!(row.contains("1/2/4"), "skips in the columns' order: {text}");
+    }
+
+    #[test]
+    fn the_built_in_two_read_as_they_always_did() {
+        let idle = serde_json::json!({"state": "idle", "skipped": 0, "pending": false});
+        let text = format_sessions(&sessions(serde_json::json!({
+            "summary": idle.clone(), "mind_map": idle
+        })));
+        let header = text.lines().nth(1).unwrap();
+        assert_eq!(
+            header.trim_end(),
+            format!(
+                "{:<28} {:>6}  {:<16} {:<16} {:>9}  ATTENTION",
+                "SESSION", "TX", "SUMMARY", "MIND MAP", "SKIPPED"
+            )
+        );
+        let row = text.lines().nth(2).unwrap();
+        assert_eq!(
+            row.trim_end(),
+            format!(
+                "{:<28} {:>6}  {:<16} {:<16} {:>9}",
+                "s1", 3, "idle", "idle", "0/0"
+            )
+        );
+    }
 }
