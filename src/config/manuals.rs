@@ -29,16 +29,20 @@ pub fn man_page() -> Vec<u8> {
 /// written into `dir`, which is made if need be; the paths written.
 pub fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    clap_mangen::generate_to(Cli::command(), dir)?;
-    let mut written: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("inflight") && n.ends_with(".1"))
-        })
-        .collect();
+    let mut root = Cli::command().disable_help_subcommand(true);
+    // Built, so each command knows its full name (`inflight-serve`).
+    root.build();
+    let mut written = Vec::new();
+    let mut commands = vec![root];
+    while let Some(command) = commands.pop() {
+        commands.extend(
+            command
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set())
+                .cloned(),
+        );
+        written.push(clap_mangen::Man::new(command).generate_to(dir)?);
+    }
     written.sort();
     Ok(written)
 }

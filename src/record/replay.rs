@@ -245,6 +245,13 @@ const TICK_US: u64 = 1_000;
 /// moment a replay is counted to.
 const YIELDS: usize = 16;
 
+/// Gives the engine's tasks woken on this tick their turns first.
+async fn let_the_engine_run() {
+    for _ in 0..YIELDS {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The engine driven by a recording on a paused clock: it takes each
 /// recorded transcript, session end and stop at its recorded time, as far
 /// as it is asked to go. Both the comparison and the dashboard's replay
@@ -325,9 +332,7 @@ impl Sim {
                         // The line came a moment after a run of its session
                         // started, and the run did not read it: within the
                         // clock's tick here, so the run goes first.
-                        for _ in 0..YIELDS {
-                            tokio::task::yield_now().await;
-                        }
+                        let_the_engine_run().await;
                     }
                     self.tally.add(record);
                     self.engine.ingest(line.transcript(), *feed);
@@ -350,9 +355,7 @@ impl Sim {
         }
         if self.as_recorded {
             // What else is due on this tick happens before it is counted.
-            for _ in 0..YIELDS {
-                tokio::task::yield_now().await;
-            }
+            let_the_engine_run().await;
         }
         self.missed_events += drain(&mut self.events, &mut self.tally);
     }
