@@ -92,6 +92,7 @@ fn main() -> ExitCode {
             return print_out(&inflight::config::manuals::completions(args.shell));
         }
         Some(Command::Man(args)) => return print_man(args.dir.as_deref()),
+        Some(Command::Openapi) => return print_out(api::document_json().as_bytes()),
         _ => {}
     }
     let cli = loaded.cli;
@@ -131,7 +132,9 @@ fn main() -> ExitCode {
             Some(Command::Serve(engine)) => run_headless(*engine).await,
             Some(Command::Config(_)) => Ok(()),
             Some(Command::Attach(args)) => run_attach(args).await,
-            Some(Command::Replay(_) | Command::Completions(_) | Command::Man(_)) => Ok(()),
+            Some(
+                Command::Replay(_) | Command::Completions(_) | Command::Man(_) | Command::Openapi,
+            ) => Ok(()),
             Some(Command::Record(args)) => run_record(args).await,
             None => run_dashboard(cli.engine, cli.no_color).await,
         }

@@ -158,6 +158,24 @@ pub struct MindMap {
     pub root: MindMapNode,
 }
 
+/// In the API's OpenAPI document: a string of the id rules above.
+impl utoipa::PartialSchema for SessionId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_SESSION_ID_LEN))
+            .pattern(Some("^[A-Za-z0-9._:-]+$"))
+            .description(Some(
+                "A session's id: 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SessionId {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,9 @@ use super::ApiState;
 use super::errors::error;
 
 /// What a request's token lets it do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads, triggers and cancels (`--api-token`, or no token configured).

@@ -35,7 +35,7 @@ const REMOVALS_KEPT: usize = 100_000;
 const DETAIL_TRANSCRIPTS: usize = 40;
 
 /// One answer of `/api/dashboard`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DashboardDelta {
     /// This server's journal: another epoch means another process.
     pub epoch: u64,
@@ -46,24 +46,35 @@ pub struct DashboardDelta {
     pub now: i64,
     /// What the caller's token may do.
     pub role: Role,
-    /// The engine; `sessions` holds the rows changed since `since`.
+    /// The engine; `sessions` holds the rows changed since `since`. Its
+    /// form is `inflight attach`'s own and follows the server's version.
+    #[schema(value_type = Object)]
     pub snapshot: Snapshot,
     /// Sessions gone since `since`.
     pub removed: Vec<SessionId>,
 }
 
 /// One answer of `/api/dashboard/sessions/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DetailAnswer {
     pub now: i64,
     /// Read from the database: memory has forgotten the session.
     pub from_disk: bool,
+    /// In `inflight attach`'s own form, which follows the server's version.
+    #[schema(value_type = Object)]
     pub detail: SessionDetail,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DeltaParams {
+    /// The `version` of the last answer: only rows changed since come.
+    #[param(maximum = 9007199254740991.0)]
+    #[serde(default, deserialize_with = "super::errors::query_number")]
     since: Option<u64>,
+    /// The `epoch` of the last answer: another one gets everything.
+    #[param(maximum = 9007199254740991.0)]
+    #[serde(default, deserialize_with = "super::errors::query_number")]
     epoch: Option<u64>,
 }
 
@@ -98,7 +109,8 @@ impl RowJournal {
         empty.sessions.clear();
         Self {
             inner: Mutex::new(Journal {
-                epoch: fastrand::u64(1..),
+                // Within what a JSON number holds exactly, for every client.
+                epoch: fastrand::u64(1..1 << 53),
                 version: 0,
                 built_at: None,
                 header: empty,
@@ -217,6 +229,12 @@ fn row_hash(row: &crate::engine::SessionRow) -> u64 {
     hasher.finish()
 }
 
+/// What `inflight attach` draws: the engine's snapshot with the rows
+/// changed since a version of this server's journal.
+#[utoipa::path(get, path = "/api/dashboard", tag = "dashboard",
+    params(DeltaParams),
+    responses((status = 200, body = DashboardDelta)),
+    security(("operator" = []), ("viewer" = [])))]
 pub(super) async fn delta(
     State(state): State<ApiState>,
     Extension(role): Extension<Role>,
@@ -229,6 +247,15 @@ pub(super) async fn delta(
     axum::Json(answer).into_response()
 }
 
+/// One session's details in the dashboard's form.
+#[utoipa::path(get, path = "/api/dashboard/sessions/{session_id}", tag = "dashboard",
+    params(("session_id" = SessionId, Path, description = "The session")),
+    responses(
+        (status = 200, body = DetailAnswer),
+        (status = 400, description = "Not a session id", body = super::errors::ErrorJson),
+        (status = 404, description = "No such session, in memory or in the database", body = super::errors::ErrorJson),
+    ),
+    security(("operator" = []), ("viewer" = [])))]
 pub(super) async fn detail(
     State(state): State<ApiState>,
     Path(raw): Path<String>,

@@ -15,13 +15,18 @@ pub const MAX_PAGE: usize = 500;
 /// Sessions in a page when the request does not say.
 pub const DEFAULT_PAGE: usize = 50;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct HistoryParams {
     /// Only sessions heard from at or after this time (unix seconds).
     since: Option<f64>,
     /// The page after another: that answer's `next`, as it was.
+    #[param(pattern = "^[0-9a-f]{16}\\.[A-Za-z0-9._:-]+$")]
     cursor: Option<String>,
-    limit: Option<usize>,
+    /// Sessions in a page: 1 to 500 (50 when not said).
+    #[param(maximum = 9007199254740991.0)]
+    #[serde(default, deserialize_with = "super::errors::query_number")]
+    limit: Option<u64>,
 }
 
 /// A cursor names the last session of a page exactly (its last word's
@@ -33,6 +38,10 @@ fn cursor_of((last_seen, id): (f64, String)) -> String {
 
 fn parse_cursor(raw: &str) -> Option<(f64, String)> {
     let (bits, id) = raw.split_once('.')?;
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if bits.len() != 16 || !bits.bytes().all(hex) || SessionId::parse(id).is_err() {
+        return None;
+    }
     let bits = u64::from_str_radix(bits, 16).ok()?;
     Some((f64::from_bits(bits), id.to_string()))
 }
@@ -51,13 +60,25 @@ fn failed(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// `GET /api/history`: past sessions, newest first.
+/// `GET /api/history`: past sessions from the database, newest first, a
+/// page at a time.
+#[utoipa::path(get, path = "/api/history", tag = "sessions",
+    params(HistoryParams),
+    responses(
+        (status = 200, body = HistoryJson),
+        (status = 400, description = "A cursor not passed back as it was", body = super::errors::ErrorJson),
+        (status = 404, description = "No database (`--no-db`)", body = super::errors::ErrorJson),
+        (status = 503, description = "The database failed", body = super::errors::ErrorJson),
+    ),
+    security(("operator" = []), ("viewer" = [])))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     Query(params): Query<HistoryParams>,
 ) -> Result<Response, ApiError> {
     let db = state.engine.db().cloned().ok_or_else(no_db)?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let limit = params
+        .limit
+        .map_or(DEFAULT_PAGE, |n| n.clamp(1, MAX_PAGE as u64) as usize);
     let before = match params.cursor.as_deref().map(parse_cursor) {
         None => None,
         Some(Some(cursor)) => Some(cursor),
@@ -82,9 +103,10 @@ pub(super) async fn list(
 }
 
 /// A page of past sessions, and the cursor of the next (none at the end).
-#[derive(serde::Serialize)]
-struct HistoryJson {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct HistoryJson {
     sessions: Vec<crate::db::PastSession>,
+    /// Where the next page starts (`cursor=`); `null` on the last page.
     next: Option<String>,
 }
 

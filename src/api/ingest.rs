@@ -83,7 +83,7 @@ impl Inbound {
 }
 
 /// What a batch did, per session and in all.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct BatchAnswer {
     /// Messages read from the body (empty lines of NDJSON not counted).
     pub lines: u64,
@@ -98,7 +98,7 @@ pub struct BatchAnswer {
 }
 
 /// What a batch did to one session.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SessionCounts {
     /// Final transcripts stored.
     pub taken: u64,
@@ -116,15 +116,30 @@ pub struct SessionCounts {
 }
 
 /// A line that names no session, and why it was refused.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Unreadable {
     /// Its place in the batch, from 1.
     pub line: u64,
     pub why: String,
 }
 
-/// `POST /api/transcripts`.
-pub(super) async fn push_batch(State(state): State<ApiState>, body: Bytes) -> Response {
+/// `POST /api/transcripts`: a batch of feed messages, as a JSON array or
+/// as NDJSON (one message a line).
+#[utoipa::path(post, path = "/api/transcripts", tag = "ingest",
+    request_body(description = "Feed messages (see the feed protocol): a JSON array of them, or one a line",
+        content((super::openapi::FeedBatch = "application/json"), (super::openapi::FeedLines = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "What the batch did, per session and in all", body = BatchAnswer),
+        (status = 400, description = "Not UTF-8, JSON that is not (typed `application/json`, or starting as an array), or no message", body = super::errors::ErrorJson),
+        (status = 403, description = "Pushing is off, or not the ingest token", body = super::errors::ErrorJson),
+        (status = 413, description = "A batch past `--api-max-batch`", body = super::errors::ErrorJson),
+    ),
+    security(("ingest" = [])))]
+pub(super) async fn push_batch(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(inbound) = state.inbound.clone() else {
         return off();
     };
@@ -135,15 +150,24 @@ pub(super) async fn push_batch(State(state): State<ApiState>, body: Bytes) -> Re
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
     };
     let mut answer = BatchAnswer::default();
-    if text.trim_start().starts_with('[') {
-        let items: Vec<serde_json::Value> = match serde_json::from_str(text) {
-            Ok(items) => items,
+    // Typed JSON is one JSON value: an array of messages, or one message.
+    // Anything else is NDJSON, but a body that starts as an array.
+    let typed_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if typed_json || text.trim_start().starts_with('[') {
+        let items = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Array(items)) => items,
+            Ok(one) => vec![one],
             Err(e) => {
                 status.count_bad(BadFrame::InvalidJson);
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body starts as a JSON array but is not one: {e}"),
-                );
+                let what = if typed_json {
+                    "the body is typed application/json but is not JSON"
+                } else {
+                    "the body starts as a JSON array but is not one"
+                };
+                return error(StatusCode::BAD_REQUEST, format!("{what}: {e}"));
             }
         };
         for (i, item) in items.into_iter().enumerate() {
@@ -265,7 +289,8 @@ fn off() -> Response {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct IngestQuery {
     /// Send `processing_status` of the pushed sessions (default: yes).
     statuses: Option<bool>,
@@ -273,7 +298,17 @@ pub(super) struct IngestQuery {
     results: Option<bool>,
 }
 
-/// `GET /ingest`.
+/// `GET /ingest`: a WebSocket that takes feed messages, one a text
+/// message, and says back what became of the sessions pushed.
+#[utoipa::path(get, path = "/ingest", tag = "ingest",
+    params(IngestQuery, super::openapi::Handshake),
+    responses(
+        (status = 101, description = "Switching to a WebSocket: a `welcome` message first, then `processing_status` (and with `results=true` each `{op}_update`) of the sessions pushed"),
+        (status = 400, description = "Not a WebSocket handshake", body = super::errors::ErrorJson),
+        (status = 403, description = "Pushing is off, or not the ingest token", body = super::errors::ErrorJson),
+        (status = 503, description = "Too many sockets (`--api-max-ingest-sockets`)", body = super::errors::ErrorJson),
+    ),
+    security(("ingest" = [])))]
 pub(super) async fn upgrade(
     State(state): State<ApiState>,
     Query(query): Query<IngestQuery>,

@@ -1,19 +1,34 @@
-//! JSON views of sessions for the HTTP API (the status JSON itself is the
-//! original one, in `state::status`).
+//! The API's answers as types: the server writes them, `inflight status`
+//! and `inflight attach` read them, and the OpenAPI document is derived
+//! from them (`openapi.rs`). The status JSON itself is the original one,
+//! in `state::status`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use utoipa::ToSchema;
 
 use crate::engine::{OpRow, SessionDetail, SessionRow};
 use crate::model::{Operation, SessionId};
 use crate::state::Phase;
 
-#[derive(Serialize)]
+/// Where an operation's run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OpState {
+    /// Nothing in flight.
+    Idle,
+    /// Admitted, waiting for an LLM permit (or a retry's wait).
+    Queued,
+    /// Its LLM call is under way.
+    Running,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OperationJson {
-    /// `idle`, `queued` or `running`.
-    pub state: &'static str,
+    pub state: OpState,
     pub run_id: Option<u64>,
     /// Since admission (the original start time), waiting included.
     pub in_flight_seconds: Option<f64>,
@@ -25,7 +40,7 @@ pub struct OperationJson {
     pub pending: bool,
     /// With several instances: the one running it (this one's own name
     /// once it holds the lease).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     pub tokens: Option<u64>,
     pub tokens_per_second: Option<f64>,
@@ -59,9 +74,9 @@ impl OperationJson {
         let run = op.in_flight.as_ref();
         Self {
             state: match run.map(|r| r.phase) {
-                None => "idle",
-                Some(Phase::Queued) => "queued",
-                Some(Phase::Running) => "running",
+                None => OpState::Idle,
+                Some(Phase::Queued) => OpState::Queued,
+                Some(Phase::Running) => OpState::Running,
             },
             run_id: run.map(|r| r.run_id),
             in_flight_seconds: run.map(|r| now.saturating_duration_since(r.admitted).as_secs_f64()),
@@ -86,15 +101,32 @@ impl OperationJson {
     }
 }
 
-/// Values keyed by operation name, in the registry's order: an object
-/// whose keys are the defined operations (`summary`, `mind_map`, then the
-/// config file's).
-pub struct ByOperation<T>(pub Vec<(Operation, T)>);
+/// Values keyed by operation name, in the server's order: an object
+/// whose keys are the operations it runs (`summary`, `mind_map`, then its
+/// config file's). A client keeps the names as they came: they are the
+/// server's, not its own.
+#[derive(Debug, Clone)]
+pub struct ByOperation<T>(pub Vec<(Cow<'static, str>, T)>);
 
 impl<T> ByOperation<T> {
     /// One value per defined operation.
     pub fn defined(mut f: impl FnMut(Operation) -> T) -> Self {
-        Self(crate::ops::registry().ops().map(|op| (op, f(op))).collect())
+        Self(
+            crate::ops::registry()
+                .ops()
+                .map(|op| (Cow::Borrowed(op.as_str()), f(op)))
+                .collect(),
+        )
+    }
+
+    /// The value of the operation named `name`.
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The operations' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_ref())
     }
 }
 
@@ -103,13 +135,67 @@ impl<T: Serialize> Serialize for ByOperation<T> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (op, value) in &self.0 {
-            map.serialize_entry(op.as_str(), value)?;
+            map.serialize_entry(op.as_ref(), value)?;
         }
         map.end()
     }
 }
 
-#[derive(Serialize)]
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ByOperation<T> {
+    /// In the order the server wrote them.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Entries<T> {
+            type Value = ByOperation<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object keyed by operation name")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, T>()? {
+                    entries.push((Cow::Owned(name), value));
+                }
+                Ok(ByOperation(entries))
+            }
+        }
+        d.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
+
+/// The schema of a [`ByOperation`] whose values are `values`.
+fn by_operation(
+    values: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+) -> utoipa::openapi::schema::Object {
+    use utoipa::PartialSchema;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(Operation::schema()))
+        .additional_properties(Some(values))
+        .description(Some(
+            "One entry per operation the server runs, keyed by its name, in the server's order",
+        ))
+        .build()
+}
+
+fn operations_schema() -> utoipa::openapi::schema::Object {
+    by_operation(utoipa::openapi::Ref::from_schema_name("OperationJson").into())
+}
+
+fn rejected_answers_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let text_or_null =
+        ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Null,
+        ]));
+    by_operation(text_or_null.into())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SessionJson {
     pub session_id: SessionId,
     pub feed: Option<usize>,
@@ -119,9 +205,11 @@ pub struct SessionJson {
     /// Transcripts dropped before any result covered them (a backlog past
     /// what a session holds): never sent to the model.
     pub lost_transcripts: u64,
+    #[schema(schema_with = operations_schema)]
     pub operations: ByOperation<OperationJson>,
     /// What every operation's calls cost, in the prices' currency.
     #[serde(with = "crate::spend::units")]
+    #[schema(value_type = f64)]
     pub cost: crate::spend::Cost,
     /// The budget that stopped the session's runs (its config key), until
     /// a run is admitted again; `null` when none did.
@@ -154,7 +242,8 @@ impl SessionJson {
     }
 }
 
-#[derive(Serialize)]
+/// `GET /api/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SessionsJson {
     /// Which LLM answers (`simulated` is true for the builtin backend).
     pub backend: crate::llm::BackendInfo,
@@ -165,14 +254,15 @@ pub struct SessionsJson {
     pub currency: Option<String>,
     /// The cluster, with `--redis`: this instance, Redis, and what the
     /// leases did here.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::engine::ClusterView>,
     pub sessions: Vec<SessionJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ResultJson {
     /// Text as a string, a tree or JSON as JSON.
+    #[schema(value_type = Value)]
     pub value: crate::ops::output::Wire,
     /// The run it came from, numbered here (its webhook revision without
     /// a cluster).
@@ -184,7 +274,7 @@ pub struct ResultJson {
     pub truncated: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TranscriptJson {
     pub generation: u64,
     pub speaker: Option<String>,
@@ -192,19 +282,31 @@ pub struct TranscriptJson {
     pub start: Option<f64>,
 }
 
-#[derive(Serialize)]
+/// `GET /api/sessions/{id}`: a session's row, and beside its fields each
+/// operation's latest result under the operation's name.
+#[derive(Serialize, ToSchema)]
 pub struct SessionDetailJson {
     #[serde(flatten)]
     pub session: SessionJson,
     /// Each defined operation's latest result, under its name (`summary`,
     /// `mind_map`, …), `null` before the first.
     #[serde(flatten)]
+    #[schema(value_type = ResultsByName)]
     pub results: ByOperation<Option<ResultJson>>,
     pub recent_transcripts: Vec<TranscriptJson>,
     pub partial: Option<String>,
     /// The last answers that could not be read, by operation.
+    #[schema(schema_with = rejected_answers_schema)]
     pub rejected_answers: ByOperation<Option<String>>,
 }
+
+/// Beside a session's fields, one more per operation: its latest result
+/// ([`ResultJson`]) under its name, `null` before the first. (Their
+/// names are the server's operations, so no schema can list them; and a
+/// schema limiting the other keys would limit the session's too.)
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ResultsByName {}
 
 impl SessionDetailJson {
     pub fn new(detail: SessionDetail, now: Instant, op_timeout: std::time::Duration) -> Self {
@@ -242,13 +344,13 @@ impl SessionDetailJson {
 }
 
 /// `GET /api/feeds`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FeedsJson {
     pub feeds: Vec<FeedJson>,
 }
 
 /// One feed: its state, counters and refused frames by kind.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FeedJson {
     pub feed: usize,
     pub url: String,
@@ -302,7 +404,7 @@ impl FeedJson {
 
 /// The answer to a trigger: started, or a run in flight left a follow-up
 /// (`pending`) or dropped the request (`skipped`).
-#[derive(Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum TriggerJson {
     Started {
@@ -348,16 +450,45 @@ impl From<crate::engine::TriggerAnswer> for TriggerJson {
     }
 }
 
+impl From<TriggerJson> for crate::engine::TriggerAnswer {
+    /// As a client reads it back (`running_since` as a time again).
+    fn from(answer: TriggerJson) -> Self {
+        use crate::engine::TriggerAnswer;
+        let at = |since: f64| {
+            std::time::SystemTime::UNIX_EPOCH
+                + Duration::try_from_secs_f64(since).unwrap_or_default()
+        };
+        match answer {
+            TriggerJson::Started { run_id } => TriggerAnswer::Started { run_id },
+            TriggerJson::Pending {
+                running_run_id,
+                running_since,
+            } => TriggerAnswer::Pending {
+                running_run_id,
+                since: at(running_since),
+            },
+            TriggerJson::Skipped {
+                running_run_id,
+                running_since,
+            } => TriggerAnswer::Skipped {
+                running_run_id,
+                since: at(running_since),
+            },
+            TriggerJson::OverBudget { budget } => TriggerAnswer::OverBudget { budget },
+        }
+    }
+}
+
 /// The answer to a cancel.
-#[derive(Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CancelJson {
     Cancelled { run_id: u64 },
-    None { error: &'static str },
+    None { error: Cow<'static, str> },
 }
 
 /// A session only the database still has.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct StoredDetailJson {
     #[serde(flatten)]
     pub detail: SessionDetailJson,
@@ -365,7 +496,7 @@ pub struct StoredDetailJson {
 }
 
 /// `GET /api/deliveries`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeliveriesJson {
     pub endpoints: Vec<crate::webhooks::EndpointView>,
     /// Newest first.
@@ -373,16 +504,23 @@ pub struct DeliveriesJson {
 }
 
 /// A given-up delivery, with its endpoint's URL (secrets hidden).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeadLetterJson {
     pub endpoint: String,
     #[serde(flatten)]
     pub letter: crate::webhooks::DeadLetter,
 }
 
+/// `POST /api/sessions/{id}/budget/lift`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LiftedJson {
+    /// Always `true`.
+    pub lifted: bool,
+}
+
 /// `POST /api/sessions/{id}/budget/raise`: what the session's own budget
 /// was raised by in all.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BudgetRaisedJson {
     pub raised_tokens: u64,
     /// In the prices' currency.

@@ -18,16 +18,27 @@ use crate::logs::LogLine;
 /// Most lines in one answer.
 pub const MAX_LINES: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LogParams {
+    /// Lines numbered this or later: the last answer's `next`.
+    #[param(maximum = 9007199254740991.0)]
+    #[serde(default, deserialize_with = "super::errors::query_number")]
     from: Option<u64>,
+    /// The most verbose level wanted: `error`, `warn`, `info`, `debug`
+    /// or `trace` (all by default).
+    #[param(value_type = Option<super::openapi::LogLevel>)]
     level: Option<String>,
+    /// Only the lines of this session.
     session: Option<String>,
-    limit: Option<usize>,
+    /// At most this many lines (1 to 1000).
+    #[param(maximum = 9007199254740991.0)]
+    #[serde(default, deserialize_with = "super::errors::query_number")]
+    limit: Option<u64>,
 }
 
 /// One line on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLineJson {
     pub number: u64,
     /// Unix seconds.
@@ -51,7 +62,7 @@ impl LogLineJson {
 }
 
 /// One answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogsAnswer {
     pub lines: Vec<LogLineJson>,
     /// Ask with `from=next` for what comes later.
@@ -60,6 +71,16 @@ pub struct LogsAnswer {
     pub missed: bool,
 }
 
+/// The process's newest log lines, read as a stream: ask again with
+/// `from=next`.
+#[utoipa::path(get, path = "/api/logs", tag = "logs",
+    params(LogParams),
+    responses(
+        (status = 200, body = LogsAnswer),
+        (status = 400, description = "An unknown level", body = super::errors::ErrorJson),
+        (status = 404, description = "This process keeps no log lines", body = super::errors::ErrorJson),
+    ),
+    security(("operator" = []), ("viewer" = [])))]
 pub(super) async fn lines(
     State(state): State<ApiState>,
     Query(params): Query<LogParams>,
@@ -79,7 +100,9 @@ pub(super) async fn lines(
             )
         })?,
     };
-    let limit = params.limit.unwrap_or(MAX_LINES).clamp(1, MAX_LINES);
+    let limit = params
+        .limit
+        .map_or(MAX_LINES, |n| n.clamp(1, MAX_LINES as u64) as usize);
     let from = params.from.unwrap_or(0);
     let page = logs.after(from, limit, |line| {
         line.level <= level

@@ -16,6 +16,7 @@
 //! | `GET /ingest?results=true` | a WebSocket pushing native messages in; statuses (and results) back |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness, never behind the token |
+//! | `GET /api/openapi.json` | this API as an OpenAPI 3.1 document (`openapi.rs`) |
 //!
 //! Loopback by default; any other address needs a bearer token, checked in
 //! constant time on every route but `/healthz` and `/readyz`: the
@@ -36,9 +37,10 @@ pub mod dashboard;
 mod errors;
 mod history;
 pub mod ingest;
-mod json;
+pub mod json;
 pub mod logs;
 mod metrics;
+mod openapi;
 mod recording;
 mod routes;
 mod ws;
@@ -59,6 +61,7 @@ use crate::engine::Engine;
 use errors::{ApiError, error, session_id};
 pub use json::BudgetRaisedJson;
 pub use metrics::Metrics;
+pub use openapi::{SerdeDuration, document_json};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -200,6 +203,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/api/recording", get(recording::upgrade))
         .route("/metrics", get(routes::render_metrics))
+        .route("/api/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -220,6 +224,7 @@ pub fn router(engine: Engine, config: &ApiConfig) -> Router {
         .merge(protected)
         .merge(pushing)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(errors::refusals_as_json))
         .layer(middleware::from_fn_with_state(
             config.ingest.max_batch,
             refuse_large_bodies,

@@ -20,6 +20,16 @@ use tokio::time::Instant;
 use super::{ApiState, error};
 use crate::record::Record;
 
+/// A WebSocket of the engine's records, in the recording format: its
+/// header first, then one record per text message.
+#[utoipa::path(get, path = "/api/recording", tag = "streams",
+    params(super::openapi::Handshake),
+    responses(
+        (status = 101, description = "Switching to a WebSocket; its text messages are records (see the recording format)"),
+        (status = 400, description = "Not a WebSocket handshake", body = super::errors::ErrorJson),
+        (status = 503, description = "Too many WebSocket clients (`--api-max-ws-clients`)", body = super::errors::ErrorJson),
+    ),
+    security(("operator" = []), ("viewer" = [])))]
 pub async fn upgrade(State(state): State<ApiState>, upgrade: WebSocketUpgrade) -> Response {
     let limits = state.ws.limits;
     let Ok(seat) = state.ws.seats.clone().try_acquire_owned() else {

@@ -72,10 +72,14 @@ impl Subscribers {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WsQuery {
+    /// Only this session's messages.
+    #[param(value_type = Option<SessionId>)]
     session: Option<String>,
     /// Resume after this event id: every message then carries its `id`.
+    #[param(value_type = Option<u64>)]
     since: Option<EventId>,
 }
 
@@ -88,6 +92,18 @@ enum Start {
     After(Resumed),
 }
 
+/// A WebSocket of the original messages: `processing_status` and each
+/// operation's `{op}_update` ([`super::openapi::WsMessage`]). With
+/// `since`, a `resume` message first, what was missed, then the live
+/// stream, each message with its `id`.
+#[utoipa::path(get, path = "/ws", tag = "streams",
+    params(WsQuery, super::openapi::Handshake),
+    responses(
+        (status = 101, description = "Switching to a WebSocket; its text messages are `WsMessage`s", body = super::openapi::WsMessage),
+        (status = 400, description = "Not a WebSocket handshake, or not a session id", body = super::errors::ErrorJson),
+        (status = 503, description = "Too many subscribers (`--api-max-ws-clients`)", body = super::errors::ErrorJson),
+    ),
+    security(("operator" = []), ("viewer" = [])))]
 pub async fn upgrade(
     State(state): State<ApiState>,
     Query(query): Query<WsQuery>,

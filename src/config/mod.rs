@@ -91,6 +91,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page, or write one page per command into a folder.
     Man(ManArgs),
+    /// Print the API's OpenAPI 3.1 document (as `GET /api/openapi.json`
+    /// serves it).
+    Openapi,
 }
 
 #[derive(Debug, Args)]

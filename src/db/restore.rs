@@ -235,7 +235,7 @@ fn session_of(row: &rusqlite::Row<'_>, id: SessionId) -> Result<StoredSession, r
 }
 
 /// One past session, for a list of them.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct PastSession {
     pub session_id: String,
     pub first_seen: f64,
@@ -246,6 +246,7 @@ pub struct PastSession {
     pub mind_map_covered_generation: Option<u64>,
     /// What every run of the session cost, as the runs were priced.
     #[serde(with = "crate::spend::units")]
+    #[schema(value_type = f64)]
     pub cost: crate::spend::Cost,
 }
 

@@ -19,7 +19,7 @@ use crate::model::Operation;
 pub const SILENT_AFTER: Duration = Duration::from_secs(120);
 
 /// One reason to look at a session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Attention {
     /// The running call is past 80 % of its deadline.

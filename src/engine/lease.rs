@@ -45,7 +45,17 @@ pub(super) struct Counters {
 }
 
 /// The cluster counters, as views and `/metrics` read them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct ClusterCounts {
     /// Runs that took the lease here and called the LLM.
     pub ran_here: u64,

@@ -7,7 +7,7 @@ use super::{ClusterView, DbView, Engine, FeedState, FeedView, Snapshot};
 use crate::llm::BackendInfo;
 
 /// What is ready and what is not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub ready: bool,
     /// One line per item that is not ready, saying why.

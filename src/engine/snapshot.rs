@@ -214,7 +214,7 @@ impl DbView {
 }
 
 /// How this instance's cluster is doing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ClusterView {
     /// This instance's name in leases and results.
     pub instance: String,
@@ -224,6 +224,7 @@ pub struct ClusterView {
     pub reachable: bool,
     /// Why the last call failed, while unreachable.
     pub last_error: Option<String>,
+    #[schema(value_type = crate::api::SerdeDuration)]
     pub lease_ttl: Duration,
     pub counts: super::ClusterCounts,
 }

@@ -36,8 +36,11 @@ pub const ANSWER_SHARE: u32 = 4;
 pub const FILL: f64 = 0.9;
 
 /// Where the window in effect was learnt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ContextSource)]
 pub enum Source {
     /// `--llm-context` (or the config file's `llm.context`).
     Flag,
@@ -67,7 +70,9 @@ impl Source {
 }
 
 /// What the views show about the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct ContextInfo {
     pub tokens: u32,
     pub source: Source,

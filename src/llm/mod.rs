@@ -73,7 +73,17 @@ pub struct Repair {
 
 /// Tokens a call cost, as the server counted them (or estimated, for a
 /// backend that has no tokenizer), and what they cost at the price table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -85,6 +95,7 @@ pub struct Usage {
     /// The tokens priced when the call ended (`spend::Prices`); nothing
     /// for a model without a price.
     #[serde(default, with = "crate::spend::units")]
+    #[schema(value_type = f64)]
     pub cost: crate::spend::Cost,
 }
 
@@ -198,7 +209,7 @@ impl Progress {
 }
 
 /// What the views say about the backend.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct BackendInfo {
     /// `builtin`, `ollama`, `openai`.
     pub kind: String,

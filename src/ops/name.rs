@@ -144,6 +144,25 @@ impl<'de> Deserialize<'de> for Operation {
     }
 }
 
+/// In the API's OpenAPI document: a name of the rules above. Which names
+/// a server knows depends on its config file, so the document says the
+/// form, not the list.
+impl utoipa::PartialSchema for Operation {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_NAME_LEN))
+            .pattern(Some("^[a-z][a-z0-9_]*$"))
+            .description(Some(
+                "An operation's name: `summary`, `mind_map`, or one from the server's config file",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Operation {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

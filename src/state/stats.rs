@@ -51,7 +51,17 @@ pub struct OpStats {
 /// totals, the API's operations (serialized flat, under these names) and
 /// the process's lifetime counters, which outlive forgotten sessions and
 /// are what Prometheus reports. A new counter is a field here.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct OpCounters {
     /// Runs admitted (follow-ups included).
     pub runs: u64,
@@ -81,9 +91,11 @@ pub struct OpCounters {
     /// What the tokens cost at the price table, in the prices' currency
     /// (written as a number of it).
     #[serde(default, with = "crate::spend::units")]
+    #[schema(value_type = f64)]
     pub cost: crate::spend::Cost,
     /// Time runs spent waiting for an LLM permit, in all.
     #[serde(rename = "permit_wait_seconds", with = "seconds")]
+    #[schema(value_type = f64)]
     pub waited: Duration,
 }
 

@@ -6,11 +6,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::SessionId;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcessingStatus {
     pub session_id: SessionId,
     pub summary_processing: bool,
@@ -21,6 +21,7 @@ pub struct ProcessingStatus {
     /// Every other defined operation, after the original fields:
     /// `{name}_processing` and `{name}_start_time`.
     #[serde(flatten)]
+    #[schema(schema_with = other_operations_schema)]
     pub others: OtherOperations,
 }
 
@@ -41,8 +42,43 @@ impl Serialize for OtherOperations {
     }
 }
 
+impl<'de> Deserialize<'de> for OtherOperations {
+    /// From the fields left over beside the original ones: each
+    /// `{name}_start_time`, in the order written (`{name}_processing` says
+    /// the same again).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut others = Vec::new();
+        for (key, value) in fields {
+            let Some(name) = key.strip_suffix("_start_time") else {
+                continue;
+            };
+            let op = crate::model::Operation::named(name).map_err(serde::de::Error::custom)?;
+            let start = match value {
+                serde_json::Value::Null => None,
+                value => Some(value.as_f64().ok_or_else(|| {
+                    serde::de::Error::custom(format!("{key} is not a time: {value}"))
+                })?),
+            };
+            others.push((op, start));
+        }
+        Ok(Self(others))
+    }
+}
+
+/// Nothing the document can list: the names are the server's.
+fn other_operations_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Object)
+        .description(Some(
+            "For every operation of the config file, `{name}_processing` (boolean) and \
+             `{name}_start_time` (Unix seconds, or null when idle)",
+        ))
+        .build()
+}
+
 /// The HTTP answer: `{"success": true, ...status}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusResponse {
     pub success: bool,
     #[serde(flatten)]

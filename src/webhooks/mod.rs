@@ -25,8 +25,21 @@ use crate::model::{Operation, SessionId};
 pub use outbox::{DeadLetter, Delivery, EndpointView, Key, Outbox};
 
 /// What an endpoint may be told of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = WebhookEvent)]
 pub enum EventKind {
     /// A fresh result of an operation.
     Result,

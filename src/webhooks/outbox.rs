@@ -68,7 +68,7 @@ impl Delivery {
 }
 
 /// A delivery given up: kept to be read, never sent again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub endpoint: usize,
     pub id: String,
@@ -95,7 +95,7 @@ struct Counters {
 }
 
 /// One endpoint as views and `/metrics` read it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndpointView {
     pub url: String,
     pub events: Vec<EventKind>,

@@ -29,6 +29,7 @@ mod llm_http;
 mod llm_limits;
 mod llm_structured;
 mod manuals;
+mod openapi;
 mod operations;
 mod prometheus;
 mod pty;

@@ -6,18 +6,36 @@ use std::time::Duration;
 
 /// `url`'s status and body; `None` when it cannot be reached.
 pub fn get(url: &str) -> Option<(u16, String)> {
+    call("GET", url, None, None)
+}
+
+/// `method url`, with a bearer `token` and a `(content type, body)` when
+/// given: the answer's status and body; `None` when it cannot be reached.
+pub fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+) -> Option<(u16, String)> {
     inflight::net::install_crypto();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
     runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
+        let mut request = reqwest::Client::new()
+            .request(method, url)
+            .timeout(Duration::from_secs(5));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some((content_type, body)) = body {
+            request = request
+                .header("content-type", content_type)
+                .body(body.to_string());
+        }
+        let response = request.send().await.ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.unwrap_or_default()))
     })

@@ -1,12 +1,11 @@
 //! The API calls attach makes, and refusals in a few words.
 
-use std::time::{Duration, SystemTime};
-
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::super::Answer;
 use crate::api::dashboard::DetailAnswer;
+use crate::api::json::{CancelJson, TriggerJson};
 use crate::engine::TriggerAnswer;
 use crate::model::{Operation, SessionId};
 
@@ -126,41 +125,12 @@ impl Api {
                 Ok(answer) => answer,
                 Err(e) => return Answer::Refused(format!("{session} · {e}")),
             };
-            let run = |key: &str| body.get(key).and_then(Value::as_u64).unwrap_or(0);
-            let since = SystemTime::UNIX_EPOCH
-                + Duration::from_secs_f64(
-                    body.get("running_since")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(0.0)
-                        .max(0.0),
-                );
-            let answer = match body.get("outcome").and_then(Value::as_str) {
-                Some("started") => TriggerAnswer::Started {
-                    run_id: run("run_id"),
-                },
-                Some("pending") => TriggerAnswer::Pending {
-                    running_run_id: run("running_run_id"),
-                    since,
-                },
-                Some("skipped") => TriggerAnswer::Skipped {
-                    running_run_id: run("running_run_id"),
-                    since,
-                },
-                Some("over_budget") => match body
-                    .get("budget")
-                    .cloned()
-                    .and_then(|b| serde_json::from_value(b).ok())
-                {
-                    Some(budget) => TriggerAnswer::OverBudget { budget },
-                    None => {
-                        return Answer::Refused(format!("{session} · {}", refusal(status, &body)));
-                    }
-                },
-                _ => {
-                    return Answer::Refused(format!("{session} · {}", refusal(status, &body)));
-                }
+            // Started, pending, skipped and over budget are answers; any
+            // other body is a refusal.
+            let Ok(answer) = serde_json::from_value::<TriggerJson>(body.clone()) else {
+                return Answer::Refused(format!("{session} · {}", refusal(status, &body)));
             };
-            answers.push((op, answer));
+            answers.push((op, TriggerAnswer::from(answer)));
         }
         Answer::Triggered { session, answers }
     }
@@ -201,9 +171,11 @@ impl Api {
         for op in ops {
             let path = format!("/api/sessions/{session}/operations/{}", op.as_str());
             match self.send(reqwest::Method::DELETE, &path).await {
-                Ok((StatusCode::OK, body)) => {
-                    stopped.push((op, body.get("run_id").and_then(Value::as_u64)))
-                }
+                Ok((StatusCode::OK, body)) => match serde_json::from_value::<CancelJson>(body) {
+                    Ok(CancelJson::Cancelled { run_id }) => stopped.push((op, Some(run_id))),
+                    Ok(CancelJson::None { .. }) => stopped.push((op, None)),
+                    Err(e) => return Answer::Refused(format!("{session} · a cancel answered {e}")),
+                },
                 Ok((StatusCode::NOT_FOUND, _)) => stopped.push((op, None)),
                 Ok((status, body)) => {
                     return Answer::Refused(format!("{session} · {}", refusal(status, &body)));
