@@ -78,6 +78,11 @@ cat "$work/checks.toml" >> "$work/operator.toml"
 run() {
   local role=$1 config=$2
   shift 2
+  # INFLIGHT_FUZZ_REPORT=DIR keeps every request and answer (HAR), a
+  # folder per role.
+  if [ -n "${INFLIGHT_FUZZ_REPORT:-}" ]; then
+    set -- "$@" --report har --report-dir "$INFLIGHT_FUZZ_REPORT/$role"
+  fi
   say "pass: $role"
   # From the scratch folder: schemathesis keeps a cache where it runs.
   (cd "$work" && "$VENV/bin/st" --no-color --config-file "$config" run "$work/openapi.json" \

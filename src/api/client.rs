@@ -37,12 +37,8 @@ pub async fn status(
         .await
         .map_err(|e| format!("cannot read the answer of {url}: {e}"))?;
     if !code.is_success() {
-        #[derive(serde::Deserialize)]
-        struct Refusal {
-            error: String,
-        }
-        let why = serde_json::from_str::<Refusal>(&body)
-            .map(|r| r.error)
+        let why = serde_json::from_str::<super::ErrorJson>(&body)
+            .map(|refusal| refusal.error.into_owned())
             .unwrap_or(body);
         return Err(format!("{url} answered {code}: {why}"));
     }

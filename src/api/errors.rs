@@ -8,13 +8,14 @@ use serde::Serialize;
 
 use crate::model::{Operation, SessionId};
 
-/// The body of every refusal.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct ErrorJson<'a> {
+/// The body of every refusal, as the server writes it and clients read it.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorJson<'a> {
     /// Always `false`.
-    success: bool,
+    pub success: bool,
     /// What was wrong, in words.
-    error: &'a str,
+    #[serde(borrow)]
+    pub error: std::borrow::Cow<'a, str>,
 }
 
 /// A refused request, answered as a JSON error.
@@ -24,7 +25,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorJson {
             success: false,
-            error: &self.1,
+            error: self.1.as_str().into(),
         };
         (self.0, axum::Json(body)).into_response()
     }

@@ -58,6 +58,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
+pub use errors::ErrorJson;
 use errors::{ApiError, error, session_id};
 pub use json::BudgetRaisedJson;
 pub use metrics::Metrics;

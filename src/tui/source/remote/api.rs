@@ -1,6 +1,7 @@
 //! The API calls attach makes, and refusals in a few words.
 
 use reqwest::StatusCode;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::super::Answer;
@@ -189,9 +190,10 @@ impl Api {
 
 /// A refused request in a few words: `403 a read-only token: …`.
 fn refused(status: StatusCode, body: &Value) -> CallError {
-    let why = body
-        .get("error")
-        .and_then(Value::as_str)
+    let said = crate::api::ErrorJson::deserialize(body).ok();
+    let why = said
+        .as_ref()
+        .map(|refusal| refusal.error.as_ref())
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused"));
     CallError::Refused {
         status,
