@@ -43,7 +43,7 @@ mod metrics;
 mod openapi;
 mod recording;
 mod routes;
-mod ws;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -64,7 +64,7 @@ the server's own: `summary`, `mind_map`, then its config file's.",
         WsMessage,
         WsProcessingStatus,
         WsResultUpdate,
-        WsResume,
+        ws::ResumeJson,
     )),
     modifiers(&Roles, &Refusals, &Links),
     tags(
@@ -381,7 +381,7 @@ pub struct SerdeDuration {
 pub enum WsMessage {
     ProcessingStatus(WsProcessingStatus),
     ResultUpdate(WsResultUpdate),
-    Resume(WsResume),
+    Resume(ws::ResumeJson),
 }
 
 /// `processing_status`: sent on every start, finish and skip of a run.
@@ -431,22 +431,6 @@ pub struct WsResultData {
     model: String,
     /// Seconds the call took.
     processing_time: f64,
-}
-
-/// The first message of a stream opened with `since`.
-#[derive(serde::Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct WsResume {
-    /// `resume`.
-    #[serde(rename = "type")]
-    #[schema(pattern = "^resume$")]
-    kind: String,
-    /// The id the next message will carry.
-    next_id: u64,
-    /// Events after `since` are no longer kept: read the state afresh.
-    too_old: bool,
-    /// How many kept messages follow before the live stream.
-    replayed: u64,
 }
 
 /// A cancel's 404: nothing in flight, or no such operation.

@@ -104,7 +104,7 @@ enum Start {
         (status = 503, description = "Too many subscribers (`--api-max-ws-clients`)", body = super::errors::ErrorJson),
     ),
     security(("operator" = []), ("viewer" = [])))]
-pub async fn upgrade(
+pub(super) async fn upgrade(
     State(state): State<ApiState>,
     Query(query): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
@@ -169,7 +169,7 @@ async fn stream(
         Start::Now(events) => (events, None),
         Start::After(resumed) => {
             let hello = ResumeJson {
-                kind: "resume",
+                kind: "resume".into(),
                 next_id: resumed.next_id,
                 too_old: resumed.too_old,
                 replayed: resumed.replay.len(),
@@ -241,12 +241,21 @@ async fn stream(
 }
 
 /// The first message of a resumed `/ws`: where the stream goes on from,
-/// and whether what was missed could be replayed.
-#[derive(serde::Serialize)]
-struct ResumeJson {
+/// and whether what was missed could be replayed. `inflight attach` reads
+/// it with this same type.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = WsResume)]
+pub struct ResumeJson {
+    /// `resume`.
     #[serde(rename = "type")]
-    kind: &'static str,
-    next_id: crate::events::EventId,
-    too_old: bool,
-    replayed: usize,
+    #[schema(pattern = "^resume$")]
+    pub kind: std::borrow::Cow<'static, str>,
+    /// The id the next message will carry.
+    #[schema(value_type = u64)]
+    pub next_id: crate::events::EventId,
+    /// Events after `since` are no longer kept: read the state afresh.
+    pub too_old: bool,
+    /// How many kept messages follow before the live stream.
+    #[schema(value_type = u64)]
+    pub replayed: usize,
 }

@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
-use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -63,21 +62,28 @@ impl Events {
                 Message::Close(_) => return Ok(()),
                 _ => continue,
             };
-            let Ok(frame) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if frame.get("type").and_then(Value::as_str) == Some("resume") {
-                let next = frame.get("next_id").and_then(Value::as_u64).unwrap_or(1);
-                if frame.get("too_old").and_then(Value::as_bool) == Some(true) {
-                    // What was missed is gone: read the whole picture again.
-                    lock(&self.picture).reload = true;
+            match serde_json::from_str::<Frame>(&text) {
+                Ok(Frame::Resume(resume)) if resume.kind == "resume" => {
+                    if resume.too_old {
+                        // What was missed is gone: read the whole picture again.
+                        lock(&self.picture).reload = true;
+                    }
+                    *seen = resume.next_id.saturating_sub(1);
                 }
-                *seen = next.saturating_sub(1);
-            } else if let Some(id) = frame.get("id").and_then(Value::as_u64) {
-                *seen = id;
+                Ok(Frame::Numbered { id }) => *seen = id,
+                _ => {}
             }
             self.poke.notify_one();
         }
         Ok(())
     }
+}
+
+/// What attach reads of a `/ws` message: a resume, or any other message's
+/// number.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Frame {
+    Resume(crate::api::ws::ResumeJson),
+    Numbered { id: crate::events::EventId },
 }
