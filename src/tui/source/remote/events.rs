@@ -87,3 +87,30 @@ enum Frame {
     Resume(crate::api::ws::ResumeJson),
     Numbered { id: crate::events::EventId },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_and_a_numbered_message_read_as_what_they_are() {
+        let resume = r#"{"type":"resume","next_id":42,"too_old":true,"replayed":0}"#;
+        match serde_json::from_str::<Frame>(resume) {
+            Ok(Frame::Resume(resume)) => {
+                assert_eq!(resume.kind, "resume");
+                assert_eq!(resume.next_id, 42);
+                assert!(resume.too_old);
+            }
+            _ => panic!("not read as a resume"),
+        }
+        let status =
+            r#"{"type":"processing_status","data":{},"timestamp":"t","sessionId":"s","id":7}"#;
+        assert!(matches!(
+            serde_json::from_str::<Frame>(status),
+            Ok(Frame::Numbered { id: 7 })
+        ));
+        // A plain stream's message carries no number: nothing to note.
+        let plain = r#"{"type":"processing_status","data":{},"timestamp":"t","sessionId":"s"}"#;
+        assert!(serde_json::from_str::<Frame>(plain).is_err());
+    }
+}
