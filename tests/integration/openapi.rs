@@ -336,6 +336,36 @@ fn a_busy_servers_answers_and_refusals_fit_the_document() {
             Some(OPERATOR),
             Some(("application/json", "{\"tokens\": -5}")),
         ),
+        // Counts past 2^53 - 1, a cursor the server never wrote, and JSON's
+        // ways of writing a whole number or nothing.
+        (
+            "get",
+            "/api/logs",
+            "/api/logs?from=9007199254740992".into(),
+            Some(VIEWER),
+            None,
+        ),
+        (
+            "get",
+            "/api/history",
+            "/api/history?cursor=0.5".into(),
+            Some(VIEWER),
+            None,
+        ),
+        (
+            "post",
+            "/api/sessions/{session_id}/budget/raise",
+            format!("/api/sessions/{id}/budget/raise"),
+            Some(OPERATOR),
+            Some(("application/json", "{\"tokens\": 2.0}")),
+        ),
+        (
+            "post",
+            "/api/sessions/{session_id}/budget/raise",
+            format!("/api/sessions/{id}/budget/raise"),
+            Some(OPERATOR),
+            Some(("application/json", "null")),
+        ),
         (
             "post",
             "/api/transcripts",
@@ -362,6 +392,7 @@ fn a_busy_servers_answers_and_refusals_fit_the_document() {
         ),
     ];
     let mut statuses = BTreeSet::new();
+    let mut answered = Vec::new();
     for (method, path, real, token, body) in cases {
         let (status, text) = call(
             &method.to_uppercase(),
@@ -371,6 +402,7 @@ fn a_busy_servers_answers_and_refusals_fit_the_document() {
         );
         let what = format!("{} {real} -> {status}", method.to_uppercase());
         statuses.insert(status);
+        answered.push((real.clone(), body.map(|(_, b)| b.to_string()), status));
         let answers = &doc["paths"][path][method]["responses"];
         assert!(
             answers.get(status.to_string()).is_some(),
@@ -380,6 +412,21 @@ fn a_busy_servers_answers_and_refusals_fit_the_document() {
             .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
         fits(&doc, &answer_schema(path, method, status), &body, &what);
     }
+    // What each of those was meant to get.
+    let got = |real: &str, body: Option<&str>| {
+        answered
+            .iter()
+            .find(|(r, b, _)| r.ends_with(real) && b.as_deref() == body)
+            .map(|(_, _, status)| *status)
+    };
+    assert_eq!(got("/api/logs?from=9007199254740992", None), Some(400));
+    assert_eq!(got("/api/history?cursor=0.5", None), Some(400));
+    assert_eq!(got("/api/history?limit=2", None), Some(200));
+    // Read as raises, then refused for what they ask: no session budget.
+    assert_eq!(got("/budget/raise", Some("{\"tokens\": 2.0}")), Some(409));
+    assert_eq!(got("/budget/raise", Some("null")), Some(409));
+    assert_eq!(got("/budget/raise", Some("{\"tokens\": -5}")), Some(400));
+    assert_eq!(got("/api/transcripts", Some("not json")), Some(400));
     // The check does bite: a session count that is no number fails it.
     let mut wrong = listed.clone();
     wrong["sessions"][0]["transcripts"] = json!("many");
