@@ -33,10 +33,23 @@ case $BINARY in /*) ;; *) BINARY=$root/$BINARY ;; esac
 
 say() { echo "fuzz-api: $*" >&2; }
 
-if [ ! -x "$VENV/bin/st" ]; then
-  say "installing schemathesis $VERSION into $VENV"
-  python3 -m venv "$VENV" >&2
-  "$VENV/bin/pip" install -q "schemathesis==$VERSION" >&2
+# schemathesis in a virtualenv of its own; where Python has no venv module
+# (Debian's python3 without python3-venv), in a folder of its own instead.
+command -v python3 >/dev/null 2>&1 || { say "python3 is missing: install it (Debian: apt-get install python3 python3-venv)"; exit 1; }
+if [ -x "$VENV/bin/st" ]; then
+  st=("$VENV/bin/st")
+elif [ -d "$VENV/site/schemathesis" ]; then
+  st=(env "PYTHONPATH=$VENV/site" python3 -m schemathesis.cli)
+else
+  say "installing schemathesis $VERSION from PyPI into $VENV"
+  if python3 -m venv "$VENV" >&2 2>/dev/null && "$VENV/bin/pip" install -q "schemathesis==$VERSION" >&2; then
+    st=("$VENV/bin/st")
+  else
+    rm -rf "$VENV"
+    python3 -m pip install -q --target "$VENV/site" "schemathesis==$VERSION" >&2 \
+      || { say "could not install schemathesis $VERSION from PyPI (pip install schemathesis==$VERSION)"; exit 1; }
+    st=(env "PYTHONPATH=$VENV/site" python3 -m schemathesis.cli)
+  fi
 fi
 [ -x "$BINARY" ] || { say "no $BINARY: build it first (cargo build)"; exit 2; }
 
@@ -85,7 +98,7 @@ run() {
   fi
   say "pass: $role"
   # From the scratch folder: schemathesis keeps a cache where it runs.
-  (cd "$work" && "$VENV/bin/st" --no-color --config-file "$config" run "$work/openapi.json" \
+  (cd "$work" && "${st[@]}" --no-color --config-file "$config" run "$work/openapi.json" \
     --url "$url" --checks all --max-examples "$EXAMPLES" \
     --exclude-path /ws --exclude-path /api/recording --exclude-path /ingest \
     --seed 1 "$@")
