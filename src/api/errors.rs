@@ -1,6 +1,7 @@
 //! How the API says no: one JSON shape for every refusal
-//! (`{"success": false, "error": "..."}`), and the reading of a path's
-//! session id and operation into it.
+//! (`{"success": false, "error": "..."}`), axum's own refusals turned into
+//! it, and the reading of a path's session id and operation, and of a
+//! query's counts, with it.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

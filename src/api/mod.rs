@@ -28,7 +28,8 @@
 //! Here: the settings, the router and its guards. The handlers are in
 //! `routes.rs` (plain routes), `dashboard.rs`, `logs.rs`, `history.rs` and
 //! `ws.rs`; who may do what in `auth.rs`; refusals in `errors.rs`; every
-//! answer's typed body in `json.rs`.
+//! answer's typed body in `json.rs`; the OpenAPI document derived from
+//! them in `openapi.rs`.
 
 mod auth;
 mod browsers;
