@@ -225,14 +225,18 @@ pub fn document_of_this_build() -> openapi::OpenApi {
     doc
 }
 
-/// The document as pretty JSON, as `docs/openapi.json` holds it.
-pub fn document_json() -> String {
-    let mut doc = serde_json::to_value(document_of_this_build()).unwrap_or_default();
-    unsigned_formats(&mut doc);
-    link_field_names(&mut doc);
-    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    text.push('\n');
-    text
+/// The document as pretty JSON, as `docs/openapi.json` holds it: built
+/// once, as it cannot change while the process runs.
+pub fn document_json() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut doc = serde_json::to_value(document_of_this_build()).unwrap_or_default();
+        unsigned_formats(&mut doc);
+        link_field_names(&mut doc);
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        text.push('\n');
+        text
+    })
 }
 
 /// `utoipa` writes a link's fields in snake case (`operation_id`); the
