@@ -4,10 +4,11 @@
 //! One writer thread owns the write connection (WAL, `synchronous=NORMAL`)
 //! and commits in batches (at most about [`BATCH_WINDOW`] or
 //! [`BATCH_ROWS`] rows a transaction). The engine hands it [`Write`]s over
-//! a bounded channel with `try_send`: nothing on the ingest path or a tokio
-//! worker ever waits for the disk. When the disk fails (full, I/O error) the
+//! a bounded queue (`queue.rs`: its memory is what waits, not its bound)
+//! without waiting: nothing on the ingest path or a tokio worker ever waits
+//! for the disk. When the disk fails (full, I/O error) the
 //! writer keeps the batch and retries, the handle says `degraded`, and the
-//! engine goes on in memory; a channel that fills meanwhile drops writes and
+//! engine goes on in memory; a queue that fills meanwhile drops writes and
 //! counts them.
 //!
 //! A session whose transcript was dropped has no more of its transcripts
@@ -24,6 +25,7 @@
 //! engine needs (`restore.rs`). The fencing rule for results lives in the
 //! SQL (`writer.rs`): a result from an older run never replaces a newer one.
 
+mod queue;
 mod restore;
 pub mod schema;
 mod writer;
@@ -32,7 +34,6 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
 pub use restore::{
@@ -236,7 +237,7 @@ impl DbHealth {
 #[derive(Debug, Clone)]
 pub struct Db {
     path: Arc<PathBuf>,
-    sender: SyncSender<writer::Message>,
+    sender: queue::Sender<writer::Message>,
     health: Arc<DbHealth>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Its own connection for the API's reads of history (WAL lets it read
@@ -357,7 +358,7 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
         .busy_timeout(Duration::from_secs(5))
         .map_err(|e| DbError::io(&shown, e))?;
     let health = Arc::new(DbHealth::default());
-    let (sender, receiver) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
+    let (sender, receiver) = queue::bounded(CHANNEL_CAPACITY);
     let thread = {
         let health = health.clone();
         let retain = limits.retain;
@@ -403,7 +404,7 @@ impl Db {
         }
         match self.sender.try_send(writer::Message::Write(write)) {
             Ok(()) => {}
-            Err(TrySendError::Full(message)) => {
+            Err(queue::Refused::Full(message)) => {
                 self.count_dropped();
                 if let writer::Message::Write(Write::Transcript { session, seq, .. }) = message
                     && self.gapped.insert(&session)
@@ -417,7 +418,7 @@ impl Db {
                 }
             }
             // The writer is gone (the process is stopping): nothing to do.
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(queue::Refused::Gone(_)) => {}
         }
     }
 
@@ -444,7 +445,11 @@ impl Db {
     /// call is committed; false if that did not happen in time. Blocking.
     pub fn flush(&self, within: Duration) -> bool {
         let (done, committed) = std::sync::mpsc::sync_channel(1);
-        if self.sender.send(writer::Message::Flush(done)).is_err() {
+        if self
+            .sender
+            .send_past_bound(writer::Message::Flush(done))
+            .is_err()
+        {
             return false;
         }
         committed.recv_timeout(within).is_ok()
@@ -475,7 +480,7 @@ impl Db {
     /// it and waits (at most `within`). Later writes are ignored.
     pub fn close(&self, within: Duration) {
         // Blocking is fine here: the process is stopping.
-        let _ = self.sender.send(writer::Message::Close);
+        let _ = self.sender.send_past_bound(writer::Message::Close);
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             let deadline = std::time::Instant::now() + within;

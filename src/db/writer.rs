@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
@@ -122,7 +122,7 @@ pub fn prune(conn: &Connection, retain: Duration) -> Result<usize, rusqlite::Err
 /// every sender is gone. `_lock` is held until then.
 pub fn run(
     mut conn: Connection,
-    receiver: Receiver<Message>,
+    receiver: super::queue::Receiver<Message>,
     health: Arc<DbHealth>,
     retain: Duration,
     _lock: File,
@@ -135,10 +135,10 @@ pub fn run(
     while !closing || !batch.is_empty() {
         if batch.is_empty() && !prune_due {
             match receiver.recv() {
-                Ok(Message::Write(write)) => batch.push(write),
-                Ok(Message::Flush(done)) => flushes.push(done),
-                Ok(Message::Prune) => prune_due = true,
-                Ok(Message::Close) | Err(_) => closing = true,
+                Some(Message::Write(write)) => batch.push(write),
+                Some(Message::Flush(done)) => flushes.push(done),
+                Some(Message::Prune) => prune_due = true,
+                Some(Message::Close) | None => closing = true,
             }
         }
         let window_ends = Instant::now() + BATCH_WINDOW;
