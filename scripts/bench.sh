@@ -93,16 +93,21 @@ fi
 start_feed 9313 --sessions 10000 --count 20 --rate 0
 measure "$OUT/memory.jsonl" python3 "$BASELINES/seed_baseline.py" consume --url ws://127.0.0.1:9313 --latency 0.05
 measure "$OUT/memory.jsonl" "$LOAD" --feed ws://127.0.0.1:9313 --policy coalesce --latency 0.05
-# `inflight serve` itself on the same feed, as users run it (memory only, the
-# LLM simulated at the same 50 ms, 1 024 calls at once like the harness),
+# `inflight serve` itself on the same feed, as users run it (the LLM
+# simulated at the same 50 ms, 1 024 calls at once like the harness),
 # with the views' 40 covered lines a session kept, then with covered lines
-# released at once. Its peak RSS is the kernel's high-water mark.
-for keep in 40 0; do
-  python3 - "$OUT/memory.jsonl" $keep <<'PY'
+# released at once, both in memory only; then as `serve` runs by default,
+# writing a database (a fresh file). Its peak RSS is the kernel's
+# high-water mark.
+for run in "40 memory" "0 memory" "40 database"; do
+  read -r keep store <<< "$run"
+  rm -f "$OUT/serve.db" "$OUT/serve.db-wal" "$OUT/serve.db-shm"
+  python3 - "$OUT/memory.jsonl" "$keep" "$store" "$OUT/serve.db" <<'PY'
 import json, re, signal, subprocess, sys, time, urllib.request
-out, keep = sys.argv[1], sys.argv[2]
+out, keep, store, db_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 port = 9390
-serve = subprocess.Popen(["target/release/inflight", "serve", "--no-db", "--feed", "ws://127.0.0.1:9313",
+storage = ["--db", db_path] if store == "database" else ["--no-db"]
+serve = subprocess.Popen(["target/release/inflight", "serve", *storage, "--feed", "ws://127.0.0.1:9313",
                           "--simulate-latency", "50ms..50ms", "--llm-concurrency", "1024",
                           "--keep-transcripts", keep, "--api", f"127.0.0.1:{port}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -140,7 +145,8 @@ while left != 0 and time.monotonic() - start < 300:
     hwm_scraped = status(pid, "VmHWM")
 serve.send_signal(signal.SIGTERM)
 serve.wait(timeout=60)
-line = {"policy": f"serve --keep-transcripts {keep}", "sessions": 10000, "transcripts": 200000,
+name = f"serve --keep-transcripts {keep}" + (" (database)" if store == "database" else "")
+line = {"policy": name, "sessions": 10000, "transcripts": 200000,
         "runs_left": left, "peak_rss_mb": round(hwm / 1024, 1),
         "peak_rss_with_a_scrape_mb": round(hwm_scraped / 1024, 1)}
 open(out, "a").write(json.dumps(line) + "\n")
