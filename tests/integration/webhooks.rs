@@ -151,7 +151,9 @@ async fn get_json(url: &str) -> Option<Value> {
 }
 
 /// Each (session, op) with its result's run id, once every session holds
-/// `lines` transcripts, both operations cover them all, and nothing runs.
+/// `lines` transcripts and has ended, both operations cover them all, and
+/// nothing runs. (A session's end asks for one last run of each operation:
+/// read before it, a result can still be replaced.)
 async fn final_results(
     api: &str,
     sessions: usize,
@@ -160,7 +162,7 @@ async fn final_results(
     let mut out = Vec::new();
     for s in 1..=sessions {
         let detail = get_json(&format!("{api}/api/sessions/m{s}")).await?;
-        if detail["transcripts"].as_u64()? != lines {
+        if detail["transcripts"].as_u64()? != lines || !detail["ended"].as_bool()? {
             return None;
         }
         for op in ["summary", "mind_map"] {
