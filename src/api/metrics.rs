@@ -154,7 +154,8 @@ fn gauge_family(
 
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self.engine.snapshot();
+        // The held sessions come added up, not as the dashboard's rows.
+        let (snapshot, tally) = self.engine.scrape();
         // Counters come from the process's lifetime counts, not from the
         // sessions held: forgetting a session never makes them fall.
         let per_op = |f: &dyn Fn(&OpCounters) -> u64| -> Vec<(OpLabels, u64)> {
@@ -202,16 +203,11 @@ impl Collector for EngineCollector {
             "Runs started again after a failed one left transcripts uncovered",
             &per_op(&|o| o.retries),
         )?;
-        let stale: Vec<(OpLabels, i64)> = crate::ops::registry()
-            .ops()
-            .map(|op| {
-                let n = snapshot
-                    .sessions
-                    .iter()
-                    .filter(|row| row.op(op).is_stale(row.transcripts))
-                    .count();
-                (op_labels(op), i64::try_from(n).unwrap_or(i64::MAX))
-            })
+        let stale: Vec<(OpLabels, i64)> = tally
+            .ops
+            .iter()
+            .zip(&tally.stale)
+            .map(|(op, n)| (op_labels(*op), i64::try_from(*n).unwrap_or(i64::MAX)))
             .collect();
         gauge_family(
             &mut encoder,
@@ -221,17 +217,13 @@ impl Collector for EngineCollector {
         )?;
         // Every budget has its series, 0 when none stops a session; one
         // pass over the sessions.
-        let budgets = crate::spend::Budget::ALL;
-        let mut stopped = [0i64; crate::spend::Budget::ALL.len()];
-        for budget in snapshot.sessions.iter().filter_map(|row| row.over_budget) {
-            if let Some(i) = budgets.iter().position(|b| *b == budget) {
-                stopped[i] += 1;
-            }
-        }
-        let over_budget: Vec<(OpLabels, i64)> = budgets
+        let over_budget: Vec<(OpLabels, i64)> = crate::spend::Budget::ALL
             .iter()
-            .zip(stopped)
-            .map(|(budget, n)| (vec![("budget".into(), budget.as_str().into())], n))
+            .zip(tally.over_budget)
+            .map(|(budget, n)| {
+                let labels = vec![("budget".into(), budget.as_str().into())];
+                (labels, i64::try_from(n).unwrap_or(i64::MAX))
+            })
             .collect();
         gauge_family(
             &mut encoder,
@@ -270,15 +262,11 @@ impl Collector for EngineCollector {
                 None,
                 ConstGauge::new(0i64).metric_type(),
             )?;
-            for row in &snapshot.sessions {
-                for op in crate::ops::registry().ops() {
-                    let usage = row.op(op).counts.usage();
-                    for (kind, n) in [
-                        ("prompt", usage.prompt_tokens),
-                        ("completion", usage.completion_tokens),
-                    ] {
+            for (id, tokens) in tally.sessions() {
+                for (op, [prompt, completion]) in tally.ops.iter().zip(tokens) {
+                    for (kind, n) in [("prompt", *prompt), ("completion", *completion)] {
                         let labels = [
-                            ("session_id", row.id.as_str()),
+                            ("session_id", id.as_str()),
                             ("op", op.as_str()),
                             ("kind", kind),
                         ];
@@ -357,24 +345,11 @@ impl Collector for EngineCollector {
         )?;
 
         let mut in_flight = Vec::new();
-        for op in crate::ops::registry().ops() {
-            for (phase, name) in [
-                (crate::state::Phase::Queued, "queued"),
-                (crate::state::Phase::Running, "running"),
-            ] {
-                let n = snapshot
-                    .sessions
-                    .iter()
-                    .filter(|s| {
-                        s.op(op)
-                            .in_flight
-                            .as_ref()
-                            .is_some_and(|r| r.phase == phase)
-                    })
-                    .count();
-                let mut labels = op_labels(op);
+        for (i, op) in tally.ops.iter().enumerate() {
+            for (n, name) in [(tally.queued[i], "queued"), (tally.running[i], "running")] {
+                let mut labels = op_labels(*op);
                 labels.push(("phase".into(), name.into()));
-                in_flight.push((labels, n as i64));
+                in_flight.push((labels, i64::try_from(n).unwrap_or(i64::MAX)));
             }
         }
         gauge_family(
@@ -405,7 +380,7 @@ impl Collector for EngineCollector {
             &mut encoder,
             "sessions",
             "Sessions known",
-            &[(Vec::new(), snapshot.sessions.len() as i64)],
+            &[(Vec::new(), tally.ids.len() as i64)],
         )?;
         let mut states: HashMap<&'static str, i64> = [
             "listening",

@@ -30,6 +30,7 @@ mod remote;
 mod runner;
 pub(crate) mod snapshot;
 pub(crate) mod store;
+mod tally;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,6 +49,7 @@ pub use lifecycle::{Drained, HOUSEKEEPING_EVERY};
 pub use readiness::Readiness;
 pub use snapshot::{ClusterView, DbView, OpRow, SessionDetail, SessionRow, Snapshot, Totals};
 pub use store::{Appended, OpResult, ResultBody, SessionContent, SessionLimits, StoredTranscript};
+pub use tally::SessionTally;
 
 use crate::events::{Event, EventBus, RunId};
 use crate::llm::Backend;
@@ -464,8 +466,50 @@ impl Engine {
             .store
             .for_each(|id, facts| sessions.push(SessionRow::from_facts(id.clone(), facts)));
         self.fill_ops(&mut sessions);
-        let lifetime = shared.state.lifetime();
         sessions.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        self.snapshot_of(sessions)
+    }
+
+    /// What a `/metrics` scrape reads: a snapshot without session rows
+    /// (`sessions` empty, so its `totals` count no session's runs; only
+    /// `totals.transcripts` means anything), and the held sessions added up
+    /// in their place.
+    pub fn scrape(&self) -> (Snapshot, SessionTally) {
+        let shared = &self.shared;
+        let ops: Vec<Operation> = crate::ops::registry().ops().collect();
+        let mut tally = SessionTally::new(ops, shared.store.len());
+        let mut held: Vec<(SessionId, u64)> = Vec::with_capacity(shared.store.len());
+        shared.store.for_each(|id, facts| {
+            if let Some(budget) = facts.over_budget {
+                tally.stopped_by(budget);
+            }
+            held.push((id.clone(), facts.generation));
+        });
+        held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        shared.state.visit_sessions(
+            &mut held,
+            |(id, _)| id,
+            |(_, transcripts), views| {
+                for i in 0..tally.ops.len() {
+                    let (in_flight, stats) = views.get(tally.ops[i]);
+                    let stale = snapshot::is_stale(
+                        in_flight.is_some(),
+                        stats.consecutive_failures,
+                        stats.covered_generation,
+                        *transcripts,
+                    );
+                    let tokens = [stats.counts.prompt_tokens, stats.counts.completion_tokens];
+                    tally.add(i, in_flight.map(|run| run.phase), stale, tokens);
+                }
+            },
+        );
+        tally.ids = held.into_iter().map(|(id, _)| id).collect();
+        (self.snapshot_of(Vec::new()), tally)
+    }
+
+    fn snapshot_of(&self, sessions: Vec<SessionRow>) -> Snapshot {
+        let shared = &self.shared;
+        let lifetime = shared.state.lifetime();
         Snapshot {
             taken_at: Instant::now(),
             uptime: self.uptime(),

@@ -67,10 +67,23 @@ impl OpRow {
     /// the last run failed, and of the session's `transcripts` some are
     /// not covered by any result. A new transcript or a trigger asks again.
     pub fn is_stale(&self, transcripts: u64) -> bool {
-        self.in_flight.is_none()
-            && self.consecutive_failures > 0
-            && self.covered_generation.unwrap_or(0) < transcripts
+        is_stale(
+            self.in_flight.is_some(),
+            self.consecutive_failures,
+            self.covered_generation,
+            transcripts,
+        )
     }
+}
+
+/// [`OpRow::is_stale`], from the numbers it reads.
+pub(super) fn is_stale(
+    in_flight: bool,
+    consecutive_failures: u32,
+    covered_generation: Option<u64>,
+    transcripts: u64,
+) -> bool {
+    !in_flight && consecutive_failures > 0 && covered_generation.unwrap_or(0) < transcripts
 }
 
 fn built_in_defs() -> Vec<crate::ops::OpDef> {

@@ -39,6 +39,7 @@ mod replay_engine;
 mod restart;
 mod retries;
 mod scheduling;
+mod scrape;
 mod serve;
 mod spend;
 mod state;
