@@ -67,15 +67,18 @@ impl<T> Sender<T> {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Full(item));
         }
-        self.inner.send(item).map_err(|mpsc::SendError(item)| {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            Refused::Gone(item)
-        })
+        self.send_counted(item)
     }
 
     /// Queues `item` whatever waits (an ask, not a write); never blocks.
     pub fn send_past_bound(&self, item: T) -> Result<(), Refused<T>> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.send_counted(item)
+    }
+
+    /// Sends an item already counted in `waiting`; a writer that is gone
+    /// hands it back, uncounted.
+    fn send_counted(&self, item: T) -> Result<(), Refused<T>> {
         self.inner.send(item).map_err(|mpsc::SendError(item)| {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             Refused::Gone(item)

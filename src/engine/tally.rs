@@ -13,7 +13,7 @@ use crate::spend::Budget;
 use crate::state::Phase;
 
 /// The held sessions, added up for a scrape (see [`super::Engine::scrape`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionTally {
     /// The operations counted, in the registry's order; every per-operation
     /// list below follows it.
