@@ -7,10 +7,9 @@
 //! API's session detail gives), each packed: a [`RunRecord`] is 96 bytes, a
 //! [`PastRun`] 64 (its cost included). The p95 is taken over the newest [`HISTORY_LEN`]
 //! durations, four bytes each. Records are unpacked only when a view or the
-//! database reads them. Every queue grows one run at a time: room doubled
-//! ahead would be up to half empty.
+//! database reads them. Runs and durations share one allocation, grown one
+//! run at a time: room doubled ahead would be up to half empty.
 
-use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use super::stats::{HISTORY_LEN, RunRecord};
@@ -41,8 +40,16 @@ struct PastRun {
 
 const NOT_COVERED: u64 = u64::MAX;
 
+/// The words of one [`PastRun`] in a history's block.
+const RUN_WORDS: usize = 16;
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A 64-bit number as two words, low first.
+fn split(n: u64) -> [u32; 2] {
+    [n as u32, (n >> 32) as u32]
 }
 
 fn tokens(n: u64) -> u32 {
@@ -69,6 +76,54 @@ impl PastRun {
         }
     }
 
+    /// The run as [`RUN_WORDS`] words: each 64-bit field low word first,
+    /// the outcome and the follow-up flag in the last.
+    fn to_words(self) -> [u32; RUN_WORDS] {
+        let [a, b] = split(self.run_id);
+        let [c, d] = split(self.started_us);
+        let [e, f] = split(self.duration_us);
+        let [g, h] = split(self.waited_us);
+        let [i, j] = split(self.covered);
+        let [k, l] = split(self.cost);
+        let outcome = match self.outcome {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::Cancelled => 2,
+            Outcome::TimedOut => 3,
+        };
+        let flags = outcome | u32::from(self.follow_up) << 8;
+        let (m, n, o) = (
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+        );
+        [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, flags]
+    }
+
+    /// The run [`PastRun::to_words`] wrote; `words` holds [`RUN_WORDS`].
+    fn from_words(words: &[u32]) -> Self {
+        let at = |i: usize| u64::from(words[i]) | u64::from(words[i + 1]) << 32;
+        let flags = words[15];
+        Self {
+            run_id: at(0),
+            started_us: at(2),
+            duration_us: at(4),
+            waited_us: at(6),
+            covered: at(8),
+            cost: at(10),
+            prompt_tokens: words[12],
+            completion_tokens: words[13],
+            cached_tokens: words[14],
+            outcome: match flags & 0xff {
+                0 => Outcome::Ok,
+                1 => Outcome::Failed,
+                2 => Outcome::Cancelled,
+                _ => Outcome::TimedOut,
+            },
+            follow_up: flags >> 8 & 1 == 1,
+        }
+    }
+
     fn unpack(&self) -> RunRecord {
         RunRecord {
             run_id: self.run_id,
@@ -89,18 +144,20 @@ impl PastRun {
 }
 
 /// The newest [`RUNS_KEPT`] runs, oldest first, and the newest
-/// [`HISTORY_LEN`] durations.
+/// [`HISTORY_LEN`] durations, in one allocation of the exact size.
+///
+/// The block holds, in order: the durations in the order the runs ended
+/// (what leaves the window next), the same durations sorted (so the p95
+/// costs a lookup: snapshots read it for thousands of sessions many times a
+/// second, and a finish must stay cheap), then the runs, [`RUN_WORDS`]
+/// words each. Durations are in microseconds, saturating at about 71
+/// minutes. Three queues took three allocations and 88 bytes beside them;
+/// this is one and 16. Once full, a run is added in place.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
-    runs: VecDeque<PastRun>,
-    /// The newest durations in the order the runs ended, in microseconds
-    /// (saturating at about 71 minutes): what leaves the window next.
-    durations: VecDeque<u32>,
-    /// The same durations, kept sorted by every finish, so the p95
-    /// costs a lookup (snapshots read it for thousands of sessions many
-    /// times a second, and a finish must stay cheap). In microseconds
-    /// (saturating at about 71 minutes).
-    sorted_durations: Vec<u32>,
+    words: Box<[u32]>,
+    durations: u8,
+    runs: u8,
 }
 
 fn window_micros(d: Duration) -> u32 {
@@ -111,46 +168,75 @@ impl History {
     /// Adds the newest run, letting the oldest record go past
     /// [`RUNS_KEPT`] and the oldest duration past [`HISTORY_LEN`].
     pub(super) fn push(&mut self, run: &RunRecord) {
-        if self.durations.len() == HISTORY_LEN
-            && let Some(evicted) = self.durations.pop_front()
-            && let Ok(at) = self.sorted_durations.binary_search(&evicted)
-        {
-            self.sorted_durations.remove(at);
-        }
         let us = window_micros(run.duration);
-        let at = self.sorted_durations.partition_point(|d| *d <= us);
-        // At most HISTORY_LEN, so growing one at a time copies little.
-        self.sorted_durations.reserve_exact(1);
-        self.sorted_durations.insert(at, us);
-        self.durations.reserve_exact(1);
-        self.durations.push_back(us);
-        if self.runs.len() == RUNS_KEPT {
-            self.runs.pop_front();
+        let packed = PastRun::pack(run).to_words();
+        let (d, r) = (usize::from(self.durations), usize::from(self.runs));
+        if d == HISTORY_LEN && r == RUNS_KEPT {
+            let (order, rest) = self.words.split_at_mut(d);
+            let (sorted, runs) = rest.split_at_mut(d);
+            let evicted = order[0];
+            order.copy_within(1.., 0);
+            order[d - 1] = us;
+            replace_sorted(sorted, evicted, us);
+            runs.copy_within(RUN_WORDS.., 0);
+            runs[(r - 1) * RUN_WORDS..].copy_from_slice(&packed);
+            return;
         }
-        self.runs.reserve_exact(1);
-        self.runs.push_back(PastRun::pack(run));
+        let (new_d, new_r) = ((d + 1).min(HISTORY_LEN), (r + 1).min(RUNS_KEPT));
+        let mut words = Vec::with_capacity(2 * new_d + new_r * RUN_WORDS);
+        words.extend_from_slice(&self.order()[d + 1 - new_d..]);
+        words.push(us);
+        words.extend_from_slice(self.sorted());
+        if new_d > d {
+            words.push(0);
+            insert_sorted(&mut words[new_d..], us);
+        } else {
+            replace_sorted(&mut words[new_d..], self.order()[0], us);
+        }
+        words.extend_from_slice(&self.run_words()[(r + 1 - new_r) * RUN_WORDS..]);
+        words.extend_from_slice(&packed);
+        self.words = words.into_boxed_slice();
+        // Both are at most HISTORY_LEN, well within a byte.
+        (self.durations, self.runs) = (new_d as u8, new_r as u8);
+    }
+
+    /// The durations in the order the runs ended.
+    fn order(&self) -> &[u32] {
+        &self.words[..usize::from(self.durations)]
+    }
+
+    /// The durations, sorted.
+    fn sorted(&self) -> &[u32] {
+        let d = usize::from(self.durations);
+        &self.words[d..2 * d]
+    }
+
+    fn run_words(&self) -> &[u32] {
+        &self.words[2 * usize::from(self.durations)..]
     }
 
     /// The 95th percentile of the durations held (nearest rank).
     pub fn p95(&self) -> Option<Duration> {
-        let n = self.sorted_durations.len();
-        let rank = (n * 95).div_ceil(100).max(1);
-        self.sorted_durations
+        let sorted = self.sorted();
+        let rank = (sorted.len() * 95).div_ceil(100).max(1);
+        sorted
             .get(rank - 1)
             .map(|us| Duration::from_micros(u64::from(*us)))
     }
 
     pub fn len(&self) -> usize {
-        self.runs.len()
+        usize::from(self.runs)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
+        self.runs == 0
     }
 
     /// The runs, oldest first, unpacked.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = RunRecord> + '_ {
-        self.runs.iter().map(PastRun::unpack)
+        self.run_words()
+            .chunks_exact(RUN_WORDS)
+            .map(|words| PastRun::from_words(words).unpack())
     }
 
     /// The runs, oldest first, unpacked.
@@ -158,19 +244,37 @@ impl History {
         self.iter().collect()
     }
 
+    /// The words the block holds.
     #[cfg(test)]
-    pub(super) fn room(&self) -> (usize, usize, usize) {
-        (
-            self.runs.capacity(),
-            self.durations.capacity(),
-            self.sorted_durations.capacity(),
-        )
+    pub(super) fn room(&self) -> usize {
+        self.words.len()
     }
 
     #[cfg(test)]
     pub(super) fn sorted_durations(&self) -> &[u32] {
-        &self.sorted_durations
+        self.sorted()
     }
+}
+
+/// Puts `us` in the last place of `sorted` (whose other places are in
+/// order), keeping it sorted.
+fn insert_sorted(sorted: &mut [u32], us: u32) {
+    let last = sorted.len() - 1;
+    let at = sorted[..last].partition_point(|d| *d <= us);
+    sorted.copy_within(at..last, at + 1);
+    sorted[at] = us;
+}
+
+/// Takes `evicted` out of `sorted` and puts `us` in, keeping it sorted.
+fn replace_sorted(sorted: &mut [u32], evicted: u32, us: u32) {
+    // The evicted duration is always there (its first copy is taken);
+    // were it not, the next longer one would go, and the window would
+    // keep its length.
+    let out = sorted
+        .partition_point(|d| *d < evicted)
+        .min(sorted.len() - 1);
+    sorted.copy_within(out + 1.., out);
+    insert_sorted(sorted, us);
 }
 
 #[cfg(test)]
@@ -207,5 +311,71 @@ mod tests {
         history.push(&uncovered);
         assert_eq!(history.to_vec(), [run, uncovered]);
         assert_eq!(std::mem::size_of::<PastRun>(), 64, "not 96");
+        assert_eq!(std::mem::size_of::<History>(), 24, "not 88");
+    }
+
+    fn run(n: u64) -> RunRecord {
+        let outcomes = [
+            Outcome::Ok,
+            Outcome::Failed,
+            Outcome::Cancelled,
+            Outcome::TimedOut,
+        ];
+        RunRecord {
+            run_id: n << 33 | n,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_micros(n * 1_000_003 + (n << 40)),
+            // Durations out of order, with ties, and one past 71 minutes.
+            duration: Duration::from_micros(if n == 7 {
+                u64::MAX / 4
+            } else {
+                n * 7919 % 1000
+            }),
+            outcome: outcomes[(n % 4) as usize],
+            covered_generation: (!n.is_multiple_of(3)).then_some(n << 35),
+            follow_up: n.is_multiple_of(2),
+            waited: Duration::from_micros(n << 34),
+            usage: Usage {
+                prompt_tokens: n * 3,
+                completion_tokens: n * 5,
+                cached_tokens: n,
+                cost: crate::spend::Cost(n << 36 | 5),
+            },
+        }
+    }
+
+    #[test]
+    fn a_history_holds_what_three_queues_would() {
+        // The queues the block stands for, kept plainly beside it.
+        let mut history = History::default();
+        let mut runs = std::collections::VecDeque::new();
+        let mut window = std::collections::VecDeque::new();
+        for n in 1..=100 {
+            let record = run(n);
+            history.push(&record);
+            let kept = RunRecord {
+                duration: Duration::from_micros(record.duration.as_micros() as u64),
+                ..record
+            };
+            runs.push_back(PastRun::pack(&kept).unpack());
+            window.push_back(window_micros(kept.duration));
+            if runs.len() > RUNS_KEPT {
+                runs.pop_front();
+            }
+            if window.len() > HISTORY_LEN {
+                window.pop_front();
+            }
+            let mut sorted: Vec<u32> = window.iter().copied().collect();
+            sorted.sort_unstable();
+            assert_eq!(history.to_vec(), Vec::from(runs.clone()), "after {n}");
+            assert_eq!(history.order(), Vec::from(window.clone()), "after {n}");
+            assert_eq!(history.sorted_durations(), sorted, "after {n}");
+            let rank = (sorted.len() * 95).div_ceil(100);
+            assert_eq!(
+                history.p95(),
+                Some(Duration::from_micros(u64::from(sorted[rank - 1])))
+            );
+            assert_eq!(history.len(), runs.len());
+            assert_eq!(history.room(), 2 * window.len() + runs.len() * RUN_WORDS);
+        }
     }
 }

@@ -33,17 +33,26 @@ pub struct OpStats {
     pub counts: OpCounters,
     pub last_duration: Option<Duration>,
     pub total_duration: Duration,
-    pub last_error: Option<String>,
-    /// When the last failure (or timeout) ended.
-    pub last_failure_at: Option<std::time::SystemTime>,
-    /// The runs in a row that failed with `last_error`, as it reads now.
-    pub error_streak: u32,
     /// The generation covered by the newest successful run.
     pub covered_generation: Option<u64>,
     /// Failures in a row since the last success.
     pub consecutive_failures: u32,
+    /// The last error and failure: none until a run reports one, which
+    /// most never do, so an operation that never failed keeps a pointer,
+    /// not 48 bytes.
+    failure: Option<Box<LastFailure>>,
     /// The newest runs, packed, with the durations for the p95.
     pub history: History,
+}
+
+/// What [`OpStats`] keeps of the errors its runs reported.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct LastFailure {
+    error: Option<String>,
+    /// When the last failure (or timeout) ended.
+    at: Option<SystemTime>,
+    /// The runs in a row that failed with `error`, as it reads now.
+    streak: u32,
 }
 
 /// The counts of one operation, that only grow: the one type behind a
@@ -206,12 +215,30 @@ impl OpStats {
         self.history.p95()
     }
 
+    /// The last error a run reported.
+    pub fn last_error(&self) -> Option<&str> {
+        self.failure.as_ref()?.error.as_deref()
+    }
+
+    /// When the last failure (or timeout) ended.
+    pub fn last_failure_at(&self) -> Option<SystemTime> {
+        self.failure.as_ref()?.at
+    }
+
+    /// The runs in a row that failed with [`OpStats::last_error`], as it
+    /// reads now (0 since a success).
+    pub fn error_streak(&self) -> u32 {
+        self.failure.as_ref().map_or(0, |failure| failure.streak)
+    }
+
     pub(crate) fn record(&mut self, record: RunRecord, error: Option<String>) {
         self.counts.count_end(&record);
         match record.outcome {
             Outcome::Ok => {
                 self.consecutive_failures = 0;
-                self.error_streak = 0;
+                if let Some(failure) = &mut self.failure {
+                    failure.streak = 0;
+                }
                 if let Some(generation) = record.covered_generation {
                     self.covered_generation = Some(
                         self.covered_generation
@@ -222,13 +249,15 @@ impl OpStats {
             Outcome::Failed | Outcome::TimedOut | Outcome::Cancelled => {}
         }
         if matches!(record.outcome, Outcome::Failed | Outcome::TimedOut) {
-            let same = self.consecutive_failures > 0 && error == self.last_error;
+            let in_a_row = self.consecutive_failures > 0;
+            let failure = self.failure.get_or_insert_default();
+            let same = in_a_row && error == failure.error;
             self.consecutive_failures += 1;
-            self.error_streak = if same { self.error_streak + 1 } else { 1 };
-            self.last_failure_at = Some(std::time::SystemTime::now());
+            failure.streak = if same { failure.streak + 1 } else { 1 };
+            failure.at = Some(SystemTime::now());
         }
         if error.is_some() {
-            self.last_error = error;
+            self.failure.get_or_insert_default().error = error;
         }
         self.last_duration = Some(record.duration);
         self.total_duration += record.duration;
@@ -297,9 +326,42 @@ mod tests {
         assert_eq!(stats.counts.ended(), 26, "every outcome counts once");
         // Cancelled runs are no failures of the model: 1 failed + 2 timed out.
         assert_eq!(stats.consecutive_failures, 3);
-        assert_eq!(stats.last_error.as_deref(), Some("boom"));
+        assert_eq!(stats.last_error(), Some("boom"));
         // A failed run never lowers the covered generation.
         assert_eq!(stats.covered_generation, Some(200));
+    }
+
+    #[test]
+    fn the_last_failure_is_kept_only_once_there_is_one() {
+        let mut stats = OpStats::default();
+        stats.record(run(5, Outcome::Ok), None);
+        assert_eq!(stats.failure, None, "a success keeps nothing of errors");
+        assert_eq!((stats.last_error(), stats.error_streak()), (None, 0));
+
+        let before = SystemTime::now();
+        stats.record(run(5, Outcome::Failed), Some("refused".into()));
+        stats.record(run(5, Outcome::TimedOut), Some("refused".into()));
+        assert_eq!(stats.last_error(), Some("refused"));
+        assert_eq!((stats.error_streak(), stats.consecutive_failures), (2, 2));
+        assert!(stats.last_failure_at().is_some_and(|at| at >= before));
+
+        // Another error starts the streak again, not the failures in a row.
+        stats.record(run(5, Outcome::Failed), Some("overloaded".into()));
+        assert_eq!((stats.error_streak(), stats.consecutive_failures), (1, 3));
+        let failed_at = stats.last_failure_at();
+        // A cancelled run with an error keeps the error, not a failure.
+        stats.record(run(5, Outcome::Cancelled), Some("stopped".into()));
+        assert_eq!(stats.last_error(), Some("stopped"));
+        assert_eq!(
+            (stats.error_streak(), stats.last_failure_at()),
+            (1, failed_at)
+        );
+
+        // A success ends the streak; what the last error said stays.
+        stats.record(run(5, Outcome::Ok), None);
+        assert_eq!((stats.error_streak(), stats.consecutive_failures), (0, 0));
+        assert_eq!(stats.last_error(), Some("stopped"));
+        assert_eq!(std::mem::size_of::<OpStats>(), 216, "not 312");
     }
 
     #[test]
@@ -347,7 +409,7 @@ mod tests {
         assert_eq!(stats.counts.ended(), (HISTORY_LEN * 3) as u64);
         assert_eq!(
             stats.history.room(),
-            (RUNS_KEPT, HISTORY_LEN, HISTORY_LEN),
+            2 * HISTORY_LEN + RUNS_KEPT * 16,
             "never more room than that"
         );
     }
@@ -360,6 +422,6 @@ mod tests {
         for n in 1..=20 {
             stats.record(run(n, Outcome::Ok), None);
         }
-        assert_eq!(stats.history.room(), (RUNS_KEPT, 20, 20));
+        assert_eq!(stats.history.room(), 2 * 20 + RUNS_KEPT * 16);
     }
 }

@@ -245,7 +245,7 @@ fn statistics_outlast_the_cleanup() {
     assert_eq!(manager.in_flight_sessions(), 0);
     let stats = manager.op_view(&s, Operation::SUMMARY).stats;
     assert_eq!(stats.counts.failed, 1);
-    assert_eq!(stats.last_error.as_deref(), Some("model refused"));
+    assert_eq!(stats.last_error(), Some("model refused"));
     assert_eq!(stats.history.len(), 1);
 }
 
@@ -426,7 +426,7 @@ fn stop_all_stops_every_run_in_flight_and_says_why() {
     }
     let stats = manager.op_view(&sid("b"), Operation::SUMMARY).stats;
     assert_eq!(stats.counts.cancelled, 1);
-    assert_eq!(stats.last_error.as_deref(), Some("the process is stopping"));
+    assert_eq!(stats.last_error(), Some("the process is stopping"));
     assert_eq!(manager.stop_all("again"), 0);
 }
 
