@@ -40,6 +40,13 @@ impl<T: Default> OpMap<T> {
 }
 
 impl<T> OpMap<T> {
+    /// A table with no room yet, which allocates nothing: [`OpMap::get`]
+    /// gives `None` until [`OpMap::entry`] makes room. For what most
+    /// sessions never write.
+    pub const fn empty() -> Self {
+        Self { items: Vec::new() }
+    }
+
     /// A table whose value for each operation interned so far is `f(op)`.
     pub fn filled_with(mut f: impl FnMut(Operation) -> T) -> Self {
         let items = (0..Operation::interned())

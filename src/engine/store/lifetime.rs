@@ -45,7 +45,7 @@ impl SessionStore {
         record.results = stored
             .results
             .map(|op, stored| OpResult::from_stored(op, stored.as_ref()?));
-        shard.held.insert(stored.id.clone(), record);
+        shard.held.insert(stored.id.clone(), Box::new(record));
         true
     }
 

@@ -155,6 +155,7 @@ struct SessionRecord {
     ended: bool,
     ended_at: Option<Instant>,
     results: OpMap<Option<OpResult>>,
+    /// Empty (no allocation) until an answer is rejected.
     rejected: OpMap<Option<String>>,
     /// Transcripts dropped before every tracked operation covered them.
     lost: u64,
@@ -179,7 +180,7 @@ impl SessionRecord {
             ended: false,
             ended_at: None,
             results: Default::default(),
-            rejected: Default::default(),
+            rejected: OpMap::empty(),
             lost: 0,
             kind: None,
             over_budget: None,
@@ -214,7 +215,9 @@ pub const SHARDS: usize = 64;
 
 /// One share of the sessions, by the hash of their id.
 struct Shard {
-    held: HashMap<SessionId, SessionRecord>,
+    /// Boxed: a map keeps room for more records than it holds, and room
+    /// for a pointer is 8 bytes where a record's is over 200.
+    held: HashMap<SessionId, Box<SessionRecord>>,
     forgotten: Forgotten,
     /// What an operator added to a held session's own budget: kept apart,
     /// since few sessions are ever raised.
@@ -322,7 +325,7 @@ impl SessionStore {
                 }
                 forgotten.revive(&transcript.session_id);
                 held.entry(transcript.session_id.clone())
-                    .or_insert_with(|| SessionRecord::new(feed, remembered))
+                    .or_insert_with(|| Box::new(SessionRecord::new(feed, remembered)))
             }
         };
         if let Some(seq) = transcript.seq {

@@ -53,7 +53,10 @@ impl SessionStore {
     }
 
     pub fn facts(&self, session: &SessionId) -> Option<SessionFacts> {
-        self.lock(session).held.get(session).map(facts_of)
+        self.lock(session)
+            .held
+            .get(session)
+            .map(|record| facts_of(record))
     }
 
     /// Calls `visit` for each session, holding one shard's lock at a time.
@@ -78,7 +81,7 @@ impl SessionStore {
                 .collect(),
             partial: record.partial.clone(),
             results: record.results.clone(),
-            rejected: record.rejected.clone(),
+            rejected: OpMap::filled_with(|op| record.rejected.get(op).cloned().flatten()),
         })
     }
 }
