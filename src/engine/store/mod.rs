@@ -154,6 +154,7 @@ struct SessionRecord {
     last_heard_at: Instant,
     ended: bool,
     ended_at: Option<Instant>,
+    /// Empty (no allocation) until the first result is kept.
     results: OpMap<Option<OpResult>>,
     /// Empty (no allocation) until an answer is rejected.
     rejected: OpMap<Option<String>>,
@@ -179,7 +180,7 @@ impl SessionRecord {
             last_heard_at: Instant::now(),
             ended: false,
             ended_at: None,
-            results: Default::default(),
+            results: OpMap::empty(),
             rejected: OpMap::empty(),
             lost: 0,
             kind: None,

@@ -91,11 +91,16 @@ fn rejected_answers_are_cut_to_32_kib() {
     let store = SessionStore::default();
     store.append(said("a", None, "one", true), None);
     let id = SessionId::parse("a").unwrap();
-    // Nothing rejected yet: every operation reads as none, though the
-    // session keeps no table for them.
+    // Nothing kept or rejected yet: every operation reads as none, though
+    // the session keeps no table for them.
     let content = store.content(&id, 0).unwrap();
     assert!(content.rejected.values().all(Option::is_none));
+    assert!(content.results.values().all(Option::is_none));
     assert_eq!(content.rejected.values().count(), Operation::interned());
+    assert_eq!(content.results.values().count(), Operation::interned());
+    let facts = store.facts(&id).unwrap();
+    assert_eq!(facts.covered.values().count(), Operation::interned());
+    assert!(facts.covered.values().all(Option::is_none));
     store.put_rejected(&id, Operation::MIND_MAP, "é".repeat(40_000));
     let kept = store.content(&id, 0).unwrap().rejected[Operation::MIND_MAP]
         .clone()

@@ -80,7 +80,7 @@ impl SessionStore {
                 .map(HeldLine::to_stored)
                 .collect(),
             partial: record.partial.clone(),
-            results: record.results.clone(),
+            results: OpMap::filled_with(|op| record.results.get(op).cloned().flatten()),
             rejected: OpMap::filled_with(|op| record.rejected.get(op).cloned().flatten()),
         })
     }
@@ -92,9 +92,10 @@ fn facts_of(record: &SessionRecord) -> SessionFacts {
         generation: record.generation,
         last_transcript_at: record.last_transcript_at,
         ended: record.ended,
-        covered: record
-            .results
-            .map(|_, r| r.as_ref().map(|r| r.covered_generation)),
+        covered: OpMap::filled_with(|op| {
+            let result = record.results.get(op)?.as_ref()?;
+            Some(result.covered_generation)
+        }),
         partial: record.partial.is_some(),
         lost: record.lost,
         over_budget: record.over_budget,
