@@ -30,10 +30,14 @@ impl<T: Default> OpMap<T> {
         Self::filled_with(|_| T::default())
     }
 
-    /// The value of `op`, the table widened to it when it is new.
+    /// The value of `op`, the table widened when it is new: to every
+    /// operation interned so far, in room of exactly that size (an empty
+    /// table written once is as wide as one made full).
     pub fn entry(&mut self, op: Operation) -> &mut T {
         if op.index() >= self.items.len() {
-            self.items.resize_with(op.index() + 1, T::default);
+            let width = Operation::interned().max(op.index() + 1);
+            self.items.reserve_exact(width - self.items.len());
+            self.items.resize_with(width, T::default);
         }
         &mut self.items[op.index()]
     }
@@ -168,6 +172,23 @@ mod tests {
         assert_eq!(grown.get(newer), Some(&9));
         assert!(grown.iter().any(|(op, v)| op == newer && *v == 9));
         assert_eq!(older.get(Operation::MIND_MAP), Some(&1));
+    }
+
+    #[test]
+    fn an_empty_table_takes_room_for_every_operation_at_its_first_write() {
+        let mut table: OpMap<u32> = OpMap::empty();
+        assert_eq!(
+            (table.get(Operation::SUMMARY), table.items.capacity()),
+            (None, 0)
+        );
+        *table.entry(Operation::SUMMARY) = 1;
+        // Other tests intern names meanwhile: the width is read back.
+        let width = table.items.len();
+        assert!(width > Operation::MIND_MAP.index(), "every built-in");
+        assert_eq!(table.items.capacity(), width, "room of exactly that");
+        assert_eq!(table.get(Operation::MIND_MAP), Some(&0));
+        *table.entry(Operation::MIND_MAP) = 2;
+        assert_eq!(table.items.capacity(), width, "no second allocation");
     }
 
     #[test]
