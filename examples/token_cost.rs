@@ -127,10 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let said: Vec<Utterance> = meeting
             .lines
             .iter()
-            .map(|t| Utterance {
-                speaker: t.speaker.clone(),
-                text: t.text.clone(),
-            })
+            .map(|t| Utterance::new(t.speaker.as_deref(), &t.text))
             .collect();
         for op in inflight::ops::BUILT_IN {
             let (mut full, mut incremental, mut sent) = (0u64, 0u64, 0usize);

@@ -538,7 +538,7 @@ impl Read {
             chars: input
                 .utterances
                 .iter()
-                .map(|u| prompts::line_chars(u.speaker.as_deref(), &u.text))
+                .map(|u| prompts::line_chars(u.speaker(), u.text()))
                 .sum(),
         }
     }

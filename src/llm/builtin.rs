@@ -125,7 +125,7 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 fn frequencies(utterances: &[Utterance]) -> HashMap<String, usize> {
     let mut freq = HashMap::new();
     for u in utterances {
-        for w in words(&u.text) {
+        for w in words(u.text()) {
             *freq.entry(w).or_insert(0) += 1;
         }
     }
@@ -153,14 +153,10 @@ fn points_of(summary: &str) -> Vec<Utterance> {
         .lines()
         .filter_map(|line| line.strip_prefix("- "))
         .map(|point| match point.split_once(": ") {
-            Some((speaker, text)) if speaker.split_whitespace().count() <= 3 => Utterance {
-                speaker: Some(speaker.to_string()),
-                text: text.to_string(),
-            },
-            _ => Utterance {
-                speaker: None,
-                text: point.to_string(),
-            },
+            Some((speaker, text)) if speaker.split_whitespace().count() <= 3 => {
+                Utterance::new(Some(speaker), text)
+            }
+            _ => Utterance::new(None, point),
         })
         .collect()
 }
@@ -175,7 +171,7 @@ fn most_representative(
         .iter()
         .enumerate()
         .map(|(i, u)| {
-            let ws: Vec<String> = words(&u.text).collect();
+            let ws: Vec<String> = words(u.text()).collect();
             let score: usize = ws.iter().map(|w| freq.get(w).copied().unwrap_or(0)).sum();
             (i, score as f64 / ((ws.len() + 1) as f64).sqrt())
         })
@@ -213,11 +209,11 @@ pub fn summarise(utterances: &[Utterance], previous: Option<&str>) -> String {
     for i in chosen {
         let u = &points[i];
         out.push_str("- ");
-        if let Some(speaker) = &u.speaker {
+        if let Some(speaker) = u.speaker() {
             out.push_str(speaker);
             out.push_str(": ");
         }
-        out.push_str(u.text.trim());
+        out.push_str(u.text().trim());
         out.push('\n');
     }
     out.trim_end().to_string()
@@ -235,19 +231,16 @@ pub fn mind_map_merged(utterances: &[Utterance], previous: Option<&str>) -> Mind
         return mind_map(utterances);
     };
     let root = &previous.root;
-    let topic = Utterance {
-        speaker: None,
-        text: vec![root.label.as_str(); root.children.len() + 1].join(" "),
-    };
+    let topic = Utterance::new(
+        None,
+        &vec![root.label.as_str(); root.children.len() + 1].join(" "),
+    );
     let mut said: Vec<Utterance> = std::iter::once(topic)
         .chain(root.children.iter().map(|node| {
-            Utterance {
-                speaker: None,
-                text: std::iter::once(node.label.as_str())
-                    .chain(node.children.iter().map(|c| c.label.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            }
+            let words: Vec<&str> = std::iter::once(node.label.as_str())
+                .chain(node.children.iter().map(|c| c.label.as_str()))
+                .collect();
+            Utterance::new(None, &words.join(" "))
         }))
         .collect();
     said.extend_from_slice(utterances);
@@ -265,7 +258,7 @@ pub fn mind_map(utterances: &[Utterance]) -> MindMap {
     };
     let sentences: Vec<HashSet<String>> = utterances
         .iter()
-        .map(|u| words(&u.text).collect())
+        .map(|u| words(u.text()).collect())
         .collect();
     let mut used: HashSet<&str> = HashSet::from([*topic]);
     let branches: Vec<&str> = ranked.iter().skip(1).take(5).map(|(w, _)| *w).collect();
@@ -312,10 +305,7 @@ mod tests {
     fn said(lines: &[(&str, &str)]) -> Vec<Utterance> {
         lines
             .iter()
-            .map(|(s, t)| Utterance {
-                speaker: Some(s.to_string()),
-                text: t.to_string(),
-            })
+            .map(|(s, t)| Utterance::new(Some(s), t))
             .collect()
     }
 
@@ -376,9 +366,9 @@ mod tests {
         let after = summarise(later, Some(&before));
         for point in &before_points {
             assert!(
-                after.contains(&point.text),
+                after.contains(point.text()),
                 "{:?} lost from {after}",
-                point.text
+                point.text()
             );
         }
         assert!(

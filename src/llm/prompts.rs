@@ -71,9 +71,9 @@ pub struct ChatMessage {
 
 /// One utterance as a prompt line: `speaker: text`.
 pub fn line(u: &Utterance) -> String {
-    match &u.speaker {
-        Some(s) => format!("{s}: {}", u.text),
-        None => u.text.clone(),
+    match u.speaker() {
+        Some(s) => format!("{s}: {}", u.text()),
+        None => u.text().to_string(),
     }
 }
 
@@ -204,10 +204,7 @@ mod tests {
             SessionId::parse("s").unwrap(),
             op,
             (0..n)
-                .map(|i| Utterance {
-                    speaker: Some("ana".into()),
-                    text: format!("line {i} {}", "x".repeat(100)),
-                })
+                .map(|i| Utterance::new(Some("ana"), &format!("line {i} {}", "x".repeat(100))))
                 .collect(),
         );
         request.previous = previous.map(str::to_string);
@@ -234,7 +231,7 @@ mod tests {
         let counted: usize = request
             .utterances
             .iter()
-            .map(|u| line_chars(u.speaker.as_deref(), &u.text))
+            .map(|u| line_chars(u.speaker(), u.text()))
             .sum();
         let transcript = transcript_text(&request.utterances);
         assert_eq!(

@@ -526,10 +526,7 @@ async fn failing_call(backend: &Arc<dyn Backend>, op: Operation) -> inflight::ll
     let request = inflight::llm::LlmRequest::new(
         sid("s1"),
         op,
-        vec![inflight::llm::Utterance {
-            speaker: None,
-            text: "We ship on Friday.".into(),
-        }],
+        vec![inflight::llm::Utterance::new(None, "We ship on Friday.")],
     );
     let progress = inflight::llm::Progress::default();
     backend
@@ -579,10 +576,7 @@ async fn errors_say_their_kind_for_callers_to_branch_on() {
     let request = inflight::llm::LlmRequest::new(
         sid("s1"),
         Operation::SUMMARY,
-        vec![inflight::llm::Utterance {
-            speaker: None,
-            text: "hello".into(),
-        }],
+        vec![inflight::llm::Utterance::new(None, "hello")],
     );
     let answer = backend
         .generate(request, &inflight::llm::Progress::default())
@@ -636,10 +630,7 @@ async fn without_a_model_the_one_the_server_lists_is_asked_for() {
     let request = inflight::llm::LlmRequest::new(
         sid("s1"),
         Operation::SUMMARY,
-        vec![inflight::llm::Utterance {
-            speaker: None,
-            text: "We ship on Friday.".into(),
-        }],
+        vec![inflight::llm::Utterance::new(None, "We ship on Friday.")],
     );
     backend
         .generate(request, &inflight::llm::Progress::default())

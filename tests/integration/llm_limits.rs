@@ -48,9 +48,11 @@ fn long_request(lines: usize) -> LlmRequest {
         sid("s1"),
         Operation::SUMMARY,
         (0..lines)
-            .map(|i| Utterance {
-                speaker: Some("ana".into()),
-                text: format!("line {i:04} {}", "budget ".repeat(13)),
+            .map(|i| {
+                Utterance::new(
+                    Some("ana"),
+                    &format!("line {i:04} {}", "budget ".repeat(13)),
+                )
             })
             .collect(),
     )

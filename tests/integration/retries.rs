@@ -79,7 +79,7 @@ impl Backend for Flaky {
                     )
                 });
             }
-            let last = request.utterances.last().map_or("", |u| u.text.as_str());
+            let last = request.utterances.last().map_or("", |u| u.text());
             Ok(LlmResponse {
                 text: format!("covered up to {last}"),
                 model: "m".into(),
@@ -440,7 +440,7 @@ impl Backend for OneAtATime {
                     "the answer was empty",
                 ));
             }
-            let last = request.utterances.last().map_or("", |u| u.text.as_str());
+            let last = request.utterances.last().map_or("", |u| u.text());
             Ok(LlmResponse {
                 text: format!("covered up to {last}"),
                 model: "m".into(),

@@ -60,11 +60,15 @@ impl Backend for Recorder {
             self.calls.lock().unwrap().push(Call {
                 session: request.session.as_str().to_string(),
                 at: Instant::now(),
-                texts: request.utterances.iter().map(|u| u.text.clone()).collect(),
+                texts: request
+                    .utterances
+                    .iter()
+                    .map(|u| u.text().to_string())
+                    .collect(),
                 previous: request.previous.clone(),
             });
             tokio::time::sleep(self.latency).await;
-            let last = request.utterances.last().map_or("", |u| u.text.as_str());
+            let last = request.utterances.last().map_or("", |u| u.text());
             Ok(LlmResponse {
                 text: format!("covered up to {last}"),
                 model: "m".into(),

@@ -31,7 +31,10 @@ impl Backend for QuickOrNever {
         _: &'a Progress,
     ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
         Box::pin(async move {
-            let quick = request.utterances.iter().any(|u| u.text.contains("quick"));
+            let quick = request
+                .utterances
+                .iter()
+                .any(|u| u.text().contains("quick"));
             if !quick {
                 std::future::pending::<()>().await;
             }

@@ -50,10 +50,7 @@ impl SessionStore {
                 more: false,
             };
         };
-        let utterance = |t: &HeldLine| Utterance {
-            speaker: t.speaker().map(str::to_string),
-            text: t.text().to_string(),
-        };
+        let utterance = |t: &HeldLine| Utterance::new(t.speaker(), t.text());
         if !incremental {
             let window_chars = room.map_or(window_chars, |room| window_chars.min(room));
             let fits = |used: &mut usize, t: &HeldLine| {
@@ -97,15 +94,19 @@ impl SessionStore {
             *used += crate::llm::prompts::line_chars(t.speaker(), t.text());
             *used <= window_chars
         };
-        let mut used = 0;
-        let mut generation = record.generation;
-        let mut utterances = Vec::new();
-        let mut more = false;
-        for t in record.transcripts.iter().filter(|t| t.generation > after) {
-            if !fits(&mut used, t) && !utterances.is_empty() {
+        // Counted first, so the lines are copied into room of their size.
+        let fresh = || record.transcripts.iter().filter(|t| t.generation > after);
+        let (mut used, mut taken, mut more) = (0, 0, false);
+        for t in fresh() {
+            if !fits(&mut used, t) && taken > 0 {
                 more = true;
                 break;
             }
+            taken += 1;
+        }
+        let mut generation = record.generation;
+        let mut utterances = Vec::with_capacity(taken);
+        for t in fresh().take(taken) {
             utterances.push(utterance(t));
             generation = t.generation;
         }

@@ -179,7 +179,11 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     let mut steps = Vec::new();
     loop {
         let input = store.run_input(&id, Operation::SUMMARY, true, 35, None);
-        let texts: Vec<String> = input.utterances.iter().map(|u| u.text.clone()).collect();
+        let texts: Vec<String> = input
+            .utterances
+            .iter()
+            .map(|u| u.text().to_string())
+            .collect();
         steps.push(texts);
         assert!(input.generation > covered, "every step moves on");
         covered = input.generation;
@@ -307,7 +311,7 @@ fn rereading_runs_keep_the_covered_lines_their_window_reaches() {
         4,
         "a re-read of 30 characters takes four"
     );
-    assert_eq!(input.utterances[0].text, "line06");
+    assert_eq!(input.utterances[0].text(), "line06");
 }
 
 #[test]

@@ -108,10 +108,7 @@ pub fn instructions(def: &OpDef) -> String {
 /// A value of the schema's shape with `…` for every string and one item in
 /// every array: what an answer looks like, without content.
 pub fn example(schema: &Value) -> Value {
-    let placeholder = [Utterance {
-        speaker: Some("…".into()),
-        text: "…".into(),
-    }];
+    let placeholder = [Utterance::new(Some("…"), "…")];
     let mut lines = Lines {
         utterances: &placeholder,
         next: 0,
@@ -291,8 +288,8 @@ fn string_for(node: &Value, name: &str, lines: &Lines<'_>) -> String {
         .iter()
         .any(|w| name.to_lowercase().contains(w));
     let mut text = match lines.current() {
-        Some(u) if who => u.speaker.clone().unwrap_or_else(|| "someone".into()),
-        Some(u) => u.text.clone(),
+        Some(u) if who => u.speaker().unwrap_or("someone").to_string(),
+        Some(u) => u.text().to_string(),
         None => String::new(),
     };
     let max = node.get("maxLength").and_then(Value::as_u64).unwrap_or(120) as usize;
@@ -414,10 +411,7 @@ mod tests {
     fn said(lines: &[(&str, &str)]) -> Vec<Utterance> {
         lines
             .iter()
-            .map(|(who, text)| Utterance {
-                speaker: Some(who.to_string()),
-                text: text.to_string(),
-            })
+            .map(|(who, text)| Utterance::new(Some(who), text))
             .collect()
     }
 
