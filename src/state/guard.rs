@@ -9,7 +9,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::{InFlight, Phase, ProcessingStateManager, Slot};
 use crate::events::{Event, Outcome, RunId};
@@ -34,7 +33,7 @@ pub struct RunGuard {
     op: Operation,
     run_id: RunId,
     follow_up: bool,
-    cancel: CancellationToken,
+    cancel: super::RunCancel,
     /// Tokens spent so far, recorded when the run ends.
     usage: crate::llm::Usage,
     ended: bool,
@@ -138,7 +137,7 @@ impl RunGuard {
     }
 
     /// Cancelled when the operator stops the run.
-    pub fn cancel_token(&self) -> &CancellationToken {
+    pub fn cancel_token(&self) -> &super::RunCancel {
         &self.cancel
     }
 

@@ -27,9 +27,11 @@
 //! | `ending.rs` | finishes, forced stops, follow-ups, recording an end |
 //! | `reads.rs` | status, views, snapshots' visits, lifetime counters, forgetting |
 //! | `guard.rs` | the run guard |
+//! | `cancel.rs` | a run's stop signal |
 //! | `stats.rs` | the counters and durations of an operation |
 //! | [`status`] | the original status JSON |
 
+mod cancel;
 mod ending;
 mod guard;
 mod history;
@@ -43,8 +45,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+pub use cancel::RunCancel;
 pub use guard::{FinishOutcome, RunGuard, RunNotes};
 pub use reads::SessionOps;
 pub use stats::{OpCounters, OpStats, RunRecord};
@@ -144,7 +146,7 @@ pub struct OpView {
 #[derive(Debug)]
 struct Slot {
     view: InFlight,
-    cancel: CancellationToken,
+    cancel: RunCancel,
 }
 
 type Slots = OpMap<Option<Slot>>;
@@ -317,7 +319,7 @@ impl ProcessingStateManager {
                 instance: None,
                 retry: None,
             },
-            cancel: CancellationToken::new(),
+            cancel: RunCancel::new(),
         }
     }
 
