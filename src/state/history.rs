@@ -152,7 +152,7 @@ impl PastRun {
 /// second, and a finish must stay cheap), then the runs, [`RUN_WORDS`]
 /// words each. Durations are in microseconds, saturating at about 71
 /// minutes. Three queues took three allocations and 88 bytes beside them;
-/// this is one and 16. Once full, a run is added in place.
+/// this is one and 24. Once full, a run is added in place.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     words: Box<[u32]>,
