@@ -14,7 +14,6 @@ pub struct SessionFacts {
     pub generation: u64,
     pub last_transcript_at: Option<Instant>,
     pub ended: bool,
-    pub covered: OpMap<Option<u64>>,
     pub partial: bool,
     /// Transcripts dropped before they were covered (a backlog past
     /// [`MAX_HELD_TRANSCRIPTS`]): never sent to the model.
@@ -92,10 +91,6 @@ fn facts_of(record: &SessionRecord) -> SessionFacts {
         generation: record.generation,
         last_transcript_at: record.last_transcript_at,
         ended: record.ended,
-        covered: OpMap::filled_with(|op| {
-            let result = record.results.get(op)?.as_ref()?;
-            Some(result.covered_generation)
-        }),
         partial: record.partial.is_some(),
         lost: record.lost,
         over_budget: record.over_budget,
