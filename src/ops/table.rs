@@ -170,6 +170,7 @@ mod tests {
         let mut grown = older.clone();
         *grown.entry(newer) = 9;
         assert_eq!(grown.get(newer), Some(&9));
+        assert_eq!(grown.items.capacity(), grown.items.len(), "widened exactly");
         assert!(grown.iter().any(|(op, v)| op == newer && *v == 9));
         assert_eq!(older.get(Operation::MIND_MAP), Some(&1));
     }

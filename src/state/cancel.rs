@@ -53,30 +53,43 @@ impl RunCancel {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Wake, Waker};
+
     use super::*;
 
-    #[tokio::test]
-    async fn every_wait_ends_when_the_run_is_cancelled() {
-        let cancel = RunCancel::new();
-        let waits: Vec<_> = (0..3)
-            .map(|_| {
-                let cancel = cancel.clone();
-                tokio::spawn(async move { cancel.cancelled().await })
-            })
-            .collect();
-        // Each waiter has started its wait on this one thread.
-        tokio::task::yield_now().await;
-        assert!(waits.iter().all(|w| !w.is_finished()));
-        assert!(!cancel.is_cancelled());
-        cancel.cancel();
-        for wait in waits {
-            wait.await.unwrap();
+    /// Counts the wakes it is given.
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
-        assert!(cancel.clone().is_cancelled(), "clones share the flag");
-        // A wait begun after the cancel ends at once, and a second cancel
-        // is harmless.
+    }
+
+    #[test]
+    fn every_wait_ends_and_is_woken_when_the_run_is_cancelled() {
+        let cancel = RunCancel::new();
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut waits: Vec<_> = (0..3).map(|_| Box::pin(cancel.cancelled())).collect();
+        for wait in &mut waits {
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(!cancel.is_cancelled());
+        cancel.clone().cancel();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 3, "every wait is woken");
+        for wait in &mut waits {
+            assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(()));
+        }
+        assert!(cancel.is_cancelled(), "clones share the flag");
+        // A wait begun after the cancel ends at once; a second cancel
+        // wakes nobody.
         cancel.cancel();
-        cancel.cancelled().await;
+        let mut late = Box::pin(cancel.cancelled());
+        assert_eq!(late.as_mut().poll(&mut cx), Poll::Ready(()));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 3);
     }
 
     #[test]

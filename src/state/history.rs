@@ -40,6 +40,10 @@ struct PastRun {
 
 const NOT_COVERED: u64 = u64::MAX;
 
+// A full window of durations means the runs are full too: a history in
+// place never has fewer runs than it keeps.
+const _: () = assert!(RUNS_KEPT <= HISTORY_LEN);
+
 /// The words of one [`PastRun`] in a history's block.
 const RUN_WORDS: usize = 16;
 
@@ -171,7 +175,8 @@ impl History {
         let us = window_micros(run.duration);
         let packed = PastRun::pack(run).to_words();
         let (d, r) = (usize::from(self.durations), usize::from(self.runs));
-        if d == HISTORY_LEN && r == RUNS_KEPT {
+        if d == HISTORY_LEN {
+            // Full, runs too (there are fewer of them): in place.
             let (order, rest) = self.words.split_at_mut(d);
             let (sorted, runs) = rest.split_at_mut(d);
             let evicted = order[0];
@@ -182,22 +187,19 @@ impl History {
             runs[(r - 1) * RUN_WORDS..].copy_from_slice(&packed);
             return;
         }
-        let (new_d, new_r) = ((d + 1).min(HISTORY_LEN), (r + 1).min(RUNS_KEPT));
-        let mut words = Vec::with_capacity(2 * new_d + new_r * RUN_WORDS);
-        words.extend_from_slice(&self.order()[d + 1 - new_d..]);
+        // One duration more; one run more, or the oldest run goes.
+        let new_r = (r + 1).min(RUNS_KEPT);
+        let mut words = Vec::with_capacity(2 * (d + 1) + new_r * RUN_WORDS);
+        words.extend_from_slice(self.order());
         words.push(us);
         words.extend_from_slice(self.sorted());
-        if new_d > d {
-            words.push(0);
-            insert_sorted(&mut words[new_d..], us);
-        } else {
-            replace_sorted(&mut words[new_d..], self.order()[0], us);
-        }
+        words.push(0);
+        insert_sorted(&mut words[d + 1..], us);
         words.extend_from_slice(&self.run_words()[(r + 1 - new_r) * RUN_WORDS..]);
         words.extend_from_slice(&packed);
         self.words = words.into_boxed_slice();
         // Both are at most HISTORY_LEN, well within a byte.
-        (self.durations, self.runs) = (new_d as u8, new_r as u8);
+        (self.durations, self.runs) = ((d + 1) as u8, new_r as u8);
     }
 
     /// The durations in the order the runs ended.
@@ -377,5 +379,20 @@ mod tests {
             assert_eq!(history.len(), runs.len());
             assert_eq!(history.room(), 2 * window.len() + runs.len() * RUN_WORDS);
         }
+    }
+
+    #[test]
+    fn a_full_history_takes_a_run_in_place() {
+        let mut history = History::default();
+        for n in 1..=HISTORY_LEN as u64 {
+            history.push(&run(n));
+        }
+        let block = history.words.as_ptr();
+        history.push(&run(1_000));
+        assert_eq!(history.words.as_ptr(), block, "no new block once full");
+        assert_eq!(
+            history.iter().last().map(|r| r.run_id),
+            Some(run(1_000).run_id)
+        );
     }
 }

@@ -249,6 +249,9 @@ impl OpStats {
             Outcome::Failed | Outcome::TimedOut | Outcome::Cancelled => {}
         }
         if matches!(record.outcome, Outcome::Failed | Outcome::TimedOut) {
+            // Failures in a row end with a success, and also when a run
+            // kept a result before it failed (the state manager clears
+            // them then): the same error after either starts at 1.
             let in_a_row = self.consecutive_failures > 0;
             let failure = self.failure.get_or_insert_default();
             let same = in_a_row && error == failure.error;
@@ -356,6 +359,14 @@ mod tests {
             (stats.error_streak(), stats.last_failure_at()),
             (1, failed_at)
         );
+
+        // A run that kept a result before it failed ends the failures in a
+        // row (the state manager clears them): the same error starts over.
+        stats.record(run(5, Outcome::Failed), Some("stopped".into()));
+        assert_eq!(stats.error_streak(), 2);
+        stats.consecutive_failures = 0;
+        stats.record(run(5, Outcome::Failed), Some("stopped".into()));
+        assert_eq!((stats.error_streak(), stats.consecutive_failures), (1, 1));
 
         // A success ends the streak; what the last error said stays.
         stats.record(run(5, Outcome::Ok), None);
