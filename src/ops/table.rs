@@ -43,6 +43,15 @@ impl<T: Default> OpMap<T> {
     }
 }
 
+impl<T: Clone + Default> OpMap<T> {
+    /// A copy as wide as every operation interned so far: an operation
+    /// this table has no room for (an [`OpMap::empty`] one never written)
+    /// reads as the default.
+    pub fn widened(&self) -> Self {
+        Self::filled_with(|op| self.get(op).cloned().unwrap_or_default())
+    }
+}
+
 impl<T> OpMap<T> {
     /// A table with no room yet, which allocates nothing: [`OpMap::get`]
     /// gives `None` until [`OpMap::entry`] makes room. For what most

@@ -79,8 +79,8 @@ impl SessionStore {
                 .map(HeldLine::to_stored)
                 .collect(),
             partial: record.partial.clone(),
-            results: OpMap::filled_with(|op| record.results.get(op).cloned().flatten()),
-            rejected: OpMap::filled_with(|op| record.rejected.get(op).cloned().flatten()),
+            results: record.results.widened(),
+            rejected: record.rejected.widened(),
         })
     }
 }
