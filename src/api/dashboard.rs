@@ -261,7 +261,7 @@ pub(super) async fn detail(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let session = session_id(&raw)?;
-    let (detail, from_disk) = match state.engine.session_detail(&session, DETAIL_TRANSCRIPTS) {
+    let (detail, from_disk) = match history::held(&state, &session, DETAIL_TRANSCRIPTS).await? {
         Some(detail) => (detail, false),
         None => match history::forgotten(&state, &session).await? {
             Some(detail) => (detail, true),

@@ -110,6 +110,23 @@ pub(super) struct HistoryJson {
     next: Option<String>,
 }
 
+/// A session memory holds, with its newest `recent` lines. With a
+/// database the covered ones memory let go are read back from the file, so
+/// it runs on a blocking thread; `None` for a session memory does not hold.
+pub(super) async fn held(
+    state: &ApiState,
+    session: &SessionId,
+    recent: usize,
+) -> Result<Option<SessionDetail>, ApiError> {
+    if state.engine.db().is_none() {
+        return Ok(state.engine.session_detail(session, recent));
+    }
+    let (engine, id) = (state.engine.clone(), session.clone());
+    tokio::task::spawn_blocking(move || engine.session_detail(&id, recent))
+        .await
+        .map_err(failed)
+}
+
 /// A session that memory no longer holds, read from disk; `None` when the
 /// database does not know it either (or there is none).
 pub(super) async fn forgotten(

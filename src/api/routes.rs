@@ -164,7 +164,7 @@ pub(super) async fn session_detail(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let session = session_id(&raw)?;
-    if let Some(detail) = state.engine.session_detail(&session, 20) {
+    if let Some(detail) = history::held(&state, &session, 20).await? {
         return Ok(axum::Json(json::SessionDetailJson::new(
             detail,
             Instant::now(),

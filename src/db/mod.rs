@@ -30,7 +30,7 @@ mod restore;
 pub mod schema;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -246,6 +246,51 @@ pub struct Db {
     /// Sessions with a transcript dropped: none of their later ones is
     /// written either (see the module docs).
     gapped: Arc<Gapped>,
+    /// Who is told which lines each commit wrote.
+    lines_committed: Arc<LinesCommitted>,
+}
+
+/// Told after each commit, once per session, the newest of its lines the
+/// commit wrote: from then on the file holds the session's lines up to it
+/// (a session's lines are written in order and none after a gap), so
+/// memory may let covered ones go and read them back when a view asks.
+#[derive(Default)]
+pub(crate) struct LinesCommitted(std::sync::OnceLock<TellLines>);
+
+/// What [`LinesCommitted`] calls: a session and the newest of its lines
+/// a commit wrote.
+type TellLines = Box<dyn Fn(&SessionId, u64) + Send + Sync>;
+
+impl LinesCommitted {
+    /// Tells the listener, if there is one, what `batch` wrote.
+    pub(crate) fn tell(&self, batch: &[Write]) {
+        let Some(tell) = self.0.get() else {
+            return;
+        };
+        let mut newest: HashMap<&SessionId, u64> = HashMap::new();
+        for write in batch {
+            if let Write::Transcript {
+                session,
+                generation,
+                ..
+            } = write
+            {
+                let at = newest.entry(session).or_default();
+                *at = (*at).max(*generation);
+            }
+        }
+        for (session, generation) in newest {
+            tell(session, generation);
+        }
+    }
+}
+
+impl std::fmt::Debug for LinesCommitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinesCommitted")
+            .field("listening", &self.0.get().is_some())
+            .finish()
+    }
 }
 
 /// The sessions whose transcripts are no longer written, with a flag
@@ -359,12 +404,14 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
         .map_err(|e| DbError::io(&shown, e))?;
     let health = Arc::new(DbHealth::default());
     let (sender, receiver) = queue::bounded(CHANNEL_CAPACITY);
+    let lines_committed = Arc::new(LinesCommitted::default());
     let thread = {
         let health = health.clone();
         let retain = limits.retain;
+        let told = lines_committed.clone();
         std::thread::Builder::new()
             .name("inflight-db".into())
-            .spawn(move || writer::run(conn, receiver, health, retain, lock))
+            .spawn(move || writer::run(conn, receiver, health, retain, told, lock))
             .map_err(|source| DbError::File {
                 path: shown.clone(),
                 source,
@@ -378,6 +425,7 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
             writer: Arc::new(std::sync::Mutex::new(Some(thread))),
             reader: Arc::new(std::sync::Mutex::new(reader)),
             gapped: Arc::default(),
+            lines_committed,
         },
         restored,
     })
@@ -439,6 +487,27 @@ impl Db {
     /// The engine forgot `session`: its gap, if it had one, is forgotten too.
     pub fn forgot(&self, session: &SessionId) {
         self.gapped.remove(session);
+    }
+
+    /// Calls `tell(session, generation)` on the writer's thread after each
+    /// commit that wrote lines of `session`, with the newest of them (once;
+    /// a later call does nothing). Keep it short: the writer waits for it.
+    pub fn on_lines_committed(&self, tell: impl Fn(&SessionId, u64) + Send + Sync + 'static) {
+        let _ = self.lines_committed.0.set(Box::new(tell));
+    }
+
+    /// The session's lines the file holds before `generation`, the newest
+    /// `limit` of them, oldest first: what a view reads back once memory
+    /// let them go. Blocking: call from a blocking task.
+    pub fn lines_before(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredTranscript>, DbError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        restore::lines_before(&conn, id, generation, limit)
+            .map_err(|e| DbError::io(&self.path.display().to_string(), e))
     }
 
     /// Waits (at most `within`) until every write handed over before this
@@ -556,6 +625,47 @@ impl crate::state::Journal for Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_tells_the_newest_line_of_each_session_it_wrote() {
+        let line = |session: &str, generation| Write::Transcript {
+            session: SessionId::parse(session).unwrap(),
+            feed: None,
+            generation,
+            seq: None,
+            speaker: None,
+            start: None,
+            end: None,
+            text: "hi".into(),
+            at: SystemTime::UNIX_EPOCH,
+        };
+        let batch = [
+            line("a", 3),
+            line("b", 7),
+            Write::Ended {
+                session: SessionId::parse("c").unwrap(),
+                at: SystemTime::UNIX_EPOCH,
+            },
+            line("a", 5),
+            line("a", 4),
+        ];
+        let listener = LinesCommitted::default();
+        listener.tell(&batch);
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heard = told.clone();
+        let _ = listener
+            .0
+            .set(Box::new(move |session: &SessionId, generation| {
+                heard
+                    .lock()
+                    .unwrap()
+                    .push((session.to_string(), generation));
+            }));
+        listener.tell(&batch);
+        let mut told = told.lock().unwrap().clone();
+        told.sort();
+        assert_eq!(told, [("a".to_string(), 5), ("b".to_string(), 7)]);
+    }
 
     #[test]
     fn the_default_file_follows_the_xdg_rules() {

@@ -216,6 +216,41 @@ pub fn one(conn: &Connection, id: &SessionId) -> Result<Option<StoredSession>, r
     Ok(sessions.pop())
 }
 
+/// The session's lines before `generation`, the newest `limit` of them,
+/// oldest first: a walk back along the primary key.
+pub fn lines_before(
+    conn: &Connection,
+    id: &SessionId,
+    generation: u64,
+    limit: usize,
+) -> Result<Vec<StoredTranscript>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT generation, seq, speaker, text, start, received_at FROM transcripts
+         WHERE session = ?1 AND generation < ?2 ORDER BY generation DESC LIMIT ?3",
+    )?;
+    let mut lines = stmt
+        .query_map(
+            rusqlite::params![
+                id.as_str(),
+                i64::try_from(generation).unwrap_or(i64::MAX),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |row| {
+                Ok(StoredTranscript {
+                    generation: row.get::<_, i64>(0)? as u64,
+                    seq: row.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+                    speaker: row.get(2)?,
+                    text: row.get(3)?,
+                    start: row.get(4)?,
+                    received_at: from_unix(row.get(5)?),
+                })
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    lines.reverse();
+    Ok(lines)
+}
+
 /// A session row (`id, feed, last_seq, generation, first_seen, last_seen,
 /// ended_at`), with nothing else read yet.
 fn session_of(row: &rusqlite::Row<'_>, id: SessionId) -> Result<StoredSession, rusqlite::Error> {

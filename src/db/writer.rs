@@ -1,6 +1,6 @@
 //! The writer thread: owns the write connection, commits in batches,
-//! retries what the disk refused, and prunes what is past `--retain` when
-//! asked.
+//! retries what the disk refused, says which lines each commit wrote, and
+//! prunes what is past `--retain` when asked.
 
 use std::fs::File;
 use std::path::Path;
@@ -125,6 +125,7 @@ pub fn run(
     receiver: super::queue::Receiver<Message>,
     health: Arc<DbHealth>,
     retain: Duration,
+    lines_committed: Arc<super::LinesCommitted>,
     _lock: File,
 ) {
     let mut batch: Vec<Write> = Vec::with_capacity(BATCH_ROWS);
@@ -158,6 +159,7 @@ pub fn run(
                     health
                         .written
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    lines_committed.tell(&batch);
                     batch.clear();
                     if health.degraded.swap(false, Ordering::Relaxed) {
                         tracing::info!("the database is writing again");

@@ -20,7 +20,50 @@ impl Engine {
     /// Writes everything from now on to `db` (once; later calls do nothing).
     pub fn use_db(&self, db: Db) {
         if self.shared.db.set(db.clone()).is_ok() {
+            // Lines the file holds may leave memory once covered. Weak:
+            // the database is the engine's, not the other way round.
+            let shared = Arc::downgrade(&self.shared);
+            db.on_lines_committed(move |session, generation| {
+                if let Some(shared) = shared.upgrade() {
+                    shared.store.written_through(session, generation);
+                }
+            });
             self.shared.state.set_journal(Arc::new(db));
+        }
+    }
+
+    /// The session's lines from the file, oldest first, that come before
+    /// `content`'s and fill it up to `recent`: the covered lines memory
+    /// let go once the file held them. Blocking (a short read by the
+    /// primary key); a file that cannot be read leaves `content` as it is.
+    pub(super) fn read_back_lines(
+        shared: &Shared,
+        session: &SessionId,
+        newest: u64,
+        content: &mut super::SessionContent,
+        recent: usize,
+    ) {
+        let Some(db) = shared.db.get() else {
+            return;
+        };
+        let missing = recent.saturating_sub(content.recent.len());
+        let before = content.recent.first().map_or(newest + 1, |t| t.generation);
+        if missing == 0 || before <= 1 {
+            return;
+        }
+        match db.lines_before(session, before, missing) {
+            Ok(older) => {
+                let older = older.into_iter().map(|t| super::StoredTranscript {
+                    generation: t.generation,
+                    speaker: t.speaker,
+                    text: t.text,
+                    start: t.start,
+                    received_at: t.received_at,
+                    arrival: 0,
+                });
+                content.recent.splice(0..0, older);
+            }
+            Err(e) => tracing::warn!(session_id = %session, "cannot read its lines back: {e}"),
         }
     }
 

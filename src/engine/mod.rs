@@ -584,16 +584,23 @@ impl Engine {
         }
     }
 
+    /// Final transcripts the session holds in memory, covered or not.
+    pub fn lines_held(&self, session: &SessionId) -> Option<usize> {
+        self.shared.store.lines_held(session)
+    }
+
     /// One session in full: its row, recent transcripts, results and history.
     /// Every session the state manager knows is in the store (feeds and
     /// triggers both list it), so the store decides what is known.
+    /// With a database, the covered lines memory let go are read back from
+    /// the file: blocking, call it from a blocking task there.
     pub fn session_detail(&self, session: &SessionId, recent: usize) -> Option<SessionDetail> {
         let shared = &self.shared;
-        let mut rows = [SessionRow::from_facts(
-            session.clone(),
-            shared.store.facts(session)?,
-        )];
-        let content = shared.store.content(session, recent)?;
+        let facts = shared.store.facts(session)?;
+        let newest = facts.generation;
+        let mut rows = [SessionRow::from_facts(session.clone(), facts)];
+        let mut content = shared.store.content(session, recent)?;
+        Self::read_back_lines(shared, session, newest, &mut content, recent);
         self.fill_ops(&mut rows);
         let [row] = rows;
         Some(SessionDetail {

@@ -727,6 +727,15 @@ async fn the_resume_point_never_passes_a_line_the_writer_dropped() {
     let path = fresh_db("gap");
     let opened = db::open(&path, limits()).unwrap();
     let db = opened.db.clone();
+    // What memory is told the file holds, per session.
+    let told = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let heard = told.clone();
+    db.on_lines_committed(move |session, generation| {
+        let mut told = heard.lock().unwrap();
+        let newest = told.entry(session.to_string()).or_insert(0);
+        assert!(generation > *newest, "told in order, each line once");
+        *newest = generation;
+    });
     // Another connection holds the write lock: the writer cannot commit,
     // and its channel fills.
     let blocker = rusqlite::Connection::open(&path).unwrap();
@@ -759,6 +768,11 @@ async fn the_resume_point_never_passes_a_line_the_writer_dropped() {
         "the file holds lines 1..=last_seq, every one, and none after"
     );
     assert_eq!(stored_lines(&path, "calm"), (1, Some(1), Some(1)));
+    assert_eq!(
+        told.lock().unwrap().clone(),
+        std::collections::HashMap::from([("flood".to_string(), count as u64), ("calm".into(), 1)]),
+        "memory is told of the lines on disk, never past the gap"
+    );
     // A restart resumes the feed right after the last line on disk.
     let reopened = db::open(&path, limits()).unwrap();
     let flood = reopened
@@ -866,4 +880,118 @@ async fn retain_keeps_deleting_while_the_process_runs() {
         "deleted by the prune every 10 minutes"
     );
     opened.db.close(Duration::from_secs(5));
+}
+
+/// The texts of a detail's lines, oldest first.
+fn texts_of(detail: &inflight::engine::SessionDetail) -> Vec<String> {
+    detail
+        .content
+        .recent
+        .iter()
+        .map(|t| t.text.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn covered_lines_leave_memory_once_written_and_views_read_them_back() {
+    let path = fresh_db("read-back");
+    let opened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    say_and_end(&engine, "long-talk", 60).await;
+    let db = opened.db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        engine.lines_held(&sid("long-talk")),
+        Some(0),
+        "every line covered and on disk: none in memory"
+    );
+    let newest_40: Vec<String> = (21..=60).map(line).collect();
+    let detail = engine.session_detail(&sid("long-talk"), 40).unwrap();
+    assert_eq!(texts_of(&detail), newest_40, "the view reads them back");
+    assert_eq!(
+        detail
+            .content
+            .recent
+            .iter()
+            .map(|t| t.generation)
+            .collect::<Vec<_>>(),
+        (21..=60).collect::<Vec<u64>>()
+    );
+    assert_eq!(detail.row.transcripts, 60);
+
+    // The same lines without a database stay in memory for the views.
+    let in_memory = self::engine();
+    say_and_end(&in_memory, "long-talk", 60).await;
+    assert_eq!(
+        in_memory.lines_held(&sid("long-talk")),
+        Some(40),
+        "the views' 40"
+    );
+    assert_eq!(
+        texts_of(&in_memory.session_detail(&sid("long-talk"), 40).unwrap()),
+        newest_40
+    );
+
+    // The API reads them back too, off the runtime's threads.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let addr = inflight::api::serve(
+        engine.clone(),
+        inflight::api::ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        shutdown,
+    )
+    .await
+    .unwrap();
+    inflight::net::install_crypto();
+    let get = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let texts = |lines: &serde_json::Value| -> Vec<String> {
+        lines
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let detail = get("/api/sessions/long-talk").await;
+    assert_eq!(detail["from_disk"], serde_json::Value::Null, "from memory");
+    let newest_20: Vec<String> = (41..=60).map(line).collect();
+    assert_eq!(texts(&detail["recent_transcripts"]), newest_20);
+    let dashboard = get("/api/dashboard/sessions/long-talk").await;
+    assert_eq!(dashboard["from_disk"], false);
+    assert_eq!(
+        texts(&dashboard["detail"]["content"]["recent"]),
+        newest_40,
+        "{dashboard}"
+    );
+
+    // After a restart the covered lines are not taken back into memory.
+    opened.db.close(Duration::from_secs(5));
+    let reopened = db::open(&path, limits()).unwrap();
+    let again = self::engine();
+    again.use_db(reopened.db.clone());
+    assert_eq!(again.restore(reopened.restored), 1);
+    assert_eq!(again.lines_held(&sid("long-talk")), Some(0));
+    assert_eq!(
+        texts_of(&again.session_detail(&sid("long-talk"), 40).unwrap()),
+        newest_40
+    );
+    reopened.db.close(Duration::from_secs(5));
 }

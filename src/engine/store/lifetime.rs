@@ -45,6 +45,9 @@ impl SessionStore {
         record.results = stored
             .results
             .map(|op, stored| OpResult::from_stored(op, stored.as_ref()?));
+        // Read from the file, so in it: the covered ones go at once.
+        record.written = stored.transcripts.last().map_or(0, |t| t.generation);
+        self.trim(&mut record);
         shard.held.insert(stored.id.clone(), Box::new(record));
         true
     }

@@ -11,7 +11,10 @@
 //! cap loses lines, and those are counted as never summarised. Once
 //! covered, a line is released, except the newest
 //! [`SessionLimits::kept_transcripts`] (what the views show) and, when runs
-//! re-read the whole transcript, the newest prompt window's worth.
+//! re-read the whole transcript, the newest prompt window's worth. With a
+//! database, a covered line leaves memory once the file holds it
+//! ([`SessionStore::written_through`]), kept ones included: views read
+//! those back from the file.
 //!
 //! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
 //! sessions (a new one beyond is refused), and a forgotten session's id and
@@ -58,8 +61,9 @@ pub const MAX_REJECTED_BYTES: usize = 32 * 1024;
 /// Final transcripts read back per session from the database at start.
 pub const MAX_KEPT_TRANSCRIPTS: usize = 400;
 
-/// Covered final transcripts kept per session for views, unless told
-/// otherwise (`--keep-transcripts`): the details pane shows 40.
+/// Covered final transcripts kept per session in memory for views, unless
+/// told otherwise (`--keep-transcripts`): the details pane shows 40. With
+/// a database they stay only until the file holds them.
 pub const KEPT_TRANSCRIPTS: usize = 40;
 
 /// Final transcripts held per session at most, covered or not, unless
@@ -149,6 +153,10 @@ struct SessionRecord {
     transcripts: Lines,
     partial: Option<String>,
     last_seq: Option<u64>,
+    /// The newest of its lines the database has committed (0: none, or
+    /// no database). A covered line at or below it may leave memory even
+    /// among the kept ones: views read it back from the file.
+    written: u64,
     last_transcript_at: Option<Instant>,
     /// The last transcript of any kind, for `idle_after`.
     last_heard_at: Instant,
@@ -176,6 +184,7 @@ impl SessionRecord {
             transcripts: Lines::default(),
             partial: None,
             last_seq,
+            written: 0,
             last_transcript_at: None,
             last_heard_at: Instant::now(),
             ended: false,
@@ -472,11 +481,30 @@ impl SessionStore {
             .map_or(0, |r| r.generation)
     }
 
+    /// The database committed the session's lines up to `generation`:
+    /// covered ones among them leave memory now, kept ones included (a
+    /// view reads them back from the file).
+    pub fn written_through(&self, session: &SessionId, generation: u64) {
+        let mut shard = self.lock(session);
+        if let Some(record) = shard.held.get_mut(session) {
+            // Never past what this record numbered (a session forgotten
+            // and speaking again numbers its lines from 1 again).
+            record.written = record.written.max(generation.min(record.generation));
+            self.trim(record);
+        }
+    }
+
+    /// Final transcripts the session holds in memory, covered or not.
+    pub fn lines_held(&self, session: &SessionId) -> Option<usize> {
+        Some(self.lock(session).held.get(session)?.transcripts.len())
+    }
+
     /// Drops the oldest transcripts that nobody needs: covered by every
     /// tracked operation, past the newest
-    /// [`SessionLimits::kept_transcripts`] and, when runs re-read the
-    /// whole transcript, past the newest window's worth; or past the hard
-    /// cap whatever they are (counted as lost when not covered).
+    /// [`SessionLimits::kept_transcripts`] or already in the database and,
+    /// when runs re-read the whole transcript, past the newest window's
+    /// worth; or past the hard cap whatever they are (counted as lost when
+    /// not covered).
     fn trim(&self, record: &mut SessionRecord) {
         let covered = self
             .tracked
@@ -493,7 +521,7 @@ impl SessionStore {
             let uncovered = oldest.generation > covered;
             if len > self.limits.max_held_transcripts.max(kept) {
                 record.lost += u64::from(uncovered);
-            } else if len <= kept || uncovered {
+            } else if uncovered || (len <= kept && oldest.generation > record.written) {
                 break;
             } else if let Some(window) = self.whole_window
                 && record.transcripts.chars() <= window

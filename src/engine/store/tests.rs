@@ -394,3 +394,49 @@ fn a_result_is_stamped_only_when_it_is_kept() {
     assert_eq!(older, None);
     assert!(!stamped, "a refused result takes no number");
 }
+
+#[test]
+fn covered_lines_the_database_holds_leave_memory_kept_ones_included() {
+    let store = SessionStore::default().tracking(&[Operation::SUMMARY]);
+    let id = SessionId::parse("a").unwrap();
+    let held = || -> Vec<u64> {
+        store
+            .content(&id, usize::MAX)
+            .unwrap()
+            .recent
+            .iter()
+            .map(|t| t.generation)
+            .collect()
+    };
+    for i in 0..10 {
+        store.append(said("a", None, &format!("{i}"), true), None);
+    }
+    store.written_through(&id, 5);
+    assert_eq!(held().len(), 10, "on disk but not covered: kept for runs");
+    store.put_result(&id, Operation::SUMMARY, result_covering(8, 1), |_| {});
+    assert_eq!(
+        held(),
+        [6, 7, 8, 9, 10],
+        "covered and on disk: gone; covered, not yet on disk: kept for views"
+    );
+    store.written_through(&id, 10);
+    assert_eq!(
+        held(),
+        [9, 10],
+        "the rest of the covered ones go once written"
+    );
+    store.written_through(&id, 3);
+    assert_eq!(held(), [9, 10], "an older commit moves nothing back");
+    store.written_through(&id, 99);
+    store.append(said("a", None, "10", true), None);
+    store.put_result(&id, Operation::SUMMARY, result_covering(11, 2), |_| {});
+    assert_eq!(
+        held(),
+        [11],
+        "a commit is never taken past the lines numbered when it came"
+    );
+    assert_eq!(store.lines_held(&id), Some(1));
+    assert_eq!(store.lines_held(&SessionId::parse("b").unwrap()), None);
+    store.written_through(&SessionId::parse("b").unwrap(), 4);
+    assert!(!store.contains(&SessionId::parse("b").unwrap()));
+}
