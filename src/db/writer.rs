@@ -297,8 +297,11 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             ..
         } => {
             let at = unix(*at);
+            // A session forgotten and speaking again numbers its lines
+            // from 1 again: the newest life's line is the one kept, since
+            // memory lets lines go once the file holds them.
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO transcripts
+                "INSERT OR REPLACE INTO transcripts
                      (session, generation, seq, speaker, start, end, text, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?

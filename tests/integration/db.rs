@@ -995,3 +995,50 @@ async fn covered_lines_leave_memory_once_written_and_views_read_them_back() {
     );
     reopened.db.close(Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_speaks_again_after_it_was_forgotten_reads_back_its_new_lines() {
+    let path = fresh_db("again");
+    let opened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    let flush = || {
+        let db = opened.db.clone();
+        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
+    };
+    say_and_end(&engine, "again", 3).await;
+    assert!(flush().await.unwrap());
+    assert_eq!(engine.forget_ended(Duration::ZERO), 1);
+    assert_eq!(engine.lines_held(&sid("again")), None);
+
+    // The same id speaks again: a new life, numbered from 1 again.
+    let mut events = engine.subscribe();
+    for seq in 4..=5 {
+        engine.ingest(
+            final_line("again", seq, &format!("New point {seq}.")),
+            Some(0),
+        );
+    }
+    wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "its new results",
+        || {
+            engine.is_idle()
+                && inflight::ops::BUILT_IN.iter().all(|op| {
+                    engine
+                        .result(&sid("again"), *op)
+                        .is_some_and(|r| r.covered_generation == 2)
+                })
+        },
+    )
+    .await;
+    assert!(flush().await.unwrap());
+    assert_eq!(engine.lines_held(&sid("again")), Some(0));
+    assert_eq!(
+        texts_of(&engine.session_detail(&sid("again"), 40).unwrap()),
+        ["New point 4.", "New point 5."],
+        "the file holds this life's lines, not the ones it said before"
+    );
+    opened.db.close(Duration::from_secs(5));
+}
