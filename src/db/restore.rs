@@ -235,20 +235,27 @@ pub fn lines_before(
                 i64::try_from(generation).unwrap_or(i64::MAX),
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],
-            |row| {
-                Ok(StoredTranscript {
-                    generation: row.get::<_, i64>(0)? as u64,
-                    seq: row.get::<_, Option<i64>>(1)?.map(|s| s as u64),
-                    speaker: row.get(2)?,
-                    text: row.get(3)?,
-                    start: row.get(4)?,
-                    received_at: from_unix(row.get(5)?),
-                })
-            },
+            |row| transcript_at(row, 0),
         )?
         .collect::<Result<Vec<_>, _>>()?;
     lines.reverse();
     Ok(lines)
+}
+
+/// A transcript from the row's columns `generation, seq, speaker, text,
+/// start, received_at`, the first of them at `first`.
+fn transcript_at(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+) -> Result<StoredTranscript, rusqlite::Error> {
+    Ok(StoredTranscript {
+        generation: row.get::<_, i64>(first)? as u64,
+        seq: row.get::<_, Option<i64>>(first + 1)?.map(|s| s as u64),
+        speaker: row.get(first + 2)?,
+        text: row.get(first + 3)?,
+        start: row.get(first + 4)?,
+        received_at: from_unix(row.get(first + 5)?),
+    })
 }
 
 /// A session row (`id, feed, last_seq, generation, first_seen, last_seen,
@@ -363,14 +370,7 @@ fn fill(
             let Some(&at) = index.get(row.get_ref(0)?.as_str()?) else {
                 continue;
             };
-            sessions[at].transcripts.push(StoredTranscript {
-                generation: row.get::<_, i64>(1)? as u64,
-                seq: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
-                speaker: row.get(3)?,
-                text: row.get(4)?,
-                start: row.get(5)?,
-                received_at: from_unix(row.get(6)?),
-            });
+            sessions[at].transcripts.push(transcript_at(row, 1)?);
         }
     }
     {

@@ -938,23 +938,13 @@ async fn covered_lines_leave_memory_once_written_and_views_read_them_back() {
     );
 
     // The API reads them back too, off the runtime's threads.
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let addr = inflight::api::serve(
-        engine.clone(),
-        inflight::api::ApiConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            ..Default::default()
-        },
-        shutdown,
-    )
-    .await
-    .unwrap();
-    inflight::net::install_crypto();
+    let server = common::api_server::serving(engine.clone(), Default::default()).await;
     let get = |path: &str| {
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}{path}", server.base);
         async move {
-            reqwest::get(url)
+            common::api_server::http()
+                .get(url)
+                .send()
                 .await
                 .unwrap()
                 .json::<serde_json::Value>()
