@@ -212,6 +212,8 @@ pub struct DbHealth {
     failures: AtomicU64,
     /// Writes committed.
     written: AtomicU64,
+    /// Reads of lines back for a view that failed.
+    read_failures: AtomicU64,
 }
 
 impl DbHealth {
@@ -506,8 +508,14 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<StoredTranscript>, DbError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        restore::lines_before(&conn, id, generation, limit)
-            .map_err(|e| DbError::io(&self.path.display().to_string(), e))
+        restore::lines_before(&conn, id, generation, limit).map_err(|e| {
+            // A view asks again at every refresh: say so at a bounded rate.
+            let n = self.health.read_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == 1 || crate::text::is_power_of_ten(n) {
+                tracing::warn!(failures = n, session_id = %id, "cannot read lines back from the database: {e}");
+            }
+            DbError::io(&self.path.display().to_string(), e)
+        })
     }
 
     /// Waits (at most `within`) until every write handed over before this

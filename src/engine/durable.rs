@@ -32,41 +32,6 @@ impl Engine {
         }
     }
 
-    /// The session's lines from the file, oldest first, that come before
-    /// `content`'s and fill it up to `recent`: the covered lines memory
-    /// let go once the file held them. Blocking (a short read by the
-    /// primary key); a file that cannot be read leaves `content` as it is.
-    pub(super) fn read_back_lines(
-        shared: &Shared,
-        session: &SessionId,
-        newest: u64,
-        content: &mut super::SessionContent,
-        recent: usize,
-    ) {
-        let Some(db) = shared.db.get() else {
-            return;
-        };
-        let missing = recent.saturating_sub(content.recent.len());
-        let before = content.recent.first().map_or(newest + 1, |t| t.generation);
-        if missing == 0 || before <= 1 {
-            return;
-        }
-        match db.lines_before(session, before, missing) {
-            Ok(older) => {
-                let older = older.into_iter().map(|t| super::StoredTranscript {
-                    generation: t.generation,
-                    speaker: t.speaker,
-                    text: t.text,
-                    start: t.start,
-                    received_at: t.received_at,
-                    arrival: 0,
-                });
-                content.recent.splice(0..0, older);
-            }
-            Err(e) => tracing::warn!(session_id = %session, "cannot read its lines back: {e}"),
-        }
-    }
-
     /// The database, when there is one.
     pub fn db(&self) -> Option<&Db> {
         self.shared.db.get()
@@ -132,14 +97,7 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
             .transcripts
             .iter()
             .skip(skip)
-            .map(|t| super::StoredTranscript {
-                generation: t.generation,
-                speaker: t.speaker.clone(),
-                text: t.text.clone(),
-                start: t.start,
-                received_at: t.received_at,
-                arrival: 0,
-            })
+            .map(|t| from_disk(t.clone()))
             .collect(),
         partial: None,
         results: stored
@@ -151,6 +109,46 @@ pub fn detail_from_disk(stored: &StoredSession, recent: usize) -> super::Session
         row,
         content,
         history: stats.map(|_, stats| stats.history.to_vec()),
+    }
+}
+
+/// A line read from the file, in the shape views read (its place in the
+/// order of arrival is this process's, so none).
+fn from_disk(t: crate::db::StoredTranscript) -> super::StoredTranscript {
+    super::StoredTranscript {
+        generation: t.generation,
+        speaker: t.speaker,
+        text: t.text,
+        start: t.start,
+        received_at: t.received_at,
+        arrival: 0,
+    }
+}
+
+/// Puts before `content`'s lines the session's lines from the file that
+/// fill it up to `recent`: the covered lines memory let go once the file
+/// held them. `newest` is the session's newest generation. Blocking (a
+/// short read by the primary key); a file that cannot be read leaves
+/// `content` as it is (the database logs it).
+pub(super) fn read_back_lines(
+    shared: &Shared,
+    session: &SessionId,
+    newest: u64,
+    content: &mut super::SessionContent,
+    recent: usize,
+) {
+    let Some(db) = shared.db.get() else {
+        return;
+    };
+    let missing = recent.saturating_sub(content.recent.len());
+    let before = content.recent.first().map_or(newest + 1, |t| t.generation);
+    if missing == 0 || before <= 1 {
+        return;
+    }
+    if let Ok(older) = db.lines_before(session, before, missing) {
+        content
+            .recent
+            .splice(0..0, older.into_iter().map(from_disk));
     }
 }
 

@@ -600,7 +600,7 @@ impl Engine {
         let newest = facts.generation;
         let mut rows = [SessionRow::from_facts(session.clone(), facts)];
         let mut content = shared.store.content(session, recent)?;
-        Self::read_back_lines(shared, session, newest, &mut content, recent);
+        durable::read_back_lines(shared, session, newest, &mut content, recent);
         self.fill_ops(&mut rows);
         let [row] = rows;
         Some(SessionDetail {

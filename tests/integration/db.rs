@@ -1032,3 +1032,29 @@ async fn a_session_that_speaks_again_after_it_was_forgotten_reads_back_its_new_l
     );
     opened.db.close(Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_be_read_back_leaves_the_view_what_memory_holds() {
+    let path = fresh_db("unreadable");
+    let opened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    say_and_end(&engine, "gone", 5).await;
+    let db = opened.db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
+            .await
+            .unwrap()
+    );
+    // Someone else breaks the file under the running process.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("DROP TABLE transcripts").unwrap();
+    let detail = engine.session_detail(&sid("gone"), 40).unwrap();
+    assert!(
+        detail.content.recent.is_empty(),
+        "nothing read, nothing made up"
+    );
+    assert_eq!(detail.row.transcripts, 5, "the rest of the view is whole");
+    assert!(detail.content.results[Operation::SUMMARY].is_some());
+    opened.db.close(Duration::from_secs(5));
+}
