@@ -18,6 +18,11 @@
 //! resumes the feed from the first line that is missing, and the feed
 //! sends the rest again, instead of resuming past lines never written.
 //!
+//! After each commit the writer tells the engine the newest line of each
+//! session it wrote ([`Db::on_lines_committed`]): memory lets covered lines
+//! go once the file holds them, and views read them back
+//! ([`Db::lines_before`]).
+//!
 //! At start, [`open`] checks the file (not a database, a newer schema, held
 //! by another inflight: each a clear error naming the file, the file left
 //! as it was), brings the schema up to date (`schema.rs`), marks the runs
