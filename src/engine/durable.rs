@@ -141,10 +141,10 @@ pub(super) fn read_back_lines(
         return;
     };
     let missing = recent.saturating_sub(content.recent.len());
-    let before = content.recent.first().map_or(newest + 1, |t| t.generation);
-    if missing == 0 || before <= 1 {
+    if missing == 0 {
         return;
     }
+    let before = content.recent.first().map_or(newest + 1, |t| t.generation);
     if let Ok(older) = db.lines_before(session, before, missing) {
         content
             .recent
