@@ -332,7 +332,8 @@ impl Engine {
             let kind = self.kind_of(session);
             for op in &self.shared.config.end_ops {
                 if self.runs_for(*op, kind.as_deref()) {
-                    self.admit(session, *op);
+                    // Ended: a forget may take it before its runs start.
+                    self.admit_if_held(session, *op, true);
                 }
             }
         }
@@ -346,16 +347,39 @@ impl Engine {
         if !self.shared.store.contains(session) {
             return None;
         }
-        Some(self.admit(session, op))
+        self.admit_if_held(session, op, true)
     }
 
     /// Asks the state manager; starts the run when admitted. A spent
-    /// budget that covers the session admits nothing.
+    /// budget that covers the session admits nothing. For a session that
+    /// just spoke (the store holds it, and a forget cannot take a session
+    /// that is not ended).
     fn admit(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
-        if let Some(budget) = budget::over(&self.shared, session, None) {
-            return TriggerAnswer::OverBudget { budget };
+        match self.admit_if_held(session, op, false) {
+            Some(answer) => answer,
+            None => unreachable!("an admission that does not ask is never refused"),
         }
-        match self.shared.state.try_start(session, op) {
+    }
+
+    /// [`Engine::admit`] for a session that may be forgotten meanwhile (it
+    /// ended, or an operator asks): with `check`, the store is asked under
+    /// the state manager's lock, so no run starts for a session gone, and
+    /// the answer is `None`.
+    fn admit_if_held(
+        &self,
+        session: &SessionId,
+        op: Operation,
+        check: bool,
+    ) -> Option<TriggerAnswer> {
+        if let Some(budget) = budget::over(&self.shared, session, None) {
+            return Some(TriggerAnswer::OverBudget { budget });
+        }
+        let store = &self.shared.store;
+        let admission = self
+            .shared
+            .state
+            .try_start_if(session, op, || !check || store.contains(session))?;
+        Some(match admission {
             Admission::Started(guard) => {
                 let run_id = guard.run_id();
                 runner::enqueue(self.shared.clone(), guard);
@@ -377,7 +401,7 @@ impl Engine {
                 running_run_id: run_id,
                 since,
             },
-        }
+        })
     }
 
     /// Runs waiting for an LLM permit now.

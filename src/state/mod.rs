@@ -325,9 +325,30 @@ impl ProcessingStateManager {
 
     /// Checks and claims the `(session, op)` slot in one step.
     pub fn try_start(self: &Arc<Self>, session: &SessionId, op: Operation) -> Admission {
+        match self.try_start_if(session, op, || true) {
+            Some(admission) => admission,
+            None => unreachable!("an admission on no condition is never refused"),
+        }
+    }
+
+    /// [`try_start`](Self::try_start), unless `holds` (asked under the
+    /// manager's lock, as [`forget_if`](Self::forget_if) asks its own)
+    /// says the session is gone: then nothing is admitted, counted or
+    /// made. A run asked for by a session's end or an operator cannot
+    /// then start for a session forgotten meanwhile, and leave statistics
+    /// that nothing forgets.
+    pub fn try_start_if(
+        self: &Arc<Self>,
+        session: &SessionId,
+        op: Operation,
+        holds: impl FnOnce() -> bool,
+    ) -> Option<Admission> {
         let policy = self.policy(op);
         let (admission, event) = {
             let mut tables = self.lock();
+            if !holds() {
+                return None;
+            }
             let Tables {
                 sessions,
                 active,
@@ -393,7 +414,7 @@ impl ProcessingStateManager {
             }
         };
         self.events.emit(event);
-        admission
+        Some(admission)
     }
 
     fn set_phase(

@@ -488,3 +488,30 @@ fn counters_add_field_by_field() {
         }
     );
 }
+
+#[test]
+fn an_admission_for_a_session_gone_makes_nothing() {
+    let (manager, events) = manager(Policy::Coalesce);
+    let mut seen = events.subscribe();
+    let s = sid("gone");
+    assert!(
+        manager
+            .try_start_if(&s, Operation::SUMMARY, || false)
+            .is_none()
+    );
+    assert_eq!(manager.op_view(&s, Operation::SUMMARY), Default::default());
+    assert_eq!(
+        manager.lifetime()[Operation::SUMMARY].runs,
+        0,
+        "nothing counted"
+    );
+    assert!(seen.try_recv().is_err(), "no event");
+    // Held: admitted as `try_start` would.
+    let Some(Admission::Started(guard)) = manager.try_start_if(&s, Operation::SUMMARY, || true)
+    else {
+        panic!("a held session is admitted")
+    };
+    assert!(matches!(seen.try_recv(), Ok(Event::OpQueued { .. })));
+    assert!(manager.op_view(&s, Operation::SUMMARY).in_flight.is_some());
+    drop(guard);
+}
