@@ -337,6 +337,7 @@ impl ProcessingStateManager {
     /// made. A run asked for by a session's end or an operator cannot
     /// then start for a session forgotten meanwhile, and leave statistics
     /// that nothing forgets.
+    #[inline(always)]
     pub fn try_start_if(
         self: &Arc<Self>,
         session: &SessionId,
