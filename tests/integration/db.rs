@@ -1058,3 +1058,60 @@ async fn a_file_that_cannot_be_read_back_leaves_the_view_what_memory_holds() {
     assert!(detail.content.results[Operation::SUMMARY].is_some());
     opened.db.close(Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reads_as_ended_only_once_its_last_runs_are_admitted() {
+    let path = fresh_db("end-order");
+    let opened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    let mut events = engine.subscribe();
+    engine.ingest(final_line("closing", 1, "The last point."), Some(0));
+    let covered = || {
+        inflight::ops::BUILT_IN.iter().all(|op| {
+            engine
+                .result(&sid("closing"), *op)
+                .is_some_and(|r| r.covered_generation == 1)
+        })
+    };
+    wait_until(&mut events, Duration::from_secs(10), "its results", || {
+        engine.is_idle() && covered()
+    })
+    .await;
+    // Nothing in flight: the end's runs are admitted afresh.
+    engine.end_session(&sid("closing"), Some(0));
+    wait_until(
+        &mut events,
+        Duration::from_secs(10),
+        "the end's runs",
+        || engine.is_idle(),
+    )
+    .await;
+    let db = opened.db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
+            .await
+            .unwrap()
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let ended_at: f64 = conn
+        .query_row(
+            "SELECT ended_at FROM sessions WHERE id = 'closing'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let last_admitted: f64 = conn
+        .query_row(
+            "SELECT max(admitted_at) FROM runs WHERE session = 'closing'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        last_admitted <= ended_at,
+        "the end's runs were admitted {:.6} s after the session was marked ended",
+        last_admitted - ended_at
+    );
+    opened.db.close(Duration::from_secs(5));
+}
