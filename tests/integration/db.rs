@@ -882,6 +882,29 @@ async fn retain_keeps_deleting_while_the_process_runs() {
     opened.db.close(Duration::from_secs(5));
 }
 
+/// Waits until every write handed to the writer so far is committed.
+async fn flushed(db: &db::Db) {
+    let db = db.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
+            .await
+            .unwrap(),
+        "the writer caught up"
+    );
+}
+
+/// An engine writing to a fresh file `name`, on which `session` said
+/// `lines` lines and ended, every line covered and committed.
+async fn said_on_file(name: &str, session: &str, lines: u64) -> (PathBuf, db::Opened, Engine) {
+    let path = fresh_db(name);
+    let opened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    say_and_end(&engine, session, lines).await;
+    flushed(&opened.db).await;
+    (path, opened, engine)
+}
+
 /// The texts of a detail's lines, oldest first.
 fn texts_of(detail: &inflight::engine::SessionDetail) -> Vec<String> {
     detail
@@ -894,17 +917,7 @@ fn texts_of(detail: &inflight::engine::SessionDetail) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn covered_lines_leave_memory_once_written_and_views_read_them_back() {
-    let path = fresh_db("read-back");
-    let opened = db::open(&path, limits()).unwrap();
-    let engine = engine();
-    engine.use_db(opened.db.clone());
-    say_and_end(&engine, "long-talk", 60).await;
-    let db = opened.db.clone();
-    assert!(
-        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
-            .await
-            .unwrap()
-    );
+    let (path, opened, engine) = said_on_file("read-back", "long-talk", 60).await;
     assert_eq!(
         engine.lines_held(&sid("long-talk")),
         Some(0),
@@ -1035,17 +1048,7 @@ async fn a_session_that_speaks_again_after_it_was_forgotten_reads_back_its_new_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_cannot_be_read_back_leaves_the_view_what_memory_holds() {
-    let path = fresh_db("unreadable");
-    let opened = db::open(&path, limits()).unwrap();
-    let engine = engine();
-    engine.use_db(opened.db.clone());
-    say_and_end(&engine, "gone", 5).await;
-    let db = opened.db.clone();
-    assert!(
-        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
-            .await
-            .unwrap()
-    );
+    let (path, opened, engine) = said_on_file("unreadable", "gone", 5).await;
     // Someone else breaks the file under the running process.
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("DROP TABLE transcripts").unwrap();
@@ -1087,12 +1090,7 @@ async fn a_session_reads_as_ended_only_once_its_last_runs_are_admitted() {
         || engine.is_idle(),
     )
     .await;
-    let db = opened.db.clone();
-    assert!(
-        tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
-            .await
-            .unwrap()
-    );
+    flushed(&opened.db).await;
     let conn = rusqlite::Connection::open(&path).unwrap();
     let ended_at: f64 = conn
         .query_row(
