@@ -334,7 +334,7 @@ impl Engine {
             let kind = self.kind_of(session);
             for op in &self.shared.config.end_ops {
                 if self.runs_for(*op, kind.as_deref()) {
-                    self.admit_if_held(session, *op, true);
+                    self.admit_if_held(session, *op);
                 }
             }
         }
@@ -349,10 +349,12 @@ impl Engine {
     /// triggered; for any other the answer is `None` and no LLM is called
     /// (a trigger must not make sessions, nor spend the model on nothing).
     pub fn request(&self, session: &SessionId, op: Operation) -> Option<TriggerAnswer> {
+        // Unknown before over budget (an API's 404, not its 429); the
+        // check under the lock below covers a forget meanwhile.
         if !self.shared.store.contains(session) {
             return None;
         }
-        self.admit_if_held(session, op, true)
+        self.admit_if_held(session, op)
     }
 
     /// Asks the state manager; starts the run when admitted. A spent
@@ -360,22 +362,16 @@ impl Engine {
     /// just spoke (the store holds it, and a forget cannot take a session
     /// that is not ended).
     fn admit(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
-        match self.admit_if_held(session, op, false) {
-            Some(answer) => answer,
-            None => unreachable!("an admission that does not ask is never refused"),
+        if let Some(budget) = budget::over(&self.shared, session, None) {
+            return TriggerAnswer::OverBudget { budget };
         }
+        self.carry_out(self.shared.state.try_start(session, op))
     }
 
     /// [`Engine::admit`] for a session that may be forgotten meanwhile (it
-    /// ended, or an operator asks): with `check`, the store is asked under
-    /// the state manager's lock, so no run starts for a session gone, and
-    /// the answer is `None`.
-    fn admit_if_held(
-        &self,
-        session: &SessionId,
-        op: Operation,
-        check: bool,
-    ) -> Option<TriggerAnswer> {
+    /// ended, or an operator asks): the store is asked under the state
+    /// manager's lock, so no run starts for a session gone (`None`).
+    fn admit_if_held(&self, session: &SessionId, op: Operation) -> Option<TriggerAnswer> {
         if let Some(budget) = budget::over(&self.shared, session, None) {
             return Some(TriggerAnswer::OverBudget { budget });
         }
@@ -383,8 +379,13 @@ impl Engine {
         let admission = self
             .shared
             .state
-            .try_start_if(session, op, || !check || store.contains(session))?;
-        Some(match admission {
+            .try_start_if(session, op, || store.contains(session))?;
+        Some(self.carry_out(admission))
+    }
+
+    /// Starts an admitted run; says what became of the ask.
+    fn carry_out(&self, admission: Admission) -> TriggerAnswer {
+        match admission {
             Admission::Started(guard) => {
                 let run_id = guard.run_id();
                 runner::enqueue(self.shared.clone(), guard);
@@ -406,7 +407,7 @@ impl Engine {
                 running_run_id: run_id,
                 since,
             },
-        })
+        }
     }
 
     /// Runs waiting for an LLM permit now.
