@@ -326,21 +326,16 @@ impl Engine {
                 session: session.clone(),
             });
         }
-        // The end's runs are admitted before the session reads as ended:
-        // no view sees it ended and idle with its last runs still to come,
-        // and a forget (only of an ended session with nothing in flight)
-        // waits for them. The check covers another end racing this one.
-        if self.shared.store.ends_first(session) {
-            let kind = self.kind_of(session);
-            for op in &self.shared.config.end_ops {
-                if self.runs_for(*op, kind.as_deref()) {
-                    self.admit_if_held(session, *op);
-                }
-            }
-        }
         if self.shared.store.end(session, feed) {
             durable::write_ended(&self.shared, session);
             deliveries::session_ended(&self.shared, session);
+            let kind = self.kind_of(session);
+            for op in &self.shared.config.end_ops {
+                if self.runs_for(*op, kind.as_deref()) {
+                    // Ended: a forget may take it before its runs start.
+                    self.admit_if_held(session, *op);
+                }
+            }
         }
     }
 

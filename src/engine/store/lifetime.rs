@@ -65,15 +65,6 @@ impl SessionStore {
         }
     }
 
-    /// Whether [`SessionStore::end`] would answer true now: a held session
-    /// that said something final and has not ended since it last spoke.
-    pub fn ends_first(&self, session: &SessionId) -> bool {
-        self.lock(session)
-            .held
-            .get(session)
-            .is_some_and(|r| !r.ended && r.generation > 0)
-    }
-
     /// Marks a held session ended. True the first time since it last spoke,
     /// for a session that said something (a replayed `session_end` asks for
     /// nothing more; an unknown session is not created).
