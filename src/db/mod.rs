@@ -512,9 +512,32 @@ impl Db {
         generation: u64,
         limit: usize,
     ) -> Result<Vec<StoredTranscript>, DbError> {
+        self.read_lines(id, |conn| {
+            restore::lines_before(conn, id, generation, limit)
+        })
+    }
+
+    /// The session's lines the file holds from `generation` on, the oldest
+    /// `limit` of them: what a run reads back once memory let them go.
+    /// Blocking: call from a blocking task.
+    pub fn lines_from(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredTranscript>, DbError> {
+        self.read_lines(id, |conn| restore::lines_from(conn, id, generation, limit))
+    }
+
+    /// Runs a read of `id`'s lines on the reading connection; a failure is
+    /// counted, and logged at a bounded rate (views and runs ask again).
+    fn read_lines(
+        &self,
+        id: &SessionId,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<Vec<StoredTranscript>, rusqlite::Error>,
+    ) -> Result<Vec<StoredTranscript>, DbError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        restore::lines_before(&conn, id, generation, limit).map_err(|e| {
-            // A view asks again at every refresh: say so at a bounded rate.
+        read(&conn).map_err(|e| {
             let n = self.health.read_failures.fetch_add(1, Ordering::Relaxed) + 1;
             if n == 1 || crate::text::is_power_of_ten(n) {
                 tracing::warn!(failures = n, session_id = %id, "cannot read lines back from the database: {e}");

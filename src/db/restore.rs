@@ -242,6 +242,29 @@ pub fn lines_before(
     Ok(lines)
 }
 
+/// The session's lines from `generation` on, the oldest `limit` of them:
+/// a walk forward along the primary key.
+pub fn lines_from(
+    conn: &Connection,
+    id: &SessionId,
+    generation: u64,
+    limit: usize,
+) -> Result<Vec<StoredTranscript>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT generation, seq, speaker, text, start, received_at FROM transcripts
+         WHERE session = ?1 AND generation >= ?2 ORDER BY generation LIMIT ?3",
+    )?;
+    stmt.query_map(
+        rusqlite::params![
+            id.as_str(),
+            i64::try_from(generation).unwrap_or(i64::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |row| transcript_at(row, 0),
+    )?
+    .collect()
+}
+
 /// A transcript from the row's columns `generation, seq, speaker, text,
 /// start, received_at`, the first of them at `first`.
 fn transcript_at(

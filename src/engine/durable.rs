@@ -152,6 +152,25 @@ pub(super) fn read_back_lines(
     }
 }
 
+/// The session's lines the file holds from `generation` on (at most
+/// [`super::store::READ_BACK_LINES`]): what a run needs that memory let go
+/// before it was covered. Blocking, on the run's own thread: a short read
+/// by the primary key. (On a blocking task it cost more memory than it
+/// saved: each thread of that pool allocates from an arena of its own.)
+pub(super) fn lines_from(
+    shared: &Shared,
+    session: &SessionId,
+    generation: u64,
+) -> Result<Vec<super::StoredTranscript>, String> {
+    let Some(db) = shared.db.get() else {
+        return Ok(Vec::new());
+    };
+    match db.lines_from(session, generation, super::store::READ_BACK_LINES) {
+        Ok(lines) => Ok(lines.into_iter().map(from_disk).collect()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A copy of a final transcript for the database, when there is one: taken
 /// before the store consumes the transcript.
 pub(super) fn keep_for_db(shared: &Shared, transcript: &Transcript) -> Option<Transcript> {

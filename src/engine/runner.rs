@@ -36,9 +36,10 @@ use tokio::time::Instant;
 use super::Shared;
 use super::coordinator::{Alone, Coordinator, Ending, Lost, Redis, Reserve, Taking};
 use super::permits::{CallEnd, Permit, QueuedRun};
-use super::store::{OpResult, RunInput};
+use super::store::{InFile, OpResult, ReadBack, RunInput};
 use crate::events::{Event, Outcome};
 use crate::llm::{LlmErrorKind, LlmRequest, Progress, Usage, prompts, structured};
+use crate::model::{Operation, SessionId};
 use crate::ops::OutputKind;
 use crate::state::{FinishOutcome, RunGuard};
 
@@ -363,13 +364,10 @@ async fn execute<C: Coordinator>(
                 Err(ended) => return at.end(ended),
             },
         };
-        let input = shared.store.run_input(
-            &session,
-            op,
-            shared.config.incremental,
-            again.shrunk.unwrap_or(prompts::MAX_TRANSCRIPT_CHARS),
-            shared.backend.prompt_room(op),
-        );
+        let input = match read_input(shared, &session, op, &again) {
+            Ok(input) => input,
+            Err(e) => return at.end(Ended::failed(Outcome::Failed, e)),
+        };
         let more = input.more;
         let read = Read::of(&input);
         at.read_generation = input.generation;
@@ -475,6 +473,43 @@ async fn execute<C: Coordinator>(
         }
         if !guard.mark_waiting() {
             return at.end(Ended::stopped());
+        }
+    }
+}
+
+/// Asks for attempts at what a run reads when lines it needs are in the
+/// file only: they may leave memory again between a read and the next ask.
+const READ_BACK_TRIES: u32 = 4;
+
+/// What the run's next step reads: from memory, and from the file for the
+/// lines memory let go before they were covered.
+fn read_input(
+    shared: &Shared,
+    session: &SessionId,
+    op: Operation,
+    again: &AskAgain,
+) -> Result<RunInput, String> {
+    let (mut read_back, mut tries) = (Vec::new(), 0);
+    loop {
+        tries += 1;
+        let asked = shared.store.run_input(
+            session,
+            op,
+            shared.config.incremental,
+            again.shrunk.unwrap_or(prompts::MAX_TRANSCRIPT_CHARS),
+            shared.backend.prompt_room(op),
+            ReadBack {
+                lines: &read_back,
+                last_try: tries >= READ_BACK_TRIES,
+            },
+        );
+        match asked {
+            Ok(input) => return Ok(input),
+            Err(InFile { from }) => {
+                read_back = super::durable::lines_from(shared, session, from).map_err(|e| {
+                    format!("cannot read the session's lines back from the database: {e}")
+                })?;
+            }
         }
     }
 }

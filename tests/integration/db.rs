@@ -1061,3 +1061,92 @@ async fn a_file_that_cannot_be_read_back_leaves_the_view_what_memory_holds() {
     assert!(detail.content.results[Operation::SUMMARY].is_some());
     opened.db.close(Duration::from_secs(5));
 }
+
+/// A model that answers once its gate is open, and keeps the lines each
+/// call read.
+struct Gated {
+    inner: BuiltinBackend,
+    open: tokio::sync::watch::Receiver<bool>,
+    read: std::sync::Mutex<Vec<(Operation, Vec<String>)>>,
+}
+
+impl inflight::llm::Backend for Gated {
+    fn info(&self) -> inflight::llm::BackendInfo {
+        self.inner.info()
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: inflight::llm::LlmRequest,
+        progress: &'a inflight::llm::Progress,
+    ) -> inflight::llm::BoxFuture<'a, Result<inflight::llm::LlmResponse, inflight::llm::LlmError>>
+    {
+        Box::pin(async move {
+            let texts = request.utterances.iter().map(|u| u.text().to_string());
+            self.read
+                .lock()
+                .unwrap()
+                .push((request.op, texts.collect()));
+            let mut open = self.open.clone();
+            if open.wait_for(|open| *open).await.is_err() {
+                return Err(inflight::llm::LlmError::other("the gate went away"));
+            }
+            self.inner.generate(request, progress).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_on_file_leave_memory_before_they_are_covered_and_runs_read_them_back() {
+    let path = fresh_db("spill");
+    let opened = db::open(&path, limits()).unwrap();
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let model = Arc::new(Gated {
+        inner: BuiltinBackend::new(LatencyRange::ZERO),
+        open,
+        read: Default::default(),
+    });
+    let engine = Engine::new(EngineConfig::default(), model.clone());
+    engine.use_db(opened.db.clone());
+    let mut events = engine.subscribe();
+    // The first line's runs start and wait at the gate; the rest is said
+    // meanwhile, and nothing covers it.
+    for seq in 1..=30 {
+        engine.ingest(final_line("long-wait", seq, &line(seq)), Some(0));
+    }
+    flushed(&opened.db).await;
+    assert_eq!(
+        engine.lines_held(&sid("long-wait")),
+        Some(0),
+        "on file, covered or not: none in memory"
+    );
+    gate.send_replace(true);
+    wait_until(&mut events, Duration::from_secs(10), "both covered", || {
+        engine.is_idle()
+            && inflight::ops::BUILT_IN.iter().all(|op| {
+                engine
+                    .result(&sid("long-wait"), *op)
+                    .is_some_and(|r| r.covered_generation == 30)
+            })
+    })
+    .await;
+    let said: Vec<String> = (1..=30).map(line).collect();
+    let read = model.read.lock().unwrap().clone();
+    for op in inflight::ops::BUILT_IN {
+        let calls: Vec<Vec<String>> = read
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .map(|(_, t)| t.clone())
+            .collect();
+        assert!(
+            calls.len() >= 2,
+            "{op}: the first line, then the rest: {calls:?}"
+        );
+        assert_eq!(
+            calls.concat(),
+            said,
+            "{op}: every line once, in order, the file's ones included"
+        );
+    }
+    opened.db.close(Duration::from_secs(5));
+}

@@ -1,11 +1,19 @@
 //! What a run reads: the previous result and the transcripts after what it
 //! covered, oldest first, one prompt window at a time; and which waiting
 //! run has gone longest without fresh results (the permits' order).
+//!
+//! With a database, lines the file holds leave memory before they are
+//! covered (see `SessionStore::trim`): a run that needs them is told where
+//! they start ([`InFile`]), reads them back, and asks again with them.
 
 use std::sync::atomic::Ordering;
 
-use super::{HeldLine, Operation, SessionId, SessionStore};
+use super::{HeldLine, Operation, SessionId, SessionStore, StoredTranscript};
 use crate::llm::Utterance;
+
+/// Lines a run reads back from the file at most per ask: a prompt window
+/// rarely holds more; when it does, the run goes on with another step.
+pub const READ_BACK_LINES: usize = 400;
 
 /// What a run reads when it gets its permit.
 #[derive(Debug, Clone)]
@@ -22,6 +30,30 @@ pub struct RunInput {
     pub more: bool,
 }
 
+/// The lines a run needs start in the file, at generation `from`: read
+/// them back (at most [`READ_BACK_LINES`], oldest first) and ask again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFile {
+    pub from: u64,
+}
+
+/// Lines read back from the file for [`SessionStore::run_input`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadBack<'a> {
+    /// Oldest first, from the generation [`InFile`] gave.
+    pub lines: &'a [StoredTranscript],
+    /// No more asking: lines the file lacks are passed over (a file
+    /// pruned under a live session), not asked for again.
+    pub last_try: bool,
+}
+
+/// One line as a prompt reads it: generation, speaker, text.
+type Said<'a> = (u64, Option<&'a str>, &'a str);
+
+fn said(t: &HeldLine) -> Said<'_> {
+    (t.generation, t.speaker(), t.text())
+}
+
 impl SessionStore {
     /// What a run of `op` reads now, within one prompt window of
     /// `window_chars` characters of transcript, and, when the server's
@@ -33,6 +65,9 @@ impl SessionStore {
     /// generation it covers, oldest first, as many as the window holds
     /// (at least one); `more` says when the rest needs another step. Full:
     /// the newest transcripts the window holds, from the start at best.
+    ///
+    /// `Err` when some of those lines left memory for the file and
+    /// `read_back` does not hold them: read them back and ask again.
     pub fn run_input(
         &self,
         session: &SessionId,
@@ -40,39 +75,42 @@ impl SessionStore {
         incremental: bool,
         window_chars: usize,
         room: Option<usize>,
-    ) -> RunInput {
+        read_back: ReadBack<'_>,
+    ) -> Result<RunInput, InFile> {
         let shard = self.lock(session);
         let Some(record) = shard.held.get(session) else {
-            return RunInput {
+            return Ok(RunInput {
                 generation: 0,
                 utterances: Vec::new(),
                 previous: None,
                 more: false,
-            };
+            });
         };
-        let utterance = |t: &HeldLine| Utterance::new(t.speaker(), t.text());
+        let utterance = |(_, speaker, text): Said<'_>| Utterance::new(speaker, text);
+        let chars = |(_, speaker, text): Said<'_>| crate::llm::prompts::line_chars(speaker, text);
         if !incremental {
             let window_chars = room.map_or(window_chars, |room| window_chars.min(room));
-            let fits = |used: &mut usize, t: &HeldLine| {
-                *used += crate::llm::prompts::line_chars(t.speaker(), t.text());
+            let fits = |used: &mut usize, t: Said<'_>| {
+                *used += chars(t);
                 *used <= window_chars
             };
             let mut used = 0;
             let mut newest: Vec<Utterance> = record
                 .transcripts
                 .iter()
+                .map(said)
                 .rev()
                 .enumerate()
-                .take_while(|(i, t)| fits(&mut used, t) || *i == 0)
+                .take_while(|(i, t)| fits(&mut used, *t) || *i == 0)
                 .map(|(_, t)| utterance(t))
                 .collect();
             newest.reverse();
-            return RunInput {
+            return Ok(RunInput {
                 generation: record.generation,
                 utterances: newest,
                 previous: None,
                 more: false,
-            };
+            });
         }
         let previous = record.results.get(op).and_then(Option::as_ref).map(|r| {
             let text = r.body.for_prompt();
@@ -90,13 +128,49 @@ impl SessionStore {
             (Some(room), None) => window_chars.min(room),
             (None, _) => window_chars,
         };
-        let fits = |used: &mut usize, t: &HeldLine| {
-            *used += crate::llm::prompts::line_chars(t.speaker(), t.text());
+        let fits = |used: &mut usize, t: Said<'_>| {
+            *used += chars(t);
             *used <= window_chars
         };
+        // The spilled lines this run needs: from the file.
+        let first_held = record.first_held();
+        let from = match record.spilled_from {
+            0 => first_held,
+            spilled => spilled.max(after + 1),
+        };
+        let (filed, filed_through) = match from < first_held {
+            false => (Vec::new(), None),
+            true => {
+                let filed: Vec<Said<'_>> = read_back
+                    .lines
+                    .iter()
+                    .filter(|t| (from..first_held).contains(&t.generation))
+                    .map(|t| (t.generation, t.speaker.as_deref(), t.text.as_str()))
+                    .collect();
+                let starts = filed.first().is_some_and(|t| t.0 == from);
+                let whole = starts
+                    && filed.windows(2).all(|w| w[1].0 == w[0].0 + 1)
+                    && filed.last().is_some_and(|t| t.0 + 1 == first_held);
+                // A full read that stops short: the rest waits for the
+                // next step (read again then).
+                let cut = starts && read_back.lines.len() >= READ_BACK_LINES && !whole;
+                if !(whole || cut || read_back.last_try) {
+                    return Err(InFile { from });
+                }
+                let through = cut.then(|| filed.last().map_or(from, |t| t.0));
+                (filed, through)
+            }
+        };
+        let held = || {
+            record
+                .transcripts
+                .iter()
+                .filter(|t| t.generation > after && filed_through.is_none())
+                .map(said)
+        };
         // Counted first, so the lines are copied into room of their size.
-        let fresh = || record.transcripts.iter().filter(|t| t.generation > after);
-        let (mut used, mut taken, mut more) = (0, 0, false);
+        let fresh = || filed.iter().copied().chain(held());
+        let (mut used, mut taken, mut more) = (0, 0, filed_through.is_some());
         for t in fresh() {
             if !fits(&mut used, t) && taken > 0 {
                 more = true;
@@ -107,15 +181,15 @@ impl SessionStore {
         let mut generation = record.generation;
         let mut utterances = Vec::with_capacity(taken);
         for t in fresh().take(taken) {
+            generation = t.0;
             utterances.push(utterance(t));
-            generation = t.generation;
         }
-        RunInput {
+        Ok(RunInput {
             generation,
             utterances,
             previous: previous.map(|(text, _)| text),
             more,
-        }
+        })
     }
 
     /// The arrival number the next transcript will get: a permit priority
@@ -144,6 +218,9 @@ impl SessionStore {
             return now;
         };
         let covered = record.covered(op);
+        if record.spilled_from != 0 && covered + 1 < record.first_held() {
+            return record.spilled_arrival;
+        }
         record
             .transcripts
             .iter()

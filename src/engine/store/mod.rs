@@ -12,9 +12,10 @@
 //! covered, a line is released, except the newest
 //! [`SessionLimits::kept_transcripts`] (what the views show) and, when runs
 //! re-read the whole transcript, the newest prompt window's worth. With a
-//! database, a covered line leaves memory once the file holds it
-//! ([`SessionStore::written_through`]), kept ones included: views read
-//! those back from the file.
+//! database, a line leaves memory once the file holds it
+//! ([`SessionStore::written_through`]), covered or not: views read it back
+//! from the file, and so do the runs that have not covered it yet
+//! ([`InFile`]). Memory then holds only what the writer has not committed.
 //!
 //! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
 //! sessions (a new one beyond is refused), and a forgotten session's id and
@@ -46,7 +47,7 @@ mod lifetime;
 mod lines;
 mod views;
 
-pub use input::RunInput;
+pub use input::{InFile, READ_BACK_LINES, ReadBack, RunInput};
 pub use views::{SessionContent, SessionFacts};
 
 use self::lines::{HeldLine, Lines};
@@ -154,9 +155,17 @@ struct SessionRecord {
     partial: Option<String>,
     last_seq: Option<u64>,
     /// The newest of its lines the database has committed (0: none, or
-    /// no database). A covered line at or below it may leave memory even
-    /// among the kept ones: views read it back from the file.
+    /// no database). A line at or below it leaves memory (when runs read
+    /// incrementally): views and runs read it back from the file.
     written: u64,
+    /// The oldest line that left memory for the file before every tracked
+    /// operation covered it (0: none): the lines from it up to the oldest
+    /// held are read back from the file by the runs that need them.
+    spilled_from: u64,
+    /// The arrival number of the line at `spilled_from` when it left (of
+    /// an older line once some operation covered that one): the runs'
+    /// place in the queue for a permit.
+    spilled_arrival: u64,
     last_transcript_at: Option<Instant>,
     /// The last transcript of any kind, for `idle_after`.
     last_heard_at: Instant,
@@ -185,6 +194,8 @@ impl SessionRecord {
             partial: None,
             last_seq,
             written: 0,
+            spilled_from: 0,
+            spilled_arrival: 0,
             last_transcript_at: None,
             last_heard_at: Instant::now(),
             ended: false,
@@ -204,6 +215,23 @@ impl SessionRecord {
             .get(op)
             .and_then(Option::as_ref)
             .map_or(0, |r| r.covered_generation)
+    }
+
+    /// The generation of the oldest line memory holds (the next one's
+    /// when it holds none).
+    fn first_held(&self) -> u64 {
+        self.transcripts
+            .oldest()
+            .map_or(self.generation + 1, |t| t.generation)
+    }
+
+    /// Lines that left memory for the file before every tracked operation
+    /// covered them.
+    fn spilled(&self) -> usize {
+        match self.spilled_from {
+            0 => 0,
+            from => usize::try_from(self.first_held().saturating_sub(from)).unwrap_or(usize::MAX),
+        }
     }
 }
 
@@ -499,12 +527,15 @@ impl SessionStore {
         Some(self.lock(session).held.get(session)?.transcripts.len())
     }
 
-    /// Drops the oldest transcripts that nobody needs: covered by every
-    /// tracked operation, past the newest
-    /// [`SessionLimits::kept_transcripts`] or already in the database and,
-    /// when runs re-read the whole transcript, past the newest window's
-    /// worth; or past the hard cap whatever they are (counted as lost when
-    /// not covered).
+    /// Drops the oldest transcripts memory need not hold: covered by every
+    /// tracked operation and past the newest
+    /// [`SessionLimits::kept_transcripts`]; or in the database (an
+    /// uncovered one is read back from there by the runs, see
+    /// [`SessionStore::run_input`]); and, when runs re-read the whole
+    /// transcript, not within the newest window's worth (nor does a line
+    /// leave uncovered then). Past the hard cap, held and spilled lines
+    /// together, the oldest go whatever they are (counted as lost when not
+    /// covered).
     fn trim(&self, record: &mut SessionRecord) {
         let covered = self
             .tracked
@@ -513,15 +544,41 @@ impl SessionStore {
             .min()
             .unwrap_or(u64::MAX);
         let kept = self.limits.kept_transcripts;
+        let cap = self.limits.max_held_transcripts.max(kept);
         if self.whole_window.is_some() {
             record.transcripts.count_chars();
         }
+        // Spilled lines every tracked operation has covered since are no
+        // longer waited for.
+        if record.spilled_from != 0 && record.spilled_from <= covered {
+            record.spilled_from = covered.saturating_add(1);
+        }
+        if record.spilled_from >= record.first_held() {
+            record.spilled_from = 0;
+        }
         while let Some(oldest) = record.transcripts.oldest() {
-            let len = record.transcripts.len();
             let uncovered = oldest.generation > covered;
-            if len > self.limits.max_held_transcripts.max(kept) {
+            let in_file = oldest.generation <= record.written;
+            if record.transcripts.len() + record.spilled() > cap {
+                if record.spilled_from != 0 {
+                    // The oldest spilled line leaves the runs' reach.
+                    record.lost += 1;
+                    record.spilled_from += 1;
+                    if record.spilled_from >= record.first_held() {
+                        record.spilled_from = 0;
+                    }
+                    continue;
+                }
                 record.lost += u64::from(uncovered);
-            } else if uncovered || (len <= kept && oldest.generation > record.written) {
+            } else if uncovered {
+                if !in_file || self.whole_window.is_some() {
+                    break;
+                }
+                if record.spilled_from == 0 {
+                    record.spilled_from = oldest.generation;
+                    record.spilled_arrival = oldest.arrival;
+                }
+            } else if record.transcripts.len() <= kept && !in_file {
                 break;
             } else if let Some(window) = self.whole_window
                 && record.transcripts.chars() <= window

@@ -175,7 +175,9 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     let mut covered = 0;
     let mut steps = Vec::new();
     loop {
-        let input = store.run_input(&id, Operation::SUMMARY, true, 35, None);
+        let input = store
+            .run_input(&id, Operation::SUMMARY, true, 35, None, ReadBack::default())
+            .unwrap();
         let texts: Vec<String> = input
             .utterances
             .iter()
@@ -200,10 +202,21 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     assert_eq!(steps.len(), 4, "{steps:?}");
     // A line longer than the window still goes, alone.
     store.append(said("a", None, &"x".repeat(100), true), None);
-    let input = store.run_input(&id, Operation::SUMMARY, true, 35, None);
+    let input = store
+        .run_input(&id, Operation::SUMMARY, true, 35, None, ReadBack::default())
+        .unwrap();
     assert_eq!((input.utterances.len(), input.more), (1, false));
     // Full mode reads the newest window.
-    let full = store.run_input(&id, Operation::SUMMARY, false, 35, None);
+    let full = store
+        .run_input(
+            &id,
+            Operation::SUMMARY,
+            false,
+            35,
+            None,
+            ReadBack::default(),
+        )
+        .unwrap();
     assert_eq!(full.utterances.len(), 1);
     assert_eq!(full.generation, 11);
 }
@@ -302,7 +315,16 @@ fn rereading_runs_keep_the_covered_lines_their_window_reaches() {
         4,
         "four lines are 28 characters; five would be 35"
     );
-    let input = store.run_input(&id, Operation::SUMMARY, false, 30, None);
+    let input = store
+        .run_input(
+            &id,
+            Operation::SUMMARY,
+            false,
+            30,
+            None,
+            ReadBack::default(),
+        )
+        .unwrap();
     assert_eq!(
         input.utterances.len(),
         4,
@@ -347,19 +369,45 @@ fn incremental_input_reads_after_the_previous_summary() {
             .put_result(&id, Operation::SUMMARY, result.clone(), |_| {})
             .is_some()
     );
-    let input = store.run_input(&id, Operation::SUMMARY, true, WINDOW, None);
+    let input = store
+        .run_input(
+            &id,
+            Operation::SUMMARY,
+            true,
+            WINDOW,
+            None,
+            ReadBack::default(),
+        )
+        .unwrap();
     assert_eq!(input.previous.as_deref(), Some("S"));
     assert_eq!(input.utterances.len(), 1);
     assert_eq!((input.generation, input.more), (3, false));
     assert_eq!(
         store
-            .run_input(&id, Operation::SUMMARY, false, WINDOW, None)
+            .run_input(
+                &id,
+                Operation::SUMMARY,
+                false,
+                WINDOW,
+                None,
+                ReadBack::default()
+            )
+            .unwrap()
             .utterances
             .len(),
         3
     );
     // The mind map has no result yet: it reads from the start.
-    let map = store.run_input(&id, Operation::MIND_MAP, true, WINDOW, None);
+    let map = store
+        .run_input(
+            &id,
+            Operation::MIND_MAP,
+            true,
+            WINDOW,
+            None,
+            ReadBack::default(),
+        )
+        .unwrap();
     assert_eq!((map.utterances.len(), map.previous), (3, None));
     // An older result never replaces a newer one.
     let older = OpResult {
@@ -395,48 +443,246 @@ fn a_result_is_stamped_only_when_it_is_kept() {
     assert!(!stamped, "a refused result takes no number");
 }
 
+/// The generations `id`'s record holds in memory.
+fn held(store: &SessionStore, id: &SessionId) -> Vec<u64> {
+    store
+        .content(id, usize::MAX)
+        .unwrap()
+        .recent
+        .iter()
+        .map(|t| t.generation)
+        .collect()
+}
+
+/// Lines `from..=to` as the file gives them back.
+fn filed(from: u64, to: u64) -> Vec<StoredTranscript> {
+    (from..=to)
+        .map(|g| StoredTranscript {
+            generation: g,
+            speaker: None,
+            text: format!("{}", g - 1),
+            start: None,
+            received_at: SystemTime::UNIX_EPOCH,
+            arrival: 0,
+        })
+        .collect()
+}
+
+fn texts(input: &RunInput) -> Vec<String> {
+    input
+        .utterances
+        .iter()
+        .map(|u| u.text().to_string())
+        .collect()
+}
+
 #[test]
-fn covered_lines_the_database_holds_leave_memory_kept_ones_included() {
+fn lines_the_database_holds_leave_memory_covered_or_not() {
     let store = SessionStore::default().tracking(&[Operation::SUMMARY]);
     let id = SessionId::parse("a").unwrap();
-    let held = || -> Vec<u64> {
-        store
-            .content(&id, usize::MAX)
-            .unwrap()
-            .recent
-            .iter()
-            .map(|t| t.generation)
-            .collect()
-    };
     for i in 0..10 {
         store.append(said("a", None, &format!("{i}"), true), None);
     }
     store.written_through(&id, 5);
-    assert_eq!(held().len(), 10, "on disk but not covered: kept for runs");
-    store.put_result(&id, Operation::SUMMARY, result_covering(8, 1), |_| {});
     assert_eq!(
-        held(),
+        held(&store, &id),
         [6, 7, 8, 9, 10],
-        "covered and on disk: gone; covered, not yet on disk: kept for views"
+        "on disk: gone, covered or not; runs read them back"
     );
+    store.put_result(&id, Operation::SUMMARY, result_covering(8, 1), |_| {});
+    assert_eq!(held(&store, &id), [6, 7, 8, 9, 10], "not on disk: kept");
     store.written_through(&id, 10);
-    assert_eq!(
-        held(),
-        [9, 10],
-        "the rest of the covered ones go once written"
-    );
+    assert!(held(&store, &id).is_empty(), "all on disk");
     store.written_through(&id, 3);
-    assert_eq!(held(), [9, 10], "an older commit moves nothing back");
-    store.written_through(&id, 99);
     store.append(said("a", None, "10", true), None);
-    store.put_result(&id, Operation::SUMMARY, result_covering(11, 2), |_| {});
     assert_eq!(
-        held(),
+        held(&store, &id),
         [11],
+        "an older commit moves nothing back"
+    );
+    store.written_through(&id, 99);
+    store.put_result(&id, Operation::SUMMARY, result_covering(11, 2), |_| {});
+    store.append(said("a", None, "11", true), None);
+    assert_eq!(
+        held(&store, &id),
+        [12],
         "a commit is never taken past the lines numbered when it came"
     );
     assert_eq!(store.lines_held(&id), Some(1));
     assert_eq!(store.lines_held(&SessionId::parse("b").unwrap()), None);
     store.written_through(&SessionId::parse("b").unwrap(), 4);
     assert!(!store.contains(&SessionId::parse("b").unwrap()));
+}
+
+#[test]
+fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
+    let store = SessionStore::default().tracking(&[Operation::SUMMARY, Operation::MIND_MAP]);
+    let id = SessionId::parse("a").unwrap();
+    for i in 0..10 {
+        store.append(said("a", None, &format!("{i}"), true), None);
+    }
+    store.put_result(&id, Operation::SUMMARY, result_covering(2, 1), |_| {});
+    store.written_through(&id, 7);
+    assert_eq!(held(&store, &id), [8, 9, 10]);
+    let ask = |read_back: ReadBack<'_>| {
+        store.run_input(&id, Operation::SUMMARY, true, 1_000, None, read_back)
+    };
+    assert_eq!(
+        ask(ReadBack::default()).unwrap_err(),
+        InFile { from: 3 },
+        "from the first line the summary has not covered"
+    );
+    assert_eq!(
+        store
+            .run_input(
+                &id,
+                Operation::MIND_MAP,
+                true,
+                1_000,
+                None,
+                ReadBack::default()
+            )
+            .unwrap_err(),
+        InFile { from: 1 },
+        "the mind map covered nothing"
+    );
+    assert_eq!(
+        store.oldest_uncovered(&id, Operation::SUMMARY),
+        0,
+        "the oldest line any operation waits for keeps its place in the queue"
+    );
+    let file = filed(3, 10);
+    let input = ask(ReadBack {
+        lines: &file,
+        last_try: false,
+    })
+    .unwrap();
+    assert_eq!(texts(&input), ["2", "3", "4", "5", "6", "7", "8", "9"]);
+    assert_eq!((input.generation, input.more), (10, false));
+    // The file read before more lines left memory: asked again.
+    let early = filed(3, 5);
+    assert_eq!(
+        ask(ReadBack {
+            lines: &early,
+            last_try: false
+        })
+        .unwrap_err(),
+        InFile { from: 3 }
+    );
+    // A file that lacks lines (pruned): the last try passes over them.
+    let input = ask(ReadBack {
+        lines: &early,
+        last_try: true,
+    })
+    .unwrap();
+    assert_eq!(texts(&input), ["2", "3", "4", "7", "8", "9"]);
+    // A window the file's lines fill: the held ones wait for the next step.
+    let input = store
+        .run_input(
+            &id,
+            Operation::SUMMARY,
+            true,
+            4,
+            None,
+            ReadBack {
+                lines: &file,
+                last_try: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        (texts(&input), input.generation, input.more),
+        (vec!["2".to_string(), "3".into()], 4, true)
+    );
+    // Once every operation covered them, nothing is asked of the file.
+    store.put_result(&id, Operation::MIND_MAP, result_covering(7, 2), |_| {});
+    store.put_result(&id, Operation::SUMMARY, result_covering(7, 3), |_| {});
+    let input = ask(ReadBack::default()).unwrap();
+    assert_eq!(texts(&input), ["7", "8", "9"]);
+    assert_eq!(
+        store.oldest_uncovered(&id, Operation::SUMMARY),
+        7,
+        "back to the oldest held line's place (the 8th to arrive)"
+    );
+}
+
+#[test]
+fn a_full_read_back_that_stops_short_is_one_step_and_more() {
+    let store = SessionStore::default().tracking(&[Operation::SUMMARY]);
+    let id = SessionId::parse("a").unwrap();
+    let n = READ_BACK_LINES as u64 + 50;
+    for i in 0..n {
+        store.append(said("a", None, &format!("{i}"), true), None);
+    }
+    store.written_through(&id, n - 10);
+    let file = filed(1, READ_BACK_LINES as u64);
+    let input = store
+        .run_input(
+            &id,
+            Operation::SUMMARY,
+            true,
+            usize::MAX,
+            None,
+            ReadBack {
+                lines: &file,
+                last_try: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(input.utterances.len(), READ_BACK_LINES);
+    assert_eq!(
+        (input.generation, input.more),
+        (READ_BACK_LINES as u64, true)
+    );
+}
+
+#[test]
+fn spilled_lines_count_toward_the_hard_cap_and_runs_that_reread_keep_theirs() {
+    let store = SessionStore::new(SessionLimits {
+        max_held_transcripts: 10,
+        kept_transcripts: 0,
+        ..Default::default()
+    })
+    .tracking(&[Operation::SUMMARY]);
+    let id = SessionId::parse("a").unwrap();
+    for i in 0..8 {
+        store.append(said("a", None, &format!("{i}"), true), None);
+    }
+    store.written_through(&id, 8);
+    assert!(held(&store, &id).is_empty());
+    for i in 8..12 {
+        store.append(said("a", None, &format!("{i}"), true), None);
+    }
+    assert_eq!(held(&store, &id), [9, 10, 11, 12]);
+    assert_eq!(
+        store.facts(&id).unwrap().lost,
+        2,
+        "12 lines waited: 2 past the cap"
+    );
+    assert_eq!(
+        store
+            .run_input(
+                &id,
+                Operation::SUMMARY,
+                true,
+                1_000,
+                None,
+                ReadBack::default()
+            )
+            .unwrap_err(),
+        InFile { from: 3 },
+        "the lost lines are not asked for"
+    );
+    let rereading = SessionStore::default()
+        .tracking(&[Operation::SUMMARY])
+        .rereading(1_000);
+    for i in 0..5 {
+        rereading.append(said("a", None, &format!("{i}"), true), None);
+    }
+    rereading.written_through(&id, 5);
+    assert_eq!(
+        held(&rereading, &id).len(),
+        5,
+        "a full re-read reads memory"
+    );
 }
