@@ -467,17 +467,18 @@ pub struct EngineArgs {
     )]
     pub remember_forgotten: u32,
 
-    /// Most final transcripts one session holds in memory, covered or not:
-    /// past it (a long LLM outage) the oldest not yet summarised are
-    /// dropped and counted as lost.
+    /// Most final transcripts one session holds for its runs, covered or
+    /// not (with a database, those waiting in the file count too): past it
+    /// (a long LLM outage) the oldest not yet summarised are dropped and
+    /// counted as lost.
     #[arg(long, value_name = "N", default_value_t = 4_000, value_parser = clap::value_parser!(u32).range(400..), env = "INFLIGHT_MAX_HELD_TRANSCRIPTS")]
     pub max_held_transcripts: u32,
 
     /// Covered final transcripts one session keeps in memory for views
     /// (the details pane shows 40); older covered lines are released at
     /// once. 0 keeps only what the operations have not covered yet. With a
-    /// database, covered lines leave memory once the file holds them, and
-    /// views read them back from it.
+    /// database, lines leave memory once the file holds them, covered or
+    /// not, and views and runs read them back from it.
     #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=100_000), env = "INFLIGHT_KEEP_TRANSCRIPTS")]
     pub keep_transcripts: u32,
 

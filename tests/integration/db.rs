@@ -1068,6 +1068,8 @@ struct Gated {
     inner: BuiltinBackend,
     open: tokio::sync::watch::Receiver<bool>,
     read: std::sync::Mutex<Vec<(Operation, Vec<String>)>>,
+    /// Calls made so far.
+    calls: tokio::sync::watch::Sender<usize>,
 }
 
 impl inflight::llm::Backend for Gated {
@@ -1087,6 +1089,7 @@ impl inflight::llm::Backend for Gated {
                 .lock()
                 .unwrap()
                 .push((request.op, texts.collect()));
+            self.calls.send_modify(|n| *n += 1);
             let mut open = self.open.clone();
             if open.wait_for(|open| *open).await.is_err() {
                 return Err(inflight::llm::LlmError::other("the gate went away"));
@@ -1096,25 +1099,46 @@ impl inflight::llm::Backend for Gated {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lines_on_file_leave_memory_before_they_are_covered_and_runs_read_them_back() {
-    let path = fresh_db("spill");
+/// An engine on a fresh file `name` whose model waits at a closed gate,
+/// with `lines` lines of `session` said and committed meanwhile (the first
+/// line's runs are at the gate, nothing covers the rest).
+async fn said_behind_a_gate(
+    name: &str,
+    session: &str,
+    lines: u64,
+) -> (
+    PathBuf,
+    db::Opened,
+    Engine,
+    tokio::sync::watch::Sender<bool>,
+    Arc<Gated>,
+) {
+    let path = fresh_db(name);
     let opened = db::open(&path, limits()).unwrap();
     let (gate, open) = tokio::sync::watch::channel(false);
     let model = Arc::new(Gated {
         inner: BuiltinBackend::new(LatencyRange::ZERO),
         open,
         read: Default::default(),
+        calls: tokio::sync::watch::Sender::new(0),
     });
     let engine = Engine::new(EngineConfig::default(), model.clone());
     engine.use_db(opened.db.clone());
-    let mut events = engine.subscribe();
-    // The first line's runs start and wait at the gate; the rest is said
-    // meanwhile, and nothing covers it.
-    for seq in 1..=30 {
-        engine.ingest(final_line("long-wait", seq, &line(seq)), Some(0));
+    let mut calls = model.calls.subscribe();
+    engine.ingest(final_line(session, 1, &line(1)), Some(0));
+    let both = inflight::ops::BUILT_IN.len();
+    calls.wait_for(|n| *n == both).await.unwrap();
+    for seq in 2..=lines {
+        engine.ingest(final_line(session, seq, &line(seq)), Some(0));
     }
     flushed(&opened.db).await;
+    (path, opened, engine, gate, model)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_on_file_leave_memory_before_they_are_covered_and_runs_read_them_back() {
+    let (_path, opened, engine, gate, model) = said_behind_a_gate("spill", "long-wait", 30).await;
+    let mut events = engine.subscribe();
     assert_eq!(
         engine.lines_held(&sid("long-wait")),
         Some(0),
@@ -1148,5 +1172,32 @@ async fn lines_on_file_leave_memory_before_they_are_covered_and_runs_read_them_b
             "{op}: every line once, in order, the file's ones included"
         );
     }
+    opened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lines_cannot_be_read_back_fails_with_the_reason() {
+    let (path, opened, engine, gate, _model) =
+        said_behind_a_gate("spill-broken", "cut-off", 10).await;
+    let mut events = engine.subscribe();
+    // Someone else breaks the file under the running process.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("DROP TABLE transcripts").unwrap();
+    gate.send_replace(true);
+    let error = common::next_matching(&mut events, Duration::from_secs(10), |event| match event {
+        Event::OpFinished {
+            error: Some(error), ..
+        } => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        error.starts_with("cannot read the session's lines back from the database"),
+        "{error}"
+    );
+    assert!(
+        engine.session_detail(&sid("cut-off"), 40).is_some(),
+        "the process goes on"
+    );
     opened.db.close(Duration::from_secs(5));
 }
