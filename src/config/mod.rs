@@ -477,8 +477,8 @@ pub struct EngineArgs {
     /// Covered final transcripts one session keeps in memory for views
     /// (the details pane shows 40); older covered lines are released at
     /// once. 0 keeps only what the operations have not covered yet. With a
-    /// database, lines leave memory once the file holds them, covered or
-    /// not, and views and runs read them back from it.
+    /// database, lines leave memory once the file holds them (uncovered
+    /// ones after a quarter second), and views and runs read them back from it.
     #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(0..=100_000), env = "INFLIGHT_KEEP_TRANSCRIPTS")]
     pub keep_transcripts: u32,
 

@@ -245,6 +245,7 @@ impl EngineArgs {
                 remember_forgotten: self.remember_forgotten as usize,
                 max_held_transcripts: self.max_held_transcripts as usize,
                 kept_transcripts: self.keep_transcripts as usize,
+                ..Default::default()
             },
         }
     }

@@ -1122,7 +1122,14 @@ async fn said_behind_a_gate(
         read: Default::default(),
         calls: tokio::sync::watch::Sender::new(0),
     });
-    let engine = Engine::new(EngineConfig::default(), model.clone());
+    let config = EngineConfig {
+        sessions: inflight::engine::SessionLimits {
+            spill_after: Duration::ZERO,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let engine = Engine::new(config, model.clone());
     engine.use_db(opened.db.clone());
     let mut calls = model.calls.subscribe();
     engine.ingest(final_line(session, 1, &line(1)), Some(0));

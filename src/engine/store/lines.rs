@@ -91,6 +91,11 @@ impl HeldLine {
         (!self.start.is_nan()).then_some(self.start)
     }
 
+    /// When it was received, in microseconds since the Unix epoch.
+    pub fn received_us(&self) -> u64 {
+        self.received & MICROS_MASK
+    }
+
     pub fn received_at(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_micros(self.received & MICROS_MASK)
     }

@@ -13,9 +13,9 @@
 //! [`SessionLimits::kept_transcripts`] (what the views show) and, when runs
 //! re-read the whole transcript, the newest prompt window's worth. With a
 //! database, a line leaves memory once the file holds it
-//! ([`SessionStore::written_through`]), covered or not: views read it back
-//! from the file, and so do the runs that have not covered it yet
-//! ([`InFile`]). Memory then holds only what the writer has not committed.
+//! ([`SessionStore::written_through`]), covered or not (an uncovered one
+//! after [`SessionLimits::spill_after`]): views read it back from the
+//! file, and so do the runs that have not covered it yet ([`InFile`]).
 //!
 //! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
 //! sessions (a new one beyond is refused), and a forgotten session's id and
@@ -70,6 +70,10 @@ pub const KEPT_TRANSCRIPTS: usize = 40;
 /// Final transcripts held per session at most, covered or not, unless
 /// told otherwise (`--max-held-transcripts`).
 pub const MAX_HELD_TRANSCRIPTS: usize = 4_000;
+
+/// How long a line the database holds waits for a run in memory, unless
+/// told otherwise ([`SessionLimits::spill_after`]).
+pub const SPILL_AFTER: Duration = Duration::from_millis(250);
 
 /// A final transcript as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -132,6 +136,10 @@ pub struct SessionLimits {
     pub max_held_transcripts: usize,
     /// Covered final transcripts one session keeps for views.
     pub kept_transcripts: usize,
+    /// A line the database holds that no run has covered yet leaves memory
+    /// once it waited this long: a run soon after reads it from memory,
+    /// a run late (a slow model, a queue for permits) from the file.
+    pub spill_after: Duration,
 }
 
 impl Default for SessionLimits {
@@ -143,6 +151,7 @@ impl Default for SessionLimits {
             remember_forgotten: super::forgotten::DEFAULT_REMEMBERED,
             max_held_transcripts: MAX_HELD_TRANSCRIPTS,
             kept_transcripts: KEPT_TRANSCRIPTS,
+            spill_after: SPILL_AFTER,
         }
     }
 }
@@ -530,8 +539,8 @@ impl SessionStore {
     /// Drops the oldest transcripts memory need not hold: covered by every
     /// tracked operation and past the newest
     /// [`SessionLimits::kept_transcripts`]; or in the database (an
-    /// uncovered one is read back from there by the runs, see
-    /// [`SessionStore::run_input`]); and, when runs re-read the whole
+    /// uncovered one once it waited [`SessionLimits::spill_after`]; the
+    /// runs read it back from there, see [`SessionStore::run_input`]); and, when runs re-read the whole
     /// transcript, not within the newest window's worth (nor does a line
     /// leave uncovered then). Past the hard cap, held and spilled lines
     /// together, the oldest go whatever they are (counted as lost when not
@@ -556,6 +565,13 @@ impl SessionStore {
         if record.spilled_from >= record.first_held() {
             record.spilled_from = 0;
         }
+        let spill_after = u64::try_from(self.limits.spill_after.as_micros()).unwrap_or(u64::MAX);
+        let waited = |line: &HeldLine| {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+            line.received_us().saturating_add(spill_after) <= now
+        };
         while let Some(oldest) = record.transcripts.oldest() {
             let uncovered = oldest.generation > covered;
             let in_file = oldest.generation <= record.written;
@@ -571,7 +587,7 @@ impl SessionStore {
                 }
                 record.lost += u64::from(uncovered);
             } else if uncovered {
-                if !in_file || self.whole_window.is_some() {
+                if !in_file || self.whole_window.is_some() || !waited(oldest) {
                     break;
                 }
                 if record.spilled_from == 0 {

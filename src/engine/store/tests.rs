@@ -443,6 +443,15 @@ fn a_result_is_stamped_only_when_it_is_kept() {
     assert!(!stamped, "a refused result takes no number");
 }
 
+/// A store whose lines leave memory as soon as the database holds them,
+/// covered or not.
+fn spilling(limits: SessionLimits) -> SessionStore {
+    SessionStore::new(SessionLimits {
+        spill_after: Duration::ZERO,
+        ..limits
+    })
+}
+
 /// The generations `id`'s record holds in memory.
 fn held(store: &SessionStore, id: &SessionId) -> Vec<u64> {
     store
@@ -478,7 +487,20 @@ fn texts(input: &RunInput) -> Vec<String> {
 
 #[test]
 fn lines_the_database_holds_leave_memory_covered_or_not() {
-    let store = SessionStore::default().tracking(&[Operation::SUMMARY]);
+    let waiting = SessionStore::new(SessionLimits {
+        spill_after: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .tracking(&[Operation::SUMMARY]);
+    let id = SessionId::parse("a").unwrap();
+    waiting.append(said("a", None, "0", true), None);
+    waiting.written_through(&id, 1);
+    assert_eq!(
+        held(&waiting, &id),
+        [1],
+        "uncovered and said within the hour: kept for a run soon after"
+    );
+    let store = spilling(SessionLimits::default()).tracking(&[Operation::SUMMARY]);
     let id = SessionId::parse("a").unwrap();
     for i in 0..10 {
         store.append(said("a", None, &format!("{i}"), true), None);
@@ -516,7 +538,8 @@ fn lines_the_database_holds_leave_memory_covered_or_not() {
 
 #[test]
 fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
-    let store = SessionStore::default().tracking(&[Operation::SUMMARY, Operation::MIND_MAP]);
+    let store =
+        spilling(SessionLimits::default()).tracking(&[Operation::SUMMARY, Operation::MIND_MAP]);
     let id = SessionId::parse("a").unwrap();
     for i in 0..10 {
         store.append(said("a", None, &format!("{i}"), true), None);
@@ -608,7 +631,7 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
 
 #[test]
 fn a_full_read_back_that_stops_short_is_one_step_and_more() {
-    let store = SessionStore::default().tracking(&[Operation::SUMMARY]);
+    let store = spilling(SessionLimits::default()).tracking(&[Operation::SUMMARY]);
     let id = SessionId::parse("a").unwrap();
     let n = READ_BACK_LINES as u64 + 50;
     for i in 0..n {
@@ -638,7 +661,7 @@ fn a_full_read_back_that_stops_short_is_one_step_and_more() {
 
 #[test]
 fn spilled_lines_count_toward_the_hard_cap_and_runs_that_reread_keep_theirs() {
-    let store = SessionStore::new(SessionLimits {
+    let store = spilling(SessionLimits {
         max_held_transcripts: 10,
         kept_transcripts: 0,
         ..Default::default()
@@ -673,7 +696,7 @@ fn spilled_lines_count_toward_the_hard_cap_and_runs_that_reread_keep_theirs() {
         InFile { from: 3 },
         "the lost lines are not asked for"
     );
-    let rereading = SessionStore::default()
+    let rereading = spilling(SessionLimits::default())
         .tracking(&[Operation::SUMMARY])
         .rereading(1_000);
     for i in 0..5 {
