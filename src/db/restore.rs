@@ -224,20 +224,13 @@ pub fn lines_before(
     generation: u64,
     limit: usize,
 ) -> Result<Vec<StoredTranscript>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT generation, seq, speaker, text, start, received_at FROM transcripts
-         WHERE session = ?1 AND generation < ?2 ORDER BY generation DESC LIMIT ?3",
+    let mut lines = lines_where(
+        conn,
+        "generation < ?2 ORDER BY generation DESC",
+        id,
+        generation,
+        limit,
     )?;
-    let mut lines = stmt
-        .query_map(
-            rusqlite::params![
-                id.as_str(),
-                i64::try_from(generation).unwrap_or(i64::MAX),
-                i64::try_from(limit).unwrap_or(i64::MAX)
-            ],
-            |row| transcript_at(row, 0),
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
     lines.reverse();
     Ok(lines)
 }
@@ -250,10 +243,28 @@ pub fn lines_from(
     generation: u64,
     limit: usize,
 ) -> Result<Vec<StoredTranscript>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
+    lines_where(
+        conn,
+        "generation >= ?2 ORDER BY generation",
+        id,
+        generation,
+        limit,
+    )
+}
+
+/// At most `limit` of the session's lines, chosen and ordered by `walk`
+/// (a condition on the generation `?2`, then an order).
+fn lines_where(
+    conn: &Connection,
+    walk: &str,
+    id: &SessionId,
+    generation: u64,
+    limit: usize,
+) -> Result<Vec<StoredTranscript>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT generation, seq, speaker, text, start, received_at FROM transcripts
-         WHERE session = ?1 AND generation >= ?2 ORDER BY generation LIMIT ?3",
-    )?;
+         WHERE session = ?1 AND {walk} LIMIT ?3"
+    ))?;
     stmt.query_map(
         rusqlite::params![
             id.as_str(),

@@ -60,6 +60,25 @@ fn line(seq: u64) -> String {
     format!("Point {seq} about the release.")
 }
 
+/// Waits until `engine` is idle with every operation's result of
+/// `session` covering `generation`.
+async fn until_covered(
+    engine: &Engine,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    session: &str,
+    generation: u64,
+) {
+    wait_until(events, Duration::from_secs(10), "its final results", || {
+        engine.is_idle()
+            && inflight::ops::BUILT_IN.iter().all(|op| {
+                engine
+                    .result(&sid(session), *op)
+                    .is_some_and(|r| r.covered_generation == generation)
+            })
+    })
+    .await;
+}
+
 /// `session` says `lines` lines and ends; waits until every operation's
 /// result covers them all.
 async fn say_and_end(engine: &Engine, session: &str, lines: u64) {
@@ -68,20 +87,7 @@ async fn say_and_end(engine: &Engine, session: &str, lines: u64) {
         engine.ingest(final_line(session, seq, &line(seq)), Some(0));
     }
     engine.end_session(&sid(session), Some(0));
-    wait_until(
-        &mut events,
-        Duration::from_secs(10),
-        "its final results",
-        || {
-            engine.is_idle()
-                && inflight::ops::BUILT_IN.iter().all(|op| {
-                    engine
-                        .result(&sid(session), *op)
-                        .is_some_and(|r| r.covered_generation == lines)
-                })
-        },
-    )
-    .await;
+    until_covered(engine, &mut events, session, lines).await;
 }
 
 #[tokio::test]
@@ -212,15 +218,7 @@ async fn a_session_left_uncovered_gets_one_run_per_operation_at_start() {
         }
     }
     assert_eq!(queued, inflight::ops::BUILT_IN, "one run of each, no more");
-    wait_until(&mut events, Duration::from_secs(10), "both covered", || {
-        engine.is_idle()
-            && inflight::ops::BUILT_IN.iter().all(|op| {
-                engine
-                    .result(&sid("late"), *op)
-                    .is_some_and(|r| r.covered_generation == 5)
-            })
-    })
-    .await;
+    until_covered(&engine, &mut events, "late", 5).await;
     reopened.db.close(Duration::from_secs(5));
 }
 
@@ -1022,20 +1020,7 @@ async fn a_session_that_speaks_again_after_it_was_forgotten_reads_back_its_new_l
             Some(0),
         );
     }
-    wait_until(
-        &mut events,
-        Duration::from_secs(10),
-        "its new results",
-        || {
-            engine.is_idle()
-                && inflight::ops::BUILT_IN.iter().all(|op| {
-                    engine
-                        .result(&sid("again"), *op)
-                        .is_some_and(|r| r.covered_generation == 2)
-                })
-        },
-    )
-    .await;
+    until_covered(&engine, &mut events, "again", 2).await;
     assert!(flush().await.unwrap());
     assert_eq!(engine.lines_held(&sid("again")), Some(0));
     assert_eq!(
@@ -1152,15 +1137,7 @@ async fn lines_on_file_leave_memory_before_they_are_covered_and_runs_read_them_b
         "on file, covered or not: none in memory"
     );
     gate.send_replace(true);
-    wait_until(&mut events, Duration::from_secs(10), "both covered", || {
-        engine.is_idle()
-            && inflight::ops::BUILT_IN.iter().all(|op| {
-                engine
-                    .result(&sid("long-wait"), *op)
-                    .is_some_and(|r| r.covered_generation == 30)
-            })
-    })
-    .await;
+    until_covered(&engine, &mut events, "long-wait", 30).await;
     let said: Vec<String> = (1..=30).map(line).collect();
     let read = model.read.lock().unwrap().clone();
     for op in inflight::ops::BUILT_IN {
