@@ -519,7 +519,7 @@ impl Db {
 
     /// The session's lines the file holds from `generation` on, the oldest
     /// `limit` of them: what a run reads back once memory let them go.
-    /// Blocking: call from a blocking task.
+    /// Blocking: one short read by the primary key.
     pub fn lines_from(
         &self,
         id: &SessionId,

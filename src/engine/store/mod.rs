@@ -540,9 +540,9 @@ impl SessionStore {
     /// tracked operation and past the newest
     /// [`SessionLimits::kept_transcripts`]; or in the database (an
     /// uncovered one once it waited [`SessionLimits::spill_after`]; the
-    /// runs read it back from there, see [`SessionStore::run_input`]); and, when runs re-read the whole
-    /// transcript, not within the newest window's worth (nor does a line
-    /// leave uncovered then). Past the hard cap, held and spilled lines
+    /// runs read it back from there, see [`SessionStore::run_input`]);
+    /// and, when runs re-read the whole transcript, not within the newest
+    /// window's worth (nor does a line leave uncovered then). Past the hard cap, held and spilled lines
     /// together, the oldest go whatever they are (counted as lost when not
     /// covered).
     fn trim(&self, record: &mut SessionRecord) {
