@@ -1057,6 +1057,17 @@ struct Gated {
     calls: tokio::sync::watch::Sender<usize>,
 }
 
+impl Gated {
+    /// The lines each call of `op` read, in the order of the calls.
+    fn calls_of(&self, op: Operation) -> Vec<Vec<String>> {
+        let read = self.read.lock().unwrap();
+        read.iter()
+            .filter(|(o, _)| *o == op)
+            .map(|(_, texts)| texts.clone())
+            .collect()
+    }
+}
+
 impl inflight::llm::Backend for Gated {
     fn info(&self) -> inflight::llm::BackendInfo {
         self.inner.info()
@@ -1139,13 +1150,8 @@ async fn lines_on_file_leave_memory_before_they_are_covered_and_runs_read_them_b
     gate.send_replace(true);
     until_covered(&engine, &mut events, "long-wait", 30).await;
     let said: Vec<String> = (1..=30).map(line).collect();
-    let read = model.read.lock().unwrap().clone();
     for op in inflight::ops::BUILT_IN {
-        let calls: Vec<Vec<String>> = read
-            .iter()
-            .filter(|(o, _)| *o == op)
-            .map(|(_, t)| t.clone())
-            .collect();
+        let calls = model.calls_of(op);
         assert!(
             calls.len() >= 2,
             "{op}: the first line, then the rest: {calls:?}"
@@ -1183,5 +1189,28 @@ async fn a_run_whose_lines_cannot_be_read_back_fails_with_the_reason() {
         engine.session_detail(&sid("cut-off"), 40).is_some(),
         "the process goes on"
     );
+    opened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_the_file_no_longer_holds_are_passed_over_not_asked_for_forever() {
+    let (path, opened, engine, gate, model) =
+        said_behind_a_gate("spill-pruned", "pruned", 10).await;
+    let mut events = engine.subscribe();
+    // Someone deletes three lines from the file under the running process.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute(
+            "DELETE FROM transcripts WHERE session = 'pruned' AND generation BETWEEN 3 AND 5",
+            [],
+        )
+        .unwrap();
+    gate.send_replace(true);
+    until_covered(&engine, &mut events, "pruned", 10).await;
+    let expected: Vec<String> = [1, 2, 6, 7, 8, 9, 10].into_iter().map(line).collect();
+    for op in inflight::ops::BUILT_IN {
+        let calls = model.calls_of(op);
+        assert_eq!(calls.concat(), expected, "{op}: the rest, in order");
+    }
     opened.db.close(Duration::from_secs(5));
 }
