@@ -617,9 +617,13 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
         (texts(&input), input.generation, input.more),
         (vec!["2".to_string(), "3".into()], 4, true)
     );
+    // The summary past the spilled lines queues by its own oldest line;
+    // the mind map still by the oldest spilled one.
+    store.put_result(&id, Operation::SUMMARY, result_covering(7, 3), |_| {});
+    assert_eq!(store.oldest_uncovered(&id, Operation::SUMMARY), 7);
+    assert_eq!(store.oldest_uncovered(&id, Operation::MIND_MAP), 0);
     // Once every operation covered them, nothing is asked of the file.
     store.put_result(&id, Operation::MIND_MAP, result_covering(7, 2), |_| {});
-    store.put_result(&id, Operation::SUMMARY, result_covering(7, 3), |_| {});
     let input = ask(ReadBack::default()).unwrap();
     assert_eq!(texts(&input), ["7", "8", "9"]);
     assert_eq!(
