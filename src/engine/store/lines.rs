@@ -97,7 +97,7 @@ impl HeldLine {
     }
 
     pub fn received_at(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_micros(self.received & MICROS_MASK)
+        SystemTime::UNIX_EPOCH + Duration::from_micros(self.received_us())
     }
 
     /// What the line takes of a prompt window, in characters.

@@ -565,12 +565,16 @@ impl SessionStore {
         if record.spilled_from >= record.first_held() {
             record.spilled_from = 0;
         }
-        let spill_after = u64::try_from(self.limits.spill_after.as_micros()).unwrap_or(u64::MAX);
-        let waited = |line: &HeldLine| {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-            line.received_us().saturating_add(spill_after) <= now
+        // The clock is read once, and only when a line may leave uncovered.
+        let mut now_us = None;
+        let mut waited = |line: &HeldLine| {
+            let now = *now_us.get_or_insert_with(|| {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            });
+            let after = u64::try_from(self.limits.spill_after.as_micros()).unwrap_or(u64::MAX);
+            line.received_us().saturating_add(after) <= now
         };
         while let Some(oldest) = record.transcripts.oldest() {
             let uncovered = oldest.generation > covered;
