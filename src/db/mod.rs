@@ -19,9 +19,10 @@
 //! sends the rest again, instead of resuming past lines never written.
 //!
 //! After each commit the writer tells the engine the newest line of each
-//! session it wrote ([`Db::on_lines_committed`]): memory lets covered lines
-//! go once the file holds them, and views read them back
-//! ([`Db::lines_before`]).
+//! session it wrote, and the results it wrote ([`Db::on_committed`]):
+//! memory lets lines and result bodies go once the file holds them, and
+//! views and runs read them back ([`Db::lines_before`], [`Db::lines_from`],
+//! [`Db::result`]).
 //!
 //! At start, [`open`] checks the file (not a database, a newer schema, held
 //! by another inflight: each a clear error naming the file, the file left
@@ -253,22 +254,30 @@ pub struct Db {
     /// Sessions with a transcript dropped: none of their later ones is
     /// written either (see the module docs).
     gapped: Arc<Gapped>,
-    /// Who is told which lines each commit wrote.
-    lines_committed: Arc<LinesCommitted>,
+    /// Who is told what each commit wrote.
+    committed: Arc<Committed>,
 }
 
-/// Told after each commit, once per session, the newest of its lines the
-/// commit wrote: from then on the file holds the session's lines up to it
-/// (a session's lines are written in order and none after a gap), so
-/// memory may let covered ones go and read them back when a view asks.
+/// What a commit wrote of one session, as [`Db::on_committed`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Wrote {
+    /// Its lines up to this generation: a session's lines are written in
+    /// order and none after a gap, so the file holds every one up to it.
+    LinesThrough(u64),
+    /// The result of this run of the operation.
+    Result(Operation, RunId),
+}
+
+/// Told after each commit what it wrote: for each session the newest of
+/// its lines once, and each result. Memory may then let those go and read
+/// them back when a view or a run asks.
 #[derive(Default)]
-pub(crate) struct LinesCommitted(std::sync::OnceLock<TellLines>);
+pub(crate) struct Committed(std::sync::OnceLock<Tell>);
 
-/// What [`LinesCommitted`] calls: a session and the newest of its lines
-/// a commit wrote.
-type TellLines = Box<dyn Fn(&SessionId, u64) + Send + Sync>;
+/// What [`Committed`] calls.
+type Tell = Box<dyn Fn(&SessionId, Wrote) + Send + Sync>;
 
-impl LinesCommitted {
+impl Committed {
     /// Tells the listener, if there is one, what `batch` wrote.
     pub(crate) fn tell(&self, batch: &[Write]) {
         let Some(tell) = self.0.get() else {
@@ -276,25 +285,33 @@ impl LinesCommitted {
         };
         let mut newest: HashMap<&SessionId, u64> = HashMap::new();
         for write in batch {
-            if let Write::Transcript {
-                session,
-                generation,
-                ..
-            } = write
-            {
-                let at = newest.entry(session).or_default();
-                *at = (*at).max(*generation);
+            match write {
+                Write::Transcript {
+                    session,
+                    generation,
+                    ..
+                } => {
+                    let at = newest.entry(session).or_default();
+                    *at = (*at).max(*generation);
+                }
+                Write::Result {
+                    session,
+                    op,
+                    run_id,
+                    ..
+                } => tell(session, Wrote::Result(*op, *run_id)),
+                _ => {}
             }
         }
         for (session, generation) in newest {
-            tell(session, generation);
+            tell(session, Wrote::LinesThrough(generation));
         }
     }
 }
 
-impl std::fmt::Debug for LinesCommitted {
+impl std::fmt::Debug for Committed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinesCommitted")
+        f.debug_struct("Committed")
             .field("listening", &self.0.get().is_some())
             .finish()
     }
@@ -411,11 +428,11 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
         .map_err(|e| DbError::io(&shown, e))?;
     let health = Arc::new(DbHealth::default());
     let (sender, receiver) = queue::bounded(CHANNEL_CAPACITY);
-    let lines_committed = Arc::new(LinesCommitted::default());
+    let committed = Arc::new(Committed::default());
     let thread = {
         let health = health.clone();
         let retain = limits.retain;
-        let told = lines_committed.clone();
+        let told = committed.clone();
         std::thread::Builder::new()
             .name("inflight-db".into())
             .spawn(move || writer::run(conn, receiver, health, retain, told, lock))
@@ -432,7 +449,7 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
             writer: Arc::new(std::sync::Mutex::new(Some(thread))),
             reader: Arc::new(std::sync::Mutex::new(reader)),
             gapped: Arc::default(),
-            lines_committed,
+            committed,
         },
         restored,
     })
@@ -496,11 +513,13 @@ impl Db {
         self.gapped.remove(session);
     }
 
-    /// Calls `tell(session, generation)` on the writer's thread after each
-    /// commit that wrote lines of `session`, with the newest of them (once;
-    /// a later call does nothing). Keep it short: the writer waits for it.
-    pub fn on_lines_committed(&self, tell: impl Fn(&SessionId, u64) + Send + Sync + 'static) {
-        let _ = self.lines_committed.0.set(Box::new(tell));
+    /// Calls `tell(session, wrote)` on the writer's thread after each
+    /// commit: once for each session whose lines it wrote, with the newest
+    /// of them, and once for each result (the first call sets the
+    /// listener; a later one does nothing). Keep it short: the writer
+    /// waits for it.
+    pub fn on_committed(&self, tell: impl Fn(&SessionId, Wrote) + Send + Sync + 'static) {
+        let _ = self.committed.0.set(Box::new(tell));
     }
 
     /// The session's lines the file holds before `generation`, the newest
@@ -512,7 +531,7 @@ impl Db {
         generation: u64,
         limit: usize,
     ) -> Result<Vec<StoredTranscript>, DbError> {
-        self.read_lines(id, |conn| {
+        self.read_back(id, |conn| {
             restore::lines_before(conn, id, generation, limit)
         })
     }
@@ -526,21 +545,29 @@ impl Db {
         generation: u64,
         limit: usize,
     ) -> Result<Vec<StoredTranscript>, DbError> {
-        self.read_lines(id, |conn| restore::lines_from(conn, id, generation, limit))
+        self.read_back(id, |conn| restore::lines_from(conn, id, generation, limit))
     }
 
-    /// Runs a read of `id`'s lines on the reading connection; a failure is
-    /// counted, and logged at a bounded rate (views and runs ask again).
-    fn read_lines(
+    /// The latest result of `op` the file holds for the session: what a
+    /// view or a run reads once memory let its body go. Blocking: one
+    /// short read by the primary key.
+    pub fn result(&self, id: &SessionId, op: Operation) -> Result<Option<StoredResult>, DbError> {
+        self.read_back(id, |conn| restore::result_of(conn, id, op))
+    }
+
+    /// Runs a read of what memory let go of `id` on the reading
+    /// connection; a failure is counted, and logged at a bounded rate
+    /// (views and runs ask again).
+    fn read_back<T>(
         &self,
         id: &SessionId,
-        read: impl FnOnce(&rusqlite::Connection) -> Result<Vec<StoredTranscript>, rusqlite::Error>,
-    ) -> Result<Vec<StoredTranscript>, DbError> {
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, DbError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         read(&conn).map_err(|e| {
             let n = self.health.read_failures.fetch_add(1, Ordering::Relaxed) + 1;
             if n == 1 || crate::text::is_power_of_ten(n) {
-                tracing::warn!(failures = n, session_id = %id, "cannot read lines back from the database: {e}");
+                tracing::warn!(failures = n, session_id = %id, "cannot read back from the database: {e}");
             }
             DbError::io(&self.path.display().to_string(), e)
         })
@@ -663,7 +690,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_commit_tells_the_newest_line_of_each_session_it_wrote() {
+    fn a_commit_tells_the_newest_line_of_each_session_and_each_result_it_wrote() {
         let line = |session: &str, generation| Write::Transcript {
             session: SessionId::parse(session).unwrap(),
             feed: None,
@@ -683,24 +710,39 @@ mod tests {
                 at: SystemTime::UNIX_EPOCH,
             },
             line("a", 5),
+            Write::Result {
+                session: SessionId::parse("a").unwrap(),
+                op: Operation::MIND_MAP,
+                run_id: 12,
+                covered_generation: 5,
+                body: "{}".into(),
+                model: "m".into(),
+                processing: Duration::ZERO,
+                finished_at: SystemTime::UNIX_EPOCH,
+                usage: Usage::default(),
+                truncated: false,
+                outbox: Vec::new(),
+            },
             line("a", 4),
         ];
-        let listener = LinesCommitted::default();
+        let listener = Committed::default();
         listener.tell(&batch);
         let told = Arc::new(std::sync::Mutex::new(Vec::new()));
         let heard = told.clone();
-        let _ = listener
-            .0
-            .set(Box::new(move |session: &SessionId, generation| {
-                heard
-                    .lock()
-                    .unwrap()
-                    .push((session.to_string(), generation));
-            }));
+        let _ = listener.0.set(Box::new(move |session: &SessionId, wrote| {
+            heard.lock().unwrap().push((session.to_string(), wrote));
+        }));
         listener.tell(&batch);
         let mut told = told.lock().unwrap().clone();
         told.sort();
-        assert_eq!(told, [("a".to_string(), 5), ("b".to_string(), 7)]);
+        assert_eq!(
+            told,
+            [
+                ("a".to_string(), Wrote::LinesThrough(5)),
+                ("a".to_string(), Wrote::Result(Operation::MIND_MAP, 12)),
+                ("b".to_string(), Wrote::LinesThrough(7))
+            ]
+        );
     }
 
     #[test]

@@ -252,6 +252,37 @@ pub fn lines_from(
     )
 }
 
+/// The session's latest result of `op`, by the primary key.
+pub fn result_of(
+    conn: &Connection,
+    id: &SessionId,
+    op: Operation,
+) -> Result<Option<StoredResult>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT run_id, covered_generation, body, model, processing_ms, finished_at, truncated
+         FROM results WHERE session = ?1 AND op = ?2",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![id.as_str(), op.as_str()])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(result_at(row, 0)?))
+}
+
+/// A result from the row's columns `run_id, covered_generation, body,
+/// model, processing_ms, finished_at, truncated`, the first at `first`.
+fn result_at(row: &rusqlite::Row<'_>, first: usize) -> Result<StoredResult, rusqlite::Error> {
+    Ok(StoredResult {
+        run_id: row.get::<_, i64>(first)? as RunId,
+        covered_generation: row.get::<_, i64>(first + 1)? as u64,
+        body: row.get(first + 2)?,
+        model: row.get(first + 3)?,
+        processing: millis(row.get(first + 4)?),
+        finished_at: from_unix(row.get(first + 5)?),
+        truncated: row.get(first + 6)?,
+    })
+}
+
 /// At most `limit` of the session's lines, chosen and ordered by `walk`
 /// (a condition on the generation `?2`, then an order).
 fn lines_where(
@@ -418,15 +449,7 @@ fn fill(
             let Some((at, op)) = locate(row, index)? else {
                 continue;
             };
-            *sessions[at].results.entry(op) = Some(StoredResult {
-                run_id: row.get::<_, i64>(2)? as RunId,
-                covered_generation: row.get::<_, i64>(3)? as u64,
-                body: row.get(4)?,
-                model: row.get(5)?,
-                processing: millis(row.get(6)?),
-                finished_at: from_unix(row.get(7)?),
-                truncated: row.get(8)?,
-            });
+            *sessions[at].results.entry(op) = Some(result_at(row, 2)?);
         }
     }
     {

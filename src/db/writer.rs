@@ -125,7 +125,7 @@ pub fn run(
     receiver: super::queue::Receiver<Message>,
     health: Arc<DbHealth>,
     retain: Duration,
-    lines_committed: Arc<super::LinesCommitted>,
+    committed: Arc<super::Committed>,
     _lock: File,
 ) {
     let mut batch: Vec<Write> = Vec::with_capacity(BATCH_ROWS);
@@ -159,7 +159,7 @@ pub fn run(
                     health
                         .written
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    lines_committed.tell(&batch);
+                    committed.tell(&batch);
                     batch.clear();
                     if health.degraded.swap(false, Ordering::Relaxed) {
                         tracing::info!("the database is writing again");

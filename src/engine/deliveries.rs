@@ -95,10 +95,7 @@ pub(super) fn stale(shared: &Shared, session: &SessionId, op: Operation, error: 
     };
     let kind = shared.store.kind(session);
     let generation = shared.store.generation(session);
-    let covered = shared
-        .store
-        .result(session, op)
-        .map_or(0, |r| r.covered_generation);
+    let covered = shared.store.covered(session, op);
     let payload = Payload {
         id: Payload::id_of(EventKind::Stale, session, Some(op), generation),
         event: EventKind::Stale,

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::store::OpResult;
 use super::{Engine, Shared};
-use crate::db::{Db, Restored, StoredSession, Write};
+use crate::db::{Db, Restored, StoredSession, Write, Wrote};
 use crate::model::{Operation, SessionId, Transcript};
 use crate::ops::OpMap;
 use crate::state::{OpStats, RunRecord};
@@ -20,12 +20,18 @@ impl Engine {
     /// Writes everything from now on to `db` (once; later calls do nothing).
     pub fn use_db(&self, db: Db) {
         if self.shared.db.set(db.clone()).is_ok() {
-            // Lines the file holds may leave memory once covered. Weak:
-            // the database is the engine's, not the other way round.
+            // What the file holds may leave memory. Weak: the database is
+            // the engine's, not the other way round.
             let shared = Arc::downgrade(&self.shared);
-            db.on_lines_committed(move |session, generation| {
-                if let Some(shared) = shared.upgrade() {
-                    shared.store.written_through(session, generation);
+            db.on_committed(move |session, wrote| {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                match wrote {
+                    Wrote::LinesThrough(generation) => {
+                        shared.store.written_through(session, generation);
+                    }
+                    Wrote::Result(op, run_id) => shared.store.result_written(session, op, run_id),
                 }
             });
             self.shared.state.set_journal(Arc::new(db));
@@ -168,6 +174,40 @@ pub(super) fn lines_from(
     match db.lines_from(session, generation, super::store::READ_BACK_LINES) {
         Ok(lines) => Ok(lines.into_iter().map(from_disk).collect()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The latest result of `op` as the file holds it: what a run or a view
+/// reads once memory let its body go. Blocking, on the caller's thread: a
+/// short read by the primary key. `Ok(None)` when the file has none this
+/// build can read.
+pub(super) fn result_from(
+    shared: &Shared,
+    session: &SessionId,
+    op: Operation,
+) -> Result<Option<OpResult>, String> {
+    let Some(db) = shared.db.get() else {
+        return Ok(None);
+    };
+    match db.result(session, op) {
+        Ok(stored) => Ok(stored.and_then(|stored| OpResult::from_stored(op, &stored))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Fills in `content` the results of `filed`, whose bodies memory let go,
+/// from the file. Blocking (a short read each); a file that cannot be
+/// read leaves them out (the database logs it).
+pub(super) fn read_back_results(
+    shared: &Shared,
+    session: &SessionId,
+    filed: &[Operation],
+    content: &mut super::SessionContent,
+) {
+    for &op in filed {
+        if let Ok(result) = result_from(shared, session, op) {
+            *content.results.entry(op) = result;
+        }
     }
 }
 

@@ -69,8 +69,9 @@ impl Engine {
         idle.len()
     }
 
-    /// Every [`HOUSEKEEPING_EVERY`] until `stop`: ends idle sessions and
-    /// forgets those ended over `forget_after` ago; every
+    /// Every [`HOUSEKEEPING_EVERY`] until `stop`: ends idle sessions,
+    /// forgets those ended over `forget_after` ago, and lets go of the
+    /// lines and result bodies the file holds of sessions gone silent; every
     /// [`crate::db::PRUNE_EVERY`], has the database delete what is past
     /// `--retain` (it does so at start too).
     pub async fn housekeeping(self, stop: tokio_util::sync::CancellationToken) {
@@ -86,6 +87,7 @@ impl Engine {
                     self.shared.permits.server_slots(slots.map(|n| n as usize));
                     self.end_idle();
                     self.forget_ended(self.shared.config.sessions.forget_after);
+                    self.shared.store.settle();
                 }
                 _ = prune.tick() => {
                     if let Some(db) = self.shared.db.get() {

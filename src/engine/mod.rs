@@ -443,9 +443,16 @@ impl Engine {
         self.shared.backend.info()
     }
 
-    /// The latest result of `op` for `session`.
+    /// The latest result of `op` for `session`. With a database, one whose
+    /// body memory let go is read back from the file (a short blocking
+    /// read; a file that cannot be read gives `None`, and is logged).
     pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
-        self.shared.store.result(session, op)
+        match self.shared.store.result(session, op)? {
+            store::Latest::Held(result) => Some(result),
+            store::Latest::InFile => durable::result_from(&self.shared, session, op)
+                .ok()
+                .flatten(),
+        }
     }
 
     /// Whether the engine holds the session.
@@ -614,6 +621,15 @@ impl Engine {
         self.shared.store.lines_held(session)
     }
 
+    /// Whether memory holds the body of `op`'s latest result (with a
+    /// database it leaves once the file holds it); `None` without one.
+    pub fn result_held(&self, session: &SessionId, op: Operation) -> Option<bool> {
+        match self.shared.store.result(session, op)? {
+            store::Latest::Held(_) => Some(true),
+            store::Latest::InFile => Some(false),
+        }
+    }
+
     /// One session in full: its row, recent transcripts, results and history.
     /// Every session the state manager knows is in the store (feeds and
     /// triggers both list it), so the store decides what is known.
@@ -624,8 +640,9 @@ impl Engine {
         let facts = shared.store.facts(session)?;
         let newest = facts.generation;
         let mut rows = [SessionRow::from_facts(session.clone(), facts)];
-        let mut content = shared.store.content(session, recent)?;
+        let (mut content, filed) = shared.store.content_and_filed(session, recent)?;
         durable::read_back_lines(shared, session, newest, &mut content, recent);
+        durable::read_back_results(shared, session, &filed, &mut content);
         self.fill_ops(&mut rows);
         let [row] = rows;
         Some(SessionDetail {

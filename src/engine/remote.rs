@@ -58,11 +58,7 @@ impl Engine {
     /// session is held here, no local run is in flight, and its newest
     /// result (made anywhere) misses some of its transcripts.
     fn ask_again(&self, session: &SessionId, op: Operation) {
-        let covered = self
-            .shared
-            .store
-            .result(session, op)
-            .map_or(0, |r| r.covered_generation);
+        let covered = self.shared.store.covered(session, op);
         if self.holds(session)
             && covered < self.generation(session)
             && !self.shared.state.is_processing(session, Some(op))

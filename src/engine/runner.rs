@@ -489,7 +489,7 @@ fn read_input(
     op: Operation,
     again: &AskAgain,
 ) -> Result<RunInput, String> {
-    let (mut read_back, mut tries) = (Vec::new(), 0);
+    let (mut read_back, mut result, mut tries) = (Vec::new(), None, 0);
     loop {
         tries += 1;
         let asked = shared.store.run_input(
@@ -500,15 +500,31 @@ fn read_input(
             shared.backend.prompt_room(op),
             ReadBack {
                 lines: &read_back,
+                result: result.as_ref(),
                 last_try: tries >= READ_BACK_TRIES,
             },
         );
         match asked {
             Ok(input) => return Ok(input),
-            Err(InFile { from }) => {
-                read_back = super::durable::lines_from(shared, session, from).map_err(|e| {
-                    format!("cannot read the session's lines back from the database: {e}")
-                })?;
+            // Lines the file lacks are passed over at the last try; a
+            // result it lacks cannot be.
+            Err(_) if tries > READ_BACK_TRIES => {
+                return Err("the result this run builds on is not in the database".into());
+            }
+            Err(InFile {
+                from,
+                result: wanted,
+            }) => {
+                if let Some(from) = from {
+                    read_back = super::durable::lines_from(shared, session, from).map_err(|e| {
+                        format!("cannot read the session's lines back from the database: {e}")
+                    })?;
+                }
+                if wanted {
+                    result = super::durable::result_from(shared, session, op).map_err(|e| {
+                        format!("cannot read the previous result back from the database: {e}")
+                    })?;
+                }
             }
         }
     }

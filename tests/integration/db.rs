@@ -728,7 +728,10 @@ async fn the_resume_point_never_passes_a_line_the_writer_dropped() {
     // What memory is told the file holds, per session.
     let told = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let heard = told.clone();
-    db.on_lines_committed(move |session, generation| {
+    db.on_committed(move |session, wrote| {
+        let db::Wrote::LinesThrough(generation) = wrote else {
+            return;
+        };
         let mut told = heard.lock().unwrap();
         let newest = told.entry(session.to_string()).or_insert(0);
         assert!(generation > *newest, "told in order, each line once");
@@ -1053,6 +1056,8 @@ struct Gated {
     inner: BuiltinBackend,
     open: tokio::sync::watch::Receiver<bool>,
     read: std::sync::Mutex<Vec<(Operation, Vec<String>)>>,
+    /// The previous result each call built on.
+    built_on: std::sync::Mutex<Vec<(Operation, Option<String>)>>,
     /// Calls made so far.
     calls: tokio::sync::watch::Sender<usize>,
 }
@@ -1064,6 +1069,16 @@ impl Gated {
         read.iter()
             .filter(|(o, _)| *o == op)
             .map(|(_, texts)| texts.clone())
+            .collect()
+    }
+
+    /// The previous result each call of `op` built on, in order.
+    fn built_on(&self, op: Operation) -> Vec<Option<String>> {
+        let built_on = self.built_on.lock().unwrap();
+        built_on
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .map(|(_, previous)| previous.clone())
             .collect()
     }
 }
@@ -1085,6 +1100,10 @@ impl inflight::llm::Backend for Gated {
                 .lock()
                 .unwrap()
                 .push((request.op, texts.collect()));
+            self.built_on
+                .lock()
+                .unwrap()
+                .push((request.op, request.previous.clone()));
             self.calls.send_modify(|n| *n += 1);
             let mut open = self.open.clone();
             if open.wait_for(|open| *open).await.is_err() {
@@ -1116,6 +1135,7 @@ async fn said_behind_a_gate(
         inner: BuiltinBackend::new(LatencyRange::ZERO),
         open,
         read: Default::default(),
+        built_on: Default::default(),
         calls: tokio::sync::watch::Sender::new(0),
     });
     let config = EngineConfig {
@@ -1212,5 +1232,105 @@ async fn lines_the_file_no_longer_holds_are_passed_over_not_asked_for_forever() 
         let calls = model.calls_of(op);
         assert_eq!(calls.concat(), expected, "{op}: the rest, in order");
     }
+    opened.db.close(Duration::from_secs(5));
+}
+
+/// An engine whose first results of `session` (one line) are in the file
+/// and have left memory; its gate is open.
+async fn results_on_file(
+    name: &str,
+    session: &str,
+) -> (
+    PathBuf,
+    db::Opened,
+    Engine,
+    Arc<Gated>,
+    tokio::sync::broadcast::Receiver<Event>,
+) {
+    let (path, opened, engine, gate, model) = said_behind_a_gate(name, session, 1).await;
+    let mut events = engine.subscribe();
+    gate.send_replace(true);
+    until_covered(&engine, &mut events, session, 1).await;
+    flushed(&opened.db).await;
+    for op in inflight::ops::BUILT_IN {
+        assert_eq!(
+            engine.result_held(&sid(session), op),
+            Some(false),
+            "{op}: in the file, and waited: its body left memory"
+        );
+    }
+    (path, opened, engine, model, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_on_file_leaves_memory_and_the_next_run_builds_on_it_from_there() {
+    let (_path, opened, engine, model, mut events) =
+        results_on_file("result-spill", "builds-on").await;
+    let first = inflight::ops::BUILT_IN.map(|op| {
+        let result = engine.result(&sid("builds-on"), op).expect("read back");
+        assert_eq!(result.covered_generation, 1);
+        result
+    });
+    let detail = engine.session_detail(&sid("builds-on"), 40).unwrap();
+    for (op, result) in inflight::ops::BUILT_IN.iter().zip(&first) {
+        assert_eq!(
+            detail.content.results[*op].as_ref(),
+            Some(result),
+            "{op}: the detail reads it back too"
+        );
+    }
+    engine.ingest(final_line("builds-on", 2, &line(2)), Some(0));
+    until_covered(&engine, &mut events, "builds-on", 2).await;
+    for (op, result) in inflight::ops::BUILT_IN.iter().zip(&first) {
+        assert_eq!(
+            model.built_on(*op),
+            [None, Some(result.body.for_prompt())],
+            "{op}: the second run built on the first result, read from the file"
+        );
+    }
+    opened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_previous_result_cannot_be_read_back_fails_with_the_reason() {
+    let (path, opened, engine, _model, mut events) =
+        results_on_file("result-broken", "no-result").await;
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("DROP TABLE results").unwrap();
+    engine.ingest(final_line("no-result", 2, &line(2)), Some(0));
+    let error = common::next_matching(&mut events, Duration::from_secs(10), |event| match event {
+        Event::OpFinished {
+            error: Some(error), ..
+        } => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        error.starts_with("cannot read the previous result back from the database"),
+        "{error}"
+    );
+    opened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_file_lacks_fails_the_run_after_its_tries() {
+    let (path, opened, engine, _model, mut events) =
+        results_on_file("result-deleted", "deleted").await;
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute("DELETE FROM results WHERE session = 'deleted'", [])
+        .unwrap();
+    engine.ingest(final_line("deleted", 2, &line(2)), Some(0));
+    let error = common::next_matching(&mut events, Duration::from_secs(10), |event| match event {
+        Event::OpFinished {
+            error: Some(error), ..
+        } => Some(error.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        error,
+        "the result this run builds on is not in the database"
+    );
     opened.db.close(Duration::from_secs(5));
 }

@@ -3,12 +3,13 @@
 //! run has gone longest without fresh results (the permits' order).
 //!
 //! With a database, lines the file holds leave memory before they are
-//! covered (see `SessionStore::trim`): a run that needs them is told where
-//! they start ([`InFile`]), reads them back, and asks again with them.
+//! covered (see `SessionStore::trim`), and so does the body of a result:
+//! a run that needs them is told what to read ([`InFile`]), reads it
+//! back, and asks again with it.
 
 use std::sync::atomic::Ordering;
 
-use super::{HeldLine, Operation, SessionId, SessionStore, StoredTranscript};
+use super::{HeldLine, OpResult, Operation, SessionId, SessionStore, StoredTranscript};
 use crate::llm::Utterance;
 
 /// Lines a run reads back from the file at most per ask: a prompt window
@@ -30,11 +31,14 @@ pub struct RunInput {
     pub more: bool,
 }
 
-/// The lines a run needs start in the file, at generation `from`: read
-/// them back (at most [`READ_BACK_LINES`], oldest first) and ask again.
+/// What a run needs is in the file only: read it back and ask again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InFile {
-    pub from: u64,
+    /// The lines it needs start at this generation: read them back (at
+    /// most [`READ_BACK_LINES`], oldest first).
+    pub from: Option<u64>,
+    /// The previous result it builds on: read the operation's result.
+    pub result: bool,
 }
 
 /// Lines read back from the file for [`SessionStore::run_input`].
@@ -42,6 +46,8 @@ pub struct InFile {
 pub struct ReadBack<'a> {
     /// Oldest first, from the generation [`InFile`] gave.
     pub lines: &'a [StoredTranscript],
+    /// The operation's result as the file holds it.
+    pub result: Option<&'a OpResult>,
     /// No more asking: lines the file lacks are passed over (a file
     /// pruned under a live session), not asked for again.
     pub last_try: bool,
@@ -112,7 +118,21 @@ impl SessionStore {
                 more: false,
             });
         }
-        let previous = record.results.get(op).and_then(Option::as_ref).map(|r| {
+        let kept = record.results.get(op).and_then(Option::as_ref);
+        let previous = match kept.map(|k| (k.held(), k.run_id())) {
+            None => None,
+            Some((Some(held), _)) => Some(held),
+            Some((None, run_id)) => match read_back.result.filter(|r| r.run_id == run_id) {
+                Some(filed) => Some(filed),
+                None => {
+                    return Err(InFile {
+                        from: None,
+                        result: true,
+                    });
+                }
+            },
+        };
+        let previous = previous.map(|r| {
             let text = r.body.for_prompt();
             let text = match room {
                 Some(room) => crate::llm::prompts::cut_previous(op, text, room / 2),
@@ -155,7 +175,10 @@ impl SessionStore {
                 // next step (read again then).
                 let cut = starts && read_back.lines.len() >= READ_BACK_LINES && !whole;
                 if !(whole || cut || read_back.last_try) {
-                    return Err(InFile { from });
+                    return Err(InFile {
+                        from: Some(from),
+                        result: false,
+                    });
                 }
                 let through = cut.then(|| filed.last().map_or(from, |t| t.0));
                 (filed, through)

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{HeldLine, OpResult, SessionId, SessionRecord, SessionStore, Shard};
+use super::{HeldLine, HeldResult, OpResult, SessionId, SessionRecord, SessionStore, Shard};
 
 impl SessionStore {
     /// Puts back a session read from disk at start. False when the store
@@ -42,9 +42,10 @@ impl SessionStore {
                 )
             })
             .collect();
-        record.results = stored
-            .results
-            .map(|op, stored| OpResult::from_stored(op, stored.as_ref()?));
+        // Read from the file, so in it: their bodies leave once they waited.
+        record.results = stored.results.map(|op, stored| {
+            OpResult::from_stored(op, stored.as_ref()?).map(|r| HeldResult::new(r, true))
+        });
         // Read from the file, so in it: the covered ones go at once.
         record.written = stored.transcripts.last().map_or(0, |t| t.generation);
         self.trim(&mut record);

@@ -16,6 +16,8 @@
 //! ([`SessionStore::written_through`]), covered or not (an uncovered one
 //! after [`SessionLimits::spill_after`]): views read it back from the
 //! file, and so do the runs that have not covered it yet ([`InFile`]).
+//! A result's body leaves memory the same way once the file holds it
+//! (`results.rs`).
 //!
 //! The store is bounded: it holds at most [`SessionLimits::max_sessions`]
 //! sessions (a new one beyond is refused), and a forgotten session's id and
@@ -33,6 +35,7 @@
 //! | `lines.rs` | the held transcripts, packed |
 //! | `views.rs` | rows and details for views |
 //! | `lifetime.rs` | restoring, ending and forgetting sessions |
+//! | `results.rs` | the latest results, their bodies until the file holds them |
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -45,12 +48,15 @@ use tokio::time::Instant;
 mod input;
 mod lifetime;
 mod lines;
+mod results;
 mod views;
 
 pub use input::{InFile, READ_BACK_LINES, ReadBack, RunInput};
+pub use results::Latest;
 pub use views::{SessionContent, SessionFacts};
 
 use self::lines::{HeldLine, Lines};
+use self::results::HeldResult;
 use super::forgotten::Forgotten;
 use crate::events::RunId;
 use crate::model::{Operation, SessionId, Transcript};
@@ -181,7 +187,7 @@ struct SessionRecord {
     ended: bool,
     ended_at: Option<Instant>,
     /// Empty (no allocation) until the first result is kept.
-    results: OpMap<Option<OpResult>>,
+    results: OpMap<Option<HeldResult>>,
     /// Empty (no allocation) until an answer is rejected.
     rejected: OpMap<Option<String>>,
     /// Transcripts dropped before every tracked operation covered them.
@@ -223,7 +229,7 @@ impl SessionRecord {
         self.results
             .get(op)
             .and_then(Option::as_ref)
-            .map_or(0, |r| r.covered_generation)
+            .map_or(0, HeldResult::covered_generation)
     }
 
     /// The generation of the oldest line memory holds (the next one's
@@ -542,9 +548,10 @@ impl SessionStore {
     /// uncovered one once it waited [`SessionLimits::spill_after`]; the
     /// runs read it back from there, see [`SessionStore::run_input`]);
     /// and, when runs re-read the whole transcript, not within the newest
-    /// window's worth (nor does a line leave uncovered then). Past the hard cap, held and spilled lines
-    /// together, the oldest go whatever they are (counted as lost when not
-    /// covered).
+    /// window's worth (nor does a line leave uncovered then). Past the
+    /// hard cap, held and spilled lines together, the oldest go whatever
+    /// they are (counted as lost when not covered). Result bodies the file
+    /// holds leave once they waited as long.
     fn trim(&self, record: &mut SessionRecord) {
         let covered = self
             .tracked
@@ -565,16 +572,21 @@ impl SessionStore {
         if record.spilled_from >= record.first_held() {
             record.spilled_from = 0;
         }
-        // The clock is read once, and only when a line may leave uncovered.
-        let mut now_us = None;
+        // The clock is read once, and only when a line or a result body may
+        // leave before it was needed.
+        let mut clock = None;
+        let mut now = || *clock.get_or_insert_with(SystemTime::now);
+        for kept in record.results.values_mut().flatten() {
+            if kept.may_settle() {
+                kept.settle(now(), self.limits.spill_after);
+            }
+        }
         let mut waited = |line: &HeldLine| {
-            let now = *now_us.get_or_insert_with(|| {
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            });
+            let now_us = now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
             let after = u64::try_from(self.limits.spill_after.as_micros()).unwrap_or(u64::MAX);
-            line.received_us().saturating_add(after) <= now
+            line.received_us().saturating_add(after) <= now_us
         };
         while let Some(oldest) = record.transcripts.oldest() {
             let uncovered = oldest.generation > covered;
@@ -628,13 +640,13 @@ impl SessionStore {
         let slot = record.results.entry(op);
         if slot
             .as_ref()
-            .is_some_and(|old| old.covered_generation > result.covered_generation)
+            .is_some_and(|old| old.covered_generation() > result.covered_generation)
         {
             return None;
         }
         stamp(&mut result);
         let run_id = result.run_id;
-        *slot = Some(result);
+        *slot = Some(HeldResult::new(result, false));
         self.trim(record);
         Some(run_id)
     }

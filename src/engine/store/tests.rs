@@ -134,10 +134,15 @@ fn a_result_of_the_same_generation_replaces_the_older_one() {
             .put_result(&id, Operation::SUMMARY, result("second", 2), |_| {})
             .is_some()
     );
-    assert_eq!(
-        store.result(&id, Operation::SUMMARY).map(|r| r.run_id),
-        Some(2)
-    );
+    assert_eq!(held_run(&store, &id), Some(2));
+}
+
+/// The run id of the summary memory holds.
+fn held_run(store: &SessionStore, id: &SessionId) -> Option<RunId> {
+    match store.result(id, Operation::SUMMARY)? {
+        Latest::Held(result) => Some(result.run_id),
+        Latest::InFile => None,
+    }
 }
 
 #[test]
@@ -431,10 +436,7 @@ fn a_result_is_stamped_only_when_it_is_kept() {
         r.run_id = 40
     });
     assert_eq!(kept, Some(40), "the stamp is what is kept");
-    assert_eq!(
-        store.result(&id, Operation::SUMMARY).map(|r| r.run_id),
-        Some(40)
-    );
+    assert_eq!(held_run(&store, &id), Some(40));
     let mut stamped = false;
     let older = store.put_result(&id, Operation::SUMMARY, result_covering(1, 8), |_| {
         stamped = true
@@ -552,7 +554,10 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
     };
     assert_eq!(
         ask(ReadBack::default()).unwrap_err(),
-        InFile { from: 3 },
+        InFile {
+            from: Some(3),
+            result: false
+        },
         "from the first line the summary has not covered"
     );
     assert_eq!(
@@ -566,7 +571,10 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
                 ReadBack::default()
             )
             .unwrap_err(),
-        InFile { from: 1 },
+        InFile {
+            from: Some(1),
+            result: false
+        },
         "the mind map covered nothing"
     );
     assert_eq!(
@@ -576,6 +584,7 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
     );
     let file = filed(3, 10);
     let input = ask(ReadBack {
+        result: None,
         lines: &file,
         last_try: false,
     })
@@ -586,14 +595,19 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
     let early = filed(3, 5);
     assert_eq!(
         ask(ReadBack {
+            result: None,
             lines: &early,
             last_try: false
         })
         .unwrap_err(),
-        InFile { from: 3 }
+        InFile {
+            from: Some(3),
+            result: false
+        }
     );
     // A file that lacks lines (pruned): the last try passes over them.
     let input = ask(ReadBack {
+        result: None,
         lines: &early,
         last_try: true,
     })
@@ -608,6 +622,7 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
             4,
             None,
             ReadBack {
+                result: None,
                 lines: &file,
                 last_try: false,
             },
@@ -651,6 +666,7 @@ fn a_full_read_back_that_stops_short_is_one_step_and_more() {
             usize::MAX,
             None,
             ReadBack {
+                result: None,
                 lines: &file,
                 last_try: false,
             },
@@ -697,7 +713,10 @@ fn spilled_lines_count_toward_the_hard_cap_and_runs_that_reread_keep_theirs() {
                 ReadBack::default()
             )
             .unwrap_err(),
-        InFile { from: 3 },
+        InFile {
+            from: Some(3),
+            result: false
+        },
         "the lost lines are not asked for"
     );
     let rereading = spilling(SessionLimits::default())
@@ -712,4 +731,77 @@ fn spilled_lines_count_toward_the_hard_cap_and_runs_that_reread_keep_theirs() {
         5,
         "a full re-read reads memory"
     );
+}
+
+#[test]
+fn a_result_body_leaves_memory_once_the_file_holds_it_and_it_waited() {
+    let waiting = SessionStore::new(SessionLimits {
+        spill_after: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    let id = SessionId::parse("a").unwrap();
+    waiting.append(said("a", None, "0", true), None);
+    waiting.put_result(&id, Operation::SUMMARY, result_covering(1, 7), |_| {});
+    waiting.result_written(&id, Operation::SUMMARY, 7);
+    waiting.settle();
+    assert_eq!(
+        held_run(&waiting, &id),
+        Some(7),
+        "in the file, but not waited"
+    );
+
+    let store = spilling(SessionLimits::default());
+    store.append(said("a", None, "0", true), None);
+    store.put_result(&id, Operation::SUMMARY, result_covering(1, 7), |_| {});
+    store.settle();
+    assert_eq!(held_run(&store, &id), Some(7), "not in the file yet");
+    store.result_written(&id, Operation::SUMMARY, 6);
+    assert_eq!(
+        held_run(&store, &id),
+        Some(7),
+        "the file holds an older run's"
+    );
+    store.result_written(&id, Operation::SUMMARY, 7);
+    assert_eq!(store.result(&id, Operation::SUMMARY), Some(Latest::InFile));
+    assert_eq!(
+        store.covered(&id, Operation::SUMMARY),
+        1,
+        "what it covers stays"
+    );
+    let (content, filed) = store.content_and_filed(&id, 10).unwrap();
+    assert_eq!(filed, [Operation::SUMMARY]);
+    assert!(content.results.values().all(Option::is_none));
+
+    store.append(said("a", None, "1", true), None);
+    let ask = |result: Option<&OpResult>| {
+        store.run_input(
+            &id,
+            Operation::SUMMARY,
+            true,
+            1_000,
+            None,
+            ReadBack {
+                result,
+                ..ReadBack::default()
+            },
+        )
+    };
+    let wanted = InFile {
+        from: None,
+        result: true,
+    };
+    assert_eq!(ask(None).unwrap_err(), wanted);
+    let older = result_covering(0, 6);
+    assert_eq!(
+        ask(Some(&older)).unwrap_err(),
+        wanted,
+        "another run's: again"
+    );
+    let input = ask(Some(&result_covering(1, 7))).unwrap();
+    assert_eq!(input.previous.as_deref(), Some("up to 1"));
+    assert_eq!(texts(&input), ["1"]);
+
+    // A newer result is held again until the file holds it.
+    store.put_result(&id, Operation::SUMMARY, result_covering(2, 8), |_| {});
+    assert_eq!(held_run(&store, &id), Some(8));
 }

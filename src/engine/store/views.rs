@@ -35,16 +35,6 @@ pub struct SessionContent {
 }
 
 impl SessionStore {
-    /// The latest result of `op`.
-    pub fn result(&self, session: &SessionId, op: Operation) -> Option<OpResult> {
-        self.lock(session)
-            .held
-            .get(session)?
-            .results
-            .get(op)?
-            .clone()
-    }
-
     /// The session's kind, when its feed gave one.
     pub fn kind(&self, session: &SessionId) -> Option<String> {
         let shard = self.lock(session);
@@ -67,11 +57,32 @@ impl SessionStore {
         }
     }
 
+    /// The session's newest `recent` lines memory holds, its partial line,
+    /// and the results whose bodies memory holds (see
+    /// [`SessionStore::content_and_filed`] for the others).
+    #[cfg(test)]
     pub fn content(&self, session: &SessionId, recent: usize) -> Option<SessionContent> {
+        self.content_and_filed(session, recent)
+            .map(|(content, _)| content)
+    }
+
+    /// [`SessionStore::content`], and the operations whose latest result
+    /// is in the file only (`None` in the content): read them from there.
+    pub fn content_and_filed(
+        &self,
+        session: &SessionId,
+        recent: usize,
+    ) -> Option<(SessionContent, Vec<Operation>)> {
         let shard = self.lock(session);
         let record = shard.held.get(session)?;
+        let filed = record
+            .results
+            .iter()
+            .filter(|(_, kept)| kept.as_ref().is_some_and(|k| k.held().is_none()))
+            .map(|(op, _)| op)
+            .collect();
         let skip = record.transcripts.len().saturating_sub(recent);
-        Some(SessionContent {
+        let content = SessionContent {
             recent: record
                 .transcripts
                 .iter()
@@ -79,9 +90,16 @@ impl SessionStore {
                 .map(HeldLine::to_stored)
                 .collect(),
             partial: record.partial.clone(),
-            results: record.results.widened(),
+            results: OpMap::filled_with(|op| {
+                record
+                    .results
+                    .get(op)?
+                    .as_ref()
+                    .and_then(|kept| kept.held().cloned())
+            }),
             rejected: record.rejected.widened(),
-        })
+        };
+        Some((content, filed))
     }
 }
 
