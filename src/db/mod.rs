@@ -53,6 +53,12 @@ use crate::model::{Operation, SessionId};
 
 /// Writes waiting for the writer, at most; more are dropped and counted.
 pub const CHANNEL_CAPACITY: usize = 65_536;
+
+/// The reading connection's page cache, in KiB (SQLite's default is
+/// 2 000). Its reads are short walks by the primary key, and the writer's
+/// commits make SQLite drop what it cached before each read anyway; the
+/// file's pages stay in the system's cache.
+const READER_CACHE_KIB: i64 = 256;
 /// Longest a write waits for its batch to commit.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Most writes in one transaction.
@@ -425,6 +431,9 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
     .map_err(|e| DbError::io(&shown, e))?;
     reader
         .busy_timeout(Duration::from_secs(5))
+        .map_err(|e| DbError::io(&shown, e))?;
+    reader
+        .pragma_update(None, "cache_size", -READER_CACHE_KIB)
         .map_err(|e| DbError::io(&shown, e))?;
     let health = Arc::new(DbHealth::default());
     let (sender, receiver) = queue::bounded(CHANNEL_CAPACITY);

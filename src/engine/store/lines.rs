@@ -158,9 +158,14 @@ impl Lines {
         self.queue.front()
     }
 
+    /// Drops the oldest line; the room goes too once none is left (with a
+    /// database most sessions hold no line most of the time).
     pub fn drop_oldest(&mut self) {
         if let (Some(line), Some(chars)) = (self.queue.pop_front(), &mut self.chars) {
             *chars -= line.prompt_chars();
+        }
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
         }
     }
 
@@ -288,5 +293,11 @@ mod tests {
         assert_eq!(lines.oldest().map(HeldLine::text), Some("line 0"));
         lines.drop_oldest();
         assert_eq!(lines.iter().next().map(HeldLine::text), Some("line 1"));
+        while lines.len() > 0 {
+            lines.drop_oldest();
+        }
+        assert_eq!(lines.capacity(), 0, "an empty queue holds no room");
+        lines.push(line(None, "again", None));
+        assert_eq!(lines.capacity(), 4, "then grows from four");
     }
 }
