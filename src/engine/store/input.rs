@@ -118,33 +118,24 @@ impl SessionStore {
                 more: false,
             });
         }
+        // The result it builds on: from memory, or the file's when memory
+        // let its body go (the same run's, or it is asked for again).
         let kept = record.results.get(op).and_then(Option::as_ref);
-        let previous = match kept.map(|k| (k.held(), k.run_id())) {
-            None => None,
-            Some((Some(held), _)) => Some(held),
-            Some((None, run_id)) => match read_back.result.filter(|r| r.run_id == run_id) {
-                Some(filed) => Some(filed),
-                None => {
-                    return Err(InFile {
-                        from: None,
-                        result: true,
-                    });
-                }
-            },
-        };
+        let after = kept.map_or(0, |k| k.covered_generation());
+        let previous = kept.and_then(|k| {
+            k.held()
+                .or_else(|| read_back.result.filter(|r| r.run_id == k.run_id()))
+        });
+        let wants_result = kept.is_some() && previous.is_none();
         let previous = previous.map(|r| {
             let text = r.body.for_prompt();
-            let text = match room {
+            match room {
                 Some(room) => crate::llm::prompts::cut_previous(op, text, room / 2),
                 None => text,
-            };
-            (text, r.covered_generation)
-        });
-        let after = previous.as_ref().map_or(0, |(_, covered)| *covered);
-        let window_chars = match (room, &previous) {
-            (Some(room), Some((text, _))) => {
-                window_chars.min(room.saturating_sub(text.chars().count()))
             }
+        });
+        let window_chars = match (room, &previous) {
+            (Some(room), Some(text)) => window_chars.min(room.saturating_sub(text.chars().count())),
             (Some(room), None) => window_chars.min(room),
             (None, _) => window_chars,
         };
@@ -177,13 +168,19 @@ impl SessionStore {
                 if !(whole || cut || read_back.last_try) {
                     return Err(InFile {
                         from: Some(from),
-                        result: false,
+                        result: wants_result,
                     });
                 }
                 let through = cut.then(|| filed.last().map_or(from, |t| t.0));
                 (filed, through)
             }
         };
+        if wants_result {
+            return Err(InFile {
+                from: None,
+                result: true,
+            });
+        }
         let held = || {
             record
                 .transcripts
@@ -210,7 +207,7 @@ impl SessionStore {
         Ok(RunInput {
             generation,
             utterances,
-            previous: previous.map(|(text, _)| text),
+            previous,
             more,
         })
     }

@@ -768,12 +768,12 @@ fn a_result_body_leaves_memory_once_the_file_holds_it_and_it_waited() {
         1,
         "what it covers stays"
     );
-    let (content, filed) = store.content_and_filed(&id, 10).unwrap();
-    assert_eq!(filed, [Operation::SUMMARY]);
+    let (content, in_file) = store.content_and_filed(&id, 10).unwrap();
+    assert_eq!(in_file, [Operation::SUMMARY]);
     assert!(content.results.values().all(Option::is_none));
 
     store.append(said("a", None, "1", true), None);
-    let ask = |result: Option<&OpResult>| {
+    let ask = |result: Option<&OpResult>, lines: &[StoredTranscript]| {
         store.run_input(
             &id,
             Operation::SUMMARY,
@@ -782,7 +782,8 @@ fn a_result_body_leaves_memory_once_the_file_holds_it_and_it_waited() {
             None,
             ReadBack {
                 result,
-                ..ReadBack::default()
+                lines,
+                last_try: false,
             },
         )
     };
@@ -790,14 +791,32 @@ fn a_result_body_leaves_memory_once_the_file_holds_it_and_it_waited() {
         from: None,
         result: true,
     };
-    assert_eq!(ask(None).unwrap_err(), wanted);
+    assert_eq!(ask(None, &[]).unwrap_err(), wanted);
     let older = result_covering(0, 6);
     assert_eq!(
-        ask(Some(&older)).unwrap_err(),
+        ask(Some(&older), &[]).unwrap_err(),
         wanted,
         "another run's: again"
     );
-    let input = ask(Some(&result_covering(1, 7))).unwrap();
+    let own = result_covering(1, 7);
+    let input = ask(Some(&own), &[]).unwrap();
+    assert_eq!(input.previous.as_deref(), Some("up to 1"));
+    assert_eq!(texts(&input), ["1"]);
+    // The line left memory too: one ask names both.
+    store.written_through(&id, 2);
+    assert_eq!(
+        ask(None, &[]).unwrap_err(),
+        InFile {
+            from: Some(2),
+            result: true
+        }
+    );
+    assert_eq!(
+        ask(None, &filed(2, 2)).unwrap_err(),
+        wanted,
+        "the lines were read, the result not yet"
+    );
+    let input = ask(Some(&own), &filed(2, 2)).unwrap();
     assert_eq!(input.previous.as_deref(), Some("up to 1"));
     assert_eq!(texts(&input), ["1"]);
 
