@@ -1334,3 +1334,22 @@ async fn a_result_the_file_lacks_fails_the_run_after_its_tries() {
     );
     opened.db.close(Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_database_results_stay_in_memory() {
+    let engine = Engine::new(
+        EngineConfig {
+            sessions: inflight::engine::SessionLimits {
+                spill_after: Duration::ZERO,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        Arc::new(BuiltinBackend::new(LatencyRange::ZERO)),
+    );
+    assert_eq!(engine.result_held(&sid("kept"), Operation::SUMMARY), None);
+    say_and_end(&engine, "kept", 3).await;
+    for op in inflight::ops::BUILT_IN {
+        assert_eq!(engine.result_held(&sid("kept"), op), Some(true), "{op}");
+    }
+}

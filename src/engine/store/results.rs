@@ -114,8 +114,7 @@ impl SessionStore {
     /// and result bodies that have waited since a session last spoke):
     /// what happens as a session speaks, for those that fell silent.
     pub fn settle(&self) {
-        for shard in self.each_shard() {
-            let mut shard = shard;
+        for mut shard in self.each_shard() {
             for record in shard.held.values_mut() {
                 self.trim(record);
             }
