@@ -1353,3 +1353,43 @@ async fn without_a_database_results_stay_in_memory() {
         assert_eq!(engine.result_held(&sid("kept"), op), Some(true), "{op}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_reads_back_from_the_file_as_it_was_written() {
+    let path = fresh_db("result-read");
+    let opened = db::open(&path, limits()).unwrap();
+    let finished_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    opened.db.write(said("read", 1, "x"));
+    opened.db.write(Write::Result {
+        session: sid("read"),
+        op: Operation::MIND_MAP,
+        run_id: 42,
+        covered_generation: 1,
+        body: r#"{"root":{"label":"x","children":[]}}"#.into(),
+        model: "a-model".into(),
+        processing: Duration::from_millis(1_234),
+        finished_at,
+        usage: Default::default(),
+        truncated: true,
+        outbox: Vec::new(),
+    });
+    flushed(&opened.db).await;
+    assert_eq!(
+        opened.db.result(&sid("read"), Operation::MIND_MAP).unwrap(),
+        Some(db::StoredResult {
+            run_id: 42,
+            covered_generation: 1,
+            body: r#"{"root":{"label":"x","children":[]}}"#.into(),
+            model: "a-model".into(),
+            processing: Duration::from_millis(1_234),
+            finished_at,
+            truncated: true,
+        })
+    );
+    assert_eq!(
+        opened.db.result(&sid("read"), Operation::SUMMARY).unwrap(),
+        None,
+        "no summary written"
+    );
+    opened.db.close(Duration::from_secs(5));
+}
