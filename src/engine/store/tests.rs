@@ -823,4 +823,26 @@ fn a_result_body_leaves_memory_once_the_file_holds_it_and_it_waited() {
     // A newer result is held again until the file holds it.
     store.put_result(&id, Operation::SUMMARY, result_covering(2, 8), |_| {});
     assert_eq!(held_run(&store, &id), Some(8));
+    assert_eq!(store.covered(&id, Operation::SUMMARY), 2);
+    let unknown = SessionId::parse("b").unwrap();
+    assert_eq!(store.covered(&unknown, Operation::SUMMARY), 0);
+}
+
+#[test]
+fn a_session_gone_silent_lets_its_result_go_at_the_sweep() {
+    let wait = Duration::from_millis(200);
+    let store = SessionStore::new(SessionLimits {
+        spill_after: wait,
+        ..Default::default()
+    });
+    let id = SessionId::parse("a").unwrap();
+    store.append(said("a", None, "0", true), None);
+    store.put_result(&id, Operation::SUMMARY, result_covering(1, 7), |_| {});
+    store.result_written(&id, Operation::SUMMARY, 7);
+    assert_eq!(held_run(&store, &id), Some(7), "in the file, not waited");
+    // The wait itself is what is under test: real time, as results keep it.
+    std::thread::sleep(wait + Duration::from_millis(50));
+    assert_eq!(held_run(&store, &id), Some(7), "nothing looked since");
+    store.settle();
+    assert_eq!(store.result(&id, Operation::SUMMARY), Some(Latest::InFile));
 }
