@@ -1194,13 +1194,7 @@ async fn a_run_whose_lines_cannot_be_read_back_fails_with_the_reason() {
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("DROP TABLE transcripts").unwrap();
     gate.send_replace(true);
-    let error = common::next_matching(&mut events, Duration::from_secs(10), |event| match event {
-        Event::OpFinished {
-            error: Some(error), ..
-        } => Some(error.clone()),
-        _ => None,
-    })
-    .await;
+    let error = next_run_error(&mut events).await;
     assert!(
         error.starts_with("cannot read the session's lines back from the database"),
         "{error}"
@@ -1291,48 +1285,52 @@ async fn a_result_on_file_leaves_memory_and_the_next_run_builds_on_it_from_there
     opened.db.close(Duration::from_secs(5));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_whose_previous_result_cannot_be_read_back_fails_with_the_reason() {
-    let (path, opened, engine, _model, mut events) =
-        results_on_file("result-broken", "no-result").await;
-    let other = rusqlite::Connection::open(&path).unwrap();
-    other.execute_batch("DROP TABLE results").unwrap();
-    engine.ingest(final_line("no-result", 2, &line(2)), Some(0));
-    let error = common::next_matching(&mut events, Duration::from_secs(10), |event| match event {
+/// The error of the next run that ends with one.
+async fn next_run_error(events: &mut tokio::sync::broadcast::Receiver<Event>) -> String {
+    common::next_matching(events, Duration::from_secs(10), |event| match event {
         Event::OpFinished {
             error: Some(error), ..
         } => Some(error.clone()),
         _ => None,
     })
-    .await;
+    .await
+}
+
+/// The first run error after `sql` changes the file under an engine whose
+/// results of `session` left memory, and the session says a second line.
+async fn first_error_once_the_file_is_changed(name: &str, session: &str, sql: &str) -> String {
+    let (path, opened, engine, _model, mut events) = results_on_file(name, session).await;
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch(sql).unwrap();
+    engine.ingest(final_line(session, 2, &line(2)), Some(0));
+    let error = next_run_error(&mut events).await;
+    opened.db.close(Duration::from_secs(5));
+    error
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_previous_result_cannot_be_read_back_fails_with_the_reason() {
+    let error =
+        first_error_once_the_file_is_changed("result-broken", "no-result", "DROP TABLE results")
+            .await;
     assert!(
         error.starts_with("cannot read the previous result back from the database"),
         "{error}"
     );
-    opened.db.close(Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_the_file_lacks_fails_the_run_after_its_tries() {
-    let (path, opened, engine, _model, mut events) =
-        results_on_file("result-deleted", "deleted").await;
-    let other = rusqlite::Connection::open(&path).unwrap();
-    other
-        .execute("DELETE FROM results WHERE session = 'deleted'", [])
-        .unwrap();
-    engine.ingest(final_line("deleted", 2, &line(2)), Some(0));
-    let error = common::next_matching(&mut events, Duration::from_secs(10), |event| match event {
-        Event::OpFinished {
-            error: Some(error), ..
-        } => Some(error.clone()),
-        _ => None,
-    })
+    let error = first_error_once_the_file_is_changed(
+        "result-deleted",
+        "deleted",
+        "DELETE FROM results WHERE session = 'deleted'",
+    )
     .await;
     assert_eq!(
         error,
         "the result this run builds on is not in the database"
     );
-    opened.db.close(Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1358,33 +1356,33 @@ async fn without_a_database_results_stay_in_memory() {
 async fn a_result_reads_back_from_the_file_as_it_was_written() {
     let path = fresh_db("result-read");
     let opened = db::open(&path, limits()).unwrap();
-    let finished_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    opened.db.write(said("read", 1, "x"));
-    opened.db.write(Write::Result {
-        session: sid("read"),
-        op: Operation::MIND_MAP,
+    let written = db::StoredResult {
         run_id: 42,
         covered_generation: 1,
         body: r#"{"root":{"label":"x","children":[]}}"#.into(),
         model: "a-model".into(),
         processing: Duration::from_millis(1_234),
-        finished_at,
-        usage: Default::default(),
+        finished_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         truncated: true,
+    };
+    opened.db.write(said("read", 1, "x"));
+    opened.db.write(Write::Result {
+        session: sid("read"),
+        op: Operation::MIND_MAP,
+        run_id: written.run_id,
+        covered_generation: written.covered_generation,
+        body: written.body.clone(),
+        model: written.model.clone(),
+        processing: written.processing,
+        finished_at: written.finished_at,
+        usage: Default::default(),
+        truncated: written.truncated,
         outbox: Vec::new(),
     });
     flushed(&opened.db).await;
     assert_eq!(
         opened.db.result(&sid("read"), Operation::MIND_MAP).unwrap(),
-        Some(db::StoredResult {
-            run_id: 42,
-            covered_generation: 1,
-            body: r#"{"root":{"label":"x","children":[]}}"#.into(),
-            model: "a-model".into(),
-            processing: Duration::from_millis(1_234),
-            finished_at,
-            truncated: true,
-        })
+        Some(written)
     );
     assert_eq!(
         opened.db.result(&sid("read"), Operation::SUMMARY).unwrap(),
