@@ -622,7 +622,8 @@ impl Engine {
     }
 
     /// Whether memory holds the body of `op`'s latest result (with a
-    /// database it leaves once the file holds it); `None` without one.
+    /// database it leaves once the file holds it); `None` when the session
+    /// has no result of `op`.
     pub fn result_held(&self, session: &SessionId, op: Operation) -> Option<bool> {
         match self.shared.store.result(session, op)? {
             store::Latest::Held(_) => Some(true),

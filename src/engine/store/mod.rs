@@ -572,8 +572,8 @@ impl SessionStore {
         if record.spilled_from >= record.first_held() {
             record.spilled_from = 0;
         }
-        // The clock is read once, and only when a line or a result body may
-        // leave before it was needed.
+        // The clock is read once, and only when a line not covered yet or
+        // a result body the file holds may leave.
         let mut clock = None;
         let mut now = || *clock.get_or_insert_with(SystemTime::now);
         for kept in record.results.values_mut().flatten() {
