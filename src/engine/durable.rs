@@ -171,10 +171,9 @@ pub(super) fn lines_from(
     let Some(db) = shared.db.get() else {
         return Ok(Vec::new());
     };
-    match db.lines_from(session, generation, super::store::READ_BACK_LINES) {
-        Ok(lines) => Ok(lines.into_iter().map(from_disk).collect()),
-        Err(e) => Err(e.to_string()),
-    }
+    db.lines_from(session, generation, super::store::READ_BACK_LINES)
+        .map(|lines| lines.into_iter().map(from_disk).collect())
+        .map_err(|e| e.to_string())
 }
 
 /// The latest result of `op` as the file holds it: what a run or a view
@@ -189,10 +188,9 @@ pub(super) fn result_from(
     let Some(db) = shared.db.get() else {
         return Ok(None);
     };
-    match db.result(session, op) {
-        Ok(stored) => Ok(stored.and_then(|stored| OpResult::from_stored(op, &stored))),
-        Err(e) => Err(e.to_string()),
-    }
+    db.result(session, op)
+        .map(|stored| stored.and_then(|stored| OpResult::from_stored(op, &stored)))
+        .map_err(|e| e.to_string())
 }
 
 /// Fills in `content` the results of `filed`, whose bodies memory let go,

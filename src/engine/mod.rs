@@ -625,10 +625,7 @@ impl Engine {
     /// database it leaves once the file holds it); `None` when the session
     /// has no result of `op`.
     pub fn result_held(&self, session: &SessionId, op: Operation) -> Option<bool> {
-        match self.shared.store.result(session, op)? {
-            store::Latest::Held(_) => Some(true),
-            store::Latest::InFile => Some(false),
-        }
+        self.shared.store.result_held(session, op)
     }
 
     /// One session in full: its row, recent transcripts, results and history.

@@ -90,6 +90,14 @@ impl SessionStore {
         })
     }
 
+    /// Whether memory holds the body of `op`'s latest result (`None`
+    /// without a result); [`SessionStore::result`] without the copy.
+    pub fn result_held(&self, session: &SessionId, op: Operation) -> Option<bool> {
+        let shard = self.lock(session);
+        let kept = shard.held.get(session)?.results.get(op)?.as_ref()?;
+        Some(kept.held().is_some())
+    }
+
     /// The generation `op`'s latest result covers (0 without one).
     pub fn covered(&self, session: &SessionId, op: Operation) -> u64 {
         self.lock(session)

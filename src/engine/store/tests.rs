@@ -180,9 +180,7 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     let mut covered = 0;
     let mut steps = Vec::new();
     loop {
-        let input = store
-            .run_input(&id, Operation::SUMMARY, true, 35, None, ReadBack::default())
-            .unwrap();
+        let input = incremental(&store, &id, Operation::SUMMARY, 35, ReadBack::default()).unwrap();
         let texts: Vec<String> = input
             .utterances
             .iter()
@@ -207,9 +205,7 @@ fn a_backlog_is_read_oldest_first_one_window_at_a_time() {
     assert_eq!(steps.len(), 4, "{steps:?}");
     // A line longer than the window still goes, alone.
     store.append(said("a", None, &"x".repeat(100), true), None);
-    let input = store
-        .run_input(&id, Operation::SUMMARY, true, 35, None, ReadBack::default())
-        .unwrap();
+    let input = incremental(&store, &id, Operation::SUMMARY, 35, ReadBack::default()).unwrap();
     assert_eq!((input.utterances.len(), input.more), (1, false));
     // Full mode reads the newest window.
     let full = store
@@ -374,16 +370,7 @@ fn incremental_input_reads_after_the_previous_summary() {
             .put_result(&id, Operation::SUMMARY, result.clone(), |_| {})
             .is_some()
     );
-    let input = store
-        .run_input(
-            &id,
-            Operation::SUMMARY,
-            true,
-            WINDOW,
-            None,
-            ReadBack::default(),
-        )
-        .unwrap();
+    let input = incremental(&store, &id, Operation::SUMMARY, WINDOW, ReadBack::default()).unwrap();
     assert_eq!(input.previous.as_deref(), Some("S"));
     assert_eq!(input.utterances.len(), 1);
     assert_eq!((input.generation, input.more), (3, false));
@@ -403,16 +390,14 @@ fn incremental_input_reads_after_the_previous_summary() {
         3
     );
     // The mind map has no result yet: it reads from the start.
-    let map = store
-        .run_input(
-            &id,
-            Operation::MIND_MAP,
-            true,
-            WINDOW,
-            None,
-            ReadBack::default(),
-        )
-        .unwrap();
+    let map = incremental(
+        &store,
+        &id,
+        Operation::MIND_MAP,
+        WINDOW,
+        ReadBack::default(),
+    )
+    .unwrap();
     assert_eq!((map.utterances.len(), map.previous), (3, None));
     // An older result never replaces a newer one.
     let older = OpResult {
@@ -477,6 +462,34 @@ fn filed(from: u64, to: u64) -> Vec<StoredTranscript> {
             arrival: 0,
         })
         .collect()
+}
+
+/// What a run of `op` reads incrementally now, within a window of `window`
+/// characters, with `read_back` from the file.
+fn incremental(
+    store: &SessionStore,
+    id: &SessionId,
+    op: Operation,
+    window: usize,
+    read_back: ReadBack<'_>,
+) -> Result<RunInput, InFile> {
+    store.run_input(id, op, true, window, None, read_back)
+}
+
+/// Lines read back from the file, before the last try.
+fn lines_back(lines: &[StoredTranscript]) -> ReadBack<'_> {
+    ReadBack {
+        lines,
+        ..ReadBack::default()
+    }
+}
+
+/// The lines a run needs start in the file at `from`.
+fn lines_in_file(from: u64) -> InFile {
+    InFile {
+        from: Some(from),
+        result: false,
+    }
 }
 
 fn texts(input: &RunInput) -> Vec<String> {
@@ -549,32 +562,16 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
     store.put_result(&id, Operation::SUMMARY, result_covering(2, 1), |_| {});
     store.written_through(&id, 7);
     assert_eq!(held(&store, &id), [8, 9, 10]);
-    let ask = |read_back: ReadBack<'_>| {
-        store.run_input(&id, Operation::SUMMARY, true, 1_000, None, read_back)
-    };
+    let ask =
+        |read_back: ReadBack<'_>| incremental(&store, &id, Operation::SUMMARY, 1_000, read_back);
     assert_eq!(
         ask(ReadBack::default()).unwrap_err(),
-        InFile {
-            from: Some(3),
-            result: false
-        },
+        lines_in_file(3),
         "from the first line the summary has not covered"
     );
     assert_eq!(
-        store
-            .run_input(
-                &id,
-                Operation::MIND_MAP,
-                true,
-                1_000,
-                None,
-                ReadBack::default()
-            )
-            .unwrap_err(),
-        InFile {
-            from: Some(1),
-            result: false
-        },
+        incremental(&store, &id, Operation::MIND_MAP, 1_000, ReadBack::default()).unwrap_err(),
+        lines_in_file(1),
         "the mind map covered nothing"
     );
     assert_eq!(
@@ -583,51 +580,22 @@ fn a_run_reads_the_lines_memory_let_go_back_from_the_file_then_the_held_ones() {
         "the oldest line any operation waits for keeps its place in the queue"
     );
     let file = filed(3, 10);
-    let input = ask(ReadBack {
-        result: None,
-        lines: &file,
-        last_try: false,
-    })
-    .unwrap();
+    let input = ask(lines_back(&file)).unwrap();
     assert_eq!(texts(&input), ["2", "3", "4", "5", "6", "7", "8", "9"]);
     assert_eq!((input.generation, input.more), (10, false));
     // The file read before more lines left memory: asked again.
     let early = filed(3, 5);
-    assert_eq!(
-        ask(ReadBack {
-            result: None,
-            lines: &early,
-            last_try: false
-        })
-        .unwrap_err(),
-        InFile {
-            from: Some(3),
-            result: false
-        }
-    );
+    assert_eq!(ask(lines_back(&early)).unwrap_err(), lines_in_file(3));
     // A file that lacks lines (pruned): the last try passes over them.
     let input = ask(ReadBack {
-        result: None,
         lines: &early,
         last_try: true,
+        ..ReadBack::default()
     })
     .unwrap();
     assert_eq!(texts(&input), ["2", "3", "4", "7", "8", "9"]);
     // A window the file's lines fill: the held ones wait for the next step.
-    let input = store
-        .run_input(
-            &id,
-            Operation::SUMMARY,
-            true,
-            4,
-            None,
-            ReadBack {
-                result: None,
-                lines: &file,
-                last_try: false,
-            },
-        )
-        .unwrap();
+    let input = incremental(&store, &id, Operation::SUMMARY, 4, lines_back(&file)).unwrap();
     assert_eq!(
         (texts(&input), input.generation, input.more),
         (vec!["2".to_string(), "3".into()], 4, true)
@@ -658,20 +626,14 @@ fn a_full_read_back_that_stops_short_is_one_step_and_more() {
     }
     store.written_through(&id, n - 10);
     let file = filed(1, READ_BACK_LINES as u64);
-    let input = store
-        .run_input(
-            &id,
-            Operation::SUMMARY,
-            true,
-            usize::MAX,
-            None,
-            ReadBack {
-                result: None,
-                lines: &file,
-                last_try: false,
-            },
-        )
-        .unwrap();
+    let input = incremental(
+        &store,
+        &id,
+        Operation::SUMMARY,
+        usize::MAX,
+        lines_back(&file),
+    )
+    .unwrap();
     assert_eq!(input.utterances.len(), READ_BACK_LINES);
     assert_eq!(
         (input.generation, input.more),
@@ -703,20 +665,8 @@ fn spilled_lines_count_toward_the_hard_cap_and_runs_that_reread_keep_theirs() {
         "12 lines waited: 2 past the cap"
     );
     assert_eq!(
-        store
-            .run_input(
-                &id,
-                Operation::SUMMARY,
-                true,
-                1_000,
-                None,
-                ReadBack::default()
-            )
-            .unwrap_err(),
-        InFile {
-            from: Some(3),
-            result: false
-        },
+        incremental(&store, &id, Operation::SUMMARY, 1_000, ReadBack::default()).unwrap_err(),
+        lines_in_file(3),
         "the lost lines are not asked for"
     );
     let rereading = spilling(SessionLimits::default())
@@ -774,18 +724,11 @@ fn a_result_body_leaves_memory_once_the_file_holds_it_and_it_waited() {
 
     store.append(said("a", None, "1", true), None);
     let ask = |result: Option<&OpResult>, lines: &[StoredTranscript]| {
-        store.run_input(
-            &id,
-            Operation::SUMMARY,
-            true,
-            1_000,
-            None,
-            ReadBack {
-                result,
-                lines,
-                last_try: false,
-            },
-        )
+        let read_back = ReadBack {
+            result,
+            ..lines_back(lines)
+        };
+        incremental(&store, &id, Operation::SUMMARY, 1_000, read_back)
     };
     let wanted = InFile {
         from: None,
