@@ -145,6 +145,12 @@ pub(super) async fn push_batch(
     };
     let engine = &state.engine;
     let status = &inbound.status;
+    // A batch waits, whole, while the database's writer is behind, as a
+    // feed waits between frames (`db/pace.rs`).
+    if engine.writes_behind() {
+        status.paced.fetch_add(1, Ordering::Relaxed);
+        engine.writes_caught_up().await;
+    }
     let Ok(text) = std::str::from_utf8(&body) else {
         status.count_bad(BadFrame::InvalidUtf8);
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
@@ -384,9 +390,19 @@ async fn read(socket: WebSocket, engine: Engine, open: Open, upstream: Upstream)
     let silence = tokio::time::sleep(IDLE_TIMEOUT);
     tokio::pin!(silence);
     loop {
+        // As a dialled feed does: nothing is read while the database's
+        // writer is behind (`db/pace.rs`).
+        let paced = engine.writes_behind();
+        if paced {
+            status.paced.fetch_add(1, Ordering::Relaxed);
+        }
         let next = tokio::select! {
-            next = source.next() => next,
-            _ = &mut silence => break,
+            next = source.next(), if !paced => next,
+            _ = engine.writes_caught_up(), if paced => {
+                silence.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
+                continue;
+            }
+            _ = &mut silence, if !paced => break,
         };
         silence.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
         match next {

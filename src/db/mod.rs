@@ -5,8 +5,9 @@
 //! and commits in batches (at most about [`BATCH_WINDOW`] or
 //! [`BATCH_ROWS`] rows a transaction). The engine hands it [`Write`]s over
 //! a bounded queue (`queue.rs`: its memory is what waits, not its bound)
-//! without waiting: nothing on the ingest path or a tokio worker ever waits
-//! for the disk. When the disk fails (full, I/O error) the
+//! without waiting: no tokio worker ever blocks on the disk. A feed that
+//! outruns the writer waits between frames instead (`pace.rs`), so a burst
+//! stays in its socket rather than in memory. When the disk fails (full, I/O error) the
 //! writer keeps the batch and retries, the handle says `degraded`, and the
 //! engine goes on in memory; a queue that fills meanwhile drops writes and
 //! counts them.
@@ -31,6 +32,7 @@
 //! engine needs (`restore.rs`). The fencing rule for results lives in the
 //! SQL (`writer.rs`): a result from an older run never replaces a newer one.
 
+mod pace;
 mod queue;
 mod restore;
 pub mod schema;
@@ -42,6 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+pub use pace::PACE_WRITES;
 pub use restore::{
     HistoryPage, PastSession, Restored, StoredCounts, StoredResult, StoredRun, StoredSession,
     StoredTranscript,
@@ -262,6 +265,8 @@ pub struct Db {
     gapped: Arc<Gapped>,
     /// Who is told what each commit wrote.
     committed: Arc<Committed>,
+    /// Wakes the feeds that wait for the writer (`pace.rs`).
+    pace: Arc<pace::Pace>,
 }
 
 /// What a commit wrote of one session, as [`Db::on_committed`] tells it.
@@ -438,13 +443,18 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
     let health = Arc::new(DbHealth::default());
     let (sender, receiver) = queue::bounded(CHANNEL_CAPACITY);
     let committed = Arc::new(Committed::default());
+    let pace = Arc::new(pace::Pace::default());
     let thread = {
         let health = health.clone();
         let retain = limits.retain;
         let told = committed.clone();
+        let pace = pace.clone();
         std::thread::Builder::new()
             .name("inflight-db".into())
-            .spawn(move || writer::run(conn, receiver, health, retain, told, lock))
+            .spawn(move || {
+                let _tell = pace::TellOnExit(pace.clone());
+                writer::run(conn, receiver, health, retain, told, &pace, lock)
+            })
             .map_err(|source| DbError::File {
                 path: shown.clone(),
                 source,
@@ -459,6 +469,7 @@ pub fn open(path: &Path, limits: RestoreLimits) -> Result<Opened, DbError> {
             reader: Arc::new(std::sync::Mutex::new(reader)),
             gapped: Arc::default(),
             committed,
+            pace,
         },
         restored,
     })
@@ -471,6 +482,22 @@ impl Db {
 
     pub fn health(&self) -> &DbHealth {
         &self.health
+    }
+
+    /// Writes waiting for the writer now.
+    pub fn writes_waiting(&self) -> usize {
+        self.sender.waiting()
+    }
+
+    /// Whether a feed waits before its next frame: the writer is healthy
+    /// and more than [`PACE_WRITES`] writes wait for it (`pace.rs`).
+    pub fn behind(&self) -> bool {
+        !self.health.degraded() && !self.pace.stopped() && self.sender.waiting() > PACE_WRITES
+    }
+
+    /// Returns once the writer is no longer [`behind`](Self::behind).
+    pub async fn caught_up(&self) {
+        self.pace.until(|| self.behind()).await;
     }
 
     /// Hands a write to the writer without waiting; when it is too far

@@ -86,7 +86,6 @@ impl<T> Sender<T> {
     }
 
     /// How many items wait now.
-    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }

@@ -126,6 +126,7 @@ pub fn run(
     health: Arc<DbHealth>,
     retain: Duration,
     committed: Arc<super::Committed>,
+    pace: &super::pace::Pace,
     _lock: File,
 ) {
     let mut batch: Vec<Write> = Vec::with_capacity(BATCH_ROWS);
@@ -153,6 +154,9 @@ pub fn run(
                 Err(RecvTimeoutError::Timeout) => break,
             }
         }
+        // The batch is out of the queue: a feed waiting for room reads on
+        // while it commits.
+        pace.tell();
         if !batch.is_empty() {
             match commit(&mut conn, &batch) {
                 Ok(()) => {
@@ -171,6 +175,8 @@ pub fn run(
                 Err(e) => {
                     let n = health.failures.fetch_add(1, Ordering::Relaxed) + 1;
                     health.degraded.store(true, Ordering::Relaxed);
+                    // Degraded: the feeds no longer wait for it.
+                    pace.tell();
                     if n <= 3 || crate::text::is_power_of_ten(n) {
                         tracing::error!(
                             failures = n,

@@ -43,6 +43,20 @@ impl Engine {
         self.shared.db.get()
     }
 
+    /// Whether a feed waits before its next frame: the database's writer
+    /// is too far behind (see [`Db::behind`]).
+    pub fn writes_behind(&self) -> bool {
+        self.db().is_some_and(Db::behind)
+    }
+
+    /// Returns once the database's writer has caught up; at once without
+    /// a database.
+    pub async fn writes_caught_up(&self) {
+        if let Some(db) = self.db() {
+            db.caught_up().await;
+        }
+    }
+
     /// Takes back what the database held (call before any feed starts):
     /// sessions, transcripts, results, statistics, run ids. Then every
     /// automatic operation whose result misses the session's newest

@@ -99,6 +99,9 @@ pub struct FeedStatus {
     /// New sessions refused because the store was full (`--max-sessions`).
     pub refused_sessions: AtomicU64,
     pub connects: AtomicU64,
+    /// Times it stopped reading until the database's writer caught up
+    /// (`db/pace.rs`).
+    pub paced: AtomicU64,
     bad: [AtomicU64; BadFrame::ALL.len()],
     /// Tokens and cost of its sessions' LLM calls, per operation.
     spend: Mutex<OpMap<Usage>>,
@@ -121,6 +124,7 @@ impl FeedStatus {
             duplicates: AtomicU64::new(0),
             refused_sessions: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            paced: AtomicU64::new(0),
             bad: Default::default(),
             spend: Mutex::default(),
         }

@@ -265,8 +265,19 @@ async fn connect_and_read(
     let silence = tokio::time::sleep(options.idle_timeout);
     tokio::pin!(silence);
     loop {
+        // The database's writer is behind: read nothing until it catches
+        // up, so the burst waits in the socket, not in memory.
+        let paced = engine.writes_behind();
+        if paced {
+            status.paced.fetch_add(1, Ordering::Relaxed);
+        }
         let next = tokio::select! {
-            next = source.next() => next,
+            next = source.next(), if !paced => next,
+            _ = engine.writes_caught_up(), if paced => {
+                // The wait was ours: the feed's silence counts from now.
+                silence.as_mut().reset(Instant::now() + options.idle_timeout);
+                continue;
+            }
             _ = shutdown.cancelled() => {
                 // Stopping: the writer sends a Close frame (bounded) and
                 // ends; wait for it, so the feed hears goodbye.
@@ -277,7 +288,7 @@ async fn connect_and_read(
                 decoder.retain(|session| engine.holds(session));
                 continue;
             }
-            _ = &mut silence => {
+            _ = &mut silence, if !paced => {
                 return format!(
                     "no frame and no pong for {}: the connection is dead",
                     humantime::format_duration(options.idle_timeout)

@@ -1391,3 +1391,129 @@ async fn a_result_reads_back_from_the_file_as_it_was_written() {
     );
     opened.db.close(Duration::from_secs(5));
 }
+
+/// Polls `done` (state another thread changes, which no event announces)
+/// until it holds; panics with `what` after `limit`.
+async fn polled_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Another connection holds the file's write lock: the writer takes its
+/// batch and waits on SQLite's busy timeout (5 s) until the lock is let go.
+fn hold_the_write_lock(path: &std::path::Path) -> rusqlite::Connection {
+    let holder = rusqlite::Connection::open(path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    holder
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_behind_says_so_until_it_takes_its_next_batch() {
+    let path = fresh_db("pace");
+    let opened = db::open(&path, limits()).unwrap();
+    let db = opened.db.clone();
+    assert!(!db.behind(), "an idle writer is not behind");
+    let holder = hold_the_write_lock(&path);
+    let sent = (db::PACE_WRITES + 2 * db::BATCH_ROWS) as u64;
+    for generation in 1..=sent {
+        db.write(said("pace", generation, "x"));
+    }
+    // The writer took one batch and waits on the lock with it.
+    polled_until(Duration::from_secs(4), "the writer's first batch", || {
+        db.writes_waiting() as u64 == sent - db::BATCH_ROWS as u64
+    })
+    .await;
+    assert!(db.behind(), "{} writes wait", db.writes_waiting());
+    let waiter = tokio::spawn({
+        let db = db.clone();
+        async move { db.caught_up().await }
+    });
+    assert!(!waiter.is_finished());
+    holder.execute_batch("COMMIT").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("caught up once the writer takes its next batches")
+        .unwrap();
+    assert!(!db.behind());
+    flushed(&db).await;
+    let health = db.health();
+    assert_eq!((health.written(), health.dropped()), (sent, 0));
+    assert_eq!(
+        health.failures(),
+        0,
+        "the lock was let go within the busy timeout"
+    );
+    opened.db.close(Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_stops_reading_while_the_writer_is_behind_and_every_line_is_written() {
+    let path = fresh_db("paced-feed");
+    let opened = db::open(&path, limits()).unwrap();
+    let engine = engine();
+    engine.use_db(opened.db.clone());
+    let db = opened.db.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let (addr, feed) = common::feed::driven_feed().await;
+    inflight::feed::client::spawn(
+        engine.clone(),
+        format!("ws://{addr}/"),
+        inflight::feed::client::FeedOptions::default(),
+        shutdown.clone(),
+    );
+    let holder = hold_the_write_lock(&path);
+    // Far more lines than pace the feed, across sessions, all sent at once.
+    let sessions = 50;
+    let per_session = (db::PACE_WRITES / sessions * 3) as u64;
+    for seq in 1..=per_session {
+        for s in 0..sessions {
+            let t = final_line(&format!("paced-{s}"), seq, &line(seq));
+            feed.send(tokio_tungstenite::tungstenite::Message::text(
+                inflight::feed::protocol::transcript_frame(&t),
+            ))
+            .unwrap();
+        }
+    }
+    let sent = per_session * sessions as u64;
+    let status = engine.feeds().statuses()[0].clone();
+    let taken = || {
+        status
+            .transcripts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    polled_until(
+        Duration::from_secs(4),
+        "the feed to wait for the writer",
+        || status.paced.load(std::sync::atomic::Ordering::Relaxed) > 0,
+    )
+    .await;
+    // It stopped at a frame's end: what it took is what the writer holds
+    // (one batch) and what waits (the pace and the frame that passed it).
+    assert!(
+        taken() <= (db::BATCH_ROWS + db::PACE_WRITES + 1) as u64,
+        "{} of {sent} lines taken while the writer was stuck",
+        taken()
+    );
+    assert!(db.behind());
+    holder.execute_batch("COMMIT").unwrap();
+    polled_until(Duration::from_secs(30), "every line taken", || {
+        taken() == sent
+    })
+    .await;
+    flushed(&db).await;
+    assert_eq!(db.health().dropped(), 0, "pacing drops nothing");
+    assert_eq!(db.health().failures(), 0);
+    let stored: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM transcripts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored as u64, sent, "every line is on file");
+    opened.db.close(Duration::from_secs(5));
+}
