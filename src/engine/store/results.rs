@@ -9,63 +9,90 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{OpResult, Operation, ResultBody, SessionId, SessionStore};
+use super::{OpResult, Operation, SessionId, SessionStore};
 use crate::events::RunId;
 
 /// One operation's latest result.
+///
+/// Once filed it is two numbers: the body, the model's name and the
+/// timings are the file's, and a record of 24 bytes a slot replaces one of
+/// about 150 (the result in its box, the model's name in its own).
 #[derive(Debug)]
-pub(super) struct HeldResult {
-    /// Once `filed`, its body is an empty stand-in: the file holds the
-    /// real one, and nothing outside this file sees the stand-in.
-    result: OpResult,
-    /// The database committed this result (this run id's).
-    in_file: bool,
-    /// Its body left memory.
-    filed: bool,
+pub(super) enum HeldResult {
+    /// Memory holds the result; `in_file` once the database committed it
+    /// (this run id's).
+    Held {
+        result: Box<OpResult>,
+        in_file: bool,
+    },
+    /// Its body left memory: the file holds it.
+    Filed {
+        covered_generation: u64,
+        run_id: RunId,
+    },
 }
 
 impl HeldResult {
     /// A result just made (`in_file`: false) or read from the file (true).
     pub fn new(result: OpResult, in_file: bool) -> Self {
-        Self {
-            result,
+        Self::Held {
+            result: Box::new(result),
             in_file,
-            filed: false,
         }
     }
 
     pub fn covered_generation(&self) -> u64 {
-        self.result.covered_generation
+        match self {
+            Self::Held { result, .. } => result.covered_generation,
+            Self::Filed {
+                covered_generation, ..
+            } => *covered_generation,
+        }
     }
 
     pub fn run_id(&self) -> RunId {
-        self.result.run_id
+        match self {
+            Self::Held { result, .. } => result.run_id,
+            Self::Filed { run_id, .. } => *run_id,
+        }
     }
 
     /// The result, while memory holds its body.
     pub fn held(&self) -> Option<&OpResult> {
-        (!self.filed).then_some(&self.result)
+        match self {
+            Self::Held { result, .. } => Some(result),
+            Self::Filed { .. } => None,
+        }
     }
 
     /// The database committed run `run_id`'s result: if it is this one,
     /// its body may leave memory.
     pub fn written(&mut self, run_id: RunId) {
-        if self.result.run_id == run_id {
-            self.in_file = true;
+        if let Self::Held { result, in_file } = self
+            && result.run_id == run_id
+        {
+            *in_file = true;
         }
     }
 
     /// The file holds it and memory still holds its body.
     pub fn may_settle(&self) -> bool {
-        self.in_file && !self.filed
+        matches!(self, Self::Held { in_file: true, .. })
     }
 
     /// Lets the body go when the file holds it and it has waited `after`
     /// since it was made: a run right behind still reads it from memory.
     pub fn settle(&mut self, now: SystemTime, after: Duration) {
-        if self.may_settle() && self.result.finished_at + after <= now {
-            self.result.body = ResultBody::Text(String::new());
-            self.filed = true;
+        if let Self::Held {
+            result,
+            in_file: true,
+        } = self
+            && result.finished_at + after <= now
+        {
+            *self = Self::Filed {
+                covered_generation: result.covered_generation,
+                run_id: result.run_id,
+            };
         }
     }
 }
