@@ -501,10 +501,7 @@ fn sessions_past_retain_are_deleted_at_start_and_ended_ones_stay_on_disk_only() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_pages_through_past_sessions_and_reads_forgotten_ones_from_disk() {
-    let path = fresh_db("history");
-    let opened = db::open(&path, limits()).unwrap();
-    let engine = engine();
-    engine.use_db(opened.db.clone());
+    let (_, opened, engine) = engine_on_file("history");
     let mut events = engine.subscribe();
     let names = ["a-one", "b-two", "c-three"];
     for name in names {
@@ -896,11 +893,17 @@ async fn flushed(db: &db::Db) {
 
 /// An engine writing to a fresh file `name`, on which `session` said
 /// `lines` lines and ended, every line covered and committed.
-async fn said_on_file(name: &str, session: &str, lines: u64) -> (PathBuf, db::Opened, Engine) {
+/// An engine writing to a fresh file named for `name`.
+fn engine_on_file(name: &str) -> (PathBuf, db::Opened, Engine) {
     let path = fresh_db(name);
     let opened = db::open(&path, limits()).unwrap();
     let engine = engine();
     engine.use_db(opened.db.clone());
+    (path, opened, engine)
+}
+
+async fn said_on_file(name: &str, session: &str, lines: u64) -> (PathBuf, db::Opened, Engine) {
+    let (path, opened, engine) = engine_on_file(name);
     say_and_end(&engine, session, lines).await;
     flushed(&opened.db).await;
     (path, opened, engine)
@@ -1002,10 +1005,7 @@ async fn covered_lines_leave_memory_once_written_and_views_read_them_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_speaks_again_after_it_was_forgotten_reads_back_its_new_lines() {
-    let path = fresh_db("again");
-    let opened = db::open(&path, limits()).unwrap();
-    let engine = engine();
-    engine.use_db(opened.db.clone());
+    let (_, opened, engine) = engine_on_file("again");
     let flush = || {
         let db = opened.db.clone();
         tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(5)))
@@ -1456,10 +1456,7 @@ async fn a_writer_behind_says_so_until_it_takes_its_next_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_stops_reading_while_the_writer_is_behind_and_every_line_is_written() {
-    let path = fresh_db("paced-feed");
-    let opened = db::open(&path, limits()).unwrap();
-    let engine = engine();
-    engine.use_db(opened.db.clone());
+    let (path, opened, engine) = engine_on_file("paced-feed");
     let db = opened.db.clone();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
