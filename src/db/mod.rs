@@ -7,10 +7,10 @@
 //! a bounded queue (`queue.rs`: its memory is what waits, not its bound)
 //! without waiting: no tokio worker ever blocks on the disk. A feed that
 //! outruns the writer waits between frames instead (`pace.rs`), so a burst
-//! stays in its socket rather than in memory. When the disk fails (full, I/O error) the
-//! writer keeps the batch and retries, the handle says `degraded`, and the
-//! engine goes on in memory; a queue that fills meanwhile drops writes and
-//! counts them.
+//! stays in its socket rather than in memory. When the disk fails (full,
+//! I/O error) the writer keeps the batch and retries, the handle says
+//! `degraded`, and the engine goes on in memory; a queue that fills
+//! meanwhile drops writes and counts them.
 //!
 //! A session whose transcript was dropped has no more of its transcripts
 //! written by this process (they are dropped and counted too, and the

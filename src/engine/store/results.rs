@@ -14,9 +14,9 @@ use crate::events::RunId;
 
 /// One operation's latest result.
 ///
-/// Once filed it is two numbers: the body, the model's name and the
-/// timings are the file's, and a record of 24 bytes a slot replaces one of
-/// about 150 (the result in its box, the model's name in its own).
+/// Once filed it is two numbers, and the body, the model's name and the
+/// timings are the file's alone. A result in memory sits in a box, so a
+/// slot is 24 bytes either way; it was about 150, the model's name aside.
 #[derive(Debug)]
 pub(super) enum HeldResult {
     /// Memory holds the result; `in_file` once the database committed it
