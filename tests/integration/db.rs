@@ -1501,6 +1501,11 @@ async fn a_feed_stops_reading_while_the_writer_is_behind_and_every_line_is_writt
         taken()
     );
     assert!(db.behind());
+    // It waits to be woken, not in a loop: the writer, stuck, wakes no one.
+    // (Its first batch may have been gathered while the feed first
+    // stopped, and woken it once or twice.)
+    let waits = status.paced.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(waits <= 3, "{waits} waits while the writer was stuck");
     holder.execute_batch("COMMIT").unwrap();
     polled_until(Duration::from_secs(30), "every line taken", || {
         taken() == sent
