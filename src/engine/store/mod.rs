@@ -577,9 +577,7 @@ impl SessionStore {
         let mut clock = None;
         let mut now = || *clock.get_or_insert_with(SystemTime::now);
         for kept in record.results.values_mut().flatten() {
-            if kept.may_settle() {
-                kept.settle(now(), self.limits.spill_after);
-            }
+            kept.settle(&mut now, self.limits.spill_after);
         }
         let mut waited = |line: &HeldLine| {
             let now_us = now()

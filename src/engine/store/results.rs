@@ -75,19 +75,15 @@ impl HeldResult {
         }
     }
 
-    /// The file holds it and memory still holds its body.
-    pub fn may_settle(&self) -> bool {
-        matches!(self, Self::Held { in_file: true, .. })
-    }
-
     /// Lets the body go when the file holds it and it has waited `after`
     /// since it was made: a run right behind still reads it from memory.
-    pub fn settle(&mut self, now: SystemTime, after: Duration) {
+    /// `now` is asked only then.
+    pub fn settle(&mut self, now: impl FnOnce() -> SystemTime, after: Duration) {
         if let Self::Held {
             result,
             in_file: true,
         } = self
-            && result.finished_at + after <= now
+            && result.finished_at + after <= now()
         {
             *self = Self::Filed {
                 covered_generation: result.covered_generation,
