@@ -15,7 +15,8 @@
 //! `bare` is the ceiling for ingest: a read-and-parse loop over the same
 //! feed (tokio-tungstenite, serde_json into borrowed fields), no engine.
 //!
-//! Reported: transcripts/s ingested (first to last message), LLM calls,
+//! Reported: transcripts/s ingested (first to last message) and, with a
+//! database, on disk (first message to the last line committed), LLM calls,
 //! skipped requests, the most calls open at once for one (session, op), the
 //! most runs waiting in the permits' queue at once (sampled every 10 ms), stale
 //! sessions at the end (newest transcript not covered by a summary),
@@ -273,6 +274,16 @@ async fn engine_run(
         ..Default::default()
     };
     let feed = client::spawn(engine.clone(), url.to_string(), options, shutdown.clone());
+    // The feed's end and, with a database, when the last line it sent is
+    // committed: ingest is also told as lines on disk a second (a feed
+    // that outruns the writer waits for it; see `db/pace.rs`).
+    let db_for_flush = db.clone();
+    let fed = tokio::spawn(async move {
+        let _ = feed.await;
+        let db = db_for_flush?;
+        let flushed = tokio::task::spawn_blocking(move || db.flush(Duration::from_secs(60)));
+        flushed.await.unwrap_or(false).then(Instant::now)
+    });
 
     // Sample the queue while the feed streams and the runs drain: a count
     // and a state read, not a snapshot, whose copy of every row (8 MB at
@@ -288,13 +299,18 @@ async fn engine_run(
         if connected_at.is_none() && state == Some(FeedState::Connected) {
             connected_at = Some(Instant::now());
         }
-        if feed.is_finished() && engine.is_idle() {
+        if fed.is_finished() && engine.is_idle() {
             break;
         }
     }
     let snapshot = engine.snapshot();
     let feed_view = &snapshot.feeds[0];
     let first = connected_at.unwrap_or_else(Instant::now);
+    let on_disk_s = fed
+        .await
+        .ok()
+        .flatten()
+        .map(|at| at.saturating_duration_since(first).as_secs_f64());
     let ingest_s = feed_view
         .last_message_at
         .map_or(0.0, |t| t.saturating_duration_since(first).as_secs_f64());
@@ -354,6 +370,11 @@ async fn engine_run(
         out["policy"] = json!("coalesce+db");
         out["db_bytes"] = json!(bytes);
         out["db_dropped"] = json!(engine.db().map(|d| d.health().dropped()));
+        if let Some(seconds) = on_disk_s.filter(|s| *s > 0.0) {
+            out["on_disk_seconds"] = json!((seconds * 1000.0).round() / 1000.0);
+            let total = snapshot.totals.transcripts as f64;
+            out["on_disk_per_s"] = json!((total / seconds).round());
+        }
     }
     if let Some(watcher) = watcher {
         stop_watching.cancel();

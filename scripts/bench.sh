@@ -203,6 +203,11 @@ print(f"With the database (every transcript, result and run written to SQLite): 
       f"(range {with_db[1]:,.0f}–{with_db[2]:,.0f}), **{with_db[0] / ours[0] * 100:.0f} %** of memory only; "
       f"{per_k / 1024:,.0f} KiB on disk per 1 000 transcripts (file and WAL, runs and results included), "
       f"{sum(l.get('db_dropped') or 0 for l in db_rows)} writes dropped.\n")
+on_disk = sorted(l["on_disk_per_s"] for l in db_rows if l.get("on_disk_per_s"))
+if on_disk:
+    print(f"A feed that outruns the writer waits for it, so with the database ingest is the writer's pace: "
+          f"lines on disk (first line to the last one committed) median {on_disk[len(on_disk) // 2]:,.0f}/s "
+          f"(range {on_disk[0]:,.0f}–{on_disk[-1]:,.0f}).\n")
 restart = rows("restart.jsonl")[0]
 print(f"Restart with {restart['sessions']:,} stored sessions ({restart['transcripts_per_session']} transcripts, "
       f"both results and a run of each per session; {restart['db_bytes'] / 2**20:,.0f} MiB): "
