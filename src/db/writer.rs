@@ -214,6 +214,9 @@ struct Seen {
     last_at: f64,
     last_seq: Option<u64>,
     generation: u64,
+    /// A life began in this batch: the row's generation is this batch's,
+    /// not the higher one of the life before.
+    new_life: bool,
 }
 
 fn commit(conn: &mut Connection, batch: &[Write]) -> Result<(), rusqlite::Error> {
@@ -237,7 +240,12 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> Result<(), rusqlite::Error>
                     last_at: at,
                     last_seq: None,
                     generation: 0,
+                    new_life: false,
                 });
+                if *generation == 1 {
+                    entry.new_life = true;
+                    entry.generation = 0;
+                }
                 entry.feed = feed.or(entry.feed);
                 entry.last_at = at;
                 entry.last_seq = seq.or(entry.last_seq);
@@ -272,7 +280,8 @@ fn upsert_session(
              last_seen = excluded.last_seen,
              ended_at = NULL,
              last_seq = coalesce(excluded.last_seq, last_seq),
-             generation = max(generation, excluded.generation)",
+             generation = CASE WHEN ?7 THEN excluded.generation
+                               ELSE max(generation, excluded.generation) END",
     )?
     .execute(params![
         session.as_str(),
@@ -280,7 +289,8 @@ fn upsert_session(
         seen.first_at,
         seen.last_at,
         seen.last_seq.map(|s| s as i64),
-        seen.generation as i64
+        seen.generation as i64,
+        seen.new_life
     ])?;
     Ok(())
 }
@@ -303,9 +313,18 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             ..
         } => {
             let at = unix(*at);
-            // A session forgotten and speaking again numbers its lines
-            // from 1 again: the newest life's line is the one kept, since
-            // memory lets lines go once the file holds them.
+            // A session's first line, or the first of a new life: a
+            // session forgotten and speaking again numbers its lines from
+            // 1 again, as memory does. What the file holds of the life
+            // before goes, so a restart cannot mix the two lives' lines,
+            // nor take a result of the old life for one of the new (its
+            // runs stay in `runs`).
+            if *generation == 1 {
+                for table in ["transcripts", "results"] {
+                    tx.prepare_cached(&format!("DELETE FROM {table} WHERE session = ?1"))?
+                        .execute([session.as_str()])?;
+                }
+            }
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO transcripts
                      (session, generation, seq, speaker, start, end, text, received_at)

@@ -279,6 +279,35 @@ fn results_are_fenced_in_the_sql() {
 }
 
 #[test]
+fn a_new_life_replaces_what_the_file_held_of_the_one_before() {
+    let path = fresh_db("new-life");
+    let opened = db::open(&path, limits()).unwrap();
+    for n in 1..=3 {
+        opened.db.write(said("fenced", n, &format!("old {n}")));
+    }
+    opened.db.write(result(5, 3, "the old life's summary"));
+    // Forgotten, then speaking again: numbered from 1, as memory does,
+    // and its result not written yet when the process stops.
+    opened.db.write(said("fenced", 1, "new 1"));
+    opened.db.write(said("fenced", 2, "new 2"));
+    opened.db.close(Duration::from_secs(5));
+
+    let reopened = db::open(&path, limits()).unwrap();
+    let stored = reopened.restored.sessions[0].clone();
+    reopened.db.close(Duration::from_secs(5));
+    assert_eq!(
+        stored.generation, 2,
+        "the new life's count, not the old one's 3"
+    );
+    let texts: Vec<&str> = stored.transcripts.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["new 1", "new 2"], "no line of the old life");
+    assert!(
+        stored.results[Operation::SUMMARY].is_none(),
+        "the old life's summary does not pass for one covering the new lines"
+    );
+}
+
+#[test]
 fn a_truncated_result_keeps_its_mark_and_a_version_1_file_is_brought_up() {
     let path = fresh_db("truncated");
     let opened = db::open(&path, limits()).unwrap();
