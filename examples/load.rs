@@ -303,6 +303,10 @@ async fn engine_run(
             break;
         }
     }
+    // The engine's own peak, before this harness takes a snapshot of every
+    // session and reads their results to report on them (a copy of every
+    // row that `serve` makes only when asked, as a `/metrics` scrape).
+    let engine_peak = peak_rss_mb();
     let snapshot = engine.snapshot();
     let feed_view = &snapshot.feeds[0];
     let first = connected_at.unwrap_or_else(Instant::now);
@@ -350,6 +354,7 @@ async fn engine_run(
         &lags,
     );
     out["min_interval_s"] = json!(args.min_interval);
+    out["peak_rss_before_report_mb"] = json!(engine_peak.map(|m| (m * 10.0).round() / 10.0));
     if let Some(recorder) = &recorder {
         let lost = recorder.lost();
         recorder.close(Duration::from_secs(60));
