@@ -286,25 +286,38 @@ fn a_new_life_replaces_what_the_file_held_of_the_one_before() {
         opened.db.write(said("fenced", n, &format!("old {n}")));
     }
     opened.db.write(result(5, 3, "the old life's summary"));
-    // Forgotten, then speaking again: numbered from 1, as memory does,
-    // and its result not written yet when the process stops.
+    // Forgotten, then speaking again: numbered from 1, as memory does.
+    // The process stops after its first line, before any result.
     opened.db.write(said("fenced", 1, "new 1"));
-    opened.db.write(said("fenced", 2, "new 2"));
     opened.db.close(Duration::from_secs(5));
 
-    let reopened = db::open(&path, limits()).unwrap();
-    let stored = reopened.restored.sessions[0].clone();
-    reopened.db.close(Duration::from_secs(5));
+    let stored = || {
+        let reopened = db::open(&path, limits()).unwrap();
+        let stored = reopened.restored.sessions[0].clone();
+        reopened.db.close(Duration::from_secs(5));
+        stored
+    };
+    let texts = |s: &db::StoredSession| -> Vec<String> {
+        s.transcripts.iter().map(|t| t.text.clone()).collect()
+    };
+    let once = stored();
     assert_eq!(
-        stored.generation, 2,
+        once.generation, 1,
         "the new life's count, not the old one's 3"
     );
-    let texts: Vec<&str> = stored.transcripts.iter().map(|t| t.text.as_str()).collect();
-    assert_eq!(texts, ["new 1", "new 2"], "no line of the old life");
+    assert_eq!(texts(&once), ["new 1"], "no line of the old life");
     assert!(
-        stored.results[Operation::SUMMARY].is_none(),
+        once.results[Operation::SUMMARY].is_none(),
         "the old life's summary does not pass for one covering the new lines"
     );
+
+    // The new life goes on in the next process: its lines add up.
+    let opened = db::open(&path, limits()).unwrap();
+    opened.db.write(said("fenced", 2, "new 2"));
+    opened.db.close(Duration::from_secs(5));
+    let twice = stored();
+    assert_eq!(twice.generation, 2);
+    assert_eq!(texts(&twice), ["new 1", "new 2"]);
 }
 
 #[test]
