@@ -148,7 +148,7 @@ pub(super) async fn push_batch(
     // A batch waits, whole, while the database's writer is behind, as a
     // feed waits between frames (`db/pace.rs`).
     if engine.writes_behind() {
-        status.paced.fetch_add(1, Ordering::Relaxed);
+        status.database_waits.fetch_add(1, Ordering::Relaxed);
         engine.writes_caught_up().await;
     }
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -394,7 +394,7 @@ async fn read(socket: WebSocket, engine: Engine, open: Open, upstream: Upstream)
         // writer is behind (`db/pace.rs`).
         let paced = engine.writes_behind();
         if paced {
-            status.paced.fetch_add(1, Ordering::Relaxed);
+            status.database_waits.fetch_add(1, Ordering::Relaxed);
         }
         let next = tokio::select! {
             next = source.next(), if !paced => next,

@@ -364,6 +364,9 @@ pub struct FeedJson {
     pub connects: u64,
     pub last_message_age_seconds: Option<f64>,
     pub bad_frames: std::collections::BTreeMap<&'static str, u64>,
+    /// Times it stopped reading because the database's writer was behind
+    /// (it reads on once the writer takes its next batch).
+    pub database_waits: u64,
     /// Tokens and cost of its sessions' LLM calls, in all and per
     /// operation (`cost` in the prices' currency).
     pub spend: crate::llm::Usage,
@@ -396,6 +399,7 @@ impl FeedJson {
                 .iter()
                 .map(|kind| (kind.as_str(), feed.bad(*kind)))
                 .collect(),
+            database_waits: view.database_waits,
             spend,
             spend_by_op,
         }

@@ -431,6 +431,12 @@ impl Collector for EngineCollector {
             "New sessions refused per feed because the most sessions were held",
             &feed_counter(&|f| f.refused_sessions),
         )?;
+        counter_family(
+            &mut encoder,
+            "feed_database_waits",
+            "Times a feed stopped reading to wait for the database's writer",
+            &feed_counter(&|f| f.database_waits),
+        )?;
         gauge_family(
             &mut encoder,
             "max_sessions",

@@ -101,7 +101,7 @@ pub struct FeedStatus {
     pub connects: AtomicU64,
     /// Times it stopped reading until the database's writer caught up
     /// (`db/pace.rs`).
-    pub paced: AtomicU64,
+    pub database_waits: AtomicU64,
     bad: [AtomicU64; BadFrame::ALL.len()],
     /// Tokens and cost of its sessions' LLM calls, per operation.
     spend: Mutex<OpMap<Usage>>,
@@ -124,7 +124,7 @@ impl FeedStatus {
             duplicates: AtomicU64::new(0),
             refused_sessions: AtomicU64::new(0),
             connects: AtomicU64::new(0),
-            paced: AtomicU64::new(0),
+            database_waits: AtomicU64::new(0),
             bad: Default::default(),
             spend: Mutex::default(),
         }
@@ -187,6 +187,7 @@ impl FeedStatus {
             refused_sessions: self.refused_sessions.load(Ordering::Relaxed),
             connects: self.connects.load(Ordering::Relaxed),
             bad_frames: BadFrame::ALL.iter().map(|k| self.bad(*k)).sum(),
+            database_waits: self.database_waits.load(Ordering::Relaxed),
             by_op: self.spend.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
@@ -209,6 +210,9 @@ pub struct FeedView {
     pub refused_sessions: u64,
     pub connects: u64,
     pub bad_frames: u64,
+    /// Times it stopped reading to wait for the database's writer.
+    #[serde(default)]
+    pub database_waits: u64,
     /// Tokens and cost of its sessions' LLM calls, per operation.
     #[serde(default)]
     pub by_op: OpMap<Usage>,

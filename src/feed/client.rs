@@ -269,7 +269,7 @@ async fn connect_and_read(
         // up, so the burst waits in the socket, not in memory.
         let paced = engine.writes_behind();
         if paced {
-            status.paced.fetch_add(1, Ordering::Relaxed);
+            status.database_waits.fetch_add(1, Ordering::Relaxed);
         }
         let next = tokio::select! {
             next = source.next(), if !paced => next,

@@ -167,6 +167,7 @@ fn fixture(now: Instant) -> Snapshot {
                 refused_sessions: 0,
                 connects: 1,
                 bad_frames: 0,
+                database_waits: 0,
             },
             FeedView {
                 by_op: Default::default(),
@@ -181,6 +182,7 @@ fn fixture(now: Instant) -> Snapshot {
                 refused_sessions: 3,
                 connects: 0,
                 bad_frames: 0,
+                database_waits: 0,
             },
         ],
         totals: Totals {
@@ -974,6 +976,7 @@ fn the_feeds_overlay_shows_each_feed() {
         text.contains("3 new sessions refused"),
         "a feed whose new sessions were refused says so: {text}"
     );
+    assert!(!text.contains("database's writer"), "{text}");
     app.handle_key(Key::Esc);
     assert!(!app.feeds);
 }
@@ -995,6 +998,7 @@ fn the_feeds_overlay_shows_a_pusher_and_the_webhooks_with_their_dead_letters() {
         refused_sessions: 0,
         connects: 2,
         bad_frames: 0,
+        database_waits: 12,
     });
     snapshot.webhooks = vec![inflight::webhooks::EndpointView {
         url: "https://hooks.example.com/inflight".into(),
@@ -1013,6 +1017,10 @@ fn the_feeds_overlay_shows_a_pusher_and_the_webhooks_with_their_dead_letters() {
     app.handle_key(Key::Char('f'));
     let text = screen_text(&render(&app, 140, 40));
     assert!(text.contains("● a pusher is connected"), "{text}");
+    assert!(
+        text.contains("waited 12× for the database's writer"),
+        "a feed held back by the disk says so: {text}"
+    );
     assert!(
         text.contains("→ https://hooks.example.com/inflight"),
         "{text}"
@@ -1312,6 +1320,7 @@ fn priced_app() -> App {
         refused_sessions: 0,
         connects: 1,
         bad_frames: 0,
+        database_waits: 0,
     };
     feed.by_op.entry(Operation::SUMMARY).cost = snapshot.totals.counts.cost;
     snapshot.feeds = vec![feed];

@@ -1532,7 +1532,12 @@ async fn a_feed_stops_reading_while_the_writer_is_behind_and_every_line_is_writt
     polled_until(
         Duration::from_secs(4),
         "the feed to wait for the writer",
-        || status.paced.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        || {
+            status
+                .database_waits
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        },
     )
     .await;
     // It stopped at a frame's end: what it took is what the writer holds
@@ -1546,8 +1551,34 @@ async fn a_feed_stops_reading_while_the_writer_is_behind_and_every_line_is_writt
     // It waits to be woken, not in a loop: the writer, stuck, wakes no one.
     // (Its first batch may have been gathered while the feed first
     // stopped, and woken it once or twice.)
-    let waits = status.paced.load(std::sync::atomic::Ordering::Relaxed);
+    let waits = status
+        .database_waits
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(waits <= 3, "{waits} waits while the writer was stuck");
+    // An operator sees the waits, in the feeds' JSON and in /metrics.
+    let addr = inflight::api::serve(
+        engine.clone(),
+        inflight::api::ApiConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let get = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        async move { common::api_server::get_text(&url).await }
+    };
+    let feeds: serde_json::Value = serde_json::from_str(&get("/api/feeds").await.1).unwrap();
+    assert_eq!(feeds["feeds"][0]["database_waits"], waits);
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "inflight_feed_database_waits_total{{feed=\"0\"}} {waits}\n"
+        )),
+        "{metrics}"
+    );
     holder.execute_batch("COMMIT").unwrap();
     polled_until(Duration::from_secs(30), "every line taken", || {
         taken() == sent

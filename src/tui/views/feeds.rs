@@ -69,6 +69,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 t.error(),
             ));
         }
+        if feed.database_waits > 0 {
+            lines.push(Line::styled(
+                format!(
+                    "   waited {}× for the database's writer: the disk sets the pace of ingest",
+                    format::count(feed.database_waits)
+                ),
+                t.warning(),
+            ));
+        }
     }
     if !app.snapshot.webhooks.is_empty() {
         lines.push(Line::raw(""));
