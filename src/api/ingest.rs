@@ -147,8 +147,7 @@ pub(super) async fn push_batch(
     let status = &inbound.status;
     // A batch waits, whole, while the database's writer is behind, as a
     // feed waits between frames (`db/pace.rs`).
-    if engine.writes_behind() {
-        status.database_waits.fetch_add(1, Ordering::Relaxed);
+    if engine.feed_waits_for_writes(status) {
         engine.writes_caught_up().await;
     }
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -392,10 +391,7 @@ async fn read(socket: WebSocket, engine: Engine, open: Open, upstream: Upstream)
     loop {
         // As a dialled feed does: nothing is read while the database's
         // writer is behind (`db/pace.rs`).
-        let paced = engine.writes_behind();
-        if paced {
-            status.database_waits.fetch_add(1, Ordering::Relaxed);
-        }
+        let paced = engine.feed_waits_for_writes(&status);
         let next = tokio::select! {
             next = source.next(), if !paced => next,
             _ = engine.writes_caught_up(), if paced => {

@@ -320,10 +320,10 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             // nor take a result of the old life for one of the new (its
             // runs stay in `runs`).
             if *generation == 1 {
-                for table in ["transcripts", "results"] {
-                    tx.prepare_cached(&format!("DELETE FROM {table} WHERE session = ?1"))?
-                        .execute([session.as_str()])?;
-                }
+                tx.prepare_cached("DELETE FROM transcripts WHERE session = ?1")?
+                    .execute([session.as_str()])?;
+                tx.prepare_cached("DELETE FROM results WHERE session = ?1")?
+                    .execute([session.as_str()])?;
             }
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO transcripts

@@ -49,6 +49,17 @@ impl Engine {
         self.db().is_some_and(Db::behind)
     }
 
+    /// Whether `feed` waits for the database's writer before it reads
+    /// its next frame; a wait is counted on the feed (`database_waits`).
+    pub fn feed_waits_for_writes(&self, feed: &super::FeedStatus) -> bool {
+        let behind = self.writes_behind();
+        if behind {
+            feed.database_waits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        behind
+    }
+
     /// Returns once the database's writer has caught up; at once without
     /// a database.
     pub async fn writes_caught_up(&self) {

@@ -267,10 +267,7 @@ async fn connect_and_read(
     loop {
         // The database's writer is behind: read nothing until it catches
         // up, so the burst waits in the socket, not in memory.
-        let paced = engine.writes_behind();
-        if paced {
-            status.database_waits.fetch_add(1, Ordering::Relaxed);
-        }
+        let paced = engine.feed_waits_for_writes(status);
         let next = tokio::select! {
             next = source.next(), if !paced => next,
             _ = engine.writes_caught_up(), if paced => {
