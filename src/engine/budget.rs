@@ -113,7 +113,7 @@ impl Engine {
         let kind = self.kind_of(session);
         for op in &self.shared.config.automatic_ops {
             if self.runs_for(*op, kind.as_deref()) {
-                self.admit(session, *op);
+                self.admit(session, *op, None);
             }
         }
     }

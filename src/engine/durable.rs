@@ -91,7 +91,7 @@ impl Engine {
                     .and_then(Option::as_ref)
                     .map_or(0, |r| r.covered_generation);
                 if covered < stored.generation {
-                    self.admit(&stored.id, *op);
+                    self.admit(&stored.id, *op, None);
                 }
             }
         }

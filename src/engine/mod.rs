@@ -245,6 +245,8 @@ impl Engine {
             });
         }
         let kept = durable::keep_for_db(&self.shared, &transcript);
+        // Read before the line goes in: see `admit`.
+        let forgets = self.shared.store.forgets();
         let appended = self.shared.store.append(transcript, feed);
         if let Some(status) = status {
             status.count(&appended);
@@ -269,7 +271,7 @@ impl Engine {
                     let kind = self.kind_of(&session);
                     for op in &self.shared.config.automatic_ops {
                         if self.runs_for(*op, kind.as_deref()) {
-                            self.admit(&session, *op);
+                            self.admit(&session, *op, Some(forgets));
                         }
                     }
                 }
@@ -333,7 +335,7 @@ impl Engine {
             for op in &self.shared.config.end_ops {
                 if self.runs_for(*op, kind.as_deref()) {
                     // Ended: a forget may take it before its runs start.
-                    self.admit_if_held(session, *op);
+                    self.admit(session, *op, None);
                 }
             }
         }
@@ -349,32 +351,32 @@ impl Engine {
         if !self.shared.store.contains(session) {
             return None;
         }
-        self.admit_if_held(session, op)
+        self.admit(session, op, None)
     }
 
-    /// Asks the state manager; starts the run when admitted. A spent
-    /// budget that covers the session admits nothing. For a session that
-    /// just spoke (the store holds it, and a forget cannot take a session
-    /// that is not ended).
-    fn admit(&self, session: &SessionId, op: Operation) -> TriggerAnswer {
-        if let Some(budget) = budget::over(&self.shared, session, None) {
-            return TriggerAnswer::OverBudget { budget };
-        }
-        self.carry_out(self.shared.state.try_start(session, op))
-    }
-
-    /// [`Engine::admit`] for a session that may be forgotten meanwhile (it
-    /// ended, or an operator asks): the store is asked under the state
-    /// manager's lock, so no run starts for a session gone (`None`).
-    fn admit_if_held(&self, session: &SessionId, op: Operation) -> Option<TriggerAnswer> {
+    /// Asks the state manager for a run of `op`; starts it when admitted.
+    /// A spent budget that covers the session admits nothing.
+    ///
+    /// The session may be gone by now: ended (by silence, an operator, or
+    /// another source while this one spoke) and forgotten by housekeeping.
+    /// The store is asked under the state manager's lock, as a forget
+    /// asks, so nothing starts or is counted for a session gone (`None`).
+    /// `held_at` is the store's count of forgets at a moment the session
+    /// was surely held (before its line went in): while the count has not
+    /// moved, the store's own lock is not taken.
+    fn admit(
+        &self,
+        session: &SessionId,
+        op: Operation,
+        held_at: Option<u64>,
+    ) -> Option<TriggerAnswer> {
         if let Some(budget) = budget::over(&self.shared, session, None) {
             return Some(TriggerAnswer::OverBudget { budget });
         }
         let store = &self.shared.store;
-        let admission = self
-            .shared
-            .state
-            .try_start_if(session, op, || store.contains(session))?;
+        let admission = self.shared.state.try_start_if(session, op, || {
+            held_at == Some(store.forgets()) || store.contains(session)
+        })?;
         Some(self.carry_out(admission))
     }
 

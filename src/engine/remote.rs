@@ -63,7 +63,7 @@ impl Engine {
             && covered < self.generation(session)
             && !self.shared.state.is_processing(session, Some(op))
         {
-            self.admit(session, op);
+            self.admit(session, op, None);
         }
     }
 }

@@ -325,10 +325,10 @@ impl ProcessingStateManager {
 
     /// Checks and claims the `(session, op)` slot in one step.
     pub fn try_start(self: &Arc<Self>, session: &SessionId, op: Operation) -> Admission {
-        match self.try_start_if(session, op, || true) {
-            Some(admission) => admission,
-            None => unreachable!("an admission on no condition is never refused"),
-        }
+        let policy = self.policy(op);
+        let (admission, event) = self.admit_locked(&mut self.lock(), session, op, policy);
+        self.events.emit(event);
+        admission
     }
 
     /// [`try_start`](Self::try_start), unless `holds` (asked under the
@@ -350,72 +350,86 @@ impl ProcessingStateManager {
             if !holds() {
                 return None;
             }
-            let Tables {
-                sessions,
-                active,
-                lifetime,
-            } = &mut *tables;
-            let lifetime = lifetime.entry(op);
-            // Look up first so the common case clones no key.
-            let entry = match sessions.get_mut(session) {
-                Some(entry) => entry,
-                None => sessions.entry(session.clone()).or_default(),
-            };
-            let SessionEntry { in_flight, stats } = entry;
-            let op_stats = stats.entry(op);
-            let slots = in_flight.get_or_insert_with(|| {
-                *active += 1;
-                Default::default()
-            });
-            match slots.entry(op) {
-                Some(slot) => {
-                    if policy == Policy::Coalesce {
-                        slot.view.pending = true;
-                    }
-                    op_stats.counts.skipped += 1;
-                    lifetime.skipped += 1;
-
-                    let (run_id, since, pending) =
-                        (slot.view.run_id, slot.view.since, slot.view.pending);
-                    (
-                        Admission::Busy {
-                            run_id,
-                            since,
-                            pending,
-                        },
-                        Event::OpSkipped {
-                            session: session.clone(),
-                            op,
-                            running_run_id: run_id,
-                            since,
-                            pending,
-                        },
-                    )
-                }
-                empty @ None => {
-                    let slot = self.new_slot(false);
-                    if let Some(journal) = self.journal() {
-                        journal.admitted(session, op, &slot.view);
-                    }
-                    let guard = RunGuard::new(self.clone(), session.clone(), op, &slot);
-                    let run_id = slot.view.run_id;
-                    *empty = Some(slot);
-                    op_stats.counts.count_admission(false);
-                    lifetime.count_admission(false);
-                    (
-                        Admission::Started(guard),
-                        Event::OpQueued {
-                            session: session.clone(),
-                            op,
-                            run_id,
-                            follow_up: false,
-                        },
-                    )
-                }
-            }
+            self.admit_locked(&mut tables, session, op, policy)
         };
         self.events.emit(event);
         Some(admission)
+    }
+
+    /// The admission itself, under the manager's lock: claims the slot or
+    /// counts the skip, and says what to tell listeners once the lock is
+    /// let go.
+    #[inline(always)]
+    fn admit_locked(
+        self: &Arc<Self>,
+        tables: &mut Tables,
+        session: &SessionId,
+        op: Operation,
+        policy: Policy,
+    ) -> (Admission, Event) {
+        let Tables {
+            sessions,
+            active,
+            lifetime,
+        } = tables;
+        let lifetime = lifetime.entry(op);
+        // Look up first so the common case clones no key.
+        let entry = match sessions.get_mut(session) {
+            Some(entry) => entry,
+            None => sessions.entry(session.clone()).or_default(),
+        };
+        let SessionEntry { in_flight, stats } = entry;
+        let op_stats = stats.entry(op);
+        let slots = in_flight.get_or_insert_with(|| {
+            *active += 1;
+            Default::default()
+        });
+        match slots.entry(op) {
+            Some(slot) => {
+                if policy == Policy::Coalesce {
+                    slot.view.pending = true;
+                }
+                op_stats.counts.skipped += 1;
+                lifetime.skipped += 1;
+
+                let (run_id, since, pending) =
+                    (slot.view.run_id, slot.view.since, slot.view.pending);
+                (
+                    Admission::Busy {
+                        run_id,
+                        since,
+                        pending,
+                    },
+                    Event::OpSkipped {
+                        session: session.clone(),
+                        op,
+                        running_run_id: run_id,
+                        since,
+                        pending,
+                    },
+                )
+            }
+            empty @ None => {
+                let slot = self.new_slot(false);
+                if let Some(journal) = self.journal() {
+                    journal.admitted(session, op, &slot.view);
+                }
+                let guard = RunGuard::new(self.clone(), session.clone(), op, &slot);
+                let run_id = slot.view.run_id;
+                *empty = Some(slot);
+                op_stats.counts.count_admission(false);
+                lifetime.count_admission(false);
+                (
+                    Admission::Started(guard),
+                    Event::OpQueued {
+                        session: session.clone(),
+                        op,
+                        run_id,
+                        follow_up: false,
+                    },
+                )
+            }
+        }
     }
 
     fn set_phase(

@@ -337,6 +337,103 @@ fn forgetting_is_atomic_with_ingest() {
     }
 }
 
+/// Two sources speak for the same sessions: one sends each a line while
+/// the other ends it at once, and housekeeping forgets ended sessions as
+/// fast as it can. A forget that comes between a line going in and the
+/// runs it asks for must not leave those runs, nor their statistics, for
+/// a session nothing holds any more: nothing would ever forget them.
+#[test]
+fn a_session_ended_by_one_source_while_another_speaks_leaves_nothing_behind() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const SESSIONS: usize = 20_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = runtime.enter();
+    let config = EngineConfig {
+        state: StateConfig {
+            op_timeout: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        automatic_ops: inflight::ops::BUILT_IN.to_vec(),
+        // No final runs: an ended session can be forgotten at once.
+        end_ops: Vec::new(),
+        // Room for all: runs still in flight keep ended sessions held.
+        sessions: SessionLimits {
+            max_sessions: SESSIONS,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let engine = Engine::new(config, Arc::new(BuiltinBackend::new(LatencyRange::ZERO)));
+    let name = |i: usize| format!("shared-{i}");
+    let spoken = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let forgetter = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        let runtime = runtime.handle().clone();
+        std::thread::spawn(move || {
+            let _enter = runtime.enter();
+            let mut forgotten = 0;
+            while !stop.load(Ordering::Relaxed) {
+                forgotten += engine.forget_ended(Duration::ZERO);
+            }
+            forgotten
+        })
+    };
+    let ender = {
+        let (engine, spoken) = (engine.clone(), spoken.clone());
+        let runtime = runtime.handle().clone();
+        std::thread::spawn(move || {
+            let _enter = runtime.enter();
+            for i in 0..SESSIONS {
+                // End each session the moment its line makes it held.
+                while spoken.load(Ordering::Acquire) <= i {
+                    std::hint::spin_loop();
+                }
+                let session = sid(&name(i));
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while !engine.holds(&session) {
+                    assert!(std::time::Instant::now() < deadline, "{session} never held");
+                    std::hint::spin_loop();
+                }
+                engine.end_session(&session, Some(1));
+            }
+        })
+    };
+    for i in 0..SESSIONS {
+        spoken.store(i + 1, Ordering::Release);
+        let appended = engine.ingest(final_line(&name(i), 1, "x"), Some(0));
+        assert!(matches!(appended, Appended::Final { .. }), "{appended:?}");
+    }
+    ender.join().unwrap();
+    runtime.block_on(async {
+        let mut events = engine.subscribe();
+        settle(&engine, &mut events).await;
+    });
+    stop.store(true, Ordering::Relaxed);
+    let forgotten = forgetter.join().unwrap() + engine.forget_ended(Duration::ZERO);
+    assert_eq!(forgotten, SESSIONS, "every session ended and went");
+    let left: Vec<String> = (0..SESSIONS)
+        .map(|i| sid(&name(i)))
+        .filter(|session| {
+            inflight::ops::BUILT_IN
+                .iter()
+                .any(|op| engine.state().op_view(session, *op) != Default::default())
+        })
+        .map(|session| session.to_string())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} forgotten sessions keep runs or statistics, {:?} among them",
+        left.len(),
+        &left[..left.len().min(3)]
+    );
+    assert!(engine.is_idle());
+}
+
 /// A feed's memory dies with its sessions: after a session is forgotten, a
 /// reconnecting feed is not asked to resume it.
 #[tokio::test]

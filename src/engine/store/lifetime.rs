@@ -127,6 +127,7 @@ impl SessionStore {
                 held.remove(session);
                 raised.remove(session);
                 self.held.fetch_sub(1, Ordering::AcqRel);
+                self.forgets.fetch_add(1, Ordering::AcqRel);
                 forgotten.remember(session.clone(), last_seq);
                 true
             }

@@ -285,6 +285,9 @@ pub struct SessionStore {
     held: AtomicUsize,
     /// The next transcript's arrival number.
     arrivals: AtomicU64,
+    /// Sessions forgotten so far: while it has not moved, a session held
+    /// before is held still.
+    forgets: AtomicU64,
     /// Operations whose coverage keeps transcripts (the automatic ones).
     tracked: Vec<Operation>,
     /// Runs re-read the newest transcript up to this many characters
@@ -315,6 +318,7 @@ impl SessionStore {
             hasher: std::hash::RandomState::new(),
             held: AtomicUsize::new(0),
             arrivals: AtomicU64::new(0),
+            forgets: AtomicU64::new(0),
             tracked: crate::ops::registry().ops().collect(),
             whole_window: None,
         }
@@ -492,6 +496,14 @@ impl SessionStore {
     /// Whether the store holds the session.
     pub fn contains(&self, session: &SessionId) -> bool {
         self.lock(session).held.contains_key(session)
+    }
+
+    /// How many sessions were forgotten so far. A session held when this
+    /// was read is held still while the count has not moved: a cheaper
+    /// question than [`contains`](Self::contains), which takes a shard's
+    /// lock.
+    pub fn forgets(&self) -> u64 {
+        self.forgets.load(Ordering::Acquire)
     }
 
     /// The feed that last spoke for the session.
