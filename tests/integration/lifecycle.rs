@@ -230,6 +230,25 @@ async fn a_full_store_refuses_new_sessions_and_says_so_per_feed() {
     assert!(!engine.holds(&sid("c")));
 }
 
+/// A thread that forgets ended sessions as fast as it can until `stop`;
+/// it answers how many went.
+fn forget_until(
+    engine: &Engine,
+    runtime: &tokio::runtime::Runtime,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    let engine = engine.clone();
+    let runtime = runtime.handle().clone();
+    std::thread::spawn(move || {
+        let _enter = runtime.enter();
+        let mut forgotten = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            forgotten += engine.forget_ended(Duration::ZERO);
+        }
+        forgotten
+    })
+}
+
 /// Threads ingest and end sessions while another forgets ended ones as
 /// fast as it can: a transcript is never lost to a forget, and no session
 /// is left with statistics but no store entry.
@@ -245,18 +264,7 @@ fn forgetting_is_atomic_with_ingest() {
     let _enter = runtime.enter();
     let engine = engine(SessionLimits::default(), Vec::new());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let forgetter = {
-        let (engine, stop) = (engine.clone(), stop.clone());
-        let runtime = runtime.handle().clone();
-        std::thread::spawn(move || {
-            let _enter = runtime.enter();
-            let mut forgotten = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                forgotten += engine.forget_ended(Duration::ZERO);
-            }
-            forgotten
-        })
-    };
+    let forgetter = forget_until(&engine, &runtime, stop.clone());
     let workers: Vec<_> = (0..2)
         .map(|w| {
             let engine = engine.clone();
@@ -371,18 +379,7 @@ fn a_session_ended_by_one_source_while_another_speaks_leaves_nothing_behind() {
     let name = |i: usize| format!("shared-{i}");
     let spoken = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let forgetter = {
-        let (engine, stop) = (engine.clone(), stop.clone());
-        let runtime = runtime.handle().clone();
-        std::thread::spawn(move || {
-            let _enter = runtime.enter();
-            let mut forgotten = 0;
-            while !stop.load(Ordering::Relaxed) {
-                forgotten += engine.forget_ended(Duration::ZERO);
-            }
-            forgotten
-        })
-    };
+    let forgetter = forget_until(&engine, &runtime, stop.clone());
     let ender = {
         let (engine, spoken) = (engine.clone(), spoken.clone());
         let runtime = runtime.handle().clone();
