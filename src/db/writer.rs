@@ -232,6 +232,20 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> Result<(), rusqlite::Error>
                 at,
                 ..
             } => {
+                // A session's first line, or the first of a new life: a
+                // session forgotten and speaking again numbers its lines
+                // from 1 again, as memory does. What the file holds of the
+                // life before goes, so a restart cannot mix the two lives'
+                // lines, nor take a result of the old life for one of the
+                // new (its runs stay in `runs`); the row takes this life's
+                // generation.
+                let new_life = *generation == 1;
+                if new_life {
+                    tx.prepare_cached("DELETE FROM transcripts WHERE session = ?1")?
+                        .execute([session.as_str()])?;
+                    tx.prepare_cached("DELETE FROM results WHERE session = ?1")?
+                        .execute([session.as_str()])?;
+                }
                 apply(&tx, write)?;
                 let at = unix(*at);
                 let entry = seen.entry(session).or_insert(Seen {
@@ -242,7 +256,7 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> Result<(), rusqlite::Error>
                     generation: 0,
                     new_life: false,
                 });
-                if *generation == 1 {
+                if new_life {
                     entry.new_life = true;
                     entry.generation = 0;
                 }
@@ -313,18 +327,6 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> Result<(), rusqlite::Error> {
             ..
         } => {
             let at = unix(*at);
-            // A session's first line, or the first of a new life: a
-            // session forgotten and speaking again numbers its lines from
-            // 1 again, as memory does. What the file holds of the life
-            // before goes, so a restart cannot mix the two lives' lines,
-            // nor take a result of the old life for one of the new (its
-            // runs stay in `runs`).
-            if *generation == 1 {
-                tx.prepare_cached("DELETE FROM transcripts WHERE session = ?1")?
-                    .execute([session.as_str()])?;
-                tx.prepare_cached("DELETE FROM results WHERE session = ?1")?
-                    .execute([session.as_str()])?;
-            }
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO transcripts
                      (session, generation, seq, speaker, start, end, text, received_at)

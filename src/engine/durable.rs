@@ -43,16 +43,11 @@ impl Engine {
         self.shared.db.get()
     }
 
-    /// Whether a feed waits before its next frame: the database's writer
-    /// is too far behind (see [`Db::behind`]).
-    pub fn writes_behind(&self) -> bool {
-        self.db().is_some_and(Db::behind)
-    }
-
     /// Whether `feed` waits for the database's writer before it reads
-    /// its next frame; a wait is counted on the feed (`database_waits`).
+    /// its next frame: the writer is too far behind (see [`Db::behind`]).
+    /// A wait is counted on the feed (`database_waits`).
     pub fn feed_waits_for_writes(&self, feed: &super::FeedStatus) -> bool {
-        let behind = self.writes_behind();
+        let behind = self.db().is_some_and(Db::behind);
         if behind {
             feed.database_waits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

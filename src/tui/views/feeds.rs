@@ -3,6 +3,7 @@
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 
 use crate::engine::FeedState;
@@ -60,24 +61,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             ),
             Span::styled(format!("{} bad frames", format::count(feed.bad_frames)), bad_style),
         ]));
-        if feed.refused_sessions > 0 {
-            lines.push(Line::styled(
-                format!(
-                    "   {} new sessions refused: inflight holds its most sessions (--max-sessions)",
-                    format::count(feed.refused_sessions)
-                ),
-                t.error(),
-            ));
-        }
-        if feed.database_waits > 0 {
-            lines.push(Line::styled(
-                format!(
-                    "   waited {}× for the database's writer: the disk sets the pace of ingest",
-                    format::count(feed.database_waits)
-                ),
-                t.warning(),
-            ));
-        }
+        lines.extend(count_note(feed.refused_sessions, t.error(), |n| {
+            format!("{n} new sessions refused: inflight holds its most sessions (--max-sessions)")
+        }));
+        lines.extend(count_note(feed.database_waits, t.warning(), |n| {
+            format!("waited {n}× for the database's writer: the disk sets the pace of ingest")
+        }));
     }
     if !app.snapshot.webhooks.is_empty() {
         lines.push(Line::raw(""));
@@ -131,4 +120,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         100,
         lines,
     );
+}
+
+/// A line under a feed that says what a count means, in `style`; none
+/// while the count is 0.
+fn count_note(
+    count: u64,
+    style: Style,
+    says: impl FnOnce(String) -> String,
+) -> Option<Line<'static>> {
+    (count > 0).then(|| Line::styled(format!("   {}", says(format::count(count))), style))
 }
